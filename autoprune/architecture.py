@@ -1,0 +1,277 @@
+"""The architecture JSON: the unit of exchange that rebuilds a pruned model from the base checkpoint.
+
+It records, per group, the kept channel *indices*, so :func:`apply_architecture` replays the prune on a
+freshly built base model loaded with ``weights_only=True``: no pickle of a pruned model is ever needed.
+The JSON Schema is published as ``autoprune/schemas/architecture.schema.json``.
+
+Example:
+    >>> arch = read_architecture("arch.json")  # doctest: +SKIP
+    >>> model = apply_architecture(arch).model  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+from typing import Any
+
+import torch
+from torch import nn
+
+from autoprune.errors import ArchitectureError
+from autoprune.errors import AutopruneError
+from autoprune.redact import redact_url
+
+if TYPE_CHECKING:
+    from autoprune.config import StudyConfig
+    from autoprune.pruning import PruneResult
+    from autoprune.tasks import Task
+
+SCHEMA_VERSION = 1
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "architecture.schema.json"
+REQUIRED = ("schema_version", "task", "model", "base_checkpoint_sha256", "input_shape", "criterion", "groups", "metrics", "latency", "provenance")
+GROUP_REQUIRED = ("name", "original_channels", "kept_channels", "ratio", "kept_indices")
+
+
+def build_architecture(
+    config: "StudyConfig",
+    task: "Task",
+    result: "PruneResult",
+    base_sha256: str,
+    round_to: int,
+    metrics: dict[str, Any] | None = None,
+    latency: dict[str, Any] | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The architecture dict of a prune result.
+
+    Args:
+        config: the study config (task, model, criterion, storage).
+        task: the task (input shape).
+        result: the prune result (kept channels and indices).
+        base_sha256: sha256 of the base checkpoint the indices refer to.
+        round_to: channel rounding used.
+        metrics: measured metrics, if any.
+        latency: latency figures and their provenance, if any.
+        provenance: extra provenance (trial number, weights path, ...).
+
+    Returns:
+        A JSON-serialisable dict following the published schema.
+    """
+    prov = {
+        "study": config.name,
+        "trial": None,
+        "storage": redact_url(config.storage_url()),
+        "config": str(config.source) if config.source else None,
+        "checkpoint": str(config.checkpoint_path()),
+        "weights": None,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "autoprune_version": _version(),
+    }
+    prov.update(provenance or {})
+    if "storage" in prov:
+        prov["storage"] = redact_url(prov["storage"])
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "task": config.task,
+        "task_options": dict(config.task_options),
+        "model": config.model,
+        "model_options": dict(config.model_options),
+        "base_checkpoint_sha256": base_sha256,
+        "input_shape": list(task.input_shape()),
+        "criterion": config.criterion,
+        "round_to": round_to,
+        "groups": [
+            {
+                "name": g.name,
+                "original_channels": g.channels,
+                "kept_channels": result.kept[g.name],
+                "ratio": round(1.0 - result.kept[g.name] / g.channels, 6),
+                "kept_indices": list(result.kept_indices[g.name]),
+            }
+            for g in result.groups
+        ],
+        "clamps": [c.as_dict() for c in result.clamps],
+        "macs": result.macs,
+        "params": result.params,
+        "metrics": metrics or {},
+        "latency": latency or {},
+        "provenance": prov,
+    }
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("autoprune")
+    except Exception:
+        return "unknown"
+
+
+def write_architecture(arch: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Validate and write an architecture JSON (atomically)."""
+    validate_architecture(arch, Path(path))
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    tmp.write_text(json.dumps(arch, indent=2) + "\n")
+    tmp.replace(p)
+    return p
+
+
+def read_architecture(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and validate an architecture JSON."""
+    p = Path(path)
+    if not p.is_file():
+        raise ArchitectureError(f"{p}: architecture file not found")
+    try:
+        arch = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArchitectureError(f"{p}: not valid JSON ({exc})") from None
+    validate_architecture(arch, p)
+    return arch
+
+
+def validate_architecture(arch: Any, where: Path | str = "<architecture>") -> None:
+    """Check the structure (fields, types, ranges); raise :class:`ArchitectureError` naming the field."""
+    if not isinstance(arch, dict):
+        raise ArchitectureError(f"{where}: an architecture file holds a JSON object")
+    for key in REQUIRED:
+        if key not in arch:
+            raise ArchitectureError(f"{where}: field '{key}' is missing")
+    if arch["schema_version"] != SCHEMA_VERSION:
+        raise ArchitectureError(
+            f"{where}: field 'schema_version' is {arch['schema_version']!r}; this autoprune reads version {SCHEMA_VERSION}"
+        )
+    if not isinstance(arch["groups"], list) or not arch["groups"]:
+        raise ArchitectureError(f"{where}: field 'groups' must be a non-empty list")
+    for i, g in enumerate(arch["groups"]):
+        if not isinstance(g, dict):
+            raise ArchitectureError(f"{where}: field 'groups[{i}]' must be an object")
+        for key in GROUP_REQUIRED:
+            if key not in g:
+                raise ArchitectureError(f"{where}: field 'groups[{i}].{key}' is missing")
+        name = g["name"]
+        orig, kept, idx = g["original_channels"], g["kept_channels"], g["kept_indices"]
+        if not isinstance(orig, int) or orig < 1:
+            raise ArchitectureError(f"{where}: group {name}: field 'original_channels' must be a positive integer")
+        if not isinstance(kept, int) or not 1 <= kept <= orig:
+            raise ArchitectureError(
+                f"{where}: group {name}: field 'kept_channels' is {kept!r}, out of range [1, {orig}]"
+            )
+        if not isinstance(idx, list) or len(idx) != kept or len(set(idx)) != kept:
+            raise ArchitectureError(
+                f"{where}: group {name}: field 'kept_indices' must list {kept} distinct channel numbers (kept_channels)"
+            )
+        if any(not isinstance(i, int) or not 0 <= i < orig for i in idx):
+            raise ArchitectureError(f"{where}: group {name}: field 'kept_indices' has a channel outside [0, {orig})")
+    shape = arch["input_shape"]
+    if not isinstance(shape, list) or not all(isinstance(s, int) and s > 0 for s in shape):
+        raise ArchitectureError(f"{where}: field 'input_shape' must be a list of positive integers")
+
+
+@dataclass
+class AppliedArchitecture:
+    """A model rebuilt from an architecture JSON."""
+
+    model: nn.Module
+    task: "Task"
+    config: "StudyConfig"
+    result: "PruneResult"
+    weights_loaded: bool
+
+
+def apply_architecture(
+    arch: dict[str, Any],
+    config: "StudyConfig | None" = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    where: str = "<architecture>",
+) -> AppliedArchitecture:
+    """Rebuild the pruned model from the base checkpoint and the JSON alone.
+
+    Args:
+        arch: a validated architecture dict.
+        config: the study config; default: ``provenance.config``.
+        checkpoint: the base checkpoint; default: the config's, then ``provenance.checkpoint``.
+        weights: finetuned weights of the pruned model (state_dict); default: ``provenance.weights`` if present.
+        where: name of the JSON file, for messages.
+
+    Returns:
+        The rebuilt model (eval mode) and what it was built from.
+    """
+    from autoprune.base_model import file_sha256
+    from autoprune.base_model import load_state_dict
+    from autoprune.base_model import load_weights
+    from autoprune.config import load_config
+    from autoprune.pruning_setup import make_pruner
+    from autoprune.tasks import build_task
+
+    validate_architecture(arch, where)
+    prov = arch.get("provenance") or {}
+    if config is None:
+        cfg_path = prov.get("config")
+        if not cfg_path:
+            raise ArchitectureError(f"{where}: field 'provenance.config' is empty; pass the study config with --config")
+        config = load_config(cfg_path)
+    if config.task != arch["task"] or (config.model != arch["model"]):
+        raise ArchitectureError(
+            f"{where}: field 'task'/'model' is {arch['task']}/{arch['model']} but the config builds {config.task}/{config.model}"
+        )
+    task = build_task(config)
+    ckpt = Path(checkpoint) if checkpoint else config.checkpoint_path()
+    if not ckpt.is_file() and not checkpoint and prov.get("checkpoint"):
+        ckpt = Path(prov["checkpoint"])
+    if not ckpt.is_file():
+        raise ArchitectureError(f"{where}: base checkpoint {ckpt} not found; pass it with --checkpoint")
+    sha = file_sha256(ckpt)
+    if sha != arch["base_checkpoint_sha256"]:
+        raise ArchitectureError(
+            f"{where}: field 'base_checkpoint_sha256' is {arch['base_checkpoint_sha256'][:12]}... but {ckpt} has "
+            f"{sha[:12]}...; this architecture was made from another base checkpoint"
+        )
+    if list(task.input_shape()) != list(arch["input_shape"]):
+        raise ArchitectureError(f"{where}: field 'input_shape' is {arch['input_shape']} but the task gives {list(task.input_shape())}")
+    model = load_weights(task.build_model(), ckpt)
+    pruner = make_pruner(config, task)
+    groups = {g.name: g for g in pruner.groups(model)}
+    for g in arch["groups"]:
+        if g["name"] not in groups:
+            raise ArchitectureError(f"{where}: group {g['name']!r} (field 'groups') does not exist in the {arch['model']} model")
+        if g["original_channels"] != groups[g["name"]].channels:
+            raise ArchitectureError(
+                f"{where}: group {g['name']}: field 'original_channels' is {g['original_channels']} but the model has {groups[g['name']].channels}"
+            )
+    missing = sorted(set(groups) - {g["name"] for g in arch["groups"]})
+    if missing:
+        raise ArchitectureError(f"{where}: field 'groups' lacks group(s) {', '.join(missing)} of the model")
+    try:
+        result = pruner.apply_indices(model, {g["name"]: g["kept_indices"] for g in arch["groups"]})
+    except AutopruneError as exc:
+        raise ArchitectureError(f"{where}: {exc}") from None
+    weights_path = Path(weights) if weights else (Path(prov["weights"]) if prov.get("weights") else None)
+    loaded = False
+    if weights_path is not None:
+        if not weights_path.is_file():
+            raise ArchitectureError(f"{where}: finetuned weights {weights_path} (provenance.weights) not found; pass --weights or --no-weights")
+        state = load_state_dict(weights_path)
+        try:
+            result.model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ArchitectureError(f"{weights_path}: weights do not fit the rebuilt model: {str(exc).splitlines()[0]}") from None
+        loaded = True
+    result.model.eval()
+    return AppliedArchitecture(result.model, task, config, result, loaded)
+
+
+def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> Path:
+    """Save a pruned model's weights as a plain state_dict (load it back with ``weights_only=True``)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), p)
+    return p

@@ -1,0 +1,123 @@
+"""The unpruned base model: trained once per study, cached as a plain state_dict, identified by sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+from typing import Callable
+
+import torch
+from torch import nn
+
+from autoprune.errors import TaskError
+
+if TYPE_CHECKING:
+    from autoprune.config import StudyConfig
+    from autoprune.tasks import Task
+
+
+@dataclass
+class BaseModelInfo:
+    """Where the base checkpoint is and what it scores."""
+
+    path: Path
+    sha256: str
+    val_metric: float | None = None
+    trained_seconds: float | None = None
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Load a plain state_dict safely (``weights_only=True``; nothing is unpickled)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise TaskError(f"{path}: checkpoint not found; run 'autoprune train-base CONFIG' first") from None
+    except Exception as exc:
+        raise TaskError(f"{path}: not a loadable state_dict checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict):
+        raise TaskError(f"{path}: expected a state_dict (a mapping of tensors), found {type(state).__name__}")
+    return state
+
+
+def load_weights(model: nn.Module, path: Path) -> nn.Module:
+    """Load a state_dict checkpoint into ``model``; mismatched keys or shapes are named in the error."""
+    state = load_state_dict(path)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0:3]
+        raise TaskError(f"{path}: checkpoint does not fit the model: {' '.join(first)}") from None
+    return model.eval()
+
+
+def train_base(
+    config: "StudyConfig",
+    task: "Task",
+    force: bool = False,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> BaseModelInfo:
+    """Train the base model once and cache it (reused unless ``force``).
+
+    Args:
+        config: the study config (``base`` section: epochs, lr, batch size, checkpoint path).
+        task: the task.
+        force: retrain even if a checkpoint exists.
+        progress: called with ``(epoch, epochs, loss)`` after every epoch.
+
+    Returns:
+        The checkpoint's path, sha256 and validation metric.
+    """
+    path = config.checkpoint_path()
+    meta_path = path.with_suffix(".json")
+    if path.is_file() and not force:
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        return BaseModelInfo(path, file_sha256(path), meta.get("val_metric"), meta.get("trained_seconds"))
+    settings = config.base
+    torch.manual_seed(settings.seed)
+    model = task.build_model()
+    loader = task.loader("train", settings.batch_size, shuffle=True, seed=settings.seed, drop_last=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay, nesterov=True)
+    total = settings.epochs * max(1, len(loader))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+    start = time.perf_counter()
+    for epoch in range(settings.epochs):
+        model.train()
+        running = 0.0
+        for x, y in loader:
+            loss = task.loss(task.logits(model(x)), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            running += float(loss.detach())
+        if progress is not None:
+            progress(epoch + 1, settings.epochs, running / max(1, len(loader)))
+    seconds = time.perf_counter() - start
+    model.eval()
+    val = task.evaluate(model, "val")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save(model.state_dict(), tmp)
+    tmp.replace(path)
+    sha = file_sha256(path)
+    meta_path.write_text(json.dumps({"sha256": sha, "val_metric": val.value, "val_stderr": val.stderr, "trained_seconds": seconds}, indent=2))
+    return BaseModelInfo(path, sha, val.value, seconds)
+
+
+def load_base(config: "StudyConfig", task: "Task") -> tuple[nn.Module, BaseModelInfo]:
+    """The trained base model in eval mode and its checkpoint info (trains it first if missing)."""
+    info = train_base(config, task)
+    return load_weights(task.build_model(), info.path), info

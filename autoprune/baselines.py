@@ -1,0 +1,159 @@
+"""Run the uniform and global baseline sweeps and derive the per-group search bounds."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from typing import Callable
+
+from autoprune.bounds import SweepPoint
+from autoprune.bounds import compute_bounds
+from autoprune.bounds import fastest_feasible
+from autoprune.bounds import largest_feasible
+from autoprune.candidate import StudyContext
+from autoprune.candidate import evaluate_candidate
+
+log = logging.getLogger("autoprune")
+
+
+@dataclass
+class Baselines:
+    """Both sweeps, the bounds they give, and the base figures they were measured against."""
+
+    uniform: list[SweepPoint]
+    global_: list[SweepPoint]
+    bounds: dict[str, tuple[float, float]]
+    base_metric: float
+    base_metric_stderr: float
+    max_drop: float
+    margin: float
+    round_to: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "uniform": [p.as_dict() for p in self.uniform],
+            "global": [p.as_dict() for p in self.global_],
+            "bounds": {k: list(v) for k, v in self.bounds.items()},
+            "base_metric": self.base_metric,
+            "base_metric_stderr": self.base_metric_stderr,
+            "max_drop": self.max_drop,
+            "margin": self.margin,
+            "round_to": self.round_to,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Baselines":
+        return cls(
+            uniform=[SweepPoint.from_dict(p) for p in data["uniform"]],
+            global_=[SweepPoint.from_dict(p) for p in data["global"]],
+            bounds={k: (float(v[0]), float(v[1])) for k, v in data["bounds"].items()},
+            base_metric=data["base_metric"],
+            base_metric_stderr=data.get("base_metric_stderr", 0.0),
+            max_drop=data["max_drop"],
+            margin=data.get("margin", 0.0),
+            round_to=data.get("round_to", 1),
+        )
+
+    def best(self, kind: str) -> SweepPoint | None:
+        """The fastest feasible point of a sweep."""
+        return fastest_feasible(self.uniform if kind == "uniform" else self.global_, self.max_drop)
+
+    def table(self) -> str:
+        """Both sweeps as a text table."""
+        lines = [f"{'sweep':8} {'ratio':>6} {'metric':>8} {'drop':>8} {'speedup':>8} {'MACs':>11} feasible"]
+        for p in self.uniform + self.global_:
+            lines.append(
+                f"{p.kind:8} {p.ratio:6.2f} {p.metric:8.4f} {p.drop:+8.4f} {p.speedup or float('nan'):7.2f}x "
+                f"{p.macs or 0:11d} {'yes' if p.feasible else 'no'}"
+            )
+        return "\n".join(lines)
+
+
+def sweep_point(ctx: StudyContext, kind: str, ratio: float, max_drop: float) -> SweepPoint:
+    """Evaluate one baseline point with the same recipe as the trials."""
+    if kind == "uniform":
+        res = evaluate_candidate(ctx, uniform=ratio)
+    else:
+        res = evaluate_candidate(ctx, global_ratio=ratio)
+    return SweepPoint(
+        kind=kind,
+        ratio=ratio,
+        metric=res.metric.value,
+        drop=res.drop,
+        ratios={k: round(v, 6) for k, v in res.prune.ratios.items()},
+        speedup=res.speedup,
+        speedup_spread=res.speedup_spread,
+        latency_ms=res.latency_ms,
+        metric_stderr=res.metric.stderr,
+        drop_stderr=res.drop_stderr,
+        macs=res.prune.macs,
+        params=res.prune.params,
+        channels=dict(res.prune.kept),
+        clamps=[str(c) for c in res.prune.clamps],
+        feasible=res.drop <= max_drop,
+    )
+
+
+def run_baselines(
+    ctx: StudyContext,
+    ratios: list[float] | None = None,
+    on_point: Callable[[SweepPoint], None] | None = None,
+) -> Baselines:
+    """Run both sweeps over ``ratios`` (default: the config's ``search.sweep_ratios``) and compute bounds.
+
+    Args:
+        ctx: the study context.
+        ratios: sweep ratios.
+        on_point: called after every point (progress display).
+
+    Returns:
+        The :class:`Baselines`.
+    """
+    cfg = ctx.config
+    ratios = ratios or list(cfg.search.sweep_ratios)
+    max_drop = cfg.max_drop
+    sweeps: dict[str, list[SweepPoint]] = {"uniform": [], "global": []}
+    for kind in ("uniform", "global"):
+        for r in ratios:
+            point = sweep_point(ctx, kind, r, max_drop)
+            sweeps[kind].append(point)
+            if on_point is not None:
+                on_point(point)
+    limits = {g.name: g.max_ratio for g in ctx.groups}
+    ties = {g.name: g.tied_to for g in ctx.groups if g.tied_to}
+    bounds = compute_bounds(sweeps["uniform"], sweeps["global"], max_drop, cfg.search.bounds_margin, limits, ties)
+    return Baselines(
+        uniform=sweeps["uniform"],
+        global_=sweeps["global"],
+        bounds=bounds,
+        base_metric=ctx.base_metric.value,
+        base_metric_stderr=ctx.base_metric.stderr,
+        max_drop=max_drop,
+        margin=cfg.search.bounds_margin,
+        round_to=ctx.round_to,
+    )
+
+
+def baselines_path(ctx_or_dir: StudyContext | Path) -> Path:
+    folder = ctx_or_dir.config.artifact_path() if isinstance(ctx_or_dir, StudyContext) else ctx_or_dir
+    return Path(folder) / "baselines.json"
+
+
+def save_baselines(baselines: Baselines, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(baselines.as_dict(), indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def load_baselines(path: Path) -> Baselines | None:
+    if not path.is_file():
+        return None
+    return Baselines.from_dict(json.loads(path.read_text()))
+
+
+__all__ = ["Baselines", "largest_feasible", "load_baselines", "run_baselines", "save_baselines", "sweep_point"]

@@ -1,0 +1,125 @@
+"""Per-group search bounds from the uniform and global baseline sweeps (pure: no torch, no database).
+
+The pruning guidance's procedure: find the largest uniform ratio ``u`` within the budget, the largest
+global ratio within the budget (with its effective per-group ratios ``g_i``), and search each group
+between them: ``[min(u, g_i) - margin, max(u, g_i) + margin]``, clipped to what the guards allow.
+
+Example:
+    >>> u = [SweepPoint("uniform", 0.2, 0.99, 0.0, {"a": 0.2, "b": 0.2}), SweepPoint("uniform", 0.4, 0.9, 0.09, {"a": 0.4, "b": 0.4})]
+    >>> g = [SweepPoint("global", 0.3, 0.99, 0.005, {"a": 0.1, "b": 0.5})]
+    >>> compute_bounds(u, g, max_drop=0.01, margin=0.05, limits={"a": 0.5, "b": 0.875})
+    {'a': (0.05, 0.25), 'b': (0.15, 0.55)}
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
+from typing import Mapping
+from typing import Sequence
+
+
+@dataclass
+class SweepPoint:
+    """One point of a baseline sweep.
+
+    Attributes:
+        kind: ``uniform`` or ``global``.
+        ratio: the sweep's ratio (the same for every group in a uniform sweep; the share of all channels
+            in a global sweep).
+        metric: the validation metric after recovery.
+        drop: metric drop against the base (positive = worse).
+        ratios: the effective per-group ratios read back from the pruned model.
+        speedup: interleaved speedup against the base, when measured.
+    """
+
+    kind: str
+    ratio: float
+    metric: float
+    drop: float
+    ratios: dict[str, float]
+    speedup: float | None = None
+    speedup_spread: float | None = None
+    latency_ms: float | None = None
+    metric_stderr: float | None = None
+    drop_stderr: float | None = None
+    macs: int | None = None
+    params: int | None = None
+    channels: dict[str, int] = field(default_factory=dict)
+    clamps: list[str] = field(default_factory=list)
+    feasible: bool | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "SweepPoint":
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+def largest_feasible(points: Sequence[SweepPoint], max_drop: float) -> SweepPoint | None:
+    """The point with the largest ratio whose drop is within ``max_drop`` (None if there is none)."""
+    ok = [p for p in points if p.drop <= max_drop]
+    return max(ok, key=lambda p: p.ratio) if ok else None
+
+
+def fastest_feasible(points: Sequence[SweepPoint], max_drop: float) -> SweepPoint | None:
+    """The feasible point with the highest speedup (ties: the better metric)."""
+    ok = [p for p in points if p.drop <= max_drop and p.speedup is not None]
+    return max(ok, key=lambda p: (p.speedup, -p.drop)) if ok else None
+
+
+def compute_bounds(
+    uniform: Sequence[SweepPoint],
+    global_: Sequence[SweepPoint],
+    max_drop: float,
+    margin: float,
+    limits: Mapping[str, float],
+    ties: Mapping[str, str] | None = None,
+) -> dict[str, tuple[float, float]]:
+    """Per-group ``(low, high)`` ratio bounds.
+
+    Args:
+        uniform: the uniform sweep.
+        global_: the global sweep.
+        max_drop: the metric budget.
+        margin: widening on both sides.
+        limits: group name -> the largest ratio the guards allow.
+        ties: follower group -> leader group; followers get their leader's bounds.
+
+    Returns:
+        group name -> (low, high), with ``0 <= low <= high <= limit``.  When neither sweep has a feasible
+        point, the bounds collapse to ``[0, margin]`` (search only light pruning).
+    """
+    best_u = largest_feasible(uniform, max_drop)
+    best_g = largest_feasible(global_, max_drop)
+    u = best_u.ratio if best_u is not None else 0.0
+    bounds: dict[str, tuple[float, float]] = {}
+    for name, limit in limits.items():
+        g = best_g.ratios.get(name, 0.0) if best_g is not None else 0.0
+        low = max(0.0, min(u, g) - margin)
+        high = min(float(limit), max(u, g) + margin)
+        low = min(low, high)
+        bounds[name] = (round(low, 6), round(high, 6))
+    for follower, leader in (ties or {}).items():
+        if leader in bounds:
+            bounds[follower] = bounds[leader]
+    return bounds
+
+
+def snap_to_grid(low: float, high: float, step: float) -> tuple[float, float]:
+    """Shrink ``[low, high]`` onto multiples of ``step`` (so every sampled ratio is a whole channel block).
+
+    Returns ``(low, high)`` with ``high - low`` a multiple of ``step``; a range narrower than one step
+    collapses to its lower grid point.
+    """
+    import math
+
+    lo = math.ceil(low / step - 1e-9) * step
+    hi = math.floor(high / step + 1e-9) * step
+    if hi < lo:
+        lo = hi = math.floor(low / step + 1e-9) * step
+    return round(max(lo, 0.0), 9), round(max(hi, 0.0), 9)

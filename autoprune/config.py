@@ -1,0 +1,284 @@
+"""Study configuration: one YAML file per study, validated once at load time.
+
+Example:
+    >>> from autoprune.config import load_config
+    >>> cfg = load_config("studies/digits-resnet.yaml")  # doctest: +SKIP
+    >>> cfg.search.trials  # doctest: +SKIP
+    24
+
+Every problem with a file is reported as one :class:`~autoprune.errors.ConfigError` that names the file,
+the key and the fix: an unknown key, a wrong type, a ratio outside [0, 1), a missing file, an unknown
+criterion, task or sampler.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+from typing import Literal
+from typing import Union
+
+import yaml
+from pydantic import BaseModel
+from pydantic import ConfigDict
+from pydantic import Field
+from pydantic import ValidationError
+from pydantic import field_validator
+from pydantic import model_validator
+
+from autoprune.errors import ConfigError
+
+CRITERIA = ("l1", "l2", "taylor", "hessian", "bn-scale", "fpgm", "lamp", "random")
+SAMPLERS = ("tpe", "nsga2", "random", "gp")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _check_ratio(value: float, what: str = "ratio") -> float:
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{what} must be in [0, 1), got {value}")
+    return value
+
+
+class BaseTrainingConfig(_Section):
+    """How the unpruned base model is trained (``autoprune train-base``) or where it is read from."""
+
+    checkpoint: str | None = None  # a plain state_dict; default: <artifact_dir>/base.pt
+    epochs: int = Field(20, ge=1)
+    lr: float = Field(0.05, gt=0)
+    batch_size: int = Field(64, ge=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    seed: int = 0
+
+
+class PruningConfig(_Section):
+    """Guards and mechanics of the pruning engine."""
+
+    round_to: Union[int, Literal["auto"]] = "auto"
+    iterative_steps: int = Field(1, ge=1, le=5)
+    min_channels: int = Field(8, ge=1)
+    min_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    first_layer_max_ratio: float = 0.5
+    importance_batches: int = Field(4, ge=1)  # batches for gradient-based criteria (taylor, hessian)
+
+    @field_validator("round_to")
+    @classmethod
+    def _round_to_positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("round_to must be a positive integer or 'auto'")
+        return value
+
+    @field_validator("first_layer_max_ratio")
+    @classmethod
+    def _first_ratio(cls, value: float) -> float:
+        return _check_ratio(value, "first_layer_max_ratio")
+
+
+class SearchConfig(_Section):
+    """The Optuna search and the baseline sweeps that bound it."""
+
+    trials: int = Field(24, ge=1)
+    sampler: str = "tpe"
+    seed: int | None = 0
+    bounds_margin: float = Field(0.05, ge=0.0, lt=1.0)
+    sweep_ratios: list[float] = Field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
+    hopeless_margin: float | None = 0.25  # stop a trial early when its metric after BN recalibration is this far below base
+    heartbeat_interval: int = Field(10, ge=1)
+    grace_period: int = Field(30, ge=2)
+    max_retry: int = Field(2, ge=0)
+    enqueue_baselines: bool = True
+    upload_onnx: bool = False
+
+    @field_validator("sampler")
+    @classmethod
+    def _known_sampler(cls, value: str) -> str:
+        if value not in SAMPLERS:
+            raise ValueError(f"unknown sampler {value!r}; choose one of {', '.join(SAMPLERS)}")
+        return value
+
+    @field_validator("sweep_ratios")
+    @classmethod
+    def _ratios(cls, values: list[float]) -> list[float]:
+        if not values:
+            raise ValueError("sweep_ratios must list at least one ratio")
+        return sorted(_check_ratio(v, "every sweep ratio") for v in values)
+
+
+class RecoveryConfig(_Section):
+    """Brief recovery of every pruned candidate: BN recalibration, finetune, distillation."""
+
+    bn_batches: int = Field(10, ge=0)
+    finetune_epochs: float = Field(2.0, ge=0)
+    finetune_steps: int | None = Field(None, ge=0)  # when set, overrides finetune_epochs
+    lr: float = Field(0.01, gt=0)
+    warmup_steps: int = Field(10, ge=0)
+    batch_size: int = Field(64, ge=1)
+    weight_decay: float = Field(0.0, ge=0)
+    distill: bool = True
+    temperature: float = Field(4.0, gt=0)
+    distill_weight: float = Field(0.7, ge=0, le=1)
+    seed: int = 0
+
+
+class LatencyConfig(_Section):
+    """How candidates are timed in ONNX Runtime."""
+
+    batch_size: int = Field(8, ge=1)
+    input_shape: list[int] | None = None  # (C, H, W) without batch; default: the task's example input
+    threads: int = Field(1, ge=1)
+    repeats: int = Field(200, ge=10)
+    warmup: int = Field(20, ge=0)
+    blocks: int = Field(10, ge=2)
+    cv_threshold: float = Field(0.05, gt=0)
+    max_remeasure: int = Field(3, ge=0)
+    lock: bool = True
+    exclusive: bool = False
+    opset: int = Field(17, ge=11)
+
+
+class StudyConfig(_Section):
+    """A whole study, as read from one YAML file."""
+
+    name: str
+    task: str = "digits"
+    task_options: dict[str, Any] = Field(default_factory=dict)
+    model: str | None = "resnet"
+    model_options: dict[str, Any] = Field(default_factory=dict)
+    criterion: str = "l2"
+    max_drop: float = Field(0.01, ge=0.0, lt=1.0)
+    base: BaseTrainingConfig = Field(default_factory=BaseTrainingConfig)
+    pruning: PruningConfig = Field(default_factory=PruningConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
+    latency: LatencyConfig = Field(default_factory=LatencyConfig)
+    storage: str | None = None
+    artifact_dir: str | None = None
+
+    # Where the file was read from; set by load_config, not by the YAML.
+    source: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", value):
+            raise ValueError("name must start with a letter or digit and use only letters, digits, '.', '_', '-'")
+        return value
+
+    @field_validator("criterion")
+    @classmethod
+    def _criterion(cls, value: str) -> str:
+        if value not in CRITERIA:
+            raise ValueError(f"unknown criterion {value!r}; choose one of {', '.join(CRITERIA)}")
+        return value
+
+    @model_validator(mode="after")
+    def _task_known(self) -> "StudyConfig":
+        from autoprune.tasks import BUILTIN_TASKS
+
+        if ":" not in self.task and self.task not in BUILTIN_TASKS:
+            raise ValueError(
+                f"unknown task {self.task!r} (key 'task'); choose one of {', '.join(sorted(BUILTIN_TASKS))} "
+                "or name a plugin as 'package.module:function'"
+            )
+        return self
+
+    # Paths -----------------------------------------------------------------------------------------
+    @property
+    def base_dir(self) -> Path:
+        """The folder of the config file (relative paths in the file are relative to it)."""
+        return self.source.parent if self.source is not None else Path.cwd()
+
+    def resolve(self, path: str | os.PathLike[str]) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        p = Path(os.path.expandvars(os.path.expanduser(str(path))))
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    def artifact_path(self) -> Path:
+        """Folder for checkpoints, baselines, exported models and reports of this study."""
+        if self.artifact_dir:
+            return self.resolve(self.artifact_dir)
+        return (self.base_dir / "artifacts" / self.name).resolve()
+
+    def checkpoint_path(self) -> Path:
+        """Base model checkpoint (a plain state_dict)."""
+        if self.base.checkpoint:
+            return self.resolve(self.base.checkpoint)
+        return self.artifact_path() / "base.pt"
+
+    def storage_url(self, override: str | None = None) -> str:
+        """The study storage URL: CLI override, then ``AUTOPRUNE_STORAGE``, then the file, then SQLite."""
+        url = override or os.environ.get("AUTOPRUNE_STORAGE") or self.storage
+        if url:
+            return os.path.expandvars(url)
+        return f"sqlite:///{(self.base_dir / (self.name + '.db')).resolve()}"
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc if not str(part).startswith("function-after"))
+
+
+def _format_validation_error(path: Path, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = _format_loc(err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key; check its spelling (see studies/*.yaml for every key)"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        lines.append(f"{path}: key '{key}': {msg}" if key else f"{path}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], source: Path | None = None) -> StudyConfig:
+    """Validate a config mapping.
+
+    Args:
+        data: the parsed YAML mapping.
+        source: the file it came from (used in messages and to resolve relative paths).
+
+    Returns:
+        The validated :class:`StudyConfig`.
+    """
+    where = source or Path("<config>")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: the file must hold a mapping of keys (name, task, model, ...), got {type(data).__name__}")
+    try:
+        cfg = StudyConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(where, exc)) from None
+    cfg.source = source
+    if cfg.base.checkpoint and not cfg.checkpoint_path().is_file():
+        raise ConfigError(
+            f"{where}: key 'base.checkpoint': file {cfg.checkpoint_path()} does not exist; "
+            "fix the path or remove the key to train one with 'autoprune train-base'"
+        )
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str]) -> StudyConfig:
+    """Load and validate a study YAML file.
+
+    Args:
+        path: the YAML file.
+
+    Returns:
+        The validated :class:`StudyConfig`.
+
+    Raises:
+        ConfigError: with a message naming the file and key.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found; pass the path of a study YAML such as studies/digits-resnet.yaml")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"{p}{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    return parse_config(data or {}, source=p.resolve())

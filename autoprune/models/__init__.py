@@ -1,0 +1,47 @@
+"""Built-in networks, defined in code (no downloads, no torchvision).
+
+Example:
+    >>> from autoprune.models import build_model
+    >>> model = build_model("resnet", num_classes=10, in_channels=1)
+    >>> sum(p.numel() for p in model.parameters()) > 0
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from typing import Callable
+
+from torch import nn
+
+from autoprune.errors import ConfigError
+from autoprune.models.mobilenet import SmallMobileNetV2
+from autoprune.models.resnet import SmallResNet
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "resnet": SmallResNet,
+    "mobilenet": SmallMobileNetV2,
+}
+
+
+def build_model(name: str, num_classes: int, in_channels: int, **options: Any) -> nn.Module:
+    """Build a built-in model by name.
+
+    Args:
+        name: ``resnet`` or ``mobilenet``.
+        num_classes: classifier outputs.
+        in_channels: input image channels.
+        **options: model-specific options (e.g. ``widths``, ``blocks_per_stage``).
+
+    Returns:
+        A freshly initialised model.
+    """
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r} (key 'model'); choose one of {', '.join(MODELS)}")
+    try:
+        return MODELS[name](num_classes=num_classes, in_channels=in_channels, **options)
+    except TypeError as exc:
+        raise ConfigError(f"model {name!r}: bad key in 'model_options': {exc}") from None
+
+
+__all__ = ["MODELS", "SmallMobileNetV2", "SmallResNet", "build_model"]

@@ -1,0 +1,61 @@
+"""Build the :class:`~autoprune.pruning.Pruner` a study config and its task describe."""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING
+
+from torch import nn
+
+from autoprune.pruning import GuardSettings
+from autoprune.pruning import Pruner
+
+if TYPE_CHECKING:
+    from autoprune.config import StudyConfig
+    from autoprune.tasks import Task
+
+
+def resolve_round_to(config: "StudyConfig") -> int:
+    """``round_to`` of the config, with ``auto`` read from this CPU's flags (16 on AVX-512, else 8)."""
+    if config.pruning.round_to == "auto":
+        from autoprune.latency import cpu_round_to
+
+        return cpu_round_to()
+    return int(config.pruning.round_to)
+
+
+def guard_settings(config: "StudyConfig") -> GuardSettings:
+    p = config.pruning
+    return GuardSettings(
+        min_channels=p.min_channels,
+        min_fraction=p.min_fraction,
+        first_layer_max_ratio=p.first_layer_max_ratio,
+        round_to=resolve_round_to(config),
+    )
+
+
+def make_pruner(config: "StudyConfig", task: "Task") -> Pruner:
+    """The pruner of a study: criterion, guards, steps, ignored layers and ties from the config and task."""
+    settings = config.pruning
+
+    def batches():
+        loader = task.loader("train", config.recovery.batch_size, shuffle=True, seed=config.recovery.seed)
+        return itertools.islice(iter(loader), settings.importance_batches)
+
+    def loss_fn(model: nn.Module, x, y):
+        return task.loss(task.logits(model(x)), y)
+
+    return Pruner(
+        example_input=task.example_input(1),
+        criterion=config.criterion,
+        guards=guard_settings(config),
+        ignored_layers=task.ignored_layers,
+        iterative_steps=settings.iterative_steps,
+        batches=batches,
+        loss_fn=loss_fn,
+        ties=task.group_ties,
+        output_transform=lambda out: task.logits(out).sum(),
+        num_heads=task.num_heads,
+        after_pruning=task.after_pruning,
+        seed=config.recovery.seed,
+    )

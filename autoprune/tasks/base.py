@@ -1,0 +1,193 @@
+"""The Task contract: everything autoprune needs to know about a model and its data.
+
+A task gives a model builder, train/validation/test data, a loss, a metric with its direction, an example
+input, the layers that must never be pruned, and optional ties between groups.  Built-in tasks and plugins
+(``task: package.module:make_task``) follow the same contract, checked once by :func:`validate_task`.
+
+Data is reached only through :meth:`Task.loader`, which records every access per split.  The search runs
+inside :meth:`Task.forbid_split` for ``"test"``: the held-out split is touched only to confirm a final choice,
+and any accidental read fails loudly instead of leaking into the selection.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+from typing import Iterator
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset
+
+from autoprune.errors import TaskError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class MetricResult:
+    """A metric measured on one split.
+
+    Attributes:
+        value: the metric (e.g. accuracy in [0, 1]).
+        stderr: its standard error (binomial for accuracy, bootstrap for per-sample metrics).
+        n: how many samples it was measured on.
+    """
+
+    value: float
+    stderr: float
+    n: int
+
+    def as_dict(self) -> dict[str, float]:
+        return {"value": self.value, "stderr": self.stderr, "n": self.n}
+
+
+class Task(abc.ABC):
+    """Base class of every task.
+
+    Subclasses implement :meth:`build_model`, :meth:`dataset`, :meth:`evaluate_batches` and set
+    :attr:`metric_name` / :attr:`metric_direction`.  Everything else has a default.
+
+    Example:
+        >>> from autoprune.tasks import build_task  # doctest: +SKIP
+        >>> task = build_task(load_config("studies/digits-resnet.yaml"))  # doctest: +SKIP
+        >>> model = task.build_model()  # doctest: +SKIP
+        >>> task.evaluate(model, "val").value  # doctest: +SKIP
+    """
+
+    name: str = "task"
+    model_name: str = "model"
+    metric_name: str = "accuracy"
+    metric_direction: str = "maximize"  # or "minimize"
+
+    def __init__(self) -> None:
+        self.access_counts: Counter[str] = Counter()
+        self._forbidden: set[str] = set()
+
+    # -- to implement ----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def build_model(self) -> nn.Module:
+        """A fresh, untrained instance of the model (the base checkpoint is loaded into it)."""
+
+    @abc.abstractmethod
+    def dataset(self, split: str) -> Dataset:
+        """The dataset of one split (``train``, ``val`` or ``test``)."""
+
+    @abc.abstractmethod
+    def evaluate_batches(self, model: nn.Module, loader: DataLoader) -> MetricResult:
+        """Compute the metric of ``model`` (in eval mode, no grad) over ``loader``."""
+
+    # -- defaults ---------------------------------------------------------------------------------------
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Training loss (cross-entropy by default)."""
+        return nn.functional.cross_entropy(outputs, targets)
+
+    def logits(self, outputs: Any) -> torch.Tensor:
+        """The tensor to distil and export from a model's raw output (``.logits`` of HF outputs)."""
+        return outputs.logits if hasattr(outputs, "logits") else outputs
+
+    def example_input(self, batch_size: int = 1) -> torch.Tensor:
+        """A deterministic input of the deployment shape, used to trace and export the model."""
+        x, _ = self.dataset("train")[0]
+        return torch.zeros((batch_size, *tuple(x.shape)), dtype=x.dtype)
+
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input without the batch dimension."""
+        return tuple(self.example_input(1).shape[1:])
+
+    def ignored_layers(self, model: nn.Module) -> list[nn.Module]:
+        """Layers never pruned: by default the last Linear or Conv (the classifier)."""
+        last = None
+        for module in model.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                last = module
+        return [last] if last is not None else []
+
+    def group_ties(self, model: nn.Module) -> list[tuple[str, ...]]:
+        """Groups (by name) that must share one ratio (e.g. a Segformer sr-conv and its input group)."""
+        return []
+
+    def num_heads(self, model: nn.Module) -> dict[nn.Module, int]:
+        """Attention layers and their head counts, for transformer tasks."""
+        return {}
+
+    def after_pruning(self, model: nn.Module) -> None:
+        """Patch attributes a pruned model needs (e.g. attention head sizes); default: nothing."""
+
+    # -- data access ------------------------------------------------------------------------------------
+    def loader(self, split: str, batch_size: int, shuffle: bool = False, seed: int = 0, drop_last: bool = False) -> DataLoader:
+        """A DataLoader over one split; every call is counted in :attr:`access_counts`."""
+        if split not in SPLITS:
+            raise TaskError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+        if split in self._forbidden:
+            raise TaskError(
+                f"task {self.name!r}: the {split!r} split is held out during the search and may only be read "
+                "by 'autoprune confirm'"
+            )
+        self.access_counts[split] += 1
+        generator = torch.Generator().manual_seed(seed)
+        return DataLoader(
+            self.dataset(split), batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last
+        )
+
+    @contextlib.contextmanager
+    def forbid_split(self, split: str = "test") -> Iterator[None]:
+        """Inside this block, reading ``split`` raises :class:`TaskError`."""
+        added = split not in self._forbidden
+        self._forbidden.add(split)
+        try:
+            yield
+        finally:
+            if added:
+                self._forbidden.discard(split)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str = "val", batch_size: int = 256) -> MetricResult:
+        """The metric of ``model`` on ``split``."""
+        was_training = model.training
+        model.eval()
+        try:
+            return self.evaluate_batches(model, self.loader(split, batch_size))
+        finally:
+            model.train(was_training)
+
+    def drop(self, base: float, candidate: float) -> float:
+        """Metric drop (positive = worse) for this metric's direction."""
+        return base - candidate if self.metric_direction == "maximize" else candidate - base
+
+
+class ClassificationTask(Task):
+    """A task whose metric is top-1 accuracy with a binomial standard error."""
+
+    metric_name = "accuracy"
+    metric_direction = "maximize"
+
+    def evaluate_batches(self, model: nn.Module, loader: DataLoader) -> MetricResult:
+        correct = 0
+        total = 0
+        for x, y in loader:
+            pred = self.logits(model(x)).argmax(dim=1)
+            correct += int((pred == y).sum())
+            total += int(y.numel())
+        if total == 0:
+            raise TaskError(f"task {self.name!r}: the evaluation split is empty")
+        acc = correct / total
+        return MetricResult(acc, math.sqrt(max(acc * (1 - acc), 0.0) / total), total)
+
+
+def split_indices(n: int, fractions: Sequence[float], seed: int) -> list[torch.Tensor]:
+    """Deterministic split of ``range(n)`` into parts of the given fractions (the last takes the rest)."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    parts = []
+    start = 0
+    for i, frac in enumerate(fractions):
+        stop = n if i == len(fractions) - 1 else start + int(round(frac * n))
+        parts.append(perm[start:stop])
+        start = stop
+    return parts
