@@ -116,6 +116,12 @@ def _module(model: nn.Module, name: str) -> nn.Module:
     return model.get_submodule(name) if name else model
 
 
+def _last_layer(model: nn.Module) -> list[nn.Module]:
+    """The classifier (the last Conv2d or Linear), never pruned unless the caller says otherwise."""
+    last = [m for m in model.modules() if isinstance(m, ROOT_TYPES)]
+    return last[-1:]
+
+
 def _first_layer(model: nn.Module) -> nn.Module | None:
     for module in model.modules():
         if isinstance(module, ROOT_TYPES):
@@ -130,7 +136,8 @@ class Pruner:
         example_input: an input of the deployment shape (used to trace the dependency graph).
         criterion: importance criterion name (see :mod:`autoprune.pruning.criteria`).
         guards: floors, first-layer limit and channel rounding.
-        ignored_layers: callable returning the modules never pruned (e.g. the classifier).
+        ignored_layers: callable returning the modules never pruned (default: the last Conv2d/Linear,
+            i.e. the classifier).
         iterative_steps: prune in k steps of growing ratio, re-scoring between steps (1 = one-shot).
         batches: callable returning training batches for data-aware criteria.
         loss_fn: ``loss_fn(model, x, y)`` for data-aware criteria.
@@ -161,7 +168,7 @@ class Pruner:
         self.example_input = example_input
         self.criterion_name = criterion
         self.guards = guards or GuardSettings()
-        self._ignored = ignored_layers or (lambda model: [])
+        self._ignored = ignored_layers or _last_layer
         self.iterative_steps = iterative_steps
         self._batches = batches
         self._loss_fn = loss_fn

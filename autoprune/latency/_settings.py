@@ -1,0 +1,97 @@
+"""How a latency measurement is taken: one small dataclass shared by the timer, the lock and the cache."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from autoprune.errors import LatencyError
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencySettings:
+    """Settings for timing ONNX models with ONNX Runtime on the CPU.
+
+    Args:
+        batch_size: Batch size timed when the model's batch dimension is symbolic (the deployment batch).
+        threads: ``intra_op_num_threads`` of every session; set explicitly because ORT's default grabs
+            every physical core and pins threads, which behaves badly next to other workers.
+        repeats: Total timed runs per model (per side of a comparison), split evenly into ``blocks``.
+        warmup: Untimed runs per model before every timed attempt.
+        blocks: Number of blocks the timed runs are split into; the spread of the block medians is the
+            coefficient of variation (CV) that is gated, and speedups are computed per block.
+        cv_threshold: Largest CV (or speedup spread) accepted as settled.
+        max_remeasure: How many extra attempts are made when the first one is not settled.
+        lock: Hold the host-wide timing lock around every timed section.
+        exclusive: Also wait (bounded) until no other process on the host is in a training section,
+            and make new training sections wait while this timing runs.
+        lock_dir: Folder of the lock file and training markers; ``None`` uses the host-wide default.
+        opset: ONNX opset used when a model is exported for timing.
+
+    Example:
+        >>> s = LatencySettings(repeats=100, blocks=5)
+        >>> s.block_sizes
+        [20, 20, 20, 20, 20]
+        >>> s.as_dict()["threads"]
+        1
+    """
+
+    batch_size: int = 8
+    threads: int = 1
+    repeats: int = 200
+    warmup: int = 20
+    blocks: int = 10
+    cv_threshold: float = 0.05
+    max_remeasure: int = 3
+    lock: bool = True
+    exclusive: bool = False
+    lock_dir: str | None = None
+    opset: int = 17
+
+    def __post_init__(self) -> None:
+        positive = {"batch_size": self.batch_size, "threads": self.threads, "blocks": self.blocks}
+        for name, value in positive.items():
+            if not isinstance(value, int) or value < 1:
+                raise LatencyError(f"LatencySettings.{name} must be an integer >= 1, got {value!r}")
+        for name, value in {"warmup": self.warmup, "max_remeasure": self.max_remeasure}.items():
+            if not isinstance(value, int) or value < 0:
+                raise LatencyError(f"LatencySettings.{name} must be an integer >= 0, got {value!r}")
+        if not isinstance(self.repeats, int) or self.repeats < self.blocks:
+            raise LatencyError(
+                f"LatencySettings.repeats must be an integer >= blocks ({self.blocks}), got {self.repeats!r}; "
+                "raise repeats or lower blocks"
+            )
+        if self.cv_threshold < 0:
+            raise LatencyError(f"LatencySettings.cv_threshold must be >= 0, got {self.cv_threshold!r}")
+        if self.lock_dir is not None:
+            # Accept pathlib.Path from callers but store a string so the settings stay JSON-friendly.
+            object.__setattr__(self, "lock_dir", str(self.lock_dir))
+
+    @property
+    def block_sizes(self) -> list[int]:
+        """Timed runs in each block: ``repeats`` split as evenly as possible over ``blocks``.
+
+        Returns:
+            One run count per block; they sum to ``repeats`` and differ by at most one.
+        """
+        base, extra = divmod(self.repeats, self.blocks)
+        return [base + (1 if i < extra else 0) for i in range(self.blocks)]
+
+    def replace(self, **changes: Any) -> LatencySettings:
+        """Return a copy with some fields changed (validated again).
+
+        Args:
+            **changes: Field names and their new values.
+
+        Returns:
+            The new settings.
+        """
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the settings as a JSON-friendly dict.
+
+        Returns:
+            Every field by name.
+        """
+        return dataclasses.asdict(self)

@@ -1,0 +1,479 @@
+"""Tests of autoprune.latency: export, timing, interleaved speedups, host lock, fingerprint, cache, CLI.
+
+Everything runs real torch and real ONNX Runtime on small CNNs (16x16 inputs).  Timing settings are kept
+small so the file runs in well under a minute; timing targets live in benchmarks/.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from autoprune.errors import LatencyError
+from autoprune.latency import LatencyCache
+from autoprune.latency import LatencySettings
+from autoprune.latency import compare_outputs
+from autoprune.latency import cpu_round_to
+from autoprune.latency import export_onnx
+from autoprune.latency import host_fingerprint
+from autoprune.latency import measure
+from autoprune.latency import measure_speedup
+from autoprune.latency import measure_speedups
+from autoprune.latency import timing_lock
+from autoprune.latency import training_pids
+from autoprune.latency import training_section
+from autoprune.latency._stats import block_cv
+from autoprune.latency._stats import robust_spread
+from autoprune.latency._stats import summarize
+
+SIDE = 16
+
+
+def _cnn(widths: list[int], in_channels: int = 1, num_classes: int = 10) -> nn.Module:
+    """A plain conv+BN+ReLU stack with a linear head."""
+    layers: list[nn.Module] = []
+    channels = in_channels
+    for width in widths:
+        layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+        channels = width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes)]
+    torch.manual_seed(0)
+    model = nn.Sequential(*layers)
+    # Non-trivial BN statistics, so a wrong eval/train mode in the export shows in the outputs.
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def _fast(tmp_path: pathlib.Path, **changes: object) -> LatencySettings:
+    """Small timing settings for tests, with a private lock folder."""
+    base = dict(repeats=40, blocks=4, warmup=3, max_remeasure=0, cv_threshold=10.0, lock_dir=str(tmp_path / "locks"))
+    base.update(changes)
+    return LatencySettings(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pathlib.Path]:
+    """Exported ONNX files shared by the timing tests."""
+    folder = tmp_path_factory.mktemp("onnx")
+    x = torch.randn(2, 1, SIDE, SIDE)
+    out = {
+        "small": export_onnx(_cnn([8, 16]), x, folder / "small.onnx"),
+        "base": export_onnx(_cnn([64, 128, 128]), x, folder / "base.onnx"),
+        "half": export_onnx(_cnn([32, 64, 64]), x, folder / "half.onnx"),
+        "wide_input": export_onnx(_cnn([8, 16]), torch.randn(2, 1, 20, 20), folder / "wide_input.onnx"),
+    }
+    garbage = folder / "garbage.onnx"
+    garbage.write_bytes(b"this is not an onnx model\x00\x01")
+    out["garbage"] = garbage
+    return out
+
+
+# ----------------------------------------------------------------------------------------- export
+
+
+def test_export_passes_checker_and_matches_torch(tmp_path: pathlib.Path) -> None:
+    model = _cnn([8, 16, 16])
+    x = torch.randn(4, 1, SIDE, SIDE)
+    path = export_onnx(model, x, tmp_path / "sub" / "m.onnx")
+    graph = onnx.load(str(path))
+    onnx.checker.check_model(graph)
+    assert [i.name for i in graph.graph.input] == ["input"]
+    assert [o.name for o in graph.graph.output] == ["output"]
+    assert compare_outputs(model, path, x, rtol=1e-3, atol=1e-4) < 1e-4
+
+
+def test_export_restores_each_module_mode(tmp_path: pathlib.Path) -> None:
+    model = _cnn([8, 16])
+    model.train()
+    model[1].eval()  # a frozen BN inside a training model must stay frozen
+    export_onnx(model, torch.randn(2, 1, SIDE, SIDE), tmp_path / "m.onnx")
+    assert model.training and model[0].training
+    assert not model[1].training
+
+
+def test_export_of_model_output_with_logits(tmp_path: pathlib.Path) -> None:
+    class Output:
+        def __init__(self, logits: torch.Tensor) -> None:
+            self.logits = logits
+
+    class HFLike(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = _cnn([8])
+
+        def forward(self, x: torch.Tensor) -> Output:
+            return Output(self.body(x))
+
+    model = HFLike()
+    x = torch.randn(2, 1, SIDE, SIDE)
+    path = export_onnx(model, x, tmp_path / "hf.onnx")
+    assert compare_outputs(model, path, x) < 1e-4
+
+
+def test_compare_outputs_raises_when_model_changed(tmp_path: pathlib.Path) -> None:
+    model = _cnn([8, 16])
+    x = torch.randn(2, 1, SIDE, SIDE)
+    path = export_onnx(model, x, tmp_path / "m.onnx")
+    with torch.no_grad():
+        model[-1].bias.add_(1.0)
+    with pytest.raises(LatencyError, match="m.onnx"):
+        compare_outputs(model, path, x)
+
+
+# ---------------------------------------------------------------------------------------- settings
+
+
+def test_settings_validate_and_split_repeats() -> None:
+    settings = LatencySettings(repeats=23, blocks=5)
+    assert settings.block_sizes == [5, 5, 5, 4, 4]
+    assert sum(settings.block_sizes) == 23
+    assert json.loads(json.dumps(settings.as_dict()))["repeats"] == 23
+    with pytest.raises(LatencyError, match="repeats"):
+        LatencySettings(repeats=3, blocks=10)
+    with pytest.raises(LatencyError, match="threads"):
+        LatencySettings(threads=0)
+
+
+def test_pure_statistics() -> None:
+    assert block_cv([2.0, 2.0, 2.0]) == 0.0
+    assert block_cv([1.0, 3.0]) == pytest.approx(1.0 / 2.0)
+    # One wild block moves the standard deviation a lot but the robust spread hardly at all.
+    ratios = [1.0, 1.01, 0.99, 1.0, 1.02, 0.98, 1.0, 5.0]
+    assert robust_spread(ratios) < 0.03 < float(np.std(ratios))
+    summary = summarize([[1.0, 2.0, 3.0], [2.0, 2.0, 10.0]])
+    assert summary["median_ms"] == 2.0
+    assert summary["n"] == 6
+    assert summary["block_medians_ms"] == [2.0, 2.0]
+    assert summary["mad_ms"] == 0.5  # deviations 1, 0, 1, 0, 0, 8
+    assert summary["p90_ms"] > summary["median_ms"]
+
+
+# -------------------------------------------------------------------------------------------- timer
+
+
+def test_measure_gives_sane_stats(models: dict[str, pathlib.Path], tmp_path: pathlib.Path) -> None:
+    settings = _fast(tmp_path, batch_size=4)
+    stats = measure(models["small"], settings)
+    assert 0 < stats.median_ms <= stats.p90_ms
+    assert stats.mean_ms > 0 and stats.mad_ms >= 0 and stats.cv >= 0
+    assert stats.n == 40 and len(stats.block_medians_ms) == 4
+    assert stats.input_shape == [4, 1, SIDE, SIDE] and stats.batch_size == 4
+    assert stats.attempts == 1 and stats.noisy is False
+    assert stats.threads == 1 and stats.repeats == 40
+    assert stats.graph_optimization == "ORT_ENABLE_ALL"
+    assert stats.host["fingerprint_id"] == host_fingerprint()["fingerprint_id"]
+    assert stats.settings["batch_size"] == 4
+    assert json.loads(json.dumps(stats.as_dict()))["median_ms"] == stats.median_ms
+
+
+def test_unsettled_measurement_is_flagged_noisy(models: dict[str, pathlib.Path], tmp_path: pathlib.Path) -> None:
+    settings = _fast(tmp_path, cv_threshold=0.0, max_remeasure=2, repeats=12, blocks=4)
+    stats = measure(models["small"], settings)
+    assert stats.noisy is True and stats.attempts == 3
+    result = measure_speedup(models["small"], models["small"], settings)
+    assert result.noisy is True and result.attempts == 3
+
+
+def test_model_against_itself_is_about_one(models: dict[str, pathlib.Path], tmp_path: pathlib.Path) -> None:
+    result = measure_speedup(models["base"], models["base"], _fast(tmp_path, repeats=60, blocks=6))
+    assert 0.8 <= result.speedup <= 1.25
+    assert len(result.block_ratios) == 6
+    assert result.spread_kind == "robust_cv" and result.speedup_spread >= 0
+    assert result.baseline.n == result.candidate.n == 60
+    assert result.input_shape == [8, 1, SIDE, SIDE]
+
+
+def test_half_channels_is_faster(models: dict[str, pathlib.Path], tmp_path: pathlib.Path) -> None:
+    # Half the channels in every layer is ~4x fewer MACs; even a busy 2-core host shows > 1.5x.
+    result = measure_speedup(models["half"], models["base"], _fast(tmp_path, repeats=60, blocks=6))
+    assert result.speedup > 1.5
+    assert result.candidate.median_ms < result.baseline.median_ms
+    assert json.loads(json.dumps(result.as_dict()))["baseline"]["median_ms"] == result.baseline.median_ms
+
+
+def test_several_candidates_interleaved(models: dict[str, pathlib.Path], tmp_path: pathlib.Path) -> None:
+    results = measure_speedups([models["half"], models["base"]], models["base"], _fast(tmp_path, repeats=48, blocks=6))
+    assert [pathlib.Path(r.candidate_path).name for r in results] == ["half.onnx", "base.onnx"]
+    assert results[0].speedup > 1.5
+    assert 0.8 <= results[1].speedup <= 1.25
+
+
+def test_shape_mismatch_names_both_shapes(models: dict[str, pathlib.Path], tmp_path: pathlib.Path) -> None:
+    settings = _fast(tmp_path)
+    with pytest.raises(LatencyError) as info:
+        measure_speedup(models["wide_input"], models["small"], settings)
+    message = str(info.value)
+    assert "wide_input.onnx" in message and "(8, 1, 20, 20)" in message and "(8, 1, 16, 16)" in message
+    with pytest.raises(LatencyError, match=r"\(8, 1, 32, 32\)"):
+        measure(models["small"], settings, input_shape=(8, 1, 32, 32))
+
+
+def test_missing_and_garbage_files(models: dict[str, pathlib.Path], tmp_path: pathlib.Path) -> None:
+    with pytest.raises(LatencyError, match="nope.onnx.*does not exist"):
+        measure(tmp_path / "nope.onnx", _fast(tmp_path))
+    with pytest.raises(LatencyError, match="garbage.onnx.*not a loadable ONNX model"):
+        measure(models["garbage"], _fast(tmp_path))
+
+
+# --------------------------------------------------------------------------------------------- lock
+
+_LOCK_CHILD = textwrap.dedent(
+    """
+    import json, pathlib, sys, time
+    from autoprune.latency import LatencySettings, timing_lock
+    lock_dir, ready_dir, name, use_lock = sys.argv[1:5]
+    ready = pathlib.Path(ready_dir)
+    (ready / name).touch()
+    # Both children start their attempt at the same moment, so without a lock they would overlap.
+    while len(list(ready.iterdir())) < 2:
+        time.sleep(0.002)
+    with timing_lock(LatencySettings(lock_dir=lock_dir, lock=use_lock == "1")):
+        enter = time.time()
+        time.sleep(0.6)
+        leave = time.time()
+    print(json.dumps([enter, leave]))
+    """
+)
+
+
+@pytest.mark.parametrize("use_lock", [True, False])
+def test_lock_serialises_two_processes(tmp_path: pathlib.Path, use_lock: bool) -> None:
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _LOCK_CHILD, str(tmp_path / "locks"), str(ready), name, "1" if use_lock else "0"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("a", "b")
+    ]
+    intervals = sorted(json.loads(p.communicate(timeout=60)[0]) for p in procs)
+    assert all(p.returncode == 0 for p in procs)
+    overlap = intervals[1][0] < intervals[0][1]
+    # The unlocked run is the control: it shows the test would catch a lock that does nothing.
+    assert overlap is (not use_lock)
+
+
+def test_lock_is_reentrant_in_one_thread(tmp_path: pathlib.Path) -> None:
+    settings = LatencySettings(lock_dir=str(tmp_path))
+    done = threading.Event()
+
+    def nested() -> None:
+        with timing_lock(settings), timing_lock(settings):
+            done.set()
+
+    worker = threading.Thread(target=nested, daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert done.is_set()
+    # A second thread must still be kept out while the first holds the lock.
+    order: list[str] = []
+
+    def other_thread() -> None:
+        with timing_lock(settings):
+            order.append("other")
+
+    with timing_lock(settings):
+        other = threading.Thread(target=other_thread, daemon=True)
+        other.start()
+        time.sleep(0.3)
+        order.append("main")
+    other.join(timeout=10)
+    assert order == ["main", "other"]
+
+
+_TRAIN_CHILD = textwrap.dedent(
+    """
+    import json, pathlib, sys, time
+    from autoprune.latency import training_section
+    lock_dir, signal = sys.argv[1:3]
+    with training_section(lock_dir):
+        pathlib.Path(signal).touch()
+        time.sleep(1.0)
+        leave = time.time()
+    print(json.dumps(leave))
+    """
+)
+
+_EXCLUSIVE_CHILD = textwrap.dedent(
+    """
+    import json, pathlib, sys, time
+    from autoprune.latency import LatencySettings, timing_lock
+    lock_dir, signal = sys.argv[1:3]
+    with timing_lock(LatencySettings(lock_dir=lock_dir, exclusive=True)):
+        pathlib.Path(signal).touch()
+        time.sleep(1.0)
+        leave = time.time()
+    print(json.dumps(leave))
+    """
+)
+
+
+def _start_and_wait(script: str, tmp_path: pathlib.Path) -> subprocess.Popen[str]:
+    """Start a child and wait until it signals that it is inside its section."""
+    signal = tmp_path / "inside"
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "locks"), str(signal)],
+                            stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not signal.exists():
+        assert proc.poll() is None and time.time() < deadline, "child never entered its section"
+        time.sleep(0.01)
+    return proc
+
+
+@pytest.mark.parametrize("exclusive", [True, False])
+def test_exclusive_timing_waits_for_training(tmp_path: pathlib.Path, exclusive: bool) -> None:
+    proc = _start_and_wait(_TRAIN_CHILD, tmp_path)
+    assert training_pids(tmp_path / "locks") == [proc.pid]
+    with timing_lock(LatencySettings(lock_dir=str(tmp_path / "locks"), exclusive=exclusive)):
+        entered = time.time()
+    left = json.loads(proc.communicate(timeout=60)[0])
+    # Exclusive timing starts only after the trainer left; the plain lock does not wait for it.
+    assert (entered >= left) is exclusive
+
+
+def test_training_waits_for_exclusive_timing(tmp_path: pathlib.Path) -> None:
+    proc = _start_and_wait(_EXCLUSIVE_CHILD, tmp_path)
+    with training_section(tmp_path / "locks"):
+        entered = time.time()
+    left = json.loads(proc.communicate(timeout=60)[0])
+    assert entered >= left
+
+
+def test_stale_training_marker_is_ignored(tmp_path: pathlib.Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    markers = tmp_path / "locks" / "training"
+    markers.mkdir(parents=True)
+    (markers / f"{dead.pid}-dead.marker").write_text(f"{dead.pid} 1\n")
+    start = time.time()
+    with timing_lock(LatencySettings(lock_dir=str(tmp_path / "locks"), exclusive=True)):
+        pass
+    assert time.time() - start < 2.0
+    assert training_pids(tmp_path / "locks") == []
+    assert not list(markers.iterdir())
+
+
+# ---------------------------------------------------------------------------------------------- host
+
+
+def test_host_fingerprint_fields_and_round_to() -> None:
+    fp = host_fingerprint()
+    for key in ("cpu_model", "flags", "logical_cores", "physical_cores", "ort_version", "provider", "hostname",
+                "machine", "fingerprint_id"):
+        assert key in fp, key
+    assert fp["provider"] == "CPUExecutionProvider"
+    assert 1 <= fp["physical_cores"] <= fp["logical_cores"]
+    assert len(fp["fingerprint_id"]) == 16 and fp == host_fingerprint()
+    assert cpu_round_to() == (16 if "avx512f" in fp["flags"] else 8)
+
+
+# --------------------------------------------------------------------------------------------- cache
+
+
+def test_cache_round_trip_and_keys(tmp_path: pathlib.Path) -> None:
+    cache = LatencyCache(tmp_path / "cache" / "latency.sqlite")
+    settings = LatencySettings()
+    channels = {"layer1": 16, "layer2": 32}
+    key = cache.key(channels, "host-a", settings)
+    assert cache.get(key) is None
+    cache.put(key, {"speedup": 1.7, "noisy": False})
+    assert LatencyCache(tmp_path / "cache" / "latency.sqlite").get(key) == {"speedup": 1.7, "noisy": False}
+    assert cache.key(dict(reversed(list(channels.items()))), "host-a", settings) == key
+    changed = [
+        cache.key({"layer1": 16, "layer2": 24}, "host-a", settings),
+        cache.key(channels, "host-b", settings),
+        cache.key(channels, "host-a", settings.replace(batch_size=1)),
+        cache.key(channels, "host-a", settings.replace(threads=2)),
+        cache.key(channels, "host-a", settings, extra="resnet"),
+    ]
+    assert key not in changed and len(set(changed)) == len(changed)
+    # Precision settings do not change what is being timed.
+    assert cache.key(channels, "host-a", settings.replace(repeats=400)) == key
+
+
+def test_cache_shared_between_processes(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "latency.sqlite"
+    child = textwrap.dedent(
+        """
+        import sys
+        from autoprune.latency import LatencyCache
+        cache = LatencyCache(sys.argv[1])
+        for i in range(50):
+            cache.put(f"{sys.argv[2]}-{i}", {"i": i})
+        """
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", child, str(path), tag]) for tag in ("a", "b")]
+    assert all(p.wait(timeout=60) == 0 for p in procs)
+    cache = LatencyCache(path)
+    assert len(cache) == 100 and cache.get("b-49") == {"i": 49}
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+
+def _cli(args: list[str]) -> tuple[int, str]:
+    """Run ``autoprune`` in-process; return the exit code and stdout+stderr."""
+    from autoprune.cli import main
+
+    result = CliRunner().invoke(main, args)
+    return result.exit_code, result.output
+
+
+def test_cli_json_with_baseline(models: dict[str, pathlib.Path], tmp_path: pathlib.Path) -> None:
+    code, out = _cli(["latency", str(models["half"]), "--baseline", str(models["base"]), "--repeats", "30",
+                      "--json", "--no-lock"])
+    assert code == 0, out
+    report = json.loads(out)
+    for key in ("median_ms", "p90_ms", "cv", "noisy", "host", "baseline_median_ms", "speedup", "speedup_spread"):
+        assert key in report, key
+    assert report["speedup"] > 1.0
+
+
+def test_cli_text_without_baseline(models: dict[str, pathlib.Path]) -> None:
+    code, out = _cli(["latency", str(models["small"]), "--repeats", "20", "--batch-size", "2", "--no-lock"])
+    assert code == 0, out
+    assert "median" in out and "MAD" in out and "noisy" in out and "host" in out
+    assert "(2, 1, 16, 16)" in out
+
+
+@pytest.mark.parametrize(
+    ("case", "named"),
+    [("missing", "missing.onnx"), ("garbage", "garbage.onnx"), ("mismatch", "wide_input.onnx")],
+)
+def test_cli_errors_exit_2_without_traceback(
+    models: dict[str, pathlib.Path], tmp_path: pathlib.Path, case: str, named: str
+) -> None:
+    args = {
+        "missing": ["latency", str(tmp_path / "missing.onnx")],
+        "garbage": ["latency", str(models["garbage"])],
+        "mismatch": ["latency", str(models["wide_input"]), "--baseline", str(models["small"])],
+    }[case]
+    code, out = _cli([*args, "--repeats", "10", "--no-lock"])
+    assert code == 2, out
+    assert named in out and "Traceback" not in out
+
+
+def test_cli_error_in_a_real_process(models: dict[str, pathlib.Path]) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", "from autoprune.cli import main; main()", "latency", str(models["garbage"])],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "garbage.onnx" in proc.stderr and "Traceback" not in proc.stderr + proc.stdout
