@@ -2,7 +2,8 @@
 
 The pruning guidance's procedure: find the largest uniform ratio ``u`` within the budget, the largest
 global ratio within the budget (with its effective per-group ratios ``g_i``), and search each group
-between them: ``[min(u, g_i) - margin, max(u, g_i) + margin]``, clipped to what the guards allow.
+between them: ``[min(u_i, g_i) - margin, max(u_i, g_i) + margin]``, clipped to what the guards allow;
+``u_i`` is the uniform ratio as applied to group i (after channel rounding and the guards).
 
 Example:
     >>> u = [SweepPoint("uniform", 0.2, 0.99, 0.0, {"a": 0.2, "b": 0.2}), SweepPoint("uniform", 0.4, 0.9, 0.09, {"a": 0.4, "b": 0.4})]
@@ -96,14 +97,17 @@ def compute_bounds(
     """
     best_u = largest_feasible(uniform, max_drop)
     best_g = largest_feasible(global_, max_drop)
-    u = best_u.ratio if best_u is not None else 0.0
     bounds: dict[str, tuple[float, float]] = {}
     for name, limit in limits.items():
+        # Effective per-group ratios (after channel rounding and guards), so a baseline lies inside the bounds.
+        u = best_u.ratios.get(name, best_u.ratio) if best_u is not None else 0.0
         g = best_g.ratios.get(name, 0.0) if best_g is not None else 0.0
         low = max(0.0, min(u, g) - margin)
         high = min(float(limit), max(u, g) + margin)
-        low = min(low, high)
-        bounds[name] = (round(low, 6), round(high, 6))
+        # Round for readability, but never past the guard limit (5/6 would round up to 0.833334).
+        high = min(round(high, 6), float(limit))
+        low = min(round(low, 6), high)
+        bounds[name] = (low, high)
     for follower, leader in (ties or {}).items():
         if leader in bounds:
             bounds[follower] = bounds[leader]

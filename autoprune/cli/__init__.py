@@ -19,6 +19,7 @@ _COMMAND_MODULES = [
     "autoprune.cli._latency",
     "autoprune.cli._search",
     "autoprune.cli._analysis",
+    "autoprune.cli._export",
     "autoprune.cli._data",
 ]
 

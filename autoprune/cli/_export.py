@@ -1,0 +1,45 @@
+"""Command ``export``: the chosen architecture of a study as a JSON file."""
+
+from __future__ import annotations
+
+import click
+
+from autoprune.errors import ConfigError
+
+
+@click.command("export")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--max-drop", type=float, default=None, help="Budget (default: the study's max_drop).")
+@click.option("--trial", type=int, default=None, help="Export this trial instead of choosing one.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Architecture JSON to write.")
+@click.option("--storage", default=None, help="Storage URL (default: the config's).")
+@click.option("--no-confirm", is_flag=True, help="Do not run the confirmation stage; choose on validation figures.")
+@click.option("--top", default=5, show_default=True, type=click.IntRange(1), help="Candidates the confirmation stage re-checks.")
+def export_cmd(config: str, max_drop: float | None, trial: int | None, output: str, storage: str | None, no_confirm: bool, top: int) -> None:
+    """Write the architecture JSON of the fastest trial within the budget (or of --trial N)."""
+    from autoprune.config import load_config
+    from autoprune.export import export_architecture
+
+    if max_drop is not None and not 0 <= max_drop < 1:
+        raise ConfigError(f"--max-drop must be in [0, 1), got {max_drop}")
+    cfg = load_config(config)
+    if not no_confirm and trial is None:
+        try:
+            from autoprune.confirm import confirm_study
+        except ImportError:
+            confirm_study = None
+        if confirm_study is not None:
+            confirm_study(cfg, top=top, max_drop=max_drop, storage=storage, echo=lambda line: click.echo(line, err=True))
+    result = export_architecture(cfg, output, max_drop=max_drop, trial=trial, storage=storage, use_confirmed=not no_confirm)
+    for note in result.notes:
+        click.echo(note, err=True)
+    rec = result.record
+    click.echo(
+        f"trial {result.trial}: {rec.get('metric', float('nan')):.4f} (drop {rec.get('drop', float('nan')):+.4f}), "
+        f"speedup {rec.get('speedup', float('nan')):.2f}x"
+    )
+    click.echo(f"wrote {result.path}" + (f" and {result.weights}" if result.weights else ""))
+    click.echo(f"rebuild it with: autoprune apply {result.path} -o pruned.onnx")
+
+
+COMMANDS = [export_cmd]

@@ -1,0 +1,125 @@
+"""Commands of the search service: create, run, worker, dashboard, demo."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+def _progress_bar(target: int, desc: str = "trials"):
+    from tqdm import tqdm
+
+    bar = tqdm(total=target, desc=desc, unit="trial", file=sys.stderr, dynamic_ncols=True)
+
+    def update(done: int, total: int, best: float | None) -> None:
+        bar.n = min(done, total)
+        bar.set_postfix_str(f"best feasible {best:.2f}x" if best is not None else "no feasible trial yet")
+        bar.refresh()
+
+    return bar, update
+
+
+def create_study(config_path: str, storage: str | None):
+    from autoprune.search.create import create_study as _create
+
+    return _create(config_path, storage, say=lambda line: click.echo(line, err=True))
+
+
+@click.command("create")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--storage", default=None, help="Storage URL (default: the config's, else a SQLite file next to it).")
+def create_cmd(config: str, storage: str | None) -> None:
+    """Create the study once: base model, baselines, bounds, enqueued baseline trials (no search)."""
+    from autoprune.redact import redact_url
+
+    cfg, url, study = create_study(config, storage)
+    bounds = study.user_attrs["bounds"]
+    click.echo(f"study {cfg.name!r} ready in {redact_url(url)} with {len(bounds)} searched groups; start workers with:")
+    click.echo(f"  autoprune worker {config} --storage '{redact_url(url)}'")
+
+
+@click.command("run")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(0, 256), help="Local worker processes (0: create only).")
+@click.option("--trials", default=None, type=click.IntRange(1), help="Finished trials the study should hold (default: search.trials).")
+@click.option("--storage", default=None, help="Storage URL (default: the config's, else a SQLite file next to it).")
+def run_cmd(config: str, workers: int, trials: int | None, storage: str | None) -> None:
+    """Create the study if needed, then run local workers until it holds the requested trials."""
+    from autoprune.search.storage import check_workers
+    from autoprune.search.worker import run_local
+
+    from autoprune.config import load_config
+
+    cfg0 = load_config(config)
+    check_workers(cfg0.storage_url(storage), workers)
+    cfg, url, study = create_study(config, storage)
+    if workers == 0:
+        click.echo("study created; no workers started (--workers 0)")
+        return
+    target = trials or cfg.search.trials
+    bar, update = _progress_bar(target)
+    failed = run_local(config, url, workers, target, progress=update)
+    bar.close()
+    _print_outcome(config, url, cfg.max_drop)
+    if failed:
+        raise SystemExit(2)
+
+
+def _print_outcome(config_path: str, url: str, max_drop: float) -> None:
+    import optuna
+
+    from autoprune.config import load_config
+    from autoprune.search.study import storage_for
+
+    cfg = load_config(config_path)
+    study = optuna.load_study(study_name=cfg.name, storage=storage_for(cfg, url))
+    states = {}
+    for t in study.get_trials(deepcopy=False):
+        states[t.state.name] = states.get(t.state.name, 0) + 1
+    click.echo("trials: " + ", ".join(f"{k.lower()} {v}" for k, v in sorted(states.items())))
+    click.echo(f"see the Pareto front with: autoprune pareto {config_path}")
+
+
+@click.command("worker")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--storage", default=None, help="Storage URL of the shared study (default: the config's or $AUTOPRUNE_STORAGE).")
+@click.option("--trials", default=None, type=click.IntRange(1), help="Finished trials the study should hold (default: the study's target).")
+@click.option("--wait", "wait_s", default=600.0, show_default=True, type=float, help="Seconds to wait for the study to be created.")
+@click.option("--id", "worker_id", default=None, help="Worker id in logs and trial attrs (default: host:pid).")
+def worker_cmd(config: str, storage: str | None, trials: int | None, wait_s: float, worker_id: str | None) -> None:
+    """Join an existing study (from any machine) and run trials; never recomputes the bounds."""
+    import os
+    import zlib
+
+    from autoprune.search.worker import run_worker
+
+    index = zlib.crc32((worker_id or str(os.getpid())).encode()) % 10_000
+    summary = run_worker(config, storage, trials, worker=worker_id, worker_index=index, wait_timeout=wait_s)
+    click.echo(f"worker {summary.worker}: ran {summary.ran} trials; study holds {summary.finished}/{summary.target}")
+
+
+@click.command("dashboard")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--storage", default=None, help="Storage URL (default: the config's).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (keep 127.0.0.1 unless you mean it).")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+def dashboard_cmd(config: str, storage: str | None, host: str, port: int) -> None:
+    """Start optuna-dashboard for the study, with its artifact store."""
+    from autoprune.search.dashboard import serve
+
+    serve(config, storage, host, port, say=lambda line: click.echo(line, err=True))
+
+
+@click.command("demo")
+@click.option("--dir", "workdir", default="autoprune-demo", show_default=True, type=click.Path(file_okay=False), help="Where the demo writes its study, models and report.")
+@click.option("--trials", default=16, show_default=True, type=click.IntRange(1), help="Search trials.")
+@click.option("--model", default="resnet", show_default=True, type=click.Choice(["resnet", "mobilenet"]))
+def demo_cmd(workdir: str, trials: int, model: str) -> None:
+    """Train a digits model, run the baselines and a short search, print the Pareto front and the choice."""
+    from autoprune.demo import run_demo
+
+    run_demo(workdir, trials, model, echo=click.echo)
+
+
+COMMANDS = [create_cmd, run_cmd, worker_cmd, dashboard_cmd, demo_cmd]

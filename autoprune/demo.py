@@ -1,0 +1,124 @@
+"""``autoprune demo``: the whole pipeline on scikit-learn's digits, in a few minutes on two CPU cores.
+
+Trains (or reuses) a small digits model, runs the uniform and global baselines, a short bounded search on
+the embedded SQLite storage, prints the Pareto front and the chosen architecture, exports it and says
+where every file is.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+DEMO_CONFIG = {
+    "task": "digits",
+    "task_options": {"image_size": 16, "seed": 0},
+    "criterion": "l2",
+    "max_drop": 0.01,
+    "base": {"epochs": 20, "lr": 0.05, "batch_size": 64},
+    "pruning": {"round_to": "auto"},
+    "search": {"sampler": "tpe", "seed": 0, "bounds_margin": 0.05, "sweep_ratios": [0.2, 0.3, 0.4, 0.5, 0.6]},
+    "recovery": {"bn_batches": 10, "finetune_epochs": 5, "lr": 0.02, "warmup_steps": 10, "distill": True},
+    "latency": {"batch_size": 8, "threads": 1, "repeats": 200, "blocks": 10},
+}
+
+
+def write_demo_config(workdir: Path, trials: int, model: str) -> Path:
+    """Write the demo's study YAML into ``workdir`` (kept, so users can rerun any command on it)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg = dict(DEMO_CONFIG, name=f"demo-digits-{model}", model=model)
+    cfg["search"] = dict(DEMO_CONFIG["search"], trials=trials)
+    path = workdir / f"demo-digits-{model}.yaml"
+    path.write_text("# written by 'autoprune demo'\n" + yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def run_demo(workdir: str | Path, trials: int = 16, model: str = "resnet", echo: Callable[[str], None] = print) -> dict:
+    """Run the demo end to end and print its results.
+
+    Args:
+        workdir: folder for the config, database, checkpoints and report.
+        trials: search trials.
+        model: ``resnet`` or ``mobilenet``.
+        echo: prints one line.
+
+    Returns:
+        The analysis summary (see :func:`autoprune.analysis.summarize`) plus ``files``.
+    """
+    from autoprune.analysis import load_analysis
+    from autoprune.analysis import summarize
+    from autoprune.analysis import write_report
+    from autoprune.analysis.report import format_table
+    from autoprune.analysis.report import table_rows
+    from autoprune.config import load_config
+    from autoprune.export import export_architecture
+    from autoprune.search.create import create_study
+    from autoprune.search.worker import run_local
+
+    start = time.perf_counter()
+    folder = Path(workdir).resolve()
+    config_path = write_demo_config(folder, trials, model)
+    echo(f"autoprune demo: digits 16x16, {model}, max accuracy drop 1%, {trials} search trials; files in {folder}")
+    cfg, url, _study = create_study(str(config_path), None, say=echo)
+    from tqdm import tqdm
+    import sys
+
+    bar = tqdm(total=trials, desc="search", unit="trial", file=sys.stderr, dynamic_ncols=True)
+
+    def progress(done: int, total: int, best: float | None) -> None:
+        bar.n = min(done, total)
+        bar.set_postfix_str(f"best feasible {best:.2f}x" if best is not None else "no feasible trial yet")
+        bar.refresh()
+
+    run_local(str(config_path), url, 1, trials, progress=progress)
+    bar.close()
+    cfg = load_config(config_path)
+    df, info = load_analysis(url, cfg.name)
+    summary = summarize(df, info, cfg.max_drop)
+    report_dir = cfg.artifact_path() / "report"
+    files = write_report(df, info, cfg.max_drop, report_dir, summary=summary)
+    echo("")
+    echo(f"Pareto front (accuracy vs real ONNX Runtime speedup), base accuracy {info.base_metric:.4f}:")
+    echo(format_table(table_rows(summary)))
+    echo("  * chosen trial   U best uniform baseline   G best global baseline")
+    echo("")
+    echo(summary["sentence"])
+    echo(summary["noise"]["line"])
+    if summary["noise"].get("warning"):
+        echo(f"warning: {summary['noise']['warning']}")
+    arch_path = None
+    if summary["chosen"] is not None:
+        try:
+            from autoprune.confirm import confirm_study
+        except ImportError:
+            confirm_study = None
+        if confirm_study is not None:
+            confirm_study(cfg, top=3, echo=echo)
+        exported = export_architecture(cfg, folder / "architecture.json")
+        for note in exported.notes:
+            echo(note)
+        arch_path = exported.path
+        chosen = exported.record
+        echo("")
+        echo(
+            f"chosen architecture: trial {exported.trial}, accuracy {chosen['metric']:.4f} (drop {chosen['drop']:+.4f}), "
+            f"speedup {chosen['speedup']:.2f}x, MACs {int(chosen.get('macs') or 0):,}"
+        )
+        channels = {k.split(":", 1)[1]: int(v) for k, v in chosen.items() if k.startswith("channels:") and v == v}
+        if channels:
+            echo("kept channels: " + ", ".join(f"{k}={v}" for k, v in channels.items()))
+    else:
+        echo(f"no architecture within the budget: {summary['selection_error']}")
+    echo("")
+    echo("files:")
+    echo(f"  study config   {config_path}")
+    echo(f"  study storage  {url}")
+    for name, path in files.items():
+        echo(f"  {name:14} {path}")
+    if arch_path is not None:
+        echo(f"  architecture   {arch_path}  (rebuild: autoprune apply {arch_path} -o pruned.onnx)")
+    echo(f"demo finished in {time.perf_counter() - start:.0f}s; watch the study with: autoprune dashboard {config_path}")
+    return dict(summary, files={k: str(v) for k, v in files.items()}, architecture=str(arch_path) if arch_path else None)

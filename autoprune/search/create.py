@@ -1,0 +1,73 @@
+"""Create a study once, with progress shown: base model (trained if missing), baselines, bounds."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+from typing import Callable
+
+import optuna
+
+if TYPE_CHECKING:
+    from autoprune.config import StudyConfig
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def train_base_if_missing(cfg: "StudyConfig", say: Callable[[str], None] = _stderr) -> None:
+    """Train the base model when its checkpoint is missing (with a progress bar)."""
+    from tqdm import tqdm
+
+    from autoprune.base_model import train_base
+    from autoprune.tasks import build_task
+
+    if cfg.checkpoint_path().is_file():
+        return
+    say(f"training the base model ({cfg.base.epochs} epochs) -> {cfg.checkpoint_path()}")
+    task = build_task(cfg)
+    bar = tqdm(total=cfg.base.epochs, desc="base model", unit="epoch", file=sys.stderr, leave=False)
+
+    def progress(epoch: int, epochs: int, loss: float) -> None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}")
+
+    with task.forbid_split("test"):
+        info = train_base(cfg, task, progress=progress)
+    bar.close()
+    say(f"base model: validation {task.metric_name} {info.val_metric:.4f}, sha256 {info.sha256[:12]}...")
+
+
+def create_study(
+    config_path: str, storage: str | None = None, say: Callable[[str], None] = _stderr
+) -> tuple["StudyConfig", str, optuna.Study]:
+    """Create (or join, when it is ready) the study of a config.
+
+    Args:
+        config_path: the study YAML.
+        storage: storage URL override.
+        say: prints one line.
+
+    Returns:
+        ``(config, storage URL, study)``.
+    """
+    from tqdm import tqdm
+
+    from autoprune.candidate import StudyContext
+    from autoprune.config import load_config
+    from autoprune.search.study import create_or_load
+
+    cfg = load_config(config_path)
+    url = cfg.storage_url(storage)
+    train_base_if_missing(cfg, say)
+    ctx = StudyContext.build(cfg)
+    bar = tqdm(total=2 * len(cfg.search.sweep_ratios), desc="baselines", unit="point", file=sys.stderr, leave=False)
+
+    def on_point(p) -> None:
+        bar.update(1)
+        bar.set_postfix_str(f"{p.kind} {p.ratio:.2f}: drop {p.drop:+.4f}, {p.speedup:.2f}x")
+
+    study = create_or_load(cfg, url, ctx, on_point=on_point, say=say)
+    bar.close()
+    return cfg, url, study

@@ -1,0 +1,37 @@
+"""optuna-dashboard for a study, bound to 127.0.0.1 by default, with the study's artifact store."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from autoprune.errors import StorageError
+from autoprune.redact import redact_url
+
+
+def serve(config_path: str, storage: str | None, host: str, port: int, say: Callable[[str], None] = print) -> None:
+    """Serve optuna-dashboard until interrupted.
+
+    Args:
+        config_path: the study YAML (storage URL and artifact folder).
+        storage: storage URL override.
+        host: interface to bind.
+        port: TCP port.
+        say: prints one line.
+    """
+    import optuna
+    from optuna_dashboard import run_server
+
+    from autoprune.config import load_config
+    from autoprune.search.storage import open_storage
+
+    cfg = load_config(config_path)
+    url = cfg.storage_url(storage)
+    backend = open_storage(url, heartbeat_interval=None)
+    store_dir = cfg.artifact_path() / "optuna-artifacts"
+    store_dir.mkdir(parents=True, exist_ok=True)
+    store = optuna.artifacts.FileSystemArtifactStore(str(store_dir))
+    say(f"optuna-dashboard for {redact_url(url)} at http://{host}:{port}/ (artifacts: {store_dir}); Ctrl-C stops it")
+    try:
+        run_server(backend, host=host, port=port, artifact_store=store)
+    except OSError as exc:
+        raise StorageError(f"cannot serve the dashboard on {host}:{port}: {exc.strerror or exc}; pick another --port") from None

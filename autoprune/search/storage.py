@@ -1,0 +1,160 @@
+"""Study storage: SQLite (embedded default), PostgreSQL/MySQL for many workers, or a journal file.
+
+- RDB storages get ``pool_pre_ping`` (idle connections are dropped by servers), heartbeats with a grace
+  period and :class:`optuna.storages.RetryHeartbeatStaleTrialCallback`, so a trial whose worker died is
+  failed and queued again with the same parameters.
+- A database that is briefly unreachable is retried with backoff before a clear :class:`StorageError`.
+- SQLite with several workers runs enqueued trials more than once, so it is refused for ``workers > 1``.
+- URLs are printed only through :func:`autoprune.redact.redact_url`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+from typing import Callable
+from typing import TypeVar
+
+import optuna
+
+from autoprune.errors import StorageError
+from autoprune.redact import redact_text
+from autoprune.redact import redact_url
+
+log = logging.getLogger("autoprune")
+T = TypeVar("T")
+
+JOURNAL_PREFIX = "journal:"
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite:")
+
+
+def is_journal(url: str) -> bool:
+    return url.startswith(JOURNAL_PREFIX)
+
+
+def journal_path(url: str) -> Path:
+    """``journal:/abs/path.log`` or ``journal:///abs/path.log`` -> the file path."""
+    rest = url[len(JOURNAL_PREFIX) :]
+    if rest.startswith("//"):
+        rest = rest[2:]
+    return Path(rest)
+
+
+def check_workers(url: str, workers: int) -> None:
+    """Refuse storages that are not safe for ``workers`` concurrent local workers."""
+    if workers > 1 and is_sqlite(url):
+        raise StorageError(
+            f"{workers} workers on SQLite ({redact_url(url)}) would run enqueued trials more than once and lock "
+            "the database; use --workers 1, a PostgreSQL URL (--storage postgresql://user@host/db, see README), "
+            "or a journal file on a local disk (--storage journal:/path/to/study.log)"
+        )
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    import sqlalchemy.exc
+
+    return (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.DisconnectionError, ConnectionError)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` (or its cause) looks like an unreachable database rather than a logic error."""
+    errors = _transient_errors()
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, errors):
+            return True
+        if isinstance(exc, optuna.exceptions.StorageInternalError):
+            return True
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+        seen += 1
+    return False
+
+
+def with_retry(action: Callable[[], T], url: str, what: str, attempts: int = 8, first_delay: float = 0.5, max_delay: float = 8.0) -> T:
+    """Run ``action``; on a transient database error retry with exponential backoff, then fail clearly."""
+    delay = first_delay
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            if attempt == attempts:
+                detail = redact_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, url)
+                raise StorageError(
+                    f"storage {redact_url(url)} unreachable while trying to {what} ({attempts} attempts): {detail}; "
+                    "check that the database server is running and the URL is right"
+                ) from None
+            log.warning("storage unreachable while trying to %s (attempt %d/%d); retrying in %.1fs", what, attempt, attempts, delay)
+            time.sleep(delay)
+            delay = min(max_delay, delay * 2)
+    raise AssertionError("unreachable")
+
+
+def open_storage(
+    url: str,
+    heartbeat_interval: int | None = 10,
+    grace_period: int | None = 30,
+    max_retry: int = 2,
+    attempts: int = 8,
+) -> optuna.storages.BaseStorage:
+    """Open (and create the schema of) a study storage.
+
+    Args:
+        url: ``sqlite:///...``, ``postgresql://...``, ``mysql+pymysql://...`` or ``journal:/path``.
+        heartbeat_interval: seconds between heartbeats of running trials (None: no heartbeats).
+        grace_period: seconds without heartbeat after which a running trial is failed and retried.
+        max_retry: how often a failed trial is re-queued.
+        attempts: connection attempts before giving up.
+
+    Returns:
+        The Optuna storage.
+    """
+    if is_journal(url):
+        from optuna.storages.journal import JournalFileBackend
+        from optuna.storages.journal import JournalStorage
+
+        path = journal_path(url)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    if is_sqlite(url):
+        db = url.split(":///", 1)[-1]
+        if db and db != ":memory:":
+            Path(db).parent.mkdir(parents=True, exist_ok=True)
+    kwargs: dict[str, Any] = {"engine_kwargs": {"pool_pre_ping": True}}
+    if is_sqlite(url):
+        kwargs["engine_kwargs"]["connect_args"] = {"timeout": 60}
+    if heartbeat_interval:
+        kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+
+    def connect() -> optuna.storages.BaseStorage:
+        with warnings.catch_warnings():
+            # Heartbeats and their retry callback are marked experimental; they are what makes dead workers' trials re-run.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry) if heartbeat_interval else None
+            if callback is not None:
+                kwargs["heartbeat_stale_trial_callback"] = callback
+            return optuna.storages.RDBStorage(url, **kwargs)
+
+    try:
+        return with_retry(connect, url, "open the study storage", attempts=attempts)
+    except ImportError as exc:
+        raise StorageError(
+            f"storage {redact_url(url)} needs a database driver that is not installed ({exc}); "
+            "install it with: pip install 'autoprune[postgres]' (or [mysql])"
+        ) from None
+    except StorageError:
+        raise
+    except Exception as exc:  # bad URL, wrong scheme, permissions
+        detail = redact_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, url)
+        raise StorageError(f"cannot open storage {redact_url(url)}: {detail}") from None
+
+
+def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
+    return [s.study_name for s in optuna.get_all_study_summaries(storage=storage, include_best_trial=False)]

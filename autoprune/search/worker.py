@@ -1,0 +1,205 @@
+"""Workers: join a ready study and run trials until it holds its target of finished trials.
+
+A worker runs ``study.optimize(n_trials=1)`` in a loop (heartbeats only work inside ``optimize``), checks
+the target before every trial, survives a database that is briefly away (retry with backoff, then exit
+with a clear message) and never recomputes the bounds.  :func:`run_local` starts N worker processes and
+shows one progress bar.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import socket
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import optuna
+
+from autoprune.errors import AutopruneError
+from autoprune.errors import StorageError
+from autoprune.redact import redact_url
+from autoprune.search.objective import FINISHED
+from autoprune.search.objective import Objective
+from autoprune.search.objective import SurplusTrial
+from autoprune.search.objective import finished_count
+from autoprune.search.storage import is_transient
+from autoprune.search.storage import with_retry
+from autoprune.search.study import make_sampler
+from autoprune.search.study import storage_for
+from autoprune.search.study import wait_for_study
+
+log = logging.getLogger("autoprune")
+
+
+def _echo(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+@dataclass
+class WorkerSummary:
+    worker: str
+    ran: int
+    finished: int
+    target: int
+
+
+def run_worker(
+    config_path: str,
+    storage_url: str | None = None,
+    target: int | None = None,
+    worker: str | None = None,
+    worker_index: int = 0,
+    wait_timeout: float = 600.0,
+    log_line: Callable[[str], None] = _echo,
+) -> WorkerSummary:
+    """Join the study of ``config_path`` and run trials until it holds ``target`` finished trials.
+
+    Args:
+        config_path: the study YAML.
+        storage_url: storage override (default: the config's).
+        target: finished trials to reach (default: the study's ``target_trials``).
+        worker: worker id for logs and trial attrs (default: ``host:pid``).
+        worker_index: offsets the sampler seed.
+        wait_timeout: seconds to wait for the study to be created.
+        log_line: prints one line.
+
+    Returns:
+        How many trials this worker ran and how many the study holds.
+    """
+    from autoprune.candidate import StudyContext
+    from autoprune.config import load_config
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    config = load_config(config_path)
+    url = config.storage_url(storage_url)
+    worker = worker or f"{socket.gethostname()}:{os.getpid()}"
+    study = wait_for_study(config, url, wait_timeout, say=log_line)
+    if not config.checkpoint_path().is_file():
+        sha = study.user_attrs.get("base_sha256", "?")
+        raise StorageError(
+            f"base checkpoint {config.checkpoint_path()} not found on this host; copy the study's base checkpoint "
+            f"(sha256 {sha[:12]}...) there or point 'base.checkpoint' at a shared path"
+        )
+    ctx = StudyContext.build(config)
+    if study.user_attrs.get("base_sha256") not in (None, ctx.base_info.sha256):
+        raise StorageError(
+            f"study {config.name!r} was created from another base checkpoint than {ctx.base_info.path}; "
+            "copy the study's checkpoint to this host"
+        )
+    goal = int(target or study.user_attrs.get("target_trials") or config.search.trials)
+    study = optuna.load_study(study_name=config.name, storage=storage_for(config, url), sampler=make_sampler(config, worker_index))
+    objective = Objective(ctx, study, goal, worker, log_line)
+    log_line(f"[{worker}] joined study {config.name!r} at {redact_url(url)}; target {goal} finished trials")
+    ran = 0
+    while True:
+        done = with_retry(lambda: finished_count(study), url, "count finished trials")
+        if done >= goal:
+            break
+        try:
+            study.optimize(objective, n_trials=1, catch=(SurplusTrial,), gc_after_trial=False)
+            ran += 1
+        except AutopruneError:
+            raise
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log_line(f"[{worker}] storage unreachable ({type(exc).__name__}); reconnecting with backoff")
+            with_retry(lambda: finished_count(study), url, "reconnect to the study storage", attempts=10)
+            log_line(f"[{worker}] storage reachable again; carrying on")
+    done = finished_count(study)
+    log_line(f"[{worker}] done: ran {ran} trials; the study holds {done}/{goal} finished trials")
+    return WorkerSummary(worker, ran, done, goal)
+
+
+def _worker_main(config_path: str, storage_url: str | None, target: int, index: int, queue: "mp.Queue[str]", threads: int) -> None:
+    import torch
+
+    # N workers on one host share its cores; without this each would start one training thread per core.
+    torch.set_num_threads(threads)
+    try:
+        run_worker(config_path, storage_url, target, worker=f"w{index}", worker_index=index)
+        queue.put(f"ok w{index}")
+    except AutopruneError as exc:
+        _echo(f"[w{index}] error: {exc}")
+        queue.put(f"error w{index}")
+        sys.exit(2)
+
+
+def run_local(
+    config_path: str,
+    storage_url: str,
+    workers: int,
+    target: int,
+    progress: Callable[[int, int, float | None], None] | None = None,
+) -> int:
+    """Run ``workers`` worker processes on this host until the study holds ``target`` finished trials.
+
+    Args:
+        config_path: the study YAML.
+        storage_url: the storage (must be safe for several workers when ``workers > 1``).
+        workers: number of processes (1 runs in this process).
+        target: finished trials to reach.
+        progress: called with ``(finished, target, best feasible speedup)`` as trials finish.
+
+    Returns:
+        The number of workers that failed.
+    """
+    from autoprune.config import load_config
+
+    config = load_config(config_path)
+    reader = optuna.load_study(study_name=config.name, storage=storage_for(config, storage_url)) if progress else None
+
+    def refresh() -> None:
+        if reader is not None and progress is not None:
+            report_progress(reader, target, progress)
+
+    if workers == 1:
+        def tick(line: str) -> None:
+            _echo(line)
+            refresh()
+
+        run_worker(config_path, storage_url, target, worker="w0", log_line=tick)
+        refresh()
+        return 0
+    ctx = mp.get_context("spawn")
+    queue: "mp.Queue[str]" = ctx.Queue()
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    procs = [
+        ctx.Process(target=_worker_main, args=(config_path, storage_url, target, i, queue, threads), daemon=False)
+        for i in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        while any(p.is_alive() for p in procs):
+            try:
+                refresh()
+            except Exception:  # the bar is cosmetic; workers report storage problems themselves
+                pass
+            time.sleep(2.0)
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        raise
+    for p in procs:
+        p.join()
+    refresh()
+    return sum(1 for p in procs if p.exitcode != 0)
+
+
+def report_progress(study: optuna.Study, target: int, progress: Callable[[int, int, float | None], None]) -> None:
+    """Read the study and call ``progress(finished, target, best feasible speedup)``."""
+    trials = study.get_trials(deepcopy=False, states=FINISHED)
+    feasible = [t.user_attrs.get("speedup") for t in trials if t.user_attrs.get("feasible")]
+    best = max((s for s in feasible if s is not None), default=None)
+    progress(len(trials), target, best)
+
+
+__all__ = ["WorkerSummary", "run_local", "run_worker"]
