@@ -1,0 +1,278 @@
+"""PNG plots of a study: the trade-off with its front and baselines, the chosen ratios, several studies.
+
+Figures are drawn on matplotlib's Agg canvas directly (``Figure`` + ``FigureCanvasAgg``) rather than
+through ``pyplot``, so plotting never changes the process-wide backend or leaks figures.
+
+In every metric plot "up is better": the y axis is inverted for a metric that is minimised.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from autoprune.analysis.frame import StudyInfo
+from autoprune.analysis.pareto import as_float
+from autoprune.analysis.pareto import best_baseline
+from autoprune.analysis.pareto import completed
+from autoprune.analysis.pareto import pareto_front
+from autoprune.analysis.pareto import select
+from autoprune.errors import SelectionError
+
+_BASELINE_STYLE = {
+    "uniform": {"color": "tab:blue", "marker": "s"},
+    "global": {"color": "tab:orange", "marker": "^"},
+}
+_FRONT_COLOR = "tab:green"
+_BUDGET_COLOR = "tab:red"
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` as PNG and return the path."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(out, format="png", dpi=110)
+    return out
+
+
+def _error_bars(df: pd.DataFrame, name: str, scale: str | None = None) -> list[float] | None:
+    """Error-bar half-widths from column ``name`` (times column ``scale``), or ``None`` when unrecorded.
+
+    ``speedup_spread`` is a relative spread (robust CV of the timing ratios), so the speedup bar is
+    ``speedup * speedup_spread``.
+    """
+    if name not in df:
+        return None
+    values = [as_float(v) * (as_float(k) if scale else 1.0) for v, k in zip(df[name], df[scale] if scale else df[name])]
+    return [0.0 if math.isnan(v) else v for v in values] if any(not math.isnan(v) for v in values) else None
+
+
+def _metric_limits(ax: Axes, values: list[float], info: StudyInfo, max_drop: float) -> int:
+    """Focus the metric axis near the budget so collapsed trials do not flatten the front.
+
+    Returns:
+        How many values fall outside the shown range (for a note on the plot).
+    """
+    budget = info.metric_at_drop(max_drop)
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite or not math.isfinite(budget) or max_drop <= 0:
+        return 0
+    sign = 1.0 if info.metric_direction == "maximize" else -1.0
+    worst_shown = budget - sign * 4 * max_drop
+    best = max(finite, key=lambda v: sign * v)
+    best = best if sign * best > sign * info.base_metric else info.base_metric
+    low, high = sorted((worst_shown, best + sign * max_drop))
+    ax.set_ylim(low, high)
+    if sign < 0:
+        ax.invert_yaxis()
+    return sum(1 for v in finite if sign * v < sign * worst_shown)
+
+
+def plot_pareto(
+    df: pd.DataFrame,
+    info: StudyInfo,
+    max_drop: float,
+    path: str | Path,
+    *,
+    chosen_number: int | None = None,
+) -> Path:
+    """Metric against speedup for every complete trial, with the front, the sweeps and the budget.
+
+    The front is highlighted and connected (with error bars where recorded: one ``metric_stderr``
+    vertically, ``speedup * speedup_spread`` horizontally); the uniform and global sweeps are drawn as curves
+    with their best feasible point ringed; the horizontal line is the budget ``base - max_drop``.
+
+    Args:
+        df: the trial table.
+        info: the study info (base metric, direction, baselines).
+        max_drop: the budget the plot is drawn for.
+        path: where to write the PNG.
+        chosen_number: the trial to mark as chosen (``None``: no mark).
+
+    Returns:
+        The PNG path.
+
+    Example:
+        >>> plot_pareto(df, info, 0.01, "out/pareto.png", chosen_number=12)  # doctest: +SKIP
+    """
+    direction = info.metric_direction
+    done = completed(df)
+    front = pareto_front(done, metric_direction=direction)
+    fig = Figure(figsize=(8.5, 5.8))
+    ax = fig.add_subplot(1, 1, 1)
+
+    ok = done["feasible"].astype(bool) if "feasible" in done else pd.Series(True, index=done.index)
+    ax.scatter(done.loc[ok, "speedup"], done.loc[ok, "metric"], s=14, color="0.55", alpha=0.6,
+               label=f"trials within budget ({int(ok.sum())})", zorder=2)
+    ax.scatter(done.loc[~ok, "speedup"], done.loc[~ok, "metric"], s=14, facecolors="none",
+               edgecolors="0.6", alpha=0.7, label=f"trials over budget ({int((~ok).sum())})", zorder=2)
+    if not front.empty:
+        ax.errorbar(front["speedup"], front["metric"], yerr=_error_bars(front, "metric_stderr"),
+                    xerr=_error_bars(front, "speedup_spread", scale="speedup"), color=_FRONT_COLOR, marker="o",
+                    ms=5, lw=1.6,
+                    elinewidth=0.8, capsize=2, label=f"Pareto front ({len(front)})", zorder=4)
+
+    shown = list(done["metric"].astype(float))
+    for kind, points in sorted(info.baselines.items()):
+        style = _BASELINE_STYLE.get(kind, {"color": "tab:purple", "marker": "D"})
+        timed = (p for p in points if math.isfinite(as_float(p.get("speedup"))))
+        pts = sorted(timed, key=lambda p: as_float(p["speedup"]))
+        if not pts:
+            continue
+        shown += [as_float(p.get("metric")) for p in pts]
+        ax.plot([p["speedup"] for p in pts], [p["metric"] for p in pts], ls="--", lw=1.2, ms=5, alpha=0.9,
+                label=f"{kind} sweep", zorder=3, **style)
+        best = best_baseline(pts, max_drop, metric_direction=direction)
+        if best is not None:
+            ax.scatter([best["speedup"]], [best["metric"]], s=170, facecolors="none", lw=1.8,
+                       edgecolors=style["color"], zorder=5, label=f"best {kind}: {as_float(best['speedup']):.2f}x")
+
+    budget = info.metric_at_drop(max_drop)
+    if math.isfinite(budget):
+        ax.axhline(budget, color=_BUDGET_COLOR, ls=":", lw=1.3, label=f"budget: drop {max_drop:g}")
+    if math.isfinite(info.base_metric):
+        ax.scatter([1.0], [info.base_metric], marker="P", s=90, color="black", zorder=5, label="unpruned")
+
+    if chosen_number is not None:
+        row = done[done["number"] == chosen_number]
+        if not row.empty:
+            x, y = float(row["speedup"].iloc[0]), float(row["metric"].iloc[0])
+            ax.scatter([x], [y], marker="*", s=320, color="gold", edgecolors="black", lw=0.8, zorder=6,
+                       label=f"chosen: trial {chosen_number} ({x:.2f}x)")
+            ax.annotate(f"trial {chosen_number}", (x, y), xytext=(8, 8), textcoords="offset points", fontsize=9)
+
+    hidden = _metric_limits(ax, shown, info, max_drop)
+    title = f"{info.name}: {len(done)} complete trials, max drop {max_drop:g}"
+    if hidden:
+        title += f" ({hidden} {'point' if hidden == 1 else 'points'} off the bottom)"
+    ax.set_title(title, fontsize=11)
+    ax.set_xlabel("speedup over the unpruned model (x, measured latency; right is better)")
+    better = "higher is better" if direction == "maximize" else "lower is better; axis inverted"
+    ax.set_ylabel(f"{info.metric_name} ({better})")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best", framealpha=0.9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_ratios(
+    chosen_ratios: Mapping[str, float],
+    bounds: Mapping[str, Sequence[float]],
+    path: str | Path,
+    *,
+    reference: Mapping[str, float | Mapping[str, float]] | None = None,
+    title: str = "",
+) -> Path:
+    """Per-group ratio of the chosen trial against the group's search bounds.
+
+    Args:
+        chosen_ratios: ``{group: applied ratio}``.
+        bounds: ``{group: (low, high)}`` the search allowed.
+        path: where to write the PNG.
+        reference: other ratios to draw: a number is one ratio for every group (a vertical line, e.g.
+            ``{"best uniform": 0.3}``), a mapping gives one ratio per group (markers).
+        title: the figure title.
+
+    Returns:
+        The PNG path.
+
+    Example:
+        >>> plot_ratios({"stem": 0.2, "block1": 0.45}, {"stem": (0.0, 0.3), "block1": (0.2, 0.6)},
+        ...             "out/ratios.png")  # doctest: +SKIP
+    """
+    names = list(bounds) + [g for g in chosen_ratios if g not in bounds]
+    fig = Figure(figsize=(8.0, max(2.6, 0.38 * len(names) + 1.4)))
+    ax = fig.add_subplot(1, 1, 1)
+    ys = list(range(len(names)))
+    for y, name in zip(ys, names):
+        if name in bounds:
+            low, high = float(bounds[name][0]), float(bounds[name][1])
+            ax.barh(y, high - low, left=low, height=0.75, color="0.88", edgecolor="0.6",
+                    label="search bounds" if y == 0 else None)
+        ratio = as_float(chosen_ratios.get(name))
+        if math.isfinite(ratio):
+            ax.barh(y, ratio, height=0.35, color=_FRONT_COLOR, label="chosen ratio" if y == 0 else None)
+            ax.text(ratio + 0.01, y, f"{ratio:.2f}", va="center", fontsize=8)
+    styles = [("tab:blue", "--", "|"), ("tab:orange", ":", "D"), ("tab:purple", "-.", "o")]
+    for i, (label, value) in enumerate((reference or {}).items()):
+        color, line, marker = styles[i % len(styles)]
+        if isinstance(value, Mapping):
+            points = [(as_float(value.get(n)), y) for y, n in zip(ys, names) if math.isfinite(as_float(value.get(n)))]
+            ax.scatter([x for x, _ in points], [y for _, y in points], marker=marker, s=36, color=color,
+                       zorder=4, label=label)
+        else:
+            ax.axvline(float(value), ls=line, lw=1.4, color=color, label=f"{label}: {float(value):.2f}")
+    ax.set_yticks(ys, names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0.0, 1.0)
+    ax.set_xlabel("pruning ratio (fraction of channels removed)")
+    ax.set_title(title or "chosen ratio per group against its search bounds", fontsize=11)
+    ax.grid(True, axis="x", alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="lower right", framealpha=0.9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_compare(
+    studies: Sequence[tuple[str, pd.DataFrame, StudyInfo]],
+    max_drop: float | None,
+    path: str | Path,
+) -> Path:
+    """The Pareto fronts of several studies on one drop-vs-speedup plot.
+
+    Drops, not metrics, so that studies with different base metrics share an axis; the drop axis is
+    inverted so that better is up, as in :func:`plot_pareto`.
+
+    Args:
+        studies: ``(label, trial table, info)`` per study.
+        max_drop: one budget for all (drawn and used to ring each study's best point), or ``None`` to use
+            each study's own ``max_drop`` (each drawn).
+        path: where to write the PNG.
+
+    Returns:
+        The PNG path.
+    """
+    fig = Figure(figsize=(8.5, 5.6))
+    ax = fig.add_subplot(1, 1, 1)
+    colors = ["tab:green", "tab:blue", "tab:orange", "tab:purple", "tab:red", "tab:brown", "tab:cyan"]
+    best_drop = 0.0
+    for i, (label, df, info) in enumerate(studies):
+        color = colors[i % len(colors)]
+        done = completed(df)
+        front = pareto_front(done, metric_direction=info.metric_direction)
+        ax.scatter(done["speedup"], done["drop"], s=8, color=color, alpha=0.25, zorder=2)
+        ax.plot(front["speedup"], front["drop"], marker="o", ms=4, lw=1.5, color=color, label=label, zorder=3)
+        best_drop = min([best_drop, *front["drop"].astype(float)])
+        budget = max_drop if max_drop is not None else info.max_drop
+        if budget is None:
+            continue
+        try:
+            best = select(done, budget, metric_direction=info.metric_direction)
+        except SelectionError:
+            continue
+        ax.scatter([best["speedup"]], [best["drop"]], s=160, facecolors="none", edgecolors=color, lw=1.8,
+                   zorder=4, label=f"{label} best: {best['speedup']:.2f}x (trial {best['number']})")
+    budgets = sorted({max_drop} if max_drop is not None else {i.max_drop for _, _, i in studies} - {None})
+    for budget in budgets:
+        ax.axhline(budget, color=_BUDGET_COLOR, ls=":", lw=1.3, label=f"max drop {budget:g}")
+    if budgets and budgets[-1] > 0:
+        # Focus on the budget region (collapsed trials would squash it); inverted so better is up.
+        ax.set_ylim(4 * budgets[-1], best_drop - 0.5 * budgets[-1])
+    else:
+        ax.invert_yaxis()
+    ax.set_xlabel("speedup (x, right is better)")
+    ax.set_ylabel("metric drop vs. unpruned (lower is better, axis inverted)")
+    ax.set_title("studies compared", fontsize=11)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best", framealpha=0.9)
+    fig.tight_layout()
+    return _save(fig, path)

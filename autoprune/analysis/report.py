@@ -1,0 +1,505 @@
+"""What a study found, in numbers (:func:`summarize`) and as files (:func:`write_report`).
+
+The summary is plain JSON-friendly data shared by the CLI, the HTML report and the demo, so every view
+states the same chosen trial, baselines, ratios and noise floor.  The HTML report is one self-contained
+file: inline CSS, images as base64 data URIs, no script and no remote URL, so it can be mailed or archived.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import json
+import math
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import pandas as pd
+
+from autoprune.analysis.frame import StudyInfo
+from autoprune.analysis.frame import redact
+from autoprune.analysis.pareto import as_float
+from autoprune.analysis.pareto import best_baseline
+from autoprune.analysis.pareto import completed
+from autoprune.analysis.pareto import hypervolume_2d
+from autoprune.analysis.pareto import hypervolume_history
+from autoprune.analysis.pareto import pareto_front
+from autoprune.analysis.pareto import select
+from autoprune.analysis.plots import plot_pareto
+from autoprune.analysis.plots import plot_ratios
+from autoprune.analysis.stats import budget_noise_warning
+from autoprune.analysis.stats import drop_stderr
+from autoprune.errors import ConfigError
+from autoprune.errors import SelectionError
+
+BASELINE_KINDS = ("uniform", "global")
+Z95 = 1.96
+_ROW_KEYS = (
+    "number",
+    "state",
+    "kind",
+    "metric",
+    "metric_stderr",
+    "drop",
+    "drop_stderr",
+    "feasible",
+    "speedup",
+    "speedup_spread",
+    "latency_ms",
+    "macs",
+    "params",
+    "host_id",
+    "speedup_host_id",
+)
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-friendly scalar: NaN and pandas NA become ``None``, numpy scalars Python ones."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, (pd.Timestamp, datetime.datetime)):
+        return value.isoformat()
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _median(df: pd.DataFrame, col: str) -> float:
+    """Median of the finite values of ``col``; NaN when none."""
+    if col not in df:
+        return math.nan
+    values = pd.to_numeric(df[col], errors="coerce").dropna()
+    return float(values.median()) if len(values) else math.nan
+
+
+def _trial_record(row: Mapping[str, Any], max_drop: float, chosen_number: int | None) -> dict[str, Any]:
+    """A plain dict for one trial: fixed fields, feasibility for ``max_drop``, ratios, channels, confirmation."""
+    rec = {k: _plain(row.get(k)) for k in _ROW_KEYS}
+    rec["feasible"] = bool(as_float(row.get("drop")) <= max_drop)
+    rec["chosen"] = chosen_number is not None and rec["number"] == chosen_number
+    for prefix, key in (("ratio:", "ratios"), ("channels:", "channels"), ("confirmed:", "confirmed")):
+        part = {k[len(prefix):]: _plain(v) for k, v in row.items() if k.startswith(prefix)}
+        rec[key] = {k: v for k, v in part.items() if v is not None} or None
+    for key in ("arch_artifact_id", "weights_artifact_id"):
+        rec[key] = _plain(row.get(key))
+    return rec
+
+
+def _comparison_sentence(
+    chosen: Mapping[str, Any] | None,
+    best: Mapping[str, Mapping[str, Any] | None],
+    baselines: Mapping[str, list[dict[str, Any]]],
+    max_drop: float,
+    selection_error: str | None,
+) -> str:
+    """The headline: how much faster the chosen trial is than each baseline's best feasible point."""
+    if chosen is None:
+        return f"No architecture was chosen at max drop {max_drop:g}: {selection_error}."
+    compared, missing = [], []
+    for kind in BASELINE_KINDS:
+        point = best.get(kind)
+        timed = [p for p in baselines.get(kind, []) if math.isfinite(as_float(p.get("speedup")))]
+        if point is not None:
+            ratio = chosen["speedup"] / point["speedup"]
+            # Within half a percent the two-decimal ratio would read "1.00x faster/slower": say it plainly.
+            how = ("as fast as" if abs(ratio - 1) < 0.005 else
+                   f"{ratio:.2f}x faster than" if ratio > 1 else f"{1 / ratio:.2f}x slower than")
+            compared.append(f"{how} the best {kind} baseline ({point['speedup']:.2f}x)")
+        elif not baselines.get(kind):
+            missing.append(f"no {kind} baseline was recorded")
+        elif not timed:
+            missing.append(f"the {kind} baseline was not timed on this host")
+        else:
+            missing.append(f"the {kind} baseline has no feasible point")
+    head = f"The chosen architecture (trial {chosen['number']})"
+    if compared:
+        text = f"{head} is {' and '.join(compared)} at max drop {max_drop:g}"
+    else:
+        text = f"{head} reaches {chosen['speedup']:.2f}x at max drop {max_drop:g}"
+    return text + ("; " + " and ".join(missing) if missing else "") + "."
+
+
+def _noise(done: pd.DataFrame, info: StudyInfo, max_drop: float, chosen: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Noise floor of the measurements, the budget-vs-noise warning, and the chosen trial's val/test view."""
+    metric_se = _median(done, "metric_stderr")
+    drop_se = _median(done, "drop_stderr")
+    if not math.isfinite(drop_se) and math.isfinite(metric_se) and math.isfinite(info.base_metric_stderr):
+        drop_se = drop_stderr(info.base_metric_stderr, metric_se)
+    spread = _median(done, "speedup_spread")
+    parts = []
+    if math.isfinite(metric_se) or math.isfinite(info.base_metric_stderr):
+        parts.append(f"{info.metric_name} standard error {metric_se:.4f} (median over trials; base "
+                     f"{info.base_metric_stderr:.4f})")
+    if math.isfinite(drop_se):
+        parts.append(f"drop standard error {drop_se:.4f} (95% interval ±{Z95 * drop_se:.4f})")
+    if math.isfinite(spread):
+        parts.append(f"median speedup spread {100 * spread:.1f}% (robust CV of the timing ratios)")
+    line = "Noise floor: " + ("; ".join(parts) if parts else "no standard errors or spreads were recorded") + "."
+    if chosen is not None:
+        se = as_float(chosen.get("drop_stderr"))
+        val = f"validation drop {chosen['drop']:.4f}" + (f" ± {Z95 * se:.4f}" if math.isfinite(se) else "")
+        line += f" Chosen trial {chosen['number']}: {val}"
+        test = chosen.get("confirmed") or {}
+        if "test_drop" in test:
+            # The confirmation records the candidate's test standard error only, so the interval is
+            # given on the test metric rather than invented for the test drop.
+            verdict = "within" if test.get("test_feasible") else "over"
+            line += f", test drop {as_float(test['test_drop']):.4f}"
+            test_metric = _pm(test.get("test_metric"), Z95 * as_float(test.get("test_metric_stderr")), ".4f")
+            line += f" (test {info.metric_name} {test_metric}"
+            line += f"; {verdict} the budget on test"
+            if math.isfinite(as_float(test.get("speedup"))):
+                line += f", confirmed speedup {as_float(test['speedup']):.2f}x"
+            line += ")"
+        else:
+            line += " (not confirmed on the test split yet)"
+        line += "."
+    return {
+        "metric_stderr": _plain(metric_se),
+        "base_metric_stderr": _plain(info.base_metric_stderr),
+        "drop_stderr": _plain(drop_se),
+        "speedup_spread": _plain(spread),
+        "n_val": info.n_val,
+        "warning": budget_noise_warning(max_drop, drop_se, info.n_val) if math.isfinite(drop_se) else None,
+        "line": line,
+    }
+
+
+def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) -> dict[str, Any]:
+    """The findings of a study at one drop budget, as plain JSON-friendly data.
+
+    Args:
+        df: the trial table (:func:`autoprune.analysis.load_trials`).
+        info: the study info.
+        max_drop: the budget; ``None`` uses the study's own ``max_drop``.
+
+    Returns:
+        A dict with ``study, metric_name, metric_direction, base_metric, max_drop, host_id, n_trials,
+        n_complete, n_feasible, chosen`` (a trial record or ``None``), ``selection_error``, ``front``
+        (trial records, slowest first), ``baselines`` (the sweeps), ``best`` (``{kind: point or None}``),
+        ``speedup_vs`` (``{kind: chosen speedup / best point's, or None}``), ``sentence``, ``noise``
+        and ``hypervolume``.
+
+    Raises:
+        ConfigError: no ``max_drop`` was given and the study records none.
+
+    Example:
+        >>> s = summarize(df, info, max_drop=0.01)  # doctest: +SKIP
+        >>> s["chosen"]["number"], s["speedup_vs"]["uniform"]  # doctest: +SKIP
+        (17, 1.24)
+    """
+    if max_drop is None:
+        max_drop = info.max_drop
+    if max_drop is None:
+        raise ConfigError(f"study {info.name!r} records no max_drop; pass --max-drop")
+    direction = info.metric_direction
+    done = completed(df)
+    try:
+        chosen_row = select(done, max_drop, metric_direction=direction)
+        error = None
+    except SelectionError as exc:
+        chosen_row, error = None, str(exc)
+    chosen_number = None if chosen_row is None else int(chosen_row["number"])
+    chosen = None if chosen_row is None else _trial_record(chosen_row, max_drop, chosen_number)
+    front = pareto_front(done, metric_direction=direction)
+    baselines = {k: [{kk: _plain(vv) for kk, vv in p.items()} for p in v] for k, v in info.baselines.items()}
+    best = {k: best_baseline(baselines.get(k, []), max_drop, metric_direction=direction) for k in BASELINE_KINDS}
+    vs = {k: (chosen["speedup"] / b["speedup"] if chosen and b else None) for k, b in best.items()}
+
+    reference = (info.metric_at_drop(max_drop), 1.0)
+    # Every trial counts as spent in the history, finished or not; only complete ones add volume.
+    points = [(float(r["metric"]), float(r["speedup"])) if i in done.index else (math.nan, math.nan)
+              for i, r in df.sort_values("number").iterrows()]
+    hv = {
+        "reference": [_plain(reference[0]), 1.0],
+        "value": _plain(hypervolume_2d(points, reference, metric_direction=direction)),
+        "history": {
+            n: _plain(v) for n, v in hypervolume_history(points, reference, metric_direction=direction).items()
+        },
+    } if math.isfinite(reference[0]) else None
+
+    return {
+        "study": info.name,
+        "storage": info.storage,
+        "metric_name": info.metric_name,
+        "metric_direction": direction,
+        "base_metric": _plain(info.base_metric),
+        "max_drop": max_drop,
+        "host_id": info.host_id,
+        "n_trials": int(len(df)),
+        "n_complete": int(len(done)),
+        "n_feasible": int((done["drop"] <= max_drop).sum()) if len(done) else 0,
+        "chosen": chosen,
+        "selection_error": error,
+        "front": [_trial_record(r, max_drop, chosen_number) for r in front.to_dict("records")],
+        "baselines": baselines,
+        "best": best,
+        "speedup_vs": vs,
+        "sentence": _comparison_sentence(chosen, best, baselines, max_drop, error),
+        "noise": _noise(done, info, max_drop, chosen),
+        "hypervolume": hv,
+    }
+
+
+# Formatting shared by the CLI table and the HTML tables ----------------------------------------------
+
+def _si(value: Any) -> str:
+    """1234567 -> '1.23M' (MACs and parameter counts)."""
+    v = as_float(value)
+    if not math.isfinite(v):
+        return "-"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(v) >= scale:
+            return f"{v / scale:.2f}{unit}"
+    return f"{v:.0f}"
+
+
+def _pm(value: Any, err: Any, fmt: str) -> str:
+    """'value ± err' (err omitted when unknown), '-' for a missing value."""
+    v, e = as_float(value), as_float(err)
+    if not math.isfinite(v):
+        return "-"
+    return f"{v:{fmt}}" + (f" ± {e:{fmt}}" if math.isfinite(e) else "")
+
+
+def _speed(value: Any, spread: Any) -> str:
+    """'2.41x ± 1.2%': the spread is relative (robust CV of the timing ratios)."""
+    v, s = as_float(value), as_float(spread)
+    if not math.isfinite(v):
+        return "-"
+    return f"{v:.2f}x" + (f" ± {100 * s:.1f}%" if math.isfinite(s) else "")
+
+
+def table_rows(summary: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The front table with the best baselines, as display strings (one dict per row).
+
+    Markers: ``*`` the chosen trial, ``U``/``G`` the best uniform/global baseline point.  The drop is
+    shown with its 95 % half-width (1.96 standard errors), the speedup with its relative spread.
+
+    Args:
+        summary: the output of :func:`summarize`.
+
+    Returns:
+        Rows with keys ``mark, trial, drop, speedup, latency_ms, macs, params, feasible``, the front
+        slowest first, then the best baseline points.
+    """
+    rows = []
+    for rec in summary["front"]:
+        se = as_float(rec.get("drop_stderr"))
+        rows.append({
+            "mark": "*" if rec["chosen"] else "",
+            "trial": str(rec["number"]) + (f" ({rec['kind']})" if rec.get("kind") not in (None, "search") else ""),
+            "drop": _pm(rec["drop"], Z95 * se if math.isfinite(se) else None, ".4f"),
+            "speedup": _speed(rec["speedup"], rec.get("speedup_spread")),
+            "latency_ms": _pm(rec.get("latency_ms"), None, ".3f"),
+            "macs": _si(rec.get("macs")),
+            "params": _si(rec.get("params")),
+            "feasible": "yes" if rec["feasible"] else "no",
+        })
+    for kind in BASELINE_KINDS:
+        point = summary["best"].get(kind)
+        if point is None:
+            continue
+        rows.append({
+            "mark": kind[0].upper(),
+            "trial": f"{kind} r={as_float(point.get('ratio')):.2f}",
+            "drop": _pm(point.get("drop"), None, ".4f"),
+            "speedup": _speed(point.get("speedup"), point.get("speedup_spread")),
+            "latency_ms": _pm(point.get("latency_ms"), None, ".3f"),
+            "macs": _si(point.get("macs")),
+            "params": _si(point.get("params")),
+            "feasible": "yes",
+        })
+    return rows
+
+
+TABLE_HEADERS = {
+    "mark": "",
+    "trial": "trial",
+    "drop": "drop ± 95%",
+    "speedup": "speedup ± spread",
+    "latency_ms": "latency ms",
+    "macs": "MACs",
+    "params": "params",
+    "feasible": "feasible",
+}
+
+
+def format_table(rows: list[dict[str, str]], headers: Mapping[str, str] = TABLE_HEADERS) -> str:
+    """Fixed-width text table (first column left-aligned, the rest right-aligned)."""
+    keys = list(headers)
+    widths = {k: max([len(headers[k])] + [len(r.get(k, "")) for r in rows]) for k in keys}
+
+    def line(cells: Mapping[str, str]) -> str:
+        return "  ".join(
+            cells.get(k, "").ljust(widths[k]) if i < 2 else cells.get(k, "").rjust(widths[k])
+            for i, k in enumerate(keys)
+        ).rstrip()
+
+    return "\n".join([line(headers), line({k: "-" * widths[k] for k in keys})] + [line(r) for r in rows])
+
+
+# Files ------------------------------------------------------------------------------------------------
+
+def _html_table(headers: list[str], rows: list[list[str]], classes: list[str] | None = None) -> str:
+    """An escaped HTML table; the first column is left-aligned."""
+    head = "".join(f'<th class="l">{html.escape(h)}</th>' if i == 0 else f"<th>{html.escape(h)}</th>"
+                   for i, h in enumerate(headers))
+    body = []
+    for j, row in enumerate(rows):
+        cls = f' class="{classes[j]}"' if classes and classes[j] else ""
+        cells = "".join(f'<td class="l">{html.escape(c)}</td>' if i == 0 else f"<td>{html.escape(c)}</td>"
+                        for i, c in enumerate(row))
+        body.append(f"<tr{cls}>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _data_uri(path: Path) -> str:
+    """A PNG file as a base64 data URI (the report must not reference files or remote URLs)."""
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _baseline_html(summary: Mapping[str, Any]) -> str:
+    """All sweep points, the best feasible one of each sweep highlighted."""
+    rows, classes = [], []
+    for kind, points in sorted(summary["baselines"].items()):
+        best = summary["best"].get(kind)
+        for p in sorted(points, key=lambda p: as_float(p.get("ratio"))):
+            rows.append([kind, f"{as_float(p.get('ratio')):.2f}", _pm(p.get("metric"), None, ".4f"),
+                         _pm(p.get("drop"), None, ".4f"), _speed(p.get("speedup"), p.get("speedup_spread")),
+                         _pm(p.get("latency_ms"), None, ".3f"), _si(p.get("macs")), _si(p.get("params")),
+                         "yes" if as_float(p.get("drop")) <= summary["max_drop"] else "no"])
+            classes.append("best" if p == best else "")
+    if not rows:
+        return "<p>No baseline sweeps were recorded in this study.</p>"
+    return _html_table(["sweep", "ratio", "metric", "drop", "speedup", "latency ms", "MACs", "params", "feasible"],
+                       rows, classes)
+
+
+def _ratios_html(summary: Mapping[str, Any], info: StudyInfo) -> str:
+    """The chosen ratio and kept channels per group, next to the group's bounds."""
+    chosen = summary["chosen"]
+    if chosen is None:
+        return "<p>No trial was chosen, so no ratios are shown.</p>"
+    ratios, channels = chosen.get("ratios") or {}, chosen.get("channels") or {}
+    names = info.group_names + [g for g in ratios if g not in info.group_names]
+    rows = []
+    for g in names:
+        low, high = info.bounds.get(g, (math.nan, math.nan))
+        rows.append([g, f"{as_float(ratios.get(g)):.3f}", f"{low:.2f} .. {high:.2f}", str(channels.get(g, "-"))])
+    return _html_table(["group", "chosen ratio", "bounds", "kept channels"], rows)
+
+
+def _reference_ratios(summary: Mapping[str, Any]) -> dict[str, float | dict[str, float]]:
+    """The best baselines' ratios for the ratio chart: per group where recorded (a global ranking prunes
+    each group differently), else the sweep's single ratio."""
+    out: dict[str, float | dict[str, float]] = {}
+    for kind, point in summary["best"].items():
+        if point is None:
+            continue
+        per_group = point.get("ratios")
+        if isinstance(per_group, Mapping) and per_group and kind != "uniform":
+            out[f"best {kind}"] = {g: float(r) for g, r in per_group.items()}
+        elif math.isfinite(as_float(point.get("ratio"))):
+            out[f"best {kind}"] = float(point["ratio"])
+    return out
+
+
+def write_report(
+    df: pd.DataFrame,
+    info: StudyInfo,
+    max_drop: float | None,
+    out_dir: str | Path,
+    *,
+    summary: Mapping[str, Any] | None = None,
+) -> dict[str, Path]:
+    """Write the analysis files of a study into ``out_dir``.
+
+    Files: ``trials.csv`` (every trial), ``front.csv`` (the Pareto front, with ``chosen`` and the 95 % drop
+    interval), ``pareto.png``, ``ratios.png``, ``summary.json`` (:func:`summarize`) and a self-contained
+    ``report.html``.
+
+    Args:
+        df: the trial table.
+        info: the study info.
+        max_drop: the budget (``None``: the study's own).
+        out_dir: the folder (created when missing).
+        summary: :func:`summarize` of the same arguments when the caller already has it.
+
+    Returns:
+        ``{"trials_csv", "front_csv", "pareto_png", "ratios_png", "summary_json", "report_html"}`` -> path.
+
+    Example:
+        >>> df, info = load_analysis("sqlite:///studies/resnet.db", "resnet")  # doctest: +SKIP
+        >>> write_report(df, info, 0.01, "reports/resnet")["report_html"]  # doctest: +SKIP
+        PosixPath('reports/resnet/report.html')
+    """
+    summary = summary if summary is not None else summarize(df, info, max_drop)
+    max_drop = summary["max_drop"]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    chosen = summary["chosen"]
+    chosen_number = None if chosen is None else chosen["number"]
+    paths = {name: out / file for name, file in (
+        ("trials_csv", "trials.csv"), ("front_csv", "front.csv"), ("pareto_png", "pareto.png"),
+        ("ratios_png", "ratios.png"), ("summary_json", "summary.json"), ("report_html", "report.html"))}
+
+    df.to_csv(paths["trials_csv"], index=False)
+    front = pareto_front(completed(df), metric_direction=info.metric_direction).copy()
+    front["feasible"] = front["drop"] <= max_drop
+    front["chosen"] = (front["number"] == chosen_number) if chosen_number is not None else False
+    front["drop_low"] = front["drop"] - Z95 * front["drop_stderr"]
+    front["drop_high"] = front["drop"] + Z95 * front["drop_stderr"]
+    first = ["number", "state", "metric", "metric_stderr", "drop", "drop_stderr", "drop_low", "drop_high",
+             "speedup", "speedup_spread", "latency_ms", "macs", "params", "feasible", "chosen", "kind"]
+    rest = [c for c in front.columns if c.startswith(("ratio:", "channels:", "confirmed:"))]
+    front[[c for c in first if c in front] + rest].to_csv(paths["front_csv"], index=False)
+
+    plot_pareto(df, info, max_drop, paths["pareto_png"], chosen_number=chosen_number)
+    plot_ratios((chosen or {}).get("ratios") or {}, info.bounds, paths["ratios_png"],
+                reference=_reference_ratios(summary),
+                title=f"trial {chosen_number}: ratio per group against its search bounds" if chosen else
+                "no trial chosen: search bounds per group")
+    paths["summary_json"].write_text(json.dumps(summary, indent=2, default=str))
+
+    rows = table_rows(summary)
+    front_html = _html_table(
+        [TABLE_HEADERS[k] or "mark" for k in TABLE_HEADERS],
+        [[r[k] for k in TABLE_HEADERS] for r in rows],
+        ["chosen" if r["mark"] == "*" else "best" if r["mark"] in ("U", "G") else "" for r in rows],
+    )
+    hv = summary["hypervolume"]
+    hv_text = "No budget line is known, so no hypervolume." if hv is None else (
+        f"Hypervolume above ({hv['reference'][0]:.4f}, 1.0x): {hv['value']:.5f}; after "
+        + ", ".join(f"{n} trials {v:.5f}" for n, v in hv["history"].items()) + "."
+        if hv["history"] else f"Hypervolume above ({hv['reference'][0]:.4f}, 1.0x): {hv['value']:.5f}.")
+    meta = (f"{summary['n_complete']} complete of {summary['n_trials']} trials, {summary['n_feasible']} within "
+            f"max drop {max_drop:g}. {info.metric_name} ({info.metric_direction}), unpruned "
+            f"{info.base_metric:.4f}. Storage: {info.storage or 'n/a'}."
+            + (f" Speed judged on host {info.host_id}." if info.host_id else ""))
+    warning = summary["noise"]["warning"]
+    template = Template(resources.files("autoprune.analysis").joinpath("report.html").read_text(encoding="utf-8"))
+    page = template.substitute(
+        title=html.escape(f"{info.name}: Pareto front and selection"),
+        meta=html.escape(meta),
+        sentence=html.escape(summary["sentence"]),
+        warning=f'<p class="warning">Warning: {html.escape(warning)}</p>' if warning else "",
+        noise=html.escape(summary["noise"]["line"]),
+        metric_name=html.escape(info.metric_name),
+        pareto_png=_data_uri(paths["pareto_png"]),
+        ratios_png=_data_uri(paths["ratios_png"]),
+        front_table=front_html,
+        baseline_table=_baseline_html(summary),
+        ratios_table=_ratios_html(summary, info),
+        hypervolume=html.escape(hv_text),
+        config=html.escape(json.dumps(redact(info.config), indent=2, sort_keys=True, default=str)),
+        footer=html.escape(f"Written by autoprune on {datetime.datetime.now().isoformat(timespec='seconds')}."),
+    )
+    paths["report_html"].write_text(page, encoding="utf-8")
+    return paths

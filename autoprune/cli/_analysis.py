@@ -1,0 +1,166 @@
+"""``autoprune pareto`` and ``autoprune compare``: read studies, print the front and the choice, write reports.
+
+The analysis library is imported inside the commands so that ``autoprune --help`` does not pay for
+pandas, matplotlib and Optuna.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+
+import click
+
+from autoprune.errors import ConfigError
+from autoprune.errors import SelectionError
+
+
+@dataclasses.dataclass(frozen=True)
+class _Target:
+    """Where a study lives and the defaults its config gives."""
+
+    name: str
+    storage: str
+    max_drop: float | None
+    out_dir: pathlib.Path
+
+
+def resolve_study(config: pathlib.Path | None, study: str | None, storage: str | None) -> _Target:
+    """The study name, storage URL, default budget and report folder, from a config and/or options.
+
+    ``--study``/``--storage`` override the config's name and storage; without a config both are needed.
+
+    Args:
+        config: a study YAML, or ``None``.
+        study: ``--study``.
+        storage: ``--storage``.
+
+    Returns:
+        The resolved target.
+
+    Raises:
+        ConfigError: neither a config nor both options were given.
+    """
+    if config is not None:
+        from autoprune.config import load_config
+
+        cfg = load_config(config)
+        name = study or cfg.name
+        return _Target(name, cfg.storage_url(storage), cfg.max_drop, cfg.artifact_path() / "report")
+    if not (study and storage):
+        raise ConfigError("give a study CONFIG file, or both --study NAME and --storage URL")
+    return _Target(study, storage, None, pathlib.Path("reports") / study)
+
+
+@click.command("pareto")
+@click.argument("config", required=False, type=click.Path(path_type=pathlib.Path))
+@click.option("--study", default=None, help="Study name (default: the config's name).")
+@click.option("--storage", default=None, help="Storage URL or journal file (default: the config's storage).")
+@click.option("--max-drop", type=click.FloatRange(min=0.0), default=None,
+              help="Largest acceptable metric drop (default: the config's, then the study's).")
+@click.option("--out", "out_dir", type=click.Path(path_type=pathlib.Path), default=None,
+              help="Report folder (default: <artifact_dir>/report, or reports/<study> without a config).")
+@click.option("--host-id", default=None,
+              help="Judge speed on this host fingerprint id, using re-timings of trials searched elsewhere.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of text.")
+def pareto(
+    config: pathlib.Path | None,
+    study: str | None,
+    storage: str | None,
+    max_drop: float | None,
+    out_dir: pathlib.Path | None,
+    host_id: str | None,
+    as_json: bool,
+) -> None:
+    """Print the Pareto front of a study and the fastest trial within the drop budget; write a report."""
+    from autoprune.analysis import load_analysis
+    from autoprune.analysis import summarize
+    from autoprune.analysis import write_report
+    from autoprune.analysis.report import format_table
+    from autoprune.analysis.report import table_rows
+
+    target = resolve_study(config, study, storage)
+    budget = max_drop if max_drop is not None else target.max_drop
+    df, info = load_analysis(target.storage, target.name, max_drop=budget, host_id=host_id)
+    summary = summarize(df, info, budget)
+    paths = write_report(df, info, budget, out_dir or target.out_dir, summary=summary)
+    if as_json:
+        click.echo(json.dumps(summary | {"files": {k: str(v) for k, v in paths.items()}}, default=str))
+    else:
+        click.echo("\n".join([
+            f"study {info.name} ({info.storage}): {summary['n_complete']} complete of {summary['n_trials']} "
+            f"trials, {summary['n_feasible']} within max drop {summary['max_drop']:g}; {info.metric_name} "
+            f"({info.metric_direction}), unpruned {info.base_metric:.4f}"
+            + (f"; speed judged on host {info.host_id}" if info.host_id else ""),
+            "",
+            format_table(table_rows(summary)),
+            "  * chosen trial   U best uniform baseline   G best global baseline   drop ± 1.96 standard errors",
+            "",
+            summary["sentence"],
+            summary["noise"]["line"],
+        ]))
+        if summary["noise"]["warning"]:
+            click.echo(f"warning: {summary['noise']['warning']}")
+        click.echo("\nwrote:\n" + "\n".join(f"  {p}" for p in paths.values()))
+    if summary["chosen"] is None:
+        raise SelectionError(summary["selection_error"])
+
+
+@click.command("compare")
+@click.argument("configs", nargs=-1, type=click.Path(path_type=pathlib.Path))
+@click.option("--study", "studies", multiple=True, help="A study in --storage to compare (repeatable).")
+@click.option("--storage", default=None, help="Storage URL holding the --study studies.")
+@click.option("--max-drop", type=click.FloatRange(min=0.0), default=None,
+              help="One budget for all studies (default: each one's own).")
+@click.option("--out", "out_dir", type=click.Path(path_type=pathlib.Path), default=pathlib.Path("reports"),
+              show_default=True, help="Folder for compare.png.")
+def compare(
+    configs: tuple[pathlib.Path, ...],
+    studies: tuple[str, ...],
+    storage: str | None,
+    max_drop: float | None,
+    out_dir: pathlib.Path,
+) -> None:
+    """Put the best feasible speedup of several studies side by side (CONFIG files and/or --study)."""
+    from autoprune.analysis import load_analysis
+    from autoprune.analysis import plot_compare
+    from autoprune.analysis import summarize
+    from autoprune.analysis.report import format_table
+
+    targets = [resolve_study(c, None, None) for c in configs]
+    if studies and not storage:
+        raise ConfigError("--study needs --storage URL (the storage that holds those studies)")
+    targets += [resolve_study(None, name, storage) for name in studies]
+    if not targets:
+        raise ConfigError("give study CONFIG files, or --storage URL with one --study NAME per study")
+
+    loaded, rows = [], []
+    for i, target in enumerate(targets):
+        budget = max_drop if max_drop is not None else target.max_drop
+        df, info = load_analysis(target.storage, target.name, max_drop=budget)
+        summary = summarize(df, info, budget)
+        label = info.name if [t.name for t in targets].count(info.name) == 1 else f"{info.name} #{i + 1}"
+        loaded.append((label, df, info))
+        chosen, vs = summary["chosen"], summary["speedup_vs"]
+        rows.append({
+            "study": label,
+            "budget": f"{summary['max_drop']:g}",
+            "trials": f"{summary['n_feasible']}/{summary['n_complete']}",
+            "best": "none" if chosen is None else str(chosen["number"]),
+            "drop": "-" if chosen is None else f"{chosen['drop']:.4f}",
+            "speedup": "-" if chosen is None else f"{chosen['speedup']:.2f}x",
+            "uniform": "-" if summary["best"]["uniform"] is None else f"{summary['best']['uniform']['speedup']:.2f}x",
+            "global": "-" if summary["best"]["global"] is None else f"{summary['best']['global']['speedup']:.2f}x",
+            "vs": "/".join("-" if vs[k] is None else f"{vs[k]:.2f}" for k in ("uniform", "global")),
+        })
+    headers = {"study": "study", "budget": "max drop", "trials": "feasible/complete", "best": "best trial",
+               "drop": "drop", "speedup": "speedup", "uniform": "best uniform", "global": "best global",
+               "vs": "x uniform/global"}
+    click.echo(format_table(rows, headers))
+    path = plot_compare(loaded, max_drop, out_dir / "compare.png")
+    click.echo("")
+    click.echo(f"wrote: {path}")
+
+
+COMMANDS = [pareto, compare]

@@ -1,0 +1,257 @@
+"""Pure analysis math: Pareto front, selection, hypervolume and statistics, on hand-built numbers."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from autoprune.analysis import best_baseline
+from autoprune.analysis import binomial_stderr
+from autoprune.analysis import bootstrap_miou_stderr
+from autoprune.analysis import bootstrap_stderr
+from autoprune.analysis import budget_noise_warning
+from autoprune.analysis import drop_interval
+from autoprune.analysis import drop_stderr
+from autoprune.analysis import hypervolume_2d
+from autoprune.analysis import hypervolume_history
+from autoprune.analysis import miou
+from autoprune.analysis import pareto_front
+from autoprune.analysis import pareto_mask
+from autoprune.analysis import samples_needed
+from autoprune.analysis import select
+from autoprune.errors import SelectionError
+
+
+def _pt(number: int, metric: float, speedup: float, **extra: object) -> dict[str, object]:
+    return {"number": number, "state": "COMPLETE", "metric": metric, "speedup": speedup, **extra}
+
+
+def _brute_force_front(points: list[dict[str, object]], sign: float) -> set[int]:
+    """Non-dominated numbers by the definition, all pairs."""
+    usable = [p for p in points
+              if p["state"] == "COMPLETE" and math.isfinite(p["metric"]) and math.isfinite(p["speedup"])]
+    out = set()
+    for p in usable:
+        dominated = any(
+            sign * q["metric"] >= sign * p["metric"] and q["speedup"] >= p["speedup"]
+            and (sign * q["metric"] > sign * p["metric"] or q["speedup"] > p["speedup"])
+            for q in usable
+        )
+        if not dominated:
+            out.add(p["number"])
+    return out
+
+
+# Pareto front -----------------------------------------------------------------------------------------
+
+def test_front_is_exactly_the_non_dominated_set_with_duplicates_kept() -> None:
+    points = [
+        _pt(0, 0.95, 1.0),
+        _pt(1, 0.94, 2.0),
+        _pt(2, 0.94, 1.5),  # dominated by 1 (same metric, slower)
+        _pt(3, 0.90, 3.0),  # dominated by 7 (same speed, worse metric)
+        _pt(4, 0.90, 2.5),  # dominated by 3
+        _pt(5, 0.94, 2.0),  # duplicate of 1: kept
+        _pt(6, 0.96, 0.9),  # best metric, slowest: on the front
+        _pt(7, 0.93, 3.0),  # the fastest with the best metric at that speed
+        _pt(8, 0.99, math.nan),  # no speedup: ignored
+        {"number": 9, "state": "FAIL", "metric": 0.99, "speedup": 9.0},  # not complete: ignored
+        _pt(10, 0.80, 3.0),  # same speed as 7, worse
+    ]
+    front = pareto_front(points)
+    assert {p["number"] for p in front} == {0, 1, 5, 6, 7}
+    assert {p["number"] for p in front} == _brute_force_front(points, 1.0)
+    # slowest first, ties by trial number
+    assert [p["number"] for p in front] == [6, 0, 1, 5, 7]
+
+
+def test_front_with_a_minimized_metric() -> None:
+    points = [
+        _pt(0, 0.05, 1.0),
+        _pt(1, 0.06, 2.0),
+        _pt(2, 0.07, 1.5),  # dominated by 1 (higher error, slower)
+        _pt(3, 0.04, 0.8),
+        _pt(4, 0.03, 0.8),  # dominates 3
+    ]
+    front = pareto_front(points, metric_direction="minimize")
+    assert [p["number"] for p in front] == [4, 0, 1]
+    # the same points read as "maximize" give a different front, so the direction is really used
+    assert {p["number"] for p in pareto_front(points)} == {1, 2}
+
+
+def test_front_matches_brute_force_on_random_points_with_ties() -> None:
+    rng = random.Random(3)
+    for trial in range(30):
+        points = [
+            _pt(i, rng.choice([0.9, 0.91, 0.92, 0.93]), rng.choice([1.0, 1.5, 2.0, 2.5, 3.0]))
+            for i in range(rng.randint(1, 25))
+        ]
+        for direction, sign in (("maximize", 1.0), ("minimize", -1.0)):
+            got = {p["number"] for p in pareto_front(points, metric_direction=direction)}
+            assert got == _brute_force_front(points, sign), (trial, direction)
+
+
+def test_front_of_a_dataframe_keeps_rows_and_index() -> None:
+    df = pd.DataFrame([_pt(0, 0.9, 1.0, macs=5), _pt(1, 0.8, 2.0, macs=3), _pt(2, 0.7, 1.5, macs=4)],
+                      index=[10, 11, 12])
+    front = pareto_front(df)
+    assert isinstance(front, pd.DataFrame)
+    assert list(front.index) == [10, 11]
+    assert list(front["macs"]) == [5, 3]
+    assert pareto_mask(df) == [True, True, False]
+
+
+def test_unknown_direction_is_rejected() -> None:
+    with pytest.raises(ValueError, match="metric_direction"):
+        pareto_front([_pt(0, 0.9, 1.0)], metric_direction="max")
+
+
+# Selection ---------------------------------------------------------------------------------------------
+
+def test_select_picks_the_fastest_feasible_trial() -> None:
+    points = [
+        _pt(0, 0.97, 1.5, drop=0.005),
+        _pt(1, 0.96, 2.2, drop=0.010),  # exactly on the budget: feasible
+        _pt(2, 0.90, 4.0, drop=0.070),  # faster but over budget
+        {"number": 3, "state": "RUNNING", "metric": None, "speedup": None, "drop": None},
+    ]
+    assert select(points, max_drop=0.01)["number"] == 1
+    assert select(points, max_drop=0.0099)["number"] == 0
+    assert select(pd.DataFrame(points), max_drop=0.1)["number"] == 2
+
+
+def test_select_ties_break_on_metric_then_macs_then_number() -> None:
+    metric_tie = [_pt(0, 0.95, 2.0, drop=0.005, macs=10), _pt(1, 0.96, 2.0, drop=0.004, macs=20)]
+    assert select(metric_tie, 0.01)["number"] == 1
+    macs_tie = [_pt(0, 0.95, 2.0, drop=0.005, macs=20), _pt(1, 0.95, 2.0, drop=0.005, macs=10)]
+    assert select(macs_tie, 0.01)["number"] == 1
+    full_tie = [_pt(5, 0.95, 2.0, drop=0.005, macs=10), _pt(2, 0.95, 2.0, drop=0.005, macs=10)]
+    assert select(full_tie, 0.01)["number"] == 2
+    # with a minimised metric the lower value is the better one
+    err_tie = [_pt(0, 0.05, 2.0, drop=0.001), _pt(1, 0.04, 2.0, drop=0.0)]
+    assert select(err_tie, 0.01, metric_direction="minimize")["number"] == 1
+    assert select(err_tie, 0.01, metric_direction="maximize")["number"] == 0
+
+
+def test_select_without_feasible_trial_names_the_closest() -> None:
+    points = [
+        _pt(3, 0.90, 3.0, drop=0.08),
+        _pt(7, 0.965, 1.83, drop=0.015),
+        _pt(9, 0.95, 2.5, drop=0.03),
+    ]
+    with pytest.raises(SelectionError) as err:
+        select(points, max_drop=0.01)
+    message = str(err.value)
+    assert "no trial is feasible" in message
+    assert "trial 7" in message and "0.015" in message and "1.83x" in message
+
+
+def test_select_on_a_study_without_results() -> None:
+    with pytest.raises(SelectionError, match="no trial has a measured"):
+        select([{"number": 0, "state": "FAIL", "metric": None, "speedup": None, "drop": None}], 0.01)
+
+
+def test_best_baseline() -> None:
+    sweep = [
+        {"ratio": 0.2, "metric": 0.975, "drop": 0.005, "speedup": 1.6, "macs": 8},
+        {"ratio": 0.3, "metric": 0.970, "drop": 0.010, "speedup": 2.3, "macs": 6},
+        {"ratio": 0.5, "metric": 0.900, "drop": 0.080, "speedup": 3.6, "macs": 4},
+    ]
+    assert best_baseline(sweep, 0.01)["ratio"] == 0.3
+    assert best_baseline(sweep, 0.005)["ratio"] == 0.2
+    assert best_baseline(sweep, 0.001) is None
+    assert best_baseline([], 0.01) is None
+
+
+# Hypervolume -------------------------------------------------------------------------------------------
+
+def test_hypervolume_2d_hand_computed() -> None:
+    ref = (0.7, 1.0)
+    # two rectangles 0.2x1 and 0.1x2 overlapping in 0.1x1: union 0.3
+    assert hypervolume_2d([(0.9, 2.0), (0.8, 3.0)], ref) == pytest.approx(0.3)
+    # a dominated point and points not beating the reference add nothing
+    assert hypervolume_2d([(0.9, 2.0), (0.8, 3.0), (0.75, 1.5), (0.6, 9.0), (0.95, 1.0)], ref) == pytest.approx(0.3)
+    assert hypervolume_2d([], ref) == 0.0
+    # minimised metric: errors 0.1 and 0.2 against reference error 0.3, the same picture mirrored
+    assert hypervolume_2d([(0.1, 2.0), (0.2, 3.0)], (0.3, 1.0), metric_direction="minimize") == pytest.approx(0.3)
+
+
+def test_hypervolume_history() -> None:
+    pts = [(0.8, 1.5), (math.nan, math.nan), (0.9, 2.0), (0.8, 3.0)]
+    hist = hypervolume_history(pts, (0.7, 1.0), at=[1, 3, 4, 10])
+    assert list(hist) == [1, 3, 4]
+    assert hist[1] == pytest.approx(0.05)
+    assert hist[3] == pytest.approx(0.2)
+    assert hist[4] == pytest.approx(0.3)
+    every = hypervolume_history(pts, (0.7, 1.0), at=None)
+    assert list(every) == [1, 2, 3, 4]
+    assert all(a <= b for a, b in itertools.pairwise(every.values()))
+
+
+# Statistics --------------------------------------------------------------------------------------------
+
+def test_binomial_and_drop_stderr_hand_computed() -> None:
+    assert binomial_stderr(0.98, 500) == pytest.approx(0.0062609903, rel=1e-8)
+    assert drop_stderr(0.003, 0.004) == pytest.approx(0.005)
+    low, high = drop_interval(0.01, 0.005)
+    assert (low, high) == (pytest.approx(0.0002), pytest.approx(0.0198))
+    assert drop_interval(0.01, 0.005, z=1.0) == (pytest.approx(0.005), pytest.approx(0.015))
+    with pytest.raises(ValueError):
+        binomial_stderr(1.2, 10)
+
+
+def test_samples_needed_brings_two_stderr_under_the_budget() -> None:
+    # 500 * (2 * 0.00626 / 0.005) ** 2 = 3135.008
+    assert samples_needed(0.005, 0.00626, 500) == 3136
+    se = drop_stderr(binomial_stderr(0.98, 500), binomial_stderr(0.97, 500))
+    n = samples_needed(0.01, se, 500)
+    assert n == 1948  # 500 * 4 * (0.0196 + 0.0291) / 500 / 0.01**2, exactly on the boundary
+    assert 2 * se * math.sqrt(500 / n) <= 0.01 * (1 + 1e-9) < 2 * se * math.sqrt(500 / (n - 1))
+    with pytest.raises(ValueError):
+        samples_needed(0.0, se, 500)
+
+
+def test_budget_noise_warning_below_and_above_the_noise() -> None:
+    se = drop_stderr(binomial_stderr(0.98, 500), binomial_stderr(0.97, 500))  # ~0.00987
+    warning = budget_noise_warning(0.01, se, 500)
+    assert warning is not None
+    assert str(samples_needed(0.01, se, 500)) in warning and "500" in warning
+    assert budget_noise_warning(0.02, se, 500) is None
+    # without the sample count the factor is given instead
+    assert "x the current validation samples" in budget_noise_warning(0.01, se, None)
+    assert budget_noise_warning(0.01, math.nan, 500) is None
+
+
+def test_bootstrap_stderr_of_a_proportion_matches_the_binomial() -> None:
+    values = np.array([1.0] * 490 + [0.0] * 10)
+    se = bootstrap_stderr(values, n_boot=2000, seed=0)
+    assert se == pytest.approx(binomial_stderr(0.98, 500), rel=0.06)
+    assert bootstrap_stderr(values, n_boot=2000, seed=0) == se  # seeded: reproducible
+    assert bootstrap_stderr(values, n_boot=2000, seed=1) != se
+    # a custom statistic goes through the per-resample path
+    med = bootstrap_stderr(np.arange(100.0), statistic=np.median, n_boot=300, seed=0)
+    assert 2.0 < med < 8.0  # ~ 1.25 * std / sqrt(n) = 3.6
+    assert bootstrap_stderr([2.0] * 50, n_boot=50) == 0.0
+
+
+def test_miou_and_its_bootstrap() -> None:
+    inter = np.array([[5, 0, 0], [3, 2, 0]])
+    union = np.array([[6, 1, 0], [4, 2, 0]])  # class 2 never occurs: left out
+    assert miou(inter, union) == pytest.approx((8 / 10 + 2 / 3) / 2)
+    # identical images: every resample has the same mIoU
+    same = bootstrap_miou_stderr(np.tile([[4, 1]], (20, 1)), np.tile([[5, 2]], (20, 1)), n_boot=100)
+    assert same < 1e-12
+    rng = np.random.default_rng(0)
+    union_r = rng.integers(50, 100, size=(200, 4))
+    inter_r = (union_r * rng.uniform(0.3, 0.9, size=(200, 4))).astype(int)
+    se = bootstrap_miou_stderr(inter_r, union_r, n_boot=500, seed=0)
+    # reference: the same resampling done naively with indices
+    ref = [miou(inter_r[idx], union_r[idx]) for idx in (rng.integers(0, 200, 200) for _ in range(500))]
+    assert se == pytest.approx(float(np.std(ref, ddof=1)), rel=0.15)
+    with pytest.raises(ValueError, match="shape"):
+        bootstrap_miou_stderr(inter_r, union_r[:, :3])
