@@ -61,6 +61,22 @@ class Baselines:
         """The fastest feasible point of a sweep."""
         return fastest_feasible(self.uniform if kind == "uniform" else self.global_, self.max_drop)
 
+    def notes(self) -> list[str]:
+        """Warnings about the sweeps (a budget the sweep range does not reach, no feasible point)."""
+        out = []
+        for kind, points in (("uniform", self.uniform), ("global", self.global_)):
+            if not points:
+                continue
+            feasible = [p for p in points if p.drop <= self.max_drop]
+            if not feasible:
+                out.append(f"no {kind} sweep point is within max drop {self.max_drop}; its bounds fall back to ratio 0")
+            elif max(p.ratio for p in feasible) >= max(p.ratio for p in points):
+                out.append(
+                    f"the largest {kind} sweep ratio ({max(p.ratio for p in points):.2f}) is still within the budget; "
+                    "add larger ratios to search.sweep_ratios to find the real limit"
+                )
+        return out
+
     def table(self) -> str:
         """Both sweeps as a text table."""
         lines = [f"{'sweep':8} {'ratio':>6} {'metric':>8} {'drop':>8} {'speedup':>8} {'MACs':>11} feasible"]

@@ -86,7 +86,9 @@ class SearchConfig(_Section):
     seed: int | None = 0
     bounds_margin: float = Field(0.05, ge=0.0, lt=1.0)
     sweep_ratios: list[float] = Field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
-    hopeless_margin: float | None = 0.25  # stop a trial early when its metric after BN recalibration is this far below base
+    # Stop a trial early (PRUNED) when its metric after BN recalibration is this far below the base.  Off by
+    # default: strongly pruned models often score near chance after BN recalibration and still recover fully.
+    hopeless_margin: float | None = None
     heartbeat_interval: int = Field(10, ge=1)
     grace_period: int = Field(30, ge=2)
     max_retry: int = Field(2, ge=0)
@@ -217,12 +219,22 @@ class StudyConfig(_Section):
         return f"sqlite:///{(self.base_dir / (self.name + '.db')).resolve()}"
 
 
+# pydantic names each member of a union in the error location ("int", "literal['auto']"); not a key.
+_UNION_TAGS = {"int", "float", "str", "bool", "none", "list", "dict"}
+
+
 def _format_loc(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in loc if not str(part).startswith("function-after"))
+    parts = []
+    for part in loc:
+        text = str(part)
+        if text.startswith("function-") or "[" in text or text in _UNION_TAGS:
+            continue
+        parts.append(text)
+    return ".".join(parts)
 
 
 def _format_validation_error(path: Path, exc: ValidationError) -> str:
-    lines = []
+    by_key: dict[str, list[str]] = {}
     for err in exc.errors():
         key = _format_loc(err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
@@ -230,8 +242,13 @@ def _format_validation_error(path: Path, exc: ValidationError) -> str:
             msg = "unknown key; check its spelling (see studies/*.yaml for every key)"
         elif err["type"] == "missing":
             msg = "required key is missing"
-        lines.append(f"{path}: key '{key}': {msg}" if key else f"{path}: {msg}")
-    return "\n".join(lines)
+        if msg not in by_key.setdefault(key, []):
+            by_key[key].append(msg)
+    # A value that fits no member of a union gets one line with every alternative.
+    return "\n".join(
+        f"{path}: key '{key}': {'; or '.join(msgs)}" if key else f"{path}: {'; or '.join(msgs)}"
+        for key, msgs in by_key.items()
+    )
 
 
 def parse_config(data: dict[str, Any], source: Path | None = None) -> StudyConfig:

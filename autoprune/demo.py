@@ -7,9 +7,13 @@ where every file is.
 
 from __future__ import annotations
 
+import copy
+import os
 import time
 from pathlib import Path
+from typing import Any
 from typing import Callable
+from typing import Mapping
 
 import yaml
 
@@ -20,10 +24,41 @@ DEMO_CONFIG = {
     "max_drop": 0.01,
     "base": {"epochs": 20, "lr": 0.05, "batch_size": 64},
     "pruning": {"round_to": "auto"},
-    "search": {"sampler": "tpe", "seed": 0, "bounds_margin": 0.05, "sweep_ratios": [0.2, 0.3, 0.4, 0.5, 0.6]},
+    "search": {"sampler": "tpe", "seed": 0, "bounds_margin": 0.05, "sweep_ratios": [0.3, 0.5, 0.6, 0.7, 0.8]},
     "recovery": {"bn_batches": 10, "finetune_epochs": 5, "lr": 0.02, "warmup_steps": 10, "distill": True},
     "latency": {"batch_size": 8, "threads": 1, "repeats": 200, "blocks": 10},
 }
+
+
+# Test-only knob: a YAML/JSON mapping merged into the demo's config section by section, e.g.
+# AUTOPRUNE_DEMO_OVERRIDES='{"base": {"epochs": 2}, "latency": {"repeats": 40}}' (shrinks the demo for tests).
+DEMO_OVERRIDES_ENV = "AUTOPRUNE_DEMO_OVERRIDES"
+
+
+def demo_overrides() -> dict[str, Any]:
+    """The mapping in ``$AUTOPRUNE_DEMO_OVERRIDES`` (empty when unset)."""
+    from autoprune.errors import ConfigError
+
+    text = os.environ.get(DEMO_OVERRIDES_ENV, "").strip()
+    if not text:
+        return {}
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"${DEMO_OVERRIDES_ENV}: not valid YAML/JSON: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"${DEMO_OVERRIDES_ENV}: expected a mapping of config keys, got {type(data).__name__}")
+    return data
+
+
+def _merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(base))
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def write_demo_config(workdir: Path, trials: int, model: str) -> Path:
@@ -31,6 +66,7 @@ def write_demo_config(workdir: Path, trials: int, model: str) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = dict(DEMO_CONFIG, name=f"demo-digits-{model}", model=model)
     cfg["search"] = dict(DEMO_CONFIG["search"], trials=trials)
+    cfg = _merge(cfg, demo_overrides())
     path = workdir / f"demo-digits-{model}.yaml"
     path.write_text("# written by 'autoprune demo'\n" + yaml.safe_dump(cfg, sort_keys=False))
     return path
@@ -61,7 +97,8 @@ def run_demo(workdir: str | Path, trials: int = 16, model: str = "resnet", echo:
     start = time.perf_counter()
     folder = Path(workdir).resolve()
     config_path = write_demo_config(folder, trials, model)
-    echo(f"autoprune demo: digits 16x16, {model}, max accuracy drop 1%, {trials} search trials; files in {folder}")
+    max_drop = load_config(config_path).max_drop
+    echo(f"autoprune demo: digits 16x16, {model}, max accuracy drop {max_drop:.0%}, {trials} search trials; files in {folder}")
     cfg, url, _study = create_study(str(config_path), None, say=echo)
     from tqdm import tqdm
     import sys

@@ -102,6 +102,8 @@ def baselines_cmd(config: str, ratios: str | None) -> None:
     for kind in ("uniform", "global"):
         best = result.best(kind)
         click.echo(f"best feasible {kind}: " + (f"ratio {best.ratio:.2f}, {best.speedup:.2f}x, drop {best.drop:+.4f}" if best else "none"))
+    for note in result.notes():
+        click.echo(f"note: {note}")
     click.echo(f"stored: {path}")
 
 

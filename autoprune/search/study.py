@@ -174,6 +174,8 @@ def _baselines(
     say(f"running the uniform and global baseline sweeps ({2 * len(config.search.sweep_ratios)} points)")
     result = run_baselines(ctx, on_point=on_point)
     save_baselines(result, path)
+    for note in result.notes():
+        say(f"note: {note}")
     return result
 
 
