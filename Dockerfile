@@ -1,0 +1,61 @@
+# autoprune worker image: one image for the `init` (autoprune create), `worker` and `dashboard` services of
+# docker-compose.yml, or for any single `autoprune ...` command.
+#
+#   docker build -t autoprune .                                   # CPU torch (the default)
+#   docker build -t autoprune:cuda \
+#     --build-arg BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 \
+#     --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 .
+#
+# autoprune times every candidate with ONNX Runtime on the CPU, and today trains and finetunes on the CPU
+# too; a CUDA base only pays off for code that puts models on a GPU (see docs/deployment.md).
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
+
+# The torch requirement and the index it comes from (CPU wheels by default; cu128 etc. for CUDA bases).
+ARG TORCH_SPEC="torch==2.13.0"
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    AUTOPRUNE_LOCK_DIR=/locks \
+    MPLBACKEND=Agg
+
+# CUDA and other distribution bases may come without Python (or without venv); python:*-slim has both.
+# A virtual environment keeps pip away from the distribution's Python (PEP 668).
+RUN set -eux; \
+    if ! python3 -c "import venv, ensurepip" >/dev/null 2>&1; then \
+        apt-get update; \
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 python3-venv python3-pip; \
+        rm -rf /var/lib/apt/lists/*; \
+    fi; \
+    python3 -m venv "$VIRTUAL_ENV"; \
+    pip install --upgrade pip
+
+# torch first, in its own layer: it is by far the largest download and changes least often.
+RUN pip install --index-url "$TORCH_INDEX_URL" $TORCH_SPEC
+
+# autoprune with the PostgreSQL driver (psycopg2); torch>=2.1 is already satisfied by the layer above.
+COPY pyproject.toml README.md /src/
+COPY autoprune /src/autoprune
+RUN pip install "/src[postgres]" && rm -rf /src
+
+# Study files are baked in (docker-compose.yml also mounts ./studies over them, read-only).
+COPY studies /app/studies
+
+# An unprivileged user; /data (artifacts, base checkpoint, latency cache) and /locks (the host-wide timing
+# lock) belong to it, and named volumes mounted there start with this ownership.
+RUN set -eux; \
+    groupadd --system --gid 10001 autoprune; \
+    useradd --system --uid 10001 --gid autoprune --home-dir /home/autoprune --create-home --shell /usr/sbin/nologin autoprune; \
+    mkdir -p /data /locks; \
+    chown autoprune:autoprune /data /locks
+USER autoprune:autoprune
+# Relative outputs (autoprune demo, export -o arch.json) land in the data volume.
+WORKDIR /data
+
+ENTRYPOINT ["autoprune"]
+CMD ["--help"]
