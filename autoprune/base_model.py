@@ -46,7 +46,18 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise TaskError(f"{path}: checkpoint not found; run 'autoprune train-base CONFIG' first") from None
     except Exception as exc:
-        raise TaskError(f"{path}: not a loadable state_dict checkpoint ({type(exc).__name__}: {exc})") from None
+        # torch's weights_only message is many lines and suggests weights_only=False: keep only the cause.
+        noise = ("Weights only load failed", "Please file an issue", "Check the documentation", "In PyTorch")
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip() and not line.strip().startswith(noise)]
+        blocked = next((line for line in lines if "GLOBAL" in line), "")
+        if blocked:
+            raise TaskError(
+                f"{path}: not a loadable state_dict checkpoint: it holds pickled objects, which autoprune never "
+                f"unpickles (torch.load weights_only=True; {blocked.rstrip('.')}); "
+                "save a plain state_dict with torch.save(model.state_dict(), path)"
+            ) from None
+        detail = ": " + " ".join(lines[:2]) if lines else ""
+        raise TaskError(f"{path}: not a loadable state_dict checkpoint ({type(exc).__name__}{detail})") from None
     if not isinstance(state, dict):
         raise TaskError(f"{path}: expected a state_dict (a mapping of tensors), found {type(state).__name__}")
     return state

@@ -84,7 +84,8 @@ def kept_channels(
     else:
         requested = int(channels * (1.0 - ratio) + 1e-9)
     keep = requested
-    if settings.round_to > 1 and keep >= settings.round_to:
+    # An untouched group keeps its channels even when they are not a multiple of round_to.
+    if settings.round_to > 1 and keep < channels:
         keep = (keep // settings.round_to) * settings.round_to
     floor = min_keep(channels, settings, first_layer)
     if keep >= floor and keep > 0:
@@ -92,6 +93,8 @@ def kept_channels(
     applied = _round_up(floor, settings.round_to, channels)
     if requested == 0:
         reason = "would remove every channel, which torch-pruning silently ignores"
+    elif keep == 0:
+        reason = f"rounding {requested} down to a multiple of round_to={settings.round_to} would remove every channel"
     elif first_layer and floor > max(settings.min_channels, math.ceil(settings.min_fraction * channels)):
         reason = f"the first layer keeps at least {1 - settings.first_layer_max_ratio:.0%} of its channels"
     else:
