@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 import optuna
+import pandas as pd
 
 from autoprune.errors import SelectionError
 from autoprune.redact import redact_url
@@ -34,23 +35,27 @@ class ExportResult:
     notes: list[str]
 
 
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _confirmed_pick(df, max_drop: float, notes: list[str]) -> dict[str, Any] | None:
     """The fastest confirmed candidate that holds the budget on the test split (None: nothing confirmed)."""
-    if "confirmed_test_drop" not in df.columns:
+    if "confirmed:test_drop" not in df.columns:
         return None
-    conf = df[df["confirmed_test_drop"].notna() & (df["state"] == "COMPLETE")].copy()
+    conf = df[df["confirmed:test_drop"].notna() & (df["state"] == "COMPLETE")].copy()
     if conf.empty:
         return None
     conf = conf[conf["drop"] <= max_drop]
-    speed_col = "confirmed_speedup" if "confirmed_speedup" in conf.columns else "speedup"
-    conf = conf.assign(_speed=conf[speed_col].fillna(conf["speedup"]))
+    speed_col = "confirmed:speedup" if "confirmed:speedup" in conf.columns else "speedup"
+    conf = conf.assign(_speed=pd.to_numeric(conf[speed_col], errors="coerce").fillna(conf["speedup"]))
     conf = conf.sort_values(["_speed", "metric", "macs", "number"], ascending=[False, False, True, True])
     for _, row in conf.iterrows():
-        if row["confirmed_test_drop"] <= max_drop:
-            return row.to_dict()
+        if row["confirmed:test_drop"] <= max_drop:
+            return row.drop(labels="_speed").to_dict()
         notes.append(
             f"trial {int(row['number'])} ({row['_speed']:.2f}x) fails the budget on the test split "
-            f"(test drop {row['confirmed_test_drop']:+.4f} > {max_drop}); falling back to the next confirmed candidate"
+            f"(test drop {row['confirmed:test_drop']:+.4f} > {max_drop}); falling back to the next confirmed candidate"
         )
     raise SelectionError(
         f"no confirmed candidate holds the budget {max_drop} on the test split; "
@@ -137,7 +142,8 @@ def export_architecture(
             "feasible": bool(attrs.get("drop", math.inf) <= budget),
         }
     )
-    confirmed = attrs.get("confirmed")
+    # Confirmed figures are study attrs (a finished trial cannot change); the analysis row carries them.
+    confirmed = {k.partition(":")[2]: v for k, v in record.items() if k.startswith("confirmed:") and not _missing(v)}
     latency = dict(arch.get("latency") or {})
     if confirmed:
         metrics.update(

@@ -65,6 +65,12 @@ _NUMERIC_COLUMNS = (
     "constraint_drop",
 )
 _INT_COLUMNS = ("number", "macs", "params")
+# Figures measured after a trial finished live in study user attrs, because Optuna refuses to change a
+# finished trial (UpdateFinishedTrialError, in every storage): ``confirmation`` holds ``{"trials": {number:
+# figures}}`` (autoprune confirm) and ``timings:<host_id>`` holds ``{"trials": {number: timing}}``
+# (autoprune retime).  The table shows them as the trial's own ``confirmed`` and ``timings[host_id]``.
+CONFIRMATION_ATTR = "confirmation"
+TIMINGS_ATTR_PREFIX = "timings:"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
@@ -191,9 +197,43 @@ def _timing(ua: Mapping[str, Any], host_id: str | None) -> dict[str, Any]:
     return {k: entry.get(k) for k in _TIMING_FIELDS} | {"speedup_host_id": host_id}
 
 
-def _row(trial: optuna.trial.FrozenTrial, info: StudyInfo, host_id: str | None) -> dict[str, Any]:
+def late_trial_attrs(study_attrs: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
+    """Per trial number, the ``confirmed`` figures and ``timings`` by host stored as study user attrs.
+
+    Example:
+        >>> late_trial_attrs({"timings:h1": {"trials": {"3": {"speedup": 2.0}}}})
+        {3: {'timings': {'h1': {'speedup': 2.0}}}}
+    """
+    out: dict[int, dict[str, Any]] = {}
+    confirmation = study_attrs.get(CONFIRMATION_ATTR)
+    if isinstance(confirmation, Mapping):
+        for number, figures in (confirmation.get("trials") or {}).items():
+            out.setdefault(int(number), {})["confirmed"] = dict(figures)
+    for key, value in study_attrs.items():
+        if key.startswith(TIMINGS_ATTR_PREFIX) and isinstance(value, Mapping):
+            host = key[len(TIMINGS_ATTR_PREFIX) :]
+            for number, entry in (value.get("trials") or {}).items():
+                out.setdefault(int(number), {}).setdefault("timings", {})[host] = dict(entry)
+    return out
+
+
+def _with_late(ua: Mapping[str, Any], late: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """A trial's user attrs with its late figures merged in (they win: they are the newer measurement)."""
+    if not late:
+        return ua
+    merged = dict(ua)
+    if "confirmed" in late:
+        merged["confirmed"] = late["confirmed"]
+    if "timings" in late:
+        merged["timings"] = {**(ua.get("timings") or {}), **late["timings"]}
+    return merged
+
+
+def _row(
+    trial: optuna.trial.FrozenTrial, info: StudyInfo, host_id: str | None, late: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """One table row for ``trial``; see :func:`trials_frame` for the columns."""
-    ua = trial.user_attrs
+    ua = _with_late(trial.user_attrs, late)
     values = trial.values or []
     row: dict[str, Any] = {"number": trial.number, "state": trial.state.name}
     row["datetime_start"] = trial.datetime_start
@@ -275,7 +315,8 @@ def trials_frame(
     """
     info = info or study_info(study)
     trials = study.get_trials(deepcopy=False)
-    rows = [_row(t, info, host_id) for t in trials]
+    late = late_trial_attrs(study.user_attrs)
+    rows = [_row(t, info, host_id, late.get(t.number)) for t in trials]
     df = pd.DataFrame(rows, columns=None if rows else ["number", "state", *_SCALAR_ATTRS])
     for col in ("speedup_host_id", "constraint_drop"):
         if col not in df:
@@ -393,12 +434,15 @@ def open_study(storage: str | BaseStorage, study_name: str) -> Iterator[optuna.S
             _close(backend)
 
 
-def _retime_baselines(info: StudyInfo, df: pd.DataFrame, host_id: str) -> StudyInfo:
+def _retime_baselines(
+    info: StudyInfo, df: pd.DataFrame, host_id: str, rebuilt: Mapping[str, Any] | None = None
+) -> StudyInfo:
     """Baseline sweep points judged on ``host_id``, matched to the sweep's trials by kept channels.
 
     Sweep points are stored with their search-host speedup; comparing them with re-timed trials would
     mix machines, so a point takes the speedup of the ``kind`` trial with the same channels on
-    ``host_id`` and loses its speedup (NaN) where there is none.
+    ``host_id`` (or, for a point re-timed without a trial, its entry in ``rebuilt``: the ``baselines``
+    of the study attr ``timings:<host_id>``) and loses its speedup (NaN) where there is none.
     """
     channel_cols = [c for c in df.columns if c.startswith("channels:")]
     retimed: dict[str, list[dict[str, Any]]] = {}
@@ -414,11 +458,20 @@ def _retime_baselines(info: StudyInfo, df: pd.DataFrame, host_id: str) -> StudyI
             if channels and not match.empty:
                 hit = match.iloc[0]
                 new.update(speedup=hit["speedup"], latency_ms=hit["latency_ms"], host_id=host_id)
+            elif _same_ratio((rebuilt or {}).get(kind), point):
+                # A sweep point without a trial, re-timed from its rebuilt architecture on host_id.
+                entry = (rebuilt or {})[kind]
+                new.update(speedup=entry.get("speedup"), latency_ms=entry.get("latency_ms"), host_id=host_id)
             else:
                 new.update(speedup=math.nan, latency_ms=math.nan, host_id=None)
             out.append(new)
         retimed[kind] = out
     return dataclasses.replace(info, baselines=retimed, host_id=host_id)
+
+
+def _same_ratio(entry: Any, point: Mapping[str, Any]) -> bool:
+    """Whether a re-timed baseline entry is this sweep point (same sweep ratio)."""
+    return isinstance(entry, Mapping) and abs(as_float(entry.get("ratio")) - as_float(point.get("ratio"))) < 1e-9
 
 
 def load_analysis(
@@ -446,6 +499,7 @@ def load_analysis(
     with open_study(storage, study_name) as study:
         label = storage if isinstance(storage, str) else type(storage).__name__
         info = study_info(study, label)
+        rebuilt = (study.user_attrs.get(TIMINGS_ATTR_PREFIX + host_id) or {}).get("baselines") if host_id else None
         df = trials_frame(study, info, max_drop=max_drop, host_id=host_id)
     if host_id is not None:
         if not df["speedup_host_id"].eq(host_id).any():
@@ -456,7 +510,7 @@ def load_analysis(
                 f"no trial of study {study_name!r} was timed on host {host_id!r}; hosts with timings: "
                 f"{', '.join(seen) or 'none'}. Re-time the study on that host or drop --host-id"
             )
-        info = _retime_baselines(info, df, host_id)
+        info = _retime_baselines(info, df, host_id, rebuilt)
     return df, info
 
 

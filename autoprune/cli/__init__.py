@@ -20,6 +20,7 @@ _COMMAND_MODULES = [
     "autoprune.cli._search",
     "autoprune.cli._analysis",
     "autoprune.cli._export",
+    "autoprune.cli._confirm",
     "autoprune.cli._data",
 ]
 

@@ -1,0 +1,451 @@
+"""Honest selection: confirm a search's best candidates on the held-out test split, re-timed together.
+
+The search picks the fastest candidate whose *validation* drop is within the budget.  Picking the best
+of many candidates on one validation set favours the ones that were lucky on it, and each trial's speedup
+was timed at a different moment.  :func:`confirm_study` therefore takes the K fastest feasible candidates
+of the front plus the best uniform and the best global baseline, rebuilds each finetuned model exactly
+from its stored architecture JSON and weights, times all of them interleaved against the base in one
+process, and measures each on the test split: the only place autoprune reads it.  ``autoprune export``
+then picks the fastest candidate that holds the budget on test (see :func:`autoprune.export.choose_trial`).
+
+Optuna refuses to change a finished trial (``UpdateFinishedTrialError``, through the Trial API and the
+storage API alike, in RDB and journal storages), so the figures are stored as the study user attr
+``confirmation``: ``{"trials": {number: confirmed}, ...summary}``.  The analysis table reads them back
+as each trial's ``confirmed:<key>`` columns (:func:`autoprune.analysis.frame.late_trial_attrs`).  A new
+confirmation replaces the previous one whole, so every confirmed speedup comes from one timing run.
+
+Example:
+    >>> from autoprune.config import load_config  # doctest: +SKIP
+    >>> summary = confirm_study(load_config("studies/digits-resnet.yaml"), top=3)  # doctest: +SKIP
+    >>> summary["pick"], summary["val_pick_holds"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import Callable
+from typing import Mapping
+
+import optuna
+import pandas as pd
+
+from autoprune.errors import SelectionError
+from autoprune.errors import StorageError
+from autoprune.redact import redact_url
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from autoprune.analysis import StudyInfo
+    from autoprune.candidate import StudyContext
+    from autoprune.config import StudyConfig
+    from autoprune.latency import SpeedupResult
+
+BASELINE_KINDS = ("uniform", "global")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One model to re-measure: a stored trial, or a baseline sweep point that has no trial.
+
+    Attributes:
+        kind: ``search``, ``uniform`` or ``global`` (the trial's user attr ``kind``).
+        number: the trial number; ``None`` for a sweep point rebuilt from the study attr ``baselines``.
+        ratio: the sweep ratio of such a point (``None`` for trials).
+        val_metric: the validation metric recorded by the search.
+        val_drop: the validation drop recorded by the search.
+        speedup: the speedup recorded by the search (on the host that ran it).
+        arch_artifact_id: the trial's stored architecture JSON.
+        weights_artifact_id: the trial's stored finetuned weights.
+        on_front: whether it is one of the K front candidates (baselines may be too).
+
+    Example:
+        >>> Candidate("uniform", None, 0.3, val_metric=0.95, val_drop=0.01, speedup=1.8).label
+        'uniform r=0.30'
+    """
+
+    kind: str
+    number: int | None
+    ratio: float | None
+    val_metric: float
+    val_drop: float
+    speedup: float
+    arch_artifact_id: str | None = None
+    weights_artifact_id: str | None = None
+    on_front: bool = False
+
+    @property
+    def label(self) -> str:
+        """``trial 12`` or ``uniform r=0.30``."""
+        return f"trial {self.number}" if self.number is not None else f"{self.kind} r={self.ratio:.2f}"
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _rank(rows: pd.DataFrame, sign: float) -> pd.DataFrame:
+    """Rows fastest first; ties: better metric, fewer MACs, lower trial number (the rule of ``select``)."""
+    macs = pd.to_numeric(rows["macs"], errors="coerce") if "macs" in rows else pd.Series(math.inf, index=rows.index)
+    key = rows.assign(_s=-rows["speedup"], _m=-sign * rows["metric"], _c=macs.fillna(math.inf).astype(float))
+    return rows.loc[key.sort_values(["_s", "_m", "_c", "number"]).index]
+
+
+def _channels_key(row: "pd.Series") -> tuple:
+    """The kept channels of a row (same key: same architecture)."""
+    return tuple(sorted((k, int(v)) for k, v in row.items() if str(k).startswith("channels:") and not pd.isna(v)))
+
+
+def _from_row(row: Mapping[str, Any], on_front: bool) -> Candidate:
+    kind = row.get("kind")
+    return Candidate(
+        kind=str(kind) if isinstance(kind, str) else "search",
+        number=int(row["number"]),
+        ratio=None,
+        val_metric=_float(row.get("metric")),
+        val_drop=_float(row.get("drop")),
+        speedup=_float(row.get("speedup")),
+        arch_artifact_id=row.get("arch_artifact_id") if isinstance(row.get("arch_artifact_id"), str) else None,
+        weights_artifact_id=row.get("weights_artifact_id") if isinstance(row.get("weights_artifact_id"), str) else None,
+        on_front=on_front,
+    )
+
+
+def select_candidates(df: pd.DataFrame, info: "StudyInfo", top: int, max_drop: float) -> list[Candidate]:
+    """The candidates to re-measure, by validation figures: front first, then the baselines.
+
+    The front is the Pareto front of the complete trials within ``max_drop``, fastest first (ties as in
+    :func:`autoprune.analysis.select`, so the first is the validation pick); trials with the same kept
+    channels as a faster-ranked one are skipped (the same architecture, measured again).  Then, per
+    baseline kind, the best feasible trial of that ``kind``, or, when the study has no such trial, the
+    fastest feasible point of the study attr ``baselines`` (rebuilt without a trial).
+
+    Args:
+        df: the trial table (:func:`autoprune.analysis.load_analysis`).
+        info: the study info.
+        top: how many front candidates (K).
+        max_drop: the budget.
+
+    Returns:
+        The candidates, front first (fastest first), then the uniform and global baselines.
+
+    Raises:
+        SelectionError: no complete trial is within the budget.
+    """
+    from autoprune.analysis import best_baseline
+    from autoprune.analysis import completed
+    from autoprune.analysis import pareto_front
+    from autoprune.analysis import select
+
+    if top < 1:
+        raise SelectionError(f"--top must be at least 1, got {top}")
+    sign = 1.0 if info.metric_direction == "maximize" else -1.0
+    usable = completed(df)
+    feasible = usable[usable["drop"] <= max_drop]
+    if feasible.empty:
+        select(usable, max_drop, metric_direction=info.metric_direction)  # raises with the closest trial named
+    front = _rank(pareto_front(feasible, metric_direction=info.metric_direction), sign)
+    picks: list[Candidate] = []
+    seen: set[tuple] = set()
+    for _, row in front.iterrows():
+        key = _channels_key(row)
+        if key and key in seen:
+            continue
+        seen.add(key)
+        picks.append(_from_row(row, on_front=True))
+        if len(picks) == top:
+            break
+    picked = {c.number for c in picks}
+    kinds = usable["kind"] if "kind" in usable else pd.Series(None, index=usable.index, dtype=object)
+    for kind in BASELINE_KINDS:
+        runs = usable[kinds == kind]
+        if not runs.empty:
+            ok = runs[runs["drop"] <= max_drop]
+            if ok.empty:
+                continue
+            best = _rank(ok, sign).iloc[0]
+            if int(best["number"]) not in picked:
+                picks.append(_from_row(best, on_front=False))
+            continue
+        point = best_baseline(info.baselines.get(kind) or [], max_drop, metric_direction=info.metric_direction)
+        if point is not None:
+            picks.append(
+                Candidate(
+                    kind=kind,
+                    number=None,
+                    ratio=_float(point.get("ratio")),
+                    val_metric=_float(point.get("metric")),
+                    val_drop=_float(point.get("drop")),
+                    speedup=_float(point.get("speedup")),
+                )
+            )
+    return picks
+
+
+def open_study_for_update(config: "StudyConfig", storage: str | None) -> tuple[str, optuna.storages.BaseStorage, optuna.Study]:
+    """Open the study of ``config`` for reading and for writing study attrs (it must exist).
+
+    Returns:
+        ``(storage URL, storage, study)``.
+    """
+    from autoprune.search.storage import is_sqlite
+    from autoprune.search.storage import open_storage
+    from autoprune.search.storage import study_names
+    from autoprune.search.storage import with_retry
+
+    url = config.storage_url(storage)
+    if is_sqlite(url):
+        db = url.split(":///", 1)[-1]
+        if db in ("", ":memory:") or not Path(db).is_file():
+            raise StorageError(f"no study database at {redact_url(url)}; run the search first or pass --storage")
+    backend = open_storage(url, heartbeat_interval=None)
+    names = with_retry(lambda: study_names(backend), url, "list studies")
+    if config.name not in names:
+        raise StorageError(
+            f"study {config.name!r} does not exist in {redact_url(url)} (studies there: {', '.join(sorted(names)) or 'none'}); "
+            "run the search first or pass --storage"
+        )
+    return url, backend, optuna.load_study(study_name=config.name, storage=backend)
+
+
+def check_base(study: optuna.Study, ctx: "StudyContext", url: str) -> None:
+    """Refuse to re-measure against a different base checkpoint than the study's."""
+    sha = study.user_attrs.get("base_sha256")
+    if sha and sha != ctx.base_info.sha256:
+        raise StorageError(
+            f"study {study.study_name!r} in {redact_url(url)} was created from base checkpoint {sha[:12]}..., but "
+            f"{ctx.base_info.path} has {ctx.base_info.sha256[:12]}...; copy the study's base checkpoint to this host"
+        )
+
+
+def rebuild_trial(config: "StudyConfig", candidate: Candidate, folder: Path) -> "nn.Module":
+    """The trial's finetuned model, rebuilt exactly from its stored architecture JSON and weights."""
+    from autoprune.architecture import apply_architecture
+    from autoprune.search.objective import artifact_store
+
+    if not candidate.arch_artifact_id or not candidate.weights_artifact_id:
+        raise SelectionError(
+            f"{candidate.label} has no stored architecture and weights (user attrs 'arch_artifact_id', "
+            "'weights_artifact_id'); it was not run by an autoprune worker"
+        )
+    store = artifact_store(config)
+    arch_path = folder / f"arch-{candidate.number}.json"
+    weights_path = folder / f"weights-{candidate.number}.pt"
+    for artifact_id, path in ((candidate.arch_artifact_id, arch_path), (candidate.weights_artifact_id, weights_path)):
+        try:
+            optuna.artifacts.download_artifact(artifact_store=store, artifact_id=artifact_id, file_path=str(path))
+        except (optuna.artifacts.exceptions.ArtifactNotFound, FileNotFoundError):
+            raise StorageError(
+                f"{candidate.label}: artifact {artifact_id} is missing from {config.artifact_path() / 'optuna-artifacts'}; "
+                "run this where the study's artifact folder (artifact_dir) is reachable"
+            ) from None
+    arch = json.loads(arch_path.read_text())
+    return apply_architecture(arch, config, weights=weights_path, where=f"{candidate.label} architecture").model
+
+
+def now_utc() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def timing_entry(measured: "SpeedupResult", hostname: str) -> dict[str, Any]:
+    """The figures stored for one interleaved re-timing."""
+    return {
+        "host": hostname,
+        "speedup": measured.speedup,
+        "speedup_spread": measured.speedup_spread,
+        "latency_ms": measured.candidate.median_ms,
+        "base_latency_ms": measured.baseline.median_ms,
+        "noisy": measured.noisy,
+        "measured_at": measured.measured_at,
+    }
+
+
+def _fmt(value: Any, spec: str) -> str:
+    v = _float(value)
+    return format(v, spec) if math.isfinite(v) else "-"
+
+
+def confirm_study(
+    config: "StudyConfig",
+    top: int = 5,
+    max_drop: float | None = None,
+    storage: str | None = None,
+    echo: Callable[[str], None] = print,
+    context: "StudyContext | None" = None,
+) -> dict[str, Any]:
+    """Re-time the best candidates together and measure them on the test split; store the figures.
+
+    Args:
+        config: the study config.
+        top: front candidates to confirm (K); the best uniform and global baselines come on top.
+        max_drop: budget (default: the study's).
+        storage: storage URL override.
+        echo: prints one line.
+        context: a study context already built in this process (its task's test split is the one read);
+            default: built from ``config``.
+
+    Returns:
+        The summary stored as the study attr ``confirmation``: ``trials`` (number -> confirmed figures:
+        ``test_metric, test_metric_stderr, test_n, test_drop, test_drop_stderr, test_feasible, speedup,
+        speedup_spread, latency_ms, base_latency_ms, noisy, host_id, host, measured_at``), ``baselines``
+        (kind -> figures of a sweep point rebuilt without a trial), ``base_test_metric``,
+        ``val_pick`` / ``val_pick_holds`` (the validation choice and whether it holds on test), ``pick``
+        (what export chooses: the fastest confirmed candidate within the budget on test, or ``None``) and
+        the host and settings of the timing.
+
+    Raises:
+        SelectionError: no trial within the budget, or a candidate without stored artifacts.
+        StorageError: the study, its artifacts or its base checkpoint cannot be found.
+    """
+    from autoprune.analysis import load_analysis
+    from autoprune.analysis import select
+    from autoprune.analysis.frame import CONFIRMATION_ATTR
+    from autoprune.candidate import StudyContext
+    from autoprune.candidate import evaluate_candidate
+    from autoprune.candidate import example_input
+    from autoprune.export import choose_trial
+    from autoprune.latency import export_onnx
+    from autoprune.latency import host_fingerprint
+    from autoprune.latency import measure_speedups
+    from autoprune.search.storage import with_retry
+
+    url, backend, study = open_study_for_update(config, storage)
+    df, info = load_analysis(backend, config.name, max_drop=max_drop)
+    budget = info.max_drop if max_drop is None else max_drop
+    if budget is None:
+        raise SelectionError(f"study {config.name!r} records no max_drop; pass --max-drop")
+    candidates = select_candidates(df, info, top, budget)
+    front = [c for c in candidates if c.on_front]
+    echo(
+        f"confirming {len(front)} front candidate(s) and {len(candidates) - len(front)} baseline(s) of study "
+        f"{config.name!r} on the test split (max drop {budget:g})"
+    )
+    ctx = context or StudyContext.build(config)
+    check_base(study, ctx, url)
+    task = ctx.task
+    fingerprint = host_fingerprint()
+    hostname = str(fingerprint.get("hostname", ""))
+    base_test = task.evaluate(ctx.base_model, "test")
+    tests = []
+    with tempfile.TemporaryDirectory(prefix="autoprune-confirm-") as tmp:
+        folder = Path(tmp)
+        paths = []
+        for c in candidates:
+            if c.number is not None:
+                echo(f"  {c.label} ({c.kind}): rebuilding from its architecture and weights")
+                model = rebuild_trial(config, c, folder)
+            else:
+                echo(f"  {c.label}: no baseline trial in the study; rebuilding the sweep point (prune and recover)")
+                uniform = c.ratio if c.kind == "uniform" else None
+                global_ratio = c.ratio if c.kind == "global" else None
+                model = evaluate_candidate(ctx, uniform=uniform, global_ratio=global_ratio).model
+            tests.append(task.evaluate(model, "test"))
+            path = folder / f"candidate-{len(paths)}.onnx"
+            paths.append(export_onnx(model, example_input(task, config), path, opset=ctx.latency.opset))
+            del model
+        echo(f"  timing {len(paths)} candidates interleaved with the base in one process")
+        timings = measure_speedups(paths, ctx.base_onnx, ctx.latency)
+    figures: dict[str, dict[str, Any]] = {}
+    baselines: dict[str, dict[str, Any]] = {}
+    for c, test, measured in zip(candidates, tests, timings):
+        drop = task.drop(base_test.value, test.value)
+        entry = timing_entry(measured, hostname) | {
+            "test_metric": test.value,
+            "test_metric_stderr": test.stderr,
+            "test_n": test.n,
+            "test_drop": drop,
+            "test_drop_stderr": math.hypot(test.stderr, base_test.stderr),
+            "test_feasible": bool(drop <= budget),
+            "host_id": fingerprint["fingerprint_id"],
+            "max_drop": budget,
+            "kind": c.kind,
+        }
+        if c.number is not None:
+            figures[str(c.number)] = entry
+        else:
+            sweep = {"ratio": c.ratio, "val_metric": c.val_metric, "val_drop": c.val_drop, "search_speedup": c.speedup}
+            baselines[c.kind] = entry | sweep
+    val_pick = int(select(df[df["state"] == "COMPLETE"], budget, metric_direction=info.metric_direction)["number"])
+    confirmed_df = df.drop(columns=[col for col in df.columns if col.startswith("confirmed:")])
+    for key in ("test_drop", "speedup"):
+        confirmed_df[f"confirmed:{key}"] = confirmed_df["number"].map(lambda n, k=key: figures.get(str(n), {}).get(k))
+        confirmed_df[f"confirmed:{key}"] = pd.to_numeric(confirmed_df[f"confirmed:{key}"], errors="coerce")
+    notes: list[str] = []
+    try:
+        record, notes = choose_trial(confirmed_df, info, budget)
+        pick: int | None = int(record["number"])
+        pick_error = None
+    except SelectionError as exc:
+        pick, pick_error = None, str(exc)
+    summary: dict[str, Any] = {
+        "max_drop": budget,
+        "top": top,
+        "metric_name": info.metric_name,
+        "base_val_metric": info.base_metric,
+        "base_test_metric": base_test.value,
+        "base_test_metric_stderr": base_test.stderr,
+        "test_n": base_test.n,
+        "host_id": fingerprint["fingerprint_id"],
+        "host": hostname,
+        "measured_at": now_utc(),
+        "settings": ctx.latency.as_dict(),
+        "timing": {"candidates": len(timings), "wall_s": timings[0].wall_s if timings else 0.0},
+        "trials": figures,
+        "baselines": baselines,
+        "order": [c.number for c in candidates if c.number is not None],
+        "val_pick": val_pick,
+        "val_pick_holds": bool(figures.get(str(val_pick), {}).get("test_feasible", False)),
+        "pick": pick,
+        "notes": notes + ([pick_error] if pick_error else []),
+    }
+    with_retry(lambda: study.set_user_attr(CONFIRMATION_ATTR, summary), url, "store the confirmation")
+    for line in _report(candidates, summary, info.metric_name):
+        echo(line)
+    return summary
+
+
+def _report(candidates: list[Candidate], summary: Mapping[str, Any], metric_name: str) -> list[str]:
+    """The confirmation table and the verdict on the validation pick."""
+    budget = summary["max_drop"]
+    lines = [
+        f"base {metric_name}: validation {summary['base_val_metric']:.4f}, test {summary['base_test_metric']:.4f} "
+        f"(n={summary['test_n']})",
+        f"{'candidate':16} {'kind':8} {'val drop':>9} {'test drop ± 95%':>18} {'search':>8} {'confirmed':>10}  on test",
+    ]
+    for c in candidates:
+        fig = summary["trials"].get(str(c.number)) if c.number is not None else summary["baselines"].get(c.kind)
+        test = f"{_fmt(fig['test_drop'], '+.4f')} ± {_fmt(1.96 * fig['test_drop_stderr'], '.4f')}"
+        verdict = "holds" if fig["test_feasible"] else "FAILS"
+        lines.append(
+            f"{c.label:16} {c.kind:8} {_fmt(c.val_drop, '+.4f'):>9} {test:>18} {_fmt(c.speedup, '.2f') + 'x':>8} "
+            f"{_fmt(fig['speedup'], '.2f') + 'x':>10}  {verdict}"
+        )
+    val_pick = summary["val_pick"]
+    fig = summary["trials"].get(str(val_pick))
+    if fig is None:
+        lines.append(f"the validation pick, trial {val_pick}, was not confirmed")
+    elif summary["val_pick_holds"]:
+        lines.append(
+            f"the validation pick, trial {val_pick}, holds on test: test drop {fig['test_drop']:+.4f} <= {budget:g} "
+            f"at a confirmed {fig['speedup']:.2f}x"
+        )
+    else:
+        lines.append(f"the validation pick, trial {val_pick}, FAILS on test: test drop {fig['test_drop']:+.4f} > {budget:g}")
+    pick = summary["pick"]
+    if pick is None:
+        lines.append(f"no confirmed candidate holds on test: {summary['notes'][-1]}")
+    elif pick != val_pick:
+        pf = summary["trials"][str(pick)]
+        lines.append(f"export picks trial {pick} instead: the fastest confirmed candidate that holds on test ({pf['speedup']:.2f}x)")
+    lines.append(f"stored as the study attr 'confirmation' on host {summary['host_id']} ({summary['host']})")
+    return lines

@@ -1,0 +1,139 @@
+"""Re-time a study's best candidates on this machine, so speed can be judged on the deployment host.
+
+A study searched on one machine (or on several) ranks candidates by speedups timed there.  Run on the
+deployment host, :func:`retime_study` rebuilds the K fastest feasible candidates of the front and the
+best uniform and global baselines, times them all interleaved against the base in one process, and
+stores the figures under this host's fingerprint.  ``autoprune pareto CONFIG --host-id <id>`` then judges
+speed by these timings (:func:`autoprune.analysis.load_analysis` with ``host_id``).
+
+Optuna refuses to change a finished trial, so the timings of one host are the study user attr
+``timings:<host_id>``: ``{"host", "measured_at", "settings", "trials": {number: timing}, "baselines":
+{kind: timing}}``; the analysis shows them as each trial's ``timings[host_id]``.  One key per host means
+hosts re-timing at the same time never overwrite each other; a later re-timing on the same host replaces
+that host's entries for the trials it times and keeps the others.
+
+Example:
+    >>> from autoprune.config import load_config  # doctest: +SKIP
+    >>> summary = retime_study(load_config("studies/digits-resnet.yaml"), top=5)  # doctest: +SKIP
+    >>> summary["host_id"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import Callable
+
+from autoprune.confirm import Candidate
+from autoprune.confirm import check_base
+from autoprune.confirm import now_utc
+from autoprune.confirm import open_study_for_update
+from autoprune.confirm import rebuild_trial
+from autoprune.confirm import select_candidates
+from autoprune.confirm import timing_entry
+from autoprune.errors import SelectionError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from autoprune.candidate import StudyContext
+    from autoprune.config import StudyConfig
+
+
+def _architecture_of(ctx: "StudyContext", config: "StudyConfig", c: Candidate, folder: Path) -> "nn.Module":
+    """The candidate's model: a trial rebuilt from its artifacts, or a sweep point pruned (speed needs no recovery)."""
+    if c.number is not None:
+        return rebuild_trial(config, c, folder)
+    model = copy.deepcopy(ctx.base_model)
+    uniform = c.ratio if c.kind == "uniform" else None
+    global_ratio = c.ratio if c.kind == "global" else None
+    return ctx.pruner.prune(model, uniform=uniform, global_ratio=global_ratio).model
+
+
+def retime_study(
+    config: "StudyConfig",
+    top: int = 5,
+    storage: str | None = None,
+    max_drop: float | None = None,
+    echo: Callable[[str], None] = print,
+    context: "StudyContext | None" = None,
+) -> dict[str, Any]:
+    """Time the K best feasible candidates and the best baselines on this host; store them under its id.
+
+    Args:
+        config: the study config.
+        top: front candidates to re-time (K).
+        storage: storage URL override.
+        max_drop: budget that decides feasibility (default: the study's).
+        echo: prints one line.
+        context: a study context already built in this process (default: built from ``config``).
+
+    Returns:
+        The stored value of the study attr ``timings:<host_id>`` plus ``host_id`` and ``retimed`` (the
+        trial numbers timed by this call).  Each timing holds ``host, speedup, speedup_spread,
+        latency_ms, base_latency_ms, noisy, measured_at``.
+
+    Raises:
+        SelectionError: no trial within the budget, or a candidate without stored artifacts.
+        StorageError: the study, its artifacts or its base checkpoint cannot be found.
+    """
+    from autoprune.analysis import load_analysis
+    from autoprune.analysis.frame import TIMINGS_ATTR_PREFIX
+    from autoprune.candidate import StudyContext
+    from autoprune.candidate import example_input
+    from autoprune.latency import export_onnx
+    from autoprune.latency import host_fingerprint
+    from autoprune.latency import measure_speedups
+    from autoprune.search.storage import with_retry
+
+    url, backend, study = open_study_for_update(config, storage)
+    df, info = load_analysis(backend, config.name, max_drop=max_drop)
+    budget = info.max_drop if max_drop is None else max_drop
+    if budget is None:
+        raise SelectionError(f"study {config.name!r} records no max_drop; pass --max-drop")
+    candidates = select_candidates(df, info, top, budget)
+    fingerprint = host_fingerprint()
+    host_id = str(fingerprint["fingerprint_id"])
+    hostname = str(fingerprint.get("hostname", ""))
+    echo(f"re-timing {len(candidates)} candidate(s) of study {config.name!r} on host {host_id} ({hostname})")
+    ctx = context or StudyContext.build(config)
+    check_base(study, ctx, url)
+    with tempfile.TemporaryDirectory(prefix="autoprune-retime-") as tmp:
+        folder = Path(tmp)
+        paths = []
+        for c in candidates:
+            model = _architecture_of(ctx, config, c, folder)
+            path = folder / f"candidate-{len(paths)}.onnx"
+            paths.append(export_onnx(model, example_input(ctx.task, config), path, opset=ctx.latency.opset))
+            del model
+        results = measure_speedups(paths, ctx.base_onnx, ctx.latency)
+    key = TIMINGS_ATTR_PREFIX + host_id
+    previous = study.user_attrs.get(key) or {}
+    trials = dict(previous.get("trials") or {})
+    baselines = dict(previous.get("baselines") or {})
+    for c, measured in zip(candidates, results):
+        entry = timing_entry(measured, hostname)
+        if c.number is not None:
+            trials[str(c.number)] = entry
+        else:
+            baselines[c.kind] = entry | {"ratio": c.ratio}
+    value = {
+        "host": hostname,
+        "fingerprint": fingerprint,
+        "measured_at": now_utc(),
+        "settings": ctx.latency.as_dict(),
+        "trials": trials,
+        "baselines": baselines,
+    }
+    with_retry(lambda: study.set_user_attr(key, value), url, "store the re-timings")
+    echo(f"{'candidate':16} {'kind':8} {'val drop':>9} {'searched on':>16} {'search':>8} {'here':>8}")
+    hosts = dict(zip(df["number"], df["host_id"])) if "host_id" in df else {}
+    for c, measured in zip(candidates, results):
+        searched = str(hosts.get(c.number) or "-") if c.number is not None else "sweep"
+        echo(f"{c.label:16} {c.kind:8} {c.val_drop:+9.4f} {searched:>16} {c.speedup:7.2f}x {measured.speedup:7.2f}x")
+    source = config.source or "CONFIG"
+    echo(f"stored as the study attr '{key}'; judge speed on this host with: autoprune pareto {source} --host-id {host_id}")
+    return value | {"host_id": host_id, "retimed": [c.number for c in candidates if c.number is not None]}

@@ -1,0 +1,255 @@
+"""Honest selection: ``autoprune confirm`` re-times the best candidates together, reads the test split
+(and only there), stores the figures, and ``export`` picks the fastest candidate that holds on test.
+
+One real tiny study (digits, small ResNet, SQLite) is searched once per module: the sweeps, an enqueued
+unpruned-architecture trial (slow, accurate), an enqueued mid trial and random trials.  Its config does
+not enqueue baseline trials, so confirmation rebuilds the best uniform and global sweep points.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import torch
+from conftest import run_cli
+from conftest import write_study
+from torch.utils.data import TensorDataset
+
+from autoprune.analysis import StudyInfo
+from autoprune.analysis import load_analysis
+from autoprune.candidate import StudyContext
+from autoprune.candidate import evaluate_candidate
+from autoprune.config import load_config
+from autoprune.confirm import confirm_study
+from autoprune.confirm import rebuild_trial
+from autoprune.confirm import select_candidates
+from autoprune.errors import SelectionError
+from autoprune.errors import TaskError
+from autoprune.export import export_architecture
+from autoprune.latency import host_fingerprint
+from autoprune.tasks.digits import DigitsTask
+
+MAX_DROP = 0.3
+# Everything small, so the module's study takes well under a minute on two shared cores.  bounds_margin
+# 0.9 opens the search space down to ratio 0, so an unpruned architecture can be enqueued.
+OVERRIDES = {
+    "name": "confirm-digits",
+    "max_drop": MAX_DROP,
+    "base": {"epochs": 3},
+    "search": {"trials": 5, "sweep_ratios": [0.3, 0.5], "bounds_margin": 0.9, "enqueue_baselines": False},
+    "recovery": {"bn_batches": 2, "finetune_steps": 20, "lr": 0.02},
+    "latency": {"repeats": 40, "blocks": 4, "warmup": 5},
+}
+
+
+@pytest.fixture(scope="module")
+def study_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A searched study: 2 enqueued trials (unpruned architecture, ratio ~0.3 everywhere) + 3 random ones."""
+    from autoprune.search.create import create_study
+    from autoprune.search.study import clip_to_space
+    from autoprune.search.worker import run_local
+
+    path = write_study(tmp_path_factory.mktemp("confirm"), OVERRIDES)
+    cfg, url, study = create_study(str(path), None, say=lambda line: None)
+    space = {k: tuple(v) for k, v in study.user_attrs["search_space"].items()}
+    study.enqueue_trial({k: lo for k, (lo, _, _) in space.items()})
+    study.enqueue_trial(clip_to_space({k: 0.3 for k in space}, space))
+    assert run_local(str(path), url, 1, cfg.search.trials) == 0
+    states = {t.state for t in optuna.load_study(study_name=cfg.name, storage=url).trials}
+    # A test-split read inside the search raises (forbid_split) and would fail the trial.
+    assert states == {optuna.trial.TrialState.COMPLETE}
+    return path
+
+
+def _config(path: Path):
+    return load_config(path)
+
+
+def test_search_path_never_reads_the_test_split(study_config: Path) -> None:
+    cfg = _config(study_config)
+    ctx = StudyContext.build(cfg, use_cache=False)
+    assert ctx.task.access_counts["test"] == 0 and ctx.task.access_counts["val"] == 1
+    result = evaluate_candidate(ctx, uniform=0.3)
+    assert result.metric.n == len(ctx.task.dataset("val"))
+    assert ctx.task.access_counts["test"] == 0
+    assert ctx.task.access_counts["train"] > 0 and ctx.task.access_counts["val"] == 2
+    with ctx.task.forbid_split("test"):
+        with pytest.raises(TaskError, match="held out during the search"):
+            ctx.task.evaluate(result.model, "test")
+    assert ctx.task.access_counts["test"] == 0
+    ctx.task.evaluate(result.model, "test")  # outside the search the split is readable, and counted
+    assert ctx.task.access_counts["test"] == 1
+
+
+def test_confirm_retimes_together_reads_test_and_stores(study_config: Path) -> None:
+    cfg = _config(study_config)
+    df, info = load_analysis(cfg.storage_url(), cfg.name)
+    candidates = select_candidates(df, info, 5, MAX_DROP)
+    trials = [c for c in candidates if c.number is not None]
+    sweeps = [c for c in candidates if c.number is None]
+    assert [c.on_front for c in trials] == [True] * len(trials) and len(trials) >= 2
+    assert {c.kind for c in sweeps} == {"uniform", "global"}  # no baseline trials: rebuilt from the sweeps
+    ctx = StudyContext.build(cfg)
+    lines: list[str] = []
+    summary = confirm_study(cfg, top=5, echo=lines.append, context=ctx)
+
+    # The test split is read once per model (base + every candidate), by confirm only.
+    assert ctx.task.access_counts["test"] == 1 + len(candidates)
+    assert set(summary["trials"]) == {str(c.number) for c in trials}
+    assert set(summary["baselines"]) == {"uniform", "global"}
+    assert summary["baselines"]["uniform"]["ratio"] == sweeps[0].ratio
+    # One interleaved timing run for all of them, on this host.
+    entries = [*summary["trials"].values(), *summary["baselines"].values()]
+    assert summary["timing"]["candidates"] == len(candidates)
+    assert {e["host_id"] for e in entries} == {host_fingerprint()["fingerprint_id"]} == {summary["host_id"]}
+    assert all(e["speedup"] > 0 and e["base_latency_ms"] > 0 for e in entries)
+
+    # Standard errors, by hand: binomial on the test split's n, and the drop's from both models' errors.
+    n = len(ctx.task.dataset("test"))
+    base_p = summary["base_test_metric"]
+    assert summary["test_n"] == n and summary["base_test_metric_stderr"] == pytest.approx(math.sqrt(base_p * (1 - base_p) / n), rel=1e-12)
+    for e in entries:
+        p = e["test_metric"]
+        assert e["test_n"] == n and p * n == pytest.approx(round(p * n), abs=1e-9)
+        assert e["test_metric_stderr"] == pytest.approx(math.sqrt(p * (1 - p) / n), rel=1e-12)
+        assert e["test_drop"] == pytest.approx(base_p - p, abs=1e-12)
+        se_base = math.sqrt(base_p * (1 - base_p) / n)
+        assert e["test_drop_stderr"] == pytest.approx(math.sqrt(p * (1 - p) / n + se_base**2), rel=1e-12)
+        assert e["test_feasible"] == (e["test_drop"] <= MAX_DROP)
+
+    # The rebuilt model is the finetuned one: its validation metric is the trial's, its test accuracy is
+    # what a plain count over the test split gives.
+    pick = trials[0]
+    model = rebuild_trial(cfg, pick, Path(ctx.workdir))
+    assert ctx.task.evaluate(model, "val").value == pick.val_metric
+    x, y = ctx.task.dataset("test").tensors
+    with torch.no_grad():
+        correct = int((model.eval()(x).argmax(1) == y).sum())
+    assert summary["trials"][str(pick.number)]["test_metric"] == correct / n
+
+    # Stored: the analysis table shows the figures as confirmed:<key> columns of those trials.
+    df2, _ = load_analysis(cfg.storage_url(), cfg.name)
+    row = df2.set_index("number").loc[pick.number]
+    assert row["confirmed:test_drop"] == summary["trials"][str(pick.number)]["test_drop"]
+    assert row["confirmed:speedup"] == summary["trials"][str(pick.number)]["speedup"]
+    stored = optuna.load_study(study_name=cfg.name, storage=cfg.storage_url()).user_attrs["confirmation"]
+    assert stored["trials"] == json.loads(json.dumps(summary["trials"]))
+    assert summary["val_pick"] == pick.number
+    assert any(line.startswith("candidate ") and "confirmed" in line for line in lines)
+    assert any(f"the validation pick, trial {pick.number}" in line for line in lines)
+
+    # Export follows the confirmation: the fastest confirmed candidate within the budget on test.
+    out = export_architecture(cfg, Path(ctx.workdir) / "arch.json")
+    assert summary["pick"] is not None and out.trial == summary["pick"]
+    arch = json.loads(out.path.read_text())
+    fig = summary["trials"][str(out.trial)]
+    assert arch["provenance"]["selection"] == "confirmed"
+    assert arch["metrics"]["test_drop"] == fig["test_drop"] and arch["metrics"]["test_feasible"] is True
+    assert arch["latency"]["confirmed_speedup"] == fig["speedup"]
+
+
+class _HeldOutSwapped(DigitsTask):
+    """The digits task with another test split (the task contract's own ``dataset`` method)."""
+
+    def __init__(self, test_set: TensorDataset, **options) -> None:
+        super().__init__(**options)
+        self._test_set = test_set
+
+    def dataset(self, split: str):
+        return self._test_set if split == "test" else super().dataset(split)
+
+
+def test_export_falls_back_when_the_top_pick_fails_on_test(study_config: Path, tmp_path: Path) -> None:
+    cfg = _config(study_config)
+    df, info = load_analysis(cfg.storage_url(), cfg.name)
+    trials = [c for c in select_candidates(df, info, 5, MAX_DROP) if c.number is not None]
+    slow = min(trials, key=lambda c: c.speedup)
+    fast = [c for c in trials if c is not slow]
+    # The unpruned architecture is far slower than every pruned one, so re-timing cannot rank it first.
+    assert slow.speedup < 0.8 * min(c.speedup for c in fast)
+    ctx = StudyContext.build(cfg)
+    models = {c.number: rebuild_trial(cfg, c, tmp_path) for c in trials}
+    # A test split on which every faster candidate is wrong and the slow one right: images (real digits
+    # and noise) that base and slow candidate label alike while every faster candidate disagrees.
+    pool = torch.cat([ctx.task.dataset("train").tensors[0], torch.randn(3000, 1, 16, 16, generator=torch.Generator().manual_seed(0))])
+    with torch.no_grad():
+        base_pred = ctx.base_model.eval()(pool).argmax(1)
+        keep = models[slow.number].eval()(pool).argmax(1) == base_pred
+        for c in fast:
+            keep &= models[c.number].eval()(pool).argmax(1) != base_pred
+    assert int(keep.sum()) >= 30, "too few images separate the candidates"
+    test_set = TensorDataset(pool[keep], base_pred[keep])
+    swapped = _HeldOutSwapped(test_set, model=cfg.model, model_options=cfg.model_options, **cfg.task_options)
+    adversarial = dataclasses.replace(ctx, task=swapped)
+
+    summary = confirm_study(cfg, top=5, echo=lambda line: None, context=adversarial)
+    assert summary["base_test_metric"] == 1.0
+    assert summary["trials"][str(slow.number)]["test_drop"] == 0.0
+    assert all(summary["trials"][str(c.number)]["test_drop"] == 1.0 for c in fast)
+    assert summary["val_pick"] == trials[0].number and summary["val_pick_holds"] is False
+    assert summary["pick"] == slow.number
+
+    out = export_architecture(cfg, tmp_path / "arch.json")
+    assert out.trial == slow.number
+    by_speed = sorted(fast, key=lambda c: -summary["trials"][str(c.number)]["speedup"])
+    assert [note.split(" ")[1] for note in out.notes] == [str(c.number) for c in by_speed]
+    assert all("fails the budget on the test split" in note for note in out.notes)
+    arch = json.loads(out.path.read_text())
+    assert arch["provenance"]["selection"] == "confirmed" and arch["metrics"]["test_feasible"] is True
+    # Without the confirmation the validation pick comes back.
+    assert export_architecture(cfg, tmp_path / "val.json", use_confirmed=False).trial == trials[0].number
+
+
+def test_cli_confirm_prints_the_table(study_config: Path) -> None:
+    proc = run_cli("confirm", study_config, "--top", "2", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("candidate "))
+    for column in ("val drop", "test drop", "search", "confirmed"):
+        assert column in header
+    assert sum(1 for line in lines if line.startswith("trial ")) == 2
+    assert any(line.startswith("the validation pick, trial ") for line in lines)
+
+
+def test_cli_confirm_errors_are_one_line(tmp_path: Path) -> None:
+    path = write_study(tmp_path, {"name": "never-searched"})
+    proc = run_cli("confirm", path)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: no study database at") and "Traceback" not in proc.stderr
+    proc = run_cli("confirm", path, "--max-drop", "1.5")
+    assert proc.returncode == 2 and "--max-drop must be in [0, 1)" in proc.stderr
+
+
+def _table(rows: list[dict]) -> pd.DataFrame:
+    base = {"state": "COMPLETE", "macs": 1000, "arch_artifact_id": "a", "weights_artifact_id": "w"}
+    return pd.DataFrame([base | r for r in rows])
+
+
+def test_select_candidates_front_first_then_baselines() -> None:
+    info = StudyInfo(name="s", base_metric=0.9, max_drop=0.05, baselines={
+        "global": [
+            {"ratio": 0.2, "metric": 0.89, "drop": 0.01, "speedup": 1.3},
+            {"ratio": 0.5, "metric": 0.7, "drop": 0.2, "speedup": 2.5},
+        ],
+    })
+    df = _table([
+        {"number": 0, "metric": 0.895, "drop": 0.005, "speedup": 1.1, "kind": "search", "channels:a": 16},
+        {"number": 1, "metric": 0.88, "drop": 0.02, "speedup": 1.6, "kind": "search", "channels:a": 8},
+        {"number": 2, "metric": 0.88, "drop": 0.02, "speedup": 1.6, "kind": "search", "channels:a": 8},  # same architecture
+        {"number": 3, "metric": 0.70, "drop": 0.20, "speedup": 3.0, "kind": "search", "channels:a": 4},  # over budget
+        {"number": 4, "metric": 0.87, "drop": 0.03, "speedup": 1.2, "kind": "uniform", "channels:a": 12},  # dominated
+        {"number": 5, "metric": 0.89, "drop": 0.01, "speedup": 1.4, "kind": "search", "channels:a": 10, "state": "FAIL"},
+    ])
+    picks = select_candidates(df, info, 5, 0.05)
+    assert [(c.label, c.on_front) for c in picks] == [
+        ("trial 1", True), ("trial 0", True), ("trial 4", False), ("global r=0.20", False),
+    ]
+    assert [c.label for c in select_candidates(df, info, 1, 0.05)] == ["trial 1", "trial 4", "global r=0.20"]
+    with pytest.raises(SelectionError, match="no trial is feasible at max drop 0.001"):
+        select_candidates(df, info, 5, 0.001)
