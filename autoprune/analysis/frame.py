@@ -353,6 +353,10 @@ def _reason(exc: BaseException, url: str | None) -> str:
 def _open_storage(spec: str) -> BaseStorage:
     """A storage for a URL or a journal file path, refusing anything that would create a database."""
     shown = redact_url(spec)
+    if spec.startswith("journal:"):  # the search's journal URL (autoprune.search.storage)
+        from autoprune.search.storage import journal_path
+
+        spec = str(journal_path(spec))
     if "://" not in spec:
         path = Path(spec)
         if not path.is_file():
