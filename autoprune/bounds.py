@@ -114,16 +114,22 @@ def compute_bounds(
     return bounds
 
 
-def snap_to_grid(low: float, high: float, step: float) -> tuple[float, float]:
-    """Shrink ``[low, high]`` onto multiples of ``step`` (so every sampled ratio is a whole channel block).
+def widen_to_grid(low: float, high: float, step: float, limit: float) -> tuple[float, float]:
+    """Grow ``[low, high]`` outward onto multiples of ``step``, never past ``limit``.
 
-    Returns ``(low, high)`` with ``high - low`` a multiple of ``step``; a range narrower than one step
-    collapses to its lower grid point.
+    Channel rounding makes the grid coarse (a 32-channel group with ``round_to`` 16 has two widths), so a
+    margin smaller than one step would shrink the range to a single point and leave nothing to search.
+    Widening keeps the baselines' ratios inside and gives every group its neighbouring widths.
+
+    Example:
+        >>> widen_to_grid(0.45, 0.55, 0.25, limit=0.875)
+        (0.25, 0.75)
     """
     import math
 
-    lo = math.ceil(low / step - 1e-9) * step
-    hi = math.floor(high / step + 1e-9) * step
-    if hi < lo:
-        lo = hi = math.floor(low / step + 1e-9) * step
-    return round(max(lo, 0.0), 9), round(max(hi, 0.0), 9)
+    top = math.floor(limit / step + 1e-9) * step
+    lo = math.floor(low / step + 1e-9) * step
+    hi = math.ceil(high / step - 1e-9) * step
+    hi = min(hi, top)
+    lo = min(max(lo, 0.0), hi)
+    return round(lo, 9), round(hi, 9)

@@ -12,7 +12,7 @@ from autoprune.bounds import SweepPoint
 from autoprune.bounds import compute_bounds
 from autoprune.bounds import fastest_feasible
 from autoprune.bounds import largest_feasible
-from autoprune.bounds import snap_to_grid
+from autoprune.bounds import widen_to_grid
 from autoprune.pruning.guards import ratio_grid_step
 
 
@@ -132,17 +132,18 @@ def test_random_sweeps_keep_the_invariants() -> None:
 
 
 @pytest.mark.parametrize(
-    ("low", "high", "step", "expected"),
+    ("low", "high", "step", "limit", "expected"),
     [
-        (0.05, 0.55, 0.25, (0.25, 0.5)),
-        (0.0, 0.5, 0.125, (0.0, 0.5)),
-        (0.3, 0.32, 0.25, (0.25, 0.25)),  # narrower than a step: its lower grid point
-        (0.1, 0.2, 1 / 3, (0.0, 0.0)),
-        (0.25, 0.75, 0.25, (0.25, 0.75)),  # already on the grid (no float drift)
+        (0.05, 0.55, 0.25, 0.875, (0.0, 0.75)),  # grows outward onto the grid
+        (0.45, 0.55, 0.5, 0.5, (0.0, 0.5)),  # a margin below one step still leaves two widths
+        (0.0, 0.5, 0.125, 0.875, (0.0, 0.5)),
+        (0.3, 0.9, 0.25, 0.8, (0.25, 0.75)),  # never past the guard limit (on the grid)
+        (0.25, 0.75, 0.25, 0.875, (0.25, 0.75)),  # already on the grid (no float drift)
+        (0.7, 0.9, 0.25, 0.5, (0.5, 0.5)),  # whole range beyond the limit: the limit
     ],
 )
-def test_snap_to_grid(low: float, high: float, step: float, expected: tuple[float, float]) -> None:
-    assert snap_to_grid(low, high, step) == pytest.approx(expected)
+def test_widen_to_grid(low: float, high: float, step: float, limit: float, expected: tuple[float, float]) -> None:
+    assert widen_to_grid(low, high, step, limit) == pytest.approx(expected)
 
 
 def test_ratio_grid_step_moves_one_channel_block() -> None:

@@ -22,7 +22,7 @@ from autoprune.baselines import run_baselines
 from autoprune.baselines import save_baselines
 from autoprune.bounds import SweepPoint
 from autoprune.bounds import fastest_feasible
-from autoprune.bounds import snap_to_grid
+from autoprune.bounds import widen_to_grid
 from autoprune.errors import StorageError
 from autoprune.pruning.guards import ratio_grid_step
 from autoprune.redact import redact_url
@@ -64,7 +64,7 @@ def search_space(ctx: "StudyContext", bounds: dict[str, tuple[float, float]]) ->
             continue
         lo, hi = bounds[g.name]
         step = ratio_grid_step(g.channels, ctx.round_to)
-        lo, hi = snap_to_grid(lo, hi, step)
+        lo, hi = widen_to_grid(lo, hi, step, g.max_ratio)
         space[g.name] = (lo, hi, step)
     return space
 
