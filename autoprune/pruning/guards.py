@@ -82,7 +82,8 @@ def kept_channels(
     if not 0.0 <= ratio < 1.0:
         requested = 0 if ratio >= 1.0 else channels
     else:
-        requested = int(channels * (1.0 - ratio) + 1e-9)
+        # The tolerance absorbs float error of ratios on the channel grid (k * round_to / C, stored with 9 digits).
+        requested = int(channels * (1.0 - ratio) + 1e-4)
     keep = requested
     # An untouched group keeps its channels even when they are not a multiple of round_to.
     if settings.round_to > 1 and keep < channels:

@@ -65,7 +65,10 @@ def search_space(ctx: "StudyContext", bounds: dict[str, tuple[float, float]]) ->
         lo, hi = bounds[g.name]
         step = ratio_grid_step(g.channels, ctx.round_to)
         lo, hi = widen_to_grid(lo, hi, step, g.max_ratio)
-        space[g.name] = (lo, hi, step)
+        # Optuna checks (high - low) % step in decimal: a step such as 1/6 must be written with a fixed number
+        # of digits, and the bounds as whole multiples of that written step, or it silently shrinks the range.
+        step9 = round(step, 9)
+        space[g.name] = (round(round(lo / step) * step9, 9), round(round(hi / step) * step9, 9), step9)
     return space
 
 
