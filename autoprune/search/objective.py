@@ -60,6 +60,7 @@ class Objective:
         self.space = {k: tuple(v) for k, v in attrs["search_space"].items()}
         self.max_drop = float(attrs["max_drop"])
         self.store = artifact_store(ctx.config)
+        self.surplus = 0  # trials closed unrun by the guard
 
     def _is_surplus(self, trial: optuna.Trial) -> bool:
         """True when finished + earlier-started running trials already reach the target.
@@ -84,6 +85,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
         if self._is_surplus(trial):
+            self.surplus += 1
             trial.set_user_attr("surplus", True)
             raise SurplusTrial(f"trial {trial.number}: the study already has its {self.target} trials")
         kind = trial.user_attrs.get("kind", "search")

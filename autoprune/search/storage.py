@@ -62,18 +62,59 @@ def _transient_errors() -> tuple[type[BaseException], ...]:
     return (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.DisconnectionError, ConnectionError)
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Whether ``exc`` (or its cause) looks like an unreachable database rather than a logic error."""
+def transient_cause(exc: BaseException | None) -> BaseException | None:
+    """The exception in ``exc``'s chain that says the database is unreachable (None: a logic error)."""
     errors = _transient_errors()
     seen = 0
     while exc is not None and seen < 5:
         if isinstance(exc, errors):
-            return True
+            return exc
         if isinstance(exc, optuna.exceptions.StorageInternalError):
-            return True
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+            return exc
+        exc = exc.__cause__ or exc.__context__
         seen += 1
-    return False
+    return None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` (or its cause) looks like an unreachable database rather than a logic error."""
+    return transient_cause(exc) is not None
+
+
+class _RDBStorage(optuna.storages.RDBStorage):
+    """RDBStorage whose heartbeat outlives a database that is briefly away.
+
+    Optuna records heartbeats in a thread that dies, printing a traceback, on the first failed write; the
+    trial then goes without heartbeats and is failed as stale although its worker is alive.  Here a failed
+    write is logged in one line and the next beat tries again.
+    """
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("heartbeat of a running trial not recorded: storage unreachable; trying again in %ss", self.heartbeat_interval)
+
+
+def _sqlite_wal(storage: optuna.storages.RDBStorage) -> None:
+    """Write-ahead logging and relaxed fsync for an embedded SQLite study.
+
+    Every user attr of a trial is its own transaction; with SQLite's default rollback journal each one waits
+    for an fsync, which made storage writes a large share of a short trial.  WAL also lets the analyzer read
+    while a worker writes.
+    """
+    import sqlalchemy
+
+    def pragmas(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    sqlalchemy.event.listen(storage.engine, "connect", pragmas)
+    storage.engine.dispose()  # reconnect through the listener
 
 
 def with_retry(action: Callable[[], T], url: str, what: str, attempts: int = 8, first_delay: float = 0.5, max_delay: float = 8.0) -> T:
@@ -140,7 +181,10 @@ def open_storage(
             callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry) if heartbeat_interval else None
             if callback is not None:
                 kwargs["heartbeat_stale_trial_callback"] = callback
-            return optuna.storages.RDBStorage(url, **kwargs)
+            storage = _RDBStorage(url, **kwargs)
+            if is_sqlite(url):
+                _sqlite_wal(storage)
+            return storage
 
     try:
         return with_retry(connect, url, "open the study storage", attempts=attempts)

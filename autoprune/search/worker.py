@@ -28,7 +28,7 @@ from autoprune.search.objective import FINISHED
 from autoprune.search.objective import Objective
 from autoprune.search.objective import SurplusTrial
 from autoprune.search.objective import finished_count
-from autoprune.search.storage import is_transient
+from autoprune.search.storage import transient_cause
 from autoprune.search.storage import with_retry
 from autoprune.search.study import make_sampler
 from autoprune.search.study import storage_for
@@ -87,6 +87,9 @@ def run_worker(
             f"base checkpoint {config.checkpoint_path()} not found on this host; copy the study's base checkpoint "
             f"(sha256 {sha[:12]}...) there or point 'base.checkpoint' at a shared path"
         )
+    if config.pruning.round_to == "auto" and study.user_attrs.get("round_to"):
+        # Every worker prunes on the grid the study was created with, whatever this host's CPU prefers.
+        config.pruning.round_to = int(study.user_attrs["round_to"])
     ctx = StudyContext.build(config)
     if study.user_attrs.get("base_sha256") not in (None, ctx.base_info.sha256):
         raise StorageError(
@@ -97,25 +100,80 @@ def run_worker(
     study = optuna.load_study(study_name=config.name, storage=storage_for(config, url), sampler=make_sampler(config, worker_index))
     objective = Objective(ctx, study, goal, worker, log_line)
     log_line(f"[{worker}] joined study {config.name!r} at {redact_url(url)}; target {goal} finished trials")
+    _quiet_surplus_logs()
     ran = 0
+    waiting_said = False
     while True:
-        done = with_retry(lambda: finished_count(study), url, "count finished trials")
+        done, running, waiting = with_retry(lambda: _trial_counts(study), url, "count finished trials")
         if done >= goal:
             break
+        if not waiting and done + running >= goal:
+            # Other workers' running trials will reach the target: wait for them instead of opening trials
+            # that the surplus guard would close unrun (a busy loop of FAIL trials).  Failing stale trials
+            # here keeps a dead worker's trial from blocking the study: its retry comes back as WAITING.
+            if not waiting_said:
+                log_line(f"[{worker}] {done}/{goal} finished, {running} running elsewhere; waiting for them")
+                waiting_said = True
+            with_retry(lambda: _fail_stale(study), url, "check for stale trials")
+            time.sleep(_WAIT_POLL_S)
+            continue
         try:
+            surplus_before = objective.surplus
             study.optimize(objective, n_trials=1, catch=(SurplusTrial,), gc_after_trial=False)
-            ran += 1
+            ran += objective.surplus == surplus_before
         except AutopruneError:
             raise
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # Another worker failed this trial as stale (no heartbeat got through, e.g. during an outage)
+            # and queued its retry; the retry runs it again, so this run's result is dropped.
+            log_line(f"[{worker}] the running trial was failed as stale by another worker; its retry is queued; carrying on")
         except Exception as exc:
-            if not is_transient(exc):
+            cause = transient_cause(exc)
+            if cause is None:
                 raise
-            log_line(f"[{worker}] storage unreachable ({type(exc).__name__}); reconnecting with backoff")
+            log_line(f"[{worker}] storage unreachable ({type(cause).__name__}); reconnecting with backoff")
             with_retry(lambda: finished_count(study), url, "reconnect to the study storage", attempts=10)
             log_line(f"[{worker}] storage reachable again; carrying on")
     done = finished_count(study)
     log_line(f"[{worker}] done: ran {ran} trials; the study holds {done}/{goal} finished trials")
     return WorkerSummary(worker, ran, done, goal)
+
+
+_WAIT_POLL_S = 1.0
+
+
+def _trial_counts(study: optuna.Study) -> tuple[int, int, int]:
+    """``(finished, running, waiting)`` trials of the study."""
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    return (
+        sum(s in FINISHED for s in states),
+        states.count(optuna.trial.TrialState.RUNNING),
+        states.count(optuna.trial.TrialState.WAITING),
+    )
+
+
+def _fail_stale(study: optuna.Study) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+class _SurplusNote(logging.Filter):
+    """Optuna logs a trial closed by the surplus guard as a failure with a traceback; one plain line says it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, SurplusTrial):
+            record.msg, record.args = f"{exc}; closed without running", ()
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_surplus_logs() -> None:
+    root = logging.getLogger("optuna")
+    for handler in root.handlers:
+        if not any(isinstance(f, _SurplusNote) for f in handler.filters):
+            handler.addFilter(_SurplusNote())
 
 
 def _worker_main(config_path: str, storage_url: str | None, target: int, index: int, queue: "mp.Queue[str]", threads: int) -> None:
