@@ -153,10 +153,13 @@ class PrivateCluster:
             if proc.returncode == 0:
                 self.port = port
                 self.running = True
-                if not any(True for _ in self._roles()):
+                if not self._has_role():
                     self._create_role()
                 return self
-        raise PostgresUnavailable(f"pg_ctl start failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}\n{self._log_tail()}")
+        message = f"pg_ctl start failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}\n{self._log_tail()}"
+        if self.port == 0:  # never ran: nothing worth keeping
+            shutil.rmtree(self.root, ignore_errors=True)
+        raise PostgresUnavailable(message)
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server (``fast`` ends client sessions; ``immediate`` is a crash stop)."""
@@ -194,10 +197,10 @@ class PrivateCluster:
         conn.autocommit = True
         return conn
 
-    def _roles(self) -> Iterator[str]:
+    def _has_role(self) -> bool:
         with contextlib.closing(self._admin()) as conn, conn.cursor() as cur:
-            cur.execute("SELECT rolname FROM pg_roles WHERE rolname = %s", (self.user,))
-            yield from (row[0] for row in cur.fetchall())
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (self.user,))
+            return cur.fetchone() is not None
 
     def _create_role(self) -> None:
         from psycopg2 import sql

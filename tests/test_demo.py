@@ -1,0 +1,144 @@
+"""``autoprune demo`` end to end, shrunk for tests, and its exported architecture rebuilt with ``autoprune apply``.
+
+The demo's own settings take minutes; ``$AUTOPRUNE_DEMO_OVERRIDES`` (a test-only knob of
+:mod:`autoprune.demo`) shrinks the model, epochs, sweeps, recovery and timing.  Everything else is the real
+command: it trains its base, runs the baselines and a 3-trial search on SQLite, prints the Pareto front
+and the chosen architecture, and exports it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+import optuna
+import pytest
+from conftest import run_cli
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
+
+# The tiny settings of the test suite; the wide budget makes sure some trial is within it, so the demo
+# has an architecture to choose and export.
+DEMO_OVERRIDES = {
+    "max_drop": 0.9,
+    "model_options": {"widths": [16, 32, 32]},
+    "base": {"epochs": 3, "batch_size": 32},
+    "pruning": {"round_to": 8, "importance_batches": 2},
+    "search": {"sampler": "random", "sweep_ratios": [0.3, 0.5], "bounds_margin": 0.3, "hopeless_margin": None},
+    "recovery": {"bn_batches": 2, "finetune_steps": 5, "warmup_steps": 1},
+    "latency": {"repeats": 40, "blocks": 4, "warmup": 5, "lock": False, "cv_threshold": 1.0, "max_remeasure": 0},
+}
+FILES = ("study config", "study storage", "trials_csv", "front_csv", "pareto_png", "ratios_png", "summary_json", "report_html", "architecture")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _default_storage() -> Iterator[None]:
+    """These tests use the config's default storage: an exported AUTOPRUNE_STORAGE must not redirect them."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("AUTOPRUNE_STORAGE", raising=False)
+        yield
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    folder = tmp_path_factory.mktemp("demo") / "autoprune-demo"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AUTOPRUNE_DEMO_OVERRIDES", json.dumps(DEMO_OVERRIDES))
+        res = run_cli("demo", "--dir", folder, "--trials", "3", timeout=500)
+    assert res.returncode == 0, f"autoprune demo failed:\n{res.stdout}\n{res.stderr[-5000:]}"
+    return folder, res
+
+
+def listed_files(stdout: str) -> dict[str, str]:
+    """The ``files:`` block of the demo's output: name -> path (or URL)."""
+    block = stdout.split("\nfiles:\n", 1)[1]
+    out = {}
+    for line in block.splitlines():
+        if not line.startswith("  "):
+            break
+        m = re.match(r"  (study config|study storage|\S+)\s+(\S+)", line)
+        assert m, line
+        out[m.group(1)] = m.group(2)
+    return out
+
+
+def test_demo_prints_front_choice_and_files(demo: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    folder, res = demo
+    out = res.stdout
+    assert "Traceback" not in res.stderr
+    assert out.startswith(f"autoprune demo: digits 16x16, resnet, max accuracy drop 90%, 3 search trials; files in {folder}")
+
+    # The Pareto front table: header, rule, rows; the chosen trial marked with '*'.
+    table = out.split("Pareto front (accuracy vs real ONNX Runtime speedup), base accuracy ", 1)[1].splitlines()
+    header, rule, *rows = table[1:]
+    for column in ("trial", "drop ± 95%", "speedup ± spread", "latency ms", "MACs", "params", "feasible"):
+        assert column in header, header
+    assert set(rule.replace(" ", "")) == {"-"}
+    rows = rows[: next(i for i, r in enumerate(rows) if not r.strip() or r.startswith("  * chosen"))]
+    chosen_rows = [r for r in rows if r.startswith("*")]
+    assert len(chosen_rows) == 1, table
+
+    m = re.search(r"^chosen architecture: trial (\d+), accuracy ([0-9.]+) \(drop ([+-][0-9.]+)\), speedup ([0-9.]+)x, MACs ([0-9,]+)$", out, re.M)
+    assert m, out
+    number = int(m.group(1))
+    assert re.search(r"^kept channels: stem\.0=\d+, ", out, re.M)
+
+    files = listed_files(out)
+    assert set(FILES) <= set(files), files
+    for name in FILES:
+        if name != "study storage":
+            assert Path(files[name]).is_file(), f"{name}: {files[name]} does not exist"
+    assert files["study storage"] == f"sqlite:///{folder / 'demo-digits-resnet.db'}"
+    assert files["architecture"] == str(folder / "architecture.json")
+
+    # The printed figures are the study's record of that trial.
+    study = optuna.load_study(study_name="demo-digits-resnet", storage=files["study storage"])
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(complete) == 3
+    trial = next(t for t in complete if t.number == number)
+    assert f"{trial.user_attrs['metric']:.4f}" == m.group(2)
+    assert f"{trial.user_attrs['speedup']:.2f}" == m.group(4)
+    assert f"{trial.user_attrs['drop']:+.4f}" == m.group(3) and f"{trial.user_attrs['macs']:,}" == m.group(5)
+    # The table marks the validation choice (the fastest trial within the budget); the exported one is
+    # that, or the pick of the confirmation stage (test split, re-timed) when it ran.
+    feasible = [t for t in complete if t.user_attrs["drop"] <= 0.9]
+    val_pick = min(feasible, key=lambda t: (-t.user_attrs["speedup"], -t.user_attrs["metric"], t.user_attrs["macs"], t.number))
+    assert chosen_rows[0].split()[1] == str(val_pick.number), (chosen_rows[0], val_pick.number)
+    confirmation = study.user_attrs.get("confirmation") or {}
+    if confirmation.get("pick") is not None:
+        assert number == int(confirmation["pick"]), confirmation["pick"]
+        assert "confirm" in out.lower()
+    else:
+        assert number == val_pick.number
+
+
+def test_demo_architecture_rebuilds_the_trial_model(demo: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
+    from autoprune.architecture import apply_architecture
+    from autoprune.architecture import read_architecture
+
+    folder, _res = demo
+    arch_path = folder / "architecture.json"
+    arch = read_architecture(arch_path)
+    number = arch["provenance"]["trial"]
+    study = optuna.load_study(study_name="demo-digits-resnet", storage=f"sqlite:///{folder / 'demo-digits-resnet.db'}")
+    recorded = next(t for t in study.get_trials(deepcopy=False) if t.number == number).user_attrs["metric"]
+
+    pruned = tmp_path / "pruned.pt"
+    res = run_cli("apply", arch_path, "-o", pruned, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "(finetuned weights)" in res.stdout, res.stdout
+    kept = {g["name"]: g["kept_channels"] for g in arch["groups"]}
+    assert ", ".join(f"{k}={v}" for k, v in kept.items()) in res.stdout
+
+    # The rebuilt model, with the weights 'autoprune apply' wrote, scores what the trial recorded.
+    applied = apply_architecture(arch, weights=pruned, where=str(arch_path))
+    assert applied.weights_loaded
+    assert {k: v for k, v in applied.result.kept.items()} == kept
+    with applied.task.forbid_split("test"):
+        metric = applied.task.evaluate(applied.model, "val").value
+    assert metric == pytest.approx(recorded, abs=1e-6)
+    assert arch["metrics"]["val_metric"] == recorded

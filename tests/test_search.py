@@ -1,0 +1,214 @@
+"""The search on the embedded SQLite storage, as a user runs it: ``autoprune run`` then ``autoprune export``.
+
+One module study runs end to end through the real CLI on the tiny digits model (4 trials, one worker);
+the tests read it back with Optuna and export from it.  ``--workers 2`` on SQLite must be refused before
+anything is created.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from typing import Iterator
+
+import optuna
+import pytest
+import yaml
+from click.testing import CliRunner
+from conftest import TINY_STUDY
+from conftest import deep_merge
+from conftest import run_cli
+
+from autoprune.cli import main
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
+TrialState = optuna.trial.TrialState
+
+# The trial user attrs the search service promises (analysis, export and the dashboard read them by name).
+TRIAL_ATTRS = ("metric", "drop", "feasible", "speedup", "latency_ms", "macs", "params", "channels", "stage_seconds", "host", "worker")
+STUDY_ATTRS = ("bounds", "base_metric", "max_drop", "baselines")
+
+# The tiny study with a budget wide enough that both sweeps have feasible points (so both baselines are
+# enqueued), a margin that leaves several grid values per 32-channel group, and no early stop (every
+# finished trial is COMPLETE).
+SEARCH_OVERRIDES: dict[str, Any] = {
+    "name": "sqlite-digits",
+    "max_drop": 0.9,
+    "search": {"trials": 4, "sampler": "random", "sweep_ratios": [0.3, 0.5], "bounds_margin": 0.3},
+    "recovery": {"bn_batches": 2, "finetune_steps": 5},
+    "latency": {"repeats": 40, "blocks": 4, "warmup": 5},
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _default_storage() -> Iterator[None]:
+    """These tests use the config's default storage: an exported AUTOPRUNE_STORAGE must not redirect them."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("AUTOPRUNE_STORAGE", raising=False)
+        yield
+
+
+def write_config(folder: Path, checkpoint: Path) -> Path:
+    data = deep_merge(TINY_STUDY, deep_merge(SEARCH_OVERRIDES, {"base": {"checkpoint": str(checkpoint)}}))
+    data["search"]["hopeless_margin"] = None  # deep_merge treats None as "delete"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "study.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@dataclass
+class RunStudy:
+    config: Path
+    url: str
+    run: subprocess.CompletedProcess[str]
+
+    def study(self) -> optuna.Study:
+        return optuna.load_study(study_name="sqlite-digits", storage=self.url)
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory: pytest.TempPathFactory, tiny_study) -> RunStudy:
+    """``autoprune run CONFIG --trials 4`` on the default SQLite storage (next to the config)."""
+    config = write_config(tmp_path_factory.mktemp("sqlite-study"), tiny_study.checkpoint)
+    res = run_cli("run", config, "--trials", "4", timeout=400)
+    assert res.returncode == 0, f"autoprune run failed:\n{res.stdout}\n{res.stderr[-5000:]}"
+    return RunStudy(config, f"sqlite:///{config.parent / 'sqlite-digits.db'}", res)
+
+
+def complete_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def expected_pick(study: optuna.Study, max_drop: float) -> optuna.trial.FrozenTrial:
+    """The documented choice: fastest trial within the budget; ties: better metric, fewer MACs, lower number."""
+    ok = [t for t in complete_trials(study) if t.user_attrs["drop"] <= max_drop]
+    assert ok, "fixture precondition: some trial is within the budget"
+    return min(ok, key=lambda t: (-t.user_attrs["speedup"], -t.user_attrs["metric"], t.user_attrs["macs"], t.number))
+
+
+# autoprune run ---------------------------------------------------------------------------------------
+def test_run_reaches_the_target_with_documented_attrs(ran: RunStudy) -> None:
+    study = ran.study()
+    trials = study.get_trials(deepcopy=False)
+    states = Counter(t.state.name for t in trials)
+    assert states == {"COMPLETE": 4}, f"one SQLite worker should run exactly the 4 trials: {states}"
+    assert "trials: complete 4" in ran.run.stdout
+    assert "Traceback" not in ran.run.stderr
+
+    attrs = study.user_attrs
+    for key in STUDY_ATTRS:
+        assert key in attrs, f"study user attr {key!r} missing"
+    assert attrs["max_drop"] == 0.9 and attrs["target_trials"] == 4
+    assert 0.5 < attrs["base_metric"] <= 1.0
+    assert [p["ratio"] for p in attrs["baselines"]["uniform"]] == [0.3, 0.5]
+    assert [p["ratio"] for p in attrs["baselines"]["global"]] == [0.3, 0.5]
+    groups = {g["name"] for g in attrs["groups"]}
+    assert set(attrs["bounds"]) == groups
+    for name, (lo, hi) in attrs["bounds"].items():
+        assert 0.0 <= lo <= hi < 1.0, (name, lo, hi)
+
+    space = attrs["search_space"]
+    for t in trials:
+        for key in TRIAL_ATTRS:
+            assert key in t.user_attrs, f"trial {t.number} lacks user attr {key!r}"
+        a = t.user_attrs
+        assert a["worker"] == "w0"
+        assert a["feasible"] == (a["drop"] <= 0.9)
+        assert a["speedup"] > 0 and a["latency_ms"] > 0 and a["macs"] > 0 and a["params"] > 0
+        assert math.isclose(a["drop"], attrs["base_metric"] - a["metric"], abs_tol=1e-9)
+        assert set(a["channels"]) == groups and all(isinstance(c, int) and c > 0 for c in a["channels"].values())
+        assert {"prune", "finetune", "evaluate", "latency", "storage"} <= set(a["stage_seconds"])
+        assert t.values == [a["metric"], a["speedup"]]
+        for name, value in t.params.items():
+            lo, hi, _step = space[name]
+            assert lo - 1e-9 <= value <= hi + 1e-9, (t.number, name, value, space[name])
+
+    # The best feasible uniform and global points were enqueued and ran first, once each.
+    kinds = [t.user_attrs["kind"] for t in sorted(trials, key=lambda t: t.number)]
+    assert sorted(kinds[:2]) == ["global", "uniform"] and kinds[2:] == ["search", "search"], kinds
+
+
+def test_run_stores_architecture_and_weights_per_trial(ran: RunStudy, tmp_path: Path) -> None:
+    from autoprune.config import load_config
+    from autoprune.search.objective import artifact_store
+
+    study = ran.study()
+    store = artifact_store(load_config(ran.config))
+    for t in complete_trials(study):
+        out = tmp_path / f"arch-{t.number}.json"
+        optuna.artifacts.download_artifact(artifact_store=store, artifact_id=t.user_attrs["arch_artifact_id"], file_path=str(out))
+        arch = json.loads(out.read_text())
+        assert arch["provenance"]["trial"] == t.number
+        assert arch["metrics"]["metric"] == t.user_attrs["metric"]
+        assert {g["name"]: g["kept_channels"] for g in arch["groups"]} == t.user_attrs["channels"]
+        assert all(len(g["kept_indices"]) == g["kept_channels"] for g in arch["groups"])
+        weights = tmp_path / f"w-{t.number}.pt"
+        optuna.artifacts.download_artifact(artifact_store=store, artifact_id=t.user_attrs["weights_artifact_id"], file_path=str(weights))
+        assert weights.stat().st_size > 0
+
+
+def test_several_workers_on_sqlite_are_refused(tmp_path: Path, tiny_study) -> None:
+    config = write_config(tmp_path, tiny_study.checkpoint)
+    res = run_cli("run", config, "--workers", "2", "--trials", "2", timeout=120)
+    assert res.returncode == 2, res.stderr
+    err = res.stderr.strip()
+    assert "Traceback" not in err
+    assert err.startswith("error: 2 workers on SQLite") and len(err.splitlines()) == 1, err
+    for alternative in ("--workers 1", "postgresql://", "journal:"):
+        assert alternative in err, f"the refusal should name {alternative!r}: {err}"
+    assert not (tmp_path / "sqlite-digits.db").exists(), "nothing may be created before the refusal"
+    assert not (tmp_path / "artifacts").exists()
+
+
+# autoprune export ------------------------------------------------------------------------------------
+def test_export_picks_the_fastest_feasible_trial(ran: RunStudy, tmp_path: Path) -> None:
+    study = ran.study()
+    want = expected_pick(study, 0.9)
+    out = tmp_path / "chosen.json"
+    res = run_cli("export", ran.config, "--no-confirm", "-o", out, timeout=120)
+    assert res.returncode == 0, res.stderr
+    arch = json.loads(out.read_text())
+    assert arch["provenance"]["trial"] == want.number
+    assert res.stdout.startswith(f"trial {want.number}: ")
+    assert arch["metrics"]["val_metric"] == want.user_attrs["metric"]
+    assert arch["metrics"]["max_drop"] == 0.9 and arch["metrics"]["feasible"] is True
+    weights = out.with_name("chosen.weights.pt")
+    assert weights.is_file() and arch["provenance"]["weights"] == str(weights.resolve())
+
+    # The same study plus a trial that is faster than all but over the budget: the choice must not move.
+    copy_url = f"sqlite:///{tmp_path / 'copy.db'}"
+    optuna.copy_study(from_study_name="sqlite-digits", from_storage=ran.url, to_storage=copy_url)
+    copy = optuna.load_study(study_name="sqlite-digits", storage=copy_url)
+    attrs = {k: v for k, v in want.user_attrs.items() if not k.endswith("_artifact_id")}
+    speedup = max(t.user_attrs["speedup"] for t in complete_trials(study)) * 2
+    attrs.update(metric=0.05, drop=copy.user_attrs["base_metric"] - 0.05, feasible=False, speedup=speedup, kind="search")
+    copy.add_trial(
+        optuna.trial.create_trial(params=want.params, distributions=want.distributions, values=[0.05, speedup], user_attrs=attrs)
+    )
+    out2 = tmp_path / "copy.json"
+    res = CliRunner().invoke(main, ["export", str(ran.config), "--storage", copy_url, "--no-confirm", "-o", str(out2)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(out2.read_text())["provenance"]["trial"] == want.number, res.output
+
+
+def test_export_with_nothing_feasible_names_the_closest_trial(ran: RunStudy, tmp_path: Path) -> None:
+    study = ran.study()
+    trials = complete_trials(study)
+    assert all(t.user_attrs["drop"] > 0 for t in trials), "fixture precondition: every trial loses accuracy"
+    closest = min(trials, key=lambda t: (t.user_attrs["drop"], -t.user_attrs["speedup"], t.number))
+
+    out = tmp_path / "none.json"
+    res = run_cli("export", ran.config, "--max-drop", "0", "--no-confirm", "-o", out, timeout=120)
+    assert res.returncode == 2, res.stdout + res.stderr
+    err = res.stderr.strip()
+    assert "Traceback" not in err
+    assert "no trial is feasible at max drop 0" in err, err
+    assert f"the closest is trial {closest.number} " in err, err
+    assert not out.exists()
