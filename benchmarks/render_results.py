@@ -1,0 +1,306 @@
+"""Render the README's "Results" tables from ``benchmarks/results/*.json``.
+
+The tables replace whatever lies between the ``<!-- results:start -->`` and ``<!-- results:end -->``
+markers in README.md; nothing outside the markers is touched.  Numbers are copied from the JSON files as
+the benchmarks wrote them (rounded for display only); quick (smoke) results are never rendered.
+
+Run::
+
+    python benchmarks/render_results.py            # rewrite README.md between the markers
+    python benchmarks/render_results.py --check    # exit 1 when README.md is not up to date
+    python benchmarks/render_results.py --stdout   # print the block only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+from typing import Any
+from typing import Callable
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parent
+START = "<!-- results:start -->"
+END = "<!-- results:end -->"
+METHODS = ("uniform", "global", "random", "autoprune")
+
+
+def load_results(folder: pathlib.Path) -> list[tuple[pathlib.Path, dict[str, Any]]]:
+    """Every full-run result file in ``folder`` (``*_quick*`` files and ``"quick": true`` results skipped)."""
+    out = []
+    for path in sorted(folder.glob("*.json")):
+        if "_quick" in path.stem:
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SystemExit(f"{path}: not readable JSON ({exc})") from None
+        if isinstance(data, dict) and not data.get("quick"):
+            out.append((path, data))
+    return out
+
+
+# --- formatting helpers -----------------------------------------------------------------------------------
+
+
+def num(value: Any, fmt: str = "{:.2f}", missing: str = "-") -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return missing
+    return fmt.format(value)
+
+
+def speed(value: Any) -> str:
+    return num(value, "{:.2f}x")
+
+
+def pct(value: Any) -> str:
+    return num(value, "{:.1%}")
+
+
+def yes(flag: Any) -> str:
+    return "met" if flag else "**not met**"
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in rows]
+    return lines
+
+
+def host_line(data: dict[str, Any]) -> str:
+    host = data.get("host") or {}
+    date = str(data.get("date") or data.get("created") or "?")[:10]
+    return (f"_{host.get('cpu_model', '?')}, {host.get('logical_cores', '?')} cores, ONNX Runtime {host.get('ort_version', '?')}, "
+            f"{date}_")
+
+
+def image(path: pathlib.Path, readme: pathlib.Path, alt: str) -> list[str]:
+    if not path.is_file():
+        return []
+    rel = os.path.relpath(path, readme.parent).replace(os.sep, "/")
+    return ["", f"![{alt}]({rel})"]
+
+
+def source(path: pathlib.Path, readme: pathlib.Path) -> str:
+    return os.path.relpath(path, readme.parent).replace(os.sep, "/")
+
+
+# --- one renderer per benchmark ---------------------------------------------------------------------------
+
+
+def render_search(path: pathlib.Path, data: dict[str, Any], readme: pathlib.Path) -> list[str]:
+    metric = data.get("metric_name", "metric")
+    lines = [
+        f"### autoprune against uniform, global and random search: {data.get('config', '?')}",
+        "",
+        f"Base {metric} {num(data.get('base_metric'), '{:.4f}')}, at most {num(data.get('max_drop'), '{:g}')} drop; "
+        f"{data.get('trials_per_search', '?')} trials for random and for autoprune; winner = fastest candidate within the "
+        "budget; *re-timed* = the four winners timed again together, interleaved against the base in one process "
+        f"(median of {data.get('settings', {}).get('retime_rounds', '?')} rounds). {host_line(data)}",
+        "",
+    ]
+    rows = []
+    for m in METHODS:
+        w = data.get(m) or {}
+        evals = w.get("evaluations")
+        trials = f"{w.get('trials', '-')}" + (f" (+{evals - w['trials']} sweep)" if evals and w.get("trials") is not None and evals > w["trials"] else "")
+        channels = "/".join(str(v) for v in (w.get("channels") or {}).values()) or "-"
+        if w.get("search_speedup") is None:
+            rows.append([m, trials, "none within the budget", "-", "-", "-", "-"])
+            continue
+        rows.append([m, trials, f"**{speed(w.get('speedup'))}**", speed(w.get("search_speedup")), num(w.get("metric"), "{:.4f}"),
+                     num(w.get("drop"), "{:+.4f}"), channels])
+    lines += table(["method", "candidates", "re-timed speedup", "search-time speedup", metric, "drop", "kept channels"], rows)
+    measured, met, targets = data.get("measured", {}), data.get("met", {}), data.get("targets", {})
+    lines += [""]
+    hv_auto = (data.get("autoprune") or {}).get("hypervolume") or {}
+    hv_rand = (data.get("random") or {}).get("hypervolume") or {}
+    counts = sorted(set(hv_auto) | set(hv_rand), key=int)
+    if counts:
+        lines += table(
+            ["hypervolume after", *[f"{c} trials" for c in counts]],
+            [[m, *[num(hv.get(c), "{:.4f}") for c in counts]] for m, hv in (("random", hv_rand), ("autoprune", hv_auto))],
+        )
+        lines += [""]
+    ref = data.get("hv_reference")
+    auto = data.get("autoprune") or {}
+    if auto.get("kind") not in (None, "search"):
+        lines.append(f"- autoprune's winner is trial {auto.get('trial')}, the {auto['kind']} baseline it enqueued (clipped to its bounds)")
+    lines += [
+        f"- autoprune / best of uniform and global (re-timed): {num(measured.get('autoprune_over_best_baseline'), '{:.2f}')} "
+        f"(target >= {targets.get('autoprune_over_best_baseline', 1.2)}): {yes(met.get('autoprune_over_best_baseline'))}",
+        f"- autoprune / random at equal trials (re-timed): {num(measured.get('autoprune_over_random'), '{:.2f}')} "
+        f"(target > {targets.get('autoprune_over_random', 1.0)}): {yes(met.get('autoprune_over_random'))}",
+        f"- trials autoprune needed to reach 95% of its best speedup: {num((data.get('autoprune') or {}).get('trials_to_95'), '{}')} "
+        f"(random: {num((data.get('random') or {}).get('trials_to_95'), '{}')})",
+    ]
+    if ref:
+        lines.append(f"- hypervolume of (metric, speedup) with reference point ({num(ref[0], '{:.4f}')}, {num(ref[1], '{:g}')}) "
+                     "= (base - max drop, no speedup)")
+    lines.append(f"- source: [`{source(path, readme)}`]({source(path, readme)})")
+    lines += image(path.with_suffix(".png"), readme, f"metric vs speedup, {data.get('config', '')}")
+    return lines
+
+
+def render_overhead(path: pathlib.Path, data: dict[str, Any], readme: pathlib.Path) -> list[str]:
+    stages = ["prune", "bn_recalibration", "finetune", "evaluate", "export", "latency", "storage", "other"]
+    lines = [
+        "### Where a trial's time goes",
+        "",
+        f"Mean seconds per trial by stage ({data.get('settings', {}).get('trials', '?')} trials per config, one worker, SQLite); "
+        "*other* = sampling, suggest, ask/tell; *outside* = share of the trial outside finetune + evaluation "
+        f"(target <= {pct((data.get('targets') or {}).get('outside_finetune_evaluate'))}). {host_line(data)}",
+        "",
+    ]
+    rows = []
+    for cfg in data.get("configs", []):
+        s = cfg.get("summary") or {}
+        st = s.get("stages") or {}
+        outside = s.get("outside_finetune_evaluate")
+        met = (data.get("met") or {}).get(cfg.get("config"))
+        rows.append([cfg.get("config", "?"), num(s.get("wall_mean_s"), "{:.2f}"),
+                     *[num((st.get(k) or {}).get("mean_s"), "{:.3f}") for k in stages],
+                     f"{pct(outside)} ({yes(met)})"])
+    lines += table(["config", "trial s", *stages, "outside"], rows)
+    lines += ["", f"- source: [`{source(path, readme)}`]({source(path, readme)})"]
+    return lines
+
+
+def render_scaling(path: pathlib.Path, data: dict[str, Any], readme: pathlib.Path) -> list[str]:
+    settings = data.get("settings", {})
+    lines = [
+        "### Study storages under concurrent workers",
+        "",
+        f"Trivial objective ({num(settings.get('objective_sleep_s'), '{:.3g}', '?')} s sleep, "
+        f"{settings.get('params', '?')} float parameters, 2 objectives, {settings.get('sampler', '?')} sampler), "
+        f"{settings.get('enqueued', '?')} fixed trials enqueued first; errors = exceptions + FAIL/RUNNING trials; "
+        f"duplicates = extra runs of an enqueued trial; storage p95 = per call on the study storage. {host_line(data)}",
+        "",
+    ]
+    rows_in = data.get("rows", [])
+    one = {r["backend"]: r.get("trials_per_s") for r in rows_in if r.get("workers") == 1 and not r.get("skipped")}
+    rows = []
+    for r in rows_in:
+        if r.get("skipped"):
+            rows.append([r["backend"], str(r["workers"]), "skipped", "-", "-", "-", "-", "-"])
+            continue
+        rel = r["trials_per_s"] / one[r["backend"]] if one.get(r["backend"]) and r.get("trials_per_s") else None
+        rows.append([r["backend"], str(r["workers"]), num(r.get("trials_per_s")), num(rel, "{:.1f}x"), str(r.get("errors", "-")),
+                     str(r.get("duplicates", 0) + r.get("duplicate_completed", 0)),
+                     num((r.get("storage_call_s") or {}).get("p95"), "{:.4f}"), num((r.get("storage_per_trial_s") or {}).get("p95"), "{:.3f}")])
+    lines += table(["storage", "workers", "trials/s", "vs 1 worker", "errors", "duplicates", "p95 call s", "p95 storage s / trial"], rows)
+    measured, met = data.get("measured", {}), data.get("met", {})
+    lines += [
+        "",
+        f"- PostgreSQL {measured.get('postgresql_max_workers', '?')} workers over 1: {num(measured.get('postgresql_scaling'), '{:.1f}x')} "
+        f"(target >= 10x with 16 workers): {yes(met.get('postgresql_scaling'))}; errors {measured.get('postgresql_errors', '?')}, "
+        f"duplicates {measured.get('postgresql_duplicates', '?')} (target 0): "
+        f"{yes(met.get('postgresql_errors') and met.get('postgresql_duplicates'))}",
+        f"- source: [`{source(path, readme)}`]({source(path, readme)})",
+    ]
+    lines += image(path.with_suffix(".png"), readme, "trials/s vs workers")
+    return lines
+
+
+def render_latency(path: pathlib.Path, data: dict[str, Any], readme: pathlib.Path) -> list[str]:
+    measured, targets, met = data.get("measured", {}), data.get("targets", {}), data.get("met", {})
+    labels = {
+        "idle_max_over_min": "speedup max/min over 10 processes, idle host",
+        "loaded_max_over_min": "speedup max/min over 10 processes, one CPU-burning neighbour",
+        "seconds_per_candidate": "seconds to time one candidate",
+    }
+    rows = [[labels.get(k, k), num(measured.get(k), "{:.3f}"), f"<= {targets[k]}", yes(met.get(k))] for k in targets]
+    lines = ["### Latency repeatability", "", host_line(data), ""]
+    lines += table(["measure", "value", "target", ""], rows)
+    align = (data.get("alignment") or {}).get("rows") or []
+    if align:
+        lines += ["", f"Uniform {data['alignment'].get('uniform_ratio')} pruning with kept channels rounded to:", ""]
+        lines += table(["round_to", "MACs reduction", "speedup"],
+                       [[str(r["round_to"]), num(r.get("macs_ratio"), "{:.2f}x"), speed(r.get("speedup"))] for r in align])
+    lines += ["", f"- source: [`{source(path, readme)}`]({source(path, readme)})"]
+    return lines
+
+
+def render_other(path: pathlib.Path, data: dict[str, Any], readme: pathlib.Path) -> list[str]:
+    lines = [f"### {data.get('benchmark', path.stem)}", ""]
+    measured, met = data.get("measured") or {}, data.get("met") or {}
+    if measured:
+        lines += table(["measure", "value", ""], [[k, json.dumps(v) if not isinstance(v, float) else f"{v:.3f}", yes(met.get(k)) if k in met else ""]
+                                                  for k, v in measured.items()])
+        lines.append("")
+    lines.append(f"- source: [`{source(path, readme)}`]({source(path, readme)})")
+    return lines
+
+
+RENDERERS: dict[str, Callable[[pathlib.Path, dict[str, Any], pathlib.Path], list[str]]] = {
+    "search_vs_baselines": render_search,
+    "trial_overhead": render_overhead,
+    "storage_scaling": render_scaling,
+    "latency_repeatability": render_latency,
+}
+ORDER = ("search_vs_baselines", "trial_overhead", "storage_scaling", "latency_repeatability")
+
+
+def render(results: list[tuple[pathlib.Path, dict[str, Any]]], readme: pathlib.Path) -> str:
+    """The markdown that goes between the markers (without the markers)."""
+    def rank(item: tuple[pathlib.Path, dict[str, Any]]) -> tuple[int, str]:
+        name = item[1].get("benchmark", item[0].stem)
+        return (ORDER.index(name) if name in ORDER else len(ORDER), item[0].name)
+
+    lines = ["", "_Rendered by `python benchmarks/render_results.py` from `benchmarks/results/*.json`; "
+                 "see [benchmarks/README.md](benchmarks/README.md) for what each benchmark measures and how to rerun it._", ""]
+    if not results:
+        lines += ["No benchmark results yet.", ""]
+    for path, data in sorted(results, key=rank):
+        renderer = RENDERERS.get(data.get("benchmark", ""), render_other)
+        lines += renderer(path, data, readme)
+        lines.append("")
+    return "\n".join(lines)
+
+
+def replace_block(text: str, block: str, where: str = "README.md") -> str:
+    """``text`` with everything between the markers replaced by ``block``."""
+    start, end = text.find(START), text.find(END)
+    if start < 0 or end < 0 or end < start or text.count(START) != 1 or text.count(END) != 1:
+        raise ValueError(f"{where}: needs exactly one {START} followed by one {END}; add them where the Results tables go")
+    return text[: start + len(START)] + "\n" + block.strip("\n") + "\n" + text[end:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--readme", default=str(ROOT / "README.md"))
+    parser.add_argument("--results", default=str(HERE / "results"))
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="exit 1 when the README's block is not what the JSON files give")
+    mode.add_argument("--stdout", action="store_true", help="print the block instead of writing the README")
+    args = parser.parse_args(argv)
+    readme = pathlib.Path(args.readme).resolve()
+    block = render(load_results(pathlib.Path(args.results)), readme)
+    if args.stdout:
+        print(block)
+        return 0
+    text = readme.read_text(encoding="utf-8")
+    try:
+        new = replace_block(text, block, str(readme))
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.check:
+        if new != text:
+            print(f"{readme}: the results block is out of date; run python benchmarks/render_results.py", file=sys.stderr)
+            return 1
+        print(f"{readme}: results block up to date")
+        return 0
+    if new != text:
+        readme.write_text(new, encoding="utf-8")
+        print(f"updated the results block of {readme}")
+    else:
+        print(f"{readme}: results block already up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
