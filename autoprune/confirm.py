@@ -218,6 +218,29 @@ def open_study_for_update(config: "StudyConfig", storage: str | None) -> tuple[s
     return url, backend, optuna.load_study(study_name=config.name, storage=backend)
 
 
+@dataclass
+class _Loaded:
+    url: str
+    backend: optuna.storages.BaseStorage
+    study: optuna.Study
+    df: Any
+    info: Any
+    budget: float
+    candidates: list["Candidate"]
+
+
+def load_candidates(config: "StudyConfig", storage: str | None, top: int, max_drop: float | None) -> _Loaded:
+    """Open the study and pick the candidates a confirmation or a re-timing measures (shared by both)."""
+    from autoprune.analysis import load_analysis
+
+    url, backend, study = open_study_for_update(config, storage)
+    df, info = load_analysis(backend, config.name, max_drop=max_drop)
+    budget = info.max_drop if max_drop is None else max_drop
+    if budget is None:
+        raise SelectionError(f"study {config.name!r} records no max_drop; pass --max-drop")
+    return _Loaded(url, backend, study, df, info, budget, select_candidates(df, info, top, budget))
+
+
 def check_base(study: optuna.Study, ctx: "StudyContext", url: str) -> None:
     """Refuse to re-measure against a different base checkpoint than the study's."""
     sha = study.user_attrs.get("base_sha256")
@@ -307,7 +330,6 @@ def confirm_study(
         SelectionError: no trial within the budget, or a candidate without stored artifacts.
         StorageError: the study, its artifacts or its base checkpoint cannot be found.
     """
-    from autoprune.analysis import load_analysis
     from autoprune.analysis import select
     from autoprune.analysis.frame import CONFIRMATION_ATTR
     from autoprune.candidate import StudyContext
@@ -319,12 +341,9 @@ def confirm_study(
     from autoprune.latency import measure_speedups
     from autoprune.search.storage import with_retry
 
-    url, backend, study = open_study_for_update(config, storage)
-    df, info = load_analysis(backend, config.name, max_drop=max_drop)
-    budget = info.max_drop if max_drop is None else max_drop
-    if budget is None:
-        raise SelectionError(f"study {config.name!r} records no max_drop; pass --max-drop")
-    candidates = select_candidates(df, info, top, budget)
+    loaded = load_candidates(config, storage, top, max_drop)
+    url, study, df, info = loaded.url, loaded.study, loaded.df, loaded.info
+    budget, candidates = loaded.budget, loaded.candidates
     front = [c for c in candidates if c.on_front]
     echo(
         f"confirming {len(front)} front candidate(s) and {len(candidates) - len(front)} baseline(s) of study "

@@ -30,11 +30,9 @@ from typing import Callable
 from autoprune.confirm import Candidate
 from autoprune.confirm import check_base
 from autoprune.confirm import now_utc
-from autoprune.confirm import open_study_for_update
+from autoprune.confirm import load_candidates
 from autoprune.confirm import rebuild_trial
-from autoprune.confirm import select_candidates
 from autoprune.confirm import timing_entry
-from autoprune.errors import SelectionError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -80,7 +78,6 @@ def retime_study(
         SelectionError: no trial within the budget, or a candidate without stored artifacts.
         StorageError: the study, its artifacts or its base checkpoint cannot be found.
     """
-    from autoprune.analysis import load_analysis
     from autoprune.analysis.frame import TIMINGS_ATTR_PREFIX
     from autoprune.candidate import StudyContext
     from autoprune.candidate import example_input
@@ -89,12 +86,8 @@ def retime_study(
     from autoprune.latency import measure_speedups
     from autoprune.search.storage import with_retry
 
-    url, backend, study = open_study_for_update(config, storage)
-    df, info = load_analysis(backend, config.name, max_drop=max_drop)
-    budget = info.max_drop if max_drop is None else max_drop
-    if budget is None:
-        raise SelectionError(f"study {config.name!r} records no max_drop; pass --max-drop")
-    candidates = select_candidates(df, info, top, budget)
+    loaded = load_candidates(config, storage, top, max_drop)
+    url, study, df, candidates = loaded.url, loaded.study, loaded.df, loaded.candidates
     fingerprint = host_fingerprint()
     host_id = str(fingerprint["fingerprint_id"])
     hostname = str(fingerprint.get("hostname", ""))
