@@ -18,9 +18,26 @@ from autoprune.errors import ConfigError
 from autoprune.models.mobilenet import SmallMobileNetV2
 from autoprune.models.resnet import SmallResNet
 
+
+
+def _segformer(num_classes: int, in_channels: int, **options: Any) -> nn.Module:
+    # transformers stays optional: imported only when a Segformer is built.
+    from autoprune.models.segformer import build_segformer
+
+    return build_segformer(num_classes=num_classes, in_channels=in_channels, **options)
+
+
+def _unet(num_classes: int, in_channels: int, **options: Any) -> nn.Module:
+    from autoprune.models.unet import SmallUNet
+
+    return SmallUNet(num_classes=num_classes, in_channels=in_channels, **options)
+
+
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet": SmallResNet,
     "mobilenet": SmallMobileNetV2,
+    "segformer": _segformer,  # segmentation; needs transformers
+    "unet": _unet,  # segmentation
 }
 
 

@@ -22,7 +22,9 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import math
+from collections import Counter
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
@@ -58,6 +60,7 @@ class Group:
         first_layer: whether the group holds the network's first layer.
         max_ratio: the largest ratio the guards allow.
         tied_to: name of the group whose ratio this one follows, if any.
+        heads: attention heads the group's channels are split into (None: not an attention group).
     """
 
     name: str
@@ -66,6 +69,7 @@ class Group:
     first_layer: bool = False
     max_ratio: float = 0.0
     tied_to: str | None = None
+    heads: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -75,6 +79,7 @@ class Group:
             "first_layer": self.first_layer,
             "max_ratio": self.max_ratio,
             "tied_to": self.tied_to,
+            "heads": self.heads,
         }
 
 
@@ -91,6 +96,7 @@ class PruneResult:
         clamps: every request that could not be applied as asked.
         macs: multiply-accumulates of the pruned model at the example input.
         params: parameters of the pruned model.
+        heads: attention module name -> heads it keeps (empty for models without attention).
     """
 
     model: nn.Module
@@ -101,6 +107,7 @@ class PruneResult:
     clamps: list[Clamp] = field(default_factory=list)
     macs: int = 0
     params: int = 0
+    heads: dict[str, int] = field(default_factory=dict)
 
     @property
     def ratios(self) -> dict[str, float]:
@@ -129,6 +136,102 @@ def _first_layer(model: nn.Module) -> nn.Module | None:
     return None
 
 
+def head_layout(kept: Sequence[int], channels: int, heads: int, group: str = "?") -> tuple[int, int]:
+    """Heads and per-head width of an attention group that keeps the original channels ``kept``.
+
+    Channel ``i`` belongs to head ``i // (channels // heads)``; a head is removed when none of its channels
+    is kept, and every kept head must keep the same number of channels (the attention reshapes with one
+    head size).
+
+    Args:
+        kept: kept original channel indices.
+        channels: the group's original channels.
+        heads: the group's original heads.
+        group: group name, for the message.
+
+    Returns:
+        ``(kept_heads, head_width)``.
+
+    Example:
+        >>> head_layout([0, 1, 4, 5], channels=8, heads=2)
+        (2, 2)
+    """
+    width = channels // heads
+    counts = Counter(int(i) // width for i in kept)
+    widths = sorted(set(counts.values()))
+    if len(widths) != 1:
+        raise PruningError(
+            f"group {group}: attention heads would keep different widths ({', '.join(map(str, widths))} channels); "
+            f"every kept head of this {heads}-head layer must keep the same number of its {width} channels"
+        )
+    return len(counts), widths[0]
+
+
+def head_plan(keep: int, channels: int, heads: int, current_heads: int, current_width: int) -> tuple[int, int]:
+    """How an attention group keeps about ``keep`` channels: whole heads first, then a narrower head.
+
+    Removes as many whole heads as the ratio allows (never the last one), then trims every kept head to the
+    same width, rounding up so the group never falls below ``keep`` (the guards' floor stays a floor).
+
+    Args:
+        keep: channels to keep (after the guards).
+        channels: the group's original channels.
+        heads: the group's original heads.
+        current_heads: heads kept so far (iterative pruning never brings one back).
+        current_width: per-head width kept so far.
+
+    Returns:
+        ``(kept_heads, head_width)``; ``kept_heads * head_width >= keep`` unless the current layout is smaller.
+
+    Example:
+        >>> head_plan(40, channels=128, heads=8, current_heads=8, current_width=16)
+        (3, 14)
+    """
+    width = channels // heads
+    new_heads = min(current_heads, max(1, math.ceil(keep / width - 1e-9)))
+    new_width = min(current_width, max(1, math.ceil(keep / new_heads - 1e-9)))
+    return new_heads, new_width
+
+
+def _attention_drop(
+    kept: Sequence[int], scores: torch.Tensor, keep: int, channels: int, heads: int, group: str
+) -> list[int]:
+    """Current positions to drop so that an attention group keeps whole, equally wide heads.
+
+    Heads are ranked by the sum of their channels' scores; inside each kept head the lowest-scored
+    channels go.
+    """
+    width = channels // heads
+    current_heads, current_width = head_layout(kept, channels, heads, group)
+    new_heads, new_width = head_plan(keep, channels, heads, current_heads, current_width)
+    positions: dict[int, list[int]] = {}
+    for pos, orig in enumerate(kept):
+        positions.setdefault(int(orig) // width, []).append(pos)
+    head_ids = sorted(positions)
+    head_scores = torch.stack([scores[positions[h]].sum() for h in head_ids])
+    best = torch.argsort(head_scores, descending=True, stable=True)[:new_heads].tolist()
+    keep_pos: set[int] = set()
+    for i in best:
+        pos = positions[head_ids[i]]
+        top = torch.argsort(scores[pos], descending=True, stable=True)[:new_width].tolist()
+        keep_pos.update(pos[j] for j in top)
+    return [p for p in range(len(kept)) if p not in keep_pos]
+
+
+def _follow(leader_kept: int, leader_channels: int, channels: int) -> int:
+    """Channels a tied follower keeps: its leader's share of channels (the same count for equal sizes)."""
+    return max(1, min(channels, int(round(leader_kept * channels / leader_channels))))
+
+
+def _takes_heads(hook: Callable[..., Any]) -> bool:
+    """Whether an ``after_pruning`` hook accepts the ``heads`` keyword."""
+    try:
+        params = inspect.signature(hook).parameters
+    except (TypeError, ValueError):
+        return False
+    return "heads" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
 class Pruner:
     """Applies ratio vectors to models of one architecture.
 
@@ -141,10 +244,14 @@ class Pruner:
         iterative_steps: prune in k steps of growing ratio, re-scoring between steps (1 = one-shot).
         batches: callable returning training batches for data-aware criteria.
         loss_fn: ``loss_fn(model, x, y)`` for data-aware criteria.
-        ties: tuples of group names that share one ratio (the first one leads).
+        ties: tuples of group names that share one ratio (the first one leads); a follower keeps as many
+            channels as its leader (scaled by their sizes), so a clamp of the leader applies to it too.
         output_transform: maps the model output to a tensor for tracing (e.g. HF ``.logits``).
-        num_heads: callable returning ``{attention module: heads}`` for transformer models.
-        after_pruning: callable patching a pruned model (e.g. attention head sizes).
+        num_heads: callable returning ``{attention module: heads}`` (the q/k/v projections) for transformer
+            models; a group holding those output channels keeps whole heads of one width
+            (:func:`head_plan`).
+        after_pruning: callable patching a pruned model (e.g. attention head sizes); when it takes a
+            ``heads`` keyword it also gets ``{attention module: kept heads}``.
         seed: seed of the ``random`` criterion.
     """
 
@@ -208,10 +315,34 @@ class Pruner:
         """The prunable groups of ``model`` (unpruned), in dependency order, with guard limits and ties."""
         return self._describe(model, self._graph(model))
 
+    def _head_map(self, model: nn.Module) -> dict[nn.Module, int]:
+        if self._num_heads is None:
+            return {}
+        return {module: int(h) for module, h in dict(self._num_heads(model)).items()}
+
+    @staticmethod
+    def _group_heads(name: str, group: Any, channels: int, head_map: Mapping[nn.Module, int]) -> int | None:
+        """The head count of a group holding attention projections' output channels (None otherwise)."""
+        out_handlers = (tp.prune_conv_out_channels, tp.prune_linear_out_channels)
+        found = {
+            head_map[item.dep.target.module]
+            for item in group
+            if item.dep.handler in out_handlers and item.dep.target.module in head_map
+        }
+        if not found:
+            return None
+        if len(found) > 1:
+            raise PruningError(f"group {name}: its attention projections disagree on the head count ({sorted(found)})")
+        heads = found.pop()
+        if heads < 1 or channels % heads:
+            raise PruningError(f"group {name}: {channels} channels cannot be split into {heads} attention heads")
+        return heads
+
     def _describe(self, model: nn.Module, graph: tp.DependencyGraph) -> list[Group]:
         names = _module_names(model)
         first = _first_layer(model)
         ties = self._tie_map(model)
+        head_map = self._head_map(model)
         result = []
         for name, root, _handler, group in self._raw_groups(model, graph):
             # Functional ops (adds, concats) of the traced graph are not modules of the model: list layers only.
@@ -233,6 +364,7 @@ class Pruner:
                     first_layer=is_first,
                     max_ratio=max_ratio(channels, self.guards, is_first),
                     tied_to=ties.get(name),
+                    heads=self._group_heads(name, group, channels, head_map),
                 )
             )
         known = {g.name for g in result}
@@ -271,7 +403,9 @@ class Pruner:
         graph = self._graph(model)
         groups = self._describe(model, graph)
         by_name = {g.name: g for g in groups}
-        raw = {name: (root, handler) for name, root, handler, _ in self._raw_groups(model, graph)}
+        raw_groups = self._raw_groups(model, graph)
+        raw = {name: (root, handler) for name, root, handler, _ in raw_groups}
+        attention = self._attention_members(model, raw_groups)
 
         if ratios is not None:
             unknown = sorted(set(ratios) - set(by_name))
@@ -312,28 +446,43 @@ class Pruner:
                     if g.tied_to is not None:
                         targets[g.name] = targets[g.tied_to]
             else:
-                scores = {}
+                # Every group is scored on the same (unpruned at this step) model, as in global mode, so a
+                # ratio vector selects the same channels whichever mode produced it (the enqueued global
+                # baseline is then exactly the sweep's model) and the result does not depend on group order.
+                scores = {name: self._scores(graph, root, handler, criterion, len(kept_idx[name])) for name, (root, handler) in raw.items()}
                 targets = {g.name: g.channels * (1.0 - requested[g.name] * step / steps) for g in groups}
-            for g in groups:
-                ratio_now = 1.0 - targets[g.name] / g.channels
-                keep, clamp = kept_channels(g.name, g.channels, ratio_now, self.guards, g.first_layer)
-                if clamp is not None and step == steps:
-                    clamps[g.name] = clamp
+            # Leaders before their followers (a stable sort: without ties this is the dependency order).
+            for g in sorted(groups, key=lambda grp: grp.tied_to is not None):
                 current = len(kept_idx[g.name])
+                if g.tied_to is not None:
+                    # A tie exists because the model needs equal widths (e.g. a Segformer sr conv and its input):
+                    # follow the leader's kept channels, not its ratio, so guards and rounding cannot split them.
+                    leader = by_name[g.tied_to]
+                    keep = _follow(len(kept_idx[leader.name]), leader.channels, g.channels)
+                else:
+                    ratio_now = 1.0 - targets[g.name] / g.channels
+                    keep, clamp = kept_channels(g.name, g.channels, ratio_now, self.guards, g.first_layer)
+                    if clamp is not None and step == steps:
+                        clamps[g.name] = clamp
                 if keep >= current:
                     continue
                 root, handler = raw[g.name]
-                group_scores = scores.get(g.name)
-                if group_scores is None:  # local mode: score right before pruning, like torch-pruning's pruner
-                    group_scores = self._scores(graph, root, handler, criterion, current)
-                order = torch.argsort(group_scores, stable=True)
-                drop = sorted(int(i) for i in order[: current - keep])
+                group_scores = scores[g.name]
+                if g.heads is not None:
+                    drop = _attention_drop(kept_idx[g.name], group_scores, keep, g.channels, g.heads, g.name)
+                else:
+                    order = torch.argsort(group_scores, stable=True)
+                    drop = sorted(int(i) for i in order[: current - keep])
+                if not drop:
+                    continue
                 graph.get_pruning_group(root, handler, idxs=drop).prune()
                 drop_set = set(drop)
                 kept_idx[g.name] = [orig for pos, orig in enumerate(kept_idx[g.name]) if pos not in drop_set]
+            if step < steps and self._after_pruning is not None:
+                # The next step's data-aware scoring runs the model: patch it (e.g. head sizes) first.
+                self._finish(model, groups, kept_idx, attention)
         model.zero_grad(set_to_none=True)
-        if self._after_pruning is not None:
-            self._after_pruning(model)
+        heads = self._finish(model, groups, kept_idx, attention)
         macs, params = self._count(model)
         return PruneResult(
             model=model,
@@ -344,7 +493,44 @@ class Pruner:
             clamps=list(clamps.values()),
             macs=macs,
             params=params,
+            heads=heads,
         )
+
+    def _attention_members(self, model: nn.Module, raw_groups: Sequence[tuple[str, nn.Module, Any, Any]]) -> dict[str, list[nn.Module]]:
+        """Group name -> the attention projections (keys of ``num_heads``) whose output channels it holds."""
+        head_map = self._head_map(model)
+        if not head_map:
+            return {}
+        out_handlers = (tp.prune_conv_out_channels, tp.prune_linear_out_channels)
+        found: dict[str, list[nn.Module]] = {}
+        for name, _root, _handler, group in raw_groups:
+            modules = [item.dep.target.module for item in group if item.dep.handler in out_handlers and item.dep.target.module in head_map]
+            if modules:
+                found[name] = list(dict.fromkeys(modules))
+        return found
+
+    def _finish(
+        self,
+        model: nn.Module,
+        groups: Sequence[Group],
+        kept_idx: Mapping[str, Sequence[int]],
+        attention: Mapping[str, Sequence[nn.Module]],
+    ) -> dict[str, int]:
+        """Kept heads per attention module; runs the ``after_pruning`` hook (with them when it takes ``heads``)."""
+        names = _module_names(model)
+        by_module: dict[nn.Module, int] = {}
+        for g in groups:
+            if g.heads is None:
+                continue
+            kept_heads, _width = head_layout(kept_idx[g.name], g.channels, g.heads, g.name)
+            for module in attention.get(g.name, []):
+                by_module[module] = kept_heads
+        if self._after_pruning is not None:
+            if _takes_heads(self._after_pruning):
+                self._after_pruning(model, heads=dict(by_module))
+            else:
+                self._after_pruning(model)
+        return {names.get(module, "?"): h for module, h in by_module.items()}
 
     def _prepare(self, model: nn.Module, criterion: Criterion) -> None:
         if not criterion.needs_data:
@@ -411,24 +597,37 @@ class Pruner:
         graph = self._graph(model)
         groups = self._describe(model, graph)
         by_name = {g.name: g for g in groups}
-        raw = {name: (root, handler) for name, root, handler, _ in self._raw_groups(model, graph)}
+        raw_groups = self._raw_groups(model, graph)
+        raw = {name: (root, handler) for name, root, handler, _ in raw_groups}
+        attention = self._attention_members(model, raw_groups)
         unknown = sorted(set(kept_indices) - set(by_name))
         if unknown:
             raise PruningError(f"group(s) {', '.join(unknown)} do not exist in this model; its groups are {', '.join(by_name)}")
         kept_idx = {}
-        for g in groups:
+        for g in groups:  # check everything before pruning anything
             idx = sorted(int(i) for i in kept_indices.get(g.name, range(g.channels)))
             if len(set(idx)) != len(idx) or not idx or idx[0] < 0 or idx[-1] >= g.channels:
                 raise PruningError(
                     f"group {g.name}: kept_indices must be distinct channel numbers in [0, {g.channels}) and not empty"
                 )
+            if g.heads is not None:
+                head_layout(idx, g.channels, g.heads, g.name)
             kept_idx[g.name] = idx
-            drop = sorted(set(range(g.channels)) - set(idx))
+        for g in groups:
+            if g.tied_to is not None:
+                leader = by_name[g.tied_to]
+                want = _follow(len(kept_idx[leader.name]), leader.channels, g.channels)
+                if len(kept_idx[g.name]) != want:
+                    raise PruningError(
+                        f"group {g.name}: keeps {len(kept_idx[g.name])} channels but is tied to {leader.name}, "
+                        f"which keeps {len(kept_idx[leader.name])}; tied groups must keep {want}"
+                    )
+        for g in groups:
+            drop = sorted(set(range(g.channels)) - set(kept_idx[g.name]))
             if drop:
                 root, handler = raw[g.name]
                 graph.get_pruning_group(root, handler, idxs=drop).prune()
-        if self._after_pruning is not None:
-            self._after_pruning(model)
+        heads = self._finish(model, groups, kept_idx, attention)
         macs, params = self._count(model)
         return PruneResult(
             model=model,
@@ -438,4 +637,5 @@ class Pruner:
             requested={g.name: 1.0 - len(kept_idx[g.name]) / g.channels for g in groups},
             macs=macs,
             params=params,
+            heads=heads,
         )
