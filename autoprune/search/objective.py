@@ -61,6 +61,7 @@ class Objective:
         self.max_drop = float(attrs["max_drop"])
         self.store = artifact_store(ctx.config)
         self.surplus = 0  # trials closed unrun by the guard
+        self.current_trial_id: int | None = None
 
     def _is_surplus(self, trial: optuna.Trial) -> bool:
         """True when finished + earlier-started running trials already reach the target.
@@ -84,6 +85,7 @@ class Objective:
         return ahead >= self.target
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
+        self.current_trial_id = trial._trial_id  # the worker fails it itself if a storage outage orphans it
         if self._is_surplus(trial):
             self.surplus += 1
             trial.set_user_attr("surplus", True)

@@ -132,6 +132,9 @@ def run_worker(
                 raise
             log_line(f"[{worker}] storage unreachable ({type(cause).__name__}); reconnecting with backoff")
             with_retry(lambda: finished_count(study), url, "reconnect to the study storage", attempts=10)
+            orphan = with_retry(lambda: _fail_orphan(study, objective.current_trial_id), url, "fail the interrupted trial")
+            if orphan is not None:
+                log_line(f"[{worker}] trial {orphan} was cut off by the outage; failed it and queued its retry")
             log_line(f"[{worker}] storage reachable again; carrying on")
     done = finished_count(study)
     log_line(f"[{worker}] done: ran {ran} trials; the study holds {done}/{goal} finished trials")
@@ -149,6 +152,30 @@ def _trial_counts(study: optuna.Study) -> tuple[int, int, int]:
         states.count(optuna.trial.TrialState.RUNNING),
         states.count(optuna.trial.TrialState.WAITING),
     )
+
+
+def _fail_orphan(study: optuna.Study, trial_id: int | None) -> int | None:
+    """Fail this worker's trial that an outage left RUNNING, and queue its retry like a stale trial's.
+
+    Optuna only fails trials whose heartbeat went stale; a trial cut off before its first heartbeat got
+    through has none and would stay RUNNING for ever, holding the other workers at the target.  Optuna has
+    no public call to fail another trial, hence the storage methods.
+    """
+    if trial_id is None:
+        return None
+    storage = study._storage
+    frozen = storage.get_trial(trial_id)
+    if frozen.state != optuna.trial.TrialState.RUNNING:
+        return None
+    try:
+        if not storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL):
+            return None
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return None
+    callback = getattr(storage, "get_heartbeat_stale_trial_callback", lambda: None)()
+    if callback is not None and frozen.params:
+        callback(study, storage.get_trial(trial_id))
+    return frozen.number
 
 
 def _fail_stale(study: optuna.Study) -> None:
