@@ -128,12 +128,9 @@ def run_demo(workdir: str | Path, trials: int = 16, model: str = "resnet", echo:
         echo(f"warning: {summary['noise']['warning']}")
     arch_path = None
     if summary["chosen"] is not None:
-        try:
-            from autoprune.confirm import confirm_study
-        except ImportError:
-            confirm_study = None
-        if confirm_study is not None:
-            confirm_study(cfg, top=3, echo=echo)
+        from autoprune.confirm import confirm_study
+
+        confirm_study(cfg, top=3, echo=echo)
         exported = export_architecture(cfg, folder / "architecture.json")
         for note in exported.notes:
             echo(note)

@@ -24,12 +24,9 @@ def export_cmd(config: str, max_drop: float | None, trial: int | None, output: s
         raise ConfigError(f"--max-drop must be in [0, 1), got {max_drop}")
     cfg = load_config(config)
     if not no_confirm and trial is None:
-        try:
-            from autoprune.confirm import confirm_study
-        except ImportError:
-            confirm_study = None
-        if confirm_study is not None:
-            confirm_study(cfg, top=top, max_drop=max_drop, storage=storage, echo=lambda line: click.echo(line, err=True))
+        from autoprune.confirm import confirm_study
+
+        confirm_study(cfg, top=top, max_drop=max_drop, storage=storage, echo=lambda line: click.echo(line, err=True))
     result = export_architecture(cfg, output, max_drop=max_drop, trial=trial, storage=storage, use_confirmed=not no_confirm)
     for note in result.notes:
         click.echo(note, err=True)

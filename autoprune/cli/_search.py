@@ -61,18 +61,16 @@ def run_cmd(config: str, workers: int, trials: int | None, storage: str | None) 
     bar, update = _progress_bar(target)
     failed = run_local(config, url, workers, target, progress=update)
     bar.close()
-    _print_outcome(config, url, cfg.max_drop)
+    _print_outcome(config, cfg, url)
     if failed:
         raise SystemExit(2)
 
 
-def _print_outcome(config_path: str, url: str, max_drop: float) -> None:
+def _print_outcome(config_path: str, cfg, url: str) -> None:
     import optuna
 
-    from autoprune.config import load_config
     from autoprune.search.study import storage_for
 
-    cfg = load_config(config_path)
     study = optuna.load_study(study_name=cfg.name, storage=storage_for(cfg, url))
     states = {}
     for t in study.get_trials(deepcopy=False):
