@@ -5,6 +5,9 @@ global ratio within the budget (with its effective per-group ratios ``g_i``), an
 between them: ``[min(u_i, g_i) - margin, max(u_i, g_i) + margin]``, clipped to what the guards allow;
 ``u_i`` is the uniform ratio as applied to group i (after channel rounding and the guards).
 
+The search itself draws kept-channel counts (:mod:`autoprune.widths`) around the widths of the points that
+:func:`baseline_points` picks; :func:`compute_bounds` gives the same idea in ratios for tools that show it.
+
 Example:
     >>> u = [SweepPoint("uniform", 0.2, 0.99, 0.0, {"a": 0.2, "b": 0.2}), SweepPoint("uniform", 0.4, 0.9, 0.09, {"a": 0.4, "b": 0.4})]
     >>> g = [SweepPoint("global", 0.3, 0.99, 0.005, {"a": 0.1, "b": 0.5})]
@@ -51,9 +54,26 @@ class SweepPoint:
     channels: dict[str, int] = field(default_factory=dict)
     clamps: list[str] = field(default_factory=list)
     feasible: bool | None = None
+    metric_after_bn: float | None = None  # validation metric after BN recalibration, before the finetune
+    recovery: dict[str, Any] = field(default_factory=dict)  # what the recovery did (RecoveryReport.attrs)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def widths(self, channels: Mapping[str, int]) -> dict[str, int]:
+        """Kept channels per group (read back from ``ratios`` where an older file did not record them).
+
+        Args:
+            channels: group name -> the group's original channels.
+
+        Example:
+            >>> SweepPoint("uniform", 0.3, 0.9, 0.0, {"a": 0.5, "b": 0.25}, channels={"a": 8}).widths({"a": 16, "b": 32})
+            {'a': 8, 'b': 24}
+        """
+        return {
+            name: int(self.channels[name]) if name in self.channels else int(round(c * (1.0 - self.ratios.get(name, 0.0))))
+            for name, c in channels.items()
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "SweepPoint":
@@ -71,6 +91,28 @@ def fastest_feasible(points: Sequence[SweepPoint], max_drop: float) -> SweepPoin
     """The feasible point with the highest speedup (ties: the better metric)."""
     ok = [p for p in points if p.drop <= max_drop and p.speedup is not None]
     return max(ok, key=lambda p: (p.speedup, -p.drop)) if ok else None
+
+
+def baseline_points(uniform: Sequence[SweepPoint], global_: Sequence[SweepPoint], max_drop: float) -> dict[str, SweepPoint]:
+    """The baseline of each sweep that a study enqueues and searches around.
+
+    The fastest feasible point (:func:`fastest_feasible`), else, when no point was timed, the largest
+    feasible ratio (:func:`largest_feasible`); a sweep without a feasible point has none.
+
+    Returns:
+        ``{"uniform": point, "global": point}``, without the kinds that have no feasible point.
+
+    Example:
+        >>> u = [SweepPoint("uniform", 0.2, 0.99, 0.0, {}, speedup=1.3), SweepPoint("uniform", 0.4, 0.98, 0.0, {}, speedup=1.2)]
+        >>> {k: p.ratio for k, p in baseline_points(u, [], max_drop=0.01).items()}
+        {'uniform': 0.2}
+    """
+    out = {}
+    for kind, points in (("uniform", uniform), ("global", global_)):
+        best = fastest_feasible(points, max_drop) or largest_feasible(points, max_drop)
+        if best is not None:
+            out[kind] = best
+    return out
 
 
 def compute_bounds(
@@ -112,24 +154,3 @@ def compute_bounds(
         if leader in bounds:
             bounds[follower] = bounds[leader]
     return bounds
-
-
-def widen_to_grid(low: float, high: float, step: float, limit: float) -> tuple[float, float]:
-    """Grow ``[low, high]`` outward onto multiples of ``step``, never past ``limit``.
-
-    Channel rounding makes the grid coarse (a 32-channel group with ``round_to`` 16 has two widths), so a
-    margin smaller than one step would shrink the range to a single point and leave nothing to search.
-    Widening keeps the baselines' ratios inside and gives every group its neighbouring widths.
-
-    Example:
-        >>> widen_to_grid(0.45, 0.55, 0.25, limit=0.875)
-        (0.25, 0.75)
-    """
-    import math
-
-    top = math.floor(limit / step + 1e-9) * step
-    lo = math.floor(low / step + 1e-9) * step
-    hi = math.ceil(high / step - 1e-9) * step
-    hi = min(hi, top)
-    lo = min(max(lo, 0.0), hi)
-    return round(lo, 9), round(hi, 9)

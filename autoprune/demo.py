@@ -24,7 +24,7 @@ DEMO_CONFIG = {
     "max_drop": 0.01,
     "base": {"epochs": 20, "lr": 0.05, "batch_size": 64},
     "pruning": {"round_to": "auto"},
-    "search": {"sampler": "tpe", "seed": 0, "bounds_margin": 0.05, "sweep_ratios": [0.3, 0.5, 0.6, 0.7, 0.8]},
+    "search": {"sampler": "tpe", "seed": 0, "bounds_margin": 1, "sweep_ratios": [0.3, 0.5, 0.6, 0.7, 0.8]},
     "recovery": {"bn_batches": 10, "finetune_epochs": 5, "lr": 0.02, "warmup_steps": 10, "distill": True},
     "latency": {"batch_size": 8, "threads": 1, "repeats": 200, "blocks": 10},
 }

@@ -3,8 +3,8 @@
 One base model and one recovery recipe (the config's) for every candidate:
 
 a) uniform sweep and b) global sweep over ``search.sweep_ratios`` (both :func:`autoprune.baselines.run_baselines`);
-c) unbounded random per-group search: Optuna's ``RandomSampler`` over ``[0, guard max_ratio]`` per group, on
-   the same channel-rounding grid;
+c) unbounded random per-group search: Optuna's ``RandomSampler`` over every width (kept channels) each group
+   can reach after channel rounding and the guards;
 d) autoprune's search: :func:`autoprune.search.study.create_or_load` (the sweeps above give its bounds, the
    best uniform and global points are enqueued as its first two trials), the study's sampler
    (:func:`~autoprune.search.study.make_sampler`) and autoprune's :class:`~autoprune.search.objective.Objective`,
@@ -188,7 +188,12 @@ def ran_trials(study: Any, before: dict[int, str]) -> list[int]:
 
 
 def trial_rows(study: Any, walls: dict[int, float] | None = None) -> list[dict[str, Any]]:
-    """Every trial of a study as a plain dict, in trial-number order."""
+    """Every trial of a study as a plain dict, in trial-number order (``request``: the ratios its widths ask for)."""
+    from autoprune.widths import in_space
+    from autoprune.widths import ratios_for
+    from autoprune.widths import space_from_attr
+
+    space = space_from_attr(study.user_attrs.get("search_space") or {})
     rows = []
     for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
         ua = t.user_attrs
@@ -198,6 +203,8 @@ def trial_rows(study: Any, walls: dict[int, float] | None = None) -> list[dict[s
                 "state": t.state.name,
                 "kind": ua.get("kind"),
                 "params": dict(t.params),
+                "request": ratios_for(space, t.params) if in_space(space, t.params) else None,
+                "duplicate_of": ua.get("duplicate_of"),
                 "metric": ua.get("metric"),
                 "drop": ua.get("drop"),
                 "speedup": ua.get("speedup"),
@@ -284,31 +291,32 @@ def run_sweeps(ctx: Any, workdir: pathlib.Path) -> tuple[Any, float]:
 
 
 def run_random(ctx: Any, workdir: pathlib.Path, trials: int) -> tuple[list[dict[str, Any]], dict[str, Any], float]:
-    """Unbounded random per-group search over [0, guard max_ratio] on the rounding grid."""
+    """Unbounded random per-group search over every width each group can reach."""
     import optuna
 
     from autoprune.search.objective import Objective
     from autoprune.search.study import search_space
     from autoprune.search.study import storage_for
+    from autoprune.widths import space_to_attr
 
     cfg = ctx.config
     fresh_cache(ctx, workdir / "latency-cache-random.sqlite")
     url = sqlite_url(workdir / "random.db")
-    space = search_space(ctx, {g.name: (0.0, g.max_ratio) for g in ctx.groups})
+    space = space_to_attr(search_space(ctx, [], None))
     study = optuna.create_study(
         study_name=f"{cfg.name}-random",
         storage=storage_for(cfg, url),
         directions=[ctx.task.metric_direction, "maximize"],
         sampler=optuna.samplers.RandomSampler(seed=cfg.search.seed),
     )
-    study.set_user_attr("search_space", {k: list(v) for k, v in space.items()})
+    study.set_user_attr("search_space", space)
     study.set_user_attr("max_drop", cfg.max_drop)
     study.set_user_attr("base_metric", ctx.base_metric.value)
     study.set_metric_names([ctx.task.metric_name, "speedup"])
     objective = Objective(ctx, study, trials, "random", lambda line: say("  " + line))
     start = time.perf_counter()
     walls = run_objective(study, objective, trials)
-    return trial_rows(study, walls), {k: list(v) for k, v in space.items()}, time.perf_counter() - start
+    return trial_rows(study, walls), space, time.perf_counter() - start
 
 
 def run_autoprune(ctx: Any, workdir: pathlib.Path, trials: int) -> tuple[list[dict[str, Any]], dict[str, Any], float]:
@@ -349,7 +357,7 @@ def rebuild(ctx: Any, method: str, winner: dict[str, Any], folder: pathlib.Path)
     elif method == "global":
         result = ctx.pruner.prune(model, global_ratio=winner["ratio"])
     else:
-        result = ctx.pruner.prune(model, ratios=winner["params"])
+        result = ctx.pruner.prune(model, ratios=winner["request"])
     path = export_onnx(result.model, example_input(ctx.task, ctx.config), folder / f"{method}.onnx", opset=ctx.latency.opset)
     recorded = {k: int(v) for k, v in (winner.get("channels") or {}).items()}
     return path, {k: int(v) for k, v in result.kept.items()} == recorded

@@ -28,7 +28,7 @@ DEMO_OVERRIDES = {
     "model_options": {"widths": [16, 32, 32]},
     "base": {"epochs": 3, "batch_size": 32},
     "pruning": {"round_to": 8, "importance_batches": 2},
-    "search": {"sampler": "random", "sweep_ratios": [0.3, 0.5], "bounds_margin": 0.3, "hopeless_margin": None},
+    "search": {"sampler": "random", "sweep_ratios": [0.3, 0.5], "bounds_margin": 2, "hopeless_margin": None},
     "recovery": {"bn_batches": 2, "finetune_steps": 5, "warmup_steps": 1},
     "latency": {"repeats": 40, "blocks": 4, "warmup": 5, "lock": False, "cv_threshold": 1.0, "max_remeasure": 0},
 }

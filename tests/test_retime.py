@@ -30,7 +30,7 @@ OVERRIDES = {
     "name": "retime-digits",
     "max_drop": MAX_DROP,
     "base": {"epochs": 3},
-    "search": {"trials": 4, "sweep_ratios": [0.3, 0.5], "bounds_margin": 0.9},
+    "search": {"trials": 4, "sweep_ratios": [0.3, 0.5], "bounds_margin": 99},
     "recovery": {"bn_batches": 2, "finetune_steps": 20, "lr": 0.02},
     "latency": {"repeats": 40, "blocks": 4, "warmup": 5},
 }
@@ -44,7 +44,7 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     path = write_study(tmp_path_factory.mktemp("retime"), OVERRIDES)
     cfg, url, study = create_study(str(path), None, say=lambda line: None)
-    study.enqueue_trial({k: v[0] for k, v in study.user_attrs["search_space"].items()})
+    study.enqueue_trial({k: v["channels"] for k, v in study.user_attrs["search_space"].items()})
     assert run_local(str(path), url, 1, cfg.search.trials) == 0
     kinds = [t.user_attrs.get("kind") for t in optuna.load_study(study_name=cfg.name, storage=url).trials]
     assert {"uniform", "global"} <= set(kinds), kinds

@@ -40,7 +40,7 @@ STUDY_ATTRS = ("bounds", "base_metric", "max_drop", "baselines")
 SEARCH_OVERRIDES: dict[str, Any] = {
     "name": "sqlite-digits",
     "max_drop": 0.9,
-    "search": {"trials": 4, "sampler": "random", "sweep_ratios": [0.3, 0.5], "bounds_margin": 0.3},
+    "search": {"trials": 4, "sampler": "random", "sweep_ratios": [0.3, 0.5], "bounds_margin": 2},
     "recovery": {"bn_batches": 2, "finetune_steps": 5},
     "latency": {"repeats": 40, "blocks": 4, "warmup": 5},
 }
@@ -124,15 +124,35 @@ def test_run_reaches_the_target_with_documented_attrs(ran: RunStudy) -> None:
         assert a["speedup"] > 0 and a["latency_ms"] > 0 and a["macs"] > 0 and a["params"] > 0
         assert math.isclose(a["drop"], attrs["base_metric"] - a["metric"], abs_tol=1e-9)
         assert set(a["channels"]) == groups and all(isinstance(c, int) and c > 0 for c in a["channels"].values())
-        assert {"prune", "finetune", "evaluate", "latency", "storage"} <= set(a["stage_seconds"])
+        if "duplicate_of" in a:  # the same channels as an earlier trial: its figures, no work of its own
+            assert set(a["stage_seconds"]) == {"duplicate"}
+        else:
+            assert {"prune", "finetune", "evaluate", "latency", "storage"} <= set(a["stage_seconds"])
         assert t.values == [a["metric"], a["speedup"]]
+        # One parameter per searched group: its kept channels, one of the group's searched widths.
+        assert set(t.params) == set(space)
         for name, value in t.params.items():
-            lo, hi, _step = space[name]
-            assert lo - 1e-9 <= value <= hi + 1e-9, (t.number, name, value, space[name])
+            assert value in space[name]["widths"] and a["channels"][name] == value, (t.number, name, value, space[name])
 
     # The best feasible uniform and global points were enqueued and ran first, once each.
     kinds = [t.user_attrs["kind"] for t in sorted(trials, key=lambda t: t.number)]
     assert sorted(kinds[:2]) == ["global", "uniform"] and kinds[2:] == ["search", "search"], kinds
+
+
+def test_enqueued_baselines_reproduce_their_sweep_points(ran: RunStudy) -> None:
+    study = ran.study()
+    attrs = study.user_attrs
+    groups = {g["name"]: g for g in attrs["groups"]}
+    space = attrs["search_space"]
+    for kind in ("uniform", "global"):
+        (trial,) = [t for t in complete_trials(study) if t.user_attrs["kind"] == kind]
+        (point,) = [p for p in attrs["baselines"][kind] if p["ratio"] == trial.user_attrs["baseline_ratio"]]
+        # Exactly the sweep point's kept channels, in every group (followers included), not a nearby grid point.
+        assert trial.user_attrs["channels"] == point["channels"], kind
+        for name, widths in space.items():
+            assert point["channels"][name] in widths["widths"], (kind, name)
+            assert trial.params[name] == point["channels"][name]
+        assert set(point["channels"]) == set(groups)
 
 
 def test_run_stores_architecture_and_weights_per_trial(ran: RunStudy, tmp_path: Path) -> None:
@@ -145,7 +165,7 @@ def test_run_stores_architecture_and_weights_per_trial(ran: RunStudy, tmp_path: 
         out = tmp_path / f"arch-{t.number}.json"
         optuna.artifacts.download_artifact(artifact_store=store, artifact_id=t.user_attrs["arch_artifact_id"], file_path=str(out))
         arch = json.loads(out.read_text())
-        assert arch["provenance"]["trial"] == t.number
+        assert arch["provenance"]["trial"] == t.user_attrs.get("duplicate_of", t.number)
         assert arch["metrics"]["metric"] == t.user_attrs["metric"]
         assert {g["name"]: g["kept_channels"] for g in arch["groups"]} == t.user_attrs["channels"]
         assert all(len(g["kept_indices"]) == g["kept_channels"] for g in arch["groups"])

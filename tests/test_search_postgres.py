@@ -28,6 +28,11 @@ from conftest import deep_merge
 from conftest import run_cli
 
 import pg
+from dedup_checks import assert_each_vector_evaluated_once
+
+from autoprune.search.duplicates import DUPLICATE_ATTR
+from autoprune.search.duplicates import KEY_ATTR
+from autoprune.widths import channels_key
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 pytestmark = [
@@ -42,7 +47,7 @@ TrialState = optuna.trial.TrialState
 SEARCH_OVERRIDES: dict[str, Any] = {
     "name": "pg-digits",
     "max_drop": 0.9,
-    "search": {"trials": 6, "sampler": "random", "sweep_ratios": [0.3, 0.5], "bounds_margin": 0.3, "heartbeat_interval": 1, "grace_period": 3, "max_retry": 2},
+    "search": {"trials": 6, "sampler": "random", "sweep_ratios": [0.3, 0.5], "bounds_margin": 2, "heartbeat_interval": 1, "grace_period": 3, "max_retry": 2},
     "recovery": {"bn_batches": 2, "finetune_steps": 5},
     "latency": {"repeats": 40, "blocks": 4, "warmup": 5},
 }
@@ -220,6 +225,35 @@ def test_three_workers_finish_exactly_the_target(study_config: Path, pg_url: str
 def _fixed_params(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
     """The parameters an enqueued (WAITING) trial will run with."""
     return dict(trial.system_attrs["fixed_params"])
+
+
+def test_two_workers_never_evaluate_one_channel_vector_twice(study_config: Path, pg_url: str, tmp_path: Path, procs: list[Proc]) -> None:
+    # Nothing queued but copies of one channel vector: the two workers start together and pop the first two
+    # copies side by side, so one finds the other evaluating the vector and waits for it (or finds it done).
+    data = yaml.safe_load(study_config.read_text())
+    data["search"]["enqueue_baselines"] = False
+    data["artifact_dir"] = str(study_config.parent / "artifacts" / "pg-digits")  # the module's baselines.json
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    target = 4
+    create(config, pg_url)
+    study = load(pg_url)
+    assert not study.get_trials(states=(TrialState.WAITING,))
+    narrowest = {name: space["widths"][0] for name, space in study.user_attrs["search_space"].items()}
+    for _ in range(target):
+        study.enqueue_trial(narrowest)
+    for i in range(2):
+        procs.append(spawn(tmp_path, f"w{i}", "worker", config, "--storage", pg_url, "--trials", str(target), "--id", f"w{i}"))
+    for p in procs:
+        assert p.wait(timeout=400) == 0, p.output()
+
+    all_trials = trials(pg_url)
+    assert Counter(t.state.name for t in all_trials) == {"COMPLETE": target}
+    assert {t.user_attrs[KEY_ATTR] for t in all_trials} == {channels_key(narrowest)}
+    assert_each_vector_evaluated_once({channels_key(narrowest): all_trials})
+    assert sum(DUPLICATE_ATTR in t.user_attrs for t in all_trials) == target - 1
+    for p in procs:
+        assert "Traceback" not in p.err.read_text(), p.output()
 
 
 def test_killed_worker_trial_is_failed_and_retried(study_config: Path, pg_url: str, tmp_path: Path, procs: list[Proc]) -> None:

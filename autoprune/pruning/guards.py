@@ -101,8 +101,3 @@ def kept_channels(
     else:
         reason = f"below the floor of {floor} channels (min_channels={settings.min_channels}, min_fraction={settings.min_fraction})"
     return applied, Clamp(name, float(ratio), requested, applied, reason)
-
-
-def ratio_grid_step(channels: int, round_to: int) -> float:
-    """Ratio step that moves a group by exactly one ``round_to`` block."""
-    return min(1.0, max(1, round_to) / channels)

@@ -1,0 +1,154 @@
+"""No repeated work: a trial whose channel vector the study already holds reuses that trial's figures.
+
+Every trial records its channel vector as the user attr ``channels_key`` right after sampling, before the
+expensive evaluation.  Then (:func:`settle`):
+
+- a COMPLETE trial with the same key: this trial copies its user attrs, constraints and objective values and
+  records ``duplicate_of`` (the trial that was evaluated); nothing is pruned or finetuned again;
+- a RUNNING trial with the same key that started earlier (by ``(datetime_start, number)``, the order the
+  surplus guard uses too): this trial waits for it, polling, and then reuses its figures, or evaluates the
+  vector itself when that trial failed or was pruned;
+- an earlier RUNNING trial that has not recorded its key yet may be about to evaluate the same vector:
+  this trial waits (briefly) until it has.  Later trials never hold an earlier one up, so two workers cannot
+  wait for each other, and of two trials with the same vector only the earlier one evaluates it.
+
+Waits are bounded; a trial whose worker died is failed as stale while waiting (with heartbeats), so its
+retry does not hold the study up either.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+from typing import Sequence
+
+import optuna
+
+from autoprune.widths import channels_key
+
+KEY_ATTR = "channels_key"
+DUPLICATE_ATTR = "duplicate_of"
+# Attrs a duplicate keeps as its own rather than copying them from the trial it reuses.
+OWN_ATTRS = frozenset({"kind", "worker", "surplus", "baseline_ratio", KEY_ATTR, DUPLICATE_ATTR, "stage_seconds"})
+TrialState = optuna.trial.TrialState
+
+
+@dataclass(frozen=True)
+class WaitLimits:
+    """Bounds of the waits in :func:`settle`.
+
+    Attributes:
+        same_key_s: longest wait for an earlier running trial with the same vector.
+        keyless_s: longest wait for an earlier running trial to record its vector.
+        poll_s: seconds between looks at the study.
+    """
+
+    same_key_s: float = 3600.0
+    keyless_s: float = 60.0
+    poll_s: float = 0.5
+
+
+def trial_key(trial: optuna.trial.FrozenTrial, names: Sequence[str]) -> str | None:
+    """The channel key of a trial: its ``channels_key``, else one made from its ``channels`` (older trials)."""
+    key = trial.user_attrs.get(KEY_ATTR)
+    if key is not None:
+        return str(key)
+    channels = trial.user_attrs.get("channels")
+    if isinstance(channels, dict) and all(n in channels for n in names):
+        return channels_key({n: channels[n] for n in names})
+    return None
+
+
+def evaluated_twin(trials: Sequence[optuna.trial.FrozenTrial], key: str, names: Sequence[str], me: int) -> optuna.trial.FrozenTrial | None:
+    """The COMPLETE trial with this key to reuse: one that was evaluated itself first, then the lowest number."""
+    twins = [t for t in trials if t.state == TrialState.COMPLETE and t.number != me and trial_key(t, names) == key]
+    return min(twins, key=lambda t: (DUPLICATE_ATTR in t.user_attrs, t.number), default=None)
+
+
+def earlier_running(trials: Sequence[optuna.trial.FrozenTrial], me: int) -> list[optuna.trial.FrozenTrial]:
+    """RUNNING trials that started before trial ``me`` (by ``(datetime_start, number)``)."""
+    mine = next((t for t in trials if t.number == me), None)
+    start = mine.datetime_start if mine is not None else None
+    out = []
+    for t in trials:
+        if t.state != TrialState.RUNNING or t.number == me or t.user_attrs.get("surplus"):
+            continue
+        if start is None or t.datetime_start is None or (t.datetime_start, t.number) < (start, me):
+            out.append(t)
+    return out
+
+
+def settle(
+    study: optuna.Study,
+    number: int,
+    key: str,
+    names: Sequence[str],
+    limits: WaitLimits = WaitLimits(),
+    say: Callable[[str], None] | None = None,
+) -> optuna.trial.FrozenTrial | None:
+    """Decide whether trial ``number`` (which recorded ``key``) evaluates its vector or reuses another trial's.
+
+    Args:
+        study: the study.
+        number: the trial's number.
+        key: its channel key (:func:`autoprune.widths.channels_key`).
+        names: the searched group names (for trials that only recorded ``channels``).
+        limits: bounds of the waits.
+        say: prints one line when the trial starts waiting for another.
+
+    Returns:
+        The COMPLETE trial to reuse, or None: evaluate.
+    """
+    start = time.monotonic()
+    announced: set[int] = set()
+    while True:
+        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        twin = evaluated_twin(trials, key, names, number)
+        if twin is not None:
+            return twin
+        ahead = earlier_running(trials, number)
+        same = [t for t in ahead if trial_key(t, names) == key]
+        unknown = [t for t in ahead if KEY_ATTR not in t.user_attrs]
+        waited = time.monotonic() - start
+        if same and waited < limits.same_key_s:
+            if say is not None and same[0].number not in announced:
+                say(f"trial {number}: trial {same[0].number} is evaluating the same channels; waiting for it")
+                announced.add(same[0].number)
+        elif not (unknown and waited < limits.keyless_s):
+            return None
+        fail_stale(study)  # a dead worker's trial must not hold this one up until the limit
+        time.sleep(limits.poll_s)
+
+
+def reuse(trial: optuna.Trial, twin: optuna.trial.FrozenTrial, seconds: float) -> tuple[float, ...]:
+    """Record ``twin``'s figures on ``trial`` as its own, with ``duplicate_of``; returns its objective values.
+
+    Args:
+        trial: the running duplicate.
+        twin: the COMPLETE trial with the same channel vector.
+        seconds: how long finding (and waiting for) the twin took.
+
+    Returns:
+        ``twin``'s objective values, for the objective to return.
+    """
+    for name, value in twin.user_attrs.items():
+        if name not in OWN_ATTRS:
+            trial.set_user_attr(name, value)
+    for name, value in twin.constraints.items():
+        trial.set_constraint(name, value)
+    trial.set_user_attr(DUPLICATE_ATTR, int(twin.user_attrs.get(DUPLICATE_ATTR, twin.number)))
+    trial.set_user_attr("stage_seconds", {"duplicate": round(seconds, 4)})
+    assert twin.values is not None
+    return tuple(float(v) for v in twin.values)
+
+
+def fail_stale(study: optuna.Study) -> None:
+    """Fail the study's RUNNING trials whose heartbeat went stale (and queue their retries)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+__all__ = ["DUPLICATE_ATTR", "KEY_ATTR", "WaitLimits", "evaluated_twin", "fail_stale", "reuse", "settle", "trial_key"]
