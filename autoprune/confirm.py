@@ -3,7 +3,9 @@
 The search picks the fastest candidate whose *validation* drop is within the budget.  Picking the best
 of many candidates on one validation set favours the ones that were lucky on it, and each trial's speedup
 was timed at a different moment.  :func:`confirm_study` therefore takes the K fastest feasible candidates
-of the front plus the best uniform and the best global baseline, rebuilds each finetuned model exactly
+(all of them, not only the front's: one outlying timing would dominate the front and hide the real best,
+and a candidate whose timing did not settle is exactly one that needs re-timing) plus the best uniform
+and the best global baseline, rebuilds each finetuned model exactly
 from its stored architecture JSON and weights, times all of them interleaved against the base in one
 process, and measures each on the test split: the only place autoprune reads it.  ``autoprune export``
 then picks the fastest candidate that holds the budget on test (see :func:`autoprune.export.choose_trial`).
@@ -64,7 +66,7 @@ class Candidate:
         speedup: the speedup recorded by the search (on the host that ran it).
         arch_artifact_id: the trial's stored architecture JSON.
         weights_artifact_id: the trial's stored finetuned weights.
-        on_front: whether it is one of the K front candidates (baselines may be too).
+        on_front: whether it is one of the K fastest feasible candidates (a baseline trial may be too).
 
     Example:
         >>> Candidate("uniform", None, 0.3, val_metric=0.95, val_drop=0.01, speedup=1.8).label
@@ -122,29 +124,30 @@ def _from_row(row: Mapping[str, Any], on_front: bool) -> Candidate:
 
 
 def select_candidates(df: pd.DataFrame, info: "StudyInfo", top: int, max_drop: float) -> list[Candidate]:
-    """The candidates to re-measure, by validation figures: front first, then the baselines.
+    """The candidates to re-measure, by validation figures: the K fastest feasible first, then the baselines.
 
-    The front is the Pareto front of the complete trials within ``max_drop``, fastest first (ties as in
-    :func:`autoprune.analysis.select`, so the first is the validation pick); trials with the same kept
-    channels as a faster-ranked one are skipped (the same architecture, measured again).  Then, per
-    baseline kind, the best feasible trial of that ``kind``, or, when the study has no such trial, the
-    fastest feasible point of the study attr ``baselines`` (rebuilt without a trial).
+    The K fastest complete trials within ``max_drop`` by their recorded speedup, whatever their place on
+    the front and whether or not their timing settled (ties as in :func:`autoprune.analysis.select`);
+    trials with the same kept channels as a faster-ranked one are skipped (the same architecture, measured
+    again).  Taking them from the front alone would let one outlying timing, which dominates the front,
+    push the real best candidates out.  Then, per baseline kind, the best feasible trial of that ``kind``,
+    or, when the study has no such trial, the fastest feasible settled point of the study attr
+    ``baselines`` (rebuilt without a trial).
 
     Args:
         df: the trial table (:func:`autoprune.analysis.load_analysis`).
         info: the study info.
-        top: how many front candidates (K).
+        top: how many of the fastest feasible candidates (K).
         max_drop: the budget.
 
     Returns:
-        The candidates, front first (fastest first), then the uniform and global baselines.
+        The candidates, the K fastest first (fastest first), then the uniform and global baselines.
 
     Raises:
         SelectionError: no complete trial is within the budget.
     """
     from autoprune.analysis import best_baseline
     from autoprune.analysis import completed
-    from autoprune.analysis import pareto_front
     from autoprune.analysis import select
 
     if top < 1:
@@ -154,10 +157,9 @@ def select_candidates(df: pd.DataFrame, info: "StudyInfo", top: int, max_drop: f
     feasible = usable[usable["drop"] <= max_drop]
     if feasible.empty:
         select(usable, max_drop, metric_direction=info.metric_direction)  # raises with the closest trial named
-    front = _rank(pareto_front(feasible, metric_direction=info.metric_direction), sign)
     picks: list[Candidate] = []
     seen: set[tuple] = set()
-    for _, row in front.iterrows():
+    for _, row in _rank(feasible, sign).iterrows():
         key = _channels_key(row)
         if key and key in seen:
             continue
@@ -177,7 +179,8 @@ def select_candidates(df: pd.DataFrame, info: "StudyInfo", top: int, max_drop: f
             if int(best["number"]) not in picked:
                 picks.append(_from_row(best, on_front=False))
             continue
-        point = best_baseline(info.baselines.get(kind) or [], max_drop, metric_direction=info.metric_direction)
+        point = best_baseline(info.baselines.get(kind) or [], max_drop, metric_direction=info.metric_direction,
+                              cv_threshold=info.cv_threshold)
         if point is not None:
             picks.append(
                 Candidate(
@@ -310,7 +313,8 @@ def confirm_study(
 
     Args:
         config: the study config.
-        top: front candidates to confirm (K); the best uniform and global baselines come on top.
+        top: how many of the fastest feasible candidates to confirm (K); the best uniform and global
+            baselines come on top.
         max_drop: budget (default: the study's).
         storage: storage URL override.
         echo: prints one line.
@@ -322,9 +326,9 @@ def confirm_study(
         ``test_metric, test_metric_stderr, test_n, test_drop, test_drop_stderr, test_feasible, speedup,
         speedup_spread, latency_ms, base_latency_ms, noisy, host_id, host, measured_at``), ``baselines``
         (kind -> figures of a sweep point rebuilt without a trial), ``base_test_metric``,
-        ``val_pick`` / ``val_pick_holds`` (the validation choice and whether it holds on test), ``pick``
-        (what export chooses: the fastest confirmed candidate within the budget on test, or ``None``) and
-        the host and settings of the timing.
+        ``val_pick`` / ``val_pick_holds`` (the validation choice among settled timings, or ``None``, and
+        whether it holds on test), ``pick`` (what export chooses: the fastest confirmed candidate within the
+        budget on test whose re-timing settled, or ``None``) and the host and settings of the timing.
 
     Raises:
         SelectionError: no trial within the budget, or a candidate without stored artifacts.
@@ -335,7 +339,6 @@ def confirm_study(
     from autoprune.candidate import StudyContext
     from autoprune.candidate import evaluate_candidate
     from autoprune.candidate import example_input
-    from autoprune.export import choose_trial
     from autoprune.latency import export_onnx
     from autoprune.latency import host_fingerprint
     from autoprune.latency import measure_speedups
@@ -346,7 +349,7 @@ def confirm_study(
     budget, candidates = loaded.budget, loaded.candidates
     front = [c for c in candidates if c.on_front]
     echo(
-        f"confirming {len(front)} front candidate(s) and {len(candidates) - len(front)} baseline(s) of study "
+        f"confirming the {len(front)} fastest feasible candidate(s) and {len(candidates) - len(front)} baseline(s) of study "
         f"{config.name!r} on the test split (max drop {budget:g})"
     )
     ctx = context or StudyContext.build(config)
@@ -394,18 +397,12 @@ def confirm_study(
         else:
             sweep = {"ratio": c.ratio, "val_metric": c.val_metric, "val_drop": c.val_drop, "search_speedup": c.speedup}
             baselines[c.kind] = entry | sweep
-    val_pick = int(select(df[df["state"] == "COMPLETE"], budget, metric_direction=info.metric_direction)["number"])
-    confirmed_df = df.drop(columns=[col for col in df.columns if col.startswith("confirmed:")])
-    for key in ("test_drop", "speedup"):
-        confirmed_df[f"confirmed:{key}"] = confirmed_df["number"].map(lambda n, k=key: figures.get(str(n), {}).get(k))
-        confirmed_df[f"confirmed:{key}"] = pd.to_numeric(confirmed_df[f"confirmed:{key}"], errors="coerce")
-    notes: list[str] = []
     try:
-        record, notes = choose_trial(confirmed_df, info, budget)
-        pick: int | None = int(record["number"])
-        pick_error = None
-    except SelectionError as exc:
-        pick, pick_error = None, str(exc)
+        val_pick: int | None = int(select(df[df["state"] == "COMPLETE"], budget, metric_direction=info.metric_direction,
+                                          cv_threshold=info.cv_threshold)["number"])
+    except SelectionError:
+        val_pick = None  # every feasible search timing was unsettled: only the confirmation can pick
+    pick, notes, pick_error = _pick(df, info, budget, figures)
     summary: dict[str, Any] = {
         "max_drop": budget,
         "top": top,
@@ -433,6 +430,40 @@ def confirm_study(
     return summary
 
 
+def _pick(
+    df: pd.DataFrame, info: "StudyInfo", budget: float, figures: Mapping[str, Mapping[str, Any]]
+) -> tuple[int | None, list[str], str | None]:
+    """What export would choose with the new figures; a candidate whose re-timing did not settle cannot be it.
+
+    Args:
+        df: the trial table.
+        info: the study info.
+        budget: the max drop.
+        figures: the new confirmed figures by trial number.
+
+    Returns:
+        ``(picked trial or None, notes, the selection error or None)``.
+    """
+    from autoprune.analysis.pareto import unsettled
+    from autoprune.export import choose_trial
+
+    notes: list[str] = []
+    noisy = {n for n, f in figures.items() if unsettled(f.get("noisy"), f.get("speedup_spread"), info.cv_threshold)}
+    for n in sorted(noisy, key=int):
+        notes.append(f"trial {n}'s re-timing did not settle (spread {100 * _float(figures[n].get('speedup_spread')):.1f}%); "
+                     "left out of the pick: run 'autoprune confirm' again on a quieter host")
+    confirmed_df = df.drop(columns=[col for col in df.columns if col.startswith("confirmed:")])
+    confirmed_df = confirmed_df[~confirmed_df["number"].astype(str).isin(noisy)]
+    for key in ("test_drop", "speedup"):
+        confirmed_df[f"confirmed:{key}"] = confirmed_df["number"].map(lambda n, k=key: figures.get(str(n), {}).get(k))
+        confirmed_df[f"confirmed:{key}"] = pd.to_numeric(confirmed_df[f"confirmed:{key}"], errors="coerce")
+    try:
+        record, more = choose_trial(confirmed_df, info, budget)
+        return int(record["number"]), notes + more, None
+    except SelectionError as exc:
+        return None, notes, str(exc)
+
+
 def _report(candidates: list[Candidate], summary: Mapping[str, Any], metric_name: str) -> list[str]:
     """The confirmation table and the verdict on the validation pick."""
     budget = summary["max_drop"]
@@ -447,11 +478,14 @@ def _report(candidates: list[Candidate], summary: Mapping[str, Any], metric_name
         verdict = "holds" if fig["test_feasible"] else "FAILS"
         lines.append(
             f"{c.label:16} {c.kind:8} {_fmt(c.val_drop, '+.4f'):>9} {test:>18} {_fmt(c.speedup, '.2f') + 'x':>8} "
-            f"{_fmt(fig['speedup'], '.2f') + 'x':>10}  {verdict}"
+            f"{_fmt(fig['speedup'], '.2f') + 'x':>10}  {verdict}" + ("  (timing did not settle)" if fig.get("noisy") else "")
         )
+    lines += [note for note in summary["notes"] if "did not settle" in note]
     val_pick = summary["val_pick"]
     fig = summary["trials"].get(str(val_pick))
-    if fig is None:
+    if val_pick is None:
+        lines.append("no validation pick: the timing of every feasible trial was unsettled before this re-timing")
+    elif fig is None:
         lines.append(f"the validation pick, trial {val_pick}, was not confirmed")
     elif summary["val_pick_holds"]:
         lines.append(

@@ -1,10 +1,11 @@
 """Re-time a study's best candidates on this machine, so speed can be judged on the deployment host.
 
 A study searched on one machine (or on several) ranks candidates by speedups timed there.  Run on the
-deployment host, :func:`retime_study` rebuilds the K fastest feasible candidates of the front and the
-best uniform and global baselines, times them all interleaved against the base in one process, and
-stores the figures under this host's fingerprint.  ``autoprune pareto CONFIG --host-id <id>`` then judges
-speed by these timings (:func:`autoprune.analysis.load_analysis` with ``host_id``).
+deployment host, :func:`retime_study` rebuilds the K fastest feasible candidates (not only the front's, see
+:func:`autoprune.confirm.select_candidates`) and the best uniform and global baselines, times them all
+interleaved against the base in one process, and stores the figures under this host's fingerprint.
+``autoprune pareto CONFIG --host-id <id>`` then judges speed by these timings
+(:func:`autoprune.analysis.load_analysis` with ``host_id``); a timing that did not settle stays flagged.
 
 Optuna refuses to change a finished trial, so the timings of one host are the study user attr
 ``timings:<host_id>``: ``{"host", "measured_at", "settings", "trials": {number: timing}, "baselines":
@@ -63,7 +64,7 @@ def retime_study(
 
     Args:
         config: the study config.
-        top: front candidates to re-time (K).
+        top: how many of the fastest feasible candidates to re-time (K).
         storage: storage URL override.
         max_drop: budget that decides feasibility (default: the study's).
         echo: prints one line.
@@ -126,7 +127,8 @@ def retime_study(
     hosts = dict(zip(df["number"], df["host_id"])) if "host_id" in df else {}
     for c, measured in zip(candidates, results):
         searched = str(hosts.get(c.number) or "-") if c.number is not None else "sweep"
-        echo(f"{c.label:16} {c.kind:8} {c.val_drop:+9.4f} {searched:>16} {c.speedup:7.2f}x {measured.speedup:7.2f}x")
+        echo(f"{c.label:16} {c.kind:8} {c.val_drop:+9.4f} {searched:>16} {c.speedup:7.2f}x {measured.speedup:7.2f}x"
+             + ("  (timing did not settle)" if measured.noisy else ""))
     source = config.source or "CONFIG"
     echo(f"stored as the study attr '{key}'; judge speed on this host with: autoprune pareto {source} --host-id {host_id}")
     return value | {"host_id": host_id, "retimed": [c.number for c in candidates if c.number is not None]}

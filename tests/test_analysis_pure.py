@@ -24,6 +24,9 @@ from autoprune.analysis import pareto_front
 from autoprune.analysis import pareto_mask
 from autoprune.analysis import samples_needed
 from autoprune.analysis import select
+from autoprune.analysis.pareto import settle
+from autoprune.analysis.pareto import settled
+from autoprune.analysis.pareto import unsettled
 from autoprune.errors import SelectionError
 
 
@@ -166,6 +169,73 @@ def test_best_baseline() -> None:
     assert best_baseline(sweep, 0.005)["ratio"] == 0.2
     assert best_baseline(sweep, 0.001) is None
     assert best_baseline([], 0.01) is None
+
+
+# Unsettled timings --------------------------------------------------------------------------------------
+
+def test_unsettled_judges_the_flag_and_the_recorded_spread() -> None:
+    # The trial: a spread of 20.9 % recorded with the flag unset; the spread alone condemns it.
+    assert unsettled(False, 0.209, cv_threshold=0.05)
+    assert not unsettled(False, 0.209)  # without a threshold only the flag speaks
+    assert unsettled(True, 0.01, 0.05) and unsettled(np.True_, None)
+    assert not unsettled(False, 0.05, 0.05)  # on the threshold is settled
+    assert unsettled(None, math.inf, 0.05)
+    # Missing values (NaN in a table, None in a dict) neither raise nor set the flag.
+    assert not unsettled(math.nan, math.nan, 0.05) and not unsettled(None, None, 0.05)
+
+
+def test_settle_counts_a_noisy_trial_with_its_settled_retiming_only() -> None:
+    noisy = _pt(5, 0.95, 5.67, speedup_spread=0.209, latency_noisy=False, speedup_host_id="h1")
+    assert settle(noisy, 0.05) is None
+    confirmed = noisy | {"confirmed:speedup": 3.24, "confirmed:speedup_spread": 0.01, "confirmed:host_id": "h1"}
+    row = settle(confirmed, 0.05)
+    assert (row["speedup"], row["speedup_spread"], row["timing"], row["speedup_searched"]) == (3.24, 0.01, "confirmed", 5.67)
+    # a confirmation that did not settle, or from another host, does not stand in
+    assert settle(confirmed | {"confirmed:noisy": True}, 0.05) is None
+    assert settle(confirmed | {"confirmed:speedup_spread": 0.2}, 0.05) is None
+    assert settle(confirmed | {"confirmed:host_id": "h2"}, 0.05) is None
+    # a settled re-timing on the same host (autoprune retime) does
+    retimed = noisy | {"timings:h1:speedup": 3.1, "timings:h1:speedup_spread": 0.02, "timings:h1:noisy": False}
+    assert settle(retimed, 0.05)["speedup"] == 3.1 and settle(retimed, 0.05)["timing"] == "retimed"
+    # a settled trial keeps its own figure, and settling twice changes nothing
+    clean = _pt(1, 0.95, 3.0, speedup_spread=0.01)
+    assert settle(clean, 0.05) == clean | {"timing": "measured", "speedup_searched": 3.0}
+    assert settle(settle(confirmed, 0.05), 0.05) == settle(confirmed, 0.05)
+
+
+def test_no_front_point_or_pick_rests_on_an_unsettled_timing() -> None:
+    points = [
+        _pt(0, 0.97, 2.0, drop=0.005, speedup_spread=0.01),
+        _pt(1, 0.96, 3.0, drop=0.010, speedup_spread=0.02),
+        _pt(2, 0.965, 5.67, drop=0.008, speedup_spread=0.209, latency_noisy=False),  # would dominate trial 1
+        _pt(3, 0.90, 4.0, drop=0.070, speedup_spread=0.01, latency_noisy=True),
+    ]
+    assert [p["number"] for p in pareto_front(points)] == [0, 2]  # the flag alone: trial 3 left out
+    front = pareto_front(points, cv_threshold=0.05)
+    assert [p["number"] for p in front] == [0, 1]
+    assert select(points, 0.01, cv_threshold=0.05)["number"] == 1
+    df = pd.DataFrame(points, index=[10, 11, 12, 13])
+    assert list(pareto_front(df, cv_threshold=0.05).index) == [10, 11]
+    assert list(settled(df, cv_threshold=0.05)["timing"]) == ["measured", "measured"]
+    # once re-timed with a settled spread, trial 2 counts with that figure
+    points[2] |= {"confirmed:speedup": 3.24, "confirmed:speedup_spread": 0.01}
+    assert select(points, 0.01, cv_threshold=0.05)["speedup"] == 3.24
+    assert [p["speedup"] for p in pareto_front(points, cv_threshold=0.05)] == [2.0, 3.24]
+
+
+def test_select_names_the_trials_whose_timings_did_not_settle() -> None:
+    points = [_pt(4, 0.97, 5.67, drop=0.005, speedup_spread=0.209), _pt(6, 0.90, 3.0, drop=0.08, speedup_spread=0.01)]
+    with pytest.raises(SelectionError, match=r"trial\(s\) 4 did not settle.*autoprune confirm"):
+        select(points, 0.01, cv_threshold=0.05)
+
+
+def test_best_baseline_skips_points_whose_timing_did_not_settle() -> None:
+    sweep = [
+        {"ratio": 0.2, "metric": 0.975, "drop": 0.005, "speedup": 1.6, "speedup_spread": 0.01},
+        {"ratio": 0.3, "metric": 0.970, "drop": 0.010, "speedup": 2.3, "speedup_spread": 0.15},
+    ]
+    assert best_baseline(sweep, 0.01)["ratio"] == 0.3
+    assert best_baseline(sweep, 0.01, cv_threshold=0.05)["ratio"] == 0.2
 
 
 # Hypervolume -------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from autoprune.analysis import load_study_info
 from autoprune.analysis import load_trials
 from autoprune.analysis import summarize
 from autoprune.analysis import write_report
+from autoprune.analysis.report import table_rows
 from autoprune.cli import main
 from autoprune.errors import StorageError
 
@@ -312,7 +313,9 @@ def test_summary_chooses_and_compares(study_url: str) -> None:
     assert s["best"]["uniform"]["ratio"] == 0.3 and s["best"]["global"]["ratio"] == 0.3
     assert s["speedup_vs"]["uniform"] == pytest.approx(1.3)
     assert s["sentence"] == ("The chosen architecture (trial 2) is 1.30x faster than the best uniform baseline "
-                             "(2.00x) and 1.13x faster than the best global baseline (2.30x) at max drop 0.01.")
+                             "(2.00x) and 1.13x faster than the best global baseline (2.30x) at max drop 0.01. "
+                             "These speedups are search timings, not yet confirmed by a re-timing (run autoprune "
+                             "confirm).")
     assert s["chosen"]["ratios"] == df.loc[2, [f"ratio:{g}" for g in WIDTHS]].set_axis(list(WIDTHS)).to_dict()
     # above (0.97, 1.0x): 0.002 x 1.6 + 0.003 x 0.9 + 0.003 x 0.4 (trials 2, 1, 0)
     assert s["hypervolume"]["value"] == pytest.approx(0.0071)
@@ -321,6 +324,41 @@ def test_summary_chooses_and_compares(study_url: str) -> None:
     tight = summarize(df, info, 0.003)
     assert tight["chosen"]["number"] == 0
     assert "the uniform baseline has no feasible point" in tight["sentence"]
+
+
+def test_a_disturbed_timing_leads_nothing_until_a_settled_retiming(sqlite_url: str, tmp_path: Path) -> None:
+    # The issue's trial: 5.67x on a base timed twice too slow, spread 20.9 % with the flag unset, in a study
+    # whose latency.cv_threshold is 0.05.  It would dominate the front and be chosen (drop 0.005).
+    trials = [*TRIALS[:4], (0.975, 5.67), TRIALS[5]]
+    study = make_study(sqlite_url, "s", trials, extra={4: {"speedup_spread": 0.209, "latency_noisy": False}})
+    study.set_user_attr("config", {"n_val": N_VAL, "latency": {"cv_threshold": 0.05}})
+    df, info = load_analysis(sqlite_url, "s")
+    assert bool(df.loc[4, "latency_noisy"]) is True  # the recorded spread condemns it whatever the flag said
+    s = summarize(df, info, 0.01)
+    assert s["chosen"]["number"] == 2 and s["chosen"]["timing"] == "measured"
+    assert 4 not in [r["number"] for r in s["front"]]
+    assert not any(r["latency_noisy"] for r in s["front"])
+    assert s["speedup_vs"]["uniform"] == pytest.approx(1.3)
+    assert s["unsettled"] == [{"number": 4, "speedup": 5.67, "speedup_spread": 0.209, "feasible": True}]
+    assert s["sentence"].endswith(
+        "These speedups are search timings, not yet confirmed by a re-timing (run autoprune confirm). "
+        "Left out until re-timed, as their timings did not settle: trial 4 (5.67x ± 20.9%).")
+    assert s["hypervolume"]["value"] == pytest.approx(0.0071)  # as without trial 4
+    paths = write_report(df, info, 0.01, tmp_path / "report")
+    assert "5.67" not in paths["front_csv"].read_text()
+    # `autoprune confirm` re-timed it at 3.24x with a settled spread: it now counts, with that figure.
+    figures = {"speedup": 3.24, "speedup_spread": 0.01, "noisy": False, "host_id": "hostA", "test_drop": 0.006,
+               "test_feasible": True}
+    study.set_user_attr("confirmation", {"trials": {"4": figures}})
+    s = summarize(*load_analysis(sqlite_url, "s"), 0.01)
+    assert (s["chosen"]["number"], s["chosen"]["speedup"], s["chosen"]["timing"]) == (4, 3.24, "confirmed")
+    assert s["chosen"]["speedup_searched"] == 5.67 and s["unsettled"] == []
+    assert s["speedup_vs"]["uniform"] == pytest.approx(1.62)
+    assert s["sentence"].endswith("The chosen speedup is a settled re-timing; the baselines' are search timings.")
+    assert "4 (re-timed)" in [r["trial"] for r in table_rows(s)]
+    # a confirmation that did not settle either leaves it out again
+    study.set_user_attr("confirmation", {"trials": {"4": figures | {"speedup_spread": 0.12}}})
+    assert summarize(*load_analysis(sqlite_url, "s"), 0.01)["chosen"]["number"] == 2
 
 
 def test_summary_says_when_baselines_were_not_recorded(sqlite_url: str) -> None:

@@ -13,6 +13,7 @@ import sys
 import textwrap
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -22,20 +23,25 @@ from click.testing import CliRunner
 from torch import nn
 
 from autoprune.errors import LatencyError
+from autoprune.latency import BaseLatencyPool
 from autoprune.latency import LatencyCache
 from autoprune.latency import LatencySettings
 from autoprune.latency import compare_outputs
 from autoprune.latency import cpu_round_to
 from autoprune.latency import export_onnx
 from autoprune.latency import host_fingerprint
+from autoprune.latency import is_noisy
 from autoprune.latency import measure
+from autoprune.latency import measure_checked_speedup
 from autoprune.latency import measure_speedup
 from autoprune.latency import measure_speedups
+from autoprune.latency import pooled_verdict
 from autoprune.latency import timing_lock
 from autoprune.latency import training_pids
 from autoprune.latency import training_section
 from autoprune.latency._stats import block_cv
 from autoprune.latency._stats import robust_spread
+from autoprune.latency._pool import POOL_TOLERANCE
 from autoprune.latency._stats import summarize
 
 SIDE = 16
@@ -228,6 +234,139 @@ def test_missing_and_garbage_files(models: dict[str, pathlib.Path], tmp_path: pa
         measure(tmp_path / "nope.onnx", _fast(tmp_path))
     with pytest.raises(LatencyError, match="garbage.onnx.*not a loadable ONNX model"):
         measure(models["garbage"], _fast(tmp_path))
+
+
+# ------------------------------------------------------------------------------ pooled base check
+
+
+def test_noisy_flag_is_the_spread_against_the_threshold() -> None:
+    assert is_noisy(0.209, 0.05) and not is_noisy(0.05, 0.05) and not is_noisy(0.0, 0.0)
+    # a spread that could not be computed never passes as settled
+    assert is_noisy(float("nan"), 0.05) and is_noisy(float("inf"), 0.05)
+
+
+def test_noisy_flag_follows_the_speedup_spread_not_each_side(
+    models: dict[str, pathlib.Path], tmp_path: pathlib.Path
+) -> None:
+    # Whatever the host does, the flag is exactly "the kept speedup spread is above the threshold".
+    for threshold in (0.0, 10.0):
+        result = measure_speedup(models["half"], models["base"], _fast(tmp_path, cv_threshold=threshold))
+        assert result.noisy is is_noisy(result.speedup_spread, threshold)
+        assert result.speedup_spread == robust_spread(result.block_ratios)
+
+
+def test_pool_is_a_running_median_over_a_window() -> None:
+    pool = BaseLatencyPool(window=3, min_samples=2)
+    assert pool.estimate() is None and pool.missing == 2
+    pool.add(6.3)
+    pool.add(float("nan"))  # ignored, like non-positive values
+    pool.add(0.0)
+    assert pool.estimate() is None and len(pool) == 1
+    pool.add(12.96)  # one disturbed base timing moves a median of two...
+    assert pool.estimate() == pytest.approx((6.3 + 12.96) / 2)
+    pool.add(6.2)  # ...but not a median of three
+    assert pool.estimate() == 6.3
+    for ms in (8.0, 8.1, 8.2):  # a lasting change of the host's load is followed within the window
+        pool.add(ms)
+    assert pool.estimate() == 8.1 and len(pool) == 3
+    with pytest.raises(ValueError, match="min_samples"):
+        BaseLatencyPool(window=2, min_samples=3)
+
+
+def test_pooled_verdict_on_the_issues_numbers() -> None:
+    # 12.96 ms base instead of ~6.3: the interleaved 5.67x disagrees with 6.3 / 2.13 = 2.96x.
+    v = pooled_verdict(5.67, 0.01, candidate_ms=2.13, pooled_base_ms=6.3)
+    assert v.agrees is False and v.speedup == pytest.approx(6.3 / 2.13) and v.speedup_interleaved == 5.67
+    # a clean timing agrees and keeps the interleaved figure (the precise one)
+    v = pooled_verdict(3.0, 0.01, candidate_ms=2.0, pooled_base_ms=6.3)
+    assert v.agrees is True and v.speedup == 3.0
+    # nothing to check against yet
+    v = pooled_verdict(5.67, 0.01, candidate_ms=2.13, pooled_base_ms=None)
+    assert v.agrees is None and v.speedup == 5.67 and v.speedup_pooled is None
+    # a wide spread widens what counts as agreement
+    assert pooled_verdict(3.9, 0.0, 2.0, 6.3).agrees is False
+    assert pooled_verdict(3.9, 0.15, 2.0, 6.3).agrees is True
+
+
+def test_pooled_verdict_never_reports_above_the_pooled_reference_beyond_the_limit() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        interleaved, spread = float(rng.uniform(0.2, 8.0)), float(rng.uniform(0.0, 0.3))
+        candidate_ms, pooled_ms = float(rng.uniform(0.5, 10.0)), float(rng.uniform(0.5, 20.0))
+        v = pooled_verdict(interleaved, spread, candidate_ms, pooled_ms)
+        assert v.speedup <= interleaved
+        assert v.speedup <= np.exp(v.limit) * pooled_ms / candidate_ms * (1 + 1e-12)
+        assert (v.speedup == interleaved) or v.agrees is False
+
+
+def _fake_timing(base_ms: float, candidate_ms: float, spread: float = 0.01) -> SimpleNamespace:
+    """What measure_checked_speedup reads of a SpeedupResult, with chosen numbers."""
+    return SimpleNamespace(speedup=base_ms / candidate_ms, speedup_spread=spread, noisy=spread > 0.05,
+                           baseline=SimpleNamespace(median_ms=base_ms), candidate=SimpleNamespace(median_ms=candidate_ms))
+
+
+@pytest.mark.parametrize(("second_base_ms", "noisy", "speedup"), [(6.3, False, 6.3 / 2.0), (12.96, True, 6.3 / 2.0)])
+def test_checked_speedup_remeasures_a_disturbed_base(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path, second_base_ms: float, noisy: bool, speedup: float
+) -> None:
+    from autoprune.latency import _pool
+
+    alone = iter([6.3, 6.2, 6.4])
+    interleaved = iter([_fake_timing(12.96, 2.0), _fake_timing(second_base_ms, 2.0)])
+    monkeypatch.setattr(_pool, "measure", lambda *a, **k: SimpleNamespace(median_ms=next(alone)))
+    monkeypatch.setattr(_pool, "measure_speedup", lambda *a, **k: next(interleaved))
+    pool = BaseLatencyPool()
+    checked = measure_checked_speedup("c.onnx", "b.onnx", _fast(tmp_path), pool)
+    assert checked.seeded == 3 and checked.timings == 2 and checked.pooled_base_ms == 6.3
+    assert checked.noisy is noisy and checked.speedup == pytest.approx(speedup)
+    assert len(pool) == 5 and pool.estimate() <= 6.4  # both base timings pooled; the median barely moves
+    # the pool answers now: the next candidate is not seeded again, and a clean timing is taken once
+    monkeypatch.setattr(_pool, "measure_speedup", lambda *a, **k: _fake_timing(6.3, 3.0))
+    again = measure_checked_speedup("c.onnx", "b.onnx", _fast(tmp_path), pool)
+    assert (again.seeded, again.timings, again.noisy, again.speedup) == (0, 1, False, 2.1)
+
+
+@pytest.mark.parametrize("disturbed", ["first", "every"])
+def test_one_disturbed_base_timing_cannot_inflate_the_speedup(
+    models: dict[str, pathlib.Path], tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, disturbed: str
+) -> None:
+    """A base timed twice too slow, injected into real ONNX Runtime timings, cannot inflate the speedup.
+
+    Whatever the host does, the reported speedup never exceeds the candidate's own latency over the base
+    latency pooled from undisturbed timings by more than the tolerance, a timing that disagrees with that
+    reference is taken again, and a kept timing that still disagrees is flagged noisy.
+    """
+    from autoprune.latency import _pool
+    from autoprune.latency import _timer
+
+    real_attempt, real_speedup = _timer._attempt, _pool.measure_speedup
+    timed: list[object] = []
+
+    def attempt(subjects, settings):  # type: ignore[no-untyped-def]
+        times = real_attempt(subjects, settings)
+        if len(subjects) > 1 and (disturbed == "every" or not timed):  # interleaved; the base is subject 0
+            times[0] = [[2.0 * t for t in block] for block in times[0]]
+        return times
+
+    def speedup(*args, **kwargs):  # type: ignore[no-untyped-def]
+        timed.append(real_speedup(*args, **kwargs))
+        return timed[-1]
+
+    monkeypatch.setattr(_timer, "_attempt", attempt)
+    monkeypatch.setattr(_pool, "measure_speedup", speedup)
+    pool = BaseLatencyPool()
+    # cv_threshold 10: the spread flags nothing here, so only the pooled check can.
+    checked = measure_checked_speedup(models["half"], models["base"], _fast(tmp_path, cv_threshold=10.0), pool)
+    v, pooled = checked.verdict, checked.pooled_base_ms
+    # the reference is the median of three base timings made alone (never disturbed here)
+    assert checked.seeded == 3 and pooled is not None and len(pool) == 3 + len(timed)
+    assert checked.speedup <= v.speedup_interleaved
+    assert checked.speedup <= np.exp(v.limit) * v.speedup_pooled * (1 + 1e-12)
+    assert checked.noisy is (v.agrees is False)
+    # a timing that disagreed with the pooled reference was taken again, once
+    verdicts = [pooled_verdict(r.speedup, r.speedup_spread, r.candidate.median_ms, pooled) for r in timed]
+    assert len(timed) == (2 if verdicts[0].agrees is False else 1) == checked.timings
+    assert v in verdicts and v.disagreement == min(x.disagreement for x in verdicts)
 
 
 # --------------------------------------------------------------------------------------------- lock

@@ -7,6 +7,12 @@ so the sweeps stored as study attributes (lists of dicts) and the trial table go
 The two objectives are the task metric, in its own direction (``"maximize"`` for accuracy or mIoU,
 ``"minimize"`` for an error), and the speedup, always maximised.  Rows whose ``state`` (when that key
 exists) is not ``COMPLETE``, or whose metric or speedup is missing or not finite, take no part.
+
+A speedup whose timing did not settle (flagged ``latency_noisy``, or a ``speedup_spread`` above the
+``cv_threshold`` given) may not lead anything: :func:`settled` keeps a row only when its own timing
+settled or a later settled re-timing (``confirmed:*`` from ``autoprune confirm``, ``timings:<host>:*`` from
+``autoprune retime``) stands in for it, and :func:`pareto_front`, :func:`select` and :func:`best_baseline`
+work on those rows only.
 """
 
 from __future__ import annotations
@@ -38,6 +44,113 @@ def as_float(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return math.nan
+
+
+def _flag(value: Any) -> bool:
+    """A recorded boolean flag: only a real True counts (a missing value reads NaN or None, both not set)."""
+    return str(value) == "True"  # bool and numpy.bool_ alike
+
+
+def unsettled(noisy: Any, spread: Any, cv_threshold: float | None = None) -> bool:
+    """Whether a timing did not settle: flagged noisy, or its spread is above ``cv_threshold``.
+
+    The recorded spread is judged again because a flag is only as good as the code that set it; an unknown
+    spread (older or hand-made rows) leaves the judgment to the flag.
+
+    Args:
+        noisy: The recorded flag (``latency_noisy``, ``confirmed:noisy``, ...).
+        spread: The recorded relative spread of the speedup (``speedup_spread``).
+        cv_threshold: The study's ``latency.cv_threshold``; ``None`` trusts the flag alone.
+
+    Returns:
+        True when the timing may not lead a front, a pick or a headline.
+
+    Example:
+        >>> unsettled(False, 0.209, 0.05), unsettled(False, 0.02, 0.05), unsettled(True, None)
+        (True, False, True)
+    """
+    s = as_float(spread)
+    return _flag(noisy) or (cv_threshold is not None and not math.isnan(s) and not s <= cv_threshold)
+
+
+def retiming(row: Mapping[str, Any], cv_threshold: float | None = None) -> tuple[float, float, str] | None:
+    """A settled re-timing of ``row`` on the host its speedup was judged on, if there is one.
+
+    Args:
+        row: A trial row with its ``confirmed:*`` and ``timings:<host>:*`` columns.
+        cv_threshold: See :func:`unsettled`.
+
+    Returns:
+        ``(speedup, spread, "confirmed" or "retimed")``, or ``None``.
+    """
+    host = row.get("speedup_host_id")
+    host = host if isinstance(host, str) else None
+    confirmed_host = row.get("confirmed:host_id")
+    same_host = host is None or not isinstance(confirmed_host, str) or confirmed_host == host
+    speed = as_float(row.get("confirmed:speedup"))
+    if same_host and math.isfinite(speed) and not unsettled(
+        row.get("confirmed:noisy"), row.get("confirmed:speedup_spread"), cv_threshold
+    ):
+        return speed, as_float(row.get("confirmed:speedup_spread")), "confirmed"
+    prefix = f"timings:{host}:"
+    speed = as_float(row.get(prefix + "speedup"))
+    if host is not None and math.isfinite(speed) and not unsettled(
+        row.get(prefix + "noisy"), row.get(prefix + "speedup_spread"), cv_threshold
+    ):
+        return speed, as_float(row.get(prefix + "speedup_spread")), "retimed"
+    return None
+
+
+def settle(row: Mapping[str, Any], cv_threshold: float | None = None) -> dict[str, Any] | None:
+    """The row as the analysis may use it, or ``None`` when its speedup rests on an unsettled timing.
+
+    A row whose own timing settled keeps it (``timing`` = ``"measured"``); one whose timing did not settle
+    counts with a settled re-timing on the same host (``"confirmed"`` or ``"retimed"``: ``speedup`` and
+    ``speedup_spread`` replaced), else it is left out.  ``speedup_searched`` keeps the recorded figure.
+
+    Args:
+        row: A trial row (or a sweep point).
+        cv_threshold: See :func:`unsettled`.
+
+    Returns:
+        A new dict with ``timing`` set, or ``None``.
+
+    Example:
+        >>> settle({"speedup": 5.67, "speedup_spread": 0.209, "confirmed:speedup": 3.24}, 0.05)["speedup"]
+        3.24
+    """
+    out = dict(row)
+    out.setdefault("speedup_searched", row.get("speedup"))
+    if not unsettled(row.get("latency_noisy"), row.get("speedup_spread"), cv_threshold):
+        out.setdefault("timing", "measured")
+        return out
+    again = retiming(row, cv_threshold)
+    if again is None:
+        return None
+    out["speedup"], out["speedup_spread"], out["timing"] = again
+    return out
+
+
+def settled(points: Points, cv_threshold: float | None = None) -> Points:
+    """The rows of ``points`` whose speedup may lead a front, a pick or a headline (see :func:`settle`).
+
+    Args:
+        points: A DataFrame or a sequence of mappings.
+        cv_threshold: See :func:`unsettled`.
+
+    Returns:
+        The same kind of container (a DataFrame keeps its index), unsettled rows left out.
+    """
+    rows = [settle(row, cv_threshold) for row in _records(points)]
+    if not isinstance(points, pd.DataFrame):
+        return [r for r in rows if r is not None]
+    kept = [r for r in rows if r is not None]
+    # Only the timing columns change: the other columns keep their dtypes (nullable channel counts).
+    frame = _take(points, [r is not None for r in rows]).copy()
+    for col in ("speedup", "speedup_spread", "speedup_searched"):
+        frame[col] = [as_float(r.get(col)) for r in kept]  # by position: an index may repeat labels
+    frame["timing"] = [r["timing"] for r in kept]
+    return frame
 
 
 def _sign(metric_direction: str) -> float:
@@ -88,7 +201,7 @@ def pareto_mask(
     metric_key: str = "metric",
     speedup_key: str = "speedup",
 ) -> list[bool]:
-    """Flag the non-dominated rows of ``points``.
+    """Flag the non-dominated rows of ``points``, taken as given (:func:`pareto_front` settles them first).
 
     A row is dominated when another usable row is at least as good on both objectives and strictly better
     on one.  Two rows with exactly the same (metric, speedup) do not dominate each other, so duplicates of
@@ -140,26 +253,32 @@ def pareto_front(
     metric_direction: str = "maximize",
     metric_key: str = "metric",
     speedup_key: str = "speedup",
+    cv_threshold: float | None = None,
 ) -> Points:
-    """The non-dominated subset of ``points``, sorted by speedup (slowest first), then trial number.
+    """The non-dominated subset of the settled rows of ``points``, sorted by speedup (slowest first), then number.
 
-    Exactly the non-dominated set (see :func:`pareto_mask`): duplicates of a non-dominated point are all
-    kept.  Slowest first means the table reads along the trade-off, from the most accurate to the fastest.
+    Exactly the non-dominated set (see :func:`pareto_mask`) of :func:`settled` rows: a row whose timing did
+    not settle and was not re-timed takes no part, and a re-timed one counts with its re-timing.  Duplicates
+    of a non-dominated point are all kept.  Slowest first means the table reads along the trade-off, from
+    the most accurate to the fastest.
 
     Args:
         points: a DataFrame or a sequence of mappings (see the module docstring).
         metric_direction: ``"maximize"`` or ``"minimize"``.
         metric_key: the column holding the metric.
         speedup_key: the column holding the speedup.
+        cv_threshold: the study's ``latency.cv_threshold`` (see :func:`unsettled`).
 
     Returns:
-        The same kind of container as ``points``: a DataFrame (original index kept) or a list of dicts.
+        The same kind of container as ``points``: a DataFrame (original index kept) or a list of dicts,
+        with ``timing`` saying which timing each speedup rests on.
 
     Example:
         >>> pts = [{"number": 0, "metric": 0.9, "speedup": 1.0}, {"number": 1, "metric": 0.8, "speedup": 1.0}]
         >>> [p["number"] for p in pareto_front(pts)]
         [0]
     """
+    points = settled(points, cv_threshold)
     records = _records(points)
     mask = _front_mask(records, _sign(metric_direction), metric_key, speedup_key)
     rows = [r for r, keep in zip(records, mask) if keep]
@@ -201,25 +320,29 @@ def select(
     max_drop: float,
     *,
     metric_direction: str = "maximize",
+    cv_threshold: float | None = None,
 ) -> dict[str, Any]:
-    """The fastest trial whose metric drop is within ``max_drop``.
+    """The fastest trial with a settled timing whose metric drop is within ``max_drop``.
 
     Feasible means ``drop <= max_drop`` (``drop`` is positive when the metric got worse, whatever its
-    direction).  Among equally fast feasible trials the better metric wins, then fewer MACs, then the
-    lower trial number, so the choice is deterministic.  The chosen trial is always on the Pareto front:
-    anything dominating it would be feasible and faster or better.
+    direction).  Only :func:`settled` rows compete, re-timed ones with their re-timing.  Among equally fast
+    feasible trials the better metric wins, then fewer MACs, then the lower trial number, so the choice is
+    deterministic.  The chosen trial is always on the Pareto front (:func:`pareto_front` with the same
+    ``cv_threshold``): anything dominating it would be feasible and faster or better.
 
     Args:
-        points: trials with ``number``, ``metric``, ``drop``, ``speedup`` and optionally ``macs`` and
-            ``state`` (a DataFrame or a sequence of mappings).
+        points: trials with ``number``, ``metric``, ``drop``, ``speedup`` and optionally ``macs``,
+            ``state``, ``latency_noisy``, ``speedup_spread`` and re-timings (a DataFrame or mappings).
         max_drop: the largest acceptable drop, in metric units.
         metric_direction: ``"maximize"`` or ``"minimize"``.
+        cv_threshold: the study's ``latency.cv_threshold`` (see :func:`unsettled`).
 
     Returns:
-        The chosen row as a dict.
+        The chosen row as a dict (``timing`` says which timing its speedup rests on).
 
     Raises:
-        SelectionError: when no trial is feasible; the message names the closest trial (smallest drop).
+        SelectionError: when no trial is feasible (the message names the closest trial, smallest drop),
+            or when every feasible trial's timing is unsettled (the message names them).
 
     Example:
         >>> pts = [
@@ -231,9 +354,17 @@ def select(
     """
     sign = _sign(metric_direction)
     rows = _records(points)
-    chosen = _best_feasible(rows, max_drop, sign, "number")
+    chosen = _best_feasible(settled(rows, cv_threshold), max_drop, sign, "number")
     if chosen is not None:
         return chosen
+    held = [r for r in rows if _usable(r, "metric", "speedup") and _feasible(r, max_drop)]
+    if held:
+        numbers = ", ".join(str(r.get("number", "?")) for r in held[:5]) + (" ..." if len(held) > 5 else "")
+        raise SelectionError(
+            f"no trial within max drop {max_drop:g} has a settled timing: the timings of trial(s) {numbers} did "
+            "not settle (flagged noisy or spread above latency.cv_threshold); re-time them with "
+            "'autoprune confirm' (or 'autoprune retime') and analyse again"
+        )
     measured = [r for r in rows if _usable(r, "metric", "speedup") and math.isfinite(as_float(r.get("drop")))]
     if not measured:
         raise SelectionError(
@@ -253,16 +384,18 @@ def best_baseline(
     max_drop: float,
     *,
     metric_direction: str = "maximize",
+    cv_threshold: float | None = None,
 ) -> dict[str, Any] | None:
-    """The fastest feasible point of a baseline sweep (uniform or global ratio), or ``None``.
+    """The fastest feasible point with a settled timing of a baseline sweep (uniform or global ratio), or ``None``.
 
-    Same rule as :func:`select` (faster, then better metric, then fewer MACs), with the lower ``ratio``
-    breaking the last tie, so the chosen trial and the baselines are judged alike.
+    Same rule as :func:`select` (settled timings only; faster, then better metric, then fewer MACs), with
+    the lower ``ratio`` breaking the last tie, so the chosen trial and the baselines are judged alike.
 
     Args:
         points: sweep points, each ``{"ratio", "metric", "drop", "speedup", "macs", ...}``.
         max_drop: the largest acceptable drop.
         metric_direction: ``"maximize"`` or ``"minimize"``.
+        cv_threshold: the study's ``latency.cv_threshold`` (see :func:`unsettled`).
 
     Returns:
         The best point as a dict, or ``None`` when no point is within the budget.
@@ -273,7 +406,7 @@ def best_baseline(
         >>> best_baseline(sweep, 0.01)["ratio"]
         0.2
     """
-    return _best_feasible(_records(points), max_drop, _sign(metric_direction), "ratio")
+    return _best_feasible(settled(_records(points), cv_threshold), max_drop, _sign(metric_direction), "ratio")
 
 
 def hypervolume_2d(

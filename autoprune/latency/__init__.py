@@ -8,6 +8,10 @@ Typical use::
     export_onnx(pruned_model, x, "pruned.onnx")
     result = measure_speedup("pruned.onnx", "base.onnx", LatencySettings(batch_size=8, threads=1))
     print(result.speedup, result.speedup_spread, result.noisy)
+
+A search times many candidates against the same base; :func:`measure_checked_speedup` also checks each
+interleaved speedup against the base latency pooled over the process's timings (:class:`BaseLatencyPool`),
+so one disturbed base timing cannot make a candidate look faster than it is.
 """
 
 from __future__ import annotations
@@ -21,8 +25,14 @@ from autoprune.latency._lock import default_lock_dir
 from autoprune.latency._lock import timing_lock
 from autoprune.latency._lock import training_pids
 from autoprune.latency._lock import training_section
+from autoprune.latency._pool import BaseLatencyPool
+from autoprune.latency._pool import CheckedSpeedup
+from autoprune.latency._pool import PoolVerdict
+from autoprune.latency._pool import measure_checked_speedup
+from autoprune.latency._pool import pooled_verdict
 from autoprune.latency._report import latency_report
 from autoprune.latency._settings import LatencySettings
+from autoprune.latency._stats import is_noisy
 from autoprune.latency._timer import LatencyStats
 from autoprune.latency._timer import SpeedupResult
 from autoprune.latency._timer import measure
@@ -30,19 +40,25 @@ from autoprune.latency._timer import measure_speedup
 from autoprune.latency._timer import measure_speedups
 
 __all__ = [
+    "BaseLatencyPool",
+    "CheckedSpeedup",
     "LatencyCache",
     "LatencySettings",
     "LatencyStats",
+    "PoolVerdict",
     "SpeedupResult",
     "compare_outputs",
     "cpu_round_to",
     "default_lock_dir",
     "export_onnx",
     "host_fingerprint",
+    "is_noisy",
     "latency_report",
     "measure",
+    "measure_checked_speedup",
     "measure_speedup",
     "measure_speedups",
+    "pooled_verdict",
     "timing_lock",
     "training_pids",
     "training_section",

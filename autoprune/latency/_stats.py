@@ -11,6 +11,26 @@ import numpy as np
 _IQR_TO_SIGMA = 1.349
 
 
+def is_noisy(spread: float, threshold: float) -> bool:
+    """Whether a spread (a block CV or a speedup's robust spread) leaves its timing unsettled.
+
+    A spread that is not a number (NaN: nothing could be compared) counts as unsettled, so a broken
+    measurement can never pass as a clean one; ``spread > threshold`` alone would let NaN through.
+
+    Args:
+        spread: The measured spread (relative, e.g. 0.03 for 3 %).
+        threshold: The largest spread accepted as settled (``LatencySettings.cv_threshold``).
+
+    Returns:
+        True unless ``spread <= threshold``.
+
+    Example:
+        >>> is_noisy(0.209, 0.05), is_noisy(0.01, 0.05), is_noisy(float("nan"), 0.05)
+        (True, False, True)
+    """
+    return not float(spread) <= float(threshold)
+
+
 def block_cv(block_medians: Sequence[float]) -> float:
     """Coefficient of variation of the block medians: ``std(medians) / median(medians)``.
 

@@ -5,7 +5,12 @@ So speedups come from blocks of baseline and candidate runs that alternate in on
 rotates every block), and the speedup is the median of the per-block ratios.  Every attempt runs under
 the host timing lock (:mod:`autoprune.latency._lock`).  An attempt whose spread exceeds
 ``cv_threshold`` is repeated up to ``max_remeasure`` times; the best-settled attempt is kept and flagged
-``noisy`` if none settled.
+``noisy`` if none settled.  For a speedup the gated spread is the speedup's (the robust spread of the
+per-block ratios, :func:`~autoprune.latency._stats.is_noisy`), not either side's own CV.
+
+The spread cannot see a disturbance that stays on one side for the whole timing (every block ratio is
+then off alike); :mod:`autoprune.latency._pool` checks speedups against a base latency pooled over
+timings for that.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import dataclasses
 import datetime
 import gc
 import logging
+import math
 import os
 import pathlib
 import time
@@ -33,6 +39,7 @@ from autoprune.latency._session import random_input
 from autoprune.latency._session import resolve_input
 from autoprune.latency._settings import LatencySettings
 from autoprune.latency._stats import block_ratios
+from autoprune.latency._stats import is_noisy
 from autoprune.latency._stats import robust_spread
 from autoprune.latency._stats import summarize
 
@@ -306,7 +313,7 @@ def _stats(
         mad_ms=float(summary["mad_ms"]),
         cv=float(summary["cv"]),
         n=int(summary["n"]),
-        noisy=float(summary["cv"]) > settings.cv_threshold,
+        noisy=is_noisy(float(summary["cv"]), settings.cv_threshold),
         attempts=attempts,
         block_medians_ms=list(summary["block_medians_ms"]),
         input_shape=list(shape),
@@ -406,9 +413,9 @@ def measure_speedups(
             attempts[index] += 1
             ratios = block_ratios(base_medians, summarize(times[slot])["block_medians_ms"])
             spread = robust_spread(ratios)
-            if index not in best or spread < best[index][0]:
+            if index not in best or spread < best[index][0] or math.isnan(best[index][0]):
                 best[index] = (spread, ratios, times[0], times[slot])
-        pending = [i for i in pending if best[i][0] > settings.cv_threshold]
+        pending = [i for i in pending if is_noisy(best[i][0], settings.cv_threshold)]
         if not pending:
             break
         logger.info("%d candidate(s) above speedup spread %.3f, re-measuring", len(pending), settings.cv_threshold)
@@ -424,7 +431,7 @@ def measure_speedups(
                 speedup_spread=spread,
                 spread_kind=SPREAD_KIND,
                 block_ratios=ratios,
-                noisy=spread > settings.cv_threshold,
+                noisy=is_noisy(spread, settings.cv_threshold),
                 attempts=attempts[index],
                 baseline=_stats(base.path, base_blocks, attempts[index], shape, settings, wall),
                 candidate=_stats(subject.path, cand_blocks, attempts[index], shape, settings, wall),
