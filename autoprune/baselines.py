@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 from typing import Callable
@@ -15,6 +16,8 @@ from autoprune.bounds import fastest_feasible
 from autoprune.bounds import largest_feasible
 from autoprune.candidate import StudyContext
 from autoprune.candidate import evaluate_candidate
+from autoprune.calibration import recipe_settings
+from autoprune.recipe import recovery_warnings
 
 log = logging.getLogger("autoprune")
 
@@ -29,8 +32,10 @@ class Baselines:
     base_metric: float
     base_metric_stderr: float
     max_drop: float
-    margin: float
+    margin: float  # search.bounds_margin when the sweeps ran (widths; recorded, not applied to ``bounds``)
     round_to: int
+    # The recovery every point got: {"recipe": {lr, finetune_epochs, finetune_steps}, "calibration": record or None}.
+    recovery: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -42,6 +47,7 @@ class Baselines:
             "max_drop": self.max_drop,
             "margin": self.margin,
             "round_to": self.round_to,
+            "recovery": self.recovery,
         }
 
     @classmethod
@@ -55,6 +61,7 @@ class Baselines:
             max_drop=data["max_drop"],
             margin=data.get("margin", 0.0),
             round_to=data.get("round_to", 1),
+            recovery=data.get("recovery") or {},
         )
 
     def best(self, kind: str) -> SweepPoint | None:
@@ -75,7 +82,8 @@ class Baselines:
                     f"the largest {kind} sweep ratio ({max(p.ratio for p in points):.2f}) is still within the budget; "
                     "add larger ratios to search.sweep_ratios to find the real limit"
                 )
-        return out
+        sweeps = {"uniform": self.uniform, "global": self.global_}
+        return out + recovery_warnings(sweeps, self.max_drop, self.recovery.get("calibration"))
 
     def table(self) -> str:
         """Both sweeps as a text table."""
@@ -110,6 +118,8 @@ def sweep_point(ctx: StudyContext, kind: str, ratio: float, max_drop: float) -> 
         channels=dict(res.prune.kept),
         clamps=[str(c) for c in res.prune.clamps],
         feasible=res.drop <= max_drop,
+        metric_after_bn=res.metric_after_bn.value if res.metric_after_bn else None,
+        recovery=res.recovery.attrs(),
     )
 
 
@@ -117,13 +127,15 @@ def run_baselines(
     ctx: StudyContext,
     ratios: list[float] | None = None,
     on_point: Callable[[SweepPoint], None] | None = None,
+    calibration: dict[str, Any] | None = None,
 ) -> Baselines:
     """Run both sweeps over ``ratios`` (default: the config's ``search.sweep_ratios``) and compute bounds.
 
     Args:
-        ctx: the study context.
+        ctx: the study context (its recovery section already holds the calibrated recipe, if any).
         ratios: sweep ratios.
         on_point: called after every point (progress display).
+        calibration: the recipe calibration record the recovery came from (kept for the warnings).
 
     Returns:
         The :class:`Baselines`.
@@ -140,7 +152,9 @@ def run_baselines(
                 on_point(point)
     limits = {g.name: g.max_ratio for g in ctx.groups}
     ties = {g.name: g.tied_to for g in ctx.groups if g.tied_to}
-    bounds = compute_bounds(sweeps["uniform"], sweeps["global"], max_drop, cfg.search.bounds_margin, limits, ties)
+    # The ratio span of the two best sweep points; search.bounds_margin widens the searched widths around it
+    # (counted in widths, by the search space), not these ratios.
+    bounds = compute_bounds(sweeps["uniform"], sweeps["global"], max_drop, 0.0, limits, ties)
     return Baselines(
         uniform=sweeps["uniform"],
         global_=sweeps["global"],
@@ -150,6 +164,7 @@ def run_baselines(
         max_drop=max_drop,
         margin=cfg.search.bounds_margin,
         round_to=ctx.round_to,
+        recovery={"recipe": recipe_settings(cfg), "calibration": calibration},
     )
 
 

@@ -26,13 +26,15 @@ from torch import nn
 
 from autoprune.base_model import BaseModelInfo
 from autoprune.base_model import load_base
+from autoprune.calibration import recipe_settings
 from autoprune.pruning import Group
 from autoprune.pruning import Pruner
 from autoprune.pruning import PruneResult
 from autoprune.pruning_setup import make_pruner
 from autoprune.pruning_setup import resolve_round_to
-from autoprune.recovery import finetune
-from autoprune.recovery import recalibrate_bn
+from autoprune.recovery import Recovery
+from autoprune.recovery import RecoveryReport
+from autoprune.recovery import Teacher
 from autoprune.tasks import MetricResult
 from autoprune.tasks import Task
 from autoprune.tasks import build_task
@@ -50,6 +52,35 @@ class Hopeless(Exception):
     def __init__(self, metric: float, result: PruneResult) -> None:
         super().__init__(f"metric {metric:.4f} after BN recalibration")
         self.metric = metric
+        self.result = result
+
+
+@dataclass
+class Screening:
+    """What is known of a candidate before its finetune: the metric after BN recalibration and the timing.
+
+    Attributes:
+        metric_after_bn: validation metric after BN recalibration.
+        drop_after_bn: its drop from the base (positive = worse).
+        speedup / speedup_spread / noisy: the candidate's timing (the same architecture as after the finetune).
+        timing: every timing figure, as the trial records them.
+    """
+
+    metric_after_bn: MetricResult
+    drop_after_bn: float
+    speedup: float
+    speedup_spread: float
+    noisy: bool
+    timing: dict[str, Any] = field(default_factory=dict)
+
+
+class Screened(Exception):
+    """Raised when screening skips a candidate's finetune; carries the reason and what was measured."""
+
+    def __init__(self, reason: str, screening: Screening, result: PruneResult) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.screening = screening
         self.result = result
 
 
@@ -88,6 +119,9 @@ class StudyContext:
     workdir: Path
     base_onnx: Path
     cache: Any = None
+    # This process's running median of base latencies (autoprune.latency.BaseLatencyPool), made on first use.
+    base_pool: Any = None
+    teacher: Teacher | None = None  # the base model's outputs per finetune batch, shared by every candidate
 
     @classmethod
     def build(cls, config: "StudyConfig", workdir: Path | None = None, use_cache: bool = True) -> "StudyContext":
@@ -110,7 +144,10 @@ class StudyContext:
             cache_dir = config.artifact_path()
             cache_dir.mkdir(parents=True, exist_ok=True)
             cache = LatencyCache(cache_dir / "latency-cache.sqlite")
-        return cls(config, task, base_model, info, base_metric, pruner, groups, resolve_round_to(config), settings, wd, base_onnx, cache)
+        return cls(
+            config, task, base_model, info, base_metric, pruner, groups, resolve_round_to(config), settings, wd, base_onnx, cache,
+            teacher=Teacher(base_model, task),
+        )
 
     def drop(self, metric: float) -> float:
         return self.task.drop(self.base_metric.value, metric)
@@ -144,6 +181,9 @@ class CandidateResult:
     onnx_path: Path | None = None
     model: nn.Module | None = None
     latency: dict[str, Any] = field(default_factory=dict)
+    metric_after_bn: MetricResult | None = None
+    recovery: RecoveryReport = field(default_factory=RecoveryReport)
+    recipe: dict[str, Any] = field(default_factory=dict)
 
     def attrs(self, max_drop: float) -> dict[str, Any]:
         """The user attrs a trial records (names fixed: other tools read them)."""
@@ -156,6 +196,8 @@ class CandidateResult:
             "feasible": bool(self.drop <= max_drop),
             "speedup": self.speedup,
             "speedup_spread": self.speedup_spread,
+            "speedup_interleaved": float(self.latency.get("speedup_interleaved", self.speedup)),
+            "pooled_base_latency_ms": self.latency.get("pooled_base_latency_ms"),
             "latency_ms": self.latency_ms,
             "base_latency_ms": self.base_latency_ms,
             "latency_noisy": self.latency_noisy,
@@ -168,6 +210,10 @@ class CandidateResult:
             "stage_seconds": {k: round(v, 4) for k, v in self.stage_seconds.items()},
             "host": self.host,
             "host_id": self.host_id,
+            "metric_after_bn": self.metric_after_bn.value if self.metric_after_bn else None,
+            "metric_after_bn_stderr": self.metric_after_bn.stderr if self.metric_after_bn else None,
+            "recovery_recipe": dict(self.recipe),
+            **self.recovery.attrs(),
         }
 
 
@@ -188,8 +234,12 @@ def evaluate_candidate(
     hopeless_margin: float | None = None,
     keep_onnx: Path | None = None,
     progress: Callable[[str], None] | None = None,
+    screen: Callable[[Screening], str | None] | None = None,
 ) -> CandidateResult:
     """Prune a copy of the base model, recover it, measure its metric and its interleaved speedup.
+
+    The cheap figures come first: BN recalibration, the validation metric after it and the timing (the
+    architecture is final before the finetune).  ``screen`` sees them and may skip the finetune.
 
     Args:
         ctx: the study context.
@@ -198,98 +248,197 @@ def evaluate_candidate(
             base by more than this (None: never).
         keep_onnx: where to keep the candidate's ONNX file (default: a temp file, removed).
         progress: called with the name of each stage as it starts.
+        screen: called with the :class:`Screening` before the finetune; a returned reason raises
+            :class:`Screened` instead of finetuning.
 
     Returns:
         The :class:`CandidateResult`.
     """
-    from autoprune.latency import export_onnx
-    from autoprune.latency import host_fingerprint
-    from autoprune.latency import measure_speedup
     from autoprune.latency import training_section
 
-    config = ctx.config
-    rec = config.recovery
     seconds: dict[str, float] = {}
     say = progress or (lambda stage: None)
     with ctx.task.forbid_split("test"):
-        with training_section():
-            say("prune")
-            with _stage(seconds, "prune"):
-                model = copy.deepcopy(ctx.base_model)
-                result = ctx.pruner.prune(model, ratios=ratios, uniform=uniform, global_ratio=global_ratio)
-            say("bn_recalibration")
-            with _stage(seconds, "bn_recalibration"):
-                recalibrate_bn(model, ctx.task, rec.bn_batches, rec.batch_size, seed=rec.seed)
-            if hopeless_margin is not None:
-                with _stage(seconds, "evaluate"):
-                    early = ctx.task.evaluate(model, "val")
-                if ctx.drop(early.value) > hopeless_margin:
-                    raise Hopeless(early.value, result)
-            say("finetune")
-            with _stage(seconds, "finetune"):
-                finetune(model, ctx.task, rec, teacher=ctx.base_model if rec.distill else None)
+        model, result, recovery = _prune_and_recalibrate(ctx, ratios, uniform, global_ratio, seconds, say)
+        with _stage(seconds, "evaluate_after_bn"):
+            after_bn = ctx.task.evaluate(model, "val")
+        if hopeless_margin is not None and ctx.drop(after_bn.value) > hopeless_margin:
+            raise Hopeless(after_bn.value, result)
+        timing, fingerprint, _, cached = _time(ctx, model, result.kept, None, seconds, say)
+        _screen(ctx, screen, after_bn, timing, result)
+        say("finetune")
+        with training_section(), _stage(seconds, "finetune"):
+            report = recovery.finetune()
         say("evaluate")
         with _stage(seconds, "evaluate"):
             metric = ctx.task.evaluate(model, "val")
-    say("export")
-    with _stage(seconds, "export"):
-        onnx_path = keep_onnx or (ctx.workdir / f"candidate-{time.monotonic_ns()}.onnx")
-        export_onnx(model, example_input(ctx.task, config), onnx_path, opset=ctx.latency.opset)
-    fingerprint = host_fingerprint()
-    say("latency")
-    with _stage(seconds, "latency"):
-        cached = None
-        key = None
-        if ctx.cache is not None:
-            key = ctx.cache.key(result.kept, fingerprint["fingerprint_id"], ctx.latency, extra=ctx.base_info.sha256)
-            cached = ctx.cache.get(key)
-        if cached is None:
-            measured = measure_speedup(onnx_path, ctx.base_onnx, ctx.latency)
-            timing = {
-                "speedup": measured.speedup,
-                "speedup_spread": measured.speedup_spread,
-                "latency_ms": measured.candidate.median_ms,
-                "base_latency_ms": measured.baseline.median_ms,
-                "noisy": measured.noisy,
-                "candidate": measured.candidate.as_dict(),
-                "baseline": measured.baseline.as_dict(),
-                "measured_at": measured.measured_at,
-                "settings": measured.settings,
-            }
-            if ctx.cache is not None and key is not None:
-                ctx.cache.put(key, timing)
-        else:
-            timing = cached
-    if keep_onnx is None:
-        onnx_path.unlink(missing_ok=True)
-        onnx_path = None
+    onnx_path = None
+    if keep_onnx is not None:
+        with _stage(seconds, "export"):
+            onnx_path = _export(ctx, model, keep_onnx)
     drop = ctx.drop(metric.value)
-    drop_se = float((metric.stderr**2 + ctx.base_metric.stderr**2) ** 0.5)
-    latency_info = {
-        "speedup": timing["speedup"],
-        "speedup_spread": timing["speedup_spread"],
-        "latency_ms": timing["latency_ms"],
-        "base_latency_ms": timing["base_latency_ms"],
-        "noisy": timing["noisy"],
-        "cached": cached is not None,
-        "host": fingerprint,
-        "settings": timing.get("settings", ctx.latency.as_dict()),
-    }
     return CandidateResult(
         prune=result,
         metric=metric,
         drop=drop,
-        drop_stderr=drop_se,
+        drop_stderr=float((metric.stderr**2 + ctx.base_metric.stderr**2) ** 0.5),
         speedup=float(timing["speedup"]),
         speedup_spread=float(timing["speedup_spread"]),
         latency_ms=float(timing["latency_ms"]),
         base_latency_ms=float(timing["base_latency_ms"]),
         latency_noisy=bool(timing["noisy"]),
-        latency_cached=cached is not None,
+        latency_cached=cached,
         host=str(fingerprint.get("hostname", "")),
         host_id=str(fingerprint["fingerprint_id"]),
         stage_seconds=seconds,
         onnx_path=onnx_path,
         model=model,
-        latency=latency_info,
+        latency=_latency_info(ctx, timing, fingerprint, cached),
+        metric_after_bn=after_bn,
+        recovery=report,
+        recipe=recipe_settings(ctx.config),
     )
+
+
+def _latency_info(ctx: StudyContext, timing: Mapping[str, Any], fingerprint: Mapping[str, Any], cached: bool) -> dict[str, Any]:
+    """The timing as the architecture JSON records it (with the host it was measured on)."""
+    return {
+        "speedup": timing["speedup"],
+        "speedup_spread": timing["speedup_spread"],
+        "latency_ms": timing["latency_ms"],
+        "base_latency_ms": timing["base_latency_ms"],
+        "noisy": timing["noisy"],
+        **{k: timing[k] for k in ("speedup_interleaved", "pooled_base_latency_ms", "latency_check") if k in timing},
+        "cached": cached,
+        "host": fingerprint,
+        "settings": timing.get("settings", ctx.latency.as_dict()),
+    }
+
+
+def _prune_and_recalibrate(
+    ctx: StudyContext,
+    ratios: Mapping[str, float] | None,
+    uniform: float | None,
+    global_ratio: float | None,
+    seconds: dict[str, float],
+    say: Callable[[str], None],
+) -> tuple[nn.Module, PruneResult, Recovery]:
+    """A pruned copy of the base with recalibrated BN statistics, and its recovery, ready to finetune."""
+    from autoprune.latency import training_section
+
+    with training_section():
+        say("prune")
+        with _stage(seconds, "prune"):
+            model = copy.deepcopy(ctx.base_model)
+            result = ctx.pruner.prune(model, ratios=ratios, uniform=uniform, global_ratio=global_ratio)
+        say("bn_recalibration")
+        with _stage(seconds, "bn_recalibration"):
+            recovery = Recovery(model, ctx.task, ctx.config.recovery, teacher=ctx.teacher)
+            recovery.recalibrate()
+    return model, result, recovery
+
+
+def _screen(
+    ctx: StudyContext,
+    screen: Callable[[Screening], str | None] | None,
+    after_bn: MetricResult,
+    timing: Mapping[str, Any],
+    result: PruneResult,
+) -> None:
+    """Ask ``screen`` whether the finetune can pay off; raise :class:`Screened` with its reason when not."""
+    if screen is None:
+        return
+    screening = Screening(
+        metric_after_bn=after_bn,
+        drop_after_bn=ctx.drop(after_bn.value),
+        speedup=float(timing["speedup"]),
+        speedup_spread=float(timing["speedup_spread"]),
+        noisy=bool(timing["noisy"]),
+        timing=dict(timing),
+    )
+    reason = screen(screening)
+    if reason:
+        raise Screened(reason, screening, result)
+
+
+def _time(
+    ctx: StudyContext,
+    model: nn.Module,
+    kept: Mapping[str, int],
+    keep_onnx: Path | None,
+    seconds: dict[str, float],
+    say: Callable[[str], None],
+) -> tuple[dict[str, Any], dict[str, Any], Path | None, bool]:
+    """The candidate's interleaved timing: from the cache when this host timed these widths before.
+
+    Returns:
+        ``(timing, host fingerprint, kept ONNX path or None, whether the timing came from the cache)``.
+    """
+    from autoprune.latency import host_fingerprint
+
+    fingerprint = host_fingerprint()
+    key = None
+    timing = None
+    with _stage(seconds, "latency"):
+        if ctx.cache is not None:
+            key = ctx.cache.key(kept, fingerprint["fingerprint_id"], ctx.latency, extra=ctx.base_info.sha256)
+            timing = ctx.cache.get(key)
+    if timing is not None and timing.get("noisy"):
+        timing = None  # a timing that did not settle is not reused: this repeat times the candidate again
+    cached = timing is not None
+    onnx_path = None
+    if timing is None or keep_onnx is not None:
+        say("export")
+        with _stage(seconds, "export"):
+            onnx_path = _export(ctx, model, keep_onnx)
+    if timing is None:
+        say("latency")
+        with _stage(seconds, "latency"):
+            timing = _measure(ctx, onnx_path)
+        if ctx.cache is not None and key is not None:
+            ctx.cache.put(key, timing)
+    if keep_onnx is None and onnx_path is not None:
+        onnx_path.unlink(missing_ok=True)
+        onnx_path = None
+    return timing, fingerprint, onnx_path, cached
+
+
+def _export(ctx: StudyContext, model: nn.Module, keep_onnx: Path | None) -> Path:
+    from autoprune.latency import export_onnx
+
+    path = keep_onnx or (ctx.workdir / f"candidate-{time.monotonic_ns()}.onnx")
+    return export_onnx(model, example_input(ctx.task, ctx.config), path, opset=ctx.latency.opset)
+
+
+def _measure(ctx: StudyContext, onnx_path: Path) -> dict[str, Any]:
+    """Time the candidate interleaved with the base, checked against this process's pooled base latency.
+
+    ``speedup`` is the checked one (:func:`autoprune.latency.measure_checked_speedup`): the interleaved
+    ratio when it agrees with the candidate's latency over the pooled base, else the smaller of the two
+    with ``noisy`` set; ``speedup_interleaved`` keeps the interleaved ratio.
+
+    Returns:
+        The dict the latency cache stores.
+    """
+    from autoprune.latency import BaseLatencyPool
+    from autoprune.latency import measure_checked_speedup
+
+    if ctx.base_pool is None:
+        ctx.base_pool = BaseLatencyPool()
+    checked = measure_checked_speedup(onnx_path, ctx.base_onnx, ctx.latency, ctx.base_pool)
+    measured = checked.result
+    agrees = checked.verdict.agrees
+    return {
+        "speedup": checked.speedup,
+        "speedup_interleaved": measured.speedup,
+        "speedup_spread": measured.speedup_spread,
+        "latency_ms": measured.candidate.median_ms,
+        "base_latency_ms": measured.baseline.median_ms,
+        "pooled_base_latency_ms": checked.pooled_base_ms,
+        "latency_check": "unchecked" if agrees is None else "agrees" if agrees else "disagrees",
+        "noisy": checked.noisy,
+        "candidate": measured.candidate.as_dict(),
+        "baseline": measured.baseline.as_dict(),
+        "measured_at": measured.measured_at,
+        "settings": measured.settings,
+    }

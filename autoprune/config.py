@@ -84,7 +84,10 @@ class SearchConfig(_Section):
     trials: int = Field(24, ge=1)
     sampler: str = "tpe"
     seed: int | None = 0
-    bounds_margin: float = Field(0.05, ge=0.0, lt=1.0)
+    # Extra widths searched on each side of the baselines' widths, counted in widths a group can reach (after
+    # channel rounding and the guards): each group spans from the narrower to the wider of the best uniform
+    # and global baselines' kept channels, plus this many reachable widths below and above (0: only between).
+    bounds_margin: int = Field(1, ge=0)
     sweep_ratios: list[float] = Field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
     # Stop a trial early (PRUNED) when its metric after BN recalibration is this far below the base.  Off by
     # default: strongly pruned models often score near chance after BN recalibration and still recover fully.
@@ -94,6 +97,13 @@ class SearchConfig(_Section):
     max_retry: int = Field(2, ge=0)
     enqueue_baselines: bool = True
     upload_onnx: bool = False
+    # fastest: one objective, the speedup, with the metric drop as a constraint (the fastest model within the
+    # budget); pareto: two objectives (metric, speedup), the whole trade-off.
+    mode: Literal["fastest", "pareto"] = "fastest"
+    # Skip the finetune of a candidate whose timing and BN-recalibrated metric say it cannot pay off, once the
+    # study holds screen_min_trials completed trials to learn the threshold from (the reason is recorded).
+    screening: bool = True
+    screen_min_trials: int = Field(6, ge=2)
 
     @field_validator("sampler")
     @classmethod
@@ -102,12 +112,49 @@ class SearchConfig(_Section):
             raise ValueError(f"unknown sampler {value!r}; choose one of {', '.join(SAMPLERS)}")
         return value
 
+    @field_validator("bounds_margin", mode="before")
+    @classmethod
+    def _margin_in_widths(cls, value: Any) -> Any:
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(
+                f"bounds_margin counts widths (kept-channel counts a group can reach), not a ratio: write a whole "
+                f"number such as 1 (got {value})"
+            )
+        return value
+
     @field_validator("sweep_ratios")
     @classmethod
     def _ratios(cls, values: list[float]) -> list[float]:
         if not values:
             raise ValueError("sweep_ratios must list at least one ratio")
         return sorted(_check_ratio(v, "every sweep ratio") for v in values)
+
+
+class CalibrationConfig(_Section):
+    """Recipe calibration (``autoprune calibrate-recovery``): which finetune recipes to try on a probe candidate.
+
+    Every pair of ``lrs`` x ``epochs`` recovers the same probe (uniform pruning at ``probe_ratio``); the
+    cheapest recipe whose validation metric is within ``tolerance_se`` standard errors of the best one
+    becomes the study's recipe.  ``enabled: false`` pins the recipe written in the ``recovery`` section.
+    """
+
+    enabled: bool = True
+    probe_ratio: float = 0.3
+    lrs: list[float] = Field(default_factory=lambda: [0.003, 0.01, 0.03])
+    epochs: list[float] = Field(default_factory=lambda: [0.25, 1.0, 2.0, 4.0])
+    tolerance_se: float = Field(2.0, ge=0)
+
+    @field_validator("probe_ratio")
+    @classmethod
+    def _probe(cls, value: float) -> float:
+        return _check_ratio(value, "probe_ratio")
+
+    @field_validator("lrs", "epochs")
+    @classmethod
+    def _positive(cls, values: list[float]) -> list[float]:
+        if not values or any(v <= 0 for v in values):
+            raise ValueError("must list at least one value, every value > 0")
+        return sorted(set(values))
 
 
 class RecoveryConfig(_Section):
@@ -124,6 +171,11 @@ class RecoveryConfig(_Section):
     temperature: float = Field(4.0, gt=0)
     distill_weight: float = Field(0.7, ge=0, le=1)
     seed: int = 0
+    # Training images held out of the finetune to judge it (at most a quarter of the split; 0: no judging).
+    calib_size: int = Field(512, ge=0)
+    # Points of the finetune at which the model is judged and the best state kept.
+    checkpoints: int = Field(4, ge=1, le=100)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
 
 
 class LatencyConfig(_Section):

@@ -2,13 +2,35 @@
 
 The pruning guidance: warm up, use a learning rate below the base model's, distil from the unpruned
 model.  Every candidate of a study (baselines included) gets the same recipe, so their metrics compare.
+
+Two guarantees make short finetunes safe (:func:`recover`):
+
+- **BatchNorm statistics are re-estimated after the finetune.**  A few optimiser steps move the weights
+  while the running statistics trail behind (momentum 0.1), so a model finetuned for a handful of steps is
+  evaluated with statistics of another network; that alone took a 20%-pruned ResNet from 0.67 to 0.49
+  accuracy on digits.  Recalibrating after the finetune gives 0.88.
+- **The finetune never returns a worse model than it started from.**  A small calibration part of the
+  *training* split (never validation or test) is held out of the finetune; the model is judged on it after
+  BN recalibration and at a few checkpoints of the finetune.  The best state seen is kept, a checkpoint
+  that scores worse than it beyond noise sends the finetune back to it, and the best state is returned.
+
+Example:
+    >>> fit, calib = calibration_split(1000, 128, seed=0)
+    >>> len(fit), len(calib), set(fit) & set(calib)
+    (872, 128, set())
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
+from dataclasses import dataclass
+from dataclasses import field
 from typing import TYPE_CHECKING
+from typing import Any
 from typing import Callable
+from typing import Iterator
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,10 +40,43 @@ if TYPE_CHECKING:
     from autoprune.config import RecoveryConfig
     from autoprune.tasks import Task
 
+# The calibration part never takes more than this share of the training split.
+MAX_CALIB_SHARE = 0.25
+# Fewer calibration images than this judge too coarsely to pick states by: best-state keeping is off.
+MIN_CALIB_IMAGES = 32
+
+
+def calibration_split(n: int, size: int, seed: int) -> tuple[list[int], list[int]]:
+    """Deterministic ``(fit, calib)`` indices of a training split of ``n`` images.
+
+    Args:
+        n: images in the training split.
+        size: calibration images wanted (capped at a quarter of ``n``; below 32 there is no calibration part).
+        seed: the split seed (the same in every worker, so every candidate is judged on the same images).
+
+    Returns:
+        ``(fit, calib)``: sorted, disjoint index lists covering ``range(n)``; ``calib`` may be empty.
+    """
+    take = min(int(size), int(n * MAX_CALIB_SHARE))
+    if take < MIN_CALIB_IMAGES:
+        return list(range(n)), []
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(10_007 + seed)).tolist()
+    return sorted(perm[take:]), sorted(perm[:take])
+
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, task: "Task", batches: int, batch_size: int, seed: int = 0) -> int:
+def recalibrate_bn(
+    model: nn.Module, task: "Task", batches: int, batch_size: int, seed: int = 0, indices: Sequence[int] | None = None
+) -> int:
     """Re-estimate BatchNorm running statistics on ``batches`` training batches.
+
+    Args:
+        model: the model (left in eval mode).
+        task: gives the training split.
+        batches: how many batches to average over.
+        batch_size: images per batch.
+        seed: shuffling seed.
+        indices: the part of the training split to use (default: all of it).
 
     Returns:
         How many batches were used (0 when the model has no BatchNorm or ``batches`` is 0).
@@ -29,56 +84,103 @@ def recalibrate_bn(model: nn.Module, task: "Task", batches: int, batch_size: int
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns or batches <= 0:
         return 0
-    saved = [(bn.momentum, bn.training) for bn in bns]
+    saved = [bn.momentum for bn in bns]
     for bn in bns:
         bn.reset_running_stats()
         bn.momentum = None  # cumulative average over the batches seen
     model.train()
     used = 0
-    for x, _ in task.loader("train", batch_size, shuffle=True, seed=seed):
+    for x, _ in task.loader("train", batch_size, shuffle=True, seed=seed, indices=indices):
         model(x)
         used += 1
         if used >= batches:
             break
-    for bn, (momentum, _training) in zip(bns, saved):
+    for bn, momentum in zip(bns, saved):
         bn.momentum = momentum
     model.eval()
     return used
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL divergence between softened distributions over dim 1, scaled by T^2 (Hinton et al.)."""
-    t = temperature
-    return F.kl_div(F.log_softmax(student / t, dim=1), F.softmax(teacher / t, dim=1), reduction="batchmean") * t * t
+    """KL divergence between softened distributions over dim 1, scaled by T^2 (Hinton et al.).
 
-
-def finetune(
-    model: nn.Module,
-    task: "Task",
-    settings: "RecoveryConfig",
-    teacher: nn.Module | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> int:
-    """Briefly finetune ``model`` on the training split (SGD, linear warm-up then cosine decay).
-
-    Args:
-        model: the pruned model (trained in place).
-        task: gives the data and the loss.
-        settings: the recovery section of the study config.
-        teacher: the unpruned model to distil from (used when ``settings.distill``).
-        progress: called with ``(step, total)`` now and then.
-
-    Returns:
-        The number of optimisation steps taken.
+    Averaged per element: over the batch for ``(N, C)`` logits, over every pixel for dense ``(N, C, H, W)``
+    logits, so a segmentation model's distillation term weighs the same as a classifier's.
     """
-    loader = task.loader("train", settings.batch_size, shuffle=True, seed=settings.seed, drop_last=True)
-    per_epoch = max(1, len(loader))
-    total = settings.finetune_steps if settings.finetune_steps is not None else int(math.ceil(settings.finetune_epochs * per_epoch))
-    if total <= 0:
-        return 0
-    torch.manual_seed(settings.seed)
-    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay, nesterov=True)
-    warmup = min(settings.warmup_steps, max(total - 1, 0))
+    t = temperature
+    kl = F.kl_div(F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1), reduction="none", log_target=True)
+    per_element = kl.sum(dim=1)  # KL of each sample (and pixel) over the classes
+    return per_element.mean() * t * t
+
+
+@dataclass
+class RecoveryReport:
+    """What the recovery of one candidate did, judged on the calibration part of the training split.
+
+    Attributes:
+        steps: finetune steps taken.
+        calib_after_bn: calibration metric after the first BN recalibration (None without a calibration part).
+        calib_after_finetune: calibration metric at the last checkpoint of the finetune.
+        calib_kept: calibration metric of the state returned.
+        kept_step: finetune step of the state returned (0: the BN-recalibrated model, the finetune never helped).
+        restores: how often a checkpoint scored worse beyond noise and the finetune went back to the best state.
+        curve: ``(step, calibration metric)`` at every judged point.
+    """
+
+    steps: int = 0
+    calib_after_bn: float | None = None
+    calib_after_finetune: float | None = None
+    calib_kept: float | None = None
+    kept_step: int = 0
+    restores: int = 0
+    curve: list[tuple[int, float]] = field(default_factory=list)
+
+    def attrs(self) -> dict[str, Any]:
+        """The figures a trial or sweep point records (prefixed ``recovery_``)."""
+        data = asdict(self)
+        data["curve"] = [[s, round(v, 6)] for s, v in self.curve]
+        return {f"recovery_{k}": v for k, v in data.items()}
+
+
+class _Judge:
+    """Scores a model on the calibration images after BN recalibration, and keeps the best state seen."""
+
+    def __init__(self, task: "Task", settings: "RecoveryConfig", fit: Sequence[int], calib: Sequence[int]) -> None:
+        self.task = task
+        self.settings = settings
+        self.fit = fit
+        self.calib = calib
+        self.sign = 1.0 if task.metric_direction == "maximize" else -1.0
+        self.best_value: float | None = None
+        self.best_stderr = 0.0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_step = 0
+
+    def recalibrate(self, model: nn.Module) -> None:
+        s = self.settings
+        recalibrate_bn(model, self.task, s.bn_batches, s.batch_size, seed=s.seed, indices=self.fit)
+
+    def score(self, model: nn.Module, step: int, report: RecoveryReport) -> bool:
+        """Recalibrate and judge ``model``; keep it when it is at least as good.  True: it is worse beyond noise."""
+        self.recalibrate(model)
+        if not self.calib:
+            return False
+        result = self.task.evaluate(model, "train", indices=self.calib)
+        report.curve.append((step, result.value))
+        if self.best_value is None or self.sign * (result.value - self.best_value) >= 0:
+            self.best_value, self.best_stderr, self.best_step = result.value, result.stderr, step
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return False
+        return self.sign * (self.best_value - result.value) > 2 * max(self.best_stderr, result.stderr)
+
+    def restore(self, model: nn.Module) -> None:
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+
+
+def _schedule(total: int, warmup_steps: int) -> Callable[[int], float]:
+    """Linear warm-up, then cosine decay to zero over ``total`` steps (a multiplier of the learning rate)."""
+    warmup = min(warmup_steps, max(total - 1, 0))
 
     def lr_at(step: int) -> float:
         if step < warmup:
@@ -86,29 +188,182 @@ def finetune(
         done = (step - warmup) / max(1, total - warmup)
         return 0.5 * (1 + math.cos(math.pi * done))
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
-    use_teacher = settings.distill and teacher is not None
-    if use_teacher:
-        teacher.eval()
+    return lr_at
+
+
+def finetune_steps(settings: "RecoveryConfig", steps_per_epoch: int) -> int:
+    """Optimisation steps of a recipe: ``finetune_steps`` when set, else ``finetune_epochs`` epochs."""
+    if settings.finetune_steps is not None:
+        return int(settings.finetune_steps)
+    return int(math.ceil(settings.finetune_epochs * max(1, steps_per_epoch)))
+
+
+def _batches(task: "Task", settings: "RecoveryConfig", fit: Sequence[int]) -> Iterator[tuple[tuple[int, ...], Any, Any]]:
+    """Endless shuffled training batches of the fit part (a new shuffle every epoch), each with its key.
+
+    The key names the batch by everything that decides its content, so a :class:`Teacher` can cache the
+    base model's outputs on it across candidates.
+    """
+    drop_last = len(fit) >= settings.batch_size  # never an empty loader
+    epoch = 0
+    while True:
+        loader = task.loader("train", settings.batch_size, shuffle=True, seed=settings.seed + epoch, drop_last=drop_last, indices=fit)
+        for i, (x, y) in enumerate(loader):
+            yield (settings.seed, settings.batch_size, settings.calib_size, epoch, i), x, y
+        epoch += 1
+
+
+class Teacher:
+    """The unpruned model to distil from, its outputs cached per training batch (they never change).
+
+    Every candidate of a process finetunes on the same seeded batches, and the base model's outputs on a
+    batch do not depend on the candidate, so the teacher's forward pass runs once per batch per process.
+    Outputs are kept in memory up to ``max_bytes`` (dense segmentation outputs are large); past that the
+    teacher simply runs again.
+
+    Args:
+        model: the unpruned model (put in eval mode).
+        task: turns raw outputs into logits.
+        max_bytes: memory the cache may hold (0: no cache).
+    """
+
+    def __init__(self, model: nn.Module, task: "Task", max_bytes: int = 256 * 2**20) -> None:
+        self.model = model.eval()
+        self.task = task
+        self.max_bytes = max_bytes
+        self.cache: dict[tuple[int, ...], torch.Tensor] = {}
+        self.bytes = 0
+        self.hits = 0
+
+    @torch.no_grad()
+    def outputs(self, key: tuple[int, ...], x: torch.Tensor) -> torch.Tensor:
+        """The teacher's logits on batch ``x`` (named ``key``)."""
+        if key in self.cache:
+            self.hits += 1
+            return self.cache[key]
+        out = self.task.logits(self.model(x)).detach()
+        size = out.element_size() * out.nelement()
+        if self.bytes + size <= self.max_bytes:
+            self.cache[key] = out
+            self.bytes += size
+        return out
+
+
+def _loss(model: nn.Module, task: "Task", settings: "RecoveryConfig", teacher: Teacher | None, batch: tuple[Any, Any, Any]) -> torch.Tensor:
+    key, x, y = batch
+    out = task.logits(model(x))
+    loss = task.loss(out, y)
+    if teacher is None:
+        return loss
+    w = settings.distill_weight
+    return (1 - w) * loss + w * distillation_loss(out, teacher.outputs(key, x), settings.temperature)
+
+
+class Recovery:
+    """The recovery of one candidate in two steps: :meth:`recalibrate`, then :meth:`finetune`.
+
+    Between the two the BN-recalibrated model can be measured, timed (its architecture is final) and,
+    when it cannot pay off, left unfinetuned.  :func:`recover` runs both.
+
+    Args:
+        model: the pruned model (recovered in place).
+        task: gives the data and the loss.
+        settings: the recovery section of the study config (the calibrated recipe where there is one).
+        teacher: the unpruned model to distil from (used when ``settings.distill``), best as a :class:`Teacher`
+            shared by the candidates of a process (a bare module gets a teacher of its own, no cache).
+    """
+
+    def __init__(self, model: nn.Module, task: "Task", settings: "RecoveryConfig", teacher: Teacher | nn.Module | None = None) -> None:
+        self.model = model
+        self.task = task
+        self.settings = settings
+        self.teacher = Teacher(teacher, task, max_bytes=0) if isinstance(teacher, nn.Module) else teacher
+        self.fit, self.calib = calibration_split(len(task.dataset("train")), settings.calib_size, settings.seed)
+        self.judge = _Judge(task, settings, self.fit, self.calib)
+        self.report = RecoveryReport()
+
+    def recalibrate(self) -> RecoveryReport:
+        """Re-estimate BN statistics and judge the model on the calibration images (the state to beat)."""
+        self.judge.score(self.model, 0, self.report)
+        self.report.calib_after_bn = self.judge.best_value
+        self.model.eval()
+        return self.report
+
+    def finetune(self, progress: Callable[[int, int], None] | None = None) -> RecoveryReport:
+        """Finetune, keeping the best state seen; the model ends in eval mode with recalibrated BN statistics."""
+        s = self.settings
+        per_epoch = len(self.fit) // s.batch_size if len(self.fit) >= s.batch_size else 1
+        total = finetune_steps(s, per_epoch)
+        report = self.report
+        if total > 0:
+            teacher = self.teacher if s.distill else None
+            report.steps = _finetune(self.model, self.task, s, teacher, self.judge, report, total, self.fit, progress)
+            report.calib_after_finetune = report.curve[-1][1] if self.calib else None
+            self.judge.restore(self.model)
+        report.calib_kept = self.judge.best_value
+        report.kept_step = self.judge.best_step if self.calib else report.steps
+        self.model.eval()
+        return report
+
+
+def recover(
+    model: nn.Module,
+    task: "Task",
+    settings: "RecoveryConfig",
+    teacher: Teacher | nn.Module | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    after_bn: Callable[[nn.Module], None] | None = None,
+) -> RecoveryReport:
+    """BN recalibration, then a finetune that keeps the best state seen; ``model`` is recovered in place.
+
+    Args:
+        model: the pruned model.
+        task: gives the data and the loss.
+        settings: the recovery section of the study config (the calibrated recipe where there is one).
+        teacher: the model to distil from (see :class:`Recovery`).
+        progress: called with ``(step, total)`` at every checkpoint.
+        after_bn: called with the BN-recalibrated model before the finetune (to measure it).
+
+    Returns:
+        The :class:`RecoveryReport`; the model is left in eval mode with recalibrated BN statistics.
+    """
+    recovery = Recovery(model, task, settings, teacher)
+    recovery.recalibrate()
+    if after_bn is not None:
+        after_bn(model)
+    return recovery.finetune(progress)
+
+
+def _finetune(
+    model: nn.Module,
+    task: "Task",
+    settings: "RecoveryConfig",
+    teacher: Teacher | None,
+    judge: _Judge,
+    report: RecoveryReport,
+    total: int,
+    fit: Sequence[int],
+    progress: Callable[[int, int], None] | None,
+) -> int:
+    """SGD with warm-up and cosine decay for ``total`` steps, judged at ``settings.checkpoints`` points."""
+    torch.manual_seed(settings.seed)
+    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay, nesterov=True)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total, settings.warmup_steps))
+    checkpoints = {max(1, round(total * i / settings.checkpoints)) for i in range(1, settings.checkpoints + 1)}
     model.train()
-    step = 0
-    while step < total:
-        for x, y in loader:
-            out = task.logits(model(x))
-            loss = task.loss(out, y)
-            if use_teacher:
-                with torch.no_grad():
-                    t_out = task.logits(teacher(x))
-                w = settings.distill_weight
-                loss = (1 - w) * loss + w * distillation_loss(out, t_out, settings.temperature)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            if progress is not None and (step % 20 == 0 or step == total):
+    batches = _batches(task, settings, fit)
+    for step in range(1, total + 1):
+        loss = _loss(model, task, settings, teacher, next(batches))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if step in checkpoints:
+            if judge.score(model, step, report):
+                judge.restore(model)
+                optimizer.state.clear()  # momentum of the steps that made things worse
+                report.restores += 1
+            model.train()
+            if progress is not None:
                 progress(step, total)
-            if step >= total:
-                break
-    model.eval()
-    return step
+    return total

@@ -146,7 +146,7 @@ def render_search(path: pathlib.Path, data: dict[str, Any], readme: pathlib.Path
 
 
 def render_overhead(path: pathlib.Path, data: dict[str, Any], readme: pathlib.Path) -> list[str]:
-    stages = ["prune", "bn_recalibration", "finetune", "evaluate", "export", "latency", "storage", "other"]
+    stages = ["prune", "bn_recalibration", "evaluate_after_bn", "finetune", "evaluate", "export", "latency", "storage", "other"]
     lines = [
         "### Where a trial's time goes",
         "",

@@ -7,7 +7,7 @@ the config's ``baselines.json`` when it was made for the same base model, budget
 runs them (``study.optimize(n_trials=1)``), with a fresh latency cache.
 
 Per trial, the stages the trial records in its ``stage_seconds`` user attr: prune, bn_recalibration,
-finetune, evaluate, export, latency, storage (artifact uploads and user-attr writes); plus "other": the
+evaluate_after_bn, finetune, evaluate, export, latency, storage (artifact uploads and user-attr writes); plus "other": the
 rest of the ``optimize`` call (sampling, the per-group ``suggest`` calls, ask/tell, the surplus check).
 Every call on the study's storage object is also timed (outermost calls, main thread) and reported as
 "storage calls": it overlaps "storage" and "other" (it is the database's share of both).
@@ -54,7 +54,7 @@ from storage_scaling import StorageTimer  # noqa: E402
 HERE = pathlib.Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "trial_overhead.json"
 CONFIGS = ("studies/digits-resnet.yaml", "studies/digits-mobilenet.yaml")
-STAGES = ("prune", "bn_recalibration", "finetune", "evaluate", "export", "latency", "storage")
+STAGES = ("prune", "bn_recalibration", "evaluate_after_bn", "finetune", "evaluate", "export", "latency", "storage")
 USEFUL = ("finetune", "evaluate")
 TARGET_OUTSIDE = 0.15
 

@@ -51,8 +51,14 @@ TINY_STUDY: dict[str, Any] = {
     "max_drop": 0.05,
     "base": {"epochs": 2, "lr": 0.05, "batch_size": 32, "seed": 0},
     "pruning": {"round_to": 8, "min_channels": 8, "min_fraction": 0.1, "first_layer_max_ratio": 0.5, "importance_batches": 2},
-    "search": {"trials": 4, "sampler": "random", "seed": 0, "bounds_margin": 0.05, "sweep_ratios": [0.25, 0.5]},
-    "recovery": {"bn_batches": 2, "finetune_steps": 4, "lr": 0.01, "warmup_steps": 1, "batch_size": 64, "distill": True},
+    # Screening off: whether a trial is screened depends on timings, and most tests count COMPLETE trials;
+    # tests/test_screening.py turns it on.
+    "search": {"trials": 4, "sampler": "random", "seed": 0, "bounds_margin": 1, "sweep_ratios": [0.25, 0.5], "screening": False},
+    # The recipe is pinned (no calibration) so studies start fast; tests of calibration turn it on.
+    "recovery": {
+        "bn_batches": 2, "finetune_steps": 4, "lr": 0.01, "warmup_steps": 1, "batch_size": 64, "distill": True,
+        "calib_size": 128, "checkpoints": 2, "calibration": {"enabled": False},
+    },
     # lock: false keeps test timings off the host-wide timing lock that real studies share.
     "latency": {"batch_size": 8, "threads": 1, "repeats": 20, "warmup": 2, "blocks": 2, "cv_threshold": 1.0, "max_remeasure": 0, "lock": False},
 }

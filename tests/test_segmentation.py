@@ -230,8 +230,8 @@ def test_loss_and_logits_are_per_pixel(synthetic: Path) -> None:
     task = SegmentationTask("unet", UNET, root=str(synthetic), mask_mode="alpha", image_size=32)
     out = torch.randn(2, 2, 32, 32)
     y = torch.randint(0, 2, (2, 32, 32))
-    flat = task.logits(out)
-    assert flat.shape == (2 * 32 * 32, 2)
+    assert task.logits(out).shape == out.shape  # dense logits stay (N, C, H, W); distillation averages per pixel
+    flat = out.permute(0, 2, 3, 1).reshape(-1, 2)
     expected = nn.functional.cross_entropy(out, y)
     assert task.loss(flat, y) == pytest.approx(float(expected), rel=1e-5)
     assert task.loss(out, y) == pytest.approx(float(expected), rel=1e-5)

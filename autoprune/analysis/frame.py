@@ -25,6 +25,7 @@ from optuna.storages import RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
 from autoprune.analysis.pareto import as_float
+from autoprune.analysis.pareto import unsettled
 from autoprune.errors import StorageError
 from autoprune.redact import redact_text
 from autoprune.redact import redact_url
@@ -38,6 +39,7 @@ _SCALAR_ATTRS = (
     "feasible",
     "speedup",
     "speedup_spread",
+    "speedup_interleaved",
     "latency_ms",
     "base_latency_ms",
     "latency_noisy",
@@ -49,6 +51,9 @@ _SCALAR_ATTRS = (
     "kind",
     "arch_artifact_id",
     "weights_artifact_id",
+    "metric_after_bn",
+    "screened",
+    "duplicate_of",
 )
 _TIMING_FIELDS = ("speedup", "speedup_spread", "latency_ms", "base_latency_ms")
 _NUMERIC_COLUMNS = (
@@ -58,11 +63,13 @@ _NUMERIC_COLUMNS = (
     "drop_stderr",
     "speedup",
     "speedup_spread",
+    "speedup_interleaved",
     "latency_ms",
     "base_latency_ms",
     "macs",
     "params",
     "constraint_drop",
+    "metric_after_bn",
 )
 _INT_COLUMNS = ("number", "macs", "params")
 # Figures measured after a trial finished live in study user attrs, because Optuna refuses to change a
@@ -114,6 +121,13 @@ class StudyInfo:
     round_to: int | None = None
     n_val: int | None = None
     host_id: str | None = None
+    recovery_calibration: dict[str, Any] | None = None  # the recipe calibration the study's recovery came from
+
+    @property
+    def cv_threshold(self) -> float | None:
+        """The study's ``latency.cv_threshold`` (``None`` when its config does not record one)."""
+        value = as_float((self.config.get("latency") or {}).get("cv_threshold"))
+        return value if math.isfinite(value) else None
 
     @property
     def budget_metric(self) -> float:
@@ -178,6 +192,7 @@ def study_info(study: optuna.Study, storage_label: str = "") -> StudyInfo:
         config=redact(dict(config)),
         round_to=attrs.get("round_to"),
         n_val=_n_val(attrs, config),
+        recovery_calibration=attrs.get("recovery_calibration") if isinstance(attrs.get("recovery_calibration"), Mapping) else None,
     )
 
 
@@ -193,8 +208,8 @@ def _timing(ua: Mapping[str, Any], host_id: str | None) -> dict[str, Any]:
         return own
     entry = (ua.get("timings") or {}).get(host_id)
     if not isinstance(entry, Mapping):
-        return {k: None for k in _TIMING_FIELDS} | {"speedup_host_id": None}
-    return {k: entry.get(k) for k in _TIMING_FIELDS} | {"speedup_host_id": host_id}
+        return {k: None for k in _TIMING_FIELDS} | {"speedup_host_id": None, "latency_noisy": None}
+    return {k: entry.get(k) for k in _TIMING_FIELDS} | {"speedup_host_id": host_id, "latency_noisy": entry.get("noisy")}
 
 
 def late_trial_attrs(study_attrs: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
@@ -241,6 +256,8 @@ def _row(
     row["duration_s"] = trial.duration.total_seconds() if trial.duration is not None else math.nan
     row.update({k: ua.get(k) for k in _SCALAR_ATTRS})
     row.update(_timing(ua, host_id))
+    # A spread above the study's threshold is unsettled whatever flag was recorded with it.
+    row["latency_noisy"] = unsettled(row["latency_noisy"], row["speedup_spread"], info.cv_threshold)
     # Objective values stand in when a writer left the user attrs out (e.g. a hand-made trial); the
     # speedup value only where it is the trial's own timing.
     if row["metric"] is None and len(values) >= 1:
@@ -268,7 +285,7 @@ def _row(
     for key, value in (ua.get("confirmed") or {}).items():
         row[f"confirmed:{key}"] = value
     for hid, entry in (ua.get("timings") or {}).items():
-        for key in ("host", "speedup", "speedup_spread", "latency_ms"):
+        for key in ("host", "speedup", "speedup_spread", "latency_ms", "noisy"):
             row[f"timings:{hid}:{key}"] = (entry or {}).get(key)
     return row
 
@@ -296,8 +313,8 @@ def trials_frame(
     """One row per trial of a loaded study.
 
     Columns: ``number, state, datetime_start, datetime_complete, duration_s``, the scalar user attrs
-    (``metric, metric_stderr, drop, drop_stderr, feasible, speedup, speedup_spread, latency_ms,
-    base_latency_ms, latency_noisy, macs, params, host, host_id, worker, kind, arch_artifact_id,
+    (``metric, metric_stderr, drop, drop_stderr, feasible, speedup, speedup_spread, speedup_interleaved,
+    latency_ms, base_latency_ms, latency_noisy, macs, params, host, host_id, worker, kind, arch_artifact_id,
     weights_artifact_id``), ``speedup_host_id`` (the host the speedup was timed on), ``constraint_drop``,
     then ``ratio:<group>``, ``channels:<group>``, ``seconds:<stage>``, ``confirmed:<key>`` and
     ``timings:<host_id>:<key>`` where the trials carry them.
@@ -309,6 +326,9 @@ def trials_frame(
             the workers recorded.
         host_id: judge speed on this host: a trial timed elsewhere takes its ``timings[host_id]`` entry,
             and has no speedup (NaN) when it was never timed there.
+
+    ``latency_noisy`` is True where the timing the row's speedup comes from did not settle: flagged
+    noisy when it was measured, or its spread is above the study's ``latency.cv_threshold``.
 
     Returns:
         The DataFrame, sorted by trial number.
@@ -461,13 +481,15 @@ def _retime_baselines(
             new = dict(point)
             if channels and not match.empty:
                 hit = match.iloc[0]
-                new.update(speedup=hit["speedup"], latency_ms=hit["latency_ms"], host_id=host_id)
+                new.update(speedup=hit["speedup"], speedup_spread=hit["speedup_spread"], latency_ms=hit["latency_ms"],
+                           latency_noisy=hit["latency_noisy"], host_id=host_id)
             elif _same_ratio((rebuilt or {}).get(kind), point):
                 # A sweep point without a trial, re-timed from its rebuilt architecture on host_id.
                 entry = (rebuilt or {})[kind]
-                new.update(speedup=entry.get("speedup"), latency_ms=entry.get("latency_ms"), host_id=host_id)
+                new.update(speedup=entry.get("speedup"), speedup_spread=entry.get("speedup_spread"),
+                           latency_ms=entry.get("latency_ms"), latency_noisy=entry.get("noisy"), host_id=host_id)
             else:
-                new.update(speedup=math.nan, latency_ms=math.nan, host_id=None)
+                new.update(speedup=math.nan, speedup_spread=math.nan, latency_ms=math.nan, latency_noisy=None, host_id=None)
             out.append(new)
         retimed[kind] = out
     return dataclasses.replace(info, baselines=retimed, host_id=host_id)

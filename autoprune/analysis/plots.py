@@ -276,3 +276,50 @@ def plot_compare(
     ax.legend(fontsize=8, loc="best", framealpha=0.9)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_recovery_curve(record: Mapping[str, object], path: str | Path) -> Path:
+    """The recovery curve of a calibration: probe metric against finetune steps, one line per learning rate.
+
+    The probe's metric after BN recalibration alone (step 0), the base metric and the budget are drawn as
+    references, and the chosen recipe is ringed.
+
+    Args:
+        record: a calibration record (:func:`autoprune.calibration.calibrate_recovery`).
+        path: where to write the PNG.
+
+    Returns:
+        The PNG path.
+    """
+    results = list(record["results"])  # type: ignore[arg-type]
+    chosen = record["chosen"]
+    fig = Figure(figsize=(7.5, 4.8))
+    ax = fig.add_subplot(1, 1, 1)
+    bn = [as_float(r.get("metric_after_bn")) for r in results]
+    bn_value = next((v for v in bn if math.isfinite(v)), float("nan"))
+    for i, lr in enumerate(sorted({float(r["lr"]) for r in results})):
+        rows = sorted((r for r in results if float(r["lr"]) == lr), key=lambda r: int(r["steps"]))
+        xs = [0] + [int(r["steps"]) for r in rows]
+        ys = [bn_value] + [float(r["metric"]) for r in rows]
+        errs = [0.0] + [float(r.get("stderr") or 0.0) for r in rows]
+        ax.errorbar(xs, ys, yerr=errs, marker="o", ms=4, lw=1.4, capsize=2, label=f"lr {lr:g}", color=f"C{i}")
+    ax.scatter([int(chosen["steps"])], [float(chosen["metric"])], s=180, facecolors="none", edgecolors="black",  # type: ignore[index]
+               lw=1.6, zorder=5, label=f"chosen: lr {float(chosen['lr']):g}, {float(chosen['epochs']):g} epochs")  # type: ignore[index]
+    base = as_float(record.get("base_metric"))
+    if math.isfinite(base):
+        ax.axhline(base, color="0.4", ls="--", lw=1.1, label=f"base {base:.4f}")
+        max_drop = as_float(record.get("max_drop"))
+        if math.isfinite(max_drop):
+            sign = 1.0 if record.get("metric_direction", "maximize") == "maximize" else -1.0
+            ax.axhline(base - sign * max_drop, color=_BUDGET_COLOR, ls=":", lw=1.3, label=f"budget: drop {max_drop:g}")
+    if math.isfinite(bn_value):
+        ax.axhline(bn_value, color="0.6", ls="-.", lw=1.0, label=f"BN recalibration only {bn_value:.4f}")
+    if record.get("metric_direction") == "minimize":
+        ax.invert_yaxis()
+    ax.set_xlabel("finetune steps")
+    ax.set_ylabel(f"validation {record.get('metric_name', 'metric')}")
+    ax.set_title(f"recovery of the probe (uniform {as_float(record.get('probe_ratio')):.2f}) per recipe", fontsize=11)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right", framealpha=0.9)
+    fig.tight_layout()
+    return _save(fig, path)

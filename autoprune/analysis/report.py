@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from string import Template
+from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
@@ -28,13 +29,18 @@ from autoprune.analysis.pareto import completed
 from autoprune.analysis.pareto import hypervolume_2d
 from autoprune.analysis.pareto import hypervolume_history
 from autoprune.analysis.pareto import pareto_front
+from autoprune.analysis.pareto import retiming
 from autoprune.analysis.pareto import select
+from autoprune.analysis.pareto import settled
 from autoprune.analysis.plots import plot_pareto
 from autoprune.analysis.plots import plot_ratios
+from autoprune.analysis.plots import plot_recovery_curve
 from autoprune.analysis.stats import budget_noise_warning
 from autoprune.analysis.stats import drop_stderr
 from autoprune.errors import ConfigError
 from autoprune.errors import SelectionError
+from autoprune.recipe import recovery_warnings
+from autoprune.screening import spearman
 
 BASELINE_KINDS = ("uniform", "global")
 Z95 = 1.96
@@ -49,12 +55,17 @@ _ROW_KEYS = (
     "feasible",
     "speedup",
     "speedup_spread",
+    "speedup_searched",
+    "timing",
+    "latency_noisy",
     "latency_ms",
     "macs",
     "params",
     "host_id",
     "speedup_host_id",
 )
+# How many left-out trials the headline names before it counts the rest.
+_NAMED_LEFT_OUT = 3
 
 
 def _plain(value: Any) -> Any:
@@ -125,6 +136,45 @@ def _comparison_sentence(
     return text + ("; " + " and ".join(missing) if missing else "") + "."
 
 
+def _unsettled(done: pd.DataFrame, max_drop: float, cv_threshold: float | None) -> list[dict[str, Any]]:
+    """The complete trials left out of the analysis because their timing did not settle, fastest recorded first."""
+    kept = settled(done, cv_threshold).index
+    out = done[~done.index.isin(kept)].sort_values(["speedup", "number"], ascending=[False, True])
+    return [{"number": _plain(r["number"]), "speedup": _plain(r["speedup"]),
+             "speedup_spread": _plain(r.get("speedup_spread")), "feasible": bool(as_float(r.get("drop")) <= max_drop)}
+            for r in out.to_dict("records")]
+
+
+def _timing_note(
+    chosen: Mapping[str, Any] | None, retimed: bool, compared: bool, unsettled: list[dict[str, Any]]
+) -> str:
+    """What the headline's speedups rest on: search timings or re-timings, and the faster trials left out.
+
+    Args:
+        chosen: the chosen trial's record (``None``: nothing chosen, nothing to qualify).
+        retimed: whether the chosen trial's speedup has a settled re-timing.
+        compared: whether the headline compares it with a baseline.
+        unsettled: :func:`_unsettled`.
+
+    Returns:
+        Sentences to append to the headline (empty, or starting with a space).
+    """
+    if chosen is None:
+        return ""
+    parts = []
+    if not retimed:
+        parts.append("These speedups are search timings, not yet confirmed by a re-timing (run autoprune confirm)")
+    elif compared:
+        parts.append("The chosen speedup is a settled re-timing; the baselines' are search timings")
+    faster = [u for u in unsettled if u["feasible"] and as_float(u["speedup"]) > as_float(chosen["speedup"])]
+    if faster:
+        named = ", ".join(f"trial {u['number']} ({_speed(u['speedup'], u['speedup_spread'])})"
+                          for u in faster[:_NAMED_LEFT_OUT])
+        more = f" and {len(faster) - _NAMED_LEFT_OUT} more" if len(faster) > _NAMED_LEFT_OUT else ""
+        parts.append(f"Left out until re-timed, as their timings did not settle: {named}{more}")
+    return "".join(f" {part}." for part in parts)
+
+
 def _noise(done: pd.DataFrame, info: StudyInfo, max_drop: float, chosen: Mapping[str, Any] | None) -> dict[str, Any]:
     """Noise floor of the measurements, the budget-vs-noise warning, and the chosen trial's val/test view."""
     metric_se = _median(done, "metric_stderr")
@@ -174,6 +224,11 @@ def _noise(done: pd.DataFrame, info: StudyInfo, max_drop: float, chosen: Mapping
 def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) -> dict[str, Any]:
     """The findings of a study at one drop budget, as plain JSON-friendly data.
 
+    No front point, pick or headline rests on a timing that did not settle (flagged noisy, or a spread
+    above the study's ``latency.cv_threshold``): such a trial counts with its settled re-timing from
+    ``autoprune confirm`` or ``retime``, or is left out and listed in ``unsettled``; the headline says so,
+    and says when its speedups are search timings not yet confirmed by a re-timing.
+
     Args:
         df: the trial table (:func:`autoprune.analysis.load_trials`).
         info: the study info.
@@ -183,8 +238,9 @@ def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) 
         A dict with ``study, metric_name, metric_direction, base_metric, max_drop, host_id, n_trials,
         n_complete, n_feasible, chosen`` (a trial record or ``None``), ``selection_error``, ``front``
         (trial records, slowest first), ``baselines`` (the sweeps), ``best`` (``{kind: point or None}``),
-        ``speedup_vs`` (``{kind: chosen speedup / best point's, or None}``), ``sentence``, ``noise``
-        and ``hypervolume``.
+        ``speedup_vs`` (``{kind: chosen speedup / best point's, or None}``), ``sentence``, ``unsettled``
+        (the complete trials left out for an unsettled timing: ``number, speedup, speedup_spread,
+        feasible``), ``noise``, ``hypervolume`` and ``recovery_warnings``.
 
     Raises:
         ConfigError: no ``max_drop`` was given and the study records none.
@@ -199,31 +255,25 @@ def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) 
     if max_drop is None:
         raise ConfigError(f"study {info.name!r} records no max_drop; pass --max-drop")
     direction = info.metric_direction
+    threshold = info.cv_threshold
     done = completed(df)
     try:
-        chosen_row = select(done, max_drop, metric_direction=direction)
+        chosen_row = select(done, max_drop, metric_direction=direction, cv_threshold=threshold)
         error = None
     except SelectionError as exc:
         chosen_row, error = None, str(exc)
     chosen_number = None if chosen_row is None else int(chosen_row["number"])
     chosen = None if chosen_row is None else _trial_record(chosen_row, max_drop, chosen_number)
-    front = pareto_front(done, metric_direction=direction)
+    front = pareto_front(done, metric_direction=direction, cv_threshold=threshold)
     baselines = {k: [{kk: _plain(vv) for kk, vv in p.items()} for p in v] for k, v in info.baselines.items()}
-    best = {k: best_baseline(baselines.get(k, []), max_drop, metric_direction=direction) for k in BASELINE_KINDS}
+    best = {k: best_baseline(baselines.get(k, []), max_drop, metric_direction=direction, cv_threshold=threshold)
+            for k in BASELINE_KINDS}
     vs = {k: (chosen["speedup"] / b["speedup"] if chosen and b else None) for k, b in best.items()}
-
-    reference = (info.metric_at_drop(max_drop), 1.0)
-    # Every trial counts as spent in the history, finished or not; only complete ones add volume.
-    points = [(float(r["metric"]), float(r["speedup"])) if i in done.index else (math.nan, math.nan)
-              for i, r in df.sort_values("number").iterrows()]
-    hv = {
-        "reference": [_plain(reference[0]), 1.0],
-        "value": _plain(hypervolume_2d(points, reference, metric_direction=direction)),
-        "history": {
-            n: _plain(v) for n, v in hypervolume_history(points, reference, metric_direction=direction).items()
-        },
-    } if math.isfinite(reference[0]) else None
-
+    unsettled = _unsettled(done, max_drop, threshold)
+    retimed = chosen_row is not None and (
+        chosen_row.get("timing") != "measured" or retiming(chosen_row, threshold) is not None)
+    sentence = _comparison_sentence(chosen, best, baselines, max_drop, error)
+    sentence += _timing_note(chosen, retimed, any(b is not None for b in best.values()), unsettled)
     return {
         "study": info.name,
         "storage": info.storage,
@@ -241,10 +291,81 @@ def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) 
         "baselines": baselines,
         "best": best,
         "speedup_vs": vs,
-        "sentence": _comparison_sentence(chosen, best, baselines, max_drop, error),
+        "sentence": sentence,
+        "unsettled": unsettled,
         "noise": _noise(done, info, max_drop, chosen),
-        "hypervolume": hv,
+        "hypervolume": _hypervolume(df, done, info, max_drop),
+        "recovery_warnings": _recovery_warnings(info, max_drop),
+        "screening": screening_summary(df),
     }
+
+
+def screening_summary(df: pd.DataFrame) -> dict[str, Any]:
+    """How much the screening saved, and how well the metric after BN recalibration ranks the finetuned one.
+
+    Returns:
+        ``search_trials`` (search trials that ran or were screened, duplicates left out), ``screened``,
+        ``finetunes_saved`` (their share), ``by_reason`` (counts by rule), ``spearman_after_bn`` (rank
+        correlation of the metric after BN recalibration with the finetuned metric, over fully evaluated
+        trials) and ``pairs`` (how many trials that correlation rests on).
+    """
+    own = df[df["duplicate_of"].isna()] if "duplicate_of" in df else df
+    search = own[own["kind"] == "search"] if "kind" in own else own
+    screened = search["screened"].notna() if "screened" in search else pd.Series(False, index=search.index)
+    reasons: dict[str, int] = {}
+    for text in search.loc[screened, "screened"] if "screened" in search else []:
+        rule = str(text).split(":", 1)[0]
+        reasons[rule] = reasons.get(rule, 0) + 1
+    ran = completed(own)
+    pairs = ran[["metric_after_bn", "metric"]].dropna() if "metric_after_bn" in ran else pd.DataFrame()
+    rho = spearman(list(pairs["metric_after_bn"]), list(pairs["metric"])) if len(pairs) else math.nan
+    return {
+        "search_trials": int(len(search)),
+        "screened": int(screened.sum()),
+        "finetunes_saved": _plain(float(screened.sum()) / len(search)) if len(search) else None,
+        "by_reason": reasons,
+        "spearman_after_bn": _plain(rho),
+        "pairs": int(len(pairs)),
+    }
+
+
+def _hypervolume(df: pd.DataFrame, done: pd.DataFrame, info: StudyInfo, max_drop: float) -> dict[str, Any] | None:
+    """Hypervolume above the budget line and 1.0x, in all and after 10, 20 and 40 trials.
+
+    Args:
+        df: every trial.
+        done: the complete ones (:func:`completed`).
+        info: the study info.
+        max_drop: the budget.
+
+    Returns:
+        ``{"reference", "value", "history"}``, or ``None`` when no budget line is known.
+    """
+    reference = (info.metric_at_drop(max_drop), 1.0)
+    if not math.isfinite(reference[0]):
+        return None
+    direction = info.metric_direction
+    # Every trial counts as spent in the history, finished or not; only settled complete ones add volume.
+    fair = settled(done, info.cv_threshold)
+    points = [(float(r["metric"]), float(fair.at[i, "speedup"])) if i in fair.index else (math.nan, math.nan)
+              for i, r in df.sort_values("number").iterrows()]
+    history = hypervolume_history(points, reference, metric_direction=direction)
+    return {
+        "reference": [_plain(reference[0]), 1.0],
+        "value": _plain(hypervolume_2d(points, reference, metric_direction=direction)),
+        "history": {n: _plain(v) for n, v in history.items()},
+    }
+
+
+def _recovery_warnings(info: StudyInfo, max_drop: float) -> list[str]:
+    """Where the recovery rather than the pruning decides the outcome (:func:`autoprune.recipe.recovery_warnings`)."""
+    sweeps = {
+        kind: [SimpleNamespace(kind=kind, ratio=as_float(p.get("ratio")), drop=as_float(p.get("drop")),
+                               metric_stderr=as_float(p.get("metric_stderr")) if p.get("metric_stderr") is not None else None)
+               for p in points if math.isfinite(as_float(p.get("drop")))]
+        for kind, points in info.baselines.items()
+    }
+    return recovery_warnings(sweeps, max_drop, info.recovery_calibration, info.metric_direction)
 
 
 # Formatting shared by the CLI table and the HTML tables ----------------------------------------------
@@ -294,7 +415,8 @@ def table_rows(summary: Mapping[str, Any]) -> list[dict[str, str]]:
         se = as_float(rec.get("drop_stderr"))
         rows.append({
             "mark": "*" if rec["chosen"] else "",
-            "trial": str(rec["number"]) + (f" ({rec['kind']})" if rec.get("kind") not in (None, "search") else ""),
+            "trial": str(rec["number"]) + (f" ({rec['kind']})" if rec.get("kind") not in (None, "search") else "")
+            + (" (re-timed)" if rec.get("timing") in ("confirmed", "retimed") else ""),
             "drop": _pm(rec["drop"], Z95 * se if math.isfinite(se) else None, ".4f"),
             "speedup": _speed(rec["speedup"], rec.get("speedup_spread")),
             "latency_ms": _pm(rec.get("latency_ms"), None, ".3f"),
@@ -411,6 +533,17 @@ def _reference_ratios(summary: Mapping[str, Any]) -> dict[str, float | dict[str,
     return out
 
 
+def _recovery_html(info: StudyInfo, png: Path | None) -> str:
+    """The recovery section: the calibrated recipe and its curve, or a note that the recipe was pinned."""
+    record = info.recovery_calibration
+    if not record or png is None:
+        return '<p class="meta">The recovery recipe was pinned in the config (no calibration).</p>'
+    chosen = record["chosen"]
+    text = (f"Calibrated on uniform {float(record['probe_ratio']):.2f}: lr {float(chosen['lr']):g}, "
+            f"{float(chosen['epochs']):g} epochs ({int(chosen['steps'])} steps), the cheapest recipe within noise of the best tried.")
+    return f'<p class="meta">{html.escape(text)}</p>\n<img alt="recovery curve" src="{_data_uri(png)}">'
+
+
 def write_report(
     df: pd.DataFrame,
     info: StudyInfo,
@@ -451,16 +584,19 @@ def write_report(
         ("ratios_png", "ratios.png"), ("summary_json", "summary.json"), ("report_html", "report.html"))}
 
     df.to_csv(paths["trials_csv"], index=False)
-    front = pareto_front(completed(df), metric_direction=info.metric_direction).copy()
+    front = pareto_front(completed(df), metric_direction=info.metric_direction, cv_threshold=info.cv_threshold).copy()
     front["feasible"] = front["drop"] <= max_drop
     front["chosen"] = (front["number"] == chosen_number) if chosen_number is not None else False
     front["drop_low"] = front["drop"] - Z95 * front["drop_stderr"]
     front["drop_high"] = front["drop"] + Z95 * front["drop_stderr"]
     first = ["number", "state", "metric", "metric_stderr", "drop", "drop_stderr", "drop_low", "drop_high",
-             "speedup", "speedup_spread", "latency_ms", "macs", "params", "feasible", "chosen", "kind"]
+             "speedup", "speedup_spread", "latency_ms", "macs", "params", "feasible", "chosen", "kind", "timing",
+             "speedup_searched"]
     rest = [c for c in front.columns if c.startswith(("ratio:", "channels:", "confirmed:"))]
     front[[c for c in first if c in front] + rest].to_csv(paths["front_csv"], index=False)
 
+    if info.recovery_calibration:
+        paths["recovery_png"] = plot_recovery_curve(info.recovery_calibration, out / "recovery-curve.png")
     plot_pareto(df, info, max_drop, paths["pareto_png"], chosen_number=chosen_number)
     plot_ratios((chosen or {}).get("ratios") or {}, info.bounds, paths["ratios_png"],
                 reference=_reference_ratios(summary),
@@ -483,13 +619,13 @@ def write_report(
             f"max drop {max_drop:g}. {info.metric_name} ({info.metric_direction}), unpruned "
             f"{info.base_metric:.4f}. Storage: {info.storage or 'n/a'}."
             + (f" Speed judged on host {info.host_id}." if info.host_id else ""))
-    warning = summary["noise"]["warning"]
+    warnings = [summary["noise"]["warning"], *summary["recovery_warnings"]]
     template = Template(resources.files("autoprune.analysis").joinpath("report.html").read_text(encoding="utf-8"))
     page = template.substitute(
         title=html.escape(f"{info.name}: Pareto front and selection"),
         meta=html.escape(meta),
         sentence=html.escape(summary["sentence"]),
-        warning=f'<p class="warning">Warning: {html.escape(warning)}</p>' if warning else "",
+        warning="".join(f'<p class="warning">Warning: {html.escape(w)}</p>' for w in warnings if w),
         noise=html.escape(summary["noise"]["line"]),
         metric_name=html.escape(info.metric_name),
         pareto_png=_data_uri(paths["pareto_png"]),
@@ -497,6 +633,7 @@ def write_report(
         front_table=front_html,
         baseline_table=_baseline_html(summary),
         ratios_table=_ratios_html(summary, info),
+        recovery=_recovery_html(info, paths.get("recovery_png")),
         hypervolume=html.escape(hv_text),
         config=html.escape(json.dumps(redact(info.config), indent=2, sort_keys=True, default=str)),
         footer=html.escape(f"Written by autoprune on {datetime.datetime.now().isoformat(timespec='seconds')}."),

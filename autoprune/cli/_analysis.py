@@ -100,8 +100,9 @@ def pareto(
             summary["sentence"],
             summary["noise"]["line"],
         ]))
-        if summary["noise"]["warning"]:
-            click.echo(f"warning: {summary['noise']['warning']}")
+        for warning in [summary["noise"]["warning"], *summary["recovery_warnings"]]:
+            if warning:
+                click.echo(f"warning: {warning}")
         click.echo("\nwrote:\n" + "\n".join(f"  {p}" for p in paths.values()))
     if summary["chosen"] is None:
         raise SelectionError(summary["selection_error"])

@@ -1,4 +1,4 @@
-"""Commands on one model: train-base, groups, baselines, prune, apply."""
+"""Commands on one model: train-base, groups, calibrate-recovery, baselines, prune, apply."""
 
 from __future__ import annotations
 
@@ -80,18 +80,20 @@ def baselines_cmd(config: str, ratios: str | None) -> None:
     from autoprune.baselines import baselines_path
     from autoprune.baselines import run_baselines
     from autoprune.baselines import save_baselines
+    from autoprune.calibration import ensure_recipe
     from autoprune.candidate import StudyContext
 
     cfg = _load(config)
     sweep = _parse_ratios(ratios) if ratios else list(cfg.search.sweep_ratios)
     ctx = StudyContext.build(cfg)
+    calibration = ensure_recipe(ctx, say=lambda line: click.echo(line, err=True))
     bar = tqdm(total=2 * len(sweep), desc="baselines", unit="point")
 
     def on_point(p) -> None:
         bar.update(1)
         bar.set_postfix_str(f"{p.kind} {p.ratio:.2f}: drop {p.drop:+.4f}, {p.speedup:.2f}x")
 
-    result = run_baselines(ctx, sweep, on_point=on_point)
+    result = run_baselines(ctx, sweep, on_point=on_point, calibration=calibration)
     bar.close()
     path = save_baselines(result, baselines_path(ctx))
     click.echo(f"base {ctx.task.metric_name} {result.base_metric:.4f} (±{result.base_metric_stderr:.4f}), max drop {cfg.max_drop}")
@@ -105,6 +107,42 @@ def baselines_cmd(config: str, ratios: str | None) -> None:
     for note in result.notes():
         click.echo(f"note: {note}")
     click.echo(f"stored: {path}")
+
+
+@click.command("calibrate-recovery")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Recalibrate even if a calibration for this base and these settings exists.")
+def calibrate_recovery_cmd(config: str, force: bool) -> None:
+    """Try finetune recipes on a probe candidate; keep the cheapest within noise of the best for the study."""
+    from tqdm import tqdm
+
+    from autoprune.calibration import CURVE_FILE
+    from autoprune.calibration import calibrate_recovery
+    from autoprune.calibration import calibration_path
+    from autoprune.calibration import format_calibration
+    from autoprune.candidate import StudyContext
+    from autoprune.search.create import train_base_if_missing
+
+    cfg = _load(config)
+    train_base_if_missing(cfg, say=lambda line: click.echo(line, err=True))
+    ctx = StudyContext.build(cfg, use_cache=False)
+    cal = cfg.recovery.calibration
+    bar = tqdm(total=len(cal.lrs) * len(cal.epochs), desc="recipes", unit="recipe")
+
+    def on_result(r) -> None:
+        bar.update(1)
+        bar.set_postfix_str(f"lr {r.lr:g}, {r.epochs:g} epochs: {r.metric:.4f}")
+
+    record = calibrate_recovery(ctx, on_result=on_result, reuse=not force)
+    bar.close()
+    chosen = record["chosen"]
+    click.echo(f"probe: uniform {record['probe_ratio']:.2f}; base {record['metric_name']} {record['base_metric']:.4f}")
+    click.echo(format_calibration(record))
+    click.echo(f"chosen recipe: lr {chosen['lr']:g}, finetune_epochs {chosen['epochs']:g} ({chosen['steps']} steps)")
+    if not cal.enabled:
+        click.echo("note: recovery.calibration.enabled is false in the config, so studies keep its pinned recipe")
+    path = calibration_path(cfg)
+    click.echo(f"stored: {path} and {path.with_name(CURVE_FILE)}")
 
 
 def _parse_ratios(text: str) -> list[float]:
@@ -203,4 +241,4 @@ def apply_cmd(arch_json: str, output: str, config_path: str | None, checkpoint: 
     click.echo(f"rebuilt {arch['model']} ({src}): {kept}\nwrote {out}")
 
 
-COMMANDS = [train_base_cmd, groups_cmd, baselines_cmd, prune_cmd, apply_cmd]
+COMMANDS = [train_base_cmd, groups_cmd, calibrate_recovery_cmd, baselines_cmd, prune_cmd, apply_cmd]

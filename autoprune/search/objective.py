@@ -1,4 +1,5 @@
-"""The trial: sample a ratio per group inside the bounds, evaluate the candidate, record everything."""
+"""The trial: draw kept channels per group from the width space, evaluate the candidate (once per channel
+vector in the study: see :mod:`autoprune.search.duplicates`), record everything."""
 
 from __future__ import annotations
 
@@ -14,7 +15,21 @@ from typing import Callable
 import optuna
 
 from autoprune.candidate import Hopeless
+from autoprune.candidate import Screened
+from autoprune.candidate import Screening
 from autoprune.candidate import evaluate_candidate
+from autoprune.errors import StorageError
+from autoprune.search.duplicates import DUPLICATE_ATTR
+from autoprune.search.duplicates import KEY_ATTR
+from autoprune.search.duplicates import WaitLimits
+from autoprune.search.duplicates import reuse
+from autoprune.search.duplicates import settle
+from autoprune.screening import Outcome
+from autoprune.screening import ScreeningRules
+from autoprune.widths import GroupWidths
+from autoprune.widths import channels_key
+from autoprune.widths import ratios_for
+from autoprune.widths import space_from_attr
 
 if TYPE_CHECKING:
     from autoprune.candidate import StudyContext
@@ -39,6 +54,31 @@ def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
+def _outcome(trial: optuna.trial.FrozenTrial, ctx: "StudyContext") -> Outcome:
+    """What a completed trial showed, for the screening rules."""
+    ua = trial.user_attrs
+    after_bn = ua.get("metric_after_bn")
+    return Outcome(
+        drop_after_bn=None if after_bn is None else ctx.drop(float(after_bn)),
+        feasible=bool(ua.get("feasible")),
+        speedup=float(ua.get("speedup", float("nan"))),
+        speedup_spread=float(ua.get("speedup_spread") or 0.0),
+        noisy=bool(ua.get("latency_noisy")),
+        number=trial.number,
+    )
+
+
+def _width_space(study: optuna.Study) -> dict[str, GroupWidths]:
+    """The study's width space; a study made by an older autoprune (ratio ranges) is refused clearly."""
+    data = study.user_attrs["search_space"]
+    if any(not isinstance(v, dict) for v in data.values()):
+        raise StorageError(
+            f"study {study.study_name!r} was created by an older autoprune that searched ratio ranges; this version "
+            "searches kept channels per group: create a new study (another name or storage) to search with it"
+        )
+    return space_from_attr(data)
+
+
 class Objective:
     """Callable objective of one worker process.
 
@@ -48,17 +88,28 @@ class Objective:
         target: finished trials the study should hold.
         worker: this worker's id (recorded on every trial).
         log_line: prints one log line.
+        wait_limits: bounds of the wait for another worker's trial with the same channels.
     """
 
-    def __init__(self, ctx: "StudyContext", study: optuna.Study, target: int, worker: str, log_line: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        ctx: "StudyContext",
+        study: optuna.Study,
+        target: int,
+        worker: str,
+        log_line: Callable[[str], None],
+        wait_limits: WaitLimits | None = None,
+    ) -> None:
         self.ctx = ctx
         self.study = study
         self.target = target
         self.worker = worker
         self.log_line = log_line
         attrs = study.user_attrs
-        self.space = {k: tuple(v) for k, v in attrs["search_space"].items()}
+        self.space = _width_space(study)
+        self.wait_limits = wait_limits or WaitLimits()
         self.max_drop = float(attrs["max_drop"])
+        self.mode = str(attrs.get("search_mode", "pareto"))  # studies made before the fastest mode had two objectives
         self.store = artifact_store(ctx.config)
         self.surplus = 0  # trials closed unrun by the guard
         self.current_trial_id: int | None = None
@@ -84,7 +135,7 @@ class Objective:
                 ahead += 1
         return ahead >= self.target
 
-    def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
+    def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         self.current_trial_id = trial._trial_id  # the worker fails it itself if a storage outage orphans it
         if self._is_surplus(trial):
             self.surplus += 1
@@ -93,10 +144,45 @@ class Objective:
         kind = trial.user_attrs.get("kind", "search")
         trial.set_user_attr("kind", kind)
         trial.set_user_attr("worker", self.worker)
-        ratios = {name: trial.suggest_float(name, lo, hi, step=step) if hi > lo else trial.suggest_float(name, lo, hi) for name, (lo, hi, step) in self.space.items()}
+        # One parameter per searched group: its kept channels (followers of a tie follow their leader).
+        widths = {name: trial.suggest_categorical(name, list(g.widths)) for name, g in self.space.items()}
+        key = channels_key(widths)
+        ratios = ratios_for(self.space, widths)
+        trial.set_user_attr(KEY_ATTR, key)  # before the evaluation: other workers wait instead of repeating it
+        trial.set_user_attr("ratios", {k: round(v, 6) for k, v in ratios.items()})  # readers take params for ratios without it
         start = time.perf_counter()
+        twin = settle(self.study, trial.number, key, list(self.space), self.wait_limits, say=self._say)
+        if twin is not None:
+            values = reuse(trial, twin, time.perf_counter() - start)
+            self._say(f"trial {trial.number} ({kind}): same channels as trial {trial.user_attrs[DUPLICATE_ATTR]}; reused its figures")
+            return values
+        return self._evaluate(trial, kind, ratios)
+
+    def _say(self, line: str) -> None:
+        self.log_line(f"[{self.worker}] {line}")
+
+    def _evaluate(self, trial: optuna.Trial, kind: str, ratios: dict[str, float]) -> tuple[float, ...]:
+        """Prune, recover, measure and time the candidate; record everything on the trial.
+
+        Args:
+            trial: the running trial.
+            kind: ``search``, ``uniform`` or ``global`` (baselines are never stopped early).
+            ratios: per searched group, the ratio that prunes it to its drawn width.
+
+        Returns:
+            ``(speedup,)`` in the fastest-within-budget mode, else ``(metric, speedup)``.
+        """
+        start = time.perf_counter()
+        search = self.ctx.config.search
+        screen = self._screen if kind == "search" and search.screening else None
         try:
-            result = evaluate_candidate(self.ctx, ratios=ratios, hopeless_margin=self.ctx.config.search.hopeless_margin if kind == "search" else None)
+            result = evaluate_candidate(
+                self.ctx, ratios=ratios, hopeless_margin=search.hopeless_margin if kind == "search" else None, screen=screen
+            )
+        except Screened as skip:
+            self._record_screened(trial, skip)
+            self.log_line(f"[{self.worker}] trial {trial.number}: finetune skipped ({skip.reason}), {time.perf_counter() - start:.1f}s")
+            raise optuna.TrialPruned(skip.reason) from None
         except Hopeless as stop:
             trial.set_user_attr("metric_after_bn", stop.metric)
             trial.set_user_attr("channels", dict(stop.result.kept))
@@ -119,7 +205,29 @@ class Objective:
             f"(drop {result.drop:+.4f}, {mark}), speedup {result.speedup:.2f}x ±{result.speedup_spread:.3f}{cached}, "
             f"{time.perf_counter() - start:.1f}s"
         )
-        return result.metric.value, result.speedup
+        return (result.speedup,) if self.mode == "fastest" else (result.metric.value, result.speedup)
+
+    def _screen(self, screening: Screening) -> str | None:
+        """The screening decision for a candidate, from the rules learned on the study's completed trials."""
+        done = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        outcomes = [_outcome(t, self.ctx) for t in done if DUPLICATE_ATTR not in t.user_attrs]
+        rules = ScreeningRules.learn(outcomes, self.ctx.config.search.screen_min_trials)
+        se = screening.metric_after_bn.stderr
+        return rules.reason(screening.drop_after_bn, se, screening.speedup, screening.speedup_spread, self.mode)
+
+    @staticmethod
+    def _record_screened(trial: optuna.Trial, skip: Screened) -> None:
+        """What a screened trial measured, and why its finetune was skipped."""
+        s = skip.screening
+        trial.set_user_attr("screened", skip.reason)
+        trial.set_user_attr("metric_after_bn", s.metric_after_bn.value)
+        trial.set_user_attr("metric_after_bn_stderr", s.metric_after_bn.stderr)
+        trial.set_user_attr("drop_after_bn", s.drop_after_bn)
+        trial.set_user_attr("channels", dict(skip.result.kept))
+        for key in ("speedup", "speedup_spread", "latency_ms", "base_latency_ms"):
+            if key in s.timing:
+                trial.set_user_attr(key, s.timing[key])
+        trial.set_user_attr("latency_noisy", bool(s.noisy))
 
     def _upload(self, trial: optuna.Trial, result: Any) -> None:
         """Store the trial's architecture JSON and finetuned weights as Optuna artifacts."""

@@ -3,15 +3,23 @@
 Creating the schema from several processes at once races (see Optuna notes), so one process creates
 everything (``autoprune run`` or ``autoprune create``) and workers only join: they wait for the study's
 ``bounds`` attribute, which is written last and marks the study as ready.
+
+The search space is one parameter per searched group (tie followers follow their leader): its kept channels,
+drawn from the widths the group can reach between the best uniform and global baselines' widths, widened by
+``search.bounds_margin`` widths (:mod:`autoprune.widths`).  Both baselines are enqueued with exactly their
+sweep points' kept channels.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from typing import TYPE_CHECKING
 from typing import Any
 from typing import Callable
+from typing import Iterable
+from typing import Mapping
 
 import optuna
 
@@ -21,18 +29,28 @@ from autoprune.baselines import load_baselines
 from autoprune.baselines import run_baselines
 from autoprune.baselines import save_baselines
 from autoprune.bounds import SweepPoint
-from autoprune.bounds import fastest_feasible
-from autoprune.bounds import widen_to_grid
+from autoprune.calibration import CALIBRATION_KEYS
+from autoprune.calibration import RECIPE_ATTR
+from autoprune.calibration import apply_recipe
+from autoprune.calibration import ensure_recipe
+from autoprune.calibration import recipe_settings
+from autoprune.bounds import baseline_points
 from autoprune.errors import StorageError
-from autoprune.pruning.guards import ratio_grid_step
+from autoprune.pruning.engine import head_plan
 from autoprune.redact import redact_url
 from autoprune.search.storage import open_storage
 from autoprune.search.storage import study_names
 from autoprune.search.storage import with_retry
+from autoprune.widths import GroupWidths
+from autoprune.widths import Plan
+from autoprune.widths import space_bounds
+from autoprune.widths import space_to_attr
+from autoprune.widths import width_space
 
 if TYPE_CHECKING:
     from autoprune.candidate import StudyContext
     from autoprune.config import StudyConfig
+    from autoprune.pruning.engine import Group
 
 log = logging.getLogger("autoprune")
 READY_ATTR = "bounds"
@@ -51,35 +69,56 @@ def make_sampler(config: "StudyConfig", worker_index: int = 0) -> optuna.sampler
     return optuna.samplers.RandomSampler(seed=seed)
 
 
+def objective_directions(mode: str, metric_direction: str) -> list[str]:
+    """The study's directions: the speedup alone (``fastest``, the drop is a constraint), or metric and speedup."""
+    return ["maximize"] if mode == "fastest" else [metric_direction, "maximize"]
+
+
+def objective_names(mode: str, metric_name: str) -> list[str]:
+    return ["speedup"] if mode == "fastest" else [metric_name, "speedup"]
+
+
 def storage_for(config: "StudyConfig", url: str) -> optuna.storages.BaseStorage:
     s = config.search
     return open_storage(url, heartbeat_interval=s.heartbeat_interval, grace_period=s.grace_period, max_retry=s.max_retry)
 
 
-def search_space(ctx: "StudyContext", bounds: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float, float]]:
-    """Per searched group: ``(low, high, step)`` on the channel-rounding grid (followers of ties excluded)."""
-    space = {}
-    for g in ctx.groups:
-        if g.tied_to is not None:
+def head_plans(groups: Iterable["Group"]) -> dict[str, Plan]:
+    """Attention groups keep whole heads of one width: the width the pruner makes of a guarded width."""
+    return {g.name: partial(_head_width, channels=g.channels, heads=g.heads) for g in groups if g.heads}
+
+
+def _head_width(keep: int, channels: int, heads: int) -> int:
+    kept_heads, width = head_plan(keep, channels, heads, heads, channels // heads)
+    return kept_heads * width
+
+
+def search_space(ctx: "StudyContext", points: Iterable[SweepPoint], margin: int | None) -> dict[str, GroupWidths]:
+    """Per searched group (followers of ties excluded), the kept-channel counts the search draws from.
+
+    Args:
+        ctx: the study context (groups and guards).
+        points: the baselines whose widths the space spans (see :func:`autoprune.bounds.baseline_points`).
+        margin: reachable widths added on each side (None: every reachable width).
+
+    Returns:
+        ``{group name: GroupWidths}`` (:func:`autoprune.widths.width_space`).
+    """
+    channels = {g.name: g.channels for g in ctx.groups}
+    targets = [p.widths(channels) for p in points]
+    return width_space(ctx.groups, ctx.pruner.guards, targets, margin, head_plans(ctx.groups))
+
+
+def enqueue_baselines(study: optuna.Study, ctx: "StudyContext", points: Mapping[str, SweepPoint], space: Mapping[str, GroupWidths]) -> None:
+    """Queue each baseline as a trial with exactly its sweep point's kept channels (once per kind)."""
+    channels = {g.name: g.channels for g in ctx.groups}
+    queued = {t.user_attrs.get("kind") for t in study.get_trials(deepcopy=False)}
+    for kind, point in points.items():
+        if kind in queued:
             continue
-        lo, hi = bounds[g.name]
-        step = ratio_grid_step(g.channels, ctx.round_to)
-        lo, hi = widen_to_grid(lo, hi, step, g.max_ratio)
-        # Optuna checks (high - low) % step in decimal: a step such as 1/6 must be written with a fixed number
-        # of digits, and the bounds as whole multiples of that written step, or it silently shrinks the range.
-        step9 = round(step, 9)
-        space[g.name] = (round(round(lo / step) * step9, 9), round(round(hi / step) * step9, 9), step9)
-    return space
-
-
-def clip_to_space(ratios: dict[str, float], space: dict[str, tuple[float, float, float]]) -> dict[str, float]:
-    """A ratio vector moved inside the search space and onto its grid (for enqueued baselines)."""
-    out = {}
-    for name, (lo, hi, step) in space.items():
-        r = min(max(ratios.get(name, lo), lo), hi)
-        k = round((r - lo) / step) if step > 0 else 0
-        out[name] = round(min(hi, lo + k * step), 9)
-    return out
+        widths = point.widths(channels)
+        params = {name: widths[name] for name in space}
+        study.enqueue_trial(params, user_attrs={"kind": kind, "baseline_ratio": point.ratio})
 
 
 def create_or_load(
@@ -102,11 +141,12 @@ def create_or_load(
         The ready study.
     """
     storage = storage_for(config, storage_url)
-    directions = [ctx.task.metric_direction, "maximize"]
+    directions = objective_directions(config.search.mode, ctx.task.metric_direction)
     if config.name in with_retry(lambda: study_names(storage), storage_url, "list studies"):
         study = optuna.load_study(study_name=config.name, storage=storage)
         if READY_ATTR in study.user_attrs:
             _check_same_base(study, ctx, storage_url)
+            apply_recipe(ctx.config, study.user_attrs.get(RECIPE_ATTR))
             say(f"study {config.name!r} exists in {redact_url(storage_url)}; joining it")
             return study
     else:
@@ -115,9 +155,33 @@ def create_or_load(
             storage_url,
             "create the study",
         )
-    baselines = _baselines(config, ctx, on_point, say)
-    space = search_space(ctx, baselines.bounds)
-    attrs: dict[str, Any] = {
+    calibration = ensure_recipe(ctx, say)
+    baselines = _baselines(config, ctx, on_point, say, calibration)
+    points = baseline_points(baselines.uniform, baselines.global_, config.max_drop)
+    space = search_space(ctx, points.values(), config.search.bounds_margin)
+    for key, value in _study_attrs(config, ctx, baselines, space, calibration).items():
+        with_retry(lambda k=key, v=value: study.set_user_attr(k, v), storage_url, "store study attributes")
+    study.set_metric_names(objective_names(config.search.mode, ctx.task.metric_name))
+    if config.search.enqueue_baselines:
+        enqueue_baselines(study, ctx, points, space)
+    # Written last: workers treat the study as ready once the bounds are there.
+    bounds = space_bounds(space, ctx.groups)
+    with_retry(lambda: study.set_user_attr(READY_ATTR, {k: list(v) for k, v in bounds.items()}), storage_url, "store bounds")
+    say(f"study {config.name!r} created in {redact_url(storage_url)}")
+    return study
+
+
+def _study_attrs(
+    config: "StudyConfig",
+    ctx: "StudyContext",
+    baselines: Baselines,
+    space: Mapping[str, GroupWidths],
+    calibration: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The study's user attrs (besides the bounds, written last); ``search_space`` holds per searched group
+    its ``channels``, the searched ``widths`` (kept channels, the trial parameters) and the ``ratios`` that
+    prune to them; ``recovery_recipe`` the recipe every worker applies."""
+    return {
         "base_metric": ctx.base_metric.value,
         "base_metric_stderr": ctx.base_metric.stderr,
         "base_metric_n": ctx.base_metric.n,
@@ -129,24 +193,13 @@ def create_or_load(
         "round_to": ctx.round_to,
         "groups": [{"name": g.name, "channels": g.channels, "max_ratio": g.max_ratio, "tied_to": g.tied_to} for g in ctx.groups],
         "baselines": {"uniform": [p.as_dict() for p in baselines.uniform], "global": [p.as_dict() for p in baselines.global_]},
-        "search_space": {k: list(v) for k, v in space.items()},
+        "search_space": space_to_attr(space),
         "config": _public_config(config),
         "target_trials": config.search.trials,
+        RECIPE_ATTR: recipe_settings(config),
+        "search_mode": config.search.mode,
+        "recovery_calibration": {k: calibration[k] for k in CALIBRATION_KEYS} if calibration else None,
     }
-    for key, value in attrs.items():
-        with_retry(lambda k=key, v=value: study.set_user_attr(k, v), storage_url, "store study attributes")
-    study.set_metric_names([ctx.task.metric_name, "speedup"])
-    if config.search.enqueue_baselines:
-        for kind, points in (("uniform", baselines.uniform), ("global", baselines.global_)):
-            best = fastest_feasible(points, config.max_drop)
-            if best is None:
-                continue
-            params = clip_to_space(best.ratios, space)
-            study.enqueue_trial(params, user_attrs={"kind": kind, "baseline_ratio": best.ratio}, skip_if_exists=True)
-    # Written last: workers treat the study as ready once the bounds are there.
-    with_retry(lambda: study.set_user_attr(READY_ATTR, {k: list(v) for k, v in baselines.bounds.items()}), storage_url, "store bounds")
-    say(f"study {config.name!r} created in {redact_url(storage_url)}")
-    return study
 
 
 def _public_config(config: "StudyConfig") -> dict[str, Any]:
@@ -158,9 +211,17 @@ def _public_config(config: "StudyConfig") -> dict[str, Any]:
 
 
 def _baselines(
-    config: "StudyConfig", ctx: "StudyContext", on_point: Callable[[SweepPoint], None] | None, say: Callable[[str], None]
+    config: "StudyConfig",
+    ctx: "StudyContext",
+    on_point: Callable[[SweepPoint], None] | None,
+    say: Callable[[str], None],
+    calibration: Mapping[str, Any] | None = None,
 ) -> Baselines:
-    """Reuse ``baselines.json`` when it was made for this base model, budget and sweep; else run the sweeps."""
+    """Reuse ``baselines.json`` when it was made for this base model, budget, sweep and recovery recipe; else
+    run the sweeps.
+
+    The margin is not compared: it widens the width space around the sweeps' widths, not the sweeps.
+    """
     path = baselines_path(ctx)
     cached = load_baselines(path)
     meta_ok = (
@@ -169,13 +230,13 @@ def _baselines(
         and cached.max_drop == config.max_drop
         and cached.round_to == ctx.round_to
         and [p.ratio for p in cached.uniform] == list(config.search.sweep_ratios)
-        and cached.margin == config.search.bounds_margin
+        and cached.recovery.get("recipe") == recipe_settings(config)
     )
     if meta_ok and cached is not None:
         say(f"reusing baselines from {path}")
         return cached
     say(f"running the uniform and global baseline sweeps ({2 * len(config.search.sweep_ratios)} points)")
-    result = run_baselines(ctx, on_point=on_point)
+    result = run_baselines(ctx, on_point=on_point, calibration=calibration)
     save_baselines(result, path)
     for note in result.notes():
         say(f"note: {note}")

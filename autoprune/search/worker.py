@@ -20,9 +20,12 @@ from typing import Callable
 
 import optuna
 
+from autoprune.calibration import RECIPE_ATTR
+from autoprune.calibration import apply_recipe
 from autoprune.errors import AutopruneError
 from autoprune.errors import StorageError
 from autoprune.redact import redact_url
+from autoprune.search.duplicates import fail_stale
 from autoprune.search.objective import FINISHED
 from autoprune.search.objective import Objective
 from autoprune.search.objective import SurplusTrial
@@ -89,6 +92,7 @@ def run_worker(
     if config.pruning.round_to == "auto" and study.user_attrs.get("round_to"):
         # Every worker prunes on the grid the study was created with, whatever this host's CPU prefers.
         config.pruning.round_to = int(study.user_attrs["round_to"])
+    apply_recipe(config, study.user_attrs.get(RECIPE_ATTR))  # the study's calibrated recovery recipe
     ctx = StudyContext.build(config)
     if study.user_attrs.get("base_sha256") not in (None, ctx.base_info.sha256):
         raise StorageError(
@@ -113,7 +117,7 @@ def run_worker(
             if not waiting_said:
                 log_line(f"[{worker}] {done}/{goal} finished, {running} running elsewhere; waiting for them")
                 waiting_said = True
-            with_retry(lambda: _fail_stale(study), url, "check for stale trials")
+            with_retry(lambda: fail_stale(study), url, "check for stale trials")
             time.sleep(_WAIT_POLL_S)
             continue
         try:
@@ -176,12 +180,6 @@ def _fail_orphan(study: optuna.Study, trial_id: int | None) -> int | None:
     if callback is not None and frozen.params:
         callback(study, storage.get_trial(trial_id))
     return frozen.number
-
-
-def _fail_stale(study: optuna.Study) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
 
 
 class _SurplusNote(logging.Filter):

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset
+from torch.utils.data import Subset
 
 from autoprune.errors import TaskError
 
@@ -121,8 +122,16 @@ class Task(abc.ABC):
         """Patch attributes a pruned model needs (e.g. attention head sizes); default: nothing."""
 
     # -- data access ------------------------------------------------------------------------------------
-    def loader(self, split: str, batch_size: int, shuffle: bool = False, seed: int = 0, drop_last: bool = False) -> DataLoader:
-        """A DataLoader over one split; every call is counted in :attr:`access_counts`."""
+    def loader(
+        self,
+        split: str,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        indices: Sequence[int] | None = None,
+    ) -> DataLoader:
+        """A DataLoader over one split (or the ``indices`` of it); every call is counted in :attr:`access_counts`."""
         if split not in SPLITS:
             raise TaskError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
         if split in self._forbidden:
@@ -132,9 +141,10 @@ class Task(abc.ABC):
             )
         self.access_counts[split] += 1
         generator = torch.Generator().manual_seed(seed)
-        return DataLoader(
-            self.dataset(split), batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last
-        )
+        data = self.dataset(split)
+        if indices is not None:
+            data = Subset(data, [int(i) for i in indices])
+        return DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last)
 
     @contextlib.contextmanager
     def forbid_split(self, split: str = "test") -> Iterator[None]:
@@ -148,12 +158,14 @@ class Task(abc.ABC):
                 self._forbidden.discard(split)
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: str = "val", batch_size: int = 256) -> MetricResult:
-        """The metric of ``model`` on ``split``."""
+    def evaluate(
+        self, model: nn.Module, split: str = "val", batch_size: int = 256, indices: Sequence[int] | None = None
+    ) -> MetricResult:
+        """The metric of ``model`` on ``split`` (or on the ``indices`` of it)."""
         was_training = model.training
         model.eval()
         try:
-            return self.evaluate_batches(model, self.loader(split, batch_size))
+            return self.evaluate_batches(model, self.loader(split, batch_size, indices=indices))
         finally:
             model.train(was_training)
 

@@ -214,18 +214,6 @@ class SegmentationTask(Task):
     def dataset(self, split: str) -> Dataset:
         return self._splits[split]
 
-    def logits(self, outputs: Any) -> torch.Tensor:
-        """Per-pixel logits ``(N*H*W, C)``.
-
-        The loss and the distillation loss average over the first dimension, so flattening the pixels
-        into it makes every pixel weigh the same (a ``(N, C, H, W)`` tensor under a ``batchmean`` KL
-        would sum over pixels and scale the distillation term by ``H*W``).
-        """
-        out = super().logits(outputs)
-        if out.ndim == 4:
-            out = out.permute(0, 2, 3, 1).reshape(-1, out.shape[1])
-        return out
-
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Per-pixel cross-entropy (``ignore_index`` pixels left out); logits may be 4-D or per-pixel."""
         ignore = -100 if self.ignore_index is None else self.ignore_index
@@ -237,7 +225,7 @@ class SegmentationTask(Task):
     def evaluate_batches(self, model: nn.Module, loader: DataLoader) -> MetricResult:
         inters, unions = [], []
         for x, y in loader:
-            out = Task.logits(self, model(x))
+            out = self.logits(model(x))
             pred = _match_size(out, y).argmax(dim=1)
             inter, union = iou_counts(pred, y, self.num_classes, self.ignore_index)
             inters.append(inter)
@@ -248,9 +236,11 @@ class SegmentationTask(Task):
         union = np.concatenate(unions)
         return MetricResult(mean_iou(inter, union), bootstrap_stderr(inter, union, self.bootstrap), int(inter.shape[0]))
 
-    def evaluate(self, model: nn.Module, split: str = "val", batch_size: int = 32) -> MetricResult:
+    def evaluate(
+        self, model: nn.Module, split: str = "val", batch_size: int = 32, indices: Sequence[int] | None = None
+    ) -> MetricResult:
         # Segmentation outputs are (batch, classes, H, W): a smaller default batch than classification.
-        return super().evaluate(model, split, batch_size)
+        return super().evaluate(model, split, batch_size, indices=indices)
 
     # -- transformer hooks ------------------------------------------------------------------------------
     def num_heads(self, model: nn.Module) -> dict[nn.Module, int]:

@@ -1,0 +1,138 @@
+"""Cheap screening before the finetune, learned from the study itself (pure: no torch, no database).
+
+A candidate's timing and its metric after BN recalibration cost seconds; the finetune costs most of a
+trial.  Two rules skip the finetune, each with its reason recorded on the trial:
+
+- **cannot be faster** (fastest-within-budget mode): even at the top of its timing spread, the candidate
+  is slower than the fastest feasible trial so far (the incumbent, at the bottom of its own spread);
+- **predicted over budget**: its drop after BN recalibration is worse, beyond noise, than that of every
+  completed trial that ended within the budget (learned from the study's own trials, once it holds a few,
+  some feasible and some not; never a fixed constant).
+
+Baselines are never screened.
+
+Example:
+    >>> done = [Outcome(0.05, True, 2.0, 0.02), Outcome(0.40, False, 3.0, 0.02), Outcome(0.10, True, 2.5, 0.03)]
+    >>> rules = ScreeningRules.learn(done, min_trials=3)
+    >>> rules.reason(drop_after_bn=0.30, stderr=0.01, speedup=3.1, spread=0.02, mode="pareto")[:24]
+    'predicted over budget: d'
+    >>> rules.reason(drop_after_bn=0.02, stderr=0.01, speedup=1.5, spread=0.02, mode="fastest")[:21]
+    'cannot beat the incum'
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+# The smallest relative spread a timing is credited with (a spread of 0 is luck, not precision).
+MIN_SPREAD = 0.02
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a completed (fully evaluated) trial showed.
+
+    Attributes:
+        drop_after_bn: its metric drop after BN recalibration alone.
+        feasible: whether its recovered metric met the budget.
+        speedup: its speedup.
+        speedup_spread: its timing's relative spread.
+        noisy: whether its timing did not settle (a noisy incumbent does not screen anything).
+        number: the trial number (for the reason text).
+    """
+
+    drop_after_bn: float | None
+    feasible: bool
+    speedup: float
+    speedup_spread: float
+    noisy: bool = False
+    number: int | None = None
+
+
+@dataclass(frozen=True)
+class ScreeningRules:
+    """The thresholds learned from a study's completed trials.
+
+    Attributes:
+        worst_feasible_drop: the largest after-BN drop of a trial that still ended within budget (None: not
+            learned yet, too few trials, or no infeasible example to learn from).
+        incumbent: the fastest feasible trial with a settled timing (None: none yet).
+        trials: how many completed trials the rules were learned from.
+    """
+
+    worst_feasible_drop: float | None
+    incumbent: Outcome | None
+    trials: int
+
+    @classmethod
+    def learn(cls, outcomes: Sequence[Outcome], min_trials: int) -> "ScreeningRules":
+        """Learn the rules from completed trials (duplicates left out by the caller)."""
+        known = [o for o in outcomes if o.drop_after_bn is not None and math.isfinite(o.drop_after_bn)]
+        feasible = [o for o in known if o.feasible]
+        worst = None
+        if len(known) >= min_trials and feasible and len(feasible) < len(known):
+            worst = max(o.drop_after_bn for o in feasible)  # type: ignore[type-var]
+        timed = [o for o in outcomes if o.feasible and not o.noisy and math.isfinite(o.speedup)]
+        incumbent = max(timed, key=lambda o: o.speedup, default=None)
+        return cls(worst, incumbent, len(known))
+
+    def reason(self, drop_after_bn: float, stderr: float, speedup: float, spread: float, mode: str) -> str | None:
+        """Why the finetune of this candidate cannot pay off, or None: finetune it.
+
+        Args:
+            drop_after_bn: the candidate's drop after BN recalibration.
+            stderr: the standard error of that metric.
+            speedup: the candidate's speedup.
+            spread: its timing's relative spread.
+            mode: ``fastest`` (the speed rule applies) or ``pareto``.
+        """
+        inc = self.incumbent
+        if mode == "fastest" and inc is not None and math.isfinite(speedup):
+            best_case = speedup * (1 + max(spread, MIN_SPREAD))
+            bar = inc.speedup * (1 - max(inc.speedup_spread, MIN_SPREAD))
+            if best_case < bar:
+                who = f"trial {inc.number}" if inc.number is not None else "the incumbent"
+                return (f"cannot beat the incumbent: {speedup:.2f}x ±{spread:.1%} is below {who}'s feasible "
+                        f"{inc.speedup:.2f}x ±{inc.speedup_spread:.1%}")
+        worst = self.worst_feasible_drop
+        if worst is not None and drop_after_bn > worst + 2 * stderr:
+            return (f"predicted over budget: drop after BN recalibration {drop_after_bn:+.4f} exceeds {worst:+.4f} "
+                    f"(+2 standard errors), the worst of any trial that ended within budget ({self.trials} trials)")
+        return None
+
+
+def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Spearman's rank correlation (average ranks for ties); NaN for fewer than 3 pairs or a constant side.
+
+    Example:
+        >>> spearman([1, 2, 3, 4], [10, 20, 30, 25])
+        0.8
+    """
+    pairs = [(float(x), float(y)) for x, y in zip(xs, ys) if math.isfinite(float(x)) and math.isfinite(float(y))]
+    if len(pairs) < 3:
+        return math.nan
+    rx = _ranks([p[0] for p in pairs])
+    ry = _ranks([p[1] for p in pairs])
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    vx = sum((a - mx) ** 2 for a in rx)
+    vy = sum((b - my) ** 2 for b in ry)
+    if vx == 0 or vy == 0:
+        return math.nan
+    return round(cov / math.sqrt(vx * vy), 12)
+
+
+def _ranks(values: Sequence[float]) -> list[float]:
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
