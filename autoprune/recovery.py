@@ -205,11 +205,12 @@ def _batches(task: "Task", settings: "RecoveryConfig", fit: Sequence[int]) -> It
     base model's outputs on it across candidates.
     """
     drop_last = len(fit) >= settings.batch_size  # never an empty loader
+    fit_id = hash(tuple(fit))  # ints hash the same in every process
     epoch = 0
     while True:
         loader = task.loader("train", settings.batch_size, shuffle=True, seed=settings.seed + epoch, drop_last=drop_last, indices=fit)
         for i, (x, y) in enumerate(loader):
-            yield (settings.seed, settings.batch_size, settings.calib_size, epoch, i), x, y
+            yield (fit_id, settings.seed, settings.batch_size, epoch, i), x, y
         epoch += 1
 
 
