@@ -104,6 +104,8 @@ class SearchConfig(_Section):
     # study holds screen_min_trials completed trials to learn the threshold from (the reason is recorded).
     screening: bool = True
     screen_min_trials: int = Field(6, ge=2)
+    # torch threads of each worker (training, scoring); default: this host's usable cores / local workers.
+    torch_threads: int | None = Field(None, ge=1)
 
     @field_validator("sampler")
     @classmethod

@@ -53,7 +53,8 @@ TINY_STUDY: dict[str, Any] = {
     "pruning": {"round_to": 8, "min_channels": 8, "min_fraction": 0.1, "first_layer_max_ratio": 0.5, "importance_batches": 2},
     # Screening off: whether a trial is screened depends on timings, and most tests count COMPLETE trials;
     # tests/test_screening.py turns it on.
-    "search": {"trials": 4, "sampler": "random", "seed": 0, "bounds_margin": 1, "sweep_ratios": [0.25, 0.5], "screening": False},
+    "search": {"trials": 4, "sampler": "random", "seed": 0, "bounds_margin": 1, "sweep_ratios": [0.25, 0.5], "screening": False,
+               "torch_threads": 1},
     # The recipe is pinned (no calibration) so studies start fast; tests of calibration turn it on.
     "recovery": {
         "bn_batches": 2, "finetune_steps": 4, "lr": 0.01, "warmup_steps": 1, "batch_size": 64, "distill": True,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 
 from autoprune.screening import Outcome
 from autoprune.screening import ScreeningRules
@@ -142,7 +143,10 @@ def test_screening_decisions_are_recorded_with_their_reason(study_factory, monke
         return "test: skip every search candidate"
 
     monkeypatch.setattr(objective_module.Objective, "_screen", always)
-    run_worker(str(path), target=4, log_line=lambda line: None)
+    lines: list[str] = []
+    torch.set_num_threads(2)
+    run_worker(str(path), target=4, log_line=lines.append)
+    assert torch.get_num_threads() == 1 and any("1 torch threads" in line for line in lines)  # search.torch_threads
     cfg = load_config(path)
     trials = optuna.load_study(study_name="screened", storage=cfg.storage_url()).trials
     screened = [t for t in trials if "screened" in t.user_attrs]

@@ -128,7 +128,8 @@ def test_run_reaches_the_target_with_documented_attrs(ran: RunStudy) -> None:
             assert set(a["stage_seconds"]) == {"duplicate"}
         else:
             assert {"prune", "finetune", "evaluate", "latency", "storage"} <= set(a["stage_seconds"])
-        assert t.values == [a["metric"], a["speedup"]]
+        assert t.values == [a["speedup"]]  # search.mode fastest: one objective, the drop is a constraint
+        assert t.constraints == {"drop": pytest.approx(a["drop"] - 0.9)}
         # One parameter per searched group: its kept channels, one of the group's searched widths.
         assert set(t.params) == set(space)
         for name, value in t.params.items():
@@ -210,7 +211,7 @@ def test_export_picks_the_fastest_feasible_trial(ran: RunStudy, tmp_path: Path) 
     speedup = max(t.user_attrs["speedup"] for t in complete_trials(study)) * 2
     attrs.update(metric=0.05, drop=copy.user_attrs["base_metric"] - 0.05, feasible=False, speedup=speedup, kind="search")
     copy.add_trial(
-        optuna.trial.create_trial(params=want.params, distributions=want.distributions, values=[0.05, speedup], user_attrs=attrs)
+        optuna.trial.create_trial(params=want.params, distributions=want.distributions, values=[speedup], user_attrs=attrs)
     )
     out2 = tmp_path / "copy.json"
     res = CliRunner().invoke(main, ["export", str(ran.config), "--storage", copy_url, "--no-confirm", "-o", str(out2)])

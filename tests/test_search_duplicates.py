@@ -217,3 +217,18 @@ def _assert_every_reachable_width_prunes_to_itself(cfg: Any, tmp_path: Path) -> 
         widths = {name: g.widths[min(i, len(g.widths) - 1)] for name, g in space.items()}
         result = ctx.pruner.prune(copy.deepcopy(ctx.base_model), ratios=ratios_for(space, widths))
         assert {name: result.kept[name] for name in space} == widths and not result.clamps
+
+
+def test_unclaimed_running_trial_is_failed_after_the_grace_period(tmp_path: Path) -> None:
+    """A trial opened by Optuna but cut off before the objective claimed it must not hold the study up."""
+    from autoprune.search.worker import _fail_unclaimed
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'u.db'}", study_name="u")
+    orphan = study.ask()
+    claimed = study.ask()
+    claimed.set_user_attr("worker", "w1")
+    assert _fail_unclaimed(study, grace_period=60) == []  # too young to be dead
+    time.sleep(1.2)
+    assert _fail_unclaimed(study, grace_period=0.1) == [orphan.number]
+    states = {t.number: t.state for t in study.trials}
+    assert states == {orphan.number: optuna.trial.TrialState.FAIL, claimed.number: optuna.trial.TrialState.RUNNING}

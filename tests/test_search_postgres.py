@@ -247,8 +247,12 @@ def test_two_workers_never_evaluate_one_channel_vector_twice(study_config: Path,
     for p in procs:
         assert p.wait(timeout=400) == 0, p.output()
 
-    all_trials = trials(pg_url)
-    assert Counter(t.state.name for t in all_trials) == {"COMPLETE": target}
+    everything = trials(pg_url)
+    all_trials = [t for t in everything if t.state == TrialState.COMPLETE]
+    assert len(all_trials) == target
+    # Duplicates finish in a moment, so a worker may open a trial just as the other's brings the study to
+    # its target: the surplus guard closes it unrun (FAIL, marked), which is all a non-COMPLETE trial may be.
+    assert all(t.user_attrs.get("surplus") for t in everything if t.state != TrialState.COMPLETE), Counter(t.state.name for t in everything)
     assert {t.user_attrs[KEY_ATTR] for t in all_trials} == {channels_key(narrowest)}
     assert_each_vector_evaluated_once({channels_key(narrowest): all_trials})
     assert sum(DUPLICATE_ATTR in t.user_attrs for t in all_trials) == target - 1

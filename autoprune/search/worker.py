@@ -8,6 +8,7 @@ shows one progress bar.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import multiprocessing as mp
 import os
@@ -59,6 +60,7 @@ def run_worker(
     worker_index: int = 0,
     wait_timeout: float = 600.0,
     log_line: Callable[[str], None] = _echo,
+    local_workers: int = 1,
 ) -> WorkerSummary:
     """Join the study of ``config_path`` and run trials until it holds ``target`` finished trials.
 
@@ -70,6 +72,7 @@ def run_worker(
         worker_index: offsets the sampler seed.
         wait_timeout: seconds to wait for the study to be created.
         log_line: prints one line.
+        local_workers: worker processes sharing this host's cores (sets the default torch thread count).
 
     Returns:
         How many trials this worker ran and how many the study holds.
@@ -99,10 +102,11 @@ def run_worker(
             f"study {config.name!r} was created from another base checkpoint than {ctx.base_info.path}; "
             "copy the study's checkpoint to this host"
         )
+    threads = set_torch_threads(config.search.torch_threads, local_workers)
     goal = int(target or study.user_attrs.get("target_trials") or config.search.trials)
     study = optuna.load_study(study_name=config.name, storage=storage_for(config, url), sampler=make_sampler(config, worker_index))
     objective = Objective(ctx, study, goal, worker, log_line)
-    log_line(f"[{worker}] joined study {config.name!r} at {redact_url(url)}; target {goal} finished trials")
+    log_line(f"[{worker}] joined study {config.name!r} at {redact_url(url)}; target {goal} finished trials; {threads} torch threads")
     _quiet_surplus_logs()
     ran = 0
     waiting_said = False
@@ -118,6 +122,8 @@ def run_worker(
                 log_line(f"[{worker}] {done}/{goal} finished, {running} running elsewhere; waiting for them")
                 waiting_said = True
             with_retry(lambda: fail_stale(study), url, "check for stale trials")
+            for number in with_retry(lambda: _fail_unclaimed(study, config.search.grace_period), url, "check for unclaimed trials"):
+                log_line(f"[{worker}] trial {number} was opened but never claimed by a worker (cut off by an outage); failed it")
             time.sleep(_WAIT_POLL_S)
             continue
         try:
@@ -182,6 +188,29 @@ def _fail_orphan(study: optuna.Study, trial_id: int | None) -> int | None:
     return frozen.number
 
 
+def _fail_unclaimed(study: optuna.Study, grace_period: float) -> list[int]:
+    """Fail RUNNING trials that no worker claimed (no ``worker`` attr) for longer than the grace period.
+
+    An outage can cut ``study.optimize`` off after Optuna opened a trial and before the objective ran (the
+    sampler reads the study in between): no worker knows the trial, no heartbeat was ever recorded, so
+    neither the worker's own orphan check nor Optuna's stale check fails it, and the study would wait for
+    it for ever.  The objective claims a trial within a second of its start, so an older unclaimed trial is
+    dead.  It has drawn no parameters of ours, so nothing is lost and no retry is queued.
+
+    Returns:
+        The numbers of the trials failed.
+    """
+    now = datetime.datetime.now()  # Optuna reports datetime_start as local time without a zone
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if "worker" in t.user_attrs or t.datetime_start is None:
+            continue
+        if (now - t.datetime_start).total_seconds() > grace_period + _WAIT_POLL_S:
+            if _fail_orphan(study, t._trial_id) is not None:
+                failed.append(t.number)
+    return failed
+
+
 class _SurplusNote(logging.Filter):
     """Optuna logs a trial closed by the surplus guard as a failure with a traceback; one plain line says it."""
 
@@ -200,18 +229,33 @@ def _quiet_surplus_logs() -> None:
             handler.addFilter(_SurplusNote())
 
 
-def _worker_main(config_path: str, storage_url: str | None, target: int, index: int, queue: "mp.Queue[str]", threads: int) -> None:
-    import torch
-
-    # N workers on one host share its cores; without this each would start one training thread per core.
-    torch.set_num_threads(threads)
+def _worker_main(config_path: str, storage_url: str | None, target: int, index: int, queue: "mp.Queue[str]", workers: int) -> None:
     try:
-        run_worker(config_path, storage_url, target, worker=f"w{index}", worker_index=index)
+        run_worker(config_path, storage_url, target, worker=f"w{index}", worker_index=index, local_workers=workers)
         queue.put(f"ok w{index}")
     except AutopruneError as exc:
         _echo(f"[w{index}] error: {exc}")
         queue.put(f"error w{index}")
         sys.exit(2)
+
+
+def set_torch_threads(configured: int | None, local_workers: int = 1) -> int:
+    """Set torch's intra-op threads for this worker and return the count.
+
+    Args:
+        configured: ``search.torch_threads`` (None: this process's usable cores shared by the local workers).
+        local_workers: worker processes on this host.
+
+    Returns:
+        The thread count set.  N workers on one host share its cores: without this each would start one
+        training thread per core, 5-10x slower as soon as they contend.
+    """
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = configured or max(1, cores // max(1, local_workers))
+    torch.set_num_threads(threads)
+    return threads
 
 
 def run_local(
@@ -252,9 +296,8 @@ def run_local(
         return 0
     ctx = mp.get_context("spawn")
     queue: "mp.Queue[str]" = ctx.Queue()
-    threads = max(1, (os.cpu_count() or 1) // workers)
     procs = [
-        ctx.Process(target=_worker_main, args=(config_path, storage_url, target, i, queue, threads), daemon=False)
+        ctx.Process(target=_worker_main, args=(config_path, storage_url, target, i, queue, workers), daemon=False)
         for i in range(workers)
     ]
     for p in procs:
