@@ -1,4 +1,4 @@
-"""A small 3-stage ResNet with basic blocks: residual adds couple channels into shared groups."""
+"""A small ResNet with basic blocks (three stages by default): residual adds couple channels into shared groups."""
 
 from __future__ import annotations
 
@@ -30,13 +30,22 @@ class BasicBlock(nn.Module):
 
 
 class SmallResNet(nn.Module):
-    """ResNet for small images: a 3x3 stem, three stages of basic blocks, global pooling, a classifier.
+    """ResNet for small images: a 3x3 stem, one stage of basic blocks per width, global pooling, a classifier.
+
+    Every stage after the first halves the resolution.
 
     Args:
         num_classes: classifier outputs.
         in_channels: image channels.
-        widths: channels of the three stages.
+        widths: channels of the stages (three by default; any number works).
         blocks_per_stage: basic blocks per stage.
+        stem_stride: stride of the stem conv; 2 halves the resolution before the first stage, as ImageNet
+            ResNets do, so larger images cost about what images of half the side would.
+
+    Example:
+        >>> net = SmallResNet(widths=(48, 64, 96, 128), in_channels=3, stem_stride=2)
+        >>> tuple(net(torch.zeros(2, 3, 32, 32)).shape)
+        (2, 10)
     """
 
     def __init__(
@@ -45,10 +54,11 @@ class SmallResNet(nn.Module):
         in_channels: int = 1,
         widths: Sequence[int] = (32, 64, 128),
         blocks_per_stage: int = 1,
+        stem_stride: int = 1,
     ) -> None:
         super().__init__()
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
+            nn.Conv2d(in_channels, widths[0], 3, stem_stride, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
         )
         layers: list[nn.Module] = []
         ch = widths[0]
