@@ -157,7 +157,7 @@ def markdown(results: list[dict[str, Any]], host: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", action="append", type=Path, help="study YAML (repeatable)")
-    parser.add_argument("--ratios", nargs="+", type=float, default=[0.2, 0.4])
+    parser.add_argument("--ratios", nargs="+", type=float, default=[0.2, 0.4, 0.6])
     parser.add_argument("--quick", action="store_true", help="2-epoch bases in a temp folder, fewer recipes")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -170,7 +170,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     stem = "recovery_quick" if args.quick else "recovery"
     (out / f"{stem}.md").write_text(text + "\n")
-    data = {"host": host, "date": datetime.now(timezone.utc).isoformat(), "ratios": args.ratios, "results": results}
+    data = {"benchmark": "recovery", "host": host, "date": datetime.now(timezone.utc).isoformat(), "ratios": args.ratios, "results": results}
     (out / f"{stem}.json").write_text(json.dumps(data, indent=2) + "\n")
     print(f"\nwrote {out / (stem + '.md')} and {stem}.json", file=sys.stderr)
 

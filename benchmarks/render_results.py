@@ -145,6 +145,46 @@ def render_search(path: pathlib.Path, data: dict[str, Any], readme: pathlib.Path
     return lines
 
 
+def render_reference(path: pathlib.Path, data: dict[str, Any], readme: pathlib.Path) -> list[str]:
+    """reference_search.py: per seed the four winners re-timed together, autoprune's ratios and test drop."""
+    s = data.get("summary") or {}
+    lines = [
+        f"### Reference benchmark: autoprune against uniform, global and random search ({data.get('config', '?')}, per seed)",
+        "",
+        f"Base {data.get('metric_name', 'metric')} {num(data.get('base_metric'), '{:.4f}')} (test {num(data.get('base_test_metric'), '{:.4f}')}), "
+        f"at most {num(data.get('max_drop'), '{:g}')} drop; {data.get('trials_per_search', '?')} trials for random and for autoprune per seed; "
+        "speedups = the four winners re-timed together, interleaved against the base (median of "
+        f"{(data.get('settings') or {}).get('retime_rounds', '?')} rounds). {host_line(data)}",
+        "",
+    ]
+    rows = []
+    for seed in data.get("seeds", []):
+        r = seed.get("ratios") or {}
+        auto = seed.get("autoprune") or {}
+        rows.append([str(seed.get("seed")), *[speed((seed.get(m) or {}).get("speedup")) for m in METHODS],
+                     num(r.get("autoprune_over_best_baseline")),
+                     f"{num(r.get('autoprune_over_random'))} (spread {pct(r.get('random_comparison_spread'))})",
+                     num(auto.get("test_drop"), "{:+.4f}"),
+                     f"{(seed.get('random') or {}).get('finetunes', '-')} / {auto.get('finetunes', '-')}"])
+    lines += table(["seed", *METHODS, "autoprune / best baseline", "autoprune / random", "autoprune test drop",
+                    "finetunes random / autoprune"], rows)
+    met, targets = data.get("met") or {}, data.get("targets") or {}
+    over_base, over_random = s.get("autoprune_over_best_baseline") or {}, s.get("autoprune_over_random") or {}
+    lines += [
+        "",
+        f"- autoprune / best(uniform, global) over {over_base.get('n', 0)} seed(s): mean {num(over_base.get('mean'))}, "
+        f"stdev {num(over_base.get('stdev'), '{:.3f}')} (target >= {targets.get('autoprune_over_best_baseline', 1.2)} every seed): "
+        f"{yes(met.get('autoprune_over_best_baseline'))}",
+        f"- autoprune / random: mean {num(over_random.get('mean'))}, stdev {num(over_random.get('stdev'), '{:.3f}')} "
+        f"(target: above the re-timing spread every seed): {yes(met.get('autoprune_above_random_beyond_spread'))}",
+        f"- autoprune's pick within the budget on the test split every seed: {yes(met.get('autoprune_test_within_budget'))}",
+        f"- repeated full evaluations {data.get('repeated_full_evaluations', '-')}, baseline mismatches "
+        f"{data.get('baseline_mismatches', '-')} (target 0)",
+        f"- source: [`{source(path, readme)}`]({source(path, readme)})",
+    ]
+    return lines
+
+
 def render_overhead(path: pathlib.Path, data: dict[str, Any], readme: pathlib.Path) -> list[str]:
     stages = ["prune", "bn_recalibration", "evaluate_after_bn", "finetune", "evaluate", "export", "latency", "storage", "other"]
     lines = [
@@ -166,6 +206,32 @@ def render_overhead(path: pathlib.Path, data: dict[str, Any], readme: pathlib.Pa
                      f"{pct(outside)} ({yes(met)})"])
     lines += table(["config", "trial s", *stages, "outside"], rows)
     lines += ["", f"- source: [`{source(path, readme)}`]({source(path, readme)})"]
+    return lines
+
+
+def render_recovery(path: pathlib.Path, data: dict[str, Any], readme: pathlib.Path) -> list[str]:
+    lines = [
+        "### Recovery: never worse than BN recalibration",
+        "",
+        "Uniform pruning at each ratio, every recipe of the recovery issue's table plus the calibrated one; "
+        "*plain* = the finetune evaluated as it ends (stale BN statistics, no judging), *autoprune* = "
+        f"`autoprune.recovery.recover`. Validation accuracy. {host_line(data)}",
+        "",
+    ]
+    rows = []
+    for res in data.get("results", []):
+        cal = (res.get("calibration") or {}).get("chosen") or {}
+        got = res.get("rows", [])
+        worst_plain = min((r["plain_finetune"] - r["bn_only"] for r in got), default=None)
+        worst_ours = min((r["recovery"] - r["bn_only"] for r in got), default=None)
+        held = sum(not r["below_bn_beyond_2se"] for r in got)
+        rows.append([res.get("name", "?"), num(res.get("base_metric"), "{:.4f}"),
+                     f"lr {cal.get('lr', '?')}, {cal.get('epochs', '?')} epochs", num(worst_plain, "{:+.4f}"),
+                     num(worst_ours, "{:+.4f}"), f"{held}/{len(got)}"])
+    lines += table(["model", "base", "calibrated recipe", "worst plain - BN-only", "worst autoprune - BN-only",
+                    "autoprune >= BN-only - 2 SE"], rows)
+    lines += ["", f"- every row: [`benchmarks/results/recovery.md`](benchmarks/results/recovery.md); "
+                  f"source: [`{source(path, readme)}`]({source(path, readme)})"]
     return lines
 
 
@@ -236,12 +302,14 @@ def render_other(path: pathlib.Path, data: dict[str, Any], readme: pathlib.Path)
 
 
 RENDERERS: dict[str, Callable[[pathlib.Path, dict[str, Any], pathlib.Path], list[str]]] = {
+    "reference_search": render_reference,
     "search_vs_baselines": render_search,
     "trial_overhead": render_overhead,
+    "recovery": render_recovery,
     "storage_scaling": render_scaling,
     "latency_repeatability": render_latency,
 }
-ORDER = ("search_vs_baselines", "trial_overhead", "storage_scaling", "latency_repeatability")
+ORDER = ("reference_search", "search_vs_baselines", "recovery", "trial_overhead", "storage_scaling", "latency_repeatability")
 
 
 def render(results: list[tuple[pathlib.Path, dict[str, Any]]], readme: pathlib.Path) -> str:

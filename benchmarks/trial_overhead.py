@@ -38,17 +38,17 @@ from typing import Any
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from search_vs_baselines import QUICK  # noqa: E402
-from search_vs_baselines import build_context  # noqa: E402
-from search_vs_baselines import fresh_cache  # noqa: E402
-from search_vs_baselines import prepare_config  # noqa: E402
-from search_vs_baselines import quick_path  # noqa: E402
-from search_vs_baselines import quiet_optuna  # noqa: E402
-from search_vs_baselines import ran_trials  # noqa: E402
-from search_vs_baselines import say  # noqa: E402
-from search_vs_baselines import sqlite_url  # noqa: E402
-from search_vs_baselines import trial_rows  # noqa: E402
-from search_vs_baselines import trial_states  # noqa: E402
+from search_methods import QUICK  # noqa: E402
+from search_methods import build_context  # noqa: E402
+from search_methods import fresh_cache  # noqa: E402
+from search_methods import prepare_config  # noqa: E402
+from search_methods import quick_path  # noqa: E402
+from search_methods import quiet_optuna  # noqa: E402
+from search_methods import ran_trials  # noqa: E402
+from search_methods import say  # noqa: E402
+from search_methods import sqlite_url  # noqa: E402
+from search_methods import trial_rows  # noqa: E402
+from search_methods import trial_states  # noqa: E402
 from storage_scaling import StorageTimer  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
