@@ -91,7 +91,7 @@ class Baselines:
         for p in self.uniform + self.global_:
             lines.append(
                 f"{p.kind:8} {p.ratio:6.2f} {p.metric:8.4f} {p.drop:+8.4f} {p.speedup or float('nan'):7.2f}x "
-                f"{p.macs or 0:11d} {'yes' if p.feasible else 'no'}"
+                f"{p.macs or 0:11d} {'yes' if p.feasible else 'no'}" + ("  (timing did not settle)" if p.latency_noisy else "")
             )
         return "\n".join(lines)
 
@@ -118,6 +118,7 @@ def sweep_point(ctx: StudyContext, kind: str, ratio: float, max_drop: float) -> 
         channels=dict(res.prune.kept),
         clamps=[str(c) for c in res.prune.clamps],
         feasible=res.drop <= max_drop,
+        latency_noisy=res.latency_noisy,
         metric_after_bn=res.metric_after_bn.value if res.metric_after_bn else None,
         recovery=res.recovery.attrs(),
     )

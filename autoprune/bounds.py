@@ -54,6 +54,7 @@ class SweepPoint:
     channels: dict[str, int] = field(default_factory=dict)
     clamps: list[str] = field(default_factory=list)
     feasible: bool | None = None
+    latency_noisy: bool | None = None  # the timing did not settle (spread above latency.cv_threshold)
     metric_after_bn: float | None = None  # validation metric after BN recalibration, before the finetune
     recovery: dict[str, Any] = field(default_factory=dict)  # what the recovery did (RecoveryReport.attrs)
 

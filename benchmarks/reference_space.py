@@ -52,8 +52,8 @@ from typing import Any
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from search_vs_baselines import QUICK  # noqa: E402
-from search_vs_baselines import quick_path  # noqa: E402
+from search_methods import quick_path  # noqa: E402
+from search_methods import shrink_for_quick  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -103,16 +103,7 @@ def load(config_path: str, quick: bool, workdir: pathlib.Path) -> Any:
 
     cfg = load_config(config_path)
     if quick:
-        cfg.artifact_dir = str(workdir / "artifacts")
-        cfg.base.checkpoint = None
-        cfg.base.epochs = QUICK["base_epochs"]
-        cfg.search.sweep_ratios = list(QUICK["sweep_ratios"])
-        cfg.recovery.bn_batches = QUICK["bn_batches"]
-        cfg.recovery.finetune_steps = QUICK["finetune_steps"]
-        cfg.latency.repeats = QUICK["repeats"]
-        cfg.latency.blocks = QUICK["blocks"]
-        cfg.latency.warmup = QUICK["warmup"]
-        cfg.latency.max_remeasure = 0
+        shrink_for_quick(cfg, workdir / "artifacts")
     return cfg
 
 

@@ -84,6 +84,23 @@ def quick_path(path: pathlib.Path) -> pathlib.Path:
     return quick_folder() / f"{path.stem}_quick{path.suffix}"
 
 
+def shrink_for_quick(cfg: Any, artifact_dir: pathlib.Path) -> Any:
+    """Tiny budgets for a smoke run: a 2-epoch base in ``artifact_dir``, short recovery, timing and calibration."""
+    cfg.artifact_dir = str(artifact_dir)
+    cfg.base.checkpoint = None
+    cfg.base.epochs = QUICK["base_epochs"]
+    cfg.search.sweep_ratios = list(QUICK["sweep_ratios"])
+    cfg.recovery.bn_batches = QUICK["bn_batches"]
+    cfg.recovery.finetune_steps = QUICK["finetune_steps"]
+    cfg.recovery.calibration.lrs = [cfg.recovery.lr]
+    cfg.recovery.calibration.epochs = list(QUICK["calibration_epochs"])
+    cfg.latency.repeats = QUICK["repeats"]
+    cfg.latency.blocks = QUICK["blocks"]
+    cfg.latency.warmup = QUICK["warmup"]
+    cfg.latency.max_remeasure = 0
+    return cfg
+
+
 def prepare_config(config_path: str, workdir: pathlib.Path, quick: bool, trials: int | None = None) -> Any:
     """Load a study config for a benchmark run.
 
@@ -100,18 +117,7 @@ def prepare_config(config_path: str, workdir: pathlib.Path, quick: bool, trials:
 
     cfg = load_config(config_path)
     if quick:
-        cfg.artifact_dir = str(workdir / "base")
-        cfg.base.checkpoint = None
-        cfg.base.epochs = QUICK["base_epochs"]
-        cfg.search.sweep_ratios = list(QUICK["sweep_ratios"])
-        cfg.recovery.bn_batches = QUICK["bn_batches"]
-        cfg.recovery.finetune_steps = QUICK["finetune_steps"]
-        cfg.recovery.calibration.lrs = [cfg.recovery.lr]
-        cfg.recovery.calibration.epochs = list(QUICK["calibration_epochs"])
-        cfg.latency.repeats = QUICK["repeats"]
-        cfg.latency.blocks = QUICK["blocks"]
-        cfg.latency.warmup = QUICK["warmup"]
-        cfg.latency.max_remeasure = 0
+        shrink_for_quick(cfg, workdir / "base")
     train_base_if_missing(cfg, say=say)
     cfg.base.checkpoint = str(cfg.checkpoint_path())
     cfg.artifact_dir = str(workdir / "artifacts")
