@@ -149,7 +149,8 @@ def recovery_warnings(
             names = ", ".join(f"{p.kind} {p.ratio:.2f}" for p in near[:4])
             out.append(
                 f"a longer finetune would move candidates across the budget: the best longer recipe scored "
-                f"{gain:.4f} better on the probe, and {names} miss the budget by less than that; "
-                "raise recovery.calibration.tolerance_se to 0 or pin a longer recipe (recovery.calibration.enabled: false)"
+                f"{gain:.4f} better on the probe, and these sweep points miss the budget by less than that: {names}; "
+                "set recovery.calibration.tolerance_se to 0 (take the best recipe) or pin a longer recipe "
+                "(recovery.calibration.enabled: false)"
             )
     return out
