@@ -264,7 +264,7 @@ def evaluate_candidate(
             after_bn = ctx.task.evaluate(model, "val")
         if hopeless_margin is not None and ctx.drop(after_bn.value) > hopeless_margin:
             raise Hopeless(after_bn.value, result)
-        timing, fingerprint, _, cached = _time(ctx, model, result.kept, None, seconds, say)
+        timing, fingerprint, cached = _time(ctx, model, result.kept, seconds, say)
         _screen(ctx, screen, after_bn, timing, result)
         say("finetune")
         with training_section(), _stage(seconds, "finetune"):
@@ -365,14 +365,15 @@ def _time(
     ctx: StudyContext,
     model: nn.Module,
     kept: Mapping[str, int],
-    keep_onnx: Path | None,
     seconds: dict[str, float],
     say: Callable[[str], None],
-) -> tuple[dict[str, Any], dict[str, Any], Path | None, bool]:
+) -> tuple[dict[str, Any], dict[str, Any], bool]:
     """The candidate's interleaved timing: from the cache when this host timed these widths before.
 
+    The model is exported (to a temporary file) only when it has to be timed.
+
     Returns:
-        ``(timing, host fingerprint, kept ONNX path or None, whether the timing came from the cache)``.
+        ``(timing, host fingerprint, whether the timing came from the cache)``.
     """
     from autoprune.latency import host_fingerprint
 
@@ -385,22 +386,18 @@ def _time(
             timing = ctx.cache.get(key)
     if timing is not None and timing.get("noisy"):
         timing = None  # a timing that did not settle is not reused: this repeat times the candidate again
-    cached = timing is not None
-    onnx_path = None
-    if timing is None or keep_onnx is not None:
-        say("export")
-        with _stage(seconds, "export"):
-            onnx_path = _export(ctx, model, keep_onnx)
-    if timing is None:
-        say("latency")
-        with _stage(seconds, "latency"):
-            timing = _measure(ctx, onnx_path)
-        if ctx.cache is not None and key is not None:
-            ctx.cache.put(key, timing)
-    if keep_onnx is None and onnx_path is not None:
-        onnx_path.unlink(missing_ok=True)
-        onnx_path = None
-    return timing, fingerprint, onnx_path, cached
+    if timing is not None:
+        return timing, fingerprint, True
+    say("export")
+    with _stage(seconds, "export"):
+        onnx_path = _export(ctx, model, None)
+    say("latency")
+    with _stage(seconds, "latency"):
+        timing = _measure(ctx, onnx_path)
+    onnx_path.unlink(missing_ok=True)
+    if ctx.cache is not None and key is not None:
+        ctx.cache.put(key, timing)
+    return timing, fingerprint, False
 
 
 def _export(ctx: StudyContext, model: nn.Module, keep_onnx: Path | None) -> Path:
