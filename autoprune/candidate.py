@@ -35,6 +35,7 @@ from autoprune.pruning_setup import resolve_round_to
 from autoprune.recovery import Recovery
 from autoprune.recovery import RecoveryReport
 from autoprune.recovery import Teacher
+from autoprune.screening import OVER_BUDGET
 from autoprune.tasks import MetricResult
 from autoprune.tasks import Task
 from autoprune.tasks import build_task
@@ -82,6 +83,11 @@ class Screened(Exception):
         self.reason = reason
         self.screening = screening
         self.result = result
+
+    @property
+    def over_budget(self) -> bool:
+        """Whether it was skipped as predicted over budget (else: as unable to beat the incumbent)."""
+        return self.reason.startswith(OVER_BUDGET)
 
 
 def latency_settings(config: "StudyConfig") -> "LatencySettings":

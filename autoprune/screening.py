@@ -26,6 +26,10 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
+# How the reason of each rule begins (readers tell the rules apart by it).
+CANNOT_BEAT = "cannot beat the incumbent"
+OVER_BUDGET = "predicted over budget"
+
 # The smallest relative spread a timing is credited with (a spread of 0 is luck, not precision).
 MIN_SPREAD = 0.02
 
@@ -94,11 +98,11 @@ class ScreeningRules:
             bar = inc.speedup * (1 - max(inc.speedup_spread, MIN_SPREAD))
             if best_case < bar:
                 who = f"trial {inc.number}" if inc.number is not None else "the incumbent"
-                return (f"cannot beat the incumbent: {speedup:.2f}x ±{spread:.1%} is below {who}'s feasible "
+                return (f"{CANNOT_BEAT}: {speedup:.2f}x ±{spread:.1%} is below {who}'s feasible "
                         f"{inc.speedup:.2f}x ±{inc.speedup_spread:.1%}")
         worst = self.worst_feasible_drop
         if worst is not None and drop_after_bn > worst + 2 * stderr:
-            return (f"predicted over budget: drop after BN recalibration {drop_after_bn:+.4f} exceeds {worst:+.4f} "
+            return (f"{OVER_BUDGET}: drop after BN recalibration {drop_after_bn:+.4f} exceeds {worst:+.4f} "
                     f"(+2 standard errors), the worst of any trial that ended within budget ({self.trials} trials)")
         return None
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 from typing import Callable
@@ -33,6 +34,10 @@ from typing import Sequence
 
 from autoprune.pruning.guards import GuardSettings
 from autoprune.pruning.guards import kept_channels
+
+# Study attribute saying how trials draw widths: "ordered" (an integer grid per group); absent in studies
+# made before, whose trials drew one category per width (a parameter keeps its distribution for a study's life).
+WIDTH_PARAMS_ATTR = "width_params"
 
 # Maps the width the guards allow to the width the pruner ends with (e.g. whole attention heads); identity
 # when None.
@@ -78,6 +83,29 @@ class GroupWidths:
             return self.ratios[self.widths.index(int(width))]
         except ValueError:
             raise ValueError(f"{width} channels is not one of the searched widths {list(self.widths)}") from None
+
+    def grid(self) -> tuple[int, int, int]:
+        """``(low, high, step)`` of an ordered integer grid that holds every width (step: the widths' common
+        spacing), for samplers that learn from order: a width's neighbours are the widths around it.
+
+        Example:
+            >>> GroupWidths(100, (80, 88, 96, 100), (0.2, 0.12, 0.04, 0.0)).grid()
+            (80, 100, 4)
+        """
+        lo, hi = self.widths[0], self.widths[-1]
+        step = 0
+        for a, b in zip(self.widths, self.widths[1:]):
+            step = math.gcd(step, b - a)
+        return lo, hi, max(step, 1)
+
+    def snap(self, value: int) -> int:
+        """The searched width nearest to a grid value (ties: the wider); a width maps to itself.
+
+        Example:
+            >>> GroupWidths(100, (80, 88, 96, 100), (0.2, 0.12, 0.04, 0.0)).snap(84)
+            88
+        """
+        return min(self.widths, key=lambda w: (abs(w - value), -w))
 
     def as_dict(self) -> dict[str, Any]:
         return {"channels": self.channels, "widths": list(self.widths), "ratios": list(self.ratios)}
@@ -241,6 +269,7 @@ def in_space(space: Mapping[str, GroupWidths], widths: Mapping[str, int]) -> boo
 
 
 __all__ = [
+    "WIDTH_PARAMS_ATTR",
     "GroupShape",
     "GroupWidths",
     "channels_key",

@@ -14,9 +14,12 @@ import optuna
 import pytest
 import torch
 
+from autoprune.screening import CANNOT_BEAT
+from autoprune.screening import OVER_BUDGET
 from autoprune.screening import Outcome
 from autoprune.screening import ScreeningRules
 from autoprune.screening import spearman
+from autoprune.widths import channels_key
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -140,7 +143,8 @@ def test_screening_decisions_are_recorded_with_their_reason(study_factory, monke
 
     def always(self, screening):
         calls.append(screening)
-        return "test: skip every search candidate"
+        rule = OVER_BUDGET if len(calls) % 2 else CANNOT_BEAT
+        return f"{rule}: test, skip every search candidate"
 
     monkeypatch.setattr(objective_module.Objective, "_screen", always)
     lines: list[str] = []
@@ -156,6 +160,14 @@ def test_screening_decisions_are_recorded_with_their_reason(study_factory, monke
     assert baselines and all(t.state == optuna.trial.TrialState.COMPLETE for t in baselines)
     for t in screened:
         ua = t.user_attrs
-        assert ua["screened"] == "test: skip every search candidate"
+        assert ua["screened"].endswith(": test, skip every search candidate")
         assert {"metric_after_bn", "drop_after_bn", "speedup", "channels"} <= set(ua) and "recovery_steps" not in ua
+        # What TPE learns from it: predicted over budget counts as infeasible; too slow ranks by its speedup.
+        if ua["screened"].startswith(OVER_BUDGET):
+            assert t.constraints["drop"] > 0 and not t.intermediate_values
+        else:
+            assert not t.constraints and t.intermediate_values == {0: pytest.approx(ua["speedup"])}
+        # Widths are drawn on an ordered grid (TPE sees neighbours), and land on searched widths.
+        assert all(isinstance(d, optuna.distributions.IntDistribution) for d in t.distributions.values())
+        assert channels_key({k: ua["channels"][k] for k in t.params}) == ua["channels_key"]
     assert len(calls) >= len(screened)

@@ -209,3 +209,28 @@ def test_config_margin_counts_widths(tmp_path) -> None:
     assert parse_config({"name": "x", "search": {"bounds_margin": 3}}).search.bounds_margin == 3
     with pytest.raises(ConfigError, match="bounds_margin.*counts widths"):
         parse_config({"name": "x", "search": {"bounds_margin": 0.05}})
+
+
+def test_every_width_lies_on_its_grid_and_every_grid_value_snaps_to_a_neighbour() -> None:
+    rng = random.Random(0)
+    for _ in range(200):
+        channels = rng.randint(8, 300)
+        settings = GuardSettings(min_channels=rng.choice([1, 8]), min_fraction=0.1, round_to=rng.choice([1, 4, 8, 16, 32]))
+        g = group_widths(channels, settings, [rng.randint(1, channels)], margin=rng.choice([0, 1, 3, None]))
+        low, high, step = g.grid()
+        assert (low, high) == (g.widths[0], g.widths[-1]) and step >= 1
+        assert all((w - low) % step == 0 and g.snap(w) == w for w in g.widths)  # enqueued widths are grid values
+        for value in range(low, high + 1, step):
+            below = max(w for w in g.widths if w <= value)
+            above = min(w for w in g.widths if w >= value)
+            assert g.snap(value) in (below, above)  # order kept: a grid value lands between its neighbours
+
+
+def test_ordered_and_categorical_draws_give_the_same_widths() -> None:
+    import optuna
+
+    from autoprune.search.objective import suggest_widths
+
+    space = {"a": GroupWidths(100, (80, 88, 96, 100), (0.2, 0.12, 0.04, 0.0)), "b": GroupWidths(32, (16, 24), (0.5, 0.25))}
+    assert suggest_widths(optuna.trial.FixedTrial({"a": 84, "b": 24}), space, ordered=True) == {"a": 88, "b": 24}
+    assert suggest_widths(optuna.trial.FixedTrial({"a": 96, "b": 16}), space, ordered=False) == {"a": 96, "b": 16}

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 from typing import Callable
+from typing import Mapping
 
 import optuna
 
@@ -26,6 +28,7 @@ from autoprune.search.duplicates import reuse
 from autoprune.search.duplicates import settle
 from autoprune.screening import Outcome
 from autoprune.screening import ScreeningRules
+from autoprune.widths import WIDTH_PARAMS_ATTR
 from autoprune.widths import GroupWidths
 from autoprune.widths import channels_key
 from autoprune.widths import ratios_for
@@ -36,6 +39,9 @@ if TYPE_CHECKING:
     from autoprune.config import StudyConfig
 
 log = logging.getLogger("autoprune")
+# The constraint excess recorded for a candidate judged over budget before its finetune (a prediction, not a
+# measurement: the sampler only needs it to count as infeasible).
+PREDICTED_EXCESS = 1e-6
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
@@ -79,6 +85,23 @@ def _width_space(study: optuna.Study) -> dict[str, GroupWidths]:
     return space_from_attr(data)
 
 
+def suggest_widths(trial: optuna.Trial, space: Mapping[str, GroupWidths], ordered: bool) -> dict[str, int]:
+    """One parameter per searched group (followers of a tie follow their leader): its kept channels.
+
+    Ordered (new studies): an integer on the group's width grid (:meth:`GroupWidths.grid`), so that TPE's
+    kernels see which widths neighbour each other, snapped to the nearest searched width (the identity where
+    the widths are evenly spaced, as multiples of ``round_to`` are).  Unordered (studies made before): one
+    category per width.
+    """
+    if not ordered:
+        return {name: int(trial.suggest_categorical(name, list(g.widths))) for name, g in space.items()}
+    widths = {}
+    for name, g in space.items():
+        low, high, step = g.grid()
+        widths[name] = g.snap(trial.suggest_int(name, low, high, step=step))
+    return widths
+
+
 class Objective:
     """Callable objective of one worker process.
 
@@ -110,6 +133,7 @@ class Objective:
         self.wait_limits = wait_limits or WaitLimits()
         self.max_drop = float(attrs["max_drop"])
         self.mode = str(attrs.get("search_mode", "pareto"))  # studies made before the fastest mode had two objectives
+        self.ordered = attrs.get(WIDTH_PARAMS_ATTR) == "ordered"  # older studies drew widths as categories
         self.store = artifact_store(ctx.config)
         self.surplus = 0  # trials closed unrun by the guard
         self.current_trial_id: int | None = None
@@ -144,8 +168,7 @@ class Objective:
         kind = trial.user_attrs.get("kind", "search")
         trial.set_user_attr("kind", kind)
         trial.set_user_attr("worker", self.worker)
-        # One parameter per searched group: its kept channels (followers of a tie follow their leader).
-        widths = {name: trial.suggest_categorical(name, list(g.widths)) for name, g in self.space.items()}
+        widths = suggest_widths(trial, self.space, self.ordered)
         key = channels_key(widths)
         ratios = ratios_for(self.space, widths)
         trial.set_user_attr(KEY_ATTR, key)  # before the evaluation: other workers wait instead of repeating it
@@ -187,6 +210,7 @@ class Objective:
             trial.set_user_attr("metric_after_bn", stop.metric)
             trial.set_user_attr("channels", dict(stop.result.kept))
             trial.set_user_attr("feasible", False)
+            trial.set_constraint("drop", max(self.ctx.drop(stop.metric) - self.max_drop, PREDICTED_EXCESS))
             self.log_line(f"[{self.worker}] trial {trial.number}: pruned early ({stop}), {time.perf_counter() - start:.1f}s")
             raise optuna.TrialPruned(str(stop)) from None
         attrs = result.attrs(self.max_drop)
@@ -215,10 +239,19 @@ class Objective:
         se = screening.metric_after_bn.stderr
         return rules.reason(screening.drop_after_bn, se, screening.speedup, screening.speedup_spread, self.mode)
 
-    @staticmethod
-    def _record_screened(trial: optuna.Trial, skip: Screened) -> None:
-        """What a screened trial measured, and why its finetune was skipped."""
+    def _record_screened(self, trial: optuna.Trial, skip: Screened) -> None:
+        """What a screened trial measured, and why its finetune was skipped; what the sampler learns from it.
+
+        A candidate predicted over budget is recorded as infeasible (the ``drop`` constraint: its drop after
+        BN recalibration over the budget, at least a token excess), so TPE ranks it with the infeasible trials,
+        not above them; one that cannot beat the incumbent reports its speedup (one objective), so TPE ranks
+        the screened by speed.
+        """
         s = skip.screening
+        if skip.over_budget:
+            trial.set_constraint("drop", max(s.drop_after_bn - self.max_drop, PREDICTED_EXCESS))
+        elif self.mode == "fastest" and math.isfinite(s.speedup):
+            trial.report(s.speedup, step=0)
         trial.set_user_attr("screened", skip.reason)
         trial.set_user_attr("metric_after_bn", s.metric_after_bn.value)
         trial.set_user_attr("metric_after_bn_stderr", s.metric_after_bn.stderr)

@@ -41,6 +41,7 @@ from autoprune.redact import redact_url
 from autoprune.search.storage import open_storage
 from autoprune.search.storage import study_names
 from autoprune.search.storage import with_retry
+from autoprune.widths import WIDTH_PARAMS_ATTR
 from autoprune.widths import GroupWidths
 from autoprune.widths import Plan
 from autoprune.widths import space_bounds
@@ -198,6 +199,7 @@ def _study_attrs(
         "target_trials": config.search.trials,
         RECIPE_ATTR: recipe_settings(config),
         "search_mode": config.search.mode,
+        WIDTH_PARAMS_ATTR: "ordered",
         "recovery_calibration": {k: calibration[k] for k in CALIBRATION_KEYS} if calibration else None,
     }
 
