@@ -336,7 +336,7 @@ def _prune_and_recalibrate(
         say("prune")
         with _stage(seconds, "prune"):
             model = copy.deepcopy(ctx.base_model)
-            result = ctx.pruner.prune(model, ratios=ratios, uniform=uniform, global_ratio=global_ratio)
+            result = ctx.pruner.prune(model, ratios=ratios, uniform=uniform, global_ratio=global_ratio, source=ctx.base_info.sha256)
         say("bn_recalibration")
         with _stage(seconds, "bn_recalibration"):
             recovery = Recovery(model, ctx.task, ctx.config.recovery, teacher=ctx.teacher)

@@ -328,6 +328,35 @@ def test_every_criterion_prunes_by_its_scores(tiny_config, tiny_task, tiny_base_
         assert tiny_task.access_counts["train"] >= 1
 
 
+@pytest.mark.parametrize("criterion", ["l2", "taylor"])
+def test_cached_scores_prune_exactly_as_fresh_ones(tiny_config, tiny_task, tiny_base_model: nn.Module, criterion: str) -> None:
+    """The unpruned model's scores, kept per source, choose the same channels as scoring every copy afresh."""
+    tiny_config.criterion = criterion
+    cached, fresh = make_pruner(tiny_config, tiny_task), make_pruner(tiny_config, tiny_task)
+    fresh.reuse_scores = False
+    plans = [{"uniform": 0.5}, {"global_ratio": 0.4}, {"uniform": 0.25}, {"global_ratio": 0.4}]
+    with tiny_task.forbid_split("test"):
+        for plan in plans:
+            a = cached.prune(copy.deepcopy(tiny_base_model), source="base", **plan)
+            reads = tiny_task.access_counts.get("train", 0)
+            b = fresh.prune(copy.deepcopy(tiny_base_model), source="base", **plan)
+            assert a.kept_indices == b.kept_indices and a.requested == b.requested
+            x = torch.randn(2, 1, 16, 16)
+            assert torch.equal(a.model.eval()(x), b.model.eval()(x))
+            if criterion == "taylor":
+                assert tiny_task.access_counts["train"] > reads  # the fresh pruner read data again
+    assert (cached.score_hits, fresh.score_hits) == (len(plans) - 1, 0)
+    # Another source (other weights) is scored afresh, never served the first source's scores.
+    other = copy.deepcopy(tiny_base_model)
+    with torch.no_grad():
+        for param in other.parameters():
+            param.mul_(torch.rand_like(param))
+    with tiny_task.forbid_split("test"):
+        c = cached.prune(copy.deepcopy(other), source="other", uniform=0.5)
+        d = fresh.prune(copy.deepcopy(other), uniform=0.5)
+    assert cached.score_hits == len(plans) - 1 and c.kept_indices == d.kept_indices
+
+
 @pytest.mark.parametrize("criterion", ["taylor", "hessian"])
 def test_data_criteria_without_data_are_refused(tiny_base_model: nn.Module, criterion: str) -> None:
     assert make_criterion(criterion).needs_data

@@ -161,6 +161,27 @@ def test_the_finetune_does_its_job(tiny_config, tiny_task, tiny_base_model) -> N
     assert after.value > start.value + 0.1, (start, after, report)  # about +0.45 on this CPU
 
 
+@pytest.mark.parametrize("criterion", ["l2", "taylor"])
+def test_a_seeded_candidate_is_the_same_with_the_caches_on_and_off(study_factory, tmp_path: Path, criterion: str) -> None:
+    """Reuse between trials (the teacher's outputs, the unpruned model's scores) changes no result."""
+    from autoprune.candidate import StudyContext
+    from autoprune.candidate import evaluate_candidate
+    from autoprune.config import load_config
+
+    cfg = load_config(study_factory({"criterion": criterion}))
+    on = StudyContext.build(cfg, workdir=tmp_path / "on", use_cache=False)
+    off = StudyContext.build(cfg, workdir=tmp_path / "off", use_cache=False)
+    off.teacher.max_bytes, off.pruner.reuse_scores = 0, False
+    plan = {"ratios": {g.name: 0.25 + 0.25 * (i % 2) for i, g in enumerate(on.groups) if g.tied_to is None}}
+    first = evaluate_candidate(on, **plan)
+    again, fresh = evaluate_candidate(on, **plan), evaluate_candidate(off, **plan)  # `again` reads both caches
+    assert on.teacher.hits > 0 and on.pruner.score_hits == 1 and off.teacher.hits == off.pruner.score_hits == 0
+    for res in (again, fresh):
+        assert res.prune.kept_indices == first.prune.kept_indices
+        assert res.metric.value == pytest.approx(first.metric.value, abs=1e-9)
+        assert res.metric_after_bn.value == pytest.approx(first.metric_after_bn.value, abs=1e-9)
+
+
 def test_trials_and_sweep_points_record_both_metrics(study_factory, tmp_path: Path) -> None:
     from autoprune.baselines import sweep_point
     from autoprune.candidate import StudyContext

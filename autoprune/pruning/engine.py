@@ -47,6 +47,8 @@ from autoprune.pruning.guards import kept_channels
 from autoprune.pruning.guards import max_ratio
 
 ROOT_TYPES = (nn.Conv2d, nn.Linear)
+# Sources (weights x criterion) whose first-step importance scores a pruner keeps (see Pruner.prune).
+SCORE_CACHE_SIZE = 4
 
 
 @dataclass
@@ -232,6 +234,36 @@ def _takes_heads(hook: Callable[..., Any]) -> bool:
     return "heads" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
+def _requested(
+    groups: Sequence[Group], ratios: Mapping[str, float] | None, uniform: float | None, global_ratio: float | None
+) -> dict[str, float]:
+    """The ratio asked of each group (followers take their leader's); empty in global mode (set after ranking)."""
+    if ratios is not None:
+        unknown = sorted(set(ratios) - {g.name for g in groups})
+        if unknown:
+            raise PruningError(
+                f"unknown group(s) {', '.join(unknown)}; the model's groups are: {', '.join(g.name for g in groups)} "
+                "(see 'autoprune groups CONFIG')"
+            )
+        for name, r in ratios.items():
+            if not isinstance(r, (int, float)) or math.isnan(r) or not 0.0 <= r < 1.0:
+                raise PruningError(f"group {name}: ratio must be in [0, 1), got {r}")
+        requested = {g.name: float(ratios.get(g.name, 0.0)) for g in groups}
+    elif uniform is not None:
+        if not 0.0 <= uniform < 1.0:
+            raise PruningError(f"uniform ratio must be in [0, 1), got {uniform}")
+        requested = {g.name: float(uniform) for g in groups}
+    else:
+        assert global_ratio is not None
+        if not 0.0 <= global_ratio < 1.0:
+            raise PruningError(f"global ratio must be in [0, 1), got {global_ratio}")
+        return {}
+    for g in groups:
+        if g.tied_to is not None and g.name in requested:
+            requested[g.name] = requested[g.tied_to]
+    return requested
+
+
 class Pruner:
     """Applies ratio vectors to models of one architecture.
 
@@ -284,6 +316,9 @@ class Pruner:
         self._num_heads = num_heads
         self._after_pruning = after_pruning
         self.seed = seed
+        self.reuse_scores = True  # keep the unpruned model's scores per source (see prune); off: score every time
+        self.score_hits = 0
+        self._score_cache: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
 
     # -- groups -----------------------------------------------------------------------------------------
     def _graph(self, model: nn.Module) -> tp.DependencyGraph:
@@ -388,12 +423,19 @@ class Pruner:
         ratios: Mapping[str, float] | None = None,
         uniform: float | None = None,
         global_ratio: float | None = None,
+        source: str | None = None,
     ) -> PruneResult:
         """Prune ``model`` in place (deep-copy the base model first).
 
         Exactly one of ``ratios`` (per group; groups not named keep all channels), ``uniform`` (one ratio
         for every group) or ``global_ratio`` (rank every channel together, torch-pruning's mean-normalised
         scores, one threshold) must be given.
+
+        Args:
+            source: an identity of the weights ``model`` holds (e.g. the base checkpoint's sha256), or None.
+                Pruning many copies of one model scores it once: the first step's importance scores (every
+                group is scored on the unpruned model) are kept per source and criterion, and reused while
+                :attr:`reuse_scores` is on.
 
         Returns:
             A :class:`PruneResult` with kept channels, indices and clamps.
@@ -402,43 +444,20 @@ class Pruner:
             raise PruningError("give exactly one of ratios, uniform or global_ratio")
         graph = self._graph(model)
         groups = self._describe(model, graph)
-        by_name = {g.name: g for g in groups}
         raw_groups = self._raw_groups(model, graph)
         raw = {name: (root, handler) for name, root, handler, _ in raw_groups}
         attention = self._attention_members(model, raw_groups)
-
-        if ratios is not None:
-            unknown = sorted(set(ratios) - set(by_name))
-            if unknown:
-                raise PruningError(
-                    f"unknown group(s) {', '.join(unknown)}; the model's groups are: {', '.join(by_name)} "
-                    "(see 'autoprune groups CONFIG')"
-                )
-            for name, r in ratios.items():
-                if not isinstance(r, (int, float)) or math.isnan(r) or not 0.0 <= r < 1.0:
-                    raise PruningError(f"group {name}: ratio must be in [0, 1), got {r}")
-            requested = {g.name: float(ratios.get(g.name, 0.0)) for g in groups}
-        elif uniform is not None:
-            if not 0.0 <= uniform < 1.0:
-                raise PruningError(f"uniform ratio must be in [0, 1), got {uniform}")
-            requested = {g.name: float(uniform) for g in groups}
-        else:
-            assert global_ratio is not None
-            if not 0.0 <= global_ratio < 1.0:
-                raise PruningError(f"global ratio must be in [0, 1), got {global_ratio}")
-            requested = {}
-        for g in groups:  # followers take their leader's ratio
-            if g.tied_to is not None and g.name in requested:
-                requested[g.name] = requested[g.tied_to]
-
+        requested = _requested(groups, ratios, uniform, global_ratio)
         criterion = make_criterion(self.criterion_name, seed=self.seed)
         kept_idx = {g.name: list(range(g.channels)) for g in groups}
         clamps: dict[str, Clamp] = {}
         steps = self.iterative_steps
         for step in range(1, steps + 1):
-            self._prepare(model, criterion)
+            # Every group is scored on the same (unpruned at this step) model, in every mode, so a ratio
+            # vector selects the same channels whichever mode produced it (the enqueued global baseline is
+            # then exactly the sweep's model) and the result does not depend on group order.
+            scores = self._step_scores(model, graph, raw, criterion, kept_idx, source if step == 1 else None)
             if global_ratio is not None:
-                scores = {name: self._scores(graph, root, handler, criterion, len(kept_idx[name])) for name, (root, handler) in raw.items()}
                 targets = self._global_targets(groups, kept_idx, scores, global_ratio * step / steps)
                 if step == steps:
                     requested = {g.name: 1.0 - targets[g.name] / g.channels for g in groups}
@@ -446,38 +465,10 @@ class Pruner:
                     if g.tied_to is not None:
                         targets[g.name] = targets[g.tied_to]
             else:
-                # Every group is scored on the same (unpruned at this step) model, as in global mode, so a
-                # ratio vector selects the same channels whichever mode produced it (the enqueued global
-                # baseline is then exactly the sweep's model) and the result does not depend on group order.
-                scores = {name: self._scores(graph, root, handler, criterion, len(kept_idx[name])) for name, (root, handler) in raw.items()}
                 targets = {g.name: g.channels * (1.0 - requested[g.name] * step / steps) for g in groups}
-            # Leaders before their followers (a stable sort: without ties this is the dependency order).
-            for g in sorted(groups, key=lambda grp: grp.tied_to is not None):
-                current = len(kept_idx[g.name])
-                if g.tied_to is not None:
-                    # A tie exists because the model needs equal widths (e.g. a Segformer sr conv and its input):
-                    # follow the leader's kept channels, not its ratio, so guards and rounding cannot split them.
-                    leader = by_name[g.tied_to]
-                    keep = _follow(len(kept_idx[leader.name]), leader.channels, g.channels)
-                else:
-                    ratio_now = 1.0 - targets[g.name] / g.channels
-                    keep, clamp = kept_channels(g.name, g.channels, ratio_now, self.guards, g.first_layer)
-                    if clamp is not None and step == steps:
-                        clamps[g.name] = clamp
-                if keep >= current:
-                    continue
-                root, handler = raw[g.name]
-                group_scores = scores[g.name]
-                if g.heads is not None:
-                    drop = _attention_drop(kept_idx[g.name], group_scores, keep, g.channels, g.heads, g.name)
-                else:
-                    order = torch.argsort(group_scores, stable=True)
-                    drop = sorted(int(i) for i in order[: current - keep])
-                if not drop:
-                    continue
-                graph.get_pruning_group(root, handler, idxs=drop).prune()
-                drop_set = set(drop)
-                kept_idx[g.name] = [orig for pos, orig in enumerate(kept_idx[g.name]) if pos not in drop_set]
+            step_clamps = self._prune_step(graph, groups, raw, kept_idx, scores, targets)
+            if step == steps:
+                clamps = step_clamps
             if step < steps and self._after_pruning is not None:
                 # The next step's data-aware scoring runs the model: patch it (e.g. head sizes) first.
                 self._finish(model, groups, kept_idx, attention)
@@ -495,6 +486,67 @@ class Pruner:
             params=params,
             heads=heads,
         )
+
+    def _step_scores(
+        self,
+        model: nn.Module,
+        graph: tp.DependencyGraph,
+        raw: Mapping[str, tuple[nn.Module, Any]],
+        criterion: Criterion,
+        kept_idx: Mapping[str, Sequence[int]],
+        source: str | None,
+    ) -> dict[str, torch.Tensor]:
+        """Per group, one importance score per current channel (from the cache for a known source)."""
+        key = (source, criterion.name)
+        cached = self._score_cache.get(key) if source is not None and self.reuse_scores else None
+        if cached is not None and all(name in cached and cached[name].numel() == len(kept_idx[name]) for name in raw):
+            self.score_hits += 1
+            return {name: cached[name].clone() for name in raw}
+        self._prepare(model, criterion)
+        scores = {name: self._scores(graph, root, handler, criterion, len(kept_idx[name])) for name, (root, handler) in raw.items()}
+        if source is not None and self.reuse_scores:
+            if len(self._score_cache) >= SCORE_CACHE_SIZE:
+                self._score_cache.pop(next(iter(self._score_cache)))
+            self._score_cache[key] = {name: t.clone() for name, t in scores.items()}
+        return scores
+
+    def _prune_step(
+        self,
+        graph: tp.DependencyGraph,
+        groups: Sequence[Group],
+        raw: Mapping[str, tuple[nn.Module, Any]],
+        kept_idx: dict[str, list[int]],
+        scores: Mapping[str, torch.Tensor],
+        targets: Mapping[str, float],
+    ) -> dict[str, Clamp]:
+        """Prune every group to its target width (leaders before their followers); the guards' clamps."""
+        by_name = {g.name: g for g in groups}
+        clamps: dict[str, Clamp] = {}
+        # A stable sort: without ties this is the dependency order.
+        for g in sorted(groups, key=lambda grp: grp.tied_to is not None):
+            current = len(kept_idx[g.name])
+            if g.tied_to is not None:
+                # A tie exists because the model needs equal widths (e.g. a Segformer sr conv and its input):
+                # follow the leader's kept channels, not its ratio, so guards and rounding cannot split them.
+                keep = _follow(len(kept_idx[g.tied_to]), by_name[g.tied_to].channels, g.channels)
+            else:
+                keep, clamp = kept_channels(g.name, g.channels, 1.0 - targets[g.name] / g.channels, self.guards, g.first_layer)
+                if clamp is not None:
+                    clamps[g.name] = clamp
+            if keep >= current:
+                continue
+            if g.heads is not None:
+                drop = _attention_drop(kept_idx[g.name], scores[g.name], keep, g.channels, g.heads, g.name)
+            else:
+                order = torch.argsort(scores[g.name], stable=True)
+                drop = sorted(int(i) for i in order[: current - keep])
+            if not drop:
+                continue
+            root, handler = raw[g.name]
+            graph.get_pruning_group(root, handler, idxs=drop).prune()
+            drop_set = set(drop)
+            kept_idx[g.name] = [orig for pos, orig in enumerate(kept_idx[g.name]) if pos not in drop_set]
+        return clamps
 
     def _attention_members(self, model: nn.Module, raw_groups: Sequence[tuple[str, nn.Module, Any, Any]]) -> dict[str, list[nn.Module]]:
         """Group name -> the attention projections (keys of ``num_heads``) whose output channels it holds."""
