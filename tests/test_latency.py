@@ -41,7 +41,6 @@ from autoprune.latency import training_pids
 from autoprune.latency import training_section
 from autoprune.latency._stats import block_cv
 from autoprune.latency._stats import robust_spread
-from autoprune.latency._pool import POOL_TOLERANCE
 from autoprune.latency._stats import summarize
 
 SIDE = 16
@@ -217,6 +216,30 @@ def test_several_candidates_interleaved(models: dict[str, pathlib.Path], tmp_pat
     assert [pathlib.Path(r.candidate_path).name for r in results] == ["half.onnx", "base.onnx"]
     assert results[0].speedup > 1.5
     assert 0.8 <= results[1].speedup <= 1.25
+
+
+def test_the_baseline_session_is_reused_until_its_file_changes(models: dict[str, pathlib.Path], tmp_path: pathlib.Path, monkeypatch) -> None:
+    import shutil
+
+    from autoprune.latency import _timer
+
+    opened: list[str] = []
+    real_open = _timer.open_session
+    monkeypatch.setattr(_timer, "open_session", lambda path, threads: opened.append(pathlib.Path(path).name) or real_open(path, threads))
+    monkeypatch.setattr(_timer, "_BASELINES", {})
+    base = tmp_path / "base.onnx"
+    shutil.copyfile(models["base"], base)
+    settings = _fast(tmp_path, repeats=10, blocks=2)
+    first = measure_speedup(models["half"], base, settings)
+    second = measure_speedup(models["small"], base, settings)
+    assert opened == ["base.onnx", "half.onnx", "small.onnx"]  # the base was opened once
+    assert first.speedup > 1 and second.speedup > 1
+    shutil.copyfile(models["half"], base)  # another model under the same name is opened afresh
+    assert measure_speedup(models["half"], base, settings).speedup == pytest.approx(1.0, rel=0.5)
+    assert opened[-2:] == ["base.onnx", "half.onnx"]
+    monkeypatch.setattr(_timer, "BASELINE_SESSIONS", 0)  # reuse off
+    measure_speedup(models["half"], base, settings)
+    assert opened[-2:] == ["base.onnx", "half.onnx"] and len(opened) == 7
 
 
 def test_shape_mismatch_names_both_shapes(models: dict[str, pathlib.Path], tmp_path: pathlib.Path) -> None:
