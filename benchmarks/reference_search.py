@@ -36,6 +36,11 @@ after the seed-independent part (base model, recipe, sweeps; optional: the first
     OMP_NUM_THREADS=1 python benchmarks/reference_search.py --seed 1
     OMP_NUM_THREADS=1 python benchmarks/reference_search.py --seed 2
 
+The same seed in the other search mode (to choose the default by measurement; ``--mode pareto`` writes
+``reference_search_pareto.json``)::
+
+    OMP_NUM_THREADS=1 python benchmarks/reference_search.py --seed 0 --mode pareto
+
 Output: ``benchmarks/results/reference_search.json`` (``reference_search_<name>.json`` for another config).
 Smoke run (2-epoch base, tiny budgets; work folder and output in ``$TMPDIR/autoprune-bench-quick/``)::
 
@@ -95,6 +100,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workdir", default=None, help="folder kept between seeds: recipe calibration, sweeps, storages, artifacts "
                         "(default: <config artifact dir>/reference-search; with --quick a temp folder)")
     parser.add_argument("--out", default=None, help="results JSON (default: benchmarks/results/reference_search.json)")
+    parser.add_argument("--mode", choices=("fastest", "pareto"), default=None, help="search.mode of both searches (default: the "
+                        "config's); another mode than the config's writes <results>_<mode>.json and seed-<N>-<mode>/ (the sweeps are shared)")
     parser.add_argument("--sweeps-only", action="store_true", help="train the base, calibrate the recipe and run the sweeps into "
                         "--workdir, then stop (so that no seed's run pays for them)")
     return parser.parse_args(argv)
@@ -106,6 +113,8 @@ def default_paths(args: argparse.Namespace) -> tuple[pathlib.Path, pathlib.Path]
 
     cfg = load_config(args.config)
     stem = "reference_search" if cfg.name == "reference" else f"reference_search_{cfg.name}"
+    if args.mode and args.mode != cfg.search.mode:
+        stem += f"_{args.mode}"
     out = pathlib.Path(args.out) if args.out else RESULTS / f"{stem}.json"
     if args.quick and not args.out:
         out = quick_path(out)
@@ -471,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = prepare_config(args.config, workdir, args.quick, args.trials or (QUICK["trials"] if args.quick else None))
     cfg.search.seed = args.seed
+    folder = workdir / (f"seed-{args.seed}" if not args.mode or args.mode == cfg.search.mode else f"seed-{args.seed}-{args.mode}")
+    cfg.search.mode = args.mode or cfg.search.mode
     ctx = build_context(cfg, workdir)
     if args.sweeps_only:
         _, _, wall = prepare_autoprune(ctx, workdir / "sweeps-only")
@@ -481,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
         f"round_to {ctx.round_to}, {len(ctx.groups)} groups, max drop {cfg.max_drop}, {cfg.search.trials} trials per search; "
         f"work folder {workdir}; {len(others)} other seed(s) in {out}")
     host = host_fingerprint()
-    entry, runs, base_test = run_seed(ctx, workdir / f"seed-{args.seed}", rounds, host)
+    entry, runs, base_test = run_seed(ctx, folder, rounds, host)
     data = results_file(shared_figures(args, ctx, runs, base_test, rounds, host), others + [entry])
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")

@@ -233,3 +233,22 @@ def test_export_with_nothing_feasible_names_the_closest_trial(ran: RunStudy, tmp
     assert "no trial is feasible at max drop 0" in err, err
     assert f"the closest is trial {closest.number} " in err, err
     assert not out.exists()
+
+
+def test_a_cached_timing_skips_the_export(study_factory, tmp_path: Path, monkeypatch) -> None:
+    """The latency cache is read before the candidate is exported: a hit exports and times nothing."""
+    from autoprune import latency
+    from autoprune.candidate import StudyContext
+    from autoprune.candidate import evaluate_candidate
+    from autoprune.config import load_config
+
+    ctx = StudyContext.build(load_config(study_factory()), workdir=tmp_path / "w", use_cache=True)
+    exports: list[Path] = []
+    real_export = latency.export_onnx
+    monkeypatch.setattr(latency, "export_onnx", lambda model, x, path, **kw: exports.append(Path(path)) or real_export(model, x, path, **kw))
+    first = evaluate_candidate(ctx, uniform=0.25)
+    assert len(exports) == 1 and not first.latency_cached and {"export", "latency"} <= set(first.stage_seconds)
+    again = evaluate_candidate(ctx, uniform=0.25)
+    assert len(exports) == 1 and again.latency_cached and "export" not in again.stage_seconds  # "latency": the lookup
+    assert again.speedup == first.speedup and again.prune.kept == first.prune.kept
+    assert not any(p.exists() for p in exports)  # the temporary export is removed after timing
