@@ -29,6 +29,7 @@ from pydantic import field_validator
 from pydantic import model_validator
 
 from autoprune.errors import ConfigError
+from autoprune.redact import expand_env
 
 CRITERIA = ("l1", "l2", "taylor", "hessian", "bn-scale", "fpgm", "lamp", "random")
 SAMPLERS = ("tpe", "nsga2", "random", "gp")
@@ -266,10 +267,14 @@ class StudyConfig(_Section):
         return self.artifact_path() / "base.pt"
 
     def storage_url(self, override: str | None = None) -> str:
-        """The study storage URL: CLI override, then ``AUTOPRUNE_STORAGE``, then the file, then SQLite."""
+        """The study storage URL: CLI override, then ``AUTOPRUNE_STORAGE``, then the file, then SQLite.
+
+        ``${VAR}`` in it is taken from the environment (a bare ``$`` stays: passwords may hold one).
+        """
         url = override or os.environ.get("AUTOPRUNE_STORAGE") or self.storage
         if url:
-            return os.path.expandvars(url)
+            where = "--storage" if override else "$AUTOPRUNE_STORAGE" if os.environ.get("AUTOPRUNE_STORAGE") else f"{self.source or 'the config'}: key 'storage'"
+            return expand_env(url, where)
         return f"sqlite:///{(self.base_dir / (self.name + '.db')).resolve()}"
 
 

@@ -388,8 +388,11 @@ def _open_storage(spec: str) -> BaseStorage:
         spec = f"sqlite:///{path.resolve()}"
     try:
         url = sqlalchemy.engine.make_url(spec)
-    except sqlalchemy.exc.ArgumentError as exc:
-        raise StorageError(f"cannot parse storage URL {shown}: {exc}") from None
+    except (sqlalchemy.exc.ArgumentError, ValueError) as exc:  # ValueError: e.g. a port that is no number
+        raise StorageError(
+            f"cannot parse storage URL {shown} ({type(exc).__name__}); URL-encode special characters in the "
+            "password (/ as %2F, @ as %40, : as %3A, % as %25)"
+        ) from None
     if url.drivername.startswith("sqlite"):
         database = url.database or ""
         # SQLite creates a missing file on connect; an analyzer must not leave an empty database behind.

@@ -1,0 +1,64 @@
+"""Passwords never appear, whatever characters they hold; only ``${VAR}`` is taken from the environment."""
+
+from __future__ import annotations
+
+import doctest
+from pathlib import Path
+
+import pytest
+from conftest import write_study
+
+import autoprune.redact
+from autoprune.config import load_config
+from autoprune.errors import ConfigError
+from autoprune.redact import redact_text
+from autoprune.redact import redact_url
+
+PASSWORDS = ["pa/ss", "p@ss", "p:ss", "p%41ss", "pa$$word", "a/b@c:d%e$f", "@@", "trailing@", "ends/with/", "%2F"]
+
+
+def test_doctests() -> None:
+    result = doctest.testmod(autoprune.redact)
+    assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("password", PASSWORDS)
+@pytest.mark.parametrize("template", ["postgresql://u:{pw}@db.example:5432/optuna", "mysql+pymysql://user:{pw}@127.0.0.1/db?charset=utf8",
+                                      "postgresql+psycopg2://u:{pw}@h/db"])
+def test_no_part_of_any_password_is_printed(template: str, password: str) -> None:
+    url = template.format(pw=password)
+    shown = redact_url(url)
+    assert shown is not None and shown == template.format(pw="***")
+    message = f"could not connect to {url}: password authentication failed for {password!r} ({password})"
+    assert password not in redact_text(message, url)
+
+
+def test_urls_without_a_password_are_unchanged() -> None:
+    for url in ("sqlite:////tmp/a@b/study.db", "journal:/tmp/x.log", "postgresql://u@h/db", "postgresql://h/db", "sqlite:///x.db"):
+        assert redact_url(url) == url
+    assert redact_url("postgresql://h/db?password=hunter2&x=1") == "postgresql://h/db?password=***&x=1"
+
+
+def test_only_braced_variables_are_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AUTOPRUNE_STORAGE", raising=False)
+    monkeypatch.setenv("PGPASS", "from-env")
+    monkeypatch.setenv("HOME", "/root")
+    cfg = load_config(write_study(tmp_path, {"storage": "postgresql://u:${PGPASS}@h/db"}))
+    assert cfg.storage_url() == "postgresql://u:from-env@h/db"
+    cfg = load_config(write_study(tmp_path, {"storage": "postgresql://u:pa$HOME@h/db"}))
+    assert cfg.storage_url() == "postgresql://u:pa$HOME@h/db"  # a bare $ is part of the password
+    cfg = load_config(write_study(tmp_path, {"storage": "postgresql://u:${NOT_SET_ANYWHERE}@h/db"}))
+    with pytest.raises(ConfigError, match=r"key 'storage' names \$\{NOT_SET_ANYWHERE\}, which is not set") as info:
+        cfg.storage_url()
+    assert "from-env" not in str(info.value)
+
+
+def test_the_cli_prints_no_part_of_an_unencoded_password(tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    password = "zq/x@y:w%2$v"
+    url = f"postgresql://autoprune:{password}@127.0.0.1:1/optuna"
+    res = run_cli("pareto", write_study(tmp_path), "--storage", url, timeout=120)
+    out = res.stdout + res.stderr
+    assert res.returncode == 2 and "Traceback" not in out, out
+    assert "autoprune:***@" in out and not any(piece in out for piece in ("zq", "x@y", "y:w", "w%2", "2$v")), out
