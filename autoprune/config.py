@@ -352,7 +352,13 @@ def load_config(path: str | os.PathLike[str]) -> StudyConfig:
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found; pass the path of a study YAML such as studies/digits-resnet.yaml")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"{p}: not a text file ({type(exc).__name__}); pass the path of a study YAML (UTF-8 text)") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot be read ({exc.strerror or exc}); check its permissions") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: nested too deeply to be a study YAML") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
