@@ -15,10 +15,13 @@ import datetime as _dt
 import json
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
+from typing import Iterable
 
+import jsonschema
 import torch
 from torch import nn
 
@@ -137,8 +140,25 @@ def read_architecture(path: str | os.PathLike[str]) -> dict[str, Any]:
     return arch
 
 
+@lru_cache(maxsize=1)
+def _schema_validator() -> jsonschema.protocols.Validator:
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema)
+
+
+def _field(path: Iterable[Any]) -> str:
+    """A JSON path as the messages name it: ``groups[0].kept_indices[3]``."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(the whole file)"
+
+
 def validate_architecture(arch: Any, where: Path | str = "<architecture>") -> None:
-    """Check the structure (fields, types, ranges); raise :class:`ArchitectureError` naming the field."""
+    """Check what a reader relies on first, naming the group (kept channels and their indices agree and fit),
+    then every field against the published JSON Schema; raise :class:`ArchitectureError` naming the first field
+    that is wrong."""
     if not isinstance(arch, dict):
         raise ArchitectureError(f"{where}: an architecture file holds a JSON object")
     for key in REQUIRED:
@@ -151,28 +171,44 @@ def validate_architecture(arch: Any, where: Path | str = "<architecture>") -> No
     if not isinstance(arch["groups"], list) or not arch["groups"]:
         raise ArchitectureError(f"{where}: field 'groups' must be a non-empty list")
     for i, g in enumerate(arch["groups"]):
-        if not isinstance(g, dict):
-            raise ArchitectureError(f"{where}: field 'groups[{i}]' must be an object")
-        for key in GROUP_REQUIRED:
-            if key not in g:
-                raise ArchitectureError(f"{where}: field 'groups[{i}].{key}' is missing")
-        name = g["name"]
-        orig, kept, idx = g["original_channels"], g["kept_channels"], g["kept_indices"]
-        if not isinstance(orig, int) or orig < 1:
-            raise ArchitectureError(f"{where}: group {name}: field 'original_channels' must be a positive integer")
-        if not isinstance(kept, int) or not 1 <= kept <= orig:
-            raise ArchitectureError(
-                f"{where}: group {name}: field 'kept_channels' is {kept!r}, out of range [1, {orig}]"
-            )
-        if not isinstance(idx, list) or len(idx) != kept or len(set(idx)) != kept:
-            raise ArchitectureError(
-                f"{where}: group {name}: field 'kept_indices' must list {kept} distinct channel numbers (kept_channels)"
-            )
-        if any(not isinstance(i, int) or not 0 <= i < orig for i in idx):
-            raise ArchitectureError(f"{where}: group {name}: field 'kept_indices' has a channel outside [0, {orig})")
+        _check_group(i, g, where)
     shape = arch["input_shape"]
-    if not isinstance(shape, list) or not all(isinstance(s, int) and s > 0 for s in shape):
+    if not isinstance(shape, list) or not all(_is_int(s) and s > 0 for s in shape):
         raise ArchitectureError(f"{where}: field 'input_shape' must be a list of positive integers")
+    errors = sorted(_schema_validator().iter_errors(arch), key=lambda e: (len(e.path), list(map(str, e.path))))
+    if errors:
+        first = errors[0]
+        more = f" ({len(errors) - 1} more problem(s) after fixing it)" if len(errors) > 1 else ""
+        raise ArchitectureError(f"{where}: field '{_field(first.path)}': {_short(first.message)}{more}; see {SCHEMA_PATH.name}")
+
+
+def _check_group(i: int, g: Any, where: Path | str) -> None:
+    """One entry of ``groups``: its kept channels fit its original channels, its indices list them."""
+    if not isinstance(g, dict):
+        raise ArchitectureError(f"{where}: field 'groups[{i}]' must be an object")
+    for key in GROUP_REQUIRED:
+        if key not in g:
+            raise ArchitectureError(f"{where}: field 'groups[{i}].{key}' is missing")
+    name = g["name"]
+    orig, kept, idx = g["original_channels"], g["kept_channels"], g["kept_indices"]
+    if not _is_int(orig) or orig < 1:
+        raise ArchitectureError(f"{where}: group {name}: field 'original_channels' must be a positive integer")
+    if not _is_int(kept) or not 1 <= kept <= orig:
+        raise ArchitectureError(f"{where}: group {name}: field 'kept_channels' is {kept!r}, out of range [1, {orig}]")
+    if isinstance(idx, list) and any(not _is_int(c) or not 0 <= c < orig for c in idx):
+        raise ArchitectureError(f"{where}: group {name}: field 'kept_indices' has a channel outside [0, {orig})")
+    if not isinstance(idx, list) or len(idx) != kept or len(set(idx)) != kept:
+        raise ArchitectureError(f"{where}: group {name}: field 'kept_indices' must list {kept} distinct channel numbers (kept_channels)")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _short(message: str, limit: int = 160) -> str:
+    """A validator's message, cut to one readable line (it quotes the offending value, which may be huge)."""
+    line = " ".join(message.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 @dataclass
