@@ -27,6 +27,7 @@ from torch import nn
 
 from autoprune.errors import ArchitectureError
 from autoprune.errors import AutopruneError
+from autoprune.jsonfile import write_json
 from autoprune.redact import redact_url
 
 if TYPE_CHECKING:
@@ -119,12 +120,7 @@ def _version() -> str:
 def write_architecture(arch: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Validate and write an architecture JSON (atomically)."""
     validate_architecture(arch, Path(path))
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    tmp.write_text(json.dumps(arch, indent=2) + "\n")
-    tmp.replace(p)
-    return p
+    return write_json(path, arch)
 
 
 def read_architecture(path: str | os.PathLike[str]) -> dict[str, Any]:

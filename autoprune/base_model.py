@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from typing import Any
 from typing import Callable
 
 import torch
 from torch import nn
 
 from autoprune.errors import TaskError
+from autoprune.jsonfile import read_json
+from autoprune.jsonfile import write_json
 
 if TYPE_CHECKING:
     from autoprune.config import StudyConfig
@@ -94,7 +96,7 @@ def train_base(
     path = config.checkpoint_path()
     meta_path = path.with_suffix(".json")
     if path.is_file() and not force:
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        meta = _read_meta(meta_path)
         return BaseModelInfo(path, file_sha256(path), meta.get("val_metric"), meta.get("trained_seconds"))
     settings = config.base
     torch.manual_seed(settings.seed)
@@ -124,8 +126,17 @@ def train_base(
     torch.save(model.state_dict(), tmp)
     tmp.replace(path)
     sha = file_sha256(path)
-    meta_path.write_text(json.dumps({"sha256": sha, "val_metric": val.value, "val_stderr": val.stderr, "trained_seconds": seconds}, indent=2))
+    write_json(meta_path, {"sha256": sha, "val_metric": val.value, "val_stderr": val.stderr, "trained_seconds": seconds})
     return BaseModelInfo(path, sha, val.value, seconds)
+
+
+def _read_meta(meta_path: Path) -> dict[str, Any]:
+    """The checkpoint's metadata (validation metric, training time); {} when missing.  It only describes the
+    checkpoint, so a torn file is named with its fix rather than trusted."""
+    if not meta_path.is_file():
+        return {}
+    fix = "delete it (it only records the base's validation metric and training time; the checkpoint stays valid)"
+    return read_json(meta_path, fix)
 
 
 def load_base(config: "StudyConfig", task: "Task") -> tuple[nn.Module, BaseModelInfo]:

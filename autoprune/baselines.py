@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from dataclasses import field
@@ -17,6 +16,9 @@ from autoprune.bounds import largest_feasible
 from autoprune.candidate import StudyContext
 from autoprune.candidate import evaluate_candidate
 from autoprune.calibration import recipe_settings
+from autoprune.errors import ArtifactError
+from autoprune.jsonfile import read_json
+from autoprune.jsonfile import write_json
 from autoprune.recipe import recovery_warnings
 
 log = logging.getLogger("autoprune")
@@ -175,17 +177,19 @@ def baselines_path(ctx_or_dir: StudyContext | Path) -> Path:
 
 
 def save_baselines(baselines: Baselines, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(baselines.as_dict(), indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    return write_json(path, baselines.as_dict())
 
 
 def load_baselines(path: Path) -> Baselines | None:
+    """The sweeps stored in ``path`` (None: not there yet); a torn or foreign file names itself and the fix."""
     if not path.is_file():
         return None
-    return Baselines.from_dict(json.loads(path.read_text()))
+    fix = "delete it and rerun 'autoprune create' (or 'run') to sweep the baselines again"
+    data = read_json(path, fix)
+    try:
+        return Baselines.from_dict(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ArtifactError(f"{path}: not a baselines file autoprune can read ({type(exc).__name__}: {exc}); {fix}") from None
 
 
 __all__ = ["Baselines", "largest_feasible", "load_baselines", "run_baselines", "save_baselines", "sweep_point"]

@@ -26,6 +26,7 @@ from typing import Any
 from typing import Callable
 from typing import Mapping
 
+from autoprune.jsonfile import write_json
 from autoprune.recipe import RecipeResult
 from autoprune.recipe import pick_recipe
 from autoprune.recovery import recover
@@ -154,11 +155,7 @@ def save_calibration(config: "StudyConfig", record: Mapping[str, Any]) -> Path:
     """Write the record (atomically) and its recovery-curve PNG beside it."""
     from autoprune.analysis.plots import plot_recovery_curve
 
-    path = calibration_path(config)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(path)
+    path = write_json(calibration_path(config), record)
     plot_recovery_curve(record, path.with_name(CURVE_FILE))
     return path
 

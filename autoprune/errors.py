@@ -37,3 +37,7 @@ class ArchitectureError(AutopruneError):
 
 class SelectionError(AutopruneError):
     """No trial satisfies what was asked (for example nothing is within the budget)."""
+
+
+class ArtifactError(AutopruneError):
+    """A file autoprune wrote in an earlier stage (baselines, calibration, reports) is torn or unreadable."""

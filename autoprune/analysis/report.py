@@ -30,6 +30,7 @@ from autoprune.analysis.pareto import hypervolume_2d
 from autoprune.analysis.pareto import hypervolume_history
 from autoprune.analysis.pareto import pareto_front
 from autoprune.analysis.pareto import retiming
+from autoprune.jsonfile import write_json
 from autoprune.analysis.pareto import select
 from autoprune.analysis.pareto import settled
 from autoprune.analysis.plots import plot_pareto
@@ -602,7 +603,7 @@ def write_report(
                 reference=_reference_ratios(summary),
                 title=f"trial {chosen_number}: ratio per group against its search bounds" if chosen else
                 "no trial chosen: search bounds per group")
-    paths["summary_json"].write_text(json.dumps(summary, indent=2, default=str))
+    write_json(paths["summary_json"], summary, default=str)
 
     rows = table_rows(summary)
     front_html = _html_table(
