@@ -62,3 +62,36 @@ def test_the_cli_prints_no_part_of_an_unencoded_password(tmp_path: Path) -> None
     out = res.stdout + res.stderr
     assert res.returncode == 2 and "Traceback" not in out, out
     assert "autoprune:***@" in out and not any(piece in out for piece in ("zq", "x@y", "y:w", "w%2", "2$v")), out
+
+
+def test_a_silent_database_server_is_given_up_on_quickly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host that accepts TCP and never answers: the connect timeout ends the wait with one message."""
+    import socket
+    import threading
+    import time
+
+    from conftest import run_cli
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: [held.append(server.accept()[0]) for _ in range(16)], daemon=True).start()
+    url = f"postgresql://autoprune:s3cr3t-pw@127.0.0.1:{server.getsockname()[1]}/optuna"
+    start = time.monotonic()
+    monkeypatch.setenv("AUTOPRUNE_CONNECT_TIMEOUT", "2")
+    res = run_cli("pareto", write_study(tmp_path), "--storage", url, timeout=120)
+    took = time.monotonic() - start
+    server.close()
+    out = res.stdout + res.stderr
+    assert res.returncode == 2 and "Traceback" not in out and "s3cr3t" not in out, out
+    assert held and took < 60, (took, out)  # it connected, waited ~2 s, and said so (was 144 s)
+
+
+def test_create_checks_the_storage_before_training(tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    path = write_study(tmp_path)
+    res = run_cli("create", path, "--storage", "nosuchdb://u:pw@127.0.0.1/x", timeout=120)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert not load_config(path).checkpoint_path().exists()  # nothing was trained

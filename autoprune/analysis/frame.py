@@ -359,8 +359,11 @@ def _engine_kwargs(url: str) -> dict[str, Any]:
     if url.startswith("sqlite"):
         # Wait for a writer's commit rather than failing with "database is locked".
         return {"connect_args": {"timeout": 60}}
-    # Idle connections to a server get dropped; check before use.
-    return {"pool_pre_ping": True}
+    # Idle connections to a server get dropped; check before use.  A silent server is given up on.
+    from autoprune.search.storage import server_connect_args
+
+    args = server_connect_args(url)
+    return {"pool_pre_ping": True, **({"connect_args": args} if args else {})}
 
 
 def _reason(exc: BaseException, url: str | None) -> str:

@@ -58,8 +58,11 @@ def create_study(
     from autoprune.config import load_config
     from autoprune.search.study import create_or_load
 
+    from autoprune.search.study import storage_for
+
     cfg = load_config(config_path)
     url = cfg.storage_url(storage)
+    storage_for(cfg, url)  # reachable before anything is trained (a bad URL fails in seconds, not after the base)
     train_base_if_missing(cfg, say)
     ctx = StudyContext.build(cfg)
     bar = tqdm(total=2 * len(cfg.search.sweep_ratios), desc="baselines", unit="point", file=sys.stderr, leave=False)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 import warnings
 from pathlib import Path
@@ -44,6 +45,29 @@ def journal_path(url: str) -> Path:
     if rest.startswith("//"):
         rest = rest[2:]
     return Path(rest)
+
+
+def server_connect_args(url: str) -> dict[str, Any]:
+    """Timeouts for a database server: a connection attempt gives up after ``$AUTOPRUNE_CONNECT_TIMEOUT``
+    seconds (default 10; a host that accepts TCP and never answers would otherwise hold a command for minutes),
+    and a statement after ``$AUTOPRUNE_STATEMENT_TIMEOUT`` seconds (default 60; Optuna's are short)."""
+    connect = _seconds("AUTOPRUNE_CONNECT_TIMEOUT", 10)
+    statement = _seconds("AUTOPRUNE_STATEMENT_TIMEOUT", 60)
+    scheme = url.split("://", 1)[0].lower()
+    if scheme.startswith("postgresql") or scheme.startswith("postgres"):
+        return {"connect_timeout": connect, "options": f"-c statement_timeout={statement * 1000}"}
+    if scheme.startswith("mysql") or scheme.startswith("mariadb"):
+        return {"connect_timeout": connect, "read_timeout": statement, "write_timeout": statement}
+    return {}
+
+
+def _seconds(name: str, default: int) -> int:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise StorageError(f"${name} is {text!r}; give a whole number of seconds (at least 1) or unset it")
+    return int(text)
 
 
 def check_workers(url: str, workers: int) -> None:
@@ -171,6 +195,8 @@ def open_storage(
     kwargs: dict[str, Any] = {"engine_kwargs": {"pool_pre_ping": True}}
     if is_sqlite(url):
         kwargs["engine_kwargs"]["connect_args"] = {"timeout": 60}
+    elif server_connect_args(url):
+        kwargs["engine_kwargs"]["connect_args"] = server_connect_args(url)
     if heartbeat_interval:
         kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=grace_period)
 
