@@ -241,6 +241,11 @@ class StudyConfig(_Section):
                 f"unknown task {self.task!r} (key 'task'); choose one of {', '.join(sorted(BUILTIN_TASKS))} "
                 "or name a plugin as 'package.module:function'"
             )
+        if ":" not in self.task and self.model is not None:
+            from autoprune.models import MODELS
+
+            if self.model not in MODELS:
+                raise ValueError(f"unknown model {self.model!r} (key 'model'); choose one of {', '.join(MODELS)}")
         return self
 
     # Paths -----------------------------------------------------------------------------------------

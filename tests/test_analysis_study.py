@@ -491,6 +491,16 @@ def test_cli_compare(study_url: str, tmp_path: Path) -> None:
     assert _run("compare", "--study", "resnet").exit_code == 2
 
 
+
+def test_cli_compare_reads_a_configs_study_from_storage(study_url: str, tmp_path: Path) -> None:
+    from conftest import write_study
+
+    config = write_study(tmp_path / "cfg", {"name": "resnet"})  # its own storage would be a SQLite file beside it
+    result = _run("compare", str(config), "--storage", study_url, "--max-drop", "0.01", "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert any(line.startswith("resnet") for line in result.stdout.splitlines()), result.stdout
+
+
 # PostgreSQL ---------------------------------------------------------------------------------------------
 
 # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; the project installs psycopg2.

@@ -101,6 +101,7 @@ BAD = {
     "unknown criterion": ({"criterion": "l3"}, "criterion", "unknown criterion 'l3'"),
     "unknown sampler": ({"search": {"sampler": "grid"}}, "search.sampler", "unknown sampler 'grid'"),
     "unknown task": ({"task": "imagenet"}, "task", "unknown task 'imagenet'"),
+    "unknown model": ({"model": "vgg99"}, "model", "unknown model 'vgg99'"),
     "missing name": ({"name": None}, "name", "required key is missing"),
     "bad name": ({"name": "my study!"}, "name", "letters, digits"),
 }

@@ -111,7 +111,7 @@ def pareto(
 @click.command("compare")
 @click.argument("configs", nargs=-1, type=click.Path(path_type=pathlib.Path))
 @click.option("--study", "studies", multiple=True, help="A study in --storage to compare (repeatable).")
-@click.option("--storage", default=None, help="Storage URL holding the --study studies.")
+@click.option("--storage", default=None, help="Storage URL holding the studies (CONFIG files' and --study ones; default: each config's).")
 @click.option("--max-drop", type=click.FloatRange(min=0.0), default=None,
               help="One budget for all studies (default: each one's own).")
 @click.option("--out", "out_dir", type=click.Path(path_type=pathlib.Path), default=pathlib.Path("reports"),
@@ -129,7 +129,7 @@ def compare(
     from autoprune.analysis import summarize
     from autoprune.analysis.report import format_table
 
-    targets = [resolve_study(c, None, None) for c in configs]
+    targets = [resolve_study(c, None, storage) for c in configs]  # --storage holds the configs' studies too
     if studies and not storage:
         raise ConfigError("--study needs --storage URL (the storage that holds those studies)")
     targets += [resolve_study(None, name, storage) for name in studies]
