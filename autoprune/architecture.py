@@ -14,12 +14,15 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import dataclasses
 from dataclasses import dataclass
+from dataclasses import field
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 from typing import Iterable
+from typing import Mapping
 
 import jsonschema
 import torch
@@ -32,7 +35,9 @@ from autoprune.redact import redact_url
 
 if TYPE_CHECKING:
     from autoprune.config import StudyConfig
+    from autoprune.pruning import Group
     from autoprune.pruning import PruneResult
+    from autoprune.pruning.guards import GuardSettings
     from autoprune.tasks import Task
 
 SCHEMA_VERSION = 1
@@ -209,13 +214,14 @@ def _short(message: str, limit: int = 160) -> str:
 
 @dataclass
 class AppliedArchitecture:
-    """A model rebuilt from an architecture JSON."""
+    """A model rebuilt from an architecture JSON (``warnings``: kept channels that break the config's guards)."""
 
     model: nn.Module
     task: "Task"
     config: "StudyConfig"
     result: "PruneResult"
     weights_loaded: bool
+    warnings: list[str] = field(default_factory=list)
 
 
 def apply_architecture(
@@ -224,38 +230,81 @@ def apply_architecture(
     checkpoint: str | os.PathLike[str] | None = None,
     weights: str | os.PathLike[str] | None = None,
     where: str = "<architecture>",
+    strict: bool = False,
 ) -> AppliedArchitecture:
     """Rebuild the pruned model from the base checkpoint and the JSON alone.
 
     Args:
         arch: a validated architecture dict.
-        config: the study config; default: ``provenance.config``.
+        config: the study config; default: ``provenance.config``, only for a built-in task (plugin code is
+            imported only from a config the caller names).
         checkpoint: the base checkpoint; default: the config's, then ``provenance.checkpoint``.
         weights: finetuned weights of the pruned model (state_dict); default: ``provenance.weights`` if present.
         where: name of the JSON file, for messages.
+        strict: refuse kept channels that break the config's guards (floors, first-layer limit, the JSON's
+            ``round_to``) instead of warning.
 
     Returns:
         The rebuilt model (eval mode) and what it was built from.
     """
-    from autoprune.base_model import file_sha256
-    from autoprune.base_model import load_state_dict
     from autoprune.base_model import load_weights
-    from autoprune.config import load_config
     from autoprune.pruning_setup import make_pruner
     from autoprune.tasks import build_task
 
     validate_architecture(arch, where)
     prov = arch.get("provenance") or {}
+    config = _config_for(arch, config, where)
+    task = build_task(config)
+    ckpt = _checkpoint_for(arch, config, checkpoint, where)
+    if list(task.input_shape()) != list(arch["input_shape"]):
+        raise ArchitectureError(f"{where}: field 'input_shape' is {arch['input_shape']} but the task gives {list(task.input_shape())}")
+    model = load_weights(task.build_model(), ckpt)
+    pruner = make_pruner(config, task)
+    groups = _matching_groups(arch, pruner.groups(model), where)
+    breaches = guard_breaches(arch, groups, pruner.guards)
+    if breaches and strict:
+        raise ArchitectureError(f"{where}: {'; '.join(breaches)} (refused with --strict)")
+    try:
+        result = pruner.apply_indices(model, {g["name"]: g["kept_indices"] for g in arch["groups"]})
+    except AutopruneError as exc:
+        raise ArchitectureError(f"{where}: {exc}") from None
+    weights_path = Path(weights) if weights else (Path(prov["weights"]) if prov.get("weights") else None)
+    loaded = weights_path is not None and _load_pruned_weights(result.model, weights_path, where)
+    result.model.eval()
+    return AppliedArchitecture(result.model, task, config, result, loaded, breaches)
+
+
+def _config_for(arch: dict[str, Any], config: "StudyConfig | None", where: str) -> "StudyConfig":
+    """The caller's config, else ``provenance.config`` when its task is built in; it must build the JSON's model."""
+    from autoprune.config import load_config
+
     if config is None:
-        cfg_path = prov.get("config")
+        if ":" in str(arch["task"]):
+            raise ArchitectureError(
+                f"{where}: field 'task' is the plugin {arch['task']!r}; apply imports plugin code only from a config "
+                "you name: pass --config STUDY.yaml (never the path inside the JSON)"
+            )
+        cfg_path = (arch.get("provenance") or {}).get("config")
         if not cfg_path:
             raise ArchitectureError(f"{where}: field 'provenance.config' is empty; pass the study config with --config")
         config = load_config(cfg_path)
+        if ":" in config.task:
+            raise ArchitectureError(
+                f"{where}: field 'provenance.config' names {cfg_path}, whose task is a plugin; pass --config STUDY.yaml "
+                "(apply imports plugin code only from a config named on the command line)"
+            )
     if config.task != arch["task"] or (config.model != arch["model"]):
         raise ArchitectureError(
             f"{where}: field 'task'/'model' is {arch['task']}/{arch['model']} but the config builds {config.task}/{config.model}"
         )
-    task = build_task(config)
+    return config
+
+
+def _checkpoint_for(arch: dict[str, Any], config: "StudyConfig", checkpoint: str | os.PathLike[str] | None, where: str) -> Path:
+    """The base checkpoint the JSON's indices refer to (its sha256 must match)."""
+    from autoprune.base_model import file_sha256
+
+    prov = arch.get("provenance") or {}
     ckpt = Path(checkpoint) if checkpoint else config.checkpoint_path()
     if not ckpt.is_file() and not checkpoint and prov.get("checkpoint"):
         ckpt = Path(prov["checkpoint"])
@@ -267,11 +316,12 @@ def apply_architecture(
             f"{where}: field 'base_checkpoint_sha256' is {arch['base_checkpoint_sha256'][:12]}... but {ckpt} has "
             f"{sha[:12]}...; this architecture was made from another base checkpoint"
         )
-    if list(task.input_shape()) != list(arch["input_shape"]):
-        raise ArchitectureError(f"{where}: field 'input_shape' is {arch['input_shape']} but the task gives {list(task.input_shape())}")
-    model = load_weights(task.build_model(), ckpt)
-    pruner = make_pruner(config, task)
-    groups = {g.name: g for g in pruner.groups(model)}
+    return ckpt
+
+
+def _matching_groups(arch: dict[str, Any], model_groups: Iterable["Group"], where: str) -> dict[str, "Group"]:
+    """The model's groups by name; every one of them is in the JSON with its original channels."""
+    groups = {g.name: g for g in model_groups}
     for g in arch["groups"]:
         if g["name"] not in groups:
             raise ArchitectureError(f"{where}: group {g['name']!r} (field 'groups') does not exist in the {arch['model']} model")
@@ -282,23 +332,39 @@ def apply_architecture(
     missing = sorted(set(groups) - {g["name"] for g in arch["groups"]})
     if missing:
         raise ArchitectureError(f"{where}: field 'groups' lacks group(s) {', '.join(missing)} of the model")
+    return groups
+
+
+def guard_breaches(arch: dict[str, Any], groups: Mapping[str, "Group"], guards: "GuardSettings") -> list[str]:
+    """Groups whose kept channels the guards would never give (below a floor, past the first-layer limit, off the
+    JSON's ``round_to`` grid); attention groups (whole heads) are left to the pruner's own check."""
+    from autoprune.widths import reachable_widths
+
+    settings = dataclasses.replace(guards, round_to=int(arch.get("round_to") or guards.round_to))
+    out = []
+    for g in arch["groups"]:
+        group = groups[g["name"]]
+        if group.heads or group.tied_to:
+            continue
+        reach = reachable_widths(group.channels, settings, group.first_layer)
+        if g["kept_channels"] not in reach:
+            near = ", ".join(str(w) for w in sorted(reach, key=lambda w: abs(w - g["kept_channels"]))[:3])
+            out.append(f"group {g['name']} keeps {g['kept_channels']} of {group.channels} channels, which the guards "
+                       f"(min_channels {settings.min_channels}, min_fraction {settings.min_fraction}, round_to {settings.round_to}) never give; nearest: {near}")
+    return out
+
+
+def _load_pruned_weights(model: nn.Module, path: Path, where: str) -> bool:
+    from autoprune.base_model import load_state_dict
+
+    if not path.is_file():
+        raise ArchitectureError(f"{where}: finetuned weights {path} (provenance.weights) not found; pass --weights or --no-weights")
+    state = load_state_dict(path)
     try:
-        result = pruner.apply_indices(model, {g["name"]: g["kept_indices"] for g in arch["groups"]})
-    except AutopruneError as exc:
-        raise ArchitectureError(f"{where}: {exc}") from None
-    weights_path = Path(weights) if weights else (Path(prov["weights"]) if prov.get("weights") else None)
-    loaded = False
-    if weights_path is not None:
-        if not weights_path.is_file():
-            raise ArchitectureError(f"{where}: finetuned weights {weights_path} (provenance.weights) not found; pass --weights or --no-weights")
-        state = load_state_dict(weights_path)
-        try:
-            result.model.load_state_dict(state)
-        except RuntimeError as exc:
-            raise ArchitectureError(f"{weights_path}: weights do not fit the rebuilt model: {str(exc).splitlines()[0]}") from None
-        loaded = True
-    result.model.eval()
-    return AppliedArchitecture(result.model, task, config, result, loaded)
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ArchitectureError(f"{path}: weights do not fit the rebuilt model: {str(exc).splitlines()[0]}") from None
+    return True
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> Path:

@@ -300,3 +300,40 @@ def test_a_checkpoint_with_a_pickled_object_is_refused(tiny_config, tiny_base_mo
     with pytest.raises(TaskError, match=r"garbage\.pt: not a loadable state_dict checkpoint \(UnpicklingError: ") as err:
         load_state_dict(garbage)
     assert "pickled objects" not in str(err.value) and "weights_only" not in str(err.value)
+
+
+def test_apply_never_imports_plugin_code_named_inside_the_json(pruned, tmp_path: Path) -> None:
+    """An untrusted JSON cannot make apply import a module: a plugin task needs a --config on the command line."""
+    from conftest import run_cli
+
+    _, arch = pruned
+    marker = tmp_path / "imported"
+    (tmp_path / "evil_plugin.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).mkdir()\ndef make_task(**kw):\n    raise SystemExit(1)\n")
+    evil_config = tmp_path / "evil.yaml"
+    evil_config.write_text("name: evil\ntask: evil_plugin:make_task\nmodel: resnet\n")
+    for task, config in (("evil_plugin:make_task", arch["provenance"]["config"]), (arch["task"], str(evil_config))):
+        bad = copy.deepcopy(arch)
+        bad["task"], bad["provenance"]["config"] = task, config
+        path = tmp_path / "untrusted.json"
+        path.write_text(json.dumps(bad))
+        res = run_cli("apply", path, "-o", tmp_path / "out.pt", timeout=120)
+        assert res.returncode == 2 and "--config" in res.stderr and "Traceback" not in res.stderr, res.stderr
+        assert not marker.exists()
+
+
+def test_apply_warns_or_refuses_channels_the_guards_never_give(pruned, tiny_config, tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    _, arch = pruned
+    g = arch["groups"][3]  # 3 channels: below the floors and off the rounding grid
+    g["kept_channels"], g["kept_indices"], g["ratio"] = 3, [0, 5, 9], round(1 - 3 / g["original_channels"], 6)
+    path = tmp_path / "off-grid.json"
+    path.write_text(json.dumps(arch))
+    applied = apply_architecture(arch, config=tiny_config, where=str(path))
+    assert len(applied.warnings) == 1 and f"group {g['name']} keeps 3 of" in applied.warnings[0]
+    with pytest.raises(ArchitectureError, match="refused with --strict"):
+        apply_architecture(arch, config=tiny_config, where=str(path), strict=True)
+    warned = run_cli("apply", path, "-o", tmp_path / "a.pt", timeout=120)
+    assert warned.returncode == 0 and "warning:" in warned.stderr and g["name"] in warned.stderr, warned.stderr
+    refused = run_cli("apply", path, "-o", tmp_path / "b.pt", "--strict", timeout=120)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr and not (tmp_path / "b.pt").exists(), refused.stderr

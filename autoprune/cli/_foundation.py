@@ -211,11 +211,12 @@ def _read_ratios(path: str) -> dict[str, float]:
 @click.command("apply")
 @click.argument("arch_json", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="pruned.pt (state_dict) or pruned.onnx")
-@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False), help="Study config (default: provenance.config).")
+@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False), help="Study config (default: provenance.config, for built-in tasks only; a plugin task needs it).")
 @click.option("--checkpoint", default=None, type=click.Path(dir_okay=False), help="Base checkpoint (default: the config's).")
 @click.option("--weights", default=None, type=click.Path(dir_okay=False), help="Finetuned weights of the pruned model.")
 @click.option("--no-weights", is_flag=True, help="Ignore provenance.weights; keep the base weights of the kept channels.")
-def apply_cmd(arch_json: str, output: str, config_path: str | None, checkpoint: str | None, weights: str | None, no_weights: bool) -> None:
+@click.option("--strict", is_flag=True, help="Refuse kept channels the config's guards would never give (default: warn).")
+def apply_cmd(arch_json: str, output: str, config_path: str | None, checkpoint: str | None, weights: str | None, no_weights: bool, strict: bool) -> None:
     """Rebuild the pruned model from the base checkpoint and an architecture JSON (no pickle)."""
     from autoprune.architecture import apply_architecture
     from autoprune.architecture import read_architecture
@@ -226,7 +227,9 @@ def apply_cmd(arch_json: str, output: str, config_path: str | None, checkpoint: 
     if no_weights:
         arch = dict(arch, provenance=dict(arch.get("provenance") or {}, weights=None))
     cfg = _load(config_path) if config_path else None
-    applied = apply_architecture(arch, config=cfg, checkpoint=checkpoint, weights=weights, where=arch_json)
+    applied = apply_architecture(arch, config=cfg, checkpoint=checkpoint, weights=weights, where=arch_json, strict=strict)
+    for breach in applied.warnings:
+        click.echo(f"warning: {arch_json}: {breach} (--strict refuses it)", err=True)
     out = Path(output)
     if out.suffix == ".onnx":
         from autoprune.latency import export_onnx
