@@ -95,3 +95,26 @@ def test_create_checks_the_storage_before_training(tmp_path: Path) -> None:
     res = run_cli("create", path, "--storage", "nosuchdb://u:pw@127.0.0.1/x", timeout=120)
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
     assert not load_config(path).checkpoint_path().exists()  # nothing was trained
+
+
+def test_a_worker_waits_for_a_silent_server_no_longer_than_its_wait(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+    import threading
+    import time
+
+    from conftest import run_cli
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: [held.append(server.accept()[0]) for _ in range(64)], daemon=True).start()
+    url = f"postgresql://autoprune:s3cr3t-pw@127.0.0.1:{server.getsockname()[1]}/optuna"
+    monkeypatch.setenv("AUTOPRUNE_CONNECT_TIMEOUT", "2")
+    start = time.monotonic()
+    res = run_cli("worker", write_study(tmp_path), "--storage", url, "--wait", "5", timeout=120)
+    took = time.monotonic() - start
+    server.close()
+    out = res.stdout + res.stderr
+    assert res.returncode == 2 and "Traceback" not in out and "s3cr3t" not in out, out
+    assert "unreachable" in out and took < 30, (took, out)  # --wait 5 + one connect timeout + start-up (was 15+ minutes)

@@ -141,19 +141,33 @@ def _sqlite_wal(storage: optuna.storages.RDBStorage) -> None:
     storage.engine.dispose()  # reconnect through the listener
 
 
-def with_retry(action: Callable[[], T], url: str, what: str, attempts: int = 8, first_delay: float = 0.5, max_delay: float = 8.0) -> T:
-    """Run ``action``; on a transient database error retry with exponential backoff, then fail clearly."""
+def with_retry(
+    action: Callable[[], T],
+    url: str,
+    what: str,
+    attempts: int = 8,
+    first_delay: float = 0.5,
+    max_delay: float = 8.0,
+    budget_s: float | None = None,
+) -> T:
+    """Run ``action``; on a transient database error retry with exponential backoff, then fail clearly.
+
+    ``budget_s`` bounds the whole wait (e.g. a worker's ``--wait``): no retry starts that would end past it.
+    """
     delay = first_delay
+    start = time.monotonic()
     for attempt in range(1, attempts + 1):
         try:
             return action()
         except Exception as exc:
             if not is_transient(exc):
                 raise
-            if attempt == attempts:
+            out_of_time = budget_s is not None and time.monotonic() - start + delay > budget_s
+            if attempt == attempts or out_of_time:
                 detail = redact_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, url)
                 raise StorageError(
-                    f"storage {redact_url(url)} unreachable while trying to {what} ({attempts} attempts): {detail}; "
+                    f"storage {redact_url(url)} unreachable while trying to {what} ({attempt} attempts in "
+                    f"{time.monotonic() - start:.0f}s): {detail}; "
                     "check that the database server is running and the URL is right"
                 ) from None
             log.warning("storage unreachable while trying to %s (attempt %d/%d); retrying in %.1fs", what, attempt, attempts, delay)
@@ -168,6 +182,7 @@ def open_storage(
     grace_period: int | None = 30,
     max_retry: int = 2,
     attempts: int = 8,
+    budget_s: float | None = None,
 ) -> optuna.storages.BaseStorage:
     """Open (and create the schema of) a study storage.
 
@@ -177,6 +192,7 @@ def open_storage(
         grace_period: seconds without heartbeat after which a running trial is failed and retried.
         max_retry: how often a failed trial is re-queued.
         attempts: connection attempts before giving up.
+        budget_s: seconds the attempts may take in all (None: as many as ``attempts`` take).
 
     Returns:
         The Optuna storage.
@@ -213,7 +229,7 @@ def open_storage(
             return storage
 
     try:
-        return with_retry(connect, url, "open the study storage", attempts=attempts)
+        return with_retry(connect, url, "open the study storage", attempts=attempts, budget_s=budget_s)
     except ImportError as exc:
         raise StorageError(
             f"storage {redact_url(url)} needs a database driver that is not installed ({exc}); "

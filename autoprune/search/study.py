@@ -79,9 +79,9 @@ def objective_names(mode: str, metric_name: str) -> list[str]:
     return ["speedup"] if mode == "fastest" else [metric_name, "speedup"]
 
 
-def storage_for(config: "StudyConfig", url: str) -> optuna.storages.BaseStorage:
+def storage_for(config: "StudyConfig", url: str, budget_s: float | None = None) -> optuna.storages.BaseStorage:
     s = config.search
-    return open_storage(url, heartbeat_interval=s.heartbeat_interval, grace_period=s.grace_period, max_retry=s.max_retry)
+    return open_storage(url, heartbeat_interval=s.heartbeat_interval, grace_period=s.grace_period, max_retry=s.max_retry, budget_s=budget_s)
 
 
 def head_plans(groups: Iterable["Group"]) -> dict[str, Plan]:
@@ -256,11 +256,12 @@ def _check_same_base(study: optuna.Study, ctx: "StudyContext", url: str) -> None
 
 def wait_for_study(config: "StudyConfig", storage_url: str, timeout: float, say: Callable[[str], None] = print) -> optuna.Study:
     """Wait (bounded) until the study exists and holds its bounds; say so while waiting."""
-    storage = storage_for(config, storage_url)
     deadline = time.monotonic() + timeout
+    storage = storage_for(config, storage_url, budget_s=timeout)
     announced = False
     while True:
-        names = with_retry(lambda: study_names(storage), storage_url, "list studies")
+        left = max(1.0, deadline - time.monotonic())
+        names = with_retry(lambda: study_names(storage), storage_url, "list studies", budget_s=left)
         if config.name in names:
             study = optuna.load_study(study_name=config.name, storage=storage)
             if READY_ATTR in study.user_attrs:
