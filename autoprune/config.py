@@ -105,7 +105,8 @@ class SearchConfig(_Section):
     # study holds screen_min_trials completed trials to learn the threshold from (the reason is recorded).
     screening: bool = True
     screen_min_trials: int = Field(6, ge=2)
-    # torch threads of each worker (training, scoring); default: this host's usable cores / local workers.
+    # torch threads of each worker (training, scoring); default: this host's usable cores / local workers, less the
+    # cores other processes keep busy when the worker starts (no oversubscription on a shared machine).
     torch_threads: int | None = Field(None, ge=1)
 
     @field_validator("sampler")

@@ -149,7 +149,8 @@ def render_reference(path: pathlib.Path, data: dict[str, Any], readme: pathlib.P
     """reference_search.py: per seed the four winners re-timed together, autoprune's ratios and test drop."""
     s = data.get("summary") or {}
     lines = [
-        f"### Reference benchmark: autoprune against uniform, global and random search ({data.get('config', '?')}, per seed)",
+        f"### Reference benchmark: autoprune against uniform, global and random search ({data.get('config', '?')}, "
+        f"search.mode {(data.get('identity') or {}).get('mode', '?')}, per seed)",
         "",
         f"Base {data.get('metric_name', 'metric')} {num(data.get('base_metric'), '{:.4f}')} (test {num(data.get('base_test_metric'), '{:.4f}')}), "
         f"at most {num(data.get('max_drop'), '{:g}')} drop; {data.get('trials_per_search', '?')} trials for random and for autoprune per seed; "
@@ -186,26 +187,38 @@ def render_reference(path: pathlib.Path, data: dict[str, Any], readme: pathlib.P
 
 
 def render_overhead(path: pathlib.Path, data: dict[str, Any], readme: pathlib.Path) -> list[str]:
+    """trial_overhead.py: per config and run (reuse between trials on / off), mean seconds per stage."""
     stages = ["prune", "bn_recalibration", "evaluate_after_bn", "finetune", "evaluate", "export", "latency", "storage", "other"]
+    targets = data.get("targets") or {}
     lines = [
-        "### Where a trial's time goes",
+        "### Where a trial's time goes, and what reuse between trials saves",
         "",
-        f"Mean seconds per trial by stage ({data.get('settings', {}).get('trials', '?')} trials per config, one worker, SQLite); "
-        "*other* = sampling, suggest, ask/tell; *outside* = share of the trial outside finetune + evaluation "
-        f"(target <= {pct((data.get('targets') or {}).get('outside_finetune_evaluate'))}). {host_line(data)}",
+        f"Mean seconds per trial by stage ({data.get('settings', {}).get('trials', '?')} trials per config and run, one worker, "
+        "SQLite, the same seeded candidates in both runs, screening off); *on*/*off* = reuse between trials (teacher outputs, "
+        "unpruned-model scores, base ONNX session); *other* = sampling, suggest, ask/tell; *machinery* = share of the trial "
+        f"outside BN recalibration, finetune and evaluation (target <= {pct(targets.get('machinery_share'))}). {host_line(data)}",
         "",
     ]
     rows = []
     for cfg in data.get("configs", []):
-        s = cfg.get("summary") or {}
-        st = s.get("stages") or {}
-        outside = s.get("outside_finetune_evaluate")
+        for key in ("on", "off"):
+            s = ((cfg.get("runs") or {}).get(key) or {}).get("summary") or {}
+            st = s.get("stages") or {}
+            rows.append([f"{cfg.get('config', '?')} ({key})", num(s.get("wall_mean_s"), "{:.2f}"),
+                         *[num((st.get(k) or {}).get("mean_s"), "{:.3f}") for k in stages], pct(s.get("machinery_share"))])
+    lines += table(["config (reuse)", "trial s", *stages, "machinery"], rows)
+    lines.append("")
+    for cfg in data.get("configs", []):
         met = (data.get("met") or {}).get(cfg.get("config"))
-        rows.append([cfg.get("config", "?"), num(s.get("wall_mean_s"), "{:.2f}"),
-                     *[num((st.get(k) or {}).get("mean_s"), "{:.3f}") for k in stages],
-                     f"{pct(outside)} ({yes(met)})"])
-    lines += table(["config", "trial s", *stages, "outside"], rows)
-    lines += ["", f"- source: [`{source(path, readme)}`]({source(path, readme)})"]
+        met = met if isinstance(met, dict) else {}  # files written before the reuse runs hold one flag per config
+        same = cfg.get("same_results") or {}
+        lines.append(
+            f"- {cfg.get('config', '?')}: reuse_speedup {num(cfg.get('reuse_speedup'))} (target >= {targets.get('reuse_speedup', '?')}: "
+            f"{yes(met.get('reuse_speedup'))}), machinery_share {pct(cfg.get('machinery_share'))} ({yes(met.get('machinery_share'))}), "
+            f"same results {same.get('same_channels', '-')}/{same.get('trials_compared', '-')} trials "
+            f"(metrics within {num(same.get('max_metric_difference'), '{:.1e}')}): {yes(met.get('identical'))}"
+        )
+    lines += [f"- source: [`{source(path, readme)}`]({source(path, readme)})"]
     return lines
 
 

@@ -252,3 +252,30 @@ def test_a_cached_timing_skips_the_export(study_factory, tmp_path: Path, monkeyp
     assert len(exports) == 1 and again.latency_cached and "export" not in again.stage_seconds  # "latency": the lookup
     assert again.speedup == first.speedup and again.prune.kept == first.prune.kept
     assert not any(p.exists() for p in exports)  # the temporary export is removed after timing
+
+
+def test_worker_threads_leave_the_cores_other_processes_use(monkeypatch) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    from autoprune.search import worker
+
+    cores = len(os.sched_getaffinity(0))
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(worker, "others_busy_cores", lambda window_s=0.3: 0.0)
+        assert worker.set_torch_threads(None) == cores and worker.set_torch_threads(None, local_workers=cores) == 1
+        monkeypatch.setattr(worker, "others_busy_cores", lambda window_s=0.3: 1.0)
+        assert worker.set_torch_threads(None) == max(1, cores - 1) == torch.get_num_threads()
+        assert worker.set_torch_threads(3) == 3  # search.torch_threads wins
+    finally:
+        torch.set_num_threads(before)
+    monkeypatch.undo()
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        assert worker.others_busy_cores(0.5) >= 0.5  # the spinner's core, measured from /proc/stat
+    finally:
+        spinner.kill()

@@ -16,6 +16,7 @@ import socket
 import sys
 import time
 import warnings
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable
 
@@ -243,19 +244,44 @@ def set_torch_threads(configured: int | None, local_workers: int = 1) -> int:
     """Set torch's intra-op threads for this worker and return the count.
 
     Args:
-        configured: ``search.torch_threads`` (None: this process's usable cores shared by the local workers).
+        configured: ``search.torch_threads`` (None: this process's usable cores shared by the local workers,
+            less the cores other processes keep busy right now).
         local_workers: worker processes on this host.
 
     Returns:
         The thread count set.  N workers on one host share its cores: without this each would start one
-        training thread per core, 5-10x slower as soon as they contend.
+        training thread per core, 5-10x slower as soon as they contend; a host another job keeps busy gets
+        fewer threads for the same reason.
     """
     import torch
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = configured or max(1, cores // max(1, local_workers))
+    share = max(1, cores // max(1, local_workers))
+    threads = configured or max(1, min(share, cores - round(others_busy_cores())))
     torch.set_num_threads(threads)
     return threads
+
+
+def others_busy_cores(window_s: float = 0.3) -> float:
+    """Cores that processes other than this one keep busy, measured over ``window_s`` (0 where /proc is missing).
+
+    The host's busy time (``/proc/stat``) less this process's own CPU time over the same window.
+    """
+    def host_busy() -> float | None:
+        try:
+            fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        except (OSError, IndexError):
+            return None
+        ticks = [int(f) for f in fields]
+        idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+        return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+    before, own_before, start = host_busy(), time.process_time(), time.monotonic()
+    time.sleep(window_s)
+    after, own_after, elapsed = host_busy(), time.process_time(), time.monotonic() - start
+    if before is None or after is None or elapsed <= 0:
+        return 0.0
+    return max(0.0, (after - before) - (own_after - own_before)) / elapsed
 
 
 def run_local(

@@ -1,0 +1,149 @@
+"""Fuzz the two file formats users hand around, at a scale the test suite does not afford.
+
+Seeded mutations (``tests/fuzzing.py``, the same ones the suite runs a few hundred of) of a valid study YAML
+and of a valid architecture JSON (the tiny test study's, base trained in a temp folder): every mutated YAML
+must load or raise one ``ConfigError`` naming the file; every mutated JSON must validate or raise one
+``ArchitectureError`` naming the file, and the first ``--apply`` JSONs that validate are applied, which may
+only succeed or raise an ``AutopruneError``.  Anything else is a failure, printed with its case number and
+the exception.
+
+    python benchmarks/fuzz_files.py [--cases 3000] [--seed 0]
+
+Writes ``benchmarks/results/fuzz_files.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import pathlib
+import random
+import sys
+import tempfile
+import time
+import traceback
+from typing import Any
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from conftest import TINY_STUDY  # noqa: E402
+from conftest import write_study  # noqa: E402
+from fuzzing import mutated_json  # noqa: E402
+from fuzzing import mutated_yaml  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "fuzz_files.json"
+
+
+def fuzz_yaml(folder: pathlib.Path, rng: random.Random, cases: int) -> dict[str, Any]:
+    from autoprune.config import load_config
+    from autoprune.errors import ConfigError
+
+    counts: dict[str, Any] = {"cases": cases, "loaded": 0, "refused": 0, "failures": []}
+    for i in range(cases):
+        path = folder / f"yaml-{i}.yaml"
+        path.write_bytes(mutated_yaml(rng, TINY_STUDY))
+        try:
+            load_config(path)
+            counts["loaded"] += 1
+        except ConfigError as exc:
+            counts["refused"] += 1
+            if path.name not in str(exc):
+                counts["failures"].append({"case": i, "error": f"message does not name the file: {exc}"})
+        except Exception as exc:  # noqa: BLE001 - what the benchmark looks for
+            counts["failures"].append({"case": i, "error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc(limit=3)})
+    return counts
+
+
+def valid_architecture(folder: pathlib.Path) -> tuple[dict[str, Any], Any]:
+    """The tiny study's architecture at a mixed ratio vector (base trained in ``folder``) and its config."""
+    from autoprune.architecture import build_architecture
+    from autoprune.base_model import load_base
+    from autoprune.config import load_config
+    from autoprune.pruning_setup import make_pruner
+    from autoprune.pruning_setup import resolve_round_to
+    from autoprune.tasks import build_task
+
+    config = load_config(write_study(folder))
+    task = build_task(config)
+    with task.forbid_split("test"):
+        base, info = load_base(config, task)
+    pruner = make_pruner(config, task)
+    ratios = {g.name: 0.25 * (i % 3) for i, g in enumerate(pruner.groups(base)) if g.tied_to is None}
+    result = pruner.prune(copy.deepcopy(base), ratios=ratios)
+    return build_architecture(config, task, result, info.sha256, resolve_round_to(config)), config
+
+
+def fuzz_json(folder: pathlib.Path, rng: random.Random, cases: int, apply_at_most: int) -> dict[str, Any]:
+    from autoprune.architecture import apply_architecture
+    from autoprune.architecture import read_architecture
+    from autoprune.errors import ArchitectureError
+    from autoprune.errors import AutopruneError
+
+    valid, config = valid_architecture(folder)
+    counts: dict[str, Any] = {"cases": cases, "valid": 0, "refused": 0, "applied": 0, "apply_refused": 0, "failures": []}
+    for i in range(cases):
+        path = folder / f"json-{i}.json"
+        path.write_bytes(mutated_json(rng, valid))
+        try:
+            arch = read_architecture(path)
+        except ArchitectureError as exc:
+            counts["refused"] += 1
+            if path.name not in str(exc):
+                counts["failures"].append({"case": i, "error": f"message does not name the file: {exc}"})
+            continue
+        except Exception as exc:  # noqa: BLE001
+            counts["failures"].append({"case": i, "error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc(limit=3)})
+            continue
+        counts["valid"] += 1
+        if counts["applied"] + counts["apply_refused"] >= apply_at_most:
+            continue
+        try:
+            apply_architecture(arch, config=config, where=str(path))
+            counts["applied"] += 1
+        except AutopruneError:
+            counts["apply_refused"] += 1
+        except Exception as exc:  # noqa: BLE001
+            counts["failures"].append({"case": i, "error": f"apply: {type(exc).__name__}: {exc}", "trace": traceback.format_exc(limit=3)})
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, default=3000, help="mutations per format (default: %(default)s)")
+    parser.add_argument("--apply", type=int, default=100, help="validating JSONs to apply at most (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="autoprune-fuzz-") as tmp:
+        folder = pathlib.Path(tmp)
+        yaml_counts = fuzz_yaml(folder, random.Random(args.seed), args.cases)
+        json_counts = fuzz_json(folder, random.Random(args.seed + 1), args.cases, args.apply)
+    failures = len(yaml_counts["failures"]) + len(json_counts["failures"])
+    report = {
+        "benchmark": "fuzz_files",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "settings": {"cases_per_format": args.cases, "apply_at_most": args.apply, "seed": args.seed},
+        "study_yaml": yaml_counts,
+        "architecture_json": json_counts,
+        "measured": {"failures": failures},
+        "met": {"failures": failures == 0},
+        "wall_s": round(time.perf_counter() - start, 1),
+    }
+    for name, counts in (("study YAML", yaml_counts), ("architecture JSON", json_counts)):
+        summary = ", ".join(f"{k} {v}" for k, v in counts.items() if k != "failures")
+        print(f"{name}: {summary}, failures {len(counts['failures'])}")
+        for failure in counts["failures"][:5]:
+            print(f"  case {failure['case']}: {failure['error']}")
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {out} ({report['wall_s']:.0f}s)")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
