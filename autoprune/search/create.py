@@ -8,6 +8,8 @@ from typing import Callable
 
 import optuna
 
+from autoprune.search.worker import set_torch_threads
+
 if TYPE_CHECKING:
     from autoprune.config import StudyConfig
 
@@ -63,6 +65,8 @@ def create_study(
     cfg = load_config(config_path)
     url = cfg.storage_url(storage)
     storage_for(cfg, url)  # reachable before anything is trained (a bad URL fails in seconds, not after the base)
+    threads = set_torch_threads(cfg.search.torch_threads)  # base training and sweeps share the host like workers do
+    say(f"{threads} torch thread(s) for the base model and the sweeps")
     train_base_if_missing(cfg, say)
     ctx = StudyContext.build(cfg)
     bar = tqdm(total=2 * len(cfg.search.sweep_ratios), desc="baselines", unit="point", file=sys.stderr, leave=False)
