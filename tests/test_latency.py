@@ -613,6 +613,16 @@ def test_cli_text_without_baseline(models: dict[str, pathlib.Path]) -> None:
     assert code == 0, out
     assert "median" in out and "MAD" in out and "noisy" in out and "host" in out
     assert "(2, 1, 16, 16)" in out
+    noisy = next(line for line in out.splitlines() if line.startswith("noisy"))
+    assert "CV" in noisy and "threshold" in noisy  # the verdict names the figure it judges
+
+
+def test_cli_noisy_line_judges_the_speedup_spread_with_a_baseline(models: dict[str, pathlib.Path]) -> None:
+    code, out = _cli(["latency", str(models["half"]), "--baseline", str(models["base"]), "--repeats", "30", "--no-lock"])
+    assert code == 0, out
+    noisy = next(line for line in out.splitlines() if line.startswith("noisy"))
+    verdict = noisy.split()[1]
+    assert "speedup spread" in noisy and ("above" in noisy) == (verdict == "yes") and ("within" in noisy) == (verdict == "no"), noisy
 
 
 @pytest.mark.parametrize(

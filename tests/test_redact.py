@@ -92,9 +92,10 @@ def test_create_checks_the_storage_before_training(tmp_path: Path) -> None:
     from conftest import run_cli
 
     path = write_study(tmp_path)
-    res = run_cli("create", path, "--storage", "nosuchdb://u:pw@127.0.0.1/x", timeout=120)
-    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
-    assert not load_config(path).checkpoint_path().exists()  # nothing was trained
+    for url in ("nosuchdb://u:pw@127.0.0.1/x", "postgresql://u:pw@127.0.0.1:1/x"):  # no driver; nothing listening
+        res = run_cli("create", path, "--storage", url, timeout=180)
+        assert res.returncode == 2 and "Traceback" not in res.stderr and "training" not in res.stderr, res.stderr
+        assert not load_config(path).checkpoint_path().exists()  # nothing was trained
 
 
 def test_a_worker_waits_for_a_silent_server_no_longer_than_its_wait(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

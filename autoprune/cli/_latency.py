@@ -37,11 +37,21 @@ def _text(report: dict[str, Any]) -> str:
             f"speedup     {report['speedup']:.3f}x  spread {report['speedup_spread']:.3f} ({report['spread_kind']})",
         ]
     lines += [
-        f"noisy       {'yes' if report['noisy'] else 'no'} after {report['attempts']} attempt(s)",
+        f"noisy       {_noisy(report)} after {report['attempts']} attempt(s)",
         f"host        {host['cpu_model']}  {host['physical_cores']} cores  ORT {host['ort_version']}  "
         f"{host['provider']}  id {host['fingerprint_id']}",
     ]
     return "\n".join(lines)
+
+
+def _noisy(report: dict[str, Any]) -> str:
+    """The noisy verdict with the figure it judges: the speedup's spread with a baseline, else the CV."""
+    threshold = (report.get("settings") or {}).get("cv_threshold")
+    judged, value = ("speedup spread", report["speedup_spread"]) if "speedup" in report else ("CV", report["cv"])
+    verdict = "yes" if report["noisy"] else "no"
+    if threshold is None:
+        return f"{verdict} ({judged} {value:.3f})"
+    return f"{verdict} ({judged} {value:.3f} {'above' if report['noisy'] else 'within'} the threshold {threshold:g})"
 
 
 @click.command("latency")
