@@ -247,3 +247,13 @@ def test_a_plugin_task_that_cannot_be_imported(tmp_path: Path) -> None:
     cfg = write_study(tmp_path, {"task": "no_such_package.tasks:make"})
     result = _invoke("groups", cfg)
     assert result.exit_code == 2 and "key 'task': cannot import module 'no_such_package.tasks'" in result.output
+
+
+def test_export_base_makes_the_baseline_latency_needs(runs, tiny_study, tmp_path: Path) -> None:
+    """README: export-base, then latency PRUNED --baseline BASE, as written."""
+    base = tmp_path / "base.onnx"
+    exported = CliRunner().invoke(main, ["export-base", str(tiny_study.config_path), "-o", str(base)])
+    assert exported.exit_code == 0 and base.is_file(), exported.output
+    timed = CliRunner().invoke(main, ["latency", str(runs["dir"] / "pruned.onnx"), "--baseline", str(base), "--repeats", "20", "--no-lock"])
+    assert timed.exit_code == 0 and "speedup" in timed.stdout, timed.output
+    assert _invoke("export-base", tiny_study.config_path, "-o", tmp_path / "base.pt").exit_code == 2

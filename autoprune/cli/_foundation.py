@@ -244,4 +244,26 @@ def apply_cmd(arch_json: str, output: str, config_path: str | None, checkpoint: 
     click.echo(f"rebuilt {arch['model']} ({src}): {kept}\nwrote {out}")
 
 
-COMMANDS = [train_base_cmd, groups_cmd, calibrate_recovery_cmd, baselines_cmd, prune_cmd, apply_cmd]
+@click.command("export-base")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="base.onnx")
+def export_base_cmd(config: str, output: str) -> None:
+    """Export the study's base model to ONNX (the baseline of 'autoprune latency ... --baseline')."""
+    from autoprune.base_model import load_base
+    from autoprune.candidate import example_input
+    from autoprune.latency import export_onnx
+    from autoprune.tasks import build_task
+
+    if not output.endswith(".onnx"):
+        raise ArchitectureError(f"{output}: output must end in .onnx")
+    cfg = _load(config)
+    task = build_task(cfg)
+    if not cfg.checkpoint_path().is_file():
+        raise ConfigError(f"{cfg.checkpoint_path()}: no base checkpoint yet; train it with 'autoprune train-base {config}'")
+    with task.forbid_split("test"):
+        model, info = load_base(cfg, task)
+    path = export_onnx(model, example_input(task, cfg), Path(output), opset=cfg.latency.opset)
+    click.echo(f"wrote {path} (base checkpoint sha256 {info.sha256[:12]}..., input {tuple(example_input(task, cfg).shape)})")
+
+
+COMMANDS = [train_base_cmd, groups_cmd, calibrate_recovery_cmd, baselines_cmd, prune_cmd, apply_cmd, export_base_cmd]
