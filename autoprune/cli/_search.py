@@ -110,7 +110,7 @@ def dashboard_cmd(config: str, storage: str | None, host: str, port: int) -> Non
 
 
 @click.command("demo")
-@click.option("--dir", "workdir", default="autoprune-demo", show_default=True, type=click.Path(file_okay=False), help="Where the demo writes its study, models and report.")
+@click.option("--out", "--dir", "workdir", default="autoprune-demo", show_default=True, type=click.Path(file_okay=False), help="Where the demo writes its study, models and report.")
 @click.option("--trials", default=16, show_default=True, type=click.IntRange(1), help="Search trials.")
 @click.option("--model", default="resnet", show_default=True, type=click.Choice(["resnet", "mobilenet"]))
 def demo_cmd(workdir: str, trials: int, model: str) -> None:
