@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from functools import partial
 from typing import TYPE_CHECKING
 from typing import Any
@@ -162,7 +163,9 @@ def create_or_load(
     space = search_space(ctx, points.values(), config.search.bounds_margin)
     for key, value in _study_attrs(config, ctx, baselines, space, calibration).items():
         with_retry(lambda k=key, v=value: study.set_user_attr(k, v), storage_url, "store study attributes")
-    study.set_metric_names(objective_names(config.search.mode, ctx.task.metric_name))
+    with warnings.catch_warnings():  # experimental in Optuna; what names the objectives in the dashboard
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(objective_names(config.search.mode, ctx.task.metric_name))
     if config.search.enqueue_baselines:
         enqueue_baselines(study, ctx, points, space)
     # Written last: workers treat the study as ready once the bounds are there.
