@@ -171,11 +171,11 @@ def plot_ratios(
     reference: Mapping[str, float | Mapping[str, float]] | None = None,
     title: str = "",
 ) -> Path:
-    """Per-group ratio of the chosen trial against the group's search bounds.
+    """Per-group ratio of the chosen trial against the ratios the search spanned for the group.
 
     Args:
         chosen_ratios: ``{group: applied ratio}``.
-        bounds: ``{group: (low, high)}`` the search allowed.
+        bounds: ``{group: (low, high)}`` the search spanned (the study's ``bounds``: its width space as ratios).
         path: where to write the PNG.
         reference: other ratios to draw: a number is one ratio for every group (a vertical line, e.g.
             ``{"best uniform": 0.3}``), a mapping gives one ratio per group (markers).
@@ -196,7 +196,7 @@ def plot_ratios(
         if name in bounds:
             low, high = float(bounds[name][0]), float(bounds[name][1])
             ax.barh(y, high - low, left=low, height=0.75, color="0.88", edgecolor="0.6",
-                    label="search bounds" if y == 0 else None)
+                    label="search space (widths searched)" if y == 0 else None)
         ratio = as_float(chosen_ratios.get(name))
         if math.isfinite(ratio):
             ax.barh(y, ratio, height=0.35, color=_FRONT_COLOR, label="chosen ratio" if y == 0 else None)
@@ -214,10 +214,11 @@ def plot_ratios(
     ax.invert_yaxis()
     ax.set_xlim(0.0, 1.0)
     ax.set_xlabel("pruning ratio (fraction of channels removed)")
-    ax.set_title(title or "chosen ratio per group against its search bounds", fontsize=11)
+    ax.set_title(title or "chosen ratio per group against the space searched", fontsize=11)
     ax.grid(True, axis="x", alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8, loc="lower right", framealpha=0.9)
+    handles = ax.get_legend_handles_labels()[0]
+    if handles:  # below the axes, never over a group's bars
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=min(3, len(handles)), frameon=False)
     fig.tight_layout()
     return _save(fig, path)
 

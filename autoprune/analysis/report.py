@@ -601,8 +601,8 @@ def write_report(
     plot_pareto(df, info, max_drop, paths["pareto_png"], chosen_number=chosen_number)
     plot_ratios((chosen or {}).get("ratios") or {}, info.bounds, paths["ratios_png"],
                 reference=_reference_ratios(summary),
-                title=f"trial {chosen_number}: ratio per group against its search bounds" if chosen else
-                "no trial chosen: search bounds per group")
+                title=f"trial {chosen_number}: ratio per group against the space searched" if chosen else
+                "no trial chosen: the space searched per group")
     write_json(paths["summary_json"], summary, default=str)
 
     rows = table_rows(summary)
