@@ -521,3 +521,14 @@ def test_postgres_study_loads_and_selects() -> None:
         assert summarize(df, info, 0.01)["chosen"]["number"] == 2
     finally:
         optuna.delete_study(study_name=name, storage=PG_URL)
+
+
+def test_a_ratio_inside_the_timing_noise_is_not_claimed() -> None:
+    from autoprune.analysis.report import _versus
+
+    base = {"speedup": 2.00, "speedup_spread": 0.03}
+    assert _versus({"speedup": 2.60, "speedup_spread": 0.02, "kind": "search"}, base, "global") == "1.30x faster than"
+    assert _versus({"speedup": 2.05, "speedup_spread": 0.04, "kind": "search"}, base, "global") == "as fast as, within timing noise (±5.0%),"
+    assert _versus({"speedup": 1.50, "speedup_spread": 0.02, "kind": "search"}, base, "global") == "1.33x slower than"
+    assert _versus({"speedup": 2.00, "speedup_spread": 0.0, "kind": "search"}, {"speedup": 2.004}, "uniform") == "as fast as"
+    assert _versus({"speedup": 2.10, "speedup_spread": 0.05, "kind": "global"}, base, "global") == "the enqueued architecture of"

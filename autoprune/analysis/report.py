@@ -103,6 +103,20 @@ def _trial_record(row: Mapping[str, Any], max_drop: float, chosen_number: int | 
     return rec
 
 
+def _versus(chosen: Mapping[str, Any], point: Mapping[str, Any], kind: str) -> str:
+    """"1.30x faster than", "1.08x slower than", or "as fast as, within timing noise (±x%)," when the ratio lies
+    inside the two timings' combined spread (or within half a percent); "the architecture of" for the baseline
+    itself."""
+    if chosen.get("kind") == kind:
+        return "the enqueued architecture of"
+    ratio = chosen["speedup"] / point["speedup"]
+    spreads = [as_float(chosen.get("speedup_spread")), as_float(point.get("speedup_spread"))]
+    noise = math.hypot(*[v for v in spreads if math.isfinite(v)]) if any(math.isfinite(v) for v in spreads) else 0.0
+    if abs(ratio - 1) <= max(noise, 0.005):
+        return f"as fast as, within timing noise (±{noise:.1%})," if noise > 0.005 else "as fast as"
+    return f"{ratio:.2f}x faster than" if ratio > 1 else f"{1 / ratio:.2f}x slower than"
+
+
 def _comparison_sentence(
     chosen: Mapping[str, Any] | None,
     best: Mapping[str, Mapping[str, Any] | None],
@@ -118,11 +132,7 @@ def _comparison_sentence(
         point = best.get(kind)
         timed = [p for p in baselines.get(kind, []) if math.isfinite(as_float(p.get("speedup")))]
         if point is not None:
-            ratio = chosen["speedup"] / point["speedup"]
-            # Within half a percent the two-decimal ratio would read "1.00x faster/slower": say it plainly.
-            how = ("as fast as" if abs(ratio - 1) < 0.005 else
-                   f"{ratio:.2f}x faster than" if ratio > 1 else f"{1 / ratio:.2f}x slower than")
-            compared.append(f"{how} the best {kind} baseline ({point['speedup']:.2f}x)")
+            compared.append(f"{_versus(chosen, point, kind)} the best {kind} baseline ({point['speedup']:.2f}x)")
         elif not baselines.get(kind):
             missing.append(f"no {kind} baseline was recorded")
         elif not timed:
