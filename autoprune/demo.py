@@ -72,6 +72,23 @@ def write_demo_config(workdir: Path, trials: int, model: str) -> Path:
     return path
 
 
+def _chosen_line(trial: int, record: Mapping[str, Any]) -> str:
+    """The exported architecture in one line: confirmed figures when confirmation ran, and in words when the
+    pick is a baseline."""
+    speed, source = record.get("confirmed:speedup"), "confirmed by a re-timing"
+    if speed is None or speed != speed:
+        speed, source = record["speedup"], "search timing, unconfirmed"
+    test = record.get("confirmed:test_drop")
+    test_text = f", test drop {test:+.4f}" if test is not None and test == test else ""
+    line = (f"chosen architecture: trial {trial}, accuracy {record['metric']:.4f} (drop {record['drop']:+.4f}{test_text}), "
+            f"speedup {speed:.2f}x ({source}), MACs {int(record.get('macs') or 0):,}")
+    kind = record.get("kind")
+    if kind in ("uniform", "global"):
+        line += (f"\nthe search found nothing faster than the {kind} baseline within the budget; "
+                 f"exported the {kind} baseline")
+    return line
+
+
 def run_demo(workdir: str | Path, trials: int = 16, model: str = "resnet", echo: Callable[[str], None] = print) -> dict:
     """Run the demo end to end and print its results.
 
@@ -137,10 +154,7 @@ def run_demo(workdir: str | Path, trials: int = 16, model: str = "resnet", echo:
         arch_path = exported.path
         chosen = exported.record
         echo("")
-        echo(
-            f"chosen architecture: trial {exported.trial}, accuracy {chosen['metric']:.4f} (drop {chosen['drop']:+.4f}), "
-            f"speedup {chosen['speedup']:.2f}x, MACs {int(chosen.get('macs') or 0):,}"
-        )
+        echo(_chosen_line(exported.trial, chosen))
         channels = {k.split(":", 1)[1]: int(v) for k, v in chosen.items() if k.startswith("channels:") and v == v}
         if channels:
             echo("kept channels: " + ", ".join(f"{k}={v}" for k, v in channels.items()))
