@@ -48,11 +48,15 @@ def _confirmed_pick(df, max_drop: float, notes: list[str]) -> dict[str, Any] | N
         return None
     conf = conf[conf["drop"] <= max_drop]
     speed_col = "confirmed:speedup" if "confirmed:speedup" in conf.columns else "speedup"
-    conf = conf.assign(_speed=pd.to_numeric(conf[speed_col], errors="coerce").fillna(conf["speedup"]))
-    conf = conf.sort_values(["_speed", "metric", "macs", "number"], ascending=[False, False, True, True])
+    noisy = conf["confirmed:noisy"].fillna(False).astype(bool) if "confirmed:noisy" in conf.columns else False
+    conf = conf.assign(_speed=pd.to_numeric(conf[speed_col], errors="coerce").fillna(conf["speedup"]), _noisy=noisy)
+    # A re-timing that did not settle never leads: settled candidates first, each group fastest first.
+    conf = conf.sort_values(["_noisy", "_speed", "metric", "macs", "number"], ascending=[True, False, False, True, True])
     for _, row in conf.iterrows():
         if row["confirmed:test_drop"] <= max_drop:
-            return row.drop(labels="_speed").to_dict()
+            if row["_noisy"]:
+                notes.append(f"trial {int(row['number'])}: its confirmed timing did not settle; no settled candidate holds the budget")
+            return row.drop(labels=["_speed", "_noisy"]).to_dict()
         notes.append(
             f"trial {int(row['number'])} ({row['_speed']:.2f}x) fails the budget on the test split "
             f"(test drop {row['confirmed:test_drop']:+.4f} > {max_drop}); falling back to the next confirmed candidate"

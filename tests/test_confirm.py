@@ -280,3 +280,18 @@ def test_an_outlying_timing_cannot_hide_the_real_best_from_confirm() -> None:
     ])
     picks = select_candidates(df, info, 2, 0.05)
     assert [c.label for c in picks if c.on_front] == ["trial 0", "trial 2"]
+
+
+def test_export_never_leads_with_a_confirmed_timing_that_did_not_settle() -> None:
+    from autoprune.export import _confirmed_pick
+
+    df = _table([
+        {"number": 0, "metric": 0.89, "drop": 0.01, "speedup": 3.0, "kind": "search", "channels:a": 9,
+         "confirmed:speedup": 3.9, "confirmed:noisy": True, "confirmed:test_drop": 0.01},
+        {"number": 1, "metric": 0.88, "drop": 0.02, "speedup": 3.1, "kind": "search", "channels:a": 8,
+         "confirmed:speedup": 3.2, "confirmed:noisy": False, "confirmed:test_drop": 0.02},
+    ])
+    notes: list[str] = []
+    assert _confirmed_pick(df, 0.05, notes)["number"] == 1 and not notes
+    only_noisy_holds = df.assign(**{"confirmed:test_drop": [0.01, 0.09]})
+    assert _confirmed_pick(only_noisy_holds, 0.05, notes)["number"] == 0 and "did not settle" in notes[-1]
