@@ -215,6 +215,9 @@ class StudyConfig(_Section):
     latency: LatencyConfig = Field(default_factory=LatencyConfig)
     storage: str | None = None
     artifact_dir: str | None = None
+    # Where trials keep their architecture JSON and weights: file:///path or s3://bucket/prefix (AWS settings from
+    # the environment); default <artifact_dir>/optuna-artifacts.  $AUTOPRUNE_ARTIFACT_STORE overrides it.
+    artifact_store: str | None = None
 
     # Where the file was read from; set by load_config, not by the YAML.
     source: Path | None = Field(default=None, exclude=True)

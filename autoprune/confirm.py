@@ -257,6 +257,8 @@ def check_base(study: optuna.Study, ctx: "StudyContext", url: str) -> None:
 def rebuild_trial(config: "StudyConfig", candidate: Candidate, folder: Path) -> "nn.Module":
     """The trial's finetuned model, rebuilt exactly from its stored architecture JSON and weights."""
     from autoprune.architecture import apply_architecture
+    from autoprune.artifacts import describe
+    from autoprune.artifacts import store_url
     from autoprune.search.objective import artifact_store
 
     if not candidate.arch_artifact_id or not candidate.weights_artifact_id:
@@ -272,8 +274,8 @@ def rebuild_trial(config: "StudyConfig", candidate: Candidate, folder: Path) -> 
             optuna.artifacts.download_artifact(artifact_store=store, artifact_id=artifact_id, file_path=str(path))
         except (optuna.artifacts.exceptions.ArtifactNotFound, FileNotFoundError):
             raise StorageError(
-                f"{candidate.label}: artifact {artifact_id} is missing from {config.artifact_path() / 'optuna-artifacts'}; "
-                "run this where the study's artifact folder (artifact_dir) is reachable"
+                f"{candidate.label}: artifact {artifact_id} is missing from the artifact store {describe(store_url(config))}; "
+                "run this where the study's artifact store (artifact_store, or artifact_dir) is reachable"
             ) from None
     arch = json.loads(arch_path.read_text())
     return apply_architecture(arch, config, weights=weights_path, where=f"{candidate.label} architecture").model

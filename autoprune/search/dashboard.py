@@ -18,8 +18,11 @@ def serve(config_path: str, storage: str | None, host: str, port: int, say: Call
         port: TCP port.
         say: prints one line.
     """
-    import optuna
     from optuna_dashboard import run_server
+
+    from autoprune.artifacts import describe
+    from autoprune.artifacts import store_url
+    from autoprune.artifacts import study_store
 
     from autoprune.config import load_config
     from autoprune.search.storage import open_storage
@@ -27,10 +30,8 @@ def serve(config_path: str, storage: str | None, host: str, port: int, say: Call
     cfg = load_config(config_path)
     url = cfg.storage_url(storage)
     backend = open_storage(url, heartbeat_interval=None)
-    store_dir = cfg.artifact_path() / "optuna-artifacts"
-    store_dir.mkdir(parents=True, exist_ok=True)
-    store = optuna.artifacts.FileSystemArtifactStore(str(store_dir))
-    say(f"optuna-dashboard for {redact_url(url)} at http://{host}:{port}/ (artifacts: {store_dir}); Ctrl-C stops it")
+    store = study_store(cfg)
+    say(f"optuna-dashboard for {redact_url(url)} at http://{host}:{port}/ (artifacts: {describe(store_url(cfg))}); Ctrl-C stops it")
     try:
         run_server(backend, host=host, port=port, artifact_store=store)
     except OSError as exc:

@@ -16,6 +16,7 @@ from typing import Mapping
 
 import optuna
 
+from autoprune.artifacts import study_store
 from autoprune.candidate import Hopeless
 from autoprune.candidate import Screened
 from autoprune.candidate import Screening
@@ -49,11 +50,9 @@ class SurplusTrial(Exception):
     """The study already holds its target of trials; this one is closed without running."""
 
 
-def artifact_store(config: "StudyConfig") -> optuna.artifacts.FileSystemArtifactStore:
-    """The study's artifact store (a folder; shared by every worker that sees the same path)."""
-    path = config.artifact_path() / "optuna-artifacts"
-    path.mkdir(parents=True, exist_ok=True)
-    return optuna.artifacts.FileSystemArtifactStore(str(path))
+def artifact_store(config: "StudyConfig") -> Any:
+    """The study's artifact store: a folder every worker sees, or an S3 bucket (:mod:`autoprune.artifacts`)."""
+    return study_store(config)
 
 
 def finished_count(study: optuna.Study) -> int:
