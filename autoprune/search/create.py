@@ -8,6 +8,7 @@ from typing import Callable
 
 import optuna
 
+from autoprune.artifacts import study_store
 from autoprune.search.worker import set_torch_threads
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ def create_study(
     cfg = load_config(config_path)
     url = cfg.storage_url(storage)
     storage_for(cfg, url)  # reachable before anything is trained (a bad URL fails in seconds, not after the base)
+    study_store(cfg)  # and the artifact store (a missing bucket, refused credentials)
     threads = set_torch_threads(cfg.search.torch_threads)  # base training and sweeps share the host like workers do
     say(f"{threads} torch thread(s) for the base model and the sweeps")
     train_base_if_missing(cfg, say)
