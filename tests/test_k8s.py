@@ -113,3 +113,16 @@ def test_the_fallback_rendering_matches_kustomize(variant: str) -> None:
     folder = K8S / variant if variant else K8S
     names = lambda docs: sorted((d["kind"], d["metadata"]["name"].split("-")[0] if d["kind"] == "ConfigMap" else d["metadata"]["name"]) for d in docs)  # noqa: E731
     assert names(_plain(folder)) == names(render(variant))
+
+
+def test_every_pod_runs_a_real_autoprune_command_and_the_readme_links_the_guide() -> None:
+    from autoprune.cli import main
+
+    for variant in VARIANTS:
+        for name, spec in _pod_specs(render(variant)):
+            container = spec["containers"][0]
+            if container["image"].startswith("postgres"):
+                continue
+            assert container["args"][0] in main.commands, (name, container["args"])
+    assert "docs/deployment.md#kubernetes" in (ROOT / "README.md").read_text()
+    assert "\n## Kubernetes\n" in (ROOT / "docs" / "deployment.md").read_text()
