@@ -21,7 +21,6 @@ a margin of one width, the group searches both::
 
 from __future__ import annotations
 
-import bisect
 import json
 import math
 from dataclasses import dataclass
