@@ -119,9 +119,20 @@ class PrefixedStore:
         self.inner.remove(self._key(artifact_id))
 
 
+def fetch(store: Any, artifact_id: str, path: Path, config: "StudyConfig", owner: str) -> None:
+    """Download one of ``owner``'s artifacts to ``path``; a missing one names the store and the fix."""
+    try:
+        optuna.artifacts.download_artifact(artifact_store=store, artifact_id=artifact_id, file_path=str(path))
+    except (optuna.artifacts.exceptions.ArtifactNotFound, FileNotFoundError):
+        raise ArtifactError(
+            f"{owner}: artifact {artifact_id} is missing from the artifact store {describe(store_url(config))}; run this "
+            "where the workers' artifact store (artifact_store, or artifact_dir) is reachable"
+        ) from None
+
+
 def study_store(config: "StudyConfig") -> Any:
     """The study's artifact store (see :func:`store_url`)."""
     return open_store(store_url(config))
 
 
-__all__ = ["ENV", "PrefixedStore", "describe", "open_store", "store_url", "study_store"]
+__all__ = ["ENV", "PrefixedStore", "describe", "fetch", "open_store", "store_url", "study_store"]

@@ -257,8 +257,7 @@ def check_base(study: optuna.Study, ctx: "StudyContext", url: str) -> None:
 def rebuild_trial(config: "StudyConfig", candidate: Candidate, folder: Path) -> "nn.Module":
     """The trial's finetuned model, rebuilt exactly from its stored architecture JSON and weights."""
     from autoprune.architecture import apply_architecture
-    from autoprune.artifacts import describe
-    from autoprune.artifacts import store_url
+    from autoprune.artifacts import fetch
     from autoprune.search.objective import artifact_store
 
     if not candidate.arch_artifact_id or not candidate.weights_artifact_id:
@@ -270,13 +269,7 @@ def rebuild_trial(config: "StudyConfig", candidate: Candidate, folder: Path) -> 
     arch_path = folder / f"arch-{candidate.number}.json"
     weights_path = folder / f"weights-{candidate.number}.pt"
     for artifact_id, path in ((candidate.arch_artifact_id, arch_path), (candidate.weights_artifact_id, weights_path)):
-        try:
-            optuna.artifacts.download_artifact(artifact_store=store, artifact_id=artifact_id, file_path=str(path))
-        except (optuna.artifacts.exceptions.ArtifactNotFound, FileNotFoundError):
-            raise StorageError(
-                f"{candidate.label}: artifact {artifact_id} is missing from the artifact store {describe(store_url(config))}; "
-                "run this where the study's artifact store (artifact_store, or artifact_dir) is reachable"
-            ) from None
+        fetch(store, artifact_id, path, config, candidate.label)
     arch = json.loads(arch_path.read_text())
     return apply_architecture(arch, config, weights=weights_path, where=f"{candidate.label} architecture").model
 

@@ -67,20 +67,6 @@ def _confirmed_pick(df, max_drop: float, notes: list[str]) -> dict[str, Any] | N
     )
 
 
-def _download(store: Any, artifact_id: str, path: Path, config: "StudyConfig", number: int) -> None:
-    """Fetch one of a trial's artifacts; a missing one names the store and the fix."""
-    from autoprune.artifacts import describe
-    from autoprune.artifacts import store_url
-
-    try:
-        optuna.artifacts.download_artifact(artifact_store=store, artifact_id=artifact_id, file_path=str(path))
-    except (optuna.artifacts.exceptions.ArtifactNotFound, FileNotFoundError):
-        raise SelectionError(
-            f"trial {number}: artifact {artifact_id} is missing from the artifact store {describe(store_url(config))}; "
-            "run export where the workers' artifact store (artifact_store, or artifact_dir) is reachable"
-        ) from None
-
-
 def choose_trial(df, info, max_drop: float, trial: int | None = None, use_confirmed: bool = True) -> tuple[dict[str, Any], list[str]]:
     """The trial to export: ``trial`` if given, else the confirmed or validation pick under ``max_drop``."""
     from autoprune.analysis import select
@@ -123,6 +109,7 @@ def export_architecture(
     from autoprune.analysis import load_analysis
     from autoprune.architecture import validate_architecture
     from autoprune.architecture import write_architecture
+    from autoprune.artifacts import fetch
     from autoprune.search.objective import artifact_store
     from autoprune.search.storage import open_storage
 
@@ -143,12 +130,12 @@ def export_architecture(
     weights_path: Path | None = None
     with tempfile.TemporaryDirectory(prefix="autoprune-export-") as tmp:
         arch_file = Path(tmp) / "arch.json"
-        _download(store, arch_id, arch_file, config, number)
+        fetch(store, arch_id, arch_file, config, f"trial {number}")
         arch = json.loads(arch_file.read_text())
         if attrs.get("weights_artifact_id"):
             weights_path = out.with_name(out.stem + ".weights.pt")
             tmp_w = Path(tmp) / "w.pt"
-            _download(store, attrs["weights_artifact_id"], tmp_w, config, number)
+            fetch(store, attrs["weights_artifact_id"], tmp_w, config, f"trial {number}")
             shutil.move(str(tmp_w), weights_path)
     metrics = dict(arch.get("metrics") or {})
     metrics.update(

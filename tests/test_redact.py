@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import doctest
+import socket
+import threading
+import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from conftest import write_study
@@ -64,28 +68,34 @@ def test_the_cli_prints_no_part_of_an_unencoded_password(tmp_path: Path) -> None
     assert "autoprune:***@" in out and not any(piece in out for piece in ("zq", "x@y", "y:w", "w%2", "2$v")), out
 
 
-def test_a_silent_database_server_is_given_up_on_quickly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A host that accepts TCP and never answers: the connect timeout ends the wait with one message."""
-    import socket
-    import threading
-    import time
-
-    from conftest import run_cli
-
+@pytest.fixture
+def silent_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A PostgreSQL URL (with a password) at a host that accepts TCP and never answers; connect timeout 2 s."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
-    server.listen(16)
+    server.listen(64)
     held: list[socket.socket] = []
-    threading.Thread(target=lambda: [held.append(server.accept()[0]) for _ in range(16)], daemon=True).start()
-    url = f"postgresql://autoprune:s3cr3t-pw@127.0.0.1:{server.getsockname()[1]}/optuna"
-    start = time.monotonic()
+    threading.Thread(target=lambda: [held.append(server.accept()[0]) for _ in range(64)], daemon=True).start()
     monkeypatch.setenv("AUTOPRUNE_CONNECT_TIMEOUT", "2")
-    res = run_cli("pareto", write_study(tmp_path), "--storage", url, timeout=120)
-    took = time.monotonic() - start
+    yield f"postgresql://autoprune:s3cr3t-pw@127.0.0.1:{server.getsockname()[1]}/optuna"
     server.close()
+    assert held  # the commands did connect, and then waited on a server that never answered
+
+
+def _run_against(silent_server: str, *args: object) -> tuple[str, float]:
+    from conftest import run_cli
+
+    start = time.monotonic()
+    res = run_cli(*args, "--storage", silent_server, timeout=120)
     out = res.stdout + res.stderr
     assert res.returncode == 2 and "Traceback" not in out and "s3cr3t" not in out, out
-    assert held and took < 60, (took, out)  # it connected, waited ~2 s, and said so (was 144 s)
+    return out, time.monotonic() - start
+
+
+def test_a_silent_database_server_is_given_up_on_quickly(silent_server: str, tmp_path: Path) -> None:
+    """The connect timeout ends the wait with one message (was 144 s)."""
+    out, took = _run_against(silent_server, "pareto", write_study(tmp_path))
+    assert took < 60, (took, out)
 
 
 def test_create_checks_the_storage_before_training(tmp_path: Path) -> None:
@@ -98,24 +108,6 @@ def test_create_checks_the_storage_before_training(tmp_path: Path) -> None:
         assert not load_config(path).checkpoint_path().exists()  # nothing was trained
 
 
-def test_a_worker_waits_for_a_silent_server_no_longer_than_its_wait(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import socket
-    import threading
-    import time
-
-    from conftest import run_cli
-
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(64)
-    held: list[socket.socket] = []
-    threading.Thread(target=lambda: [held.append(server.accept()[0]) for _ in range(64)], daemon=True).start()
-    url = f"postgresql://autoprune:s3cr3t-pw@127.0.0.1:{server.getsockname()[1]}/optuna"
-    monkeypatch.setenv("AUTOPRUNE_CONNECT_TIMEOUT", "2")
-    start = time.monotonic()
-    res = run_cli("worker", write_study(tmp_path), "--storage", url, "--wait", "5", timeout=120)
-    took = time.monotonic() - start
-    server.close()
-    out = res.stdout + res.stderr
-    assert res.returncode == 2 and "Traceback" not in out and "s3cr3t" not in out, out
+def test_a_worker_waits_for_a_silent_server_no_longer_than_its_wait(silent_server: str, tmp_path: Path) -> None:
+    out, took = _run_against(silent_server, "worker", write_study(tmp_path), "--wait", "5")
     assert "unreachable" in out and took < 30, (took, out)  # --wait 5 + one connect timeout + start-up (was 15+ minutes)

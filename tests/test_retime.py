@@ -20,6 +20,7 @@ from conftest import write_study
 from autoprune.analysis import load_analysis
 from autoprune.config import load_config
 from autoprune.confirm import select_candidates
+from autoprune.errors import ArtifactError
 from autoprune.errors import StorageError
 from autoprune.latency import host_fingerprint
 from autoprune.retime import retime_study
@@ -152,5 +153,5 @@ def test_retime_names_missing_artifacts(searched: Path, tmp_path: Path) -> None:
     path = _elsewhere(searched, tmp_path, "retime-moved-artifacts", keep_baseline_trials=True)
     cfg = load_config(path)
     moved = cfg.model_copy(update={"artifact_dir": str(tmp_path / "elsewhere")})
-    with pytest.raises(StorageError, match=r"trial \d+: artifact .* is missing from .*elsewhere"):
+    with pytest.raises(ArtifactError, match=r"trial \d+: artifact .* is missing from .*elsewhere"):
         retime_study(moved, top=1, echo=lambda line: None)
