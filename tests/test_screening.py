@@ -35,13 +35,26 @@ def test_threshold_is_learned_only_from_enough_mixed_trials() -> None:
     assert ScreeningRules.learn([_o(0.1, True)] * 6, 4).worst_feasible_drop is None  # no infeasible example
     assert ScreeningRules.learn([_o(0.1, False)] * 6, 4).worst_feasible_drop is None  # nothing feasible
     assert ScreeningRules.learn([_o(None, True), _o(0.3, False)] * 3, 4).worst_feasible_drop is None  # no after-BN figure
+    assert ScreeningRules.learn([_o(0.1, True), _o(0.3, False), _o(0.4, False)], 3).worst_feasible_drop is None  # one feasible
 
 
-def test_predicted_over_budget_needs_more_than_noise() -> None:
+def test_a_feasible_looking_candidate_near_the_budget_is_finetuned() -> None:
+    """The reference benchmark's case: feasible trials had after-BN drops 0.077-0.157 and a candidate at
+    0.20 would have ended within the budget; the margin is the feasible trials' own spread, not the noise."""
+    rules = ScreeningRules.learn([_o(0.077, True), _o(0.095, True), _o(0.133, True), _o(0.157, True), _o(0.227, False)], 4)
+    assert rules.feasible_spread == pytest.approx(0.08)
+    assert rules.reason(0.20, stderr=0.003, speedup=3.6, spread=0.02, mode="fastest") is None
+    assert rules.reason(0.40, stderr=0.003, speedup=3.6, spread=0.02, mode="fastest").startswith("predicted over budget")
+
+
+def test_predicted_over_budget_needs_more_than_the_feasible_spread_and_the_noise() -> None:
     rules = ScreeningRules.learn([_o(0.02, True), _o(0.08, True), _o(0.30, False), _o(0.50, False)], 4)
-    assert rules.reason(0.10, stderr=0.005, speedup=3.0, spread=0.02, mode="pareto").startswith("predicted over budget")
-    assert rules.reason(0.085, stderr=0.005, speedup=3.0, spread=0.02, mode="pareto") is None  # within 2 SE
+    assert rules.reason(0.15, stderr=0.005, speedup=3.0, spread=0.02, mode="pareto").startswith("predicted over budget")
+    assert rules.reason(0.13, stderr=0.005, speedup=3.0, spread=0.02, mode="pareto") is None  # within 0.08 + 0.06
     assert rules.reason(0.05, stderr=0.005, speedup=3.0, spread=0.02, mode="pareto") is None
+    tight = ScreeningRules.learn([_o(0.08, True), _o(0.08, True), _o(0.30, False)], 3)  # no spread: 2 SE remain
+    assert tight.reason(0.085, stderr=0.005, speedup=3.0, spread=0.02, mode="pareto") is None
+    assert tight.reason(0.10, stderr=0.005, speedup=3.0, spread=0.02, mode="pareto") is not None
 
 
 def test_speed_rule_only_in_fastest_mode_and_beyond_both_spreads() -> None:
