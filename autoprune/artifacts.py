@@ -120,7 +120,9 @@ class PrefixedStore:
 
 
 def fetch(store: Any, artifact_id: str, path: Path, config: "StudyConfig", owner: str) -> None:
-    """Download one of ``owner``'s artifacts to ``path``; a missing one names the store and the fix."""
+    """Download one of ``owner``'s artifacts to ``path`` (replacing a file left there by an earlier run); a
+    missing one names the store and the fix."""
+    path.unlink(missing_ok=True)  # Optuna refuses to overwrite
     try:
         optuna.artifacts.download_artifact(artifact_store=store, artifact_id=artifact_id, file_path=str(path))
     except (optuna.artifacts.exceptions.ArtifactNotFound, FileNotFoundError):
