@@ -102,6 +102,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", default=None, help="results JSON (default: benchmarks/results/reference_search.json)")
     parser.add_argument("--mode", choices=("fastest", "pareto"), default=None, help="search.mode of both searches (default: the "
                         "config's); another mode than the config's writes <results>_<mode>.json and seed-<N>-<mode>/ (the sweeps are shared)")
+    parser.add_argument("--resume", action="store_true", help="reuse the seed folder's searches when both already finished "
+                        "(a run that stopped after them) and only re-time and test their winners")
     parser.add_argument("--sweeps-only", action="store_true", help="train the base, calibrate the recipe and run the sweeps into "
                         "--workdir, then stop (so that no seed's run pays for them)")
     return parser.parse_args(argv)
@@ -331,14 +333,14 @@ def seed_entry(ctx: Any, runs: dict[str, Any], winners: dict[str, Any], retimed:
     }
 
 
-def run_seed(ctx: Any, folder: pathlib.Path, rounds: int, host: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], Any]:
+def run_seed(ctx: Any, folder: pathlib.Path, rounds: int, host: dict[str, Any], resume: bool = False) -> tuple[dict[str, Any], dict[str, Any], Any]:
     """The four methods, the re-timing and the test split for the seed in ``ctx.config.search.seed``.
 
     Returns:
         ``(the seed's entry, what run_methods returned, the base's test MetricResult)``.
     """
     started = time.perf_counter()
-    runs = run_methods(ctx, folder, ctx.config.search.trials)
+    runs = run_methods(ctx, folder, ctx.config.search.trials, resume)
     winners = pick_winners(runs, ctx.config)
     say(f"re-timing the {len(winners)} winners together, interleaved against the base ({rounds} round(s))")
     retimed, runs["walls"]["retime"] = timed(lambda: retime(ctx, winners, folder / "retime", rounds))
@@ -492,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
         f"round_to {ctx.round_to}, {len(ctx.groups)} groups, max drop {cfg.max_drop}, {cfg.search.trials} trials per search; "
         f"work folder {workdir}; {len(others)} other seed(s) in {out}")
     host = host_fingerprint()
-    entry, runs, base_test = run_seed(ctx, folder, rounds, host)
+    entry, runs, base_test = run_seed(ctx, folder, rounds, host, args.resume)
     data = results_file(shared_figures(args, ctx, runs, base_test, rounds, host), others + [entry])
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")

@@ -497,15 +497,63 @@ def timed(step: Callable[[], Any]) -> tuple[Any, float]:
     return step(), time.perf_counter() - start
 
 
-def run_methods(ctx: Any, folder: pathlib.Path, trials: int) -> dict[str, Any]:
+def finished_search(path: pathlib.Path, name: str, trials: int) -> Any | None:
+    """The study ``name`` in the SQLite file ``path`` when it already holds ``trials`` finished trials, else None."""
+    import optuna
+
+    if not path.is_file():
+        return None
+    try:
+        study = optuna.load_study(study_name=name, storage=f"sqlite:///{path}")
+    except KeyError:
+        return None
+    finished = [t for t in study.get_trials(deepcopy=False) if t.state.name in ("COMPLETE", "PRUNED")]
+    return study if len(finished) >= trials else None
+
+
+def resumed_methods(ctx: Any, folder: pathlib.Path, trials: int) -> dict[str, Any] | None:
+    """What :func:`run_methods` returns, read from a seed folder whose two searches already finished (a run
+    that stopped after them); None when either search is missing or short of ``trials``."""
+    from autoprune.baselines import baselines_path
+    from autoprune.baselines import load_baselines
+    from autoprune.calibration import RECIPE_ATTR
+    from autoprune.calibration import apply_recipe
+
+    cfg = ctx.config
+    studies = {"random": finished_search(folder / "random.db", f"{cfg.name}-random", trials),
+               "autoprune": finished_search(folder / "autoprune.db", cfg.name, trials)}
+    baselines = load_baselines(baselines_path(ctx))
+    if any(s is None for s in studies.values()) or baselines is None:
+        return None
+    apply_recipe(cfg, studies["autoprune"].user_attrs.get(RECIPE_ATTR))
+    durations = {label: {t.number: t.duration.total_seconds() for t in s.get_trials(deepcopy=False) if t.duration}
+                 for label, s in studies.items()}
+    return {
+        "baselines": baselines,
+        "sweeps": sweeps_of(baselines),
+        "rows": {label: trial_rows(s, durations[label]) for label, s in studies.items()},
+        "spaces": {label: dict(s.user_attrs["search_space"]) for label, s in studies.items()},
+        "walls": {"sweeps": 0.0, **{label: sum(d.values()) for label, d in durations.items()}},
+    }
+
+
+def run_methods(ctx: Any, folder: pathlib.Path, trials: int, resume: bool = False) -> dict[str, Any]:
     """All four methods: sweeps and autoprune's study first (they fix the recovery recipe), then random, then autoprune.
+
+    Args:
+        resume: reuse both searches when ``folder`` already holds them finished (:func:`resumed_methods`).
 
     Returns:
         ``baselines`` (the :class:`~autoprune.baselines.Baselines`), ``sweeps`` (both as dicts), ``rows`` and
         ``spaces`` (per search), ``walls`` (seconds: ``sweeps`` = calibration + sweeps + study creation,
-        ``random``, ``autoprune``).
+        ``random``, ``autoprune``; resumed: the trials' own durations).
     """
     cfg = ctx.config
+    if resume:
+        found = resumed_methods(ctx, folder, trials)
+        if found is not None:
+            say(f"resuming: both searches of this seed are finished in {folder}; re-timing and testing their winners")
+            return found
     say(f"a+b) recovery recipe, uniform and global sweeps over {list(cfg.search.sweep_ratios)}, autoprune's study")
     study, baselines, sweeps_wall = prepare_autoprune(ctx, folder)
     say(f"c) unbounded random per-group search, {trials} trials")
