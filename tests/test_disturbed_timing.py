@@ -83,7 +83,9 @@ def test_disturbed_base_timing_leads_no_front_pick_or_headline(
     assert s["front"] and not any(r["latency_noisy"] for r in s["front"])
     if attrs["latency_noisy"]:
         assert 2 not in [r["number"] for r in s["front"]] and s["chosen"]["number"] != 2
-        assert [u["number"] for u in s["unsettled"]] == [2]
+        # the disturbed trial is left out (a clean one may be too, when the host is loaded: never one that settled)
+        assert 2 in [u["number"] for u in s["unsettled"]]
+        assert all(df.loc[df["number"] == u["number"], "latency_noisy"].iloc[0] for u in s["unsettled"])
         if attrs["speedup"] > s["chosen"]["speedup"]:
             assert "Left out until re-timed" in s["sentence"] and "trial 2 (" in s["sentence"]
     assert "These speedups are search timings, not yet confirmed" in s["sentence"]
