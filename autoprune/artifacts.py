@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from autoprune.config import StudyConfig
 
 ENV = "AUTOPRUNE_ARTIFACT_STORE"
-SCHEMES = ("file", "s3")
 
 
 def store_url(config: "StudyConfig") -> str:

@@ -258,14 +258,14 @@ def rebuild_trial(config: "StudyConfig", candidate: Candidate, folder: Path) -> 
     """The trial's finetuned model, rebuilt exactly from its stored architecture JSON and weights."""
     from autoprune.architecture import apply_architecture
     from autoprune.artifacts import fetch
-    from autoprune.search.objective import artifact_store
+    from autoprune.artifacts import study_store
 
     if not candidate.arch_artifact_id or not candidate.weights_artifact_id:
         raise SelectionError(
             f"{candidate.label} has no stored architecture and weights (user attrs 'arch_artifact_id', "
             "'weights_artifact_id'); it was not run by an autoprune worker"
         )
-    store = artifact_store(config)
+    store = study_store(config)
     arch_path = folder / f"arch-{candidate.number}.json"
     weights_path = folder / f"weights-{candidate.number}.pt"
     for artifact_id, path in ((candidate.arch_artifact_id, arch_path), (candidate.weights_artifact_id, weights_path)):

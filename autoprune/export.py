@@ -110,7 +110,7 @@ def export_architecture(
     from autoprune.architecture import validate_architecture
     from autoprune.architecture import write_architecture
     from autoprune.artifacts import fetch
-    from autoprune.search.objective import artifact_store
+    from autoprune.artifacts import study_store
     from autoprune.search.storage import open_storage
 
     url = config.storage_url(storage)
@@ -124,7 +124,7 @@ def export_architecture(
     arch_id = attrs.get("arch_artifact_id")
     if not arch_id:
         raise SelectionError(f"trial {number} has no stored architecture (user attr 'arch_artifact_id'); it was not run by an autoprune worker")
-    store = artifact_store(config)
+    store = study_store(config)
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     weights_path: Path | None = None

@@ -158,10 +158,10 @@ def test_enqueued_baselines_reproduce_their_sweep_points(ran: RunStudy) -> None:
 
 def test_run_stores_architecture_and_weights_per_trial(ran: RunStudy, tmp_path: Path) -> None:
     from autoprune.config import load_config
-    from autoprune.search.objective import artifact_store
+    from autoprune.artifacts import study_store
 
     study = ran.study()
-    store = artifact_store(load_config(ran.config))
+    store = study_store(load_config(ran.config))
     for t in complete_trials(study):
         out = tmp_path / f"arch-{t.number}.json"
         optuna.artifacts.download_artifact(artifact_store=store, artifact_id=t.user_attrs["arch_artifact_id"], file_path=str(out))

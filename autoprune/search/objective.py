@@ -37,7 +37,6 @@ from autoprune.widths import space_from_attr
 
 if TYPE_CHECKING:
     from autoprune.candidate import StudyContext
-    from autoprune.config import StudyConfig
 
 log = logging.getLogger("autoprune")
 # The constraint excess recorded for a candidate judged over budget before its finetune (a prediction, not a
@@ -48,11 +47,6 @@ FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 class SurplusTrial(Exception):
     """The study already holds its target of trials; this one is closed without running."""
-
-
-def artifact_store(config: "StudyConfig") -> Any:
-    """The study's artifact store: a folder every worker sees, or an S3 bucket (:mod:`autoprune.artifacts`)."""
-    return study_store(config)
 
 
 def finished_count(study: optuna.Study) -> int:
@@ -133,7 +127,7 @@ class Objective:
         self.max_drop = float(attrs["max_drop"])
         self.mode = str(attrs.get("search_mode", "pareto"))  # studies made before the fastest mode had two objectives
         self.ordered = attrs.get(WIDTH_PARAMS_ATTR) == "ordered"  # older studies drew widths as categories
-        self.store = artifact_store(ctx.config)
+        self.store = study_store(ctx.config)  # a folder every worker sees, or an S3 bucket
         self.surplus = 0  # trials closed unrun by the guard
         self.current_trial_id: int | None = None
 
