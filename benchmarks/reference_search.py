@@ -11,20 +11,27 @@ Issue 12, item 7, one seed per invocation (``--seed N``).  Per seed, with the me
   search (the config's sampler with ``search.seed = seed``), ``--trials`` each (default: the config's
   ``search.trials``), both through autoprune's ``Objective`` with the study's recovery recipe, each on a
   fresh SQLite storage and latency cache in ``<workdir>/seed-<N>/``;
-- each method's winner: its fastest candidate within the budget on validation (a timing that did not settle
-  only when no settled one is feasible); the four winners are re-timed TOGETHER, interleaved against the base
-  in one process (``--retime-rounds`` rounds, median; spread = the larger of the rounds' median robust CV and
-  half their relative range), and measured on the held-out test split: search winners rebuilt from their
-  stored architecture JSON and weights (:func:`autoprune.confirm.rebuild_trial`), a sweep winner from the
-  stored artifacts of autoprune's trial with the same kept channels (its enqueued baseline), else recovered
-  again.
+- when the config pins a ``round_to`` other than this host's channel block (what ``round_to: auto`` gives: 16
+  on AVX-512 hosts, where widths that are multiples of 8 but not 16 run in a slower layout), both sweeps again
+  at that block (``uniform-aligned``, ``global-aligned``; once per work folder): the baselines a user of
+  this host would get, so that the search is never credited with the pinned rounding's handicap;
+- each method's pick made as ``autoprune confirm`` + ``export`` make it for a study, the same way for every
+  method: its ``CANDIDATES`` fastest candidates within the budget on validation (one per channel vector) are
+  re-timed TOGETHER with every other method's, interleaved against the base in one process
+  (``--retime-rounds`` rounds, median; spread = the larger of the rounds' median robust CV and half their
+  relative range), and measured on the test split (search candidates rebuilt from their stored architecture
+  JSON and weights with :func:`autoprune.confirm.rebuild_trial`; a sweep point from the stored artifacts of
+  autoprune's trial with the same kept channels, else recovered again; sweep points' test figures are cached
+  in the work folder for later seeds); the pick is the fastest re-timed candidate whose re-timing settled
+  and whose test drop holds the budget (when none holds, the fastest, which then fails the test target).
+  The test split is thus the confirmation split, as in the product; every method gets the same rule.
 
 Counted per seed: ``trials`` and ``finetunes`` per method (search trials that were pruned and finetuned:
 COMPLETE and not ``duplicate_of``; a sweep point counts one), repeated full evaluations (a finetuned channel
 vector finetuned again in the same search) and baseline mismatches (enqueued uniform/global trials whose
 kept channels differ from their sweep point's).
 
-Targets, per seed: autoprune / best(uniform, global) >= 1.2 re-timed; autoprune's pick within the budget on
+Targets, per seed: autoprune / best baseline (uniform, global and, where run, the aligned sweeps) >= 1.2 re-timed; autoprune's pick within the budget on
 the test split; autoprune above random by more than the re-timing spread (autoprune / random - 1 >
 hypot(both speedups' spreads)).  Printed per seed and, with mean and spread, over every seed in the file.
 
@@ -50,6 +57,7 @@ Smoke run (2-epoch base, tiny budgets; work folder and output in ``$TMPDIR/autop
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import math
@@ -57,7 +65,9 @@ import pathlib
 import statistics
 import sys
 import time
+from functools import partial
 from typing import Any
+from typing import Callable
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
@@ -67,9 +77,10 @@ from search_methods import baseline_mismatches  # noqa: E402
 from search_methods import build_context  # noqa: E402
 from search_methods import channels_text  # noqa: E402
 from search_methods import finetuned  # noqa: E402
+from search_methods import fresh_cache  # noqa: E402
 from search_methods import indent  # noqa: E402
+from search_methods import is_feasible  # noqa: E402
 from search_methods import is_settled  # noqa: E402
-from search_methods import pick_winners  # noqa: E402
 from search_methods import prepare_autoprune  # noqa: E402
 from search_methods import prepare_config  # noqa: E402
 from search_methods import quick_folder  # noqa: E402
@@ -81,12 +92,18 @@ from search_methods import retime  # noqa: E402
 from search_methods import run_methods  # noqa: E402
 from search_methods import say  # noqa: E402
 from search_methods import settings_of  # noqa: E402
+from search_methods import sweep_printer  # noqa: E402
+from search_methods import sweeps_of  # noqa: E402
 from search_methods import timed  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 TARGETS = {"autoprune_over_best_baseline": 1.2, "autoprune_test_within_budget": True, "autoprune_above_random_beyond_spread": True}
 SEEDS_ASKED = 3  # issue 12: three seeds
+# Candidates per method confirmed on the test split and re-timed together, as `autoprune confirm` does for a study.
+CANDIDATES = 3
+# Suffix of the methods that sweep at this host's channel block when the config pins another round_to.
+ALIGNED = "-aligned"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -158,6 +175,53 @@ def earlier_seeds(out: pathlib.Path, ident: dict[str, Any], seed: int) -> list[d
     return [s for s in data.get("seeds", []) if s.get("seed") != seed]
 
 
+# --- baselines at the host's channel block ------------------------------------------------------------------
+
+
+def aligned_context(ctx: Any) -> Any | None:
+    """The study context with ``round_to`` at this host's channel block (what ``round_to: auto`` gives), or None
+    when the config's pinned ``round_to`` is that block already.
+
+    The reference config pins ``round_to: 8`` so that the search space is the same on every host; on a host
+    whose ONNX Runtime runs convolutions in 16-channel blocks (AVX-512), widths that are multiples of 8 but not
+    of 16 run in a slower layout, and uniform or global pruning rounded to 16 would be what a user gets there.
+    The benchmark holds autoprune against those sweeps too (same base, task, recipe and teacher).
+    """
+    from autoprune.pruning_setup import make_pruner
+    from autoprune.pruning_setup import resolve_round_to
+
+    cfg = ctx.config.model_copy(deep=True)
+    cfg.pruning.round_to = "auto"
+    block = resolve_round_to(cfg)
+    if block == ctx.round_to:
+        return None
+    cfg.pruning.round_to = block
+    pruner = make_pruner(cfg, ctx.task)
+    return dataclasses.replace(ctx, config=cfg, pruner=pruner, groups=pruner.groups(ctx.base_model), round_to=block)
+
+
+def aligned_sweeps(aligned: Any, workdir: pathlib.Path) -> dict[str, list[dict[str, Any]]]:
+    """Both sweeps at the host's channel block (run once per work folder; ``baselines.json`` is reused after)."""
+    from autoprune.baselines import load_baselines
+    from autoprune.baselines import run_baselines
+    from autoprune.baselines import save_baselines
+
+    folder = workdir / f"aligned-round-to-{aligned.round_to}"
+    path = folder / "baselines.json"
+    baselines = load_baselines(path) if path.exists() else None
+    if baselines is None or baselines.base_metric != aligned.base_metric.value:
+        say(f"uniform and global sweeps at round_to {aligned.round_to} (this host's channel block), once for every seed")
+        fresh_cache(aligned, folder / "latency-cache.sqlite")
+        baselines = run_baselines(aligned, on_point=sweep_printer)
+        save_baselines(baselines, path)
+    return {f"{kind}{ALIGNED}": points for kind, points in sweeps_of(baselines).items()}
+
+
+def context_of(ctx: Any, aligned: Any | None, label: str) -> Any:
+    """The context that prunes a candidate: the aligned one for the aligned sweeps' points."""
+    return aligned if aligned is not None and label.split(":")[0].endswith(ALIGNED) else ctx
+
+
 # --- test split -------------------------------------------------------------------------------------------
 
 
@@ -188,44 +252,137 @@ def trial_model(ctx: Any, row: dict[str, Any], folder: pathlib.Path) -> Any:
     return rebuild_trial(ctx.config, candidate, folder)
 
 
-def winner_model(ctx: Any, method: str, winner: dict[str, Any], rows: dict[str, list[dict[str, Any]]], folder: pathlib.Path) -> tuple[Any, str]:
-    """The winner's finetuned model and where it came from (stored artifacts, else recovered again)."""
+def winner_model(ctx: Any, label: str, winner: dict[str, Any], rows: dict[str, list[dict[str, Any]]], folder: pathlib.Path) -> tuple[Any, str]:
+    """A candidate's finetuned model and where it came from (stored artifacts, else recovered again).
+
+    ``ctx`` prunes a sweep point recovered again (the aligned context for the aligned sweeps); a stored
+    trial with the same kept channels is the same model whatever rounding reached them.
+    """
     from autoprune.candidate import evaluate_candidate
 
+    name = label.replace(":", "-")
     if "number" in winner:
-        return trial_model(ctx, winner, folder / method), f"{method} trial {winner['number']} (stored weights)"
-    twin = twin_trial(rows["autoprune"], method, winner["channels"])
+        return trial_model(ctx, winner, folder / name), f"{label} trial {winner['number']} (stored weights)"
+    kind = winner["kind"]
+    twin = twin_trial(rows["autoprune"], kind, winner["channels"])
     if twin is not None:
-        return trial_model(ctx, twin, folder / method), f"autoprune trial {twin['number']} ({twin.get('kind')}, same channels; stored weights)"
-    indent(f"{method}: no stored trial with its channels; recovering the sweep point {winner['ratio']:.2f} again")
-    plan = {"uniform": winner["ratio"]} if method == "uniform" else {"global_ratio": winner["ratio"]}
-    return evaluate_candidate(ctx, **plan).model, f"{method} sweep point {winner['ratio']:.2f} recovered again"
+        return trial_model(ctx, twin, folder / name), f"autoprune trial {twin['number']} ({twin.get('kind')}, same channels; stored weights)"
+    indent(f"{label}: no stored trial with its channels; recovering the {kind} sweep point {winner['ratio']:.2f} again")
+    plan = {"uniform": winner["ratio"]} if kind == "uniform" else {"global_ratio": winner["ratio"]}
+    return evaluate_candidate(ctx, **plan).model, f"{kind} sweep point {winner['ratio']:.2f} recovered again"
 
 
-def test_winners(ctx: Any, winners: dict[str, dict[str, Any]], rows: dict[str, list[dict[str, Any]]], folder: pathlib.Path) -> tuple[dict[str, dict[str, Any]], Any]:
-    """Each winner's metric on the held-out test split (and on validation again, to show the rebuild is exact).
+def test_figures(ctx: Any, model: Any, base: Any, source: str) -> dict[str, Any]:
+    """A model's metric on the held-out test split (and on validation again, to show the rebuild is exact)."""
+    task = ctx.task
+    test = task.evaluate(model, "test")
+    drop = task.drop(base.value, test.value)
+    return {
+        "test_metric": test.value,
+        "test_metric_stderr": test.stderr,
+        "test_drop": drop,
+        "test_drop_stderr": math.hypot(test.stderr, base.stderr),
+        "test_feasible": bool(drop <= ctx.config.max_drop),
+        "test_model": source,
+        "test_model_val_drop": ctx.drop(task.evaluate(model, "val").value),
+    }
+
+
+def sweep_key(ctx: Any, point: dict[str, Any]) -> str:
+    """A sweep point's key in the test cache (the sweeps are deterministic: one base, one recipe, one rounding)."""
+    return f"{ctx.base_info.sha256[:16]}:{point['kind']}@{point['ratio']}:round_to={ctx.round_to}"
+
+
+def test_winners(
+    ctx: Any, winners: dict[str, dict[str, Any]], rows: dict[str, list[dict[str, Any]]], folder: pathlib.Path, cache: pathlib.Path,
+    context_for: Callable[[str], Any],
+) -> tuple[dict[str, dict[str, Any]], Any]:
+    """Each candidate's metric on the held-out test split; a sweep point's figures are kept in ``cache`` for later seeds.
+
+    ``context_for(label)`` is the context that prunes the candidate (:func:`context_of`).
 
     Returns:
-        ``(method -> test figures, the base model's test MetricResult)``.
+        ``(label -> test figures, the base model's test MetricResult)``.
     """
-    task = ctx.task
-    base = task.evaluate(ctx.base_model, "test")
+    base = ctx.task.evaluate(ctx.base_model, "test")
+    known = json.loads(cache.read_text(encoding="utf-8")) if cache.exists() else {}
     out = {}
-    for method, winner in winners.items():
-        model, source = winner_model(ctx, method, winner, rows, folder)
-        test = task.evaluate(model, "test")
-        drop = task.drop(base.value, test.value)
-        out[method] = {
-            "test_metric": test.value,
-            "test_metric_stderr": test.stderr,
-            "test_drop": drop,
-            "test_drop_stderr": math.hypot(test.stderr, base.stderr),
-            "test_feasible": bool(drop <= ctx.config.max_drop),
-            "test_model": source,
-            "test_model_val_drop": ctx.drop(task.evaluate(model, "val").value),
-        }
-        indent(f"{method:9} test {ctx.task.metric_name} {test.value:.4f} (drop {drop:+.4f}) from {source}")
+    for label, winner in winners.items():
+        own = context_for(label)
+        key = None if "number" in winner else sweep_key(own, winner)
+        if key in known:
+            out[label] = known[key]
+        else:
+            model, source = winner_model(own, label, winner, rows, folder)
+            out[label] = test_figures(ctx, model, base, source)
+            if key is not None:
+                known[key] = out[label]
+                cache.write_text(json.dumps(known, indent=1) + "\n", encoding="utf-8")
+        f = out[label]
+        indent(f"{label:12} test {ctx.task.metric_name} {f['test_metric']:.4f} (drop {f['test_drop']:+.4f}) from {f['test_model']}")
     return out, base
+
+
+# --- the confirmed picks ----------------------------------------------------------------------------------
+
+
+def method_candidates(pool: list[dict[str, Any]], max_drop: float, k: int = CANDIDATES) -> list[dict[str, Any]]:
+    """A method's ``k`` fastest candidates within the budget on validation, one per channel vector."""
+    ok = sorted((r for r in pool if is_feasible(r, max_drop)), key=lambda r: (r["speedup"], -r["drop"]), reverse=True)
+    seen: set[tuple] = set()
+    out = []
+    for row in ok:
+        key = tuple(sorted((row.get("channels") or {}).items()))
+        if key not in seen:
+            seen.add(key)
+            out.append(row)
+    return out[:k]
+
+
+def all_candidates(runs: dict[str, Any], max_drop: float) -> dict[str, dict[str, Any]]:
+    """``method:index`` -> candidate row, for every method (what ``autoprune confirm`` would re-measure)."""
+    pools = {**runs["sweeps"], **runs["rows"]}
+    return {f"{m}:{i}": row for m in all_methods(runs["sweeps"]) for i, row in enumerate(method_candidates(pools[m], max_drop))}
+
+
+def all_methods(sweeps: Any) -> tuple[str, ...]:
+    """The methods of a run (or of a seed's entry): uniform, global, the aligned sweeps when run, random, autoprune."""
+    aligned = tuple(k for k in sweeps if k.endswith(ALIGNED))
+    return METHODS[:2] + aligned + METHODS[2:]
+
+
+def baseline_methods(methods: Any) -> tuple[str, ...]:
+    """The sweeps among the methods."""
+    return tuple(m for m in all_methods(methods) if m not in ("random", "autoprune"))
+
+
+def confirmed_pick(method: str, retimed: dict[str, Any], tested: dict[str, Any], cv: float | None) -> str | None:
+    """The method's pick as ``autoprune export`` makes it after ``confirm``: the fastest re-timed candidate whose
+    re-timing settled and whose test drop holds the budget; when none holds, its fastest re-timed candidate
+    (the pick then fails the test-split target)."""
+    from autoprune.analysis.pareto import unsettled
+
+    mine = [label for label in retimed if label.split(":")[0] == method]
+    holds = [x for x in mine if tested[x]["test_feasible"] and not unsettled(retimed[x]["noisy"], retimed[x]["speedup_spread"], cv)]
+    pool = holds or mine
+    return max(pool, key=lambda x: retimed[x]["speedup"]) if pool else None
+
+
+def candidate_summary(label: str, row: dict[str, Any], retimed: dict[str, Any], tested: dict[str, Any], picked: bool) -> dict[str, Any]:
+    """One confirmed candidate, for the seed's record."""
+    return {
+        "label": label,
+        "trial": row.get("number"),
+        "ratio": row.get("ratio"),
+        "search_speedup": row["speedup"],
+        "speedup": retimed["speedup"],
+        "speedup_spread": retimed["speedup_spread"],
+        "retime_noisy": retimed["noisy"],
+        "drop": row["drop"],
+        "test_drop": tested["test_drop"],
+        "test_feasible": tested["test_feasible"],
+        "picked": picked,
+    }
 
 
 # --- one seed ---------------------------------------------------------------------------------------------
@@ -233,7 +390,7 @@ def test_winners(ctx: Any, winners: dict[str, dict[str, Any]], rows: dict[str, l
 
 def method_counts(runs: dict[str, Any], method: str) -> dict[str, Any]:
     """Trials and finetunes of a method (a sweep point counts one of each), and a search's other counts."""
-    if method in ("uniform", "global"):
+    if method in runs["sweeps"]:
         n = len(runs["sweeps"][method])
         return {"trials": n, "finetunes": n}
     rows = runs["rows"][method]
@@ -247,24 +404,23 @@ def method_counts(runs: dict[str, Any], method: str) -> dict[str, Any]:
     }
 
 
-def method_entry(method: str, winner: dict[str, Any] | None, retimed: dict[str, Any], tested: dict[str, Any], counts: dict[str, Any], cv: float) -> dict[str, Any]:
-    """One method's figures for one seed: its winner re-timed (``speedup``), on validation and on test."""
+def method_entry(winner: dict[str, Any] | None, info: dict[str, Any], tested: dict[str, Any], counts: dict[str, Any], cv: float) -> dict[str, Any]:
+    """One method's figures for one seed: its confirmed pick re-timed (``speedup``), on validation and on test."""
     if winner is None:
         return counts | {"speedup": None, "drop": None, "test_drop": None, "speedup_spread": None, "note": "no candidate within the budget"}
-    info = retimed[method]
     return counts | {
         "speedup": info["speedup"],
         "drop": winner["drop"],
-        "test_drop": tested[method]["test_drop"],
+        "test_drop": tested["test_drop"],
         "speedup_spread": info["speedup_spread"],
         "search_speedup": winner["speedup"],
         "search_timing_settled": is_settled(winner, cv),
         "retime_noisy": info["noisy"],
         "metric": winner["metric"],
-        **tested[method],
+        **tested,
         "channels": winner["channels"],
         "trial": winner.get("number"),
-        "kind": winner.get("kind") or method,
+        "kind": winner.get("kind") or "search",
         "ratio": winner.get("ratio"),
         "params": winner.get("params"),
         "channels_match": info["channels_match"],
@@ -283,16 +439,19 @@ def seed_ratios(methods: dict[str, dict[str, Any]], auto_space: dict[str, Any]) 
     from autoprune.widths import in_space
     from autoprune.widths import space_from_attr
 
-    found = best_method(methods, METHODS)
+    everything = all_methods(methods)
+    baselines = baseline_methods(methods)
+    found = best_method(methods, everything)
     space = space_from_attr(auto_space)
     widths = {k: v for k, v in ((methods[found].get("channels") or {}) if found else {}).items() if k in space}
     return {
-        "autoprune_over_best_baseline": ratio_of(methods, "speedup", "autoprune", "uniform", "global"),
-        "best_baseline": best_method(methods, ("uniform", "global")),
+        "autoprune_over_best_baseline": ratio_of(methods, "speedup", "autoprune", *baselines),
+        "best_baseline": best_method(methods, baselines),
+        "autoprune_over_best_pinned_baseline": ratio_of(methods, "speedup", "autoprune", "uniform", "global"),
         "autoprune_over_random": ratio_of(methods, "speedup", "autoprune", "random"),
         "random_comparison_spread": math.hypot(methods["autoprune"]["speedup_spread"] or 0.0, methods["random"]["speedup_spread"] or 0.0),
         "best_found": found,
-        "autoprune_over_best_found": ratio_of(methods, "speedup", "autoprune", *METHODS),
+        "autoprune_over_best_found": ratio_of(methods, "speedup", "autoprune", *everything),
         "best_found_in_autoprune_space": bool(found) and len(widths) == len(space) and in_space(space, widths),
     }
 
@@ -309,12 +468,23 @@ def seed_met(methods: dict[str, dict[str, Any]], ratios: dict[str, Any], max_dro
     }
 
 
-def seed_entry(ctx: Any, runs: dict[str, Any], winners: dict[str, Any], retimed: dict[str, Any], tested: dict[str, Any], host: dict[str, Any]) -> dict[str, Any]:
+def seed_methods(ctx: Any, runs: dict[str, Any], candidates: dict[str, Any], retimed: dict[str, Any], tested: dict[str, Any]) -> dict[str, Any]:
+    """Per method: its counts, its confirmed pick's figures and every candidate it had confirmed."""
+    cv = ctx.config.latency.cv_threshold
+    methods = {}
+    for m in all_methods(runs["sweeps"]):
+        label = confirmed_pick(m, retimed, tested, cv)
+        winner = candidates.get(label) if label else None
+        entry = method_entry(winner, retimed.get(label, {}), tested.get(label, {}), method_counts(runs, m), cv)
+        entry["candidates"] = [candidate_summary(x, candidates[x], retimed[x], tested[x], x == label) for x in candidates if x.split(":")[0] == m]
+        methods[m] = entry
+    return methods
+
+
+def seed_entry(ctx: Any, runs: dict[str, Any], candidates: dict[str, Any], retimed: dict[str, Any], tested: dict[str, Any], host: dict[str, Any]) -> dict[str, Any]:
     """Everything one seed measured."""
     cfg = ctx.config
-    methods = {
-        m: method_entry(m, winners.get(m), retimed, tested, method_counts(runs, m), cfg.latency.cv_threshold) for m in METHODS
-    }
+    methods = seed_methods(ctx, runs, candidates, retimed, tested)
     ratios = seed_ratios(methods, runs["spaces"]["autoprune"])
     mismatches = baseline_mismatches(runs["rows"]["autoprune"], runs["sweeps"])
     return {
@@ -334,20 +504,26 @@ def seed_entry(ctx: Any, runs: dict[str, Any], winners: dict[str, Any], retimed:
 
 
 def run_seed(ctx: Any, folder: pathlib.Path, rounds: int, host: dict[str, Any], resume: bool = False) -> tuple[dict[str, Any], dict[str, Any], Any]:
-    """The four methods, the re-timing and the test split for the seed in ``ctx.config.search.seed``.
+    """The four methods, then each method's confirmation: its fastest feasible candidates re-timed together and tested.
 
     Returns:
         ``(the seed's entry, what run_methods returned, the base's test MetricResult)``.
     """
     started = time.perf_counter()
     runs = run_methods(ctx, folder, ctx.config.search.trials, resume)
-    winners = pick_winners(runs, ctx.config)
-    say(f"re-timing the {len(winners)} winners together, interleaved against the base ({rounds} round(s))")
-    retimed, runs["walls"]["retime"] = timed(lambda: retime(ctx, winners, folder / "retime", rounds))
-    say("measuring the winners on the test split")
-    (tested, base_test), runs["walls"]["test"] = timed(lambda: test_winners(ctx, winners, runs["rows"], folder / "test"))
+    aligned = aligned_context(ctx)
+    if aligned is not None:
+        runs["sweeps"] |= aligned_sweeps(aligned, folder.parent)
+        runs["aligned_round_to"] = aligned.round_to
+    candidates = all_candidates(runs, ctx.config.max_drop)
+    ctx_for = partial(context_of, ctx, aligned)
+    say(f"re-timing the {len(candidates)} candidates (up to {CANDIDATES} per method) together, interleaved against the base ({rounds} round(s))")
+    retimed, runs["walls"]["retime"] = timed(lambda: retime(ctx, candidates, folder / "retime", rounds, ctx_for))
+    say("measuring the candidates on the test split")
+    cache = folder.parent / "sweep_tests.json"
+    (tested, base_test), runs["walls"]["test"] = timed(lambda: test_winners(ctx, candidates, runs["rows"], folder / "test", cache, ctx_for))
     runs["walls"]["total"] = time.perf_counter() - started
-    return seed_entry(ctx, runs, winners, retimed, tested, host), runs, base_test
+    return seed_entry(ctx, runs, candidates, retimed, tested, host), runs, base_test
 
 
 # --- over seeds -------------------------------------------------------------------------------------------
@@ -364,9 +540,10 @@ def spread_stats(values: list[float]) -> dict[str, Any]:
 def summarize_seeds(seeds: list[dict[str, Any]]) -> dict[str, Any]:
     """The ratios' mean and spread over the seeds, each method's re-timed speedup, and the targets over all seeds."""
     summary: dict[str, Any] = {"seeds": [s["seed"] for s in seeds]}
-    for key in ("autoprune_over_best_baseline", "autoprune_over_random", "autoprune_over_best_found"):
-        summary[key] = spread_stats([s["ratios"][key] for s in seeds if s["ratios"][key] is not None])
-    summary["speedup"] = {m: spread_stats([s[m]["speedup"] for s in seeds if s[m]["speedup"] is not None]) for m in METHODS}
+    for key in ("autoprune_over_best_baseline", "autoprune_over_best_pinned_baseline", "autoprune_over_random", "autoprune_over_best_found"):
+        summary[key] = spread_stats([s["ratios"][key] for s in seeds if s["ratios"].get(key) is not None])
+    methods = all_methods(seeds[-1]) if seeds else METHODS
+    summary["speedup"] = {m: spread_stats([s[m]["speedup"] for s in seeds if m in s and s[m]["speedup"] is not None]) for m in methods}
     summary["met"] = {k: bool(seeds) and all(s["met"][k] for s in seeds) for k in TARGETS}
     summary["seeds_asked"] = SEEDS_ASKED
     summary["all_met"] = all(summary["met"].values()) and len(seeds) >= SEEDS_ASKED
@@ -396,6 +573,7 @@ def shared_figures(args: argparse.Namespace, ctx: Any, runs: dict[str, Any], bas
         "bounds": {k: list(v) for k, v in runs["baselines"].bounds.items()},
         "search_space": runs["spaces"],
         "sweeps": runs["sweeps"],
+        "aligned_round_to": runs.get("aligned_round_to"),
     }
 
 
@@ -431,18 +609,23 @@ def print_seed(entry: dict[str, Any], data: dict[str, Any]) -> None:
     print()
     print(f"seed {entry['seed']} ({data['config']}): base {metric} {data['base_metric']:.4f} val, {data['base_test_metric']:.4f} test; "
           f"max drop {data['max_drop']}; {data['trials_per_search']} trials per search")
-    print(f"{'method':10} {'trials':>6} {'finetunes':>9} {'search x':>9} {'re-timed x':>11} {'spread':>7} {'val drop':>9} {'test drop':>10}  kept channels")
-    for m in METHODS:
+    print(f"{'method':16} {'trials':>6} {'finetunes':>9} {'search x':>9} {'re-timed x':>11} {'spread':>7} {'val drop':>9} {'test drop':>10}  kept channels")
+    for m in all_methods(entry):
         w = entry[m]
         if w["speedup"] is None:
-            print(f"{m:10} {w['trials']:>6} {w['finetunes']:>9}   no candidate within the budget")
+            print(f"{m:16} {w['trials']:>6} {w['finetunes']:>9}   no candidate within the budget")
             continue
-        print(f"{m:10} {w['trials']:>6} {w['finetunes']:>9} {w['search_speedup']:>8.2f}x {w['speedup']:>10.2f}x {w['speedup_spread']:>7.1%} "
+        print(f"{m:16} {w['trials']:>6} {w['finetunes']:>9} {w['search_speedup']:>8.2f}x {w['speedup']:>10.2f}x {w['speedup_spread']:>7.1%} "
               f"{w['drop']:>+9.4f} {w['test_drop']:>+10.4f}  {channels_text(w['channels'])}")
     r, met = entry["ratios"], entry["met"]
     ok = {True: "met", False: "NOT met"}
     best_baseline = r["best_baseline"] or "no baseline within the budget"
-    print(f"autoprune / best(uniform, global) = {fmt(r['autoprune_over_best_baseline'], '.3f')} ({best_baseline}); "
+    for m in all_methods(entry):
+        for c in entry[m].get("candidates", []):
+            what = f"trial {c['trial']}" if c["trial"] is not None else f"ratio {c['ratio']:.2f}"
+            print(f"    {c['label']:18} {what:10} search {c['search_speedup']:.2f}x, re-timed {c['speedup']:.2f}x ±{c['speedup_spread']:.1%}, "
+                  f"val drop {c['drop']:+.4f}, test drop {c['test_drop']:+.4f}{'  <- pick' if c['picked'] else ''}")
+    print(f"autoprune / best baseline ({', '.join(baseline_methods(entry))}) = {fmt(r['autoprune_over_best_baseline'], '.3f')} ({best_baseline}); "
           f"target >= {TARGETS['autoprune_over_best_baseline']}: {ok[met['autoprune_over_best_baseline']]}")
     print(f"autoprune's pick on test: drop {fmt(entry['autoprune']['test_drop'], '+.4f')} (budget {data['max_drop']}): "
           f"{ok[met['autoprune_test_within_budget']]}")
@@ -458,13 +641,15 @@ def print_summary(data: dict[str, Any]) -> None:
     s = data["summary"]
     print()
     print(f"over {len(s['seeds'])} seed(s) {s['seeds']} (issue 12 asks for {s['seeds_asked']}):")
-    for key, label in (("autoprune_over_best_baseline", "autoprune / best(uniform, global)"), ("autoprune_over_random", "autoprune / random")):
+    pairs = (("autoprune_over_best_baseline", "autoprune / best baseline"), ("autoprune_over_best_pinned_baseline", "autoprune / best(uniform, global)"),
+             ("autoprune_over_random", "autoprune / random"))
+    for key, label in pairs:
         v = s[key]
         if not v["n"]:
             print(f"  {label:34} no seed with both figures")
             continue
         print(f"  {label:34} mean {v['mean']:.3f}, stdev {v['stdev']:.3f}, range {v['min']:.3f}-{v['max']:.3f} ({v['n']} seed(s))")
-    means = {m: s["speedup"][m]["mean"] for m in METHODS}
+    means = {m: v["mean"] for m, v in s["speedup"].items()}
     print("  re-timed speedup, mean: " + ", ".join(f"{m} " + ("-" if v is None else f"{v:.2f}x") for m, v in means.items()))
     for key, met in s["met"].items():
         print(f"  {key:40} {'met for every seed' if met else 'NOT met for every seed'}")
@@ -487,6 +672,9 @@ def main(argv: list[str] | None = None) -> int:
     ctx = build_context(cfg, workdir)
     if args.sweeps_only:
         _, _, wall = prepare_autoprune(ctx, workdir / "sweeps-only")
+        aligned = aligned_context(ctx)
+        if aligned is not None:
+            aligned_sweeps(aligned, workdir)
         say(f"recipe and sweeps ready in {workdir} ({wall:.0f}s); every seed reuses them")
         return 0
     others = earlier_seeds(out, identity(ctx, args.quick), args.seed)

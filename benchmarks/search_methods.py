@@ -424,8 +424,12 @@ def run_search(ctx: Any, study: Any, folder: pathlib.Path, trials: int, label: s
 # --- re-timing ------------------------------------------------------------------------------------------
 
 
-def rebuild(ctx: Any, method: str, winner: dict[str, Any], folder: pathlib.Path) -> tuple[pathlib.Path, bool]:
+def rebuild(ctx: Any, label: str, winner: dict[str, Any], folder: pathlib.Path) -> tuple[pathlib.Path, bool]:
     """Prune the base again exactly as the winner was pruned and export it (latency needs only the shape).
+
+    Args:
+        label: the ONNX file's name (a method, or ``method:index`` for one of its candidates).
+        winner: a sweep point (pruned by its kind and ratio) or a search trial row (by its requested ratios).
 
     Returns:
         The ONNX path and whether the kept channels match the ones recorded for the winner.
@@ -434,19 +438,24 @@ def rebuild(ctx: Any, method: str, winner: dict[str, Any], folder: pathlib.Path)
     from autoprune.latency import export_onnx
 
     model = copy.deepcopy(ctx.base_model)
-    if method == "uniform":
-        result = ctx.pruner.prune(model, uniform=winner["ratio"])
-    elif method == "global":
-        result = ctx.pruner.prune(model, global_ratio=winner["ratio"])
-    else:
+    if "number" in winner:
         result = ctx.pruner.prune(model, ratios=winner["request"])
-    path = export_onnx(result.model, example_input(ctx.task, ctx.config), folder / f"{method}.onnx", opset=ctx.latency.opset)
+    elif winner["kind"] == "uniform":
+        result = ctx.pruner.prune(model, uniform=winner["ratio"])
+    else:
+        result = ctx.pruner.prune(model, global_ratio=winner["ratio"])
+    name = label.replace(":", "-")
+    path = export_onnx(result.model, example_input(ctx.task, ctx.config), folder / f"{name}.onnx", opset=ctx.latency.opset)
     recorded = {k: int(v) for k, v in (winner.get("channels") or {}).items()}
     return path, {k: int(v) for k, v in result.kept.items()} == recorded
 
 
-def retime(ctx: Any, winners: dict[str, dict[str, Any]], folder: pathlib.Path, rounds: int) -> dict[str, dict[str, Any]]:
+def retime(
+    ctx: Any, winners: dict[str, dict[str, Any]], folder: pathlib.Path, rounds: int, context_for: Callable[[str], Any] | None = None
+) -> dict[str, dict[str, Any]]:
     """Time every winner interleaved against the base in this process, ``rounds`` times (order rotated).
+
+    ``context_for(label)`` gives the context whose pruner rebuilds a winner (default: ``ctx`` for all).
 
     Returns:
         Per method ``speedup`` (median over rounds), ``speedup_spread`` (the larger of the rounds' median
@@ -459,7 +468,7 @@ def retime(ctx: Any, winners: dict[str, dict[str, Any]], folder: pathlib.Path, r
     paths: dict[str, pathlib.Path] = {}
     same: dict[str, bool] = {}
     for method, winner in winners.items():
-        paths[method], same[method] = rebuild(ctx, method, winner, folder)
+        paths[method], same[method] = rebuild(context_for(method) if context_for else ctx, method, winner, folder)
         if not same[method]:
             indent(f"warning: re-pruned {method} winner has other channels than recorded; timing the re-pruned one")
     order = list(paths)

@@ -39,6 +39,7 @@ from autoprune.bounds import baseline_points
 from autoprune.errors import StorageError
 from autoprune.pruning.engine import head_plan
 from autoprune.redact import redact_url
+from autoprune.search.sampler import FreshSampler
 from autoprune.search.storage import open_storage
 from autoprune.search.storage import study_names
 from autoprune.search.storage import with_retry
@@ -59,15 +60,20 @@ READY_ATTR = "bounds"
 
 
 def make_sampler(config: "StudyConfig", worker_index: int = 0) -> optuna.samplers.BaseSampler:
-    """The sampler named in the config; each worker gets its own seed so workers do not sample alike."""
+    """The sampler named in the config; each worker gets its own seed so workers do not sample alike.
+
+    TPE and GP propose whole vectors; they are wrapped in :class:`~autoprune.search.sampler.FreshSampler`, which
+    moves a proposal that the study already holds to a fresh neighbour.
+    """
     seed = None if config.search.seed is None else config.search.seed + worker_index
     name = config.search.sampler
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=min(10, max(4, config.search.trials // 3)))
+        tpe = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=min(10, max(4, config.search.trials // 3)))
+        return FreshSampler(tpe, seed=seed)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
+        return FreshSampler(optuna.samplers.GPSampler(seed=seed), seed=seed)
     return optuna.samplers.RandomSampler(seed=seed)
 
 
