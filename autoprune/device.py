@@ -69,12 +69,13 @@ def resolve_device(spec: str) -> torch.device:
     return torch.device(spec)
 
 
-def check_device(spec: str, where: str = "device") -> torch.device:
+def check_device(spec: str, where: str = "device", fix: str | None = None) -> torch.device:
     """Resolve ``spec`` and refuse one this torch cannot use, naming what it can.
 
     Args:
         spec: the config value.
         where: the key (or option) it came from, for the message.
+        fix: what to change instead of the key (default: ``set <where>: cpu (or auto)``).
 
     Returns:
         The device.
@@ -93,7 +94,7 @@ def check_device(spec: str, where: str = "device") -> torch.device:
     build = f"torch {torch.__version__}" + ("" if torch.backends.cuda.is_built() else " (built without CUDA)")
     raise ConfigError(
         f"{where}: {spec} is not available; this {build} has {', '.join(have)}; "
-        f"install a CUDA build of torch on a machine with that GPU or set {where}: cpu (or auto)"
+        f"install a CUDA build of torch on a machine with that GPU or {fix or f'set {where}: cpu (or auto)'}"
     )
 
 

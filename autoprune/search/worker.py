@@ -25,6 +25,7 @@ import optuna
 from autoprune.calibration import RECIPE_ATTR
 from autoprune.calibration import apply_recipe
 from autoprune.device import DEVICE_ENV
+from autoprune.device import check_device
 from autoprune.device import check_targets
 from autoprune.device import gpu_devices
 from autoprune.errors import AutopruneError
@@ -279,6 +280,8 @@ def run_gpu_workers(
         The number of worker processes that failed.
     """
     devices = gpu_devices(gpus)
+    for device in devices:  # refused here once, not by every process
+        check_device(device, where="--gpus", fix="list GPUs this host has (or drop --gpus)")
     numbers = [p.strip() for p in gpus.split(",") if p.strip()]
     prefix = worker or socket.gethostname()
     ctx = mp.get_context("spawn")
