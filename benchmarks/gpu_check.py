@@ -174,7 +174,7 @@ def check(dry: bool, source: pathlib.Path, trials: int, workdir: pathlib.Path) -
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dry-run", action="store_true", help="run on the CPU (device cpu, provider cpu, tiny budget); output to a temp folder")
+    parser.add_argument("--dry-run", "--quick", dest="dry_run", action="store_true", help="run on the CPU (device cpu, provider cpu, tiny budget); output to a temp folder")
     parser.add_argument("--config", default=str(CONFIG), help="study YAML of a built-in task (default: studies/digits-resnet.yaml)")
     parser.add_argument("--trials", type=int, default=None, help="trials of the study (default 4; 2 with --dry-run)")
     parser.add_argument("--out", default=None, help="result JSON (default: benchmarks/results/gpu_check.json; a temp file with --dry-run)")
