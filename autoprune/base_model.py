@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,8 +68,16 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """``model``'s state_dict on the CPU (the same tensors for a model on the CPU), for device-independent files."""
-    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    """``model``'s state_dict with every tensor on the CPU, for device-independent files.
+
+    A model on the CPU gives its own state_dict unchanged (the same bytes as ever when saved); otherwise a
+    copy keeps the module version metadata that ``load_state_dict`` reads."""
+    state = model.state_dict()
+    if all(v.device.type == "cpu" for v in state.values()):
+        return state
+    moved = OrderedDict((k, v.detach().cpu()) for k, v in state.items())
+    moved._metadata = getattr(state, "_metadata", None)  # type: ignore[attr-defined]
+    return moved
 
 
 def load_weights(model: nn.Module, path: Path) -> nn.Module:
