@@ -181,6 +181,16 @@ def test_gpu_list_parsing(monkeypatch) -> None:
             gpu_devices(bad)
 
 
+def test_worker_gpus_on_sqlite_is_refused(study_factory, monkeypatch) -> None:
+    from autoprune.errors import StorageError
+    from autoprune.search.worker import run_gpu_workers
+
+    monkeypatch.setenv(FAKE_GPUS_ENV, "1")
+    monkeypatch.delenv("AUTOPRUNE_STORAGE", raising=False)
+    with pytest.raises(StorageError, match="2 workers on SQLite"):
+        run_gpu_workers(str(study_factory()), None, None, "0,1")
+
+
 @pytest.mark.slow
 def test_worker_gpus_starts_one_process_per_device(study_factory, tmp_path: Path) -> None:
     config = study_factory({"search": {"trials": 2, "sweep_ratios": [0.5]}, "max_drop": 0.9})

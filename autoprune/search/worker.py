@@ -36,6 +36,7 @@ from autoprune.search.objective import FINISHED
 from autoprune.search.objective import Objective
 from autoprune.search.objective import SurplusTrial
 from autoprune.search.objective import finished_count
+from autoprune.search.storage import check_workers
 from autoprune.search.storage import transient_cause
 from autoprune.search.storage import with_retry
 from autoprune.search.study import make_sampler
@@ -279,9 +280,12 @@ def run_gpu_workers(
     Returns:
         The number of worker processes that failed.
     """
+    from autoprune.config import load_config
+
     devices = gpu_devices(gpus)
     for device in devices:  # refused here once, not by every process
         check_device(device, where="--gpus", fix="list GPUs this host has (or drop --gpus)")
+    check_workers(load_config(config_path).storage_url(storage_url), len(devices))
     numbers = [p.strip() for p in gpus.split(",") if p.strip()]
     prefix = worker or socket.gethostname()
     ctx = mp.get_context("spawn")
