@@ -4,16 +4,19 @@
 #   docker build -t autoprune .                                   # CPU torch (the default)
 #   docker build -t autoprune:cuda \
 #     --build-arg BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 \
-#     --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 .
+#     --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 \
+#     --build-arg ORT_PACKAGE=onnxruntime-gpu .
 #
-# autoprune times every candidate with ONNX Runtime on the CPU, and today trains and finetunes on the CPU
-# too; a CUDA base only pays off for code that puts models on a GPU (see docs/deployment.md).
+# On a CUDA image the torch stages run on the GPU (study key `device: auto`), and ORT_PACKAGE=onnxruntime-gpu
+# adds the CUDA and TensorRT execution providers for `latency.provider: cuda | tensorrt` (docs/deployment.md).
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 
 # The torch requirement and the index it comes from (CPU wheels by default; cu128 etc. for CUDA bases).
 ARG TORCH_SPEC="torch==2.13.0"
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# The ONNX Runtime wheel: onnxruntime (CPU provider) or onnxruntime-gpu (CUDA, TensorRT and the CPU provider).
+ARG ORT_PACKAGE=onnxruntime
 
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -42,6 +45,9 @@ RUN pip install --index-url "$TORCH_INDEX_URL" $TORCH_SPEC
 COPY pyproject.toml README.md /src/
 COPY autoprune /src/autoprune
 RUN pip install "/src[postgres]" && rm -rf /src
+
+# Both ORT wheels ship the same `onnxruntime` module: the GPU one replaces the CPU one, never sits beside it.
+RUN if [ "$ORT_PACKAGE" != "onnxruntime" ]; then pip uninstall -y onnxruntime && pip install "$ORT_PACKAGE"; fi
 
 # Study files are baked in (docker-compose.yml also mounts ./studies over them, read-only).
 COPY studies /app/studies

@@ -368,8 +368,10 @@ def _load_pruned_weights(model: nn.Module, path: Path, where: str) -> bool:
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> Path:
-    """Save a pruned model's weights as a plain state_dict (load it back with ``weights_only=True``)."""
+    """Save a pruned model's weights as a plain CPU state_dict (load it back with ``weights_only=True``, anywhere)."""
+    from autoprune.base_model import cpu_state
+
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), p)
+    torch.save(cpu_state(model), p)
     return p

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,6 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from autoprune.device import check_targets
 from autoprune.errors import TaskError
 from autoprune.jsonfile import read_json
 from autoprune.jsonfile import write_json
@@ -65,6 +67,19 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model``'s state_dict with every tensor on the CPU, for device-independent files.
+
+    A model on the CPU gives its own state_dict unchanged (the same bytes as ever when saved); otherwise a
+    copy keeps the module version metadata that ``load_state_dict`` reads."""
+    state = model.state_dict()
+    if all(v.device.type == "cpu" for v in state.values()):
+        return state
+    moved = OrderedDict((k, v.detach().cpu()) for k, v in state.items())
+    moved._metadata = getattr(state, "_metadata", None)  # type: ignore[attr-defined]
+    return moved
+
+
 def load_weights(model: nn.Module, path: Path) -> nn.Module:
     """Load a state_dict checkpoint into ``model``; mismatched keys or shapes are named in the error."""
     state = load_state_dict(path)
@@ -98,9 +113,10 @@ def train_base(
     if path.is_file() and not force:
         meta = _read_meta(meta_path)
         return BaseModelInfo(path, file_sha256(path), meta.get("val_metric"), meta.get("trained_seconds"))
+    check_targets(config)  # a device this host lacks is refused before the first epoch
     settings = config.base
     torch.manual_seed(settings.seed)
-    model = task.build_model()
+    model = task.build_model().to(task.device)
     loader = task.loader("train", settings.batch_size, shuffle=True, seed=settings.seed, drop_last=True)
     optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay, nesterov=True)
     total = settings.epochs * max(1, len(loader))
@@ -123,7 +139,7 @@ def train_base(
     val = task.evaluate(model, "val")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".pt.tmp")
-    torch.save(model.state_dict(), tmp)
+    torch.save(cpu_state(model), tmp)  # device-independent: loads anywhere
     tmp.replace(path)
     sha = file_sha256(path)
     write_json(meta_path, {"sha256": sha, "val_metric": val.value, "val_stderr": val.stderr, "trained_seconds": seconds})
@@ -142,4 +158,4 @@ def _read_meta(meta_path: Path) -> dict[str, Any]:
 def load_base(config: "StudyConfig", task: "Task") -> tuple[nn.Module, BaseModelInfo]:
     """The trained base model in eval mode and its checkpoint info (trains it first if missing)."""
     info = train_base(config, task)
-    return load_weights(task.build_model(), info.path), info
+    return load_weights(task.build_model(), info.path).to(task.device), info

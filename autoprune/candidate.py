@@ -27,6 +27,7 @@ from torch import nn
 from autoprune.base_model import BaseModelInfo
 from autoprune.base_model import load_base
 from autoprune.calibration import recipe_settings
+from autoprune.device import check_targets
 from autoprune.pruning import Group
 from autoprune.pruning import Pruner
 from autoprune.pruning import PruneResult
@@ -90,6 +91,18 @@ class Screened(Exception):
         return self.reason.startswith(OVER_BUDGET)
 
 
+def provider_options(config: "StudyConfig") -> dict[str, Any]:
+    """``latency.provider_options``; a GPU provider without ``device_id`` times on the GPU the worker trains on."""
+    from autoprune.device import resolve_device
+    from autoprune.latency._providers import GPU_PROVIDERS
+
+    options = dict(config.latency.provider_options)
+    device = resolve_device(config.device)
+    if config.latency.provider in GPU_PROVIDERS and "device_id" not in options and device.type == "cuda" and device.index:
+        options["device_id"] = device.index
+    return options
+
+
 def latency_settings(config: "StudyConfig") -> "LatencySettings":
     """The latency section of a config as the timer's settings."""
     from autoprune.latency import LatencySettings
@@ -106,6 +119,9 @@ def latency_settings(config: "StudyConfig") -> "LatencySettings":
         lock=lat.lock,
         exclusive=lat.exclusive,
         opset=lat.opset,
+        provider=lat.provider,
+        provider_options=provider_options(config),
+        include_copies=lat.include_copies,
     )
 
 
@@ -135,6 +151,7 @@ class StudyContext:
         from autoprune.latency import LatencyCache
         from autoprune.latency import export_onnx
 
+        check_targets(config)
         task = build_task(config)
         base_model, info = load_base(config, task)
         with task.forbid_split("test"):
@@ -383,7 +400,7 @@ def _time(
     """
     from autoprune.latency import host_fingerprint
 
-    fingerprint = host_fingerprint()
+    fingerprint = host_fingerprint(ctx.latency.provider, ctx.latency.provider_options)
     key = None
     timing = None
     with _stage(seconds, "latency"):

@@ -28,6 +28,8 @@ from pydantic import ValidationError
 from pydantic import field_validator
 from pydantic import model_validator
 
+from autoprune.device import DEVICE_ENV
+from autoprune.device import valid_device
 from autoprune.errors import ConfigError
 from autoprune.redact import expand_env
 
@@ -180,6 +182,15 @@ class RecoveryConfig(_Section):
     # Points of the finetune at which the model is judged and the best state kept.
     checkpoints: int = Field(4, ge=1, le=100)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    # Mixed precision of the finetune's forward passes (autocast); off keeps float32 (bf16 also runs on CPUs).
+    amp: Literal["off", "bf16", "fp16"] = "off"
+
+
+class LoaderConfig(_Section):
+    """How training and evaluation batches are loaded (every stage that reads data)."""
+
+    workers: int = Field(0, ge=0)  # DataLoader worker processes (0: load in the training process)
+    pin_memory: bool = False  # page-locked batches: faster host-to-GPU copies
 
 
 class LatencyConfig(_Section):
@@ -196,6 +207,19 @@ class LatencyConfig(_Section):
     lock: bool = True
     exclusive: bool = False
     opset: int = Field(17, ge=11)
+    # The ONNX Runtime execution provider the deployment runs on (cpu, cuda, tensorrt, openvino, ...).
+    provider: Literal["cpu", "cuda", "tensorrt", "openvino", "coreml", "directml", "rocm"] = "cpu"
+    provider_options: dict[str, Any] = Field(default_factory=dict)  # passed to the provider (device_id, trt_fp16_enable)
+    # On a GPU provider, time the host-device copies too (default: inputs and outputs stay on the device).
+    include_copies: bool = False
+
+    @field_validator("provider_options")
+    @classmethod
+    def _scalar_options(cls, values: dict[str, Any]) -> dict[str, Any]:
+        for key, value in values.items():
+            if not isinstance(value, (str, int, float, bool)):
+                raise ValueError(f"option {key!r} must be a string, number or boolean (ONNX Runtime takes text)")
+        return values
 
 
 class StudyConfig(_Section):
@@ -213,6 +237,10 @@ class StudyConfig(_Section):
     search: SearchConfig = Field(default_factory=SearchConfig)
     recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
     latency: LatencyConfig = Field(default_factory=LatencyConfig)
+    # Where the torch stages run (base training, scoring, BN recalibration, finetune, evaluation):
+    # auto (CUDA when torch sees a GPU, else the CPU), cpu, cuda, cuda:N or mps.  $AUTOPRUNE_DEVICE overrides it.
+    device: str = "auto"
+    loader: LoaderConfig = Field(default_factory=LoaderConfig)
     storage: str | None = None
     artifact_dir: str | None = None
     # Where trials keep their architecture JSON and weights: file:///path or s3://bucket/prefix (AWS settings from
@@ -227,6 +255,13 @@ class StudyConfig(_Section):
     def _name(cls, value: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", value):
             raise ValueError("name must start with a letter or digit and use only letters, digits, '.', '_', '-'")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not valid_device(value):
+            raise ValueError(f"unknown device {value!r}; choose auto, cpu, cuda, cuda:N (a GPU number) or mps")
         return value
 
     @field_validator("criterion")
@@ -337,12 +372,25 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> StudyConfi
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(where, exc)) from None
     cfg.source = source
+    _device_override(cfg, where)
     if cfg.base.checkpoint and not cfg.checkpoint_path().is_file():
         raise ConfigError(
             f"{where}: key 'base.checkpoint': file {cfg.checkpoint_path()} does not exist; "
             "fix the path or remove the key to train one with 'autoprune train-base'"
         )
     return cfg
+
+
+def _device_override(cfg: StudyConfig, where: Path) -> None:
+    """Apply ``$AUTOPRUNE_DEVICE`` (set by ``--device`` and ``worker --gpus``) over the file's ``device``."""
+    override = os.environ.get(DEVICE_ENV)
+    if not override:
+        return
+    if not valid_device(override):
+        raise ConfigError(
+            f"${DEVICE_ENV} (or --device) = {override!r} for {where}: not a device; use auto, cpu, cuda, cuda:N or mps"
+        )
+    cfg.device = override
 
 
 def load_config(path: str | os.PathLike[str]) -> StudyConfig:

@@ -259,6 +259,7 @@ def rebuild_trial(config: "StudyConfig", candidate: Candidate, folder: Path) -> 
     from autoprune.architecture import apply_architecture
     from autoprune.artifacts import fetch
     from autoprune.artifacts import study_store
+    from autoprune.device import resolve_device
 
     if not candidate.arch_artifact_id or not candidate.weights_artifact_id:
         raise SelectionError(
@@ -271,7 +272,8 @@ def rebuild_trial(config: "StudyConfig", candidate: Candidate, folder: Path) -> 
     for artifact_id, path in ((candidate.arch_artifact_id, arch_path), (candidate.weights_artifact_id, weights_path)):
         fetch(store, artifact_id, path, config, candidate.label)
     arch = json.loads(arch_path.read_text())
-    return apply_architecture(arch, config, weights=weights_path, where=f"{candidate.label} architecture").model
+    model = apply_architecture(arch, config, weights=weights_path, where=f"{candidate.label} architecture").model
+    return model.to(resolve_device(config.device))  # evaluated where the study's task puts its batches
 
 
 def now_utc() -> str:
@@ -350,7 +352,7 @@ def confirm_study(
     ctx = context or StudyContext.build(config)
     check_base(study, ctx, url)
     task = ctx.task
-    fingerprint = host_fingerprint()
+    fingerprint = host_fingerprint(ctx.latency.provider, ctx.latency.provider_options)
     hostname = str(fingerprint.get("hostname", ""))
     base_test = task.evaluate(ctx.base_model, "test")
     tests = []

@@ -36,6 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from autoprune.device import autocast
+from autoprune.device import model_device
+
 if TYPE_CHECKING:
     from autoprune.config import RecoveryConfig
     from autoprune.tasks import Task
@@ -335,6 +338,18 @@ def recover(
     return recovery.finetune(progress)
 
 
+def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, scaler: "torch.amp.GradScaler | None") -> None:
+    """One optimiser step on ``loss`` (scaled when fp16 needs it)."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
 def _finetune(
     model: nn.Module,
     task: "Task",
@@ -346,18 +361,21 @@ def _finetune(
     fit: Sequence[int],
     progress: Callable[[int, int], None] | None,
 ) -> int:
-    """SGD with warm-up and cosine decay for ``total`` steps, judged at ``settings.checkpoints`` points."""
+    """SGD with warm-up and cosine decay for ``total`` steps, judged at ``settings.checkpoints`` points.
+
+    With ``settings.amp`` the forward passes run under autocast (fp16 with a gradient scaler)."""
     torch.manual_seed(settings.seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay, nesterov=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total, settings.warmup_steps))
     checkpoints = {max(1, round(total * i / settings.checkpoints)) for i in range(1, settings.checkpoints + 1)}
+    device = model_device(model)
+    scaler = torch.amp.GradScaler(device.type) if settings.amp == "fp16" else None
     model.train()
     batches = _batches(task, settings, fit)
     for step in range(1, total + 1):
-        loss = _loss(model, task, settings, teacher, next(batches))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        with autocast(settings.amp, device):
+            loss = _loss(model, task, settings, teacher, next(batches))
+        _step(optimizer, loss, scaler)
         scheduler.step()
         if step in checkpoints:
             if judge.score(model, step, report):

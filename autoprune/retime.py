@@ -89,7 +89,7 @@ def retime_study(
 
     loaded = load_candidates(config, storage, top, max_drop)
     url, study, df, candidates = loaded.url, loaded.study, loaded.df, loaded.candidates
-    fingerprint = host_fingerprint()
+    fingerprint = host_fingerprint(config.latency.provider, config.latency.provider_options)
     host_id = str(fingerprint["fingerprint_id"])
     hostname = str(fingerprint.get("hostname", ""))
     echo(f"re-timing {len(candidates)} candidate(s) of study {config.name!r} on host {host_id} ({hostname})")

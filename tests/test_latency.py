@@ -225,7 +225,7 @@ def test_the_baseline_session_is_reused_until_its_file_changes(models: dict[str,
 
     opened: list[str] = []
     real_open = _timer.open_session
-    monkeypatch.setattr(_timer, "open_session", lambda path, threads: opened.append(pathlib.Path(path).name) or real_open(path, threads))
+    monkeypatch.setattr(_timer, "open_session", lambda path, *args: opened.append(pathlib.Path(path).name) or real_open(path, *args))
     monkeypatch.setattr(_timer, "_BASELINES", {})
     base = tmp_path / "base.onnx"
     shutil.copyfile(models["base"], base)

@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::optuna.excep
 TrialState = optuna.trial.TrialState
 
 # The trial user attrs the search service promises (analysis, export and the dashboard read them by name).
-TRIAL_ATTRS = ("metric", "drop", "feasible", "speedup", "latency_ms", "macs", "params", "channels", "stage_seconds", "host", "worker")
+TRIAL_ATTRS = ("metric", "drop", "feasible", "speedup", "latency_ms", "macs", "params", "channels", "stage_seconds", "host", "worker", "device")
 STUDY_ATTRS = ("bounds", "base_metric", "max_drop", "baselines")
 
 # The tiny study with a budget wide enough that both sweeps have feasible points (so both baselines are
@@ -119,7 +119,7 @@ def test_run_reaches_the_target_with_documented_attrs(ran: RunStudy) -> None:
         for key in TRIAL_ATTRS:
             assert key in t.user_attrs, f"trial {t.number} lacks user attr {key!r}"
         a = t.user_attrs
-        assert a["worker"] == "w0"
+        assert a["worker"] == "w0" and a["device"] == "cpu"  # device: auto on a host without a GPU
         assert a["feasible"] == (a["drop"] <= 0.9)
         assert a["speedup"] > 0 and a["latency_ms"] > 0 and a["macs"] > 0 and a["params"] > 0
         assert math.isclose(a["drop"], attrs["base_metric"] - a["metric"], abs_tol=1e-9)

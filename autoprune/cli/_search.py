@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
+
+from autoprune.errors import ConfigError
+
+_DEVICE_HELP = "Where the torch stages run: auto, cpu, cuda, cuda:N or mps (overrides the config's 'device')."
+
+
+def _set_device(device: str | None) -> None:
+    """``--device``: the config's ``device`` for this process and the workers it starts."""
+    from autoprune.device import DEVICE_ENV
+
+    if device:
+        os.environ[DEVICE_ENV] = device
 
 
 def _progress_bar(target: int, desc: str = "trials"):
@@ -44,14 +57,17 @@ def create_cmd(config: str, storage: str | None) -> None:
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(0, 256), help="Local worker processes (0: create only).")
 @click.option("--trials", default=None, type=click.IntRange(1), help="Finished trials the study should hold (default: search.trials).")
 @click.option("--storage", default=None, help="Storage URL (default: the config's, else a SQLite file next to it).")
-def run_cmd(config: str, workers: int, trials: int | None, storage: str | None) -> None:
+@click.option("--device", default=None, help=_DEVICE_HELP)
+def run_cmd(config: str, workers: int, trials: int | None, storage: str | None, device: str | None) -> None:
     """Create the study if needed, then run local workers until it holds the requested trials."""
+    from autoprune.config import load_config
+    from autoprune.device import check_targets
     from autoprune.search.storage import check_workers
     from autoprune.search.worker import run_local
 
-    from autoprune.config import load_config
-
+    _set_device(device)
     cfg0 = load_config(config)
+    check_targets(cfg0)
     check_workers(cfg0.storage_url(storage), workers)
     cfg, url, study = create_study(config, storage)
     if workers == 0:
@@ -85,13 +101,26 @@ def _print_outcome(config_path: str, cfg, url: str) -> None:
 @click.option("--trials", default=None, type=click.IntRange(1), help="Finished trials the study should hold (default: the study's target).")
 @click.option("--wait", "wait_s", default=600.0, show_default=True, type=float, help="Seconds to wait for the storage to answer and the study to be created.")
 @click.option("--id", "worker_id", default=None, help="Worker id in logs and trial attrs (default: host:pid).")
-def worker_cmd(config: str, storage: str | None, trials: int | None, wait_s: float, worker_id: str | None) -> None:
+@click.option("--device", default=None, help=_DEVICE_HELP)
+@click.option("--gpus", default=None, help="Start one worker process per listed GPU, e.g. 0,1,2,3 (each on cuda:N).")
+def worker_cmd(
+    config: str, storage: str | None, trials: int | None, wait_s: float, worker_id: str | None, device: str | None, gpus: str | None
+) -> None:
     """Join an existing study (from any machine) and run trials; never recomputes the bounds."""
-    import os
     import zlib
 
+    from autoprune.search.worker import run_gpu_workers
     from autoprune.search.worker import run_worker
 
+    if gpus is not None:
+        if device:
+            raise ConfigError("--gpus and --device exclude each other: --gpus gives every process its own cuda:N")
+        failed = run_gpu_workers(config, storage, trials, gpus, worker=worker_id, wait_timeout=wait_s)
+        click.echo(f"{len(gpus.split(','))} GPU worker(s) finished; {failed} failed")
+        if failed:
+            raise SystemExit(2)
+        return
+    _set_device(device)
     index = zlib.crc32((worker_id or str(os.getpid())).encode()) % 10_000
     summary = run_worker(config, storage, trials, worker=worker_id, worker_index=index, wait_timeout=wait_s)
     click.echo(f"worker {summary.worker}: ran {summary.ran} trials; study holds {summary.finished}/{summary.target}")

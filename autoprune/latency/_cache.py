@@ -27,6 +27,13 @@ _KEY_VERSION = 1
 # Settings that change the timed number itself; repeats, blocks and thresholds only change its precision,
 # and the lock settings only its cleanliness.
 _KEY_SETTINGS = ("batch_size", "threads", "opset")
+# Off the CPU provider the key also holds these (the fingerprint names the provider; whether host copies
+# are timed changes the number).  CPU keys stay as they were, so existing caches keep matching.
+_TARGET_SETTINGS = ("provider", "provider_options", "include_copies")
+
+
+def _key_settings(settings: LatencySettings) -> tuple[str, ...]:
+    return _KEY_SETTINGS if settings.provider == "cpu" else _KEY_SETTINGS + _TARGET_SETTINGS
 
 
 class LatencyCache:
@@ -85,7 +92,8 @@ class LatencyCache:
         Args:
             channels: Kept channels per layer or group (the rounded vector that was timed).
             fingerprint_id: ``host_fingerprint()["fingerprint_id"]``.
-            settings: Only ``batch_size``, ``threads`` and ``opset`` enter the key.
+            settings: Only ``batch_size``, ``threads`` and ``opset`` enter the key (and, off the CPU provider,
+                ``provider``, ``provider_options`` and ``include_copies``).
             extra: Anything else that distinguishes the timing (base model name, input shape, baseline).
 
         Returns:
@@ -95,7 +103,7 @@ class LatencyCache:
             "v": _KEY_VERSION,
             "channels": {str(k): int(v) for k, v in sorted(channels.items())},
             "host": fingerprint_id,
-            "settings": {name: getattr(settings, name) for name in _KEY_SETTINGS},
+            "settings": {name: getattr(settings, name) for name in _key_settings(settings)},
             "extra": extra,
         }
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))

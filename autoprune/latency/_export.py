@@ -98,6 +98,20 @@ def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
             module.training = training
 
 
+def _on_cpu(model: torch.nn.Module, example_input: torch.Tensor) -> tuple[torch.nn.Module, torch.Tensor]:
+    """The model and input to export: a CPU copy of a model on another device, so the ONNX file never holds
+    device placements (a model already on the CPU is exported as it is)."""
+    import copy
+
+    import torch
+
+    from autoprune.device import model_device
+
+    if model_device(model).type == "cpu":
+        return model, example_input.cpu()
+    return copy.deepcopy(model).to(torch.device("cpu")), example_input.cpu()
+
+
 def export_onnx(
     model: torch.nn.Module,
     example_input: torch.Tensor,
@@ -137,6 +151,7 @@ def export_onnx(
     out = pathlib.Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+    model, example_input = _on_cpu(model, example_input)
     wrapped = _tensor_module(model)
     try:
         with _eval_mode(model), torch.no_grad(), warnings.catch_warnings():
@@ -193,10 +208,11 @@ def compare_outputs(
     """
     import torch
 
+    from autoprune.device import model_device
     from autoprune.latency._session import open_session
 
     with _eval_mode(model), torch.no_grad():
-        expected = _first_tensor(model(example_input)).detach().cpu().numpy()
+        expected = _first_tensor(model(example_input.to(model_device(model)))).detach().cpu().numpy()
     session = open_session(onnx_path, threads=1)
     name = session.get_inputs()[0].name
     actual = session.run(None, {name: example_input.detach().cpu().numpy()})[0]

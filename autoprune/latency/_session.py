@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import pathlib
+from collections.abc import Mapping
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import onnxruntime
 
 from autoprune.errors import LatencyError
-from autoprune.latency._host import PROVIDER
+from autoprune.latency._providers import provider_name
+from autoprune.latency._providers import session_providers
 
 # Recorded with every result; ORT's Python default, kept because deployment uses it too.
 GRAPH_OPTIMIZATION = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -27,8 +30,13 @@ _DTYPES = {
 }
 
 
-def open_session(path: str | os.PathLike[str], threads: int) -> onnxruntime.InferenceSession:
-    """Open an ONNX file on the CPU provider with timing-friendly options.
+def open_session(
+    path: str | os.PathLike[str],
+    threads: int,
+    provider: str = "cpu",
+    provider_options: Mapping[str, Any] | None = None,
+) -> onnxruntime.InferenceSession:
+    """Open an ONNX file on one execution provider (the CPU by default) with timing-friendly options.
 
     ``intra_op_num_threads`` is set explicitly (ORT's default takes every physical core and pins
     threads), inter-op threads are 1 with sequential execution, and spinning is off so idle ORT threads
@@ -37,14 +45,18 @@ def open_session(path: str | os.PathLike[str], threads: int) -> onnxruntime.Infe
     Args:
         path: The ``.onnx`` file.
         threads: Intra-op thread count.
+        provider: ``latency.provider`` key (``cpu``, ``cuda``, ``tensorrt``, ...).
+        provider_options: ``latency.provider_options``, passed to that provider.
 
     Returns:
         The session.
 
     Raises:
-        LatencyError: The file is missing, not a file, or not a loadable ONNX model.
+        LatencyError: The file is missing, not a file, or not a loadable ONNX model; the provider is not
+            installed, or ORT fell back from it to another one.
     """
     file = pathlib.Path(path)
+    providers = session_providers(provider, provider_options)
     if not file.exists():
         raise LatencyError(f"ONNX file {file} does not exist; check the path or export the model first")
     if not file.is_file():
@@ -57,12 +69,20 @@ def open_session(path: str | os.PathLike[str], threads: int) -> onnxruntime.Infe
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # ORT's warnings about unused initializers are noise here
     try:
-        return onnxruntime.InferenceSession(str(file), sess_options=options, providers=[PROVIDER])
+        session = onnxruntime.InferenceSession(str(file), sess_options=options, providers=providers)
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LatencyError(
             f"{file} is not a loadable ONNX model ({reason}); re-export it with autoprune.latency.export_onnx"
         ) from exc
+    wanted = provider_name(provider)
+    if session.get_providers()[0] != wanted:
+        # ORT falls back silently when a provider fails to initialise (a missing CUDA library, say).
+        raise LatencyError(
+            f"latency.provider: {provider}: ONNX Runtime opened {file.name} on {session.get_providers()[0]} instead "
+            f"of {wanted} (the provider failed to start; check its libraries and latency.provider_options)"
+        )
+    return session
 
 
 def resolve_input(

@@ -6,11 +6,12 @@ import dataclasses
 from typing import Any
 
 from autoprune.errors import LatencyError
+from autoprune.latency._providers import PROVIDERS
 
 
 @dataclasses.dataclass(frozen=True)
 class LatencySettings:
-    """Settings for timing ONNX models with ONNX Runtime on the CPU.
+    """Settings for timing ONNX models with ONNX Runtime (on the CPU unless ``provider`` says otherwise).
 
     Args:
         batch_size: Batch size timed when the model's batch dimension is symbolic (the deployment batch).
@@ -27,6 +28,11 @@ class LatencySettings:
             and make new training sections wait while this timing runs.
         lock_dir: Folder of the lock file and training markers; ``None`` uses the host-wide default.
         opset: ONNX opset used when a model is exported for timing.
+        provider: Execution provider key (``cpu``, ``cuda``, ``tensorrt``, ``openvino``, ``coreml``,
+            ``directml``, ``rocm``); see :mod:`autoprune.latency._providers`.
+        provider_options: Options passed to that provider (e.g. ``device_id``, ``trt_fp16_enable``).
+        include_copies: On a GPU provider, time the host-to-device and device-to-host copies too; by
+            default inputs and outputs stay on the device (I/O binding) and only the model is timed.
 
     Example:
         >>> s = LatencySettings(repeats=100, blocks=5)
@@ -47,6 +53,9 @@ class LatencySettings:
     exclusive: bool = False
     lock_dir: str | None = None
     opset: int = 17
+    provider: str = "cpu"
+    provider_options: dict[str, Any] = dataclasses.field(default_factory=dict, hash=False)
+    include_copies: bool = False
 
     def __post_init__(self) -> None:
         positive = {"batch_size": self.batch_size, "threads": self.threads, "blocks": self.blocks}
@@ -63,6 +72,9 @@ class LatencySettings:
             )
         if self.cv_threshold < 0:
             raise LatencyError(f"LatencySettings.cv_threshold must be >= 0, got {self.cv_threshold!r}")
+        if self.provider not in PROVIDERS:
+            raise LatencyError(f"LatencySettings.provider must be one of {', '.join(PROVIDERS)}, got {self.provider!r}")
+        object.__setattr__(self, "provider_options", dict(self.provider_options))
         if self.lock_dir is not None:
             # Accept pathlib.Path from callers but store a string so the settings stay JSON-friendly.
             object.__setattr__(self, "lock_dir", str(self.lock_dir))

@@ -30,9 +30,10 @@ import numpy as np
 import onnxruntime
 
 from autoprune.errors import LatencyError
-from autoprune.latency._host import PROVIDER
 from autoprune.latency._host import host_fingerprint
 from autoprune.latency._lock import timing_lock
+from autoprune.latency._providers import device_memory
+from autoprune.latency._providers import provider_name
 from autoprune.latency._session import GRAPH_OPTIMIZATION
 from autoprune.latency._session import open_session
 from autoprune.latency._session import random_input
@@ -165,12 +166,50 @@ class SpeedupResult:
 
 @dataclasses.dataclass
 class _Subject:
-    """One open session ready to be timed."""
+    """One open session ready to be timed (with its I/O binding when it is timed on a device's memory)."""
 
     path: pathlib.Path
     session: onnxruntime.InferenceSession
     feed: dict[str, np.ndarray]
     outputs: list[str]
+    binding: onnxruntime.IOBinding | None = None
+
+    def run(self) -> None:
+        """One inference: from the bound device buffers, or from the host arrays."""
+        if self.binding is not None:
+            self.session.run_with_iobinding(self.binding)
+        else:
+            self.session.run(self.outputs, self.feed)
+
+
+def bind_io(subject: _Subject, device: str, device_id: int = 0) -> _Subject:
+    """Keep ``subject``'s input and outputs in ``device`` memory, so its timing excludes host copies.
+
+    Args:
+        subject: The session and its host input.
+        device: OrtValue device name (``cuda``, ``dml``, or ``cpu``).
+        device_id: The device's number.
+
+    Returns:
+        The subject, with its binding set.
+    """
+    binding = subject.session.io_binding()
+    for name, array in subject.feed.items():
+        binding.bind_ortvalue_input(name, onnxruntime.OrtValue.ortvalue_from_numpy(array, device, device_id))
+    for name in subject.outputs:
+        binding.bind_output(name, device, device_id)
+    subject.binding = binding
+    return subject
+
+
+def uses_binding(settings: LatencySettings) -> bool:
+    """Whether inputs and outputs stay in the provider's device memory (a device provider, copies excluded)."""
+    return device_memory(settings.provider, settings.provider_options)[0] != "cpu" and not settings.include_copies
+
+
+def _open(path: str | os.PathLike[str], settings: LatencySettings) -> onnxruntime.InferenceSession:
+    """A fresh timing session on the settings' provider."""
+    return open_session(path, settings.threads, settings.provider, settings.provider_options)
 
 
 # The baseline's session, kept per process: every timing of a study compares against the same base file.
@@ -178,19 +217,20 @@ _BASELINES: dict[tuple[Any, ...], onnxruntime.InferenceSession] = {}
 BASELINE_SESSIONS = 2  # 0: open the baseline afresh for every timing (benchmarks measure what reuse saves)
 
 
-def baseline_session(path: str | os.PathLike[str], threads: int) -> onnxruntime.InferenceSession:
+def baseline_session(path: str | os.PathLike[str], settings: LatencySettings) -> onnxruntime.InferenceSession:
     """The baseline's session, reused while its file is unchanged (same inode, size and modification time)."""
     file = pathlib.Path(path)
     try:
         st = file.resolve().stat()
     except OSError:
-        return open_session(path, threads)  # open_session says what is wrong with the path
+        return _open(path, settings)  # open_session says what is wrong with the path
     if BASELINE_SESSIONS <= 0:
-        return open_session(path, threads)
-    key = (str(file.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, threads)
+        return _open(path, settings)
+    options = tuple(sorted(settings.provider_options.items()))
+    key = (str(file.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, settings.threads, settings.provider, options)
     session = _BASELINES.get(key)
     if session is None:
-        session = open_session(path, threads)
+        session = _open(path, settings)
         if len(_BASELINES) >= BASELINE_SESSIONS:
             _BASELINES.pop(next(iter(_BASELINES)))
         _BASELINES[key] = session
@@ -217,7 +257,7 @@ def _open_subjects(
     """
     opened = []
     for i, path in enumerate(paths):
-        session = baseline_session(path, settings.threads) if i == 0 else open_session(path, settings.threads)
+        session = baseline_session(path, settings) if i == 0 else _open(path, settings)
         name, shape, dtype = resolve_input(session, path, settings.batch_size, input_shape)
         opened.append((pathlib.Path(path), session, name, shape, dtype))
     ref_path, _, _, ref_shape, ref_dtype = opened[0]
@@ -240,6 +280,9 @@ def _open_subjects(
         _Subject(path, session, {name: data}, [o.name for o in session.get_outputs()])
         for path, session, name, _, _ in opened
     ]
+    if uses_binding(settings):
+        device, device_id = device_memory(settings.provider, settings.provider_options)
+        subjects = [bind_io(s, device, device_id) for s in subjects]
     return subjects, ref_shape
 
 
@@ -253,11 +296,19 @@ def _time_block(subject: _Subject, runs: int) -> list[float]:
     Returns:
         Run times in milliseconds.
     """
+    clock = time.perf_counter
+    times: list[float] = []
+    if subject.binding is not None:
+        # run_with_iobinding waits for the device, so the clock sees the whole inference.
+        run_bound, binding = subject.session.run_with_iobinding, subject.binding
+        for _ in range(runs):
+            start = clock()
+            run_bound(binding)
+            times.append((clock() - start) * 1000.0)
+        return times
     run = subject.session.run
     outputs = subject.outputs
     feed = subject.feed
-    clock = time.perf_counter
-    times: list[float] = []
     for _ in range(runs):
         start = clock()
         run(outputs, feed)
@@ -287,7 +338,7 @@ def _attempt(subjects: Sequence[_Subject], settings: LatencySettings) -> list[li
         try:
             for subject in subjects:
                 for _ in range(settings.warmup):
-                    subject.session.run(subject.outputs, subject.feed)
+                    subject.run()
             for b, runs in enumerate(settings.block_sizes):
                 shift = b % len(order)
                 for index in order[shift:] + order[:shift]:
@@ -344,11 +395,11 @@ def _stats(
         batch_size=int(shape[0]) if shape else 1,
         threads=settings.threads,
         repeats=settings.repeats,
-        provider=PROVIDER,
+        provider=provider_name(settings.provider),
         graph_optimization=GRAPH_OPTIMIZATION.name,
         measured_at=_now(),
         wall_s=wall_s,
-        host=host_fingerprint(),
+        host=host_fingerprint(settings.provider, settings.provider_options),
         settings=settings.as_dict(),
     )
 
@@ -358,7 +409,7 @@ def measure(
     settings: LatencySettings | None = None,
     input_shape: Sequence[int] | None = None,
 ) -> LatencyStats:
-    """Time one ONNX model on the CPU provider.
+    """Time one ONNX model on the settings' execution provider (the CPU by default).
 
     Args:
         onnx_path: The ``.onnx`` file.
@@ -465,7 +516,7 @@ def measure_speedups(
                 repeats=settings.repeats,
                 measured_at=_now(),
                 wall_s=wall,
-                host=host_fingerprint(),
+                host=host_fingerprint(settings.provider, settings.provider_options),
                 settings=settings.as_dict(),
             )
         )

@@ -37,6 +37,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from autoprune.device import model_device
 from autoprune.errors import PruningError
 from autoprune.pruning.criteria import Criterion
 from autoprune.pruning.criteria import LossFn
@@ -321,12 +322,16 @@ class Pruner:
         self._score_cache: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
 
     # -- groups -----------------------------------------------------------------------------------------
+    def _input_for(self, model: nn.Module) -> torch.Tensor:
+        """The example input on the model's device (the model may be finetuned on a GPU)."""
+        return self.example_input.to(model_device(model))
+
     def _graph(self, model: nn.Module) -> tp.DependencyGraph:
         was_training = model.training
         model.eval()
         try:
             return tp.DependencyGraph().build_dependency(
-                model, example_inputs=self.example_input, output_transform=self._output_transform
+                model, example_inputs=self._input_for(model), output_transform=self._output_transform
             )
         finally:
             model.train(was_training)
@@ -630,7 +635,7 @@ class Pruner:
         was_training = model.training
         model.eval()
         try:
-            macs, params = tp.utils.count_ops_and_params(model, self.example_input)
+            macs, params = tp.utils.count_ops_and_params(model, self._input_for(model))
         finally:
             model.train(was_training)
         return int(macs), int(params)

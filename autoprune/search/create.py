@@ -59,11 +59,13 @@ def create_study(
 
     from autoprune.candidate import StudyContext
     from autoprune.config import load_config
+    from autoprune.device import check_targets
     from autoprune.search.study import create_or_load
 
     from autoprune.search.study import storage_for
 
     cfg = load_config(config_path)
+    check_targets(cfg)  # a missing GPU or provider is refused before the storage, the base or the sweeps
     url = cfg.storage_url(storage)
     storage_for(cfg, url)  # reachable before anything is trained (a bad URL fails in seconds, not after the base)
     study_store(cfg)  # and the artifact store (a missing bucket, refused credentials)

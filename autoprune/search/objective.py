@@ -21,6 +21,7 @@ from autoprune.candidate import Hopeless
 from autoprune.candidate import Screened
 from autoprune.candidate import Screening
 from autoprune.candidate import evaluate_candidate
+from autoprune.device import device_label
 from autoprune.errors import StorageError
 from autoprune.search.duplicates import DUPLICATE_ATTR
 from autoprune.search.duplicates import KEY_ATTR
@@ -128,6 +129,7 @@ class Objective:
         self.mode = str(attrs.get("search_mode", "pareto"))  # studies made before the fastest mode had two objectives
         self.ordered = attrs.get(WIDTH_PARAMS_ATTR) == "ordered"  # older studies drew widths as categories
         self.store = study_store(ctx.config)  # a folder every worker sees, or an S3 bucket
+        self.device = device_label(ctx.task.device)
         self.surplus = 0  # trials closed unrun by the guard
         self.current_trial_id: int | None = None
 
@@ -161,6 +163,7 @@ class Objective:
         kind = trial.user_attrs.get("kind", "search")
         trial.set_user_attr("kind", kind)
         trial.set_user_attr("worker", self.worker)
+        trial.set_user_attr("device", self.device)  # where this trial was finetuned (timings name their provider)
         widths = suggest_widths(trial, self.space, self.ordered)
         key = channels_key(widths)
         ratios = ratios_for(self.space, widths)

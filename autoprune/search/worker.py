@@ -24,6 +24,10 @@ import optuna
 
 from autoprune.calibration import RECIPE_ATTR
 from autoprune.calibration import apply_recipe
+from autoprune.device import DEVICE_ENV
+from autoprune.device import check_device
+from autoprune.device import check_targets
+from autoprune.device import gpu_devices
 from autoprune.errors import AutopruneError
 from autoprune.errors import StorageError
 from autoprune.redact import redact_url
@@ -32,6 +36,7 @@ from autoprune.search.objective import FINISHED
 from autoprune.search.objective import Objective
 from autoprune.search.objective import SurplusTrial
 from autoprune.search.objective import finished_count
+from autoprune.search.storage import check_workers
 from autoprune.search.storage import transient_cause
 from autoprune.search.storage import with_retry
 from autoprune.search.study import make_sampler
@@ -84,6 +89,7 @@ def run_worker(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     config = load_config(config_path)
+    check_targets(config)  # before waiting for the study: a worker that cannot run should say so at once
     url = config.storage_url(storage_url)
     worker = worker or f"{socket.gethostname()}:{os.getpid()}"
     study = wait_for_study(config, url, wait_timeout, say=log_line)
@@ -107,7 +113,10 @@ def run_worker(
     goal = int(target or study.user_attrs.get("target_trials") or config.search.trials)
     study = optuna.load_study(study_name=config.name, storage=storage_for(config, url), sampler=make_sampler(config, worker_index))
     objective = Objective(ctx, study, goal, worker, log_line)
-    log_line(f"[{worker}] joined study {config.name!r} at {redact_url(url)}; target {goal} finished trials; {threads} torch threads")
+    log_line(
+        f"[{worker}] joined study {config.name!r} at {redact_url(url)}; target {goal} finished trials; {threads} torch threads; "
+        f"device {objective.device}, timing on {ctx.latency.provider}"
+    )
     _quiet_surplus_logs()
     ran = 0
     waiting_said = False
@@ -240,6 +249,65 @@ def _worker_main(config_path: str, storage_url: str | None, target: int, index: 
         sys.exit(2)
 
 
+def _gpu_worker_main(config_path: str, storage_url: str | None, target: int | None, worker: str, index: int, device: str, workers: int, wait_s: float) -> None:
+    """One process of ``autoprune worker --gpus``: its own device, then the ordinary worker loop."""
+    os.environ[DEVICE_ENV] = device
+    try:
+        run_worker(config_path, storage_url, target, worker=worker, worker_index=index, wait_timeout=wait_s, local_workers=workers)
+    except AutopruneError as exc:
+        _echo(f"[{worker}] error: {exc}")
+        sys.exit(2)
+
+
+def run_gpu_workers(
+    config_path: str,
+    storage_url: str | None,
+    target: int | None,
+    gpus: str,
+    worker: str | None = None,
+    wait_timeout: float = 600.0,
+) -> int:
+    """``autoprune worker --gpus 0,1``: one worker process per listed GPU, each on its own device.
+
+    Args:
+        config_path: the study YAML.
+        storage_url: storage override (a server or journal storage: several processes write to it).
+        target: finished trials to reach (default: the study's).
+        gpus: comma-separated GPU numbers (``$AUTOPRUNE_FAKE_GPUS`` maps each to the CPU, for tests).
+        worker: worker id prefix (default: ``host``); each process appends ``-gpuN``.
+        wait_timeout: seconds to wait for the study to be created.
+
+    Returns:
+        The number of worker processes that failed.
+    """
+    from autoprune.config import load_config
+
+    devices = gpu_devices(gpus)
+    for device in devices:  # refused here once, not by every process
+        check_device(device, where="--gpus", fix="list GPUs this host has (or drop --gpus)")
+    check_workers(load_config(config_path).storage_url(storage_url), len(devices))
+    numbers = [p.strip() for p in gpus.split(",") if p.strip()]
+    prefix = worker or socket.gethostname()
+    ctx = mp.get_context("spawn")
+    procs = [
+        ctx.Process(
+            target=_gpu_worker_main,
+            args=(config_path, storage_url, target, f"{prefix}-gpu{n}", i, device, len(devices), wait_timeout),
+        )
+        for i, (n, device) in enumerate(zip(numbers, devices))
+    ]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        raise
+    return sum(1 for p in procs if p.exitcode != 0)
+
+
 def set_torch_threads(configured: int | None, local_workers: int = 1) -> int:
     """Set torch's intra-op threads for this worker and return the count.
 
@@ -353,4 +421,4 @@ def report_progress(study: optuna.Study, target: int, progress: Callable[[int, i
     progress(len(trials), target, best)
 
 
-__all__ = ["WorkerSummary", "run_local", "run_worker"]
+__all__ = ["WorkerSummary", "run_gpu_workers", "run_local", "run_worker"]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
+from autoprune.device import resolve_device
 from autoprune.errors import AutopruneError
 from autoprune.errors import TaskError
 from autoprune.tasks.base import SPLITS
@@ -105,6 +106,9 @@ def build_task(config: "StudyConfig") -> Task:
         except Exception as exc:  # a plugin's own failure: name it, keep it to one line
             raise TaskError(f"plugin task {config.task!r} raised {type(exc).__name__}: {exc}") from None
     validate_task(task, config.task)
+    task.device = resolve_device(config.device)
+    task.loader_workers = config.loader.workers
+    task.pin_memory = config.loader.pin_memory
     return task
 
 

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset
 from torch.utils.data import Subset
 
+from autoprune.device import DeviceLoader
 from autoprune.errors import TaskError
 
 SPLITS = ("train", "val", "test")
@@ -66,6 +67,10 @@ class Task(abc.ABC):
     model_name: str = "model"
     metric_name: str = "accuracy"
     metric_direction: str = "maximize"  # or "minimize"
+    # Where loaded batches go and how they are loaded; set from the study config by build_task.
+    device: torch.device = torch.device("cpu")
+    loader_workers: int = 0
+    pin_memory: bool = False
 
     def __init__(self) -> None:
         self.access_counts: Counter[str] = Counter()
@@ -131,7 +136,9 @@ class Task(abc.ABC):
         drop_last: bool = False,
         indices: Sequence[int] | None = None,
     ) -> DataLoader:
-        """A DataLoader over one split (or the ``indices`` of it); every call is counted in :attr:`access_counts`."""
+        """A DataLoader over one split (or the ``indices`` of it); every call is counted in :attr:`access_counts`.
+
+        Its batches arrive on :attr:`device` (a :class:`~autoprune.device.DeviceLoader` off the CPU)."""
         if split not in SPLITS:
             raise TaskError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
         if split in self._forbidden:
@@ -144,7 +151,13 @@ class Task(abc.ABC):
         data = self.dataset(split)
         if indices is not None:
             data = Subset(data, [int(i) for i in indices])
-        return DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last)
+        extra: dict[str, Any] = {}
+        if self.loader_workers:
+            extra.update(num_workers=self.loader_workers, persistent_workers=False)
+        if self.pin_memory and self.device.type == "cuda":
+            extra["pin_memory"] = True
+        loader = DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last, **extra)
+        return loader if self.device.type == "cpu" else DeviceLoader(loader, self.device)
 
     @contextlib.contextmanager
     def forbid_split(self, split: str = "test") -> Iterator[None]:

@@ -71,13 +71,13 @@ def iou_counts(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignor
     valid = (target >= 0) & (target < c)
     if ignore_index is not None:
         valid &= target != ignore_index
-    image = torch.arange(n).unsqueeze(1).expand_as(target)
+    image = torch.arange(n, device=target.device).unsqueeze(1).expand_as(target)
     # One confusion matrix per image, counted in a single bincount.
     index = (image * c * c + target.clamp(0, c - 1) * c + pred.clamp(0, c - 1))[valid]
     confusion = torch.bincount(index, minlength=n * c * c).reshape(n, c, c)
     inter = torch.diagonal(confusion, dim1=1, dim2=2)
     union = confusion.sum(dim=2) + confusion.sum(dim=1) - inter
-    return inter.numpy().astype(np.int64), union.numpy().astype(np.int64)
+    return inter.cpu().numpy().astype(np.int64), union.cpu().numpy().astype(np.int64)
 
 
 def mean_iou(inter: np.ndarray, union: np.ndarray) -> float:
