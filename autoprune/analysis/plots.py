@@ -83,6 +83,8 @@ def plot_pareto(
     path: str | Path,
     *,
     chosen_number: int | None = None,
+    chosen_note: str = "",
+    passed_over: int | None = None,
 ) -> Path:
     """Metric against speedup for every complete trial, with the front, the sweeps and the budget.
 
@@ -95,7 +97,10 @@ def plot_pareto(
         info: the study info (base metric, direction, baselines).
         max_drop: the budget the plot is drawn for.
         path: where to write the PNG.
-        chosen_number: the trial to mark as chosen (``None``: no mark).
+        chosen_number: the trial to mark as chosen (``None``: no mark), drawn at its search timing.
+        chosen_note: what the chosen trial's legend entry adds, e.g. ``"confirmed 2.03x"`` (default: its
+            search speedup).
+        passed_over: the validation-time pick to mark when the confirmed choice is another trial.
 
     Returns:
         The PNG path.
@@ -105,7 +110,7 @@ def plot_pareto(
     """
     direction = info.metric_direction
     done = completed(df)
-    front = pareto_front(done, metric_direction=direction)
+    front = pareto_front(done, metric_direction=direction, cv_threshold=info.cv_threshold)
     fig = Figure(figsize=(8.5, 5.8))
     ax = fig.add_subplot(1, 1, 1)
 
@@ -141,12 +146,17 @@ def plot_pareto(
     if math.isfinite(info.base_metric):
         ax.scatter([1.0], [info.base_metric], marker="P", s=90, color="black", zorder=5, label="unpruned")
 
+    if passed_over is not None:
+        row = done[done["number"] == passed_over]
+        if not row.empty:
+            ax.scatter(row["speedup"], row["metric"], marker="X", s=110, color="tab:red", edgecolors="black", lw=0.6,
+                       zorder=6, label=f"validation-time pick: trial {passed_over} (passed over)")
     if chosen_number is not None:
         row = done[done["number"] == chosen_number]
         if not row.empty:
             x, y = float(row["speedup"].iloc[0]), float(row["metric"].iloc[0])
             ax.scatter([x], [y], marker="*", s=320, color="gold", edgecolors="black", lw=0.8, zorder=6,
-                       label=f"chosen: trial {chosen_number} ({x:.2f}x)")
+                       label=f"chosen: trial {chosen_number} ({chosen_note or f'{x:.2f}x'})")
             ax.annotate(f"trial {chosen_number}", (x, y), xytext=(8, 8), textcoords="offset points", fontsize=9)
 
     hidden = _metric_limits(ax, shown, info, max_drop)
