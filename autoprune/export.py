@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
+from typing import Mapping
 
 import optuna
 
 from autoprune.analysis.choice import choose
+from autoprune.analysis.choice import passed_over_text
 from autoprune.errors import SelectionError
 from autoprune.redact import redact_url
 
@@ -34,6 +36,37 @@ class ExportResult:
     record: dict[str, Any]
     notes: list[str]
     passed_over: dict[str, Any] | None = None  # the validation pick, when the confirmed choice is another trial
+    max_drop: float = math.nan  # the budget it was chosen under
+    metric_name: str = "metric"
+
+
+def _confirmed_figures(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``confirmed:*`` figures of a trial row, by their plain names (missing ones left out)."""
+    return {k.partition(":")[2]: v for k, v in record.items() if k.startswith("confirmed:") and not _missing(v)}
+
+
+def chosen_lines(result: ExportResult) -> list[str]:
+    """The exported architecture in words: its confirmed figures when confirmation ran (else the search's, said
+    to be unconfirmed), the validation-time pick when it was passed over, and a baseline pick as such.
+
+    Example:
+        >>> chosen_lines(export_architecture(cfg, "arch.json"))[0]  # doctest: +SKIP
+        'chosen architecture: trial 1, accuracy 0.9577 (drop +0.0245, test drop +0.0361), speedup 2.03x (confirmed by a re-timing), MACs 612,394'
+    """
+    rec, confirmed = result.record, _confirmed_figures(result.record)
+    speed, source = confirmed.get("speedup"), "confirmed by a re-timing"
+    if speed is None:
+        speed, source = rec.get("speedup_searched", rec["speedup"]), "search timing, unconfirmed"
+    test = f", test drop {confirmed['test_drop']:+.4f}" if "test_drop" in confirmed else ""
+    lines = [f"chosen architecture: trial {result.trial}, {result.metric_name} {rec['metric']:.4f} (drop {rec['drop']:+.4f}{test}), "
+             f"speedup {speed:.2f}x ({source}), MACs {int(rec.get('macs') or 0):,}"]
+    passed = result.passed_over
+    if passed is not None:
+        lines.append(passed_over_text(passed["number"], passed["speedup"], _confirmed_figures(passed), result.max_drop))
+    kind = rec.get("kind")
+    if kind in ("uniform", "global"):
+        lines.append(f"the search found nothing faster than the {kind} baseline within the budget; exported the {kind} baseline")
+    return lines
 
 
 def _missing(value: Any) -> bool:
@@ -126,7 +159,7 @@ def export_architecture(
         }
     )
     # Confirmed figures are study attrs (a finished trial cannot change); the analysis row carries them.
-    confirmed = {k.partition(":")[2]: v for k, v in record.items() if k.startswith("confirmed:") and not _missing(v)}
+    confirmed = _confirmed_figures(record)
     latency = dict(arch.get("latency") or {})
     if confirmed:
         metrics.update(
@@ -156,4 +189,4 @@ def export_architecture(
     arch.update(metrics=metrics, latency=latency, provenance=prov)
     validate_architecture(arch, out)
     write_architecture(arch, out)
-    return ExportResult(out, weights_path, number, record, notes, passed_over)
+    return ExportResult(out, weights_path, number, record, notes, passed_over, budget, info.metric_name)

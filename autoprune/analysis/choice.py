@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
@@ -66,6 +67,29 @@ class Choice:
         if self.validation is None or self.row is None or int(self.validation["number"]) == self.number:
             return None
         return self.validation
+
+
+def passed_over_text(number: Any, search_speedup: Any, confirmed: Mapping[str, Any], max_drop: float) -> str:
+    """What became of a validation-time pick that the confirmed choice passed over, in one clause.
+
+    Args:
+        number: its trial number.
+        search_speedup: its speedup in the search.
+        confirmed: its confirmed figures (``speedup``, ``speedup_spread``, ``test_drop``; empty when not confirmed).
+        max_drop: the budget.
+
+    Example:
+        >>> passed_over_text(2, 2.6, {"speedup": 1.95, "speedup_spread": 0.01, "test_drop": 0.004}, 0.01)
+        'the validation-time pick, trial 2 (2.60x in the search), was re-timed at 1.95x ± 1.0%'
+    """
+    text = f"the validation-time pick, trial {number} ({as_float(search_speedup):.2f}x in the search),"
+    speed, spread = as_float(confirmed.get("speedup")), as_float(confirmed.get("speedup_spread"))
+    if not math.isfinite(speed):
+        return text + " was not confirmed"
+    text += f" was re-timed at {speed:.2f}x" + (f" ± {spread:.1%}" if math.isfinite(spread) else "")
+    if not as_float(confirmed.get("test_drop")) <= max_drop:
+        text += f" and fails the budget on the test split (test drop {as_float(confirmed.get('test_drop')):+.4f})"
+    return text
 
 
 def _confirmed_speed(row: pd.Series) -> float:

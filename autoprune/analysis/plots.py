@@ -34,12 +34,12 @@ _FRONT_COLOR = "tab:green"
 _BUDGET_COLOR = "tab:red"
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
-    """Write ``fig`` as PNG and return the path."""
+def _save(fig: Figure, path: str | Path, description: str | None = None) -> Path:
+    """Write ``fig`` as PNG (``description`` in its ``Description`` text chunk) and return the path."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fig.savefig(out, format="png", dpi=110)
+    fig.savefig(out, format="png", dpi=110, metadata={"Description": description} if description else None)
     return out
 
 
@@ -102,6 +102,8 @@ def plot_pareto(
             search speedup).
         passed_over: the validation-time pick to mark when the confirmed choice is another trial.
 
+    The chosen trial's legend entry is also the PNG's ``Description`` text, for tools that check the picture.
+
     Returns:
         The PNG path.
 
@@ -151,12 +153,14 @@ def plot_pareto(
         if not row.empty:
             ax.scatter(row["speedup"], row["metric"], marker="X", s=110, color="tab:red", edgecolors="black", lw=0.6,
                        zorder=6, label=f"validation-time pick: trial {passed_over} (passed over)")
+    chosen_label = None
     if chosen_number is not None:
         row = done[done["number"] == chosen_number]
         if not row.empty:
             x, y = float(row["speedup"].iloc[0]), float(row["metric"].iloc[0])
+            chosen_label = f"chosen: trial {chosen_number} ({chosen_note or f'{x:.2f}x'})"
             ax.scatter([x], [y], marker="*", s=320, color="gold", edgecolors="black", lw=0.8, zorder=6,
-                       label=f"chosen: trial {chosen_number} ({chosen_note or f'{x:.2f}x'})")
+                       label=chosen_label)
             ax.annotate(f"trial {chosen_number}", (x, y), xytext=(8, 8), textcoords="offset points", fontsize=9)
 
     hidden = _metric_limits(ax, shown, info, max_drop)
@@ -170,7 +174,7 @@ def plot_pareto(
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="best", framealpha=0.9)
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, description=chosen_label)
 
 
 def plot_ratios(

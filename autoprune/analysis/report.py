@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from autoprune.analysis.choice import choose
+from autoprune.analysis.choice import passed_over_text
 from autoprune.analysis.frame import StudyInfo
 from autoprune.analysis.frame import redact
 from autoprune.analysis.pareto import as_float
@@ -155,14 +156,8 @@ def _passed_over_note(passed: Mapping[str, Any] | None, max_drop: float) -> str:
     """What became of the validation-time pick when the confirmed choice is another trial (empty otherwise)."""
     if passed is None:
         return ""
-    conf = passed.get("confirmed") or {}
-    text = f" The validation-time pick, trial {passed['number']} ({as_float(passed['speedup']):.2f}x in the search),"
-    if not math.isfinite(as_float(conf.get("speedup"))):
-        return text + " was not confirmed."
-    text += f" was re-timed at {_speed(conf['speedup'], conf.get('speedup_spread'))}"
-    if not as_float(conf.get("test_drop")) <= max_drop:
-        text += f" and fails the budget on the test split (test drop {as_float(conf.get('test_drop')):+.4f})"
-    return text + "."
+    text = passed_over_text(passed["number"], passed["speedup"], passed.get("confirmed") or {}, max_drop)
+    return f" {text[0].upper()}{text[1:]}."
 
 
 def _unsettled(done: pd.DataFrame, max_drop: float, cv_threshold: float | None) -> list[dict[str, Any]]:

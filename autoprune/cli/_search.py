@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
+
+from autoprune.cli._output import output_options
 
 
 def _progress_bar(target: int, desc: str = "trials"):
-    from tqdm import tqdm
+    from autoprune import console
 
-    bar = tqdm(total=target, desc=desc, unit="trial", file=sys.stderr, dynamic_ncols=True)
+    bar = console.progress(target, desc, "trial")
 
     def update(done: int, total: int, best: float | None) -> None:
         bar.n = min(done, total)
@@ -21,22 +21,26 @@ def _progress_bar(target: int, desc: str = "trials"):
 
 
 def create_study(config_path: str, storage: str | None):
+    from autoprune import console
     from autoprune.search.create import create_study as _create
 
-    return _create(config_path, storage, say=lambda line: click.echo(line, err=True))
+    return _create(config_path, storage, say=console.note)
 
 
 @click.command("create")
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--storage", default=None, help="Storage URL (default: the config's, else a SQLite file next to it).")
+@output_options
 def create_cmd(config: str, storage: str | None) -> None:
     """Create the study once: base model, baselines, bounds, enqueued baseline trials (no search)."""
     from autoprune.redact import redact_url
 
+    from autoprune.console import result
+
     cfg, url, study = create_study(config, storage)
     bounds = study.user_attrs["bounds"]
-    click.echo(f"study {cfg.name!r} ready in {redact_url(url)} with {len(bounds)} searched groups; start workers with:")
-    click.echo(f"  autoprune worker {config} --storage '{redact_url(url)}'")
+    result(f"study {cfg.name!r} ready in {redact_url(url)} with {len(bounds)} searched groups; start workers with:")
+    result(f"  autoprune worker {config} --storage '{redact_url(url)}'")
 
 
 @click.command("run")
@@ -44,6 +48,7 @@ def create_cmd(config: str, storage: str | None) -> None:
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(0, 256), help="Local worker processes (0: create only).")
 @click.option("--trials", default=None, type=click.IntRange(1), help="Finished trials the study should hold (default: search.trials).")
 @click.option("--storage", default=None, help="Storage URL (default: the config's, else a SQLite file next to it).")
+@output_options
 def run_cmd(config: str, workers: int, trials: int | None, storage: str | None) -> None:
     """Create the study if needed, then run local workers until it holds the requested trials."""
     from autoprune.search.storage import check_workers
@@ -75,8 +80,10 @@ def _print_outcome(config_path: str, cfg, url: str) -> None:
     states = {}
     for t in study.get_trials(deepcopy=False):
         states[t.state.name] = states.get(t.state.name, 0) + 1
-    click.echo("trials: " + ", ".join(f"{k.lower()} {v}" for k, v in sorted(states.items())))
-    click.echo(f"see the Pareto front with: autoprune pareto {config_path}")
+    from autoprune.console import result
+
+    result("trials: " + ", ".join(f"{k.lower()} {v}" for k, v in sorted(states.items())))
+    result(f"see the Pareto front with: autoprune pareto {config_path}")
 
 
 @click.command("worker")
@@ -85,6 +92,7 @@ def _print_outcome(config_path: str, cfg, url: str) -> None:
 @click.option("--trials", default=None, type=click.IntRange(1), help="Finished trials the study should hold (default: the study's target).")
 @click.option("--wait", "wait_s", default=600.0, show_default=True, type=float, help="Seconds to wait for the storage to answer and the study to be created.")
 @click.option("--id", "worker_id", default=None, help="Worker id in logs and trial attrs (default: host:pid).")
+@output_options
 def worker_cmd(config: str, storage: str | None, trials: int | None, wait_s: float, worker_id: str | None) -> None:
     """Join an existing study (from any machine) and run trials; never recomputes the bounds."""
     import os
@@ -93,8 +101,10 @@ def worker_cmd(config: str, storage: str | None, trials: int | None, wait_s: flo
     from autoprune.search.worker import run_worker
 
     index = zlib.crc32((worker_id or str(os.getpid())).encode()) % 10_000
+    from autoprune.console import result
+
     summary = run_worker(config, storage, trials, worker=worker_id, worker_index=index, wait_timeout=wait_s)
-    click.echo(f"worker {summary.worker}: ran {summary.ran} trials; study holds {summary.finished}/{summary.target}")
+    result(f"worker {summary.worker}: ran {summary.ran} trials; study holds {summary.finished}/{summary.target}")
 
 
 @click.command("dashboard")
@@ -113,11 +123,12 @@ def dashboard_cmd(config: str, storage: str | None, host: str, port: int) -> Non
 @click.option("--out", "--dir", "workdir", default="autoprune-demo", show_default=True, type=click.Path(file_okay=False), help="Where the demo writes its study, models and report.")
 @click.option("--trials", default=16, show_default=True, type=click.IntRange(1), help="Search trials.")
 @click.option("--model", default="resnet", show_default=True, type=click.Choice(["resnet", "mobilenet"]))
+@output_options
 def demo_cmd(workdir: str, trials: int, model: str) -> None:
     """Train a digits model, run the baselines and a short search, print the Pareto front and the choice."""
     from autoprune.demo import run_demo
 
-    run_demo(workdir, trials, model, echo=click.echo)
+    run_demo(workdir, trials, model)
 
 
 COMMANDS = [create_cmd, run_cmd, worker_cmd, dashboard_cmd, demo_cmd]
