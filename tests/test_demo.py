@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Iterator
@@ -205,3 +206,20 @@ def test_demo_architecture_rebuilds_the_trial_model(demo: tuple[Path, subprocess
         metric = applied.task.evaluate(applied.model, "val").value
     assert metric == pytest.approx(recorded, abs=1e-6)
     assert arch["metrics"]["val_metric"] == recorded
+
+
+def test_quiet_shows_the_results_and_the_log_file_keeps_everything(
+    demo: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    folder, _res = demo
+    copy = tmp_path / "demo"
+    shutil.copytree(folder, copy)  # confirm replaces the study's confirmation: leave the module's demo as it is
+    log = tmp_path / "logs" / "export.log"
+    res = run_cli("export", copy / "demo-digits-resnet.yaml", "-o", tmp_path / "arch.json", "--top", "1",
+                  "--quiet", "--log-file", log, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == ""  # no notes, no progress, no warning
+    assert res.stdout.startswith("chosen architecture: trial ") and f"wrote {tmp_path / 'arch.json'}" in res.stdout
+    logged = log.read_text()
+    assert "timing 2 candidates interleaved with the base in one process" in logged  # the notes --quiet hid
+    assert all(line in logged for line in res.stdout.splitlines())  # and the results
