@@ -352,7 +352,9 @@ def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) 
     direction = info.metric_direction
     threshold = info.cv_threshold
     done = completed(df)
-    choice = choose(done, max_drop, metric_direction=direction, cv_threshold=threshold)
+    # Judged on another host (--host-id), confirmed figures count only when that host re-timed them.
+    same_host = info.host_id is None or (info.confirmation or {}).get("host_id") == info.host_id
+    choice = choose(done, max_drop, metric_direction=direction, cv_threshold=threshold, use_confirmed=same_host)
     chosen = None if choice.row is None else _trial_record(choice.row, max_drop, choice.number)
     front = pareto_front(done, metric_direction=direction, cv_threshold=threshold)
     baselines = {k: [{kk: _plain(vv) for kk, vv in p.items()} for p in v] for k, v in info.baselines.items()}
