@@ -113,7 +113,7 @@ def plot_pareto(
     direction = info.metric_direction
     done = completed(df)
     front = pareto_front(done, metric_direction=direction, cv_threshold=info.cv_threshold)
-    fig = Figure(figsize=(8.5, 5.8))
+    fig = Figure(figsize=(8.5, 6.6))
     ax = fig.add_subplot(1, 1, 1)
 
     ok = done["feasible"].astype(bool) if "feasible" in done else pd.Series(True, index=done.index)
@@ -172,7 +172,8 @@ def plot_pareto(
     better = "higher is better" if direction == "maximize" else "lower is better; axis inverted"
     ax.set_ylabel(f"{info.metric_name} ({better})")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="best", framealpha=0.9)
+    # Below the axes: inside, "best" still lands on sweep points when the trials fill the plot.
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, frameon=False)
     fig.tight_layout()
     return _save(fig, path, description=chosen_label)
 

@@ -648,7 +648,7 @@ def _baseline_html(summary: Mapping[str, Any]) -> str:
         for p in sorted(points, key=lambda p: as_float(p.get("ratio"))):
             rows.append([kind, f"{as_float(p.get('ratio')):.2f}", _pm(p.get("metric"), None, ".4f"),
                          _pm(p.get("drop"), None, ".4f"), _speed(p.get("speedup"), p.get("speedup_spread")),
-                         _pm(p.get("latency_ms"), None, ".3f"), _si(p.get("macs")), _si(p.get("params")),
+                         _latency(p.get("speedup"), summary.get("base_latency_ms")), _si(p.get("macs")), _si(p.get("params")),
                          "yes" if as_float(p.get("drop")) <= summary["max_drop"] else "no"])
             classes.append("best" if p == best else "")
     if not rows:
