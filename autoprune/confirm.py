@@ -8,7 +8,7 @@ and a candidate whose timing did not settle is exactly one that needs re-timing)
 and the best global baseline, rebuilds each finetuned model exactly
 from its stored architecture JSON and weights, times all of them interleaved against the base in one
 process, and measures each on the test split: the only place autoprune reads it.  ``autoprune export``
-then picks the fastest candidate that holds the budget on test (see :func:`autoprune.export.choose_trial`).
+then picks the fastest candidate that holds the budget on test (see :func:`autoprune.analysis.choose`).
 
 Optuna refuses to change a finished trial (``UpdateFinishedTrialError``, through the Trial API and the
 storage API alike, in RDB and journal storages), so the figures are stored as the study user attr
@@ -430,7 +430,7 @@ def confirm_study(
 def _pick(
     df: pd.DataFrame, info: "StudyInfo", budget: float, figures: Mapping[str, Mapping[str, Any]]
 ) -> tuple[int | None, list[str], str | None]:
-    """What export would choose with the new figures; a candidate whose re-timing did not settle cannot be it.
+    """What the study chooses with the new figures (:func:`autoprune.analysis.choose`, as export and the report do).
 
     Args:
         df: the trial table.
@@ -441,24 +441,15 @@ def _pick(
     Returns:
         ``(picked trial or None, notes, the selection error or None)``.
     """
-    from autoprune.analysis.pareto import unsettled
-    from autoprune.export import choose_trial
+    from autoprune.analysis.choice import choose
 
-    notes: list[str] = []
-    noisy = {n for n, f in figures.items() if unsettled(f.get("noisy"), f.get("speedup_spread"), info.cv_threshold)}
-    for n in sorted(noisy, key=int):
-        notes.append(f"trial {n}'s re-timing did not settle (spread {100 * _float(figures[n].get('speedup_spread')):.1f}%); "
-                     "left out of the pick: run 'autoprune confirm' again on a quieter host")
-    confirmed_df = df.drop(columns=[col for col in df.columns if col.startswith("confirmed:")])
-    confirmed_df = confirmed_df[~confirmed_df["number"].astype(str).isin(noisy)]
-    for key in ("test_drop", "speedup"):
-        confirmed_df[f"confirmed:{key}"] = confirmed_df["number"].map(lambda n, k=key: figures.get(str(n), {}).get(k))
-        confirmed_df[f"confirmed:{key}"] = pd.to_numeric(confirmed_df[f"confirmed:{key}"], errors="coerce")
-    try:
-        record, more = choose_trial(confirmed_df, info, budget)
-        return int(record["number"]), notes + more, None
-    except SelectionError as exc:
-        return None, notes, str(exc)
+    table = df.drop(columns=[col for col in df.columns if col.startswith("confirmed:")])
+    for key in ("test_drop", "speedup", "speedup_spread", "noisy"):
+        table[f"confirmed:{key}"] = table["number"].map(lambda n, k=key: figures.get(str(n), {}).get(k))
+    for key in ("test_drop", "speedup", "speedup_spread"):
+        table[f"confirmed:{key}"] = pd.to_numeric(table[f"confirmed:{key}"], errors="coerce")
+    choice = choose(table, budget, metric_direction=info.metric_direction, cv_threshold=info.cv_threshold)
+    return choice.number, choice.notes, choice.error
 
 
 def _report(candidates: list[Candidate], summary: Mapping[str, Any], metric_name: str) -> list[str]:

@@ -1,8 +1,8 @@
 """``autoprune demo``: the whole pipeline on scikit-learn's digits, in a few minutes on two CPU cores.
 
 Trains (or reuses) a small digits model, runs the uniform and global baselines, a short bounded search on
-the embedded SQLite storage, prints the Pareto front and the chosen architecture, exports it and says
-where every file is.
+the embedded SQLite storage, confirms the best candidates on the test split, prints the Pareto front and the
+chosen architecture, exports it and says where every file is.
 """
 
 from __future__ import annotations
@@ -11,11 +11,16 @@ import copy
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 from typing import Any
 from typing import Callable
 from typing import Mapping
 
 import yaml
+
+if TYPE_CHECKING:
+    from autoprune.analysis import StudyInfo
+    from autoprune.config import StudyConfig
 
 DEMO_CONFIG = {
     "task": "digits",
@@ -72,92 +77,114 @@ def write_demo_config(workdir: Path, trials: int, model: str) -> Path:
     return path
 
 
-def _chosen_line(trial: int, record: Mapping[str, Any]) -> str:
-    """The exported architecture in one line: confirmed figures when confirmation ran, and in words when the
-    pick is a baseline."""
-    speed, source = record.get("confirmed:speedup"), "confirmed by a re-timing"
-    if speed is None or speed != speed:
-        speed, source = record["speedup"], "search timing, unconfirmed"
-    test = record.get("confirmed:test_drop")
-    test_text = f", test drop {test:+.4f}" if test is not None and test == test else ""
-    line = (f"chosen architecture: trial {trial}, accuracy {record['metric']:.4f} (drop {record['drop']:+.4f}{test_text}), "
-            f"speedup {speed:.2f}x ({source}), MACs {int(record.get('macs') or 0):,}")
-    kind = record.get("kind")
-    if kind in ("uniform", "global"):
-        line += (f"\nthe search found nothing faster than the {kind} baseline within the budget; "
-                 f"exported the {kind} baseline")
-    return line
-
-
-def run_demo(workdir: str | Path, trials: int = 16, model: str = "resnet", echo: Callable[[str], None] = print) -> dict:
-    """Run the demo end to end and print its results.
-
-    Args:
-        workdir: folder for the config, database, checkpoints and report.
-        trials: search trials.
-        model: ``resnet`` or ``mobilenet``.
-        echo: prints one line.
-
-    Returns:
-        The analysis summary (see :func:`autoprune.analysis.summarize`) plus ``files``.
-    """
-    from autoprune.analysis import load_analysis
-    from autoprune.analysis import summarize
-    from autoprune.analysis import write_report
-    from autoprune.analysis.report import format_table
-    from autoprune.analysis.report import table_rows
-    from autoprune.config import load_config
-    from autoprune.export import export_architecture
-    from autoprune.search.create import create_study
+def _search(config_path: Path, url: str, trials: int) -> None:
+    """Run the search in this process, with one progress bar."""
+    from autoprune import console
     from autoprune.search.worker import run_local
 
-    start = time.perf_counter()
-    folder = Path(workdir).resolve()
-    config_path = write_demo_config(folder, trials, model)
-    max_drop = load_config(config_path).max_drop
-    echo(f"autoprune demo: digits 16x16, {model}, max accuracy drop {max_drop:.0%}, {trials} search trials; files in {folder}")
-    cfg, url, _study = create_study(str(config_path), None, say=echo)
-    from tqdm import tqdm
-    import sys
-
-    bar = tqdm(total=trials, desc="search", unit="trial", file=sys.stderr, dynamic_ncols=True)
+    bar = console.progress(trials, "search", "trial")
 
     def progress(done: int, total: int, best: float | None) -> None:
         bar.n = min(done, total)
         bar.set_postfix_str(f"best feasible {best:.2f}x" if best is not None else "no feasible trial yet")
         bar.refresh()
 
-    run_local(str(config_path), url, 1, trials, progress=progress)
-    bar.close()
-    cfg = load_config(config_path)
-    df, info = load_analysis(url, cfg.name)
-    summary = summarize(df, info, cfg.max_drop)
-    report_dir = cfg.artifact_path() / "report"
-    files = write_report(df, info, cfg.max_drop, report_dir, summary=summary)
+    try:
+        run_local(str(config_path), url, 1, trials, progress=progress)
+    finally:
+        bar.close()
+
+
+def _confirm(cfg: "StudyConfig") -> None:
+    """Confirm the best candidates on the test split, re-timed together; without a feasible trial, say why not."""
+    from autoprune import console
+    from autoprune.confirm import confirm_study
+    from autoprune.errors import SelectionError
+
+    try:
+        confirm_study(cfg, top=3, echo=console.note)
+    except SelectionError as exc:
+        console.note(f"nothing to confirm: {exc}")
+
+
+def _print_analysis(summary: Mapping[str, Any], info: "StudyInfo", echo: Callable[[str], None]) -> None:
+    """The front table with its legend, the headline and the noise floor (the same as ``autoprune pareto``)."""
+    from autoprune.analysis.report import format_table
+    from autoprune.analysis.report import table_legend
+    from autoprune.analysis.report import table_rows
+
     echo("")
     echo(f"Pareto front (accuracy vs real ONNX Runtime speedup), base accuracy {info.base_metric:.4f}:")
     echo(format_table(table_rows(summary)))
-    echo("  * chosen trial   U best uniform baseline   G best global baseline")
+    echo(table_legend(summary))
     echo("")
     echo(summary["sentence"])
     echo(summary["noise"]["line"])
-    if summary["noise"].get("warning"):
-        echo(f"warning: {summary['noise']['warning']}")
+    for warning in [summary["noise"].get("warning"), *summary.get("recovery_warnings", [])]:
+        if warning:
+            echo(f"warning: {warning}")
+
+
+def _export(cfg: "StudyConfig", folder: Path, echo: Callable[[str], None]) -> Path:
+    """Export the chosen architecture and print it in words with its kept channels."""
+    from autoprune import console
+    from autoprune.export import chosen_lines
+    from autoprune.export import export_architecture
+
+    exported = export_architecture(cfg, folder / "architecture.json")
+    for note in exported.notes:
+        console.note(note)
+    echo("")
+    for line in chosen_lines(exported):
+        echo(line)
+    chosen = exported.record
+    channels = {k.split(":", 1)[1]: int(v) for k, v in chosen.items() if k.startswith("channels:") and v == v}
+    if channels:
+        echo("kept channels: " + ", ".join(f"{k}={v}" for k, v in channels.items()))
+    return exported.path
+
+
+def run_demo(workdir: str | Path, trials: int = 16, model: str = "resnet", echo: Callable[[str], None] | None = None) -> dict:
+    """Run the demo end to end and print its results.
+
+    Search, then confirmation (test split, re-timed together), then the analysis and the export: every view
+    (terminal, ``summary.json``, ``pareto.png``, ``report.html``, the architecture JSON) shows the same
+    chosen trial with the same confirmed figures.
+
+    Args:
+        workdir: folder for the config, database, checkpoints and report.
+        trials: search trials.
+        model: ``resnet`` or ``mobilenet``.
+        echo: prints one result line (default: :func:`autoprune.console.result`); progress notes go to
+            :func:`autoprune.console.note`.
+
+    Returns:
+        The analysis summary (see :func:`autoprune.analysis.summarize`) plus ``files``.
+    """
+    from autoprune import console
+    from autoprune.analysis import load_analysis
+    from autoprune.analysis import summarize
+    from autoprune.analysis import write_report
+    from autoprune.config import load_config
+    from autoprune.search.create import create_study
+
+    echo = echo or console.result
+    start = time.perf_counter()
+    folder = Path(workdir).resolve()
+    config_path = write_demo_config(folder, trials, model)
+    max_drop = load_config(config_path).max_drop
+    echo(f"autoprune demo: digits 16x16, {model}, max accuracy drop {max_drop:.0%}, {trials} search trials; files in {folder}")
+    cfg, url, _study = create_study(str(config_path), None, say=console.note)
+    _search(config_path, url, trials)
+    cfg = load_config(config_path)
+    _confirm(cfg)
+    df, info = load_analysis(url, cfg.name)
+    summary = summarize(df, info, cfg.max_drop)
+    files = write_report(df, info, cfg.max_drop, cfg.artifact_path() / "report", summary=summary)
+    _print_analysis(summary, info, echo)
     arch_path = None
     if summary["chosen"] is not None:
-        from autoprune.confirm import confirm_study
-
-        confirm_study(cfg, top=3, echo=echo)
-        exported = export_architecture(cfg, folder / "architecture.json")
-        for note in exported.notes:
-            echo(note)
-        arch_path = exported.path
-        chosen = exported.record
-        echo("")
-        echo(_chosen_line(exported.trial, chosen))
-        channels = {k.split(":", 1)[1]: int(v) for k, v in chosen.items() if k.startswith("channels:") and v == v}
-        if channels:
-            echo("kept channels: " + ", ".join(f"{k}={v}" for k, v in channels.items()))
+        arch_path = _export(cfg, folder, echo)
     else:
         echo(f"no architecture within the budget: {summary['selection_error']}")
     echo("")

@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
+from typing import Mapping
 
 import optuna
-import pandas as pd
 
+from autoprune.analysis.choice import choose
+from autoprune.analysis.choice import passed_over_text
 from autoprune.errors import SelectionError
 from autoprune.redact import redact_url
 
@@ -33,56 +35,65 @@ class ExportResult:
     trial: int
     record: dict[str, Any]
     notes: list[str]
+    passed_over: dict[str, Any] | None = None  # the validation pick, when the confirmed choice is another trial
+    max_drop: float = math.nan  # the budget it was chosen under
+    metric_name: str = "metric"
+
+
+def _confirmed_figures(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``confirmed:*`` figures of a trial row, by their plain names (missing ones left out)."""
+    return {k.partition(":")[2]: v for k, v in record.items() if k.startswith("confirmed:") and not _missing(v)}
+
+
+def chosen_lines(result: ExportResult) -> list[str]:
+    """The exported architecture in words: its confirmed figures when confirmation ran (else the search's, said
+    to be unconfirmed), the validation-time pick when it was passed over, and a baseline pick as such.
+
+    Example:
+        >>> chosen_lines(export_architecture(cfg, "arch.json"))[0]  # doctest: +SKIP
+        'chosen architecture: trial 1, accuracy 0.9577 (drop +0.0245, test drop +0.0361), speedup 2.03x (confirmed by a re-timing), MACs 612,394'
+    """
+    rec, confirmed = result.record, _confirmed_figures(result.record)
+    speed, source = confirmed.get("speedup"), "confirmed by a re-timing"
+    if speed is None:
+        speed, source = rec.get("speedup_searched", rec["speedup"]), "search timing, unconfirmed"
+    test = f", test drop {confirmed['test_drop']:+.4f}" if "test_drop" in confirmed else ""
+    lines = [f"chosen architecture: trial {result.trial}, {result.metric_name} {rec['metric']:.4f} (drop {rec['drop']:+.4f}{test}), "
+             f"speedup {speed:.2f}x ({source}), MACs {int(rec.get('macs') or 0):,}"]
+    passed = result.passed_over
+    if passed is not None:
+        lines.append(passed_over_text(passed["number"], passed["speedup"], _confirmed_figures(passed), result.max_drop))
+    kind = rec.get("kind")
+    if kind in ("uniform", "global"):
+        lines.append(f"the search found nothing faster than the {kind} baseline within the budget; exported the {kind} baseline")
+    return lines
 
 
 def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _confirmed_pick(df, max_drop: float, notes: list[str]) -> dict[str, Any] | None:
-    """The fastest confirmed candidate that holds the budget on the test split (None: nothing confirmed)."""
-    if "confirmed:test_drop" not in df.columns:
-        return None
-    conf = df[df["confirmed:test_drop"].notna() & (df["state"] == "COMPLETE")].copy()
-    if conf.empty:
-        return None
-    conf = conf[conf["drop"] <= max_drop]
-    speed_col = "confirmed:speedup" if "confirmed:speedup" in conf.columns else "speedup"
-    noisy = conf["confirmed:noisy"].fillna(False).astype(bool) if "confirmed:noisy" in conf.columns else False
-    conf = conf.assign(_speed=pd.to_numeric(conf[speed_col], errors="coerce").fillna(conf["speedup"]), _noisy=noisy)
-    # A re-timing that did not settle never leads: settled candidates first, each group fastest first.
-    conf = conf.sort_values(["_noisy", "_speed", "metric", "macs", "number"], ascending=[True, False, False, True, True])
-    for _, row in conf.iterrows():
-        if row["confirmed:test_drop"] <= max_drop:
-            if row["_noisy"]:
-                notes.append(f"trial {int(row['number'])}: its confirmed timing did not settle; no settled candidate holds the budget")
-            return row.drop(labels=["_speed", "_noisy"]).to_dict()
-        notes.append(
-            f"trial {int(row['number'])} ({row['_speed']:.2f}x) fails the budget on the test split "
-            f"(test drop {row['confirmed:test_drop']:+.4f} > {max_drop}); falling back to the next confirmed candidate"
-        )
-    raise SelectionError(
-        f"no confirmed candidate holds the budget {max_drop} on the test split; "
-        "run 'autoprune confirm' with a larger --top, or relax --max-drop"
-    )
+def choose_trial(
+    df, info, max_drop: float, trial: int | None = None, use_confirmed: bool = True
+) -> tuple[dict[str, Any], list[str], dict[str, Any] | None]:
+    """The trial to export: ``trial`` if given, else the study's choice (:func:`autoprune.analysis.choose`).
 
+    Returns:
+        ``(record, notes, validation pick passed over or None)``.
 
-def choose_trial(df, info, max_drop: float, trial: int | None = None, use_confirmed: bool = True) -> tuple[dict[str, Any], list[str]]:
-    """The trial to export: ``trial`` if given, else the confirmed or validation pick under ``max_drop``."""
-    from autoprune.analysis import select
-
-    notes: list[str] = []
+    Raises:
+        SelectionError: ``trial`` is not a complete trial, or nothing is chosen under ``max_drop``.
+    """
     if trial is not None:
         rows = df[df["number"] == trial]
         if rows.empty or rows.iloc[0]["state"] != "COMPLETE":
-            raise SelectionError(f"trial {trial} is not a COMPLETE trial of study {info.study_name!r}")
-        return rows.iloc[0].to_dict(), notes
-    search = df[df["state"] == "COMPLETE"]
-    if use_confirmed:
-        picked = _confirmed_pick(search, max_drop, notes)
-        if picked is not None:
-            return picked, notes
-    return select(search, max_drop, metric_direction=info.metric_direction), notes
+            raise SelectionError(f"trial {trial} is not a COMPLETE trial of study {info.name!r}")
+        return rows.iloc[0].to_dict(), [], None
+    choice = choose(df, max_drop, metric_direction=info.metric_direction, cv_threshold=info.cv_threshold,
+                    use_confirmed=use_confirmed)
+    if choice.row is None:
+        raise SelectionError(choice.error or f"no trial is chosen at max drop {max_drop:g}")
+    return choice.row, choice.notes, choice.passed_over
 
 
 def export_architecture(
@@ -116,7 +127,7 @@ def export_architecture(
     url = config.storage_url(storage)
     df, info = load_analysis(url, config.name, max_drop=max_drop)
     budget = info.max_drop if max_drop is None else max_drop
-    record, notes = choose_trial(df, info, budget, trial, use_confirmed)
+    record, notes, passed_over = choose_trial(df, info, budget, trial, use_confirmed)
     number = int(record["number"])
     study = optuna.load_study(study_name=config.name, storage=open_storage(url, heartbeat_interval=None))
     frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
@@ -148,7 +159,7 @@ def export_architecture(
         }
     )
     # Confirmed figures are study attrs (a finished trial cannot change); the analysis row carries them.
-    confirmed = {k.partition(":")[2]: v for k, v in record.items() if k.startswith("confirmed:") and not _missing(v)}
+    confirmed = _confirmed_figures(record)
     latency = dict(arch.get("latency") or {})
     if confirmed:
         metrics.update(
@@ -178,4 +189,4 @@ def export_architecture(
     arch.update(metrics=metrics, latency=latency, provenance=prov)
     validate_architecture(arch, out)
     write_architecture(arch, out)
-    return ExportResult(out, weights_path, number, record, notes)
+    return ExportResult(out, weights_path, number, record, notes, passed_over, budget, info.metric_name)

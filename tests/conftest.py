@@ -94,11 +94,18 @@ def write_study(
     return path
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run ``autoprune ARGS`` in a fresh interpreter (real exit code, real stderr)."""
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120, raw_newlines: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run ``autoprune ARGS`` in a fresh interpreter (real exit code, real stderr).
+
+    ``raw_newlines`` keeps carriage returns as written (progress bars redraw their line with them), where
+    text mode would turn them into line breaks.
+    """
     cmd = [sys.executable, "-c", "from autoprune.cli import main; main()", *map(str, args)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=not raw_newlines, timeout=timeout, env=env)
+    if raw_newlines:
+        res.stdout, res.stderr = res.stdout.decode(), res.stderr.decode()
+    return res
 
 
 class CodeOnUnpickle:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import html
+import itertools
 import json
 import re
 import shutil
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 from optuna.distributions import FloatDistribution
@@ -27,6 +30,7 @@ from autoprune.analysis import load_study_info
 from autoprune.analysis import load_trials
 from autoprune.analysis import summarize
 from autoprune.analysis import write_report
+from autoprune.analysis.report import table_legend
 from autoprune.analysis.report import table_rows
 from autoprune.cli import main
 from autoprune.errors import StorageError
@@ -182,9 +186,15 @@ def test_confirmed_and_timings_columns(sqlite_url: str) -> None:
     df, info = load_analysis(sqlite_url, "s")
     assert df.loc[2, "confirmed:test_drop"] == 0.011
     assert df.loc[2, "timings:hostB:speedup"] == 2.1
+    # The only confirmed candidate fails the budget on test: nothing is chosen (export would refuse too).
     summary = summarize(df, info, 0.01)
-    assert summary["chosen"]["confirmed"]["test_feasible"] is False
-    assert ("validation drop 0.0080 ± 0.0190, test drop 0.0110 (test accuracy 0.9690 ± 0.0151; over the budget "
+    assert summary["chosen"] is None and summary["validation_pick"] == 2 and summary["selection"] == "confirmed"
+    assert "no confirmed candidate holds the budget 0.01 on the test split" in summary["sentence"]
+    # At a wider budget it holds on test and is chosen with its confirmed figures.
+    summary = summarize(df, info, 0.02)
+    assert summary["chosen"]["confirmed"]["test_feasible"] is False  # as recorded, at the confirmation's budget
+    assert (summary["chosen"]["number"], summary["chosen"]["speedup"], summary["chosen"]["speedup_searched"]) == (2, 2.55, 2.6)
+    assert ("validation drop 0.0080 ± 0.0190, test drop 0.0110 (test accuracy 0.9690 ± 0.0151; within the budget "
             "on test, confirmed speedup 2.55x)") in summary["noise"]["line"]
     # judged on hostB: trials re-timed there take that speedup, the others have none
     on_b = load_trials(sqlite_url, "s", host_id="hostB")
@@ -361,6 +371,53 @@ def test_a_disturbed_timing_leads_nothing_until_a_settled_retiming(sqlite_url: s
     assert summarize(*load_analysis(sqlite_url, "s"), 0.01)["chosen"]["number"] == 2
 
 
+def test_latency_column_orders_as_the_speedups(sqlite_url: str) -> None:
+    # Each trial timed its own base: trial 2 (2.60x) saw a slow base, so its own latency (5.38 ms) is above
+    # trial 1's (4.35 ms at 1.90x).  The table divides one pooled base latency by each speedup instead.
+    make_study(sqlite_url, "s", extra={2: {"base_latency_ms": 14.0, "latency_ms": 14.0 / 2.6}})
+    s = summarize(*load_analysis(sqlite_url, "s"), 0.01)
+    assert s["base_latency_ms"] == 10.0  # the median over the trials' and the sweep points' base timings
+    rows = table_rows(s)
+    pairs = [(float(r["speedup"].split("x")[0]), float(r["latency_ms"])) for r in rows]
+    assert len(pairs) >= 5
+    for (fast, fast_ms), (slow, slow_ms) in itertools.permutations(pairs, 2):
+        if fast > slow:
+            assert fast_ms < slow_ms, (fast, fast_ms, slow, slow_ms)
+    assert "latency = pooled base latency 10.000 ms / speedup" in table_legend(s)
+
+
+def test_a_confirmed_pick_leads_every_view_with_its_confirmed_figures(sqlite_url: str, tmp_path: Path) -> None:
+    # Validation pick: trial 2 (2.60x in the search).  Confirmation re-timed it at 1.95x, the global baseline
+    # trial 1 at 2.30x, together: the confirmed choice is trial 1, and every view says so.
+    conf = {"test_drop": 0.004, "test_feasible": True, "noisy": False, "speedup_spread": 0.01, "host_id": "hostA"}
+    study = make_study(sqlite_url, "s", extra={1: {"kind": "global"}})
+    study.set_user_attr("confirmation", {"trials": {"2": conf | {"speedup": 1.95, "kind": "search"},
+                                                    "1": conf | {"speedup": 2.30, "kind": "global"}}})
+    df, info = load_analysis(sqlite_url, "s")
+    s = summarize(df, info, 0.01)
+    assert (s["selection"], s["chosen"]["number"], s["chosen"]["speedup"], s["validation_pick"]) == ("confirmed", 1, 2.3, 2)
+    assert s["best"]["global"]["timing"] == "confirmed" and s["best"]["global"]["speedup"] == 2.3
+    assert s["sentence"].startswith("The search found nothing faster than the global baseline within the budget "
+                                    "(max drop 0.01): the chosen architecture is the global baseline (trial 1, 2.30x)")
+    assert "The validation-time pick, trial 2 (2.60x in the search), was re-timed at 1.95x ± 1.0%." in s["sentence"]
+    rows = table_rows(s)
+    assert [r["trial"] for r in rows if r["mark"] == "*"] == ["1 (global)"]
+    assert [r["trial"] for r in rows if r["mark"] == "v"] == ["2"]
+    assert [r["confirmed"] for r in rows if r["mark"] == "*"] == ["2.30x ± 1.0%"]
+    paths = write_report(df, info, 0.01, tmp_path)
+    on_disk = json.loads(paths["summary_json"].read_text())
+    assert on_disk["chosen"]["number"] == 1 and on_disk["selection"] == "confirmed"
+    page = paths["report_html"].read_text()
+    assert html.escape(s["sentence"]) in page and '<tr class="chosen"><td class="l">*</td><td>1 (global)</td>' in page
+    front = pd.read_csv(paths["front_csv"])
+    assert list(front.loc[front["chosen"], "number"]) == [1]
+    # Without the confirmation the same study chooses trial 2 and says its figures are unconfirmed.
+    study.set_user_attr("confirmation", {})
+    s = summarize(*load_analysis(sqlite_url, "s"), 0.01)
+    assert (s["selection"], s["chosen"]["number"]) == ("validation", 2)
+    assert "not yet confirmed by a re-timing" in s["sentence"] and "figures unconfirmed" in table_legend(s)
+
+
 def test_summary_says_when_baselines_were_not_recorded(sqlite_url: str) -> None:
     make_study(sqlite_url, "s", baselines=False)
     s = summarize(*load_analysis(sqlite_url, "s"), 0.01)
@@ -418,7 +475,7 @@ def test_cli_pareto(study_url: str, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     out = result.stdout
     chosen = [line for line in out.splitlines() if line.startswith("*")]
-    assert len(chosen) == 1 and re.match(r"\*\s+2\s+0\.0080 ± 0\.0190\s+2\.60x ± 2\.0%", chosen[0])
+    assert len(chosen) == 1 and re.match(r"\*\s+2\s+0\.0080 ± 0\.0190\s+-\s+2\.60x ± 2\.0%\s+-\s+3\.846\s", chosen[0])
     assert re.search(r"^U\s+uniform r=0\.30", out, re.M) and re.search(r"^G\s+global r=0\.30", out, re.M)
     assert "1.30x faster than the best uniform baseline (2.00x)" in out
     assert "warning: max drop 0.01 is below 2 standard errors" in out
@@ -531,4 +588,14 @@ def test_a_ratio_inside_the_timing_noise_is_not_claimed() -> None:
     assert _versus({"speedup": 2.05, "speedup_spread": 0.04, "kind": "search"}, base, "global") == "as fast as, within timing noise (±5.0%),"
     assert _versus({"speedup": 1.50, "speedup_spread": 0.02, "kind": "search"}, base, "global") == "1.33x slower than"
     assert _versus({"speedup": 2.00, "speedup_spread": 0.0, "kind": "search"}, {"speedup": 2.004}, "uniform") == "as fast as"
-    assert _versus({"speedup": 2.10, "speedup_spread": 0.05, "kind": "global"}, base, "global") == "the enqueued architecture of"
+
+
+def test_a_baseline_pick_is_said_in_words() -> None:
+    from autoprune.analysis.report import _comparison_sentence
+
+    best = {"uniform": {"speedup": 2.00, "speedup_spread": 0.01}, "global": {"speedup": 2.10, "speedup_spread": 0.01}}
+    baselines = {"uniform": [best["uniform"]], "global": [best["global"]]}
+    chosen = {"number": 1, "kind": "global", "speedup": 2.10, "speedup_spread": 0.01}
+    assert _comparison_sentence(chosen, best, baselines, 0.01, None) == (
+        "The search found nothing faster than the global baseline within the budget (max drop 0.01): the chosen "
+        "architecture is the global baseline (trial 1, 2.10x), 1.05x faster than the best uniform baseline (2.00x).")

@@ -24,6 +24,7 @@ from torch.utils.data import TensorDataset
 from autoprune.analysis import StudyInfo
 from autoprune.analysis import load_analysis
 from autoprune.analysis import select
+from autoprune.analysis.choice import confirmed_pick
 from autoprune.analysis.pareto import best_baseline
 from autoprune.candidate import StudyContext
 from autoprune.candidate import evaluate_candidate
@@ -288,8 +289,6 @@ def test_an_outlying_timing_cannot_hide_the_real_best_from_confirm() -> None:
 
 
 def test_export_never_leads_with_a_confirmed_timing_that_did_not_settle() -> None:
-    from autoprune.export import _confirmed_pick
-
     df = _table([
         {"number": 0, "metric": 0.89, "drop": 0.01, "speedup": 3.0, "kind": "search", "channels:a": 9,
          "confirmed:speedup": 3.9, "confirmed:noisy": True, "confirmed:test_drop": 0.01},
@@ -297,6 +296,13 @@ def test_export_never_leads_with_a_confirmed_timing_that_did_not_settle() -> Non
          "confirmed:speedup": 3.2, "confirmed:noisy": False, "confirmed:test_drop": 0.02},
     ])
     notes: list[str] = []
-    assert _confirmed_pick(df, 0.05, notes)["number"] == 1 and not notes
+    assert confirmed_pick(df, 0.05, notes)["number"] == 1 and "trial 0 (3.90x): its re-timing did not settle" in notes[0]
+    # A spread above the study's threshold is unsettled whatever the flag says.
+    spread = df.assign(**{"confirmed:noisy": [False, False], "confirmed:speedup_spread": [0.2, 0.01]})
+    assert confirmed_pick(spread, 0.05, [], cv_threshold=0.05)["number"] == 1
+    # The unsettled one holds on test and the settled one fails: nothing confirmed may be chosen.
     only_noisy_holds = df.assign(**{"confirmed:test_drop": [0.01, 0.09]})
-    assert _confirmed_pick(only_noisy_holds, 0.05, notes)["number"] == 0 and "did not settle" in notes[-1]
+    with pytest.raises(SelectionError, match="no confirmed candidate holds the budget"):
+        confirmed_pick(only_noisy_holds, 0.05, notes)
+    # No settled re-timing at all: no confirmed pick (the validation pick stands, unconfirmed).
+    assert confirmed_pick(df.assign(**{"confirmed:noisy": [True, True]}), 0.05, []) is None

@@ -8,8 +8,10 @@ and the chosen architecture, and exports it.
 
 from __future__ import annotations
 
+import html
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Iterator
@@ -48,7 +50,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.Com
     folder = tmp_path_factory.mktemp("demo") / "autoprune-demo"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AUTOPRUNE_DEMO_OVERRIDES", json.dumps(DEMO_OVERRIDES))
-        res = run_cli("demo", "--dir", folder, "--trials", "3", timeout=500)
+        res = run_cli("demo", "--dir", folder, "--trials", "3", timeout=500, raw_newlines=True)
     assert res.returncode == 0, f"autoprune demo failed:\n{res.stdout}\n{res.stderr[-5000:]}"
     return folder, res
 
@@ -113,17 +115,69 @@ def test_demo_prints_front_choice_and_files(demo: tuple[Path, subprocess.Complet
     assert f"{trial.user_attrs['drop']:+.4f}" == m.group(3) and f"{trial.user_attrs['macs']:,}" == m.group(6)
     if trial.user_attrs.get("kind") in ("uniform", "global"):  # a baseline pick is said in words
         assert f"the search found nothing faster than the {trial.user_attrs['kind']} baseline" in out
-    # The table marks the validation choice (the fastest trial within the budget); the exported one is
-    # that, or the pick of the confirmation stage (test split, re-timed) when it ran.
+    # The table marks the exported trial; when confirmation chose another than the validation pick, that one
+    # is marked beside it.
+    assert chosen_rows[0].split()[1] == str(number), (chosen_rows[0], number)
     feasible = [t for t in complete if t.user_attrs["drop"] <= 0.9]
     val_pick = min(feasible, key=lambda t: (-t.user_attrs["speedup"], -t.user_attrs["metric"], t.user_attrs["macs"], t.number))
-    assert chosen_rows[0].split()[1] == str(val_pick.number), (chosen_rows[0], val_pick.number)
     confirmation = study.user_attrs.get("confirmation") or {}
-    if confirmation.get("pick") is not None:
-        assert number == int(confirmation["pick"]), confirmation["pick"]
-        assert "confirm" in out.lower()
-    else:
-        assert number == val_pick.number
+    assert confirmation.get("pick") is not None and number == int(confirmation["pick"]), confirmation.get("pick")
+    if number != val_pick.number:
+        assert [r.split()[1] for r in rows if r.startswith("v ")] == [str(val_pick.number)], table
+        assert f"the validation-time pick, trial {val_pick.number} (" in out
+
+
+def rendered_lines(stream: str) -> list[str]:
+    """The lines a terminal shows for ``stream``: each carriage return starts writing over the line again."""
+    lines = []
+    for line in stream.split("\n"):
+        shown: list[str] = []
+        for part in line.split("\r"):
+            shown[: len(part)] = list(part)
+        lines.append("".join(shown).rstrip())
+    return lines
+
+
+def test_demo_output_is_clean(demo: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    _folder, res = demo
+    out, err = rendered_lines(res.stdout), rendered_lines(res.stderr)
+    bar = re.compile(r"^[a-z ]+: +\d+%\|[^|]*\| \d+/\d+ \[[^\]]*\]$")
+    # A bar fragment never shares a line with anything else (a note, Optuna's log, a result).
+    glued = [line for line in out + err if "%|" in line and not bar.match(line)]
+    assert not glued, glued
+    assert not any("%|" in line for line in out)
+    # Finished bars are drawn once: the search bar stays, the base model and baseline bars are cleared.
+    assert [line.split("%|")[0] for line in err if "%|" in line] == ["search: 100"], [line for line in err if "%|" in line]
+    assert "[w0] joined study 'demo-digits-resnet'" in res.stderr and "optuna: A new study created" in res.stderr
+    # No warning of any kind: Python's (ExperimentalWarning, UserWarning, ...) or autoprune's own.
+    assert not [line for line in out + err if "warning" in line.lower()], res.stderr
+
+
+def test_every_view_names_the_same_chosen_trial(demo: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    from PIL import Image
+
+    folder, res = demo
+    files = listed_files(res.stdout)
+    m = re.search(r"^chosen architecture: trial (\d+), .*speedup ([0-9.]+)x \(confirmed by a re-timing\)", res.stdout, re.M)
+    assert m, res.stdout
+    number, speed = int(m.group(1)), m.group(2)
+    summary = json.loads(Path(files["summary_json"]).read_text())
+    arch = json.loads(Path(files["architecture"]).read_text())
+    confirmed = summary["chosen"]["confirmed"]
+    assert summary["selection"] == "confirmed" and summary["chosen"]["number"] == number
+    assert f"{summary['chosen']['speedup']:.2f}" == speed == f"{confirmed['speedup']:.2f}"
+    assert arch["provenance"]["trial"] == number and arch["provenance"]["selection"] == "confirmed"
+    assert f"{arch['latency']['confirmed_speedup']:.2f}" == speed
+    assert arch["metrics"]["test_drop"] == confirmed["test_drop"] and f"test drop {confirmed['test_drop']:+.4f}" in m.group(0)
+    # The headline printed is the summary's, and names the chosen trial with its confirmed speedup.
+    assert summary["sentence"] in res.stdout and f"trial {number}" in summary["sentence"]
+    assert f"{speed}x" in summary["sentence"] and "Confirmed figures" in summary["sentence"]
+    # pareto.png marks the same trial with the same confirmed figure.
+    assert Image.open(files["pareto_png"]).text["Description"] == f"chosen: trial {number} (confirmed {speed}x)"
+    page = Path(files["report_html"]).read_text()
+    assert html.escape(summary["sentence"]) in page
+    assert re.search(rf'<tr class="chosen"><td class="l">\*</td><td>{number}[ <]', page), "report.html marks another trial"
+    assert f"{speed}x" in re.search(r'<tr class="chosen">.*?</tr>', page).group(0)
 
 
 def test_demo_architecture_rebuilds_the_trial_model(demo: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
@@ -152,3 +206,20 @@ def test_demo_architecture_rebuilds_the_trial_model(demo: tuple[Path, subprocess
         metric = applied.task.evaluate(applied.model, "val").value
     assert metric == pytest.approx(recorded, abs=1e-6)
     assert arch["metrics"]["val_metric"] == recorded
+
+
+def test_quiet_shows_the_results_and_the_log_file_keeps_everything(
+    demo: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    folder, _res = demo
+    copy = tmp_path / "demo"
+    shutil.copytree(folder, copy)  # confirm replaces the study's confirmation: leave the module's demo as it is
+    log = tmp_path / "logs" / "export.log"
+    res = run_cli("export", copy / "demo-digits-resnet.yaml", "-o", tmp_path / "arch.json", "--top", "1",
+                  "--quiet", "--log-file", log, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == ""  # no notes, no progress, no warning
+    assert res.stdout.startswith("chosen architecture: trial ") and f"wrote {tmp_path / 'arch.json'}" in res.stdout
+    logged = log.read_text()
+    assert "timing 2 candidates interleaved with the base in one process" in logged  # the notes --quiet hid
+    assert all(line in logged for line in res.stdout.splitlines())  # and the results

@@ -197,7 +197,8 @@ def test_export_picks_the_fastest_feasible_trial(ran: RunStudy, tmp_path: Path) 
     assert res.returncode == 0, res.stderr
     arch = json.loads(out.read_text())
     assert arch["provenance"]["trial"] == want.number
-    assert res.stdout.startswith(f"trial {want.number}: ")
+    assert res.stdout.startswith(f"chosen architecture: trial {want.number}, ")
+    assert "(search timing, unconfirmed)" in res.stdout.splitlines()[0]
     assert arch["metrics"]["val_metric"] == want.user_attrs["metric"]
     assert arch["metrics"]["max_drop"] == 0.9 and arch["metrics"]["feasible"] is True
     weights = out.with_name("chosen.weights.pt")

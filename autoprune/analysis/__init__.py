@@ -12,6 +12,8 @@ Example:
 
 from __future__ import annotations
 
+from autoprune.analysis.choice import Choice
+from autoprune.analysis.choice import choose
 from autoprune.analysis.frame import StudyInfo
 from autoprune.analysis.frame import load_analysis
 from autoprune.analysis.frame import load_study_info
@@ -41,12 +43,14 @@ from autoprune.analysis.stats import miou
 from autoprune.analysis.stats import samples_needed
 
 __all__ = [
+    "Choice",
     "StudyInfo",
     "best_baseline",
     "binomial_stderr",
     "bootstrap_miou_stderr",
     "bootstrap_stderr",
     "budget_noise_warning",
+    "choose",
     "completed",
     "drop_interval",
     "drop_stderr",

@@ -122,6 +122,7 @@ class StudyInfo:
     n_val: int | None = None
     host_id: str | None = None
     recovery_calibration: dict[str, Any] | None = None  # the recipe calibration the study's recovery came from
+    confirmation: dict[str, Any] | None = None  # the study attr ``confirmation`` (autoprune confirm), if any
 
     @property
     def cv_threshold(self) -> float | None:
@@ -193,6 +194,7 @@ def study_info(study: optuna.Study, storage_label: str = "") -> StudyInfo:
         round_to=attrs.get("round_to"),
         n_val=_n_val(attrs, config),
         recovery_calibration=attrs.get("recovery_calibration") if isinstance(attrs.get("recovery_calibration"), Mapping) else None,
+        confirmation=dict(attrs[CONFIRMATION_ATTR]) if isinstance(attrs.get(CONFIRMATION_ATTR), Mapping) else None,
     )
 
 

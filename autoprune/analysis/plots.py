@@ -34,12 +34,12 @@ _FRONT_COLOR = "tab:green"
 _BUDGET_COLOR = "tab:red"
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
-    """Write ``fig`` as PNG and return the path."""
+def _save(fig: Figure, path: str | Path, description: str | None = None) -> Path:
+    """Write ``fig`` as PNG (``description`` in its ``Description`` text chunk) and return the path."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fig.savefig(out, format="png", dpi=110)
+    fig.savefig(out, format="png", dpi=110, metadata={"Description": description} if description else None)
     return out
 
 
@@ -83,6 +83,8 @@ def plot_pareto(
     path: str | Path,
     *,
     chosen_number: int | None = None,
+    chosen_note: str = "",
+    passed_over: int | None = None,
 ) -> Path:
     """Metric against speedup for every complete trial, with the front, the sweeps and the budget.
 
@@ -95,7 +97,12 @@ def plot_pareto(
         info: the study info (base metric, direction, baselines).
         max_drop: the budget the plot is drawn for.
         path: where to write the PNG.
-        chosen_number: the trial to mark as chosen (``None``: no mark).
+        chosen_number: the trial to mark as chosen (``None``: no mark), drawn at its search timing.
+        chosen_note: what the chosen trial's legend entry adds, e.g. ``"confirmed 2.03x"`` (default: its
+            search speedup).
+        passed_over: the validation-time pick to mark when the confirmed choice is another trial.
+
+    The chosen trial's legend entry is also the PNG's ``Description`` text, for tools that check the picture.
 
     Returns:
         The PNG path.
@@ -105,8 +112,8 @@ def plot_pareto(
     """
     direction = info.metric_direction
     done = completed(df)
-    front = pareto_front(done, metric_direction=direction)
-    fig = Figure(figsize=(8.5, 5.8))
+    front = pareto_front(done, metric_direction=direction, cv_threshold=info.cv_threshold)
+    fig = Figure(figsize=(8.5, 6.6))
     ax = fig.add_subplot(1, 1, 1)
 
     ok = done["feasible"].astype(bool) if "feasible" in done else pd.Series(True, index=done.index)
@@ -141,12 +148,19 @@ def plot_pareto(
     if math.isfinite(info.base_metric):
         ax.scatter([1.0], [info.base_metric], marker="P", s=90, color="black", zorder=5, label="unpruned")
 
+    if passed_over is not None:
+        row = done[done["number"] == passed_over]
+        if not row.empty:
+            ax.scatter(row["speedup"], row["metric"], marker="X", s=110, color="tab:red", edgecolors="black", lw=0.6,
+                       zorder=6, label=f"validation-time pick: trial {passed_over} (passed over)")
+    chosen_label = None
     if chosen_number is not None:
         row = done[done["number"] == chosen_number]
         if not row.empty:
             x, y = float(row["speedup"].iloc[0]), float(row["metric"].iloc[0])
+            chosen_label = f"chosen: trial {chosen_number} ({chosen_note or f'{x:.2f}x'})"
             ax.scatter([x], [y], marker="*", s=320, color="gold", edgecolors="black", lw=0.8, zorder=6,
-                       label=f"chosen: trial {chosen_number} ({x:.2f}x)")
+                       label=chosen_label)
             ax.annotate(f"trial {chosen_number}", (x, y), xytext=(8, 8), textcoords="offset points", fontsize=9)
 
     hidden = _metric_limits(ax, shown, info, max_drop)
@@ -158,9 +172,10 @@ def plot_pareto(
     better = "higher is better" if direction == "maximize" else "lower is better; axis inverted"
     ax.set_ylabel(f"{info.metric_name} ({better})")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="best", framealpha=0.9)
+    # Below the axes: inside, "best" still lands on sweep points when the trials fill the plot.
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, frameon=False)
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, description=chosen_label)
 
 
 def plot_ratios(

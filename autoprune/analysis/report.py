@@ -21,6 +21,8 @@ from typing import Any
 
 import pandas as pd
 
+from autoprune.analysis.choice import choose
+from autoprune.analysis.choice import passed_over_text
 from autoprune.analysis.frame import StudyInfo
 from autoprune.analysis.frame import redact
 from autoprune.analysis.pareto import as_float
@@ -31,15 +33,14 @@ from autoprune.analysis.pareto import hypervolume_history
 from autoprune.analysis.pareto import pareto_front
 from autoprune.analysis.pareto import retiming
 from autoprune.jsonfile import write_json
-from autoprune.analysis.pareto import select
 from autoprune.analysis.pareto import settled
+from autoprune.analysis.pareto import unsettled as timing_unsettled
 from autoprune.analysis.plots import plot_pareto
 from autoprune.analysis.plots import plot_ratios
 from autoprune.analysis.plots import plot_recovery_curve
 from autoprune.analysis.stats import budget_noise_warning
 from autoprune.analysis.stats import drop_stderr
 from autoprune.errors import ConfigError
-from autoprune.errors import SelectionError
 from autoprune.recipe import recovery_warnings
 from autoprune.screening import spearman
 
@@ -105,10 +106,7 @@ def _trial_record(row: Mapping[str, Any], max_drop: float, chosen_number: int | 
 
 def _versus(chosen: Mapping[str, Any], point: Mapping[str, Any], kind: str) -> str:
     """"1.30x faster than", "1.08x slower than", or "as fast as, within timing noise (±x%)," when the ratio lies
-    inside the two timings' combined spread (or within half a percent); "the architecture of" for the baseline
-    itself."""
-    if chosen.get("kind") == kind:
-        return "the enqueued architecture of"
+    inside the two timings' combined spread (or within half a percent)."""
     ratio = chosen["speedup"] / point["speedup"]
     spreads = [as_float(chosen.get("speedup_spread")), as_float(point.get("speedup_spread"))]
     noise = math.hypot(*[v for v in spreads if math.isfinite(v)]) if any(math.isfinite(v) for v in spreads) else 0.0
@@ -124,13 +122,17 @@ def _comparison_sentence(
     max_drop: float,
     selection_error: str | None,
 ) -> str:
-    """The headline: how much faster the chosen trial is than each baseline's best feasible point."""
+    """The headline: how the chosen trial compares with each baseline's best feasible point; a pick that is
+    itself a baseline is said in words."""
     if chosen is None:
         return f"No architecture was chosen at max drop {max_drop:g}: {selection_error}."
+    own = chosen.get("kind") if chosen.get("kind") in BASELINE_KINDS else None
     compared, missing = [], []
     for kind in BASELINE_KINDS:
         point = best.get(kind)
         timed = [p for p in baselines.get(kind, []) if math.isfinite(as_float(p.get("speedup")))]
+        if kind == own:
+            continue
         if point is not None:
             compared.append(f"{_versus(chosen, point, kind)} the best {kind} baseline ({point['speedup']:.2f}x)")
         elif not baselines.get(kind):
@@ -139,12 +141,23 @@ def _comparison_sentence(
             missing.append(f"the {kind} baseline was not timed on this host")
         else:
             missing.append(f"the {kind} baseline has no feasible point")
-    head = f"The chosen architecture (trial {chosen['number']})"
-    if compared:
-        text = f"{head} is {' and '.join(compared)} at max drop {max_drop:g}"
+    if own is not None:
+        text = (f"The search found nothing faster than the {own} baseline within the budget (max drop {max_drop:g}): "
+                f"the chosen architecture is the {own} baseline (trial {chosen['number']}, {chosen['speedup']:.2f}x)")
+        text += f", {' and '.join(compared)}" if compared else ""
+    elif compared:
+        text = f"The chosen architecture (trial {chosen['number']}) is {' and '.join(compared)} at max drop {max_drop:g}"
     else:
-        text = f"{head} reaches {chosen['speedup']:.2f}x at max drop {max_drop:g}"
+        text = f"The chosen architecture (trial {chosen['number']}) reaches {chosen['speedup']:.2f}x at max drop {max_drop:g}"
     return text + ("; " + " and ".join(missing) if missing else "") + "."
+
+
+def _passed_over_note(passed: Mapping[str, Any] | None, max_drop: float) -> str:
+    """What became of the validation-time pick when the confirmed choice is another trial (empty otherwise)."""
+    if passed is None:
+        return ""
+    text = passed_over_text(passed["number"], passed["speedup"], passed.get("confirmed") or {}, max_drop)
+    return f" {text[0].upper()}{text[1:]}."
 
 
 def _unsettled(done: pd.DataFrame, max_drop: float, cv_threshold: float | None) -> list[dict[str, Any]]:
@@ -157,14 +170,19 @@ def _unsettled(done: pd.DataFrame, max_drop: float, cv_threshold: float | None) 
 
 
 def _timing_note(
-    chosen: Mapping[str, Any] | None, retimed: bool, compared: bool, unsettled: list[dict[str, Any]]
+    chosen: Mapping[str, Any] | None,
+    retimed: bool,
+    best: Mapping[str, Mapping[str, Any] | None],
+    unsettled: list[dict[str, Any]],
 ) -> str:
-    """What the headline's speedups rest on: search timings or re-timings, and the faster trials left out.
+    """What the headline's figures rest on: confirmed figures, re-timings or search timings, and the faster
+    trials left out.
 
     Args:
         chosen: the chosen trial's record (``None``: nothing chosen, nothing to qualify).
-        retimed: whether the chosen trial's speedup has a settled re-timing.
-        compared: whether the headline compares it with a baseline.
+        retimed: whether the chosen trial's speedup is a settled re-timing (confirmed or retimed).
+        best: the best baseline points the headline compares with (``timing`` ``"confirmed"`` where re-timed
+            with the chosen trial).
         unsettled: :func:`_unsettled`.
 
     Returns:
@@ -173,9 +191,13 @@ def _timing_note(
     if chosen is None:
         return ""
     parts = []
+    points = [p for p in best.values() if p is not None]
     if not retimed:
         parts.append("These speedups are search timings, not yet confirmed by a re-timing (run autoprune confirm)")
-    elif compared:
+    elif chosen.get("timing") == "confirmed" and points and all(p.get("timing") == "confirmed" for p in points):
+        parts.append("Confirmed figures: the chosen trial holds the budget on the test split, and these speedups were "
+                     "re-timed together in one process (autoprune confirm)")
+    elif points:
         parts.append("The chosen speedup is a settled re-timing; the baselines' are search timings")
     faster = [u for u in unsettled if u["feasible"] and as_float(u["speedup"]) > as_float(chosen["speedup"])]
     if faster:
@@ -184,6 +206,63 @@ def _timing_note(
         more = f" and {len(faster) - _NAMED_LEFT_OUT} more" if len(faster) > _NAMED_LEFT_OUT else ""
         parts.append(f"Left out until re-timed, as their timings did not settle: {named}{more}")
     return "".join(f" {part}." for part in parts)
+
+
+def _confirmed_baseline(
+    kind: str, done: pd.DataFrame, info: StudyInfo, sweep_best: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    """The best ``kind`` baseline as ``autoprune confirm`` re-timed it beside the candidates, or ``None``.
+
+    It is the ``kind`` trial re-timed by the confirmation (or the sweep point it rebuilt without a trial), so
+    the headline compares figures of one timing run; ``None`` when none was re-timed or its timing did not
+    settle (the sweep's search timing stands then).
+    """
+    ratio = as_float((sweep_best or {}).get("ratio"))
+    kinds = done["kind"] if "kind" in done else pd.Series(None, index=done.index, dtype=object)
+    speeds = pd.to_numeric(done.get("confirmed:speedup", pd.Series(math.nan, index=done.index)), errors="coerce")
+    rows = done[(kinds == kind) & speeds.notna()]
+    if not rows.empty:
+        row = rows.iloc[0]
+        point = {"ratio": ratio, "number": _plain(row["number"]), "metric": row["metric"], "drop": row["drop"],
+                 "macs": row.get("macs"), "params": row.get("params"), "noisy": row.get("confirmed:noisy"),
+                 "speedup_searched": row["speedup"],
+                 **{k: row.get(f"confirmed:{k}") for k in ("speedup", "speedup_spread", "latency_ms", "test_drop")}}
+    else:
+        entry = ((info.confirmation or {}).get("baselines") or {}).get(kind)
+        if not isinstance(entry, Mapping) or not math.isfinite(as_float(entry.get("speedup"))):
+            return None
+        point = {"ratio": entry.get("ratio"), "metric": entry.get("val_metric"), "drop": entry.get("val_drop"),
+                 "speedup_searched": entry.get("search_speedup"),
+                 **{k: entry.get(k) for k in ("speedup", "speedup_spread", "latency_ms", "test_drop", "noisy")}}
+    if timing_unsettled(point.pop("noisy"), point.get("speedup_spread"), info.cv_threshold):
+        return None
+    return {k: _plain(v) for k, v in point.items()} | {"timing": "confirmed"}
+
+
+def _best_points(
+    done: pd.DataFrame, info: StudyInfo, baselines: Mapping[str, list[dict[str, Any]]], max_drop: float, confirmed: bool
+) -> dict[str, dict[str, Any] | None]:
+    """Per baseline kind, the point the chosen trial is compared with: its confirmed re-timing when the choice
+    is confirmed and the confirmation re-timed it, else the sweep's best feasible settled point."""
+    out: dict[str, dict[str, Any] | None] = {}
+    for kind in BASELINE_KINDS:
+        sweep = best_baseline(baselines.get(kind, []), max_drop, metric_direction=info.metric_direction,
+                              cv_threshold=info.cv_threshold)
+        out[kind] = (_confirmed_baseline(kind, done, info, sweep) if confirmed else None) or sweep
+    return out
+
+
+def pooled_base_latency(done: pd.DataFrame, baselines: Mapping[str, list[dict[str, Any]]]) -> float:
+    """One estimate of the unpruned model's latency (ms): the median of every timing's own base measurement.
+
+    Each trial and sweep point timed the base beside itself, so their base latencies differ by the timing
+    noise; dividing this one estimate by each speedup gives latencies that order exactly as the speedups do.
+    """
+    values = list(pd.to_numeric(done.get("base_latency_ms", pd.Series(dtype=float)), errors="coerce").dropna())
+    for points in baselines.values():
+        values += [as_float(p.get("latency_ms")) * as_float(p.get("speedup")) for p in points]
+    values = [v for v in values if math.isfinite(v) and v > 0]
+    return float(pd.Series(values).median()) if values else math.nan
 
 
 def _noise(done: pd.DataFrame, info: StudyInfo, max_drop: float, chosen: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -210,7 +289,7 @@ def _noise(done: pd.DataFrame, info: StudyInfo, max_drop: float, chosen: Mapping
         if "test_drop" in test:
             # The confirmation records the candidate's test standard error only, so the interval is
             # given on the test metric rather than invented for the test drop.
-            verdict = "within" if test.get("test_feasible") else "over"
+            verdict = "within" if as_float(test["test_drop"]) <= max_drop else "over"
             line += f", test drop {as_float(test['test_drop']):.4f}"
             test_metric = _pm(test.get("test_metric"), Z95 * as_float(test.get("test_metric_stderr")), ".4f")
             line += f" (test {info.metric_name} {test_metric}"
@@ -247,8 +326,13 @@ def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) 
 
     Returns:
         A dict with ``study, metric_name, metric_direction, base_metric, max_drop, host_id, n_trials,
-        n_complete, n_feasible, chosen`` (a trial record or ``None``), ``selection_error``, ``front``
-        (trial records, slowest first), ``baselines`` (the sweeps), ``best`` (``{kind: point or None}``),
+        n_complete, n_feasible, chosen`` (a trial record or ``None``: the study's one choice,
+        :func:`autoprune.analysis.choose`, whose ``speedup`` is its confirmed figure once ``autoprune confirm``
+        has run), ``selection`` (``"confirmed"`` or ``"validation"``: unconfirmed), ``validation_pick`` (its
+        number), ``passed_over`` (the validation pick's record when the confirmed choice is another trial),
+        ``selection_notes``, ``selection_error``, ``base_latency_ms`` (the pooled base latency), ``front``
+        (trial records, slowest first), ``baselines`` (the sweeps), ``best`` (``{kind: point or None}``, the
+        confirmation's re-timing of that baseline when the choice is confirmed),
         ``speedup_vs`` (``{kind: chosen speedup / best point's, or None}``), ``sentence``, ``unsettled``
         (the complete trials left out for an unsettled timing: ``number, speedup, speedup_spread,
         feasible``), ``noise``, ``hypervolume`` and ``recovery_warnings``.
@@ -268,23 +352,21 @@ def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) 
     direction = info.metric_direction
     threshold = info.cv_threshold
     done = completed(df)
-    try:
-        chosen_row = select(done, max_drop, metric_direction=direction, cv_threshold=threshold)
-        error = None
-    except SelectionError as exc:
-        chosen_row, error = None, str(exc)
-    chosen_number = None if chosen_row is None else int(chosen_row["number"])
-    chosen = None if chosen_row is None else _trial_record(chosen_row, max_drop, chosen_number)
+    # Judged on another host (--host-id), confirmed figures count only when that host re-timed them.
+    same_host = info.host_id is None or (info.confirmation or {}).get("host_id") == info.host_id
+    choice = choose(done, max_drop, metric_direction=direction, cv_threshold=threshold, use_confirmed=same_host)
+    chosen = None if choice.row is None else _trial_record(choice.row, max_drop, choice.number)
     front = pareto_front(done, metric_direction=direction, cv_threshold=threshold)
     baselines = {k: [{kk: _plain(vv) for kk, vv in p.items()} for p in v] for k, v in info.baselines.items()}
-    best = {k: best_baseline(baselines.get(k, []), max_drop, metric_direction=direction, cv_threshold=threshold)
-            for k in BASELINE_KINDS}
+    best = _best_points(done, info, baselines, max_drop, choice.confirmed)
     vs = {k: (chosen["speedup"] / b["speedup"] if chosen and b else None) for k, b in best.items()}
     unsettled = _unsettled(done, max_drop, threshold)
-    retimed = chosen_row is not None and (
-        chosen_row.get("timing") != "measured" or retiming(chosen_row, threshold) is not None)
-    sentence = _comparison_sentence(chosen, best, baselines, max_drop, error)
-    sentence += _timing_note(chosen, retimed, any(b is not None for b in best.values()), unsettled)
+    retimed = choice.row is not None and (
+        choice.row.get("timing") != "measured" or retiming(choice.row, threshold) is not None)
+    sentence = _comparison_sentence(chosen, best, baselines, max_drop, choice.error)
+    passed = None if choice.passed_over is None else _trial_record(choice.passed_over, max_drop, None)
+    sentence += _passed_over_note(passed, max_drop)
+    sentence += _timing_note(chosen, retimed, best, unsettled)
     return {
         "study": info.name,
         "storage": info.storage,
@@ -297,11 +379,16 @@ def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) 
         "n_complete": int(len(done)),
         "n_feasible": int((done["drop"] <= max_drop).sum()) if len(done) else 0,
         "chosen": chosen,
-        "selection_error": error,
-        "front": [_trial_record(r, max_drop, chosen_number) for r in front.to_dict("records")],
+        "selection": choice.source,
+        "validation_pick": None if choice.validation is None else _plain(choice.validation["number"]),
+        "passed_over": passed,
+        "selection_notes": choice.notes,
+        "selection_error": choice.error,
+        "front": [_trial_record(r, max_drop, choice.number) for r in front.to_dict("records")],
         "baselines": baselines,
         "best": best,
         "speedup_vs": vs,
+        "base_latency_ms": _plain(pooled_base_latency(done, info.baselines)),
         "sentence": sentence,
         "unsettled": unsettled,
         "noise": _noise(done, info, max_drop, chosen),
@@ -408,47 +495,89 @@ def _speed(value: Any, spread: Any) -> str:
     return f"{v:.2f}x" + (f" ± {100 * s:.1f}%" if math.isfinite(s) else "")
 
 
-def table_rows(summary: Mapping[str, Any]) -> list[dict[str, str]]:
-    """The front table with the best baselines, as display strings (one dict per row).
+def _latency(speedup: Any, base_ms: Any) -> str:
+    """The latency a speedup means against the pooled base latency ('-' when either is unknown)."""
+    return _pm(as_float(base_ms) / as_float(speedup), None, ".3f")
 
-    Markers: ``*`` the chosen trial, ``U``/``G`` the best uniform/global baseline point.  The drop is
-    shown with its 95 % half-width (1.96 standard errors), the speedup with its relative spread.
+
+def _confirmed_cells(conf: Mapping[str, Any] | None) -> dict[str, str]:
+    """The ``test drop`` and ``confirmed`` cells of a row from its confirmed figures."""
+    conf = conf or {}
+    return {"test_drop": _pm(conf.get("test_drop"), None, "+.4f"),
+            "confirmed": _speed(conf.get("speedup"), conf.get("speedup_spread"))}
+
+
+def _trial_row(rec: Mapping[str, Any], mark: str, base_ms: Any) -> dict[str, str]:
+    """One table row for a trial record (its ``speedup`` column is the search timing, or the re-timing the
+    analysis judges it by, marked ``(re-timed)``)."""
+    se = as_float(rec.get("drop_stderr"))
+    speed, spread = rec["speedup"], rec.get("speedup_spread")
+    label = str(rec["number"]) + (f" ({rec['kind']})" if rec.get("kind") not in (None, "search") else "")
+    return {
+        "mark": mark,
+        "trial": label + (" (re-timed)" if rec.get("timing") in ("confirmed", "retimed") else ""),
+        "drop": _pm(rec["drop"], Z95 * se if math.isfinite(se) else None, ".4f"),
+        "speedup": _speed(speed, spread),
+        "latency_ms": _latency(speed, base_ms),
+        "macs": _si(rec.get("macs")),
+        "params": _si(rec.get("params")),
+        "feasible": "yes" if rec["feasible"] else "no",
+        **_confirmed_cells(rec.get("confirmed")),
+    }
+
+
+def _baseline_row(kind: str, point: Mapping[str, Any], base_ms: Any) -> dict[str, str]:
+    """The table row of a baseline's best point (its confirmed figures, when re-timed, in their own columns)."""
+    confirmed = point.get("timing") == "confirmed"
+    speed = point.get("speedup_searched") if confirmed else point.get("speedup")
+    spread = None if confirmed else point.get("speedup_spread")
+    ratio = as_float(point.get("ratio"))
+    return {
+        "mark": kind[0].upper(),
+        "trial": f"{kind} r={ratio:.2f}" if math.isfinite(ratio) else f"{kind} (trial {point.get('number')})",
+        "drop": _pm(point.get("drop"), None, ".4f"),
+        "speedup": _speed(speed, spread),
+        "latency_ms": _latency(speed, base_ms),
+        "macs": _si(point.get("macs")),
+        "params": _si(point.get("params")),
+        "feasible": "yes",
+        **_confirmed_cells(point if confirmed else None),
+    }
+
+
+def table_rows(summary: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The front table with the chosen trial, the validation pick and the best baselines, as display strings.
+
+    Markers: ``*`` the chosen trial, ``v`` the validation-time pick when the confirmed choice is another
+    trial, ``U``/``G`` the best uniform/global baseline point.  The drop is shown with its 95 % half-width
+    (1.96 standard errors), the speedup (the search timing) with its relative spread; ``latency ms`` is the
+    pooled base latency divided by that speedup, so a faster row never shows a higher latency; ``test drop``
+    and ``confirmed`` are the figures of ``autoprune confirm`` (test split, re-timed together), which the
+    choice rests on once they exist.
 
     Args:
         summary: the output of :func:`summarize`.
 
     Returns:
-        Rows with keys ``mark, trial, drop, speedup, latency_ms, macs, params, feasible``, the front
-        slowest first, then the best baseline points.
+        Rows with keys ``mark, trial, drop, test_drop, speedup, confirmed, latency_ms, macs, params,
+        feasible``: the front slowest first, the chosen trial and the validation pick when they are not on
+        it, then the best baseline points.
     """
-    rows = []
-    for rec in summary["front"]:
-        se = as_float(rec.get("drop_stderr"))
-        rows.append({
-            "mark": "*" if rec["chosen"] else "",
-            "trial": str(rec["number"]) + (f" ({rec['kind']})" if rec.get("kind") not in (None, "search") else "")
-            + (" (re-timed)" if rec.get("timing") in ("confirmed", "retimed") else ""),
-            "drop": _pm(rec["drop"], Z95 * se if math.isfinite(se) else None, ".4f"),
-            "speedup": _speed(rec["speedup"], rec.get("speedup_spread")),
-            "latency_ms": _pm(rec.get("latency_ms"), None, ".3f"),
-            "macs": _si(rec.get("macs")),
-            "params": _si(rec.get("params")),
-            "feasible": "yes" if rec["feasible"] else "no",
-        })
+    base_ms = summary.get("base_latency_ms")
+    chosen = summary["chosen"]
+    chosen_n = None if chosen is None else chosen["number"]
+    passed_n = summary.get("validation_pick") if summary.get("validation_pick") != chosen_n else None
+    marks = {chosen_n: "*", passed_n: "v"}
+    rows = [_trial_row(rec, marks.get(rec["number"], ""), base_ms) for rec in summary["front"]]
+    on_front = {rec["number"] for rec in summary["front"]}
+    for rec in (chosen, summary.get("passed_over")):
+        if rec is not None and rec["number"] not in on_front and rec["number"] in marks:
+            rows.append(_trial_row(rec, marks[rec["number"]], base_ms))
+            on_front.add(rec["number"])
     for kind in BASELINE_KINDS:
         point = summary["best"].get(kind)
-        if point is None:
-            continue
-        rows.append({
-            "mark": kind[0].upper(),
-            "trial": f"{kind} r={as_float(point.get('ratio')):.2f}",
-            "drop": _pm(point.get("drop"), None, ".4f"),
-            "speedup": _speed(point.get("speedup"), point.get("speedup_spread")),
-            "latency_ms": _pm(point.get("latency_ms"), None, ".3f"),
-            "macs": _si(point.get("macs")),
-            "params": _si(point.get("params")),
-            "feasible": "yes",
-        })
+        if point is not None:
+            rows.append(_baseline_row(kind, point, base_ms))
     return rows
 
 
@@ -456,12 +585,25 @@ TABLE_HEADERS = {
     "mark": "",
     "trial": "trial",
     "drop": "drop ± 95%",
+    "test_drop": "test drop",
     "speedup": "speedup ± spread",
+    "confirmed": "confirmed",
     "latency_ms": "latency ms",
     "macs": "MACs",
     "params": "params",
     "feasible": "feasible",
 }
+
+
+def table_legend(summary: Mapping[str, Any]) -> str:
+    """The line under the table: the markers and where each figure comes from."""
+    marks = "* chosen trial" + ("   v validation-time pick" if summary.get("passed_over") else "")
+    base = as_float(summary.get("base_latency_ms"))
+    latency = f"latency = pooled base latency {base:.3f} ms / speedup" if math.isfinite(base) else "latency: not timed"
+    confirmed = ("confirmed = re-timed together by autoprune confirm (the choice rests on it)"
+                 if summary.get("selection") == "confirmed" else "figures unconfirmed (run autoprune confirm)")
+    return (f"  {marks}   U best uniform baseline   G best global baseline   drop ± 1.96 standard errors\n"
+            f"  speedup = search timing (or the re-timing that replaced it); {confirmed}; {latency}")
 
 
 def format_table(rows: list[dict[str, str]], headers: Mapping[str, str] = TABLE_HEADERS) -> str:
@@ -506,7 +648,7 @@ def _baseline_html(summary: Mapping[str, Any]) -> str:
         for p in sorted(points, key=lambda p: as_float(p.get("ratio"))):
             rows.append([kind, f"{as_float(p.get('ratio')):.2f}", _pm(p.get("metric"), None, ".4f"),
                          _pm(p.get("drop"), None, ".4f"), _speed(p.get("speedup"), p.get("speedup_spread")),
-                         _pm(p.get("latency_ms"), None, ".3f"), _si(p.get("macs")), _si(p.get("params")),
+                         _latency(p.get("speedup"), summary.get("base_latency_ms")), _si(p.get("macs")), _si(p.get("params")),
                          "yes" if as_float(p.get("drop")) <= summary["max_drop"] else "no"])
             classes.append("best" if p == best else "")
     if not rows:
@@ -553,6 +695,16 @@ def _recovery_html(info: StudyInfo, png: Path | None) -> str:
     text = (f"Calibrated on uniform {float(record['probe_ratio']):.2f}: lr {float(chosen['lr']):g}, "
             f"{float(chosen['epochs']):g} epochs ({int(chosen['steps'])} steps), the cheapest recipe within noise of the best tried.")
     return f'<p class="meta">{html.escape(text)}</p>\n<img alt="recovery curve" src="{_data_uri(png)}">'
+
+
+def _chosen_note(summary: Mapping[str, Any]) -> str:
+    """The chosen trial's figure for the plot legend: confirmed, or search timing and unconfirmed."""
+    chosen = summary["chosen"]
+    if chosen is None:
+        return ""
+    if summary.get("selection") == "confirmed":
+        return f"confirmed {as_float(chosen['speedup']):.2f}x"
+    return f"{as_float(chosen['speedup']):.2f}x, unconfirmed"
 
 
 def write_report(
@@ -608,7 +760,8 @@ def write_report(
 
     if info.recovery_calibration:
         paths["recovery_png"] = plot_recovery_curve(info.recovery_calibration, out / "recovery-curve.png")
-    plot_pareto(df, info, max_drop, paths["pareto_png"], chosen_number=chosen_number)
+    plot_pareto(df, info, max_drop, paths["pareto_png"], chosen_number=chosen_number, chosen_note=_chosen_note(summary),
+                passed_over=(summary.get("passed_over") or {}).get("number"))
     plot_ratios((chosen or {}).get("ratios") or {}, info.bounds, paths["ratios_png"],
                 reference=_reference_ratios(summary),
                 title=f"trial {chosen_number}: ratio per group against the space searched" if chosen else
@@ -642,6 +795,7 @@ def write_report(
         pareto_png=_data_uri(paths["pareto_png"]),
         ratios_png=_data_uri(paths["ratios_png"]),
         front_table=front_html,
+        front_legend=html.escape(table_legend(summary)),
         baseline_table=_baseline_html(summary),
         ratios_table=_ratios_html(summary, info),
         recovery=_recovery_html(info, paths.get("recovery_png")),

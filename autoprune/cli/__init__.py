@@ -43,6 +43,9 @@ class _Group(click.Group):
 @click.version_option(package_name="autoprune")
 def main() -> None:
     """autoprune: search per-layer pruning ratios, judged by real latency."""
+    from autoprune import console
+
+    console.configure()  # notes and log records above progress bars; --quiet/--log-file where a command has them
 
 
 for _name in _COMMAND_MODULES:

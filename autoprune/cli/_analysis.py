@@ -78,6 +78,7 @@ def pareto(
     from autoprune.analysis import summarize
     from autoprune.analysis import write_report
     from autoprune.analysis.report import format_table
+    from autoprune.analysis.report import table_legend
     from autoprune.analysis.report import table_rows
 
     target = resolve_study(config, study, storage)
@@ -95,7 +96,7 @@ def pareto(
             + (f"; speed judged on host {info.host_id}" if info.host_id else ""),
             "",
             format_table(table_rows(summary)),
-            "  * chosen trial   U best uniform baseline   G best global baseline   drop ± 1.96 standard errors",
+            table_legend(summary),
             "",
             summary["sentence"],
             summary["noise"]["line"],

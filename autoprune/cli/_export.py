@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from autoprune.cli._output import output_options
 from autoprune.errors import ConfigError
 
 
@@ -15,9 +16,12 @@ from autoprune.errors import ConfigError
 @click.option("--storage", default=None, help="Storage URL (default: the config's).")
 @click.option("--no-confirm", is_flag=True, help="Do not run the confirmation stage; choose on validation figures.")
 @click.option("--top", default=5, show_default=True, type=click.IntRange(1), help="Candidates the confirmation stage re-checks.")
+@output_options
 def export_cmd(config: str, max_drop: float | None, trial: int | None, output: str, storage: str | None, no_confirm: bool, top: int) -> None:
     """Write the architecture JSON of the fastest trial within the budget (or of --trial N)."""
+    from autoprune import console
     from autoprune.config import load_config
+    from autoprune.export import chosen_lines
     from autoprune.export import export_architecture
 
     if max_drop is not None and not 0 <= max_drop < 1:
@@ -26,17 +30,14 @@ def export_cmd(config: str, max_drop: float | None, trial: int | None, output: s
     if not no_confirm and trial is None:
         from autoprune.confirm import confirm_study
 
-        confirm_study(cfg, top=top, max_drop=max_drop, storage=storage, echo=lambda line: click.echo(line, err=True))
+        confirm_study(cfg, top=top, max_drop=max_drop, storage=storage, echo=console.note)
     result = export_architecture(cfg, output, max_drop=max_drop, trial=trial, storage=storage, use_confirmed=not no_confirm)
     for note in result.notes:
-        click.echo(note, err=True)
-    rec = result.record
-    click.echo(
-        f"trial {result.trial}: {rec.get('metric', float('nan')):.4f} (drop {rec.get('drop', float('nan')):+.4f}), "
-        f"speedup {rec.get('speedup', float('nan')):.2f}x"
-    )
-    click.echo(f"wrote {result.path}" + (f" and {result.weights}" if result.weights else ""))
-    click.echo(f"rebuild it with: autoprune apply {result.path} -o pruned.onnx")
+        console.note(note)
+    for line in chosen_lines(result):
+        console.result(line)
+    console.result(f"wrote {result.path}" + (f" and {result.weights}" if result.weights else ""))
+    console.result(f"rebuild it with: autoprune apply {result.path} -o pruned.onnx")
 
 
 COMMANDS = [export_cmd]

@@ -23,14 +23,13 @@ def _load(config_path: str):
 @click.option("--force", is_flag=True, help="Retrain even if the checkpoint exists.")
 def train_base_cmd(config: str, force: bool) -> None:
     """Train the base model once and cache its checkpoint (a plain state_dict)."""
-    from tqdm import tqdm
-
+    from autoprune import console
     from autoprune.base_model import train_base
     from autoprune.tasks import build_task
 
     cfg = _load(config)
     task = build_task(cfg)
-    bar = tqdm(total=cfg.base.epochs, desc="train base", unit="epoch", leave=False)
+    bar = console.progress(cfg.base.epochs, "train base", "epoch", leave=False)
 
     def progress(epoch: int, epochs: int, loss: float) -> None:
         bar.update(1)
@@ -75,8 +74,7 @@ def groups_cmd(config: str) -> None:
 @click.option("--ratios", default=None, help="Comma-separated sweep ratios (default: search.sweep_ratios).")
 def baselines_cmd(config: str, ratios: str | None) -> None:
     """Run the uniform and global sweeps, print them and store the per-group bounds."""
-    from tqdm import tqdm
-
+    from autoprune import console
     from autoprune.baselines import baselines_path
     from autoprune.baselines import run_baselines
     from autoprune.baselines import save_baselines
@@ -86,8 +84,8 @@ def baselines_cmd(config: str, ratios: str | None) -> None:
     cfg = _load(config)
     sweep = _parse_ratios(ratios) if ratios else list(cfg.search.sweep_ratios)
     ctx = StudyContext.build(cfg)
-    calibration = ensure_recipe(ctx, say=lambda line: click.echo(line, err=True))
-    bar = tqdm(total=2 * len(sweep), desc="baselines", unit="point")
+    calibration = ensure_recipe(ctx, say=console.note)
+    bar = console.progress(2 * len(sweep), "baselines", "point")
 
     def on_point(p) -> None:
         bar.update(1)
@@ -114,8 +112,7 @@ def baselines_cmd(config: str, ratios: str | None) -> None:
 @click.option("--force", is_flag=True, help="Recalibrate even if a calibration for this base and these settings exists.")
 def calibrate_recovery_cmd(config: str, force: bool) -> None:
     """Try finetune recipes on a probe candidate; keep the cheapest within noise of the best for the study."""
-    from tqdm import tqdm
-
+    from autoprune import console
     from autoprune.calibration import CURVE_FILE
     from autoprune.calibration import calibrate_recovery
     from autoprune.calibration import calibration_path
@@ -124,10 +121,10 @@ def calibrate_recovery_cmd(config: str, force: bool) -> None:
     from autoprune.search.create import train_base_if_missing
 
     cfg = _load(config)
-    train_base_if_missing(cfg, say=lambda line: click.echo(line, err=True))
+    train_base_if_missing(cfg, say=console.note)
     ctx = StudyContext.build(cfg, use_cache=False)
     cal = cfg.recovery.calibration
-    bar = tqdm(total=len(cal.lrs) * len(cal.epochs), desc="recipes", unit="recipe")
+    bar = console.progress(len(cal.lrs) * len(cal.epochs), "recipes", "recipe")
 
     def on_result(r) -> None:
         bar.update(1)

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from autoprune.cli._output import output_options
 from autoprune.errors import ConfigError
 
 _DEVICE_HELP = "Where the torch stages run: auto, cpu, cuda, cuda:N or mps (overrides the config's 'device')."
@@ -21,9 +22,9 @@ def _set_device(device: str | None) -> None:
 
 
 def _progress_bar(target: int, desc: str = "trials"):
-    from tqdm import tqdm
+    from autoprune import console
 
-    bar = tqdm(total=target, desc=desc, unit="trial", file=sys.stderr, dynamic_ncols=True)
+    bar = console.progress(target, desc, "trial")
 
     def update(done: int, total: int, best: float | None) -> None:
         bar.n = min(done, total)
@@ -34,22 +35,26 @@ def _progress_bar(target: int, desc: str = "trials"):
 
 
 def create_study(config_path: str, storage: str | None):
+    from autoprune import console
     from autoprune.search.create import create_study as _create
 
-    return _create(config_path, storage, say=lambda line: click.echo(line, err=True))
+    return _create(config_path, storage, say=console.note)
 
 
 @click.command("create")
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--storage", default=None, help="Storage URL (default: the config's, else a SQLite file next to it).")
+@output_options
 def create_cmd(config: str, storage: str | None) -> None:
     """Create the study once: base model, baselines, bounds, enqueued baseline trials (no search)."""
     from autoprune.redact import redact_url
 
+    from autoprune.console import result
+
     cfg, url, study = create_study(config, storage)
     bounds = study.user_attrs["bounds"]
-    click.echo(f"study {cfg.name!r} ready in {redact_url(url)} with {len(bounds)} searched groups; start workers with:")
-    click.echo(f"  autoprune worker {config} --storage '{redact_url(url)}'")
+    result(f"study {cfg.name!r} ready in {redact_url(url)} with {len(bounds)} searched groups; start workers with:")
+    result(f"  autoprune worker {config} --storage '{redact_url(url)}'")
 
 
 @click.command("run")
@@ -58,6 +63,7 @@ def create_cmd(config: str, storage: str | None) -> None:
 @click.option("--trials", default=None, type=click.IntRange(1), help="Finished trials the study should hold (default: search.trials).")
 @click.option("--storage", default=None, help="Storage URL (default: the config's, else a SQLite file next to it).")
 @click.option("--device", default=None, help=_DEVICE_HELP)
+@output_options
 def run_cmd(config: str, workers: int, trials: int | None, storage: str | None, device: str | None) -> None:
     """Create the study if needed, then run local workers until it holds the requested trials."""
     from autoprune.config import load_config
@@ -91,8 +97,10 @@ def _print_outcome(config_path: str, cfg, url: str) -> None:
     states = {}
     for t in study.get_trials(deepcopy=False):
         states[t.state.name] = states.get(t.state.name, 0) + 1
-    click.echo("trials: " + ", ".join(f"{k.lower()} {v}" for k, v in sorted(states.items())))
-    click.echo(f"see the Pareto front with: autoprune pareto {config_path}")
+    from autoprune.console import result
+
+    result("trials: " + ", ".join(f"{k.lower()} {v}" for k, v in sorted(states.items())))
+    result(f"see the Pareto front with: autoprune pareto {config_path}")
 
 
 @click.command("worker")
@@ -103,6 +111,7 @@ def _print_outcome(config_path: str, cfg, url: str) -> None:
 @click.option("--id", "worker_id", default=None, help="Worker id in logs and trial attrs (default: host:pid).")
 @click.option("--device", default=None, help=_DEVICE_HELP)
 @click.option("--gpus", default=None, help="Start one worker process per listed GPU, e.g. 0,1,2,3 (each on cuda:N).")
+@output_options
 def worker_cmd(
     config: str, storage: str | None, trials: int | None, wait_s: float, worker_id: str | None, device: str | None, gpus: str | None
 ) -> None:
@@ -122,8 +131,10 @@ def worker_cmd(
         return
     _set_device(device)
     index = zlib.crc32((worker_id or str(os.getpid())).encode()) % 10_000
+    from autoprune.console import result
+
     summary = run_worker(config, storage, trials, worker=worker_id, worker_index=index, wait_timeout=wait_s)
-    click.echo(f"worker {summary.worker}: ran {summary.ran} trials; study holds {summary.finished}/{summary.target}")
+    result(f"worker {summary.worker}: ran {summary.ran} trials; study holds {summary.finished}/{summary.target}")
 
 
 @click.command("dashboard")
@@ -142,11 +153,12 @@ def dashboard_cmd(config: str, storage: str | None, host: str, port: int) -> Non
 @click.option("--out", "--dir", "workdir", default="autoprune-demo", show_default=True, type=click.Path(file_okay=False), help="Where the demo writes its study, models and report.")
 @click.option("--trials", default=16, show_default=True, type=click.IntRange(1), help="Search trials.")
 @click.option("--model", default="resnet", show_default=True, type=click.Choice(["resnet", "mobilenet"]))
+@output_options
 def demo_cmd(workdir: str, trials: int, model: str) -> None:
     """Train a digits model, run the baselines and a short search, print the Pareto front and the choice."""
     from autoprune.demo import run_demo
 
-    run_demo(workdir, trials, model, echo=click.echo)
+    run_demo(workdir, trials, model)
 
 
 COMMANDS = [create_cmd, run_cmd, worker_cmd, dashboard_cmd, demo_cmd]

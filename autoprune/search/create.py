@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING
 from typing import Callable
 
 import optuna
 
+from autoprune import console
 from autoprune.artifacts import study_store
 from autoprune.search.worker import set_torch_threads
 
@@ -15,14 +15,10 @@ if TYPE_CHECKING:
     from autoprune.config import StudyConfig
 
 
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
 
 
-def train_base_if_missing(cfg: "StudyConfig", say: Callable[[str], None] = _stderr) -> None:
+def train_base_if_missing(cfg: "StudyConfig", say: Callable[[str], None] = console.note) -> None:
     """Train the base model when its checkpoint is missing (with a progress bar)."""
-    from tqdm import tqdm
-
     from autoprune.base_model import train_base
     from autoprune.tasks import build_task
 
@@ -30,7 +26,7 @@ def train_base_if_missing(cfg: "StudyConfig", say: Callable[[str], None] = _stde
         return
     say(f"training the base model ({cfg.base.epochs} epochs) -> {cfg.checkpoint_path()}")
     task = build_task(cfg)
-    bar = tqdm(total=cfg.base.epochs, desc="base model", unit="epoch", file=sys.stderr, leave=False)
+    bar = console.progress(cfg.base.epochs, "base model", "epoch", leave=False)
 
     def progress(epoch: int, epochs: int, loss: float) -> None:
         bar.update(1)
@@ -43,7 +39,7 @@ def train_base_if_missing(cfg: "StudyConfig", say: Callable[[str], None] = _stde
 
 
 def create_study(
-    config_path: str, storage: str | None = None, say: Callable[[str], None] = _stderr
+    config_path: str, storage: str | None = None, say: Callable[[str], None] = console.note
 ) -> tuple["StudyConfig", str, optuna.Study]:
     """Create (or join, when it is ready) the study of a config.
 
@@ -55,8 +51,6 @@ def create_study(
     Returns:
         ``(config, storage URL, study)``.
     """
-    from tqdm import tqdm
-
     from autoprune.candidate import StudyContext
     from autoprune.config import load_config
     from autoprune.device import check_targets
@@ -73,7 +67,7 @@ def create_study(
     say(f"{threads} torch thread(s) for the base model and the sweeps")
     train_base_if_missing(cfg, say)
     ctx = StudyContext.build(cfg)
-    bar = tqdm(total=2 * len(cfg.search.sweep_ratios), desc="baselines", unit="point", file=sys.stderr, leave=False)
+    bar = console.progress(2 * len(cfg.search.sweep_ratios), "baselines", "point", leave=False)
 
     def on_point(p) -> None:
         bar.update(1)

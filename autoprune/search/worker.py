@@ -22,6 +22,7 @@ from typing import Callable
 
 import optuna
 
+from autoprune import console
 from autoprune.calibration import RECIPE_ATTR
 from autoprune.calibration import apply_recipe
 from autoprune.device import DEVICE_ENV
@@ -47,7 +48,7 @@ log = logging.getLogger("autoprune")
 
 
 def _echo(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    console.note(line)  # above the progress bar, never glued to it; hidden by --quiet
 
 
 @dataclass
@@ -244,7 +245,7 @@ def _worker_main(config_path: str, storage_url: str | None, target: int, index: 
         run_worker(config_path, storage_url, target, worker=f"w{index}", worker_index=index, local_workers=workers)
         queue.put(f"ok w{index}")
     except AutopruneError as exc:
-        _echo(f"[w{index}] error: {exc}")
+        log.error(f"[w{index}] {exc}")
         queue.put(f"error w{index}")
         sys.exit(2)
 

@@ -1,0 +1,198 @@
+"""The chosen trial of a study: one decision shared by ``pareto``, the report, ``confirm``, ``export`` and the demo.
+
+Before ``autoprune confirm`` has run, the choice is the validation pick (:func:`~autoprune.analysis.select`:
+the fastest trial with a settled timing whose validation drop is within the budget), and its figures are
+unconfirmed.  Once confirmation figures exist (``confirmed:*`` columns of the trial table), the choice is
+the fastest confirmed candidate whose re-timing settled and which holds the budget on the test split, with
+its confirmed speedup; the validation pick is kept beside it so every view can say when the two differ.
+
+Pure: works on the trial table, no database.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from autoprune.analysis.pareto import as_float
+from autoprune.analysis.pareto import completed
+from autoprune.analysis.pareto import select
+from autoprune.analysis.pareto import unsettled
+from autoprune.errors import SelectionError
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """What a study chose at one budget.
+
+    Attributes:
+        row: the chosen trial's row (``speedup`` is the figure the choice rests on: the confirmed one when
+            ``source`` is ``"confirmed"``; ``speedup_searched`` keeps the search figure), or ``None``.
+        source: ``"confirmed"`` (test split, re-timed together), ``"validation"`` (unconfirmed) or ``"trial"``
+            (named by the user).
+        validation: the validation pick's row (``None`` when no trial with a settled timing is feasible).
+        notes: why confirmed candidates were passed over.
+        error: why nothing was chosen (``row`` is ``None``), else ``None``.
+
+    Example:
+        >>> df = pd.DataFrame([{"number": 0, "state": "COMPLETE", "metric": 0.9, "drop": 0.0, "speedup": 2.0}])
+        >>> c = choose(df, 0.01)
+        >>> c.row["number"], c.source, c.confirmed
+        (0, 'validation', False)
+    """
+
+    row: dict[str, Any] | None
+    source: str
+    validation: dict[str, Any] | None
+    notes: list[str]
+    error: str | None = None
+
+    @property
+    def number(self) -> int | None:
+        """The chosen trial's number, or ``None``."""
+        return None if self.row is None else int(self.row["number"])
+
+    @property
+    def confirmed(self) -> bool:
+        """Whether the choice rests on confirmed figures."""
+        return self.source == "confirmed"
+
+    @property
+    def passed_over(self) -> dict[str, Any] | None:
+        """The validation pick when the confirmed choice is another trial (``None`` otherwise)."""
+        if self.validation is None or self.row is None or int(self.validation["number"]) == self.number:
+            return None
+        return self.validation
+
+
+def passed_over_text(number: Any, search_speedup: Any, confirmed: Mapping[str, Any], max_drop: float) -> str:
+    """What became of a validation-time pick that the confirmed choice passed over, in one clause.
+
+    Args:
+        number: its trial number.
+        search_speedup: its speedup in the search.
+        confirmed: its confirmed figures (``speedup``, ``speedup_spread``, ``test_drop``; empty when not confirmed).
+        max_drop: the budget.
+
+    Example:
+        >>> passed_over_text(2, 2.6, {"speedup": 1.95, "speedup_spread": 0.01, "test_drop": 0.004}, 0.01)
+        'the validation-time pick, trial 2 (2.60x in the search), was re-timed at 1.95x ± 1.0%'
+    """
+    text = f"the validation-time pick, trial {number} ({as_float(search_speedup):.2f}x in the search),"
+    speed, spread = as_float(confirmed.get("speedup")), as_float(confirmed.get("speedup_spread"))
+    if not math.isfinite(speed):
+        return text + " was not confirmed"
+    text += f" was re-timed at {speed:.2f}x" + (f" ± {spread:.1%}" if math.isfinite(spread) else "")
+    if not as_float(confirmed.get("test_drop")) <= max_drop:
+        text += f" and fails the budget on the test split (test drop {as_float(confirmed.get('test_drop')):+.4f})"
+    return text
+
+
+def _confirmed_speed(row: pd.Series) -> float:
+    """The confirmed speedup of a row, its search speedup where none was recorded."""
+    value = as_float(row.get("confirmed:speedup"))
+    return value if math.isfinite(value) else as_float(row.get("speedup"))
+
+
+def confirmed_pick(
+    df: pd.DataFrame, max_drop: float, notes: list[str], cv_threshold: float | None = None
+) -> dict[str, Any] | None:
+    """The fastest confirmed candidate whose re-timing settled and which holds the budget on the test split.
+
+    A candidate whose re-timing did not settle (flagged noisy, or a spread above ``cv_threshold``) never
+    leads: it is passed over with a note, like one that fails the budget on test.
+
+    Args:
+        df: complete trials with ``confirmed:*`` columns.
+        max_drop: the budget, on the validation and on the test drop.
+        notes: receives one line per candidate passed over, fastest first.
+        cv_threshold: the study's ``latency.cv_threshold``.
+
+    Returns:
+        The row as a dict (figures as recorded), or ``None`` when no candidate with a settled re-timing was
+        confirmed.
+
+    Raises:
+        SelectionError: candidates with settled re-timings were confirmed, and none holds on test.
+    """
+    if "confirmed:test_drop" not in df.columns:
+        return None
+    conf = df[df["confirmed:test_drop"].notna() & (df["drop"] <= max_drop)]
+    conf = conf.assign(_speed=[_confirmed_speed(r) for _, r in conf.iterrows()])
+    macs = conf["macs"] if "macs" in conf else pd.Series(math.nan, index=conf.index)
+    conf = conf.assign(_macs=pd.to_numeric(macs, errors="coerce").fillna(math.inf).astype(float))
+    conf = conf.sort_values(["_speed", "metric", "_macs", "number"], ascending=[False, False, True, True])
+    settled_seen = False
+    for _, row in conf.iterrows():
+        number, speed = int(row["number"]), row["_speed"]
+        if unsettled(row.get("confirmed:noisy"), row.get("confirmed:speedup_spread"), cv_threshold):
+            spread = as_float(row.get("confirmed:speedup_spread"))
+            notes.append(f"trial {number} ({speed:.2f}x): its re-timing did not settle (spread {spread:.1%}); "
+                         "left out of the pick: run 'autoprune confirm' again on a quieter host")
+            continue
+        settled_seen = True
+        if row["confirmed:test_drop"] <= max_drop:
+            return row.drop(labels=["_speed", "_macs"]).to_dict()
+        notes.append(
+            f"trial {number} ({speed:.2f}x) fails the budget on the test split "
+            f"(test drop {row['confirmed:test_drop']:+.4f} > {max_drop}); falling back to the next confirmed candidate"
+        )
+    if not settled_seen:
+        return None
+    raise SelectionError(
+        f"no confirmed candidate holds the budget {max_drop} on the test split; "
+        "run 'autoprune confirm' with a larger --top, or relax --max-drop"
+    )
+
+
+def _with_confirmed_figures(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with its confirmed speedup as ``speedup`` (the search figure kept as ``speedup_searched``)."""
+    out = dict(row)
+    out["speedup_searched"] = row.get("speedup_searched", row.get("speedup"))
+    if math.isfinite(as_float(row.get("confirmed:speedup"))):
+        out["speedup"] = as_float(row.get("confirmed:speedup"))
+        out["speedup_spread"] = as_float(row.get("confirmed:speedup_spread"))
+        out["timing"] = "confirmed"
+    return out
+
+
+def choose(
+    df: pd.DataFrame,
+    max_drop: float,
+    *,
+    metric_direction: str = "maximize",
+    cv_threshold: float | None = None,
+    use_confirmed: bool = True,
+) -> Choice:
+    """The chosen trial at ``max_drop``: the confirmed pick when confirmation figures exist, else the validation pick.
+
+    Args:
+        df: the trial table (:func:`autoprune.analysis.load_analysis`).
+        max_drop: the budget.
+        metric_direction: ``"maximize"`` or ``"minimize"``.
+        cv_threshold: the study's ``latency.cv_threshold`` (see :func:`autoprune.analysis.pareto.unsettled`).
+        use_confirmed: ``False`` ignores confirmation figures (the validation pick, unconfirmed).
+
+    Returns:
+        The :class:`Choice`; nothing chosen is a ``Choice`` with ``row=None`` and ``error`` saying why.
+    """
+    done = completed(df)
+    notes: list[str] = []
+    try:
+        validation: dict[str, Any] | None = select(done, max_drop, metric_direction=metric_direction,
+                                                   cv_threshold=cv_threshold)
+        error = None
+    except SelectionError as exc:
+        validation, error = None, str(exc)
+    if use_confirmed:
+        try:
+            picked = confirmed_pick(done, max_drop, notes, cv_threshold)
+        except SelectionError as exc:
+            return Choice(None, "confirmed", validation, notes, str(exc))
+        if picked is not None:
+            return Choice(_with_confirmed_figures(picked), "confirmed", validation, notes)
+    return Choice(validation, "validation", validation, notes, error)

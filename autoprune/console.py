@@ -1,0 +1,127 @@
+"""Terminal output of long commands: notes, results and progress bars that never share a line.
+
+Every line autoprune prints while a progress bar may be on screen goes through tqdm's writer, which lifts
+the bar, writes the line and draws the bar again below it; log records of autoprune and Optuna take the
+same way (Optuna's own handler, which would write over a bar, is replaced).  Three kinds of output:
+
+- :func:`note`: progress ("[w0] trial 3 ..."), on stderr; hidden by ``--quiet``.
+- :func:`result`: what the command found (tables, the chosen architecture, files), on stdout; always shown.
+- warnings and errors (``logging.getLogger("autoprune").warning(...)``), on stderr; always shown.
+
+:func:`configure` sets ``--quiet`` and ``--log-file`` (the full log, notes and results with times, for long
+runs).  It also exports them to the environment, so worker processes started by ``autoprune run`` follow
+the same settings.
+
+Example:
+    >>> from autoprune import console
+    >>> console.configure(quiet=False)  # doctest: +SKIP
+    >>> with console.progress(3, "search", "trial") as bar:  # doctest: +SKIP
+    ...     console.note("[w0] joined study")  # written above the bar, never glued to it
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import optuna
+from tqdm import tqdm
+
+QUIET_ENV = "AUTOPRUNE_QUIET"
+LOG_FILE_ENV = "AUTOPRUNE_LOG_FILE"
+_LOGGERS = ("autoprune", "optuna")
+log = logging.getLogger("autoprune")
+_results = logging.getLogger("autoprune.results")  # results reach the log file only (the terminal gets them directly)
+_state = {"configured": False, "quiet": False}
+
+
+class _BarSafeHandler(logging.Handler):
+    """Writes each record on stderr through tqdm's writer, so it never lands on a progress bar's line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # logging must never raise into the caller
+            self.handleError(record)
+
+
+class _ConsoleFormat(logging.Formatter):
+    """``message`` for autoprune's notes, ``warning: message`` for its warnings, ``optuna: message`` for Optuna's."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if record.name.startswith("optuna"):
+            return f"optuna: {text}"
+        if record.levelno >= logging.WARNING:
+            return f"{record.levelname.lower()}: {text}"
+        return text
+
+
+def configure(quiet: bool = False, log_file: str | Path | None = None) -> None:
+    """Route autoprune's and Optuna's log records through tqdm's writer; set ``--quiet`` and ``--log-file``.
+
+    Args:
+        quiet: show only warnings, errors and results (no notes, no progress bars).
+        log_file: also append the full log (notes, results, warnings, with times) to this file.
+    """
+    _state.update(configured=True, quiet=quiet)
+    path = None if log_file is None else str(Path(log_file).resolve())
+    for key, value in ((QUIET_ENV, "1" if quiet else None), (LOG_FILE_ENV, path)):
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    optuna.logging.disable_default_handler()
+    console = _BarSafeHandler(logging.WARNING if quiet else logging.INFO)
+    console.setFormatter(_ConsoleFormat())
+    handlers: list[logging.Handler] = [console]
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        to_file = logging.FileHandler(path, encoding="utf-8")
+        to_file.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        handlers.append(to_file)
+    for name in _LOGGERS:
+        logger = logging.getLogger(name)
+        for old in [h for h in logger.handlers if isinstance(h, (_BarSafeHandler, logging.FileHandler))]:
+            logger.removeHandler(old)
+            old.close()
+        for handler in handlers:
+            logger.addHandler(handler)
+        logger.setLevel(min(logger.level or logging.INFO, logging.INFO))
+        logger.propagate = False
+    _results.handlers = [h for h in handlers if isinstance(h, logging.FileHandler)]
+    _results.setLevel(logging.INFO)
+    _results.propagate = False
+
+
+def _ensure_configured() -> None:
+    """Configure from the environment on first use (worker processes inherit the parent's settings)."""
+    if not _state["configured"]:
+        configure(quiet=bool(os.environ.get(QUIET_ENV)), log_file=os.environ.get(LOG_FILE_ENV) or None)
+
+
+def is_quiet() -> bool:
+    """Whether ``--quiet`` is in effect."""
+    _ensure_configured()
+    return bool(_state["quiet"])
+
+
+def note(line: str) -> None:
+    """A progress note on stderr (hidden by ``--quiet``; always in the log file)."""
+    _ensure_configured()
+    log.info(line)
+
+
+def result(line: str = "") -> None:
+    """A result line on stdout, always shown, never on a progress bar's line; also in the log file."""
+    _ensure_configured()
+    tqdm.write(line, file=sys.stdout)
+    _results.info(line)
+
+
+def progress(total: int, desc: str, unit: str, leave: bool = True) -> tqdm:
+    """A progress bar on stderr, drawn once more when closed (``leave``) and not at all under ``--quiet``."""
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=leave,
+                disable=is_quiet())
