@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
 
 import click
 
 from autoprune.cli._output import output_options
+from autoprune import console
+from autoprune.console import result
 from autoprune.errors import ConfigError
 
 _DEVICE_HELP = "Where the torch stages run: auto, cpu, cuda, cuda:N or mps (overrides the config's 'device')."
@@ -22,8 +23,6 @@ def _set_device(device: str | None) -> None:
 
 
 def _progress_bar(target: int, desc: str = "trials"):
-    from autoprune import console
-
     bar = console.progress(target, desc, "trial")
 
     def update(done: int, total: int, best: float | None) -> None:
@@ -35,7 +34,6 @@ def _progress_bar(target: int, desc: str = "trials"):
 
 
 def create_study(config_path: str, storage: str | None):
-    from autoprune import console
     from autoprune.search.create import create_study as _create
 
     return _create(config_path, storage, say=console.note)
@@ -48,8 +46,6 @@ def create_study(config_path: str, storage: str | None):
 def create_cmd(config: str, storage: str | None) -> None:
     """Create the study once: base model, baselines, bounds, enqueued baseline trials (no search)."""
     from autoprune.redact import redact_url
-
-    from autoprune.console import result
 
     cfg, url, study = create_study(config, storage)
     bounds = study.user_attrs["bounds"]
@@ -97,8 +93,6 @@ def _print_outcome(config_path: str, cfg, url: str) -> None:
     states = {}
     for t in study.get_trials(deepcopy=False):
         states[t.state.name] = states.get(t.state.name, 0) + 1
-    from autoprune.console import result
-
     result("trials: " + ", ".join(f"{k.lower()} {v}" for k, v in sorted(states.items())))
     result(f"see the Pareto front with: autoprune pareto {config_path}")
 
@@ -125,14 +119,12 @@ def worker_cmd(
         if device:
             raise ConfigError("--gpus and --device exclude each other: --gpus gives every process its own cuda:N")
         failed = run_gpu_workers(config, storage, trials, gpus, worker=worker_id, wait_timeout=wait_s)
-        click.echo(f"{len(gpus.split(','))} GPU worker(s) finished; {failed} failed")
+        result(f"{len(gpus.split(','))} GPU worker(s) finished; {failed} failed")
         if failed:
             raise SystemExit(2)
         return
     _set_device(device)
     index = zlib.crc32((worker_id or str(os.getpid())).encode()) % 10_000
-    from autoprune.console import result
-
     summary = run_worker(config, storage, trials, worker=worker_id, worker_index=index, wait_timeout=wait_s)
     result(f"worker {summary.worker}: ran {summary.ran} trials; study holds {summary.finished}/{summary.target}")
 
