@@ -599,3 +599,15 @@ def test_a_baseline_pick_is_said_in_words() -> None:
     assert _comparison_sentence(chosen, best, baselines, 0.01, None) == (
         "The search found nothing faster than the global baseline within the budget (max drop 0.01): the chosen "
         "architecture is the global baseline (trial 1, 2.10x), 1.05x faster than the best uniform baseline (2.00x).")
+
+
+def test_a_baseline_that_fails_on_test_is_said_so_beside_the_comparison() -> None:
+    from autoprune.analysis.report import _comparison_sentence
+
+    best = {"uniform": {"speedup": 5.37, "speedup_spread": 0.005, "test_drop": 0.0306},
+            "global": {"speedup": 4.00, "speedup_spread": 0.005, "test_drop": 0.0200}}
+    baselines = {"uniform": [best["uniform"]], "global": [best["global"]]}
+    chosen = {"number": 15, "kind": "search", "speedup": 5.00, "speedup_spread": 0.007}
+    text = _comparison_sentence(chosen, best, baselines, 0.03, None)
+    assert "slower than the best uniform baseline (5.37x, which fails the budget on the test split (test drop +0.0306))" in text
+    assert "faster than the best global baseline (4.00x)" in text  # holds on test: no caveat

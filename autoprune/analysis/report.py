@@ -134,7 +134,9 @@ def _comparison_sentence(
         if kind == own:
             continue
         if point is not None:
-            compared.append(f"{_versus(chosen, point, kind)} the best {kind} baseline ({point['speedup']:.2f}x)")
+            fails = as_float(point.get("test_drop")) > max_drop
+            caveat = f", which fails the budget on the test split (test drop {as_float(point['test_drop']):+.4f})" if fails else ""
+            compared.append(f"{_versus(chosen, point, kind)} the best {kind} baseline ({point['speedup']:.2f}x{caveat})")
         elif not baselines.get(kind):
             missing.append(f"no {kind} baseline was recorded")
         elif not timed:
