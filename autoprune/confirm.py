@@ -298,6 +298,89 @@ def _fmt(value: Any, spec: str) -> str:
     return format(v, spec) if math.isfinite(v) else "-"
 
 
+def _candidate_model(config: "StudyConfig", ctx: "StudyContext", c: Candidate, folder: Path,
+                     echo: Callable[[str], None]) -> "nn.Module":
+    """The candidate's finetuned model: a trial rebuilt from its artifacts, or a sweep point pruned and recovered."""
+    from autoprune.candidate import evaluate_candidate
+
+    if c.number is not None:
+        echo(f"  {c.label} ({c.kind}): rebuilding from its architecture and weights")
+        return rebuild_trial(config, c, folder)
+    echo(f"  {c.label}: no baseline trial in the study; rebuilding the sweep point (prune and recover)")
+    uniform = c.ratio if c.kind == "uniform" else None
+    global_ratio = c.ratio if c.kind == "global" else None
+    return evaluate_candidate(ctx, uniform=uniform, global_ratio=global_ratio).model
+
+
+def _measure_candidates(
+    config: "StudyConfig", ctx: "StudyContext", candidates: list[Candidate], echo: Callable[[str], None]
+) -> tuple[list[Any], list["SpeedupResult"]]:
+    """Each candidate's test evaluation, and its timing interleaved with the base's in one process."""
+    from autoprune.candidate import example_input
+    from autoprune.latency import export_onnx
+    from autoprune.latency import measure_speedups
+
+    task = ctx.task
+    tests = []
+    with tempfile.TemporaryDirectory(prefix="autoprune-confirm-") as tmp:
+        folder = Path(tmp)
+        paths = []
+        for c in candidates:
+            model = _candidate_model(config, ctx, c, folder, echo)
+            tests.append(task.evaluate(model, "test"))
+            path = folder / f"candidate-{len(paths)}.onnx"
+            paths.append(export_onnx(model, example_input(task, config), path, opset=ctx.latency.opset))
+            del model
+        echo(f"  timing {len(paths)} candidates interleaved with the base in one process")
+        timings = measure_speedups(paths, ctx.base_onnx, ctx.latency)
+    return tests, timings
+
+
+def _confirmed_figures(
+    candidates: list[Candidate],
+    tests: list[Any],
+    timings: list["SpeedupResult"],
+    base_test: Any,
+    task: Any,
+    budget: float,
+    fingerprint: Mapping[str, Any],
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The confirmed figures: ``(by trial number, by baseline kind for sweep points without a trial)``."""
+    hostname = str(fingerprint.get("hostname", ""))
+    figures: dict[str, dict[str, Any]] = {}
+    baselines: dict[str, dict[str, Any]] = {}
+    for c, test, measured in zip(candidates, tests, timings):
+        drop = task.drop(base_test.value, test.value)
+        entry = timing_entry(measured, hostname) | {
+            "test_metric": test.value,
+            "test_metric_stderr": test.stderr,
+            "test_n": test.n,
+            "test_drop": drop,
+            "test_drop_stderr": math.hypot(test.stderr, base_test.stderr),
+            "test_feasible": bool(drop <= budget),
+            "host_id": fingerprint["fingerprint_id"],
+            "max_drop": budget,
+            "kind": c.kind,
+        }
+        if c.number is not None:
+            figures[str(c.number)] = entry
+        else:
+            sweep = {"ratio": c.ratio, "val_metric": c.val_metric, "val_drop": c.val_drop, "search_speedup": c.speedup}
+            baselines[c.kind] = entry | sweep
+    return figures, baselines
+
+
+def _val_pick(df: pd.DataFrame, info: "StudyInfo", budget: float) -> int | None:
+    """The trial the search picks by validation figures, or ``None`` when no feasible timing settled."""
+    from autoprune.analysis import select
+
+    try:
+        return int(select(df[df["state"] == "COMPLETE"], budget, metric_direction=info.metric_direction,
+                          cv_threshold=info.cv_threshold)["number"])
+    except SelectionError:
+        return None  # every feasible search timing was unsettled: only the confirmation can pick
+
+
 def confirm_study(
     config: "StudyConfig",
     top: int = 5,
@@ -331,76 +414,46 @@ def confirm_study(
         SelectionError: no trial within the budget, or a candidate without stored artifacts.
         StorageError: the study, its artifacts or its base checkpoint cannot be found.
     """
-    from autoprune.analysis import select
     from autoprune.analysis.frame import CONFIRMATION_ATTR
     from autoprune.candidate import StudyContext
-    from autoprune.candidate import evaluate_candidate
-    from autoprune.candidate import example_input
-    from autoprune.latency import export_onnx
     from autoprune.latency import host_fingerprint
-    from autoprune.latency import measure_speedups
     from autoprune.search.storage import with_retry
 
     loaded = load_candidates(config, storage, top, max_drop)
-    url, study, df, info = loaded.url, loaded.study, loaded.df, loaded.info
-    budget, candidates = loaded.budget, loaded.candidates
+    candidates, info = loaded.candidates, loaded.info
     front = [c for c in candidates if c.on_front]
     echo(
         f"confirming the {len(front)} fastest feasible candidate(s) and {len(candidates) - len(front)} baseline(s) of study "
-        f"{config.name!r} on the test split (max drop {budget:g})"
+        f"{config.name!r} on the test split (max drop {loaded.budget:g})"
     )
     ctx = context or StudyContext.build(config)
-    check_base(study, ctx, url)
-    task = ctx.task
+    check_base(loaded.study, ctx, loaded.url)
     fingerprint = host_fingerprint(ctx.latency.provider, ctx.latency.provider_options)
-    hostname = str(fingerprint.get("hostname", ""))
-    base_test = task.evaluate(ctx.base_model, "test")
-    tests = []
-    with tempfile.TemporaryDirectory(prefix="autoprune-confirm-") as tmp:
-        folder = Path(tmp)
-        paths = []
-        for c in candidates:
-            if c.number is not None:
-                echo(f"  {c.label} ({c.kind}): rebuilding from its architecture and weights")
-                model = rebuild_trial(config, c, folder)
-            else:
-                echo(f"  {c.label}: no baseline trial in the study; rebuilding the sweep point (prune and recover)")
-                uniform = c.ratio if c.kind == "uniform" else None
-                global_ratio = c.ratio if c.kind == "global" else None
-                model = evaluate_candidate(ctx, uniform=uniform, global_ratio=global_ratio).model
-            tests.append(task.evaluate(model, "test"))
-            path = folder / f"candidate-{len(paths)}.onnx"
-            paths.append(export_onnx(model, example_input(task, config), path, opset=ctx.latency.opset))
-            del model
-        echo(f"  timing {len(paths)} candidates interleaved with the base in one process")
-        timings = measure_speedups(paths, ctx.base_onnx, ctx.latency)
-    figures: dict[str, dict[str, Any]] = {}
-    baselines: dict[str, dict[str, Any]] = {}
-    for c, test, measured in zip(candidates, tests, timings):
-        drop = task.drop(base_test.value, test.value)
-        entry = timing_entry(measured, hostname) | {
-            "test_metric": test.value,
-            "test_metric_stderr": test.stderr,
-            "test_n": test.n,
-            "test_drop": drop,
-            "test_drop_stderr": math.hypot(test.stderr, base_test.stderr),
-            "test_feasible": bool(drop <= budget),
-            "host_id": fingerprint["fingerprint_id"],
-            "max_drop": budget,
-            "kind": c.kind,
-        }
-        if c.number is not None:
-            figures[str(c.number)] = entry
-        else:
-            sweep = {"ratio": c.ratio, "val_metric": c.val_metric, "val_drop": c.val_drop, "search_speedup": c.speedup}
-            baselines[c.kind] = entry | sweep
-    try:
-        val_pick: int | None = int(select(df[df["state"] == "COMPLETE"], budget, metric_direction=info.metric_direction,
-                                          cv_threshold=info.cv_threshold)["number"])
-    except SelectionError:
-        val_pick = None  # every feasible search timing was unsettled: only the confirmation can pick
+    base_test = ctx.task.evaluate(ctx.base_model, "test")
+    tests, timings = _measure_candidates(config, ctx, candidates, echo)
+    figures, baselines = _confirmed_figures(candidates, tests, timings, base_test, ctx.task, loaded.budget, fingerprint)
+    summary = _summary(loaded, top, ctx, fingerprint, base_test, timings, figures, baselines)
+    with_retry(lambda: loaded.study.set_user_attr(CONFIRMATION_ATTR, summary), loaded.url, "store the confirmation")
+    for line in _report(candidates, summary, info.metric_name):
+        echo(line)
+    return summary
+
+
+def _summary(
+    loaded: _Loaded,
+    top: int,
+    ctx: "StudyContext",
+    fingerprint: Mapping[str, Any],
+    base_test: Any,
+    timings: list["SpeedupResult"],
+    figures: dict[str, dict[str, Any]],
+    baselines: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """The value of the study attr ``confirmation``: the figures, the validation pick and export's pick."""
+    df, info, budget = loaded.df, loaded.info, loaded.budget
+    val_pick = _val_pick(df, info, budget)
     pick, notes, pick_error = _pick(df, info, budget, figures)
-    summary: dict[str, Any] = {
+    return {
         "max_drop": budget,
         "top": top,
         "metric_name": info.metric_name,
@@ -409,22 +462,18 @@ def confirm_study(
         "base_test_metric_stderr": base_test.stderr,
         "test_n": base_test.n,
         "host_id": fingerprint["fingerprint_id"],
-        "host": hostname,
+        "host": str(fingerprint.get("hostname", "")),
         "measured_at": now_utc(),
         "settings": ctx.latency.as_dict(),
         "timing": {"candidates": len(timings), "wall_s": timings[0].wall_s if timings else 0.0},
         "trials": figures,
         "baselines": baselines,
-        "order": [c.number for c in candidates if c.number is not None],
+        "order": [c.number for c in loaded.candidates if c.number is not None],
         "val_pick": val_pick,
         "val_pick_holds": bool(figures.get(str(val_pick), {}).get("test_feasible", False)),
         "pick": pick,
         "notes": notes + ([pick_error] if pick_error else []),
     }
-    with_retry(lambda: study.set_user_attr(CONFIRMATION_ATTR, summary), url, "store the confirmation")
-    for line in _report(candidates, summary, info.metric_name):
-        echo(line)
-    return summary
 
 
 def _pick(
