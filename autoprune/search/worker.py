@@ -18,6 +18,7 @@ import time
 import warnings
 from pathlib import Path
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from typing import Callable
 
 import optuna
@@ -43,6 +44,10 @@ from autoprune.search.storage import with_retry
 from autoprune.search.study import make_sampler
 from autoprune.search.study import storage_for
 from autoprune.search.study import wait_for_study
+
+if TYPE_CHECKING:
+    from autoprune.candidate import StudyContext
+    from autoprune.config import StudyConfig
 
 log = logging.getLogger("autoprune")
 
@@ -84,7 +89,6 @@ def run_worker(
     Returns:
         How many trials this worker ran and how many the study holds.
     """
-    from autoprune.candidate import StudyContext
     from autoprune.config import load_config
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -94,6 +98,26 @@ def run_worker(
     url = config.storage_url(storage_url)
     worker = worker or f"{socket.gethostname()}:{os.getpid()}"
     study = wait_for_study(config, url, wait_timeout, say=log_line)
+    ctx = _study_context(config, study)
+    threads = set_torch_threads(config.search.torch_threads, local_workers)
+    goal = int(target or study.user_attrs.get("target_trials") or config.search.trials)
+    study = optuna.load_study(study_name=config.name, storage=storage_for(config, url), sampler=make_sampler(config, worker_index))
+    objective = Objective(ctx, study, goal, worker, log_line)
+    log_line(
+        f"[{worker}] joined study {config.name!r} at {redact_url(url)}; target {goal} finished trials; {threads} torch threads; "
+        f"device {objective.device}, timing on {ctx.latency.provider}"
+    )
+    _quiet_surplus_logs()
+    ran = _run_until_target(study, objective, url, goal, worker, config.search.grace_period, log_line)
+    done = finished_count(study)
+    log_line(f"[{worker}] done: ran {ran} trials; the study holds {done}/{goal} finished trials")
+    return WorkerSummary(worker, ran, done, goal)
+
+
+def _study_context(config: "StudyConfig", study: optuna.Study) -> "StudyContext":
+    """The study context on this host, set up as the study was created (grid, recipe, base checkpoint)."""
+    from autoprune.candidate import StudyContext
+
     if not config.checkpoint_path().is_file():
         sha = study.user_attrs.get("base_sha256", "?")
         raise StorageError(
@@ -110,15 +134,19 @@ def run_worker(
             f"study {config.name!r} was created from another base checkpoint than {ctx.base_info.path}; "
             "copy the study's checkpoint to this host"
         )
-    threads = set_torch_threads(config.search.torch_threads, local_workers)
-    goal = int(target or study.user_attrs.get("target_trials") or config.search.trials)
-    study = optuna.load_study(study_name=config.name, storage=storage_for(config, url), sampler=make_sampler(config, worker_index))
-    objective = Objective(ctx, study, goal, worker, log_line)
-    log_line(
-        f"[{worker}] joined study {config.name!r} at {redact_url(url)}; target {goal} finished trials; {threads} torch threads; "
-        f"device {objective.device}, timing on {ctx.latency.provider}"
-    )
-    _quiet_surplus_logs()
+    return ctx
+
+
+def _run_until_target(
+    study: optuna.Study,
+    objective: Objective,
+    url: str,
+    goal: int,
+    worker: str,
+    grace_period: float,
+    log_line: Callable[[str], None],
+) -> int:
+    """Run trials until the study holds ``goal`` finished trials; returns how many this worker ran."""
     ran = 0
     waiting_said = False
     while True:
@@ -127,39 +155,54 @@ def run_worker(
             break
         if not waiting and done + running >= goal:
             # Other workers' running trials will reach the target: wait for them instead of opening trials
-            # that the surplus guard would close unrun (a busy loop of FAIL trials).  Failing stale trials
-            # here keeps a dead worker's trial from blocking the study: its retry comes back as WAITING.
+            # that the surplus guard would close unrun (a busy loop of FAIL trials).
             if not waiting_said:
                 log_line(f"[{worker}] {done}/{goal} finished, {running} running elsewhere; waiting for them")
                 waiting_said = True
-            with_retry(lambda: fail_stale(study), url, "check for stale trials")
-            for number in with_retry(lambda: _fail_unclaimed(study, config.search.grace_period), url, "check for unclaimed trials"):
-                log_line(f"[{worker}] trial {number} was opened but never claimed by a worker (cut off by an outage); failed it")
+            _clear_dead_trials(study, url, worker, grace_period, log_line)
             time.sleep(_WAIT_POLL_S)
             continue
-        try:
-            surplus_before = objective.surplus
-            study.optimize(objective, n_trials=1, catch=(SurplusTrial,), gc_after_trial=False)
-            ran += objective.surplus == surplus_before
-        except AutopruneError:
+        ran += _run_one_trial(study, objective, url, worker, log_line)
+    return ran
+
+
+def _clear_dead_trials(study: optuna.Study, url: str, worker: str, grace_period: float, log_line: Callable[[str], None]) -> None:
+    """Fail stale and unclaimed trials, so a dead worker's trial cannot block the study (its retry comes back WAITING)."""
+    with_retry(lambda: fail_stale(study), url, "check for stale trials")
+    for number in with_retry(lambda: _fail_unclaimed(study, grace_period), url, "check for unclaimed trials"):
+        log_line(f"[{worker}] trial {number} was opened but never claimed by a worker (cut off by an outage); failed it")
+
+
+def _run_one_trial(study: optuna.Study, objective: Objective, url: str, worker: str, log_line: Callable[[str], None]) -> int:
+    """Run one trial, riding out a storage outage; returns 1 when it ran (not closed as surplus), else 0."""
+    try:
+        surplus_before = objective.surplus
+        study.optimize(objective, n_trials=1, catch=(SurplusTrial,), gc_after_trial=False)
+        return int(objective.surplus == surplus_before)
+    except AutopruneError:
+        raise
+    except optuna.exceptions.UpdateFinishedTrialError:
+        # Another worker failed this trial as stale (no heartbeat got through, e.g. during an outage)
+        # and queued its retry; the retry runs it again, so this run's result is dropped.
+        log_line(f"[{worker}] the running trial was failed as stale by another worker; its retry is queued; carrying on")
+    except Exception as exc:
+        cause = transient_cause(exc)
+        if cause is None:
             raise
-        except optuna.exceptions.UpdateFinishedTrialError:
-            # Another worker failed this trial as stale (no heartbeat got through, e.g. during an outage)
-            # and queued its retry; the retry runs it again, so this run's result is dropped.
-            log_line(f"[{worker}] the running trial was failed as stale by another worker; its retry is queued; carrying on")
-        except Exception as exc:
-            cause = transient_cause(exc)
-            if cause is None:
-                raise
-            log_line(f"[{worker}] storage unreachable ({type(cause).__name__}); reconnecting with backoff")
-            with_retry(lambda: finished_count(study), url, "reconnect to the study storage", attempts=10)
-            orphan = with_retry(lambda: _fail_orphan(study, objective.current_trial_id), url, "fail the interrupted trial")
-            if orphan is not None:
-                log_line(f"[{worker}] trial {orphan} was cut off by the outage; failed it and queued its retry")
-            log_line(f"[{worker}] storage reachable again; carrying on")
-    done = finished_count(study)
-    log_line(f"[{worker}] done: ran {ran} trials; the study holds {done}/{goal} finished trials")
-    return WorkerSummary(worker, ran, done, goal)
+        _reconnect(study, objective, url, worker, cause, log_line)
+    return 0
+
+
+def _reconnect(
+    study: optuna.Study, objective: Objective, url: str, worker: str, cause: BaseException, log_line: Callable[[str], None]
+) -> None:
+    """Wait for the storage to come back, then fail the trial the outage cut off and queue its retry."""
+    log_line(f"[{worker}] storage unreachable ({type(cause).__name__}); reconnecting with backoff")
+    with_retry(lambda: finished_count(study), url, "reconnect to the study storage", attempts=10)
+    orphan = with_retry(lambda: _fail_orphan(study, objective.current_trial_id), url, "fail the interrupted trial")
+    if orphan is not None:
+        log_line(f"[{worker}] trial {orphan} was cut off by the outage; failed it and queued its retry")
+    log_line(f"[{worker}] storage reachable again; carrying on")
 
 
 _WAIT_POLL_S = 1.0
