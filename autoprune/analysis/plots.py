@@ -110,12 +110,22 @@ def plot_pareto(
     Example:
         >>> plot_pareto(df, info, 0.01, "out/pareto.png", chosen_number=12)  # doctest: +SKIP
     """
-    direction = info.metric_direction
     done = completed(df)
-    front = pareto_front(done, metric_direction=direction, cv_threshold=info.cv_threshold)
+    front = pareto_front(done, metric_direction=info.metric_direction, cv_threshold=info.cv_threshold)
     fig = Figure(figsize=(8.5, 6.6))
     ax = fig.add_subplot(1, 1, 1)
+    _draw_trials(ax, done, front)
+    shown = list(done["metric"].astype(float)) + _draw_sweeps(ax, info, max_drop)
+    _draw_references(ax, info, max_drop)
+    chosen_label = _draw_picks(ax, done, chosen_number, chosen_note, passed_over)
+    hidden = _metric_limits(ax, shown, info, max_drop)
+    _label_pareto_axes(ax, info, max_drop, len(done), hidden)
+    fig.tight_layout()
+    return _save(fig, path, description=chosen_label)
 
+
+def _draw_trials(ax: Axes, done: pd.DataFrame, front: pd.DataFrame) -> None:
+    """The complete trials, within and over budget, and the front connected with its error bars."""
     ok = done["feasible"].astype(bool) if "feasible" in done else pd.Series(True, index=done.index)
     ax.scatter(done.loc[ok, "speedup"], done.loc[ok, "metric"], s=14, color="0.55", alpha=0.6,
                label=f"trials within budget ({int(ok.sum())})", zorder=2)
@@ -127,7 +137,14 @@ def plot_pareto(
                     ms=5, lw=1.6,
                     elinewidth=0.8, capsize=2, label=f"Pareto front ({len(front)})", zorder=4)
 
-    shown = list(done["metric"].astype(float))
+
+def _draw_sweeps(ax: Axes, info: StudyInfo, max_drop: float) -> list[float]:
+    """The baseline sweeps as curves, each best feasible point ringed.
+
+    Returns:
+        The metrics of the points drawn (for the metric axis limits).
+    """
+    shown: list[float] = []
     for kind, points in sorted(info.baselines.items()):
         style = _BASELINE_STYLE.get(kind, {"color": "tab:purple", "marker": "D"})
         timed = (p for p in points if math.isfinite(as_float(p.get("speedup"))))
@@ -137,45 +154,60 @@ def plot_pareto(
         shown += [as_float(p.get("metric")) for p in pts]
         ax.plot([p["speedup"] for p in pts], [p["metric"] for p in pts], ls="--", lw=1.2, ms=5, alpha=0.9,
                 label=f"{kind} sweep", zorder=3, **style)
-        best = best_baseline(pts, max_drop, metric_direction=direction)
+        best = best_baseline(pts, max_drop, metric_direction=info.metric_direction)
         if best is not None:
             ax.scatter([best["speedup"]], [best["metric"]], s=170, facecolors="none", lw=1.8,
                        edgecolors=style["color"], zorder=5, label=f"best {kind}: {as_float(best['speedup']):.2f}x")
+    return shown
 
+
+def _draw_references(ax: Axes, info: StudyInfo, max_drop: float) -> None:
+    """The budget line and the unpruned model."""
     budget = info.metric_at_drop(max_drop)
     if math.isfinite(budget):
         ax.axhline(budget, color=_BUDGET_COLOR, ls=":", lw=1.3, label=f"budget: drop {max_drop:g}")
     if math.isfinite(info.base_metric):
         ax.scatter([1.0], [info.base_metric], marker="P", s=90, color="black", zorder=5, label="unpruned")
 
+
+def _draw_picks(
+    ax: Axes, done: pd.DataFrame, chosen_number: int | None, chosen_note: str, passed_over: int | None
+) -> str | None:
+    """The passed-over validation pick and the chosen trial.
+
+    Returns:
+        The chosen trial's legend entry, or ``None`` when no chosen trial is drawn.
+    """
     if passed_over is not None:
         row = done[done["number"] == passed_over]
         if not row.empty:
             ax.scatter(row["speedup"], row["metric"], marker="X", s=110, color="tab:red", edgecolors="black", lw=0.6,
                        zorder=6, label=f"validation-time pick: trial {passed_over} (passed over)")
-    chosen_label = None
-    if chosen_number is not None:
-        row = done[done["number"] == chosen_number]
-        if not row.empty:
-            x, y = float(row["speedup"].iloc[0]), float(row["metric"].iloc[0])
-            chosen_label = f"chosen: trial {chosen_number} ({chosen_note or f'{x:.2f}x'})"
-            ax.scatter([x], [y], marker="*", s=320, color="gold", edgecolors="black", lw=0.8, zorder=6,
-                       label=chosen_label)
-            ax.annotate(f"trial {chosen_number}", (x, y), xytext=(8, 8), textcoords="offset points", fontsize=9)
+    if chosen_number is None:
+        return None
+    row = done[done["number"] == chosen_number]
+    if row.empty:
+        return None
+    x, y = float(row["speedup"].iloc[0]), float(row["metric"].iloc[0])
+    chosen_label = f"chosen: trial {chosen_number} ({chosen_note or f'{x:.2f}x'})"
+    ax.scatter([x], [y], marker="*", s=320, color="gold", edgecolors="black", lw=0.8, zorder=6,
+               label=chosen_label)
+    ax.annotate(f"trial {chosen_number}", (x, y), xytext=(8, 8), textcoords="offset points", fontsize=9)
+    return chosen_label
 
-    hidden = _metric_limits(ax, shown, info, max_drop)
-    title = f"{info.name}: {len(done)} complete trials, max drop {max_drop:g}"
+
+def _label_pareto_axes(ax: Axes, info: StudyInfo, max_drop: float, trials: int, hidden: int) -> None:
+    """Title, axis labels, grid and the legend of the trade-off plot."""
+    title = f"{info.name}: {trials} complete trials, max drop {max_drop:g}"
     if hidden:
         title += f" ({hidden} {'point' if hidden == 1 else 'points'} off the bottom)"
     ax.set_title(title, fontsize=11)
     ax.set_xlabel("speedup over the unpruned model (x, measured latency; right is better)")
-    better = "higher is better" if direction == "maximize" else "lower is better; axis inverted"
+    better = "higher is better" if info.metric_direction == "maximize" else "lower is better; axis inverted"
     ax.set_ylabel(f"{info.metric_name} ({better})")
     ax.grid(True, alpha=0.3)
     # Below the axes: inside, "best" still lands on sweep points when the trials fill the plot.
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, frameon=False)
-    fig.tight_layout()
-    return _save(fig, path, description=chosen_label)
 
 
 def plot_ratios(
