@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from autoprune.analysis.choice import Choice
 from autoprune.analysis.choice import choose
 from autoprune.analysis.choice import passed_over_text
 from autoprune.analysis.frame import StudyInfo
@@ -347,57 +348,98 @@ def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) 
         >>> s["chosen"]["number"], s["speedup_vs"]["uniform"]  # doctest: +SKIP
         (17, 1.24)
     """
-    if max_drop is None:
-        max_drop = info.max_drop
-    if max_drop is None:
-        raise ConfigError(f"study {info.name!r} records no max_drop; pass --max-drop")
-    direction = info.metric_direction
-    threshold = info.cv_threshold
+    max_drop = _budget(info, max_drop)
     done = completed(df)
-    # Judged on another host (--host-id), confirmed figures count only when that host re-timed them.
-    same_host = info.host_id is None or (info.confirmation or {}).get("host_id") == info.host_id
-    choice = choose(done, max_drop, metric_direction=direction, cv_threshold=threshold, use_confirmed=same_host)
+    choice = _choose(done, info, max_drop)
     chosen = None if choice.row is None else _trial_record(choice.row, max_drop, choice.number)
-    front = pareto_front(done, metric_direction=direction, cv_threshold=threshold)
+    passed = None if choice.passed_over is None else _trial_record(choice.passed_over, max_drop, None)
     baselines = {k: [{kk: _plain(vv) for kk, vv in p.items()} for p in v] for k, v in info.baselines.items()}
     best = _best_points(done, info, baselines, max_drop, choice.confirmed)
-    vs = {k: (chosen["speedup"] / b["speedup"] if chosen and b else None) for k, b in best.items()}
-    unsettled = _unsettled(done, max_drop, threshold)
-    retimed = choice.row is not None and (
-        choice.row.get("timing") != "measured" or retiming(choice.row, threshold) is not None)
-    sentence = _comparison_sentence(chosen, best, baselines, max_drop, choice.error)
-    passed = None if choice.passed_over is None else _trial_record(choice.passed_over, max_drop, None)
-    sentence += _passed_over_note(passed, max_drop)
-    sentence += _timing_note(chosen, retimed, best, unsettled)
+    unsettled = _unsettled(done, max_drop, info.cv_threshold)
+    front = pareto_front(done, metric_direction=info.metric_direction, cv_threshold=info.cv_threshold)
     return {
-        "study": info.name,
-        "storage": info.storage,
-        "metric_name": info.metric_name,
-        "metric_direction": direction,
-        "base_metric": _plain(info.base_metric),
-        "max_drop": max_drop,
-        "host_id": info.host_id,
-        "n_trials": int(len(df)),
-        "n_complete": int(len(done)),
-        "n_feasible": int((done["drop"] <= max_drop).sum()) if len(done) else 0,
-        "chosen": chosen,
-        "selection": choice.source,
-        "validation_pick": None if choice.validation is None else _plain(choice.validation["number"]),
-        "passed_over": passed,
-        "selection_notes": choice.notes,
-        "selection_error": choice.error,
+        **_study_counts(df, done, info, max_drop),
+        **_selection_record(choice, chosen, passed),
         "front": [_trial_record(r, max_drop, choice.number) for r in front.to_dict("records")],
         "baselines": baselines,
         "best": best,
-        "speedup_vs": vs,
+        "speedup_vs": {k: (chosen["speedup"] / b["speedup"] if chosen and b else None) for k, b in best.items()},
         "base_latency_ms": _plain(pooled_base_latency(done, info.baselines)),
-        "sentence": sentence,
+        "sentence": _headline(choice, chosen, passed, best, baselines, unsettled, max_drop, info.cv_threshold),
         "unsettled": unsettled,
         "noise": _noise(done, info, max_drop, chosen),
         "hypervolume": _hypervolume(df, done, info, max_drop),
         "recovery_warnings": _recovery_warnings(info, max_drop),
         "screening": screening_summary(df),
     }
+
+
+def _budget(info: StudyInfo, max_drop: float | None) -> float:
+    """The budget to judge at: ``max_drop``, else the study's own.
+
+    Raises:
+        ConfigError: neither is known.
+    """
+    if max_drop is None:
+        max_drop = info.max_drop
+    if max_drop is None:
+        raise ConfigError(f"study {info.name!r} records no max_drop; pass --max-drop")
+    return max_drop
+
+
+def _choose(done: pd.DataFrame, info: StudyInfo, max_drop: float) -> Choice:
+    """The study's one choice (:func:`autoprune.analysis.choose`) among the complete trials."""
+    # Judged on another host (--host-id), confirmed figures count only when that host re-timed them.
+    same_host = info.host_id is None or (info.confirmation or {}).get("host_id") == info.host_id
+    return choose(done, max_drop, metric_direction=info.metric_direction, cv_threshold=info.cv_threshold,
+                  use_confirmed=same_host)
+
+
+def _study_counts(df: pd.DataFrame, done: pd.DataFrame, info: StudyInfo, max_drop: float) -> dict[str, Any]:
+    """The summary's opening keys: what the study is and how many trials it holds."""
+    return {
+        "study": info.name,
+        "storage": info.storage,
+        "metric_name": info.metric_name,
+        "metric_direction": info.metric_direction,
+        "base_metric": _plain(info.base_metric),
+        "max_drop": max_drop,
+        "host_id": info.host_id,
+        "n_trials": int(len(df)),
+        "n_complete": int(len(done)),
+        "n_feasible": int((done["drop"] <= max_drop).sum()) if len(done) else 0,
+    }
+
+
+def _selection_record(choice: Choice, chosen: Mapping[str, Any] | None, passed: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The summary's selection keys: the chosen trial, how it was chosen, and what was passed over."""
+    return {
+        "chosen": chosen,
+        "selection": choice.source,
+        "validation_pick": None if choice.validation is None else _plain(choice.validation["number"]),
+        "passed_over": passed,
+        "selection_notes": choice.notes,
+        "selection_error": choice.error,
+    }
+
+
+def _headline(
+    choice: Choice,
+    chosen: Mapping[str, Any] | None,
+    passed: Mapping[str, Any] | None,
+    best: Mapping[str, Any],
+    baselines: Mapping[str, Any],
+    unsettled: list[dict[str, Any]],
+    max_drop: float,
+    threshold: float | None,
+) -> str:
+    """The headline sentence: the choice against the baselines, what it passed over, and how it was timed."""
+    retimed = choice.row is not None and (
+        choice.row.get("timing") != "measured" or retiming(choice.row, threshold) is not None)
+    sentence = _comparison_sentence(chosen, best, baselines, max_drop, choice.error)
+    sentence += _passed_over_note(passed, max_drop)
+    sentence += _timing_note(chosen, retimed, best, unsettled)
+    return sentence
 
 
 def screening_summary(df: pd.DataFrame) -> dict[str, Any]:
@@ -739,16 +781,27 @@ def write_report(
         PosixPath('reports/resnet/report.html')
     """
     summary = summary if summary is not None else summarize(df, info, max_drop)
-    max_drop = summary["max_drop"]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    chosen = summary["chosen"]
-    chosen_number = None if chosen is None else chosen["number"]
     paths = {name: out / file for name, file in (
         ("trials_csv", "trials.csv"), ("front_csv", "front.csv"), ("pareto_png", "pareto.png"),
         ("ratios_png", "ratios.png"), ("summary_json", "summary.json"), ("report_html", "report.html"))}
-
     df.to_csv(paths["trials_csv"], index=False)
+    _write_front_csv(df, info, summary, paths["front_csv"])
+    _write_plots(df, info, summary, out, paths)
+    write_json(paths["summary_json"], summary, default=str)
+    paths["report_html"].write_text(_report_page(summary, info, paths), encoding="utf-8")
+    return paths
+
+
+def _chosen_number(summary: Mapping[str, Any]) -> int | None:
+    chosen = summary["chosen"]
+    return None if chosen is None else chosen["number"]
+
+
+def _write_front_csv(df: pd.DataFrame, info: StudyInfo, summary: Mapping[str, Any], path: Path) -> None:
+    """``front.csv``: the Pareto front with ``feasible``, ``chosen`` and the 95 % drop interval."""
+    max_drop, chosen_number = summary["max_drop"], _chosen_number(summary)
     front = pareto_front(completed(df), metric_direction=info.metric_direction, cv_threshold=info.cv_threshold).copy()
     front["feasible"] = front["drop"] <= max_drop
     front["chosen"] = (front["number"] == chosen_number) if chosen_number is not None else False
@@ -758,52 +811,67 @@ def write_report(
              "speedup", "speedup_spread", "latency_ms", "macs", "params", "feasible", "chosen", "kind", "timing",
              "speedup_searched"]
     rest = [c for c in front.columns if c.startswith(("ratio:", "channels:", "confirmed:"))]
-    front[[c for c in first if c in front] + rest].to_csv(paths["front_csv"], index=False)
+    front[[c for c in first if c in front] + rest].to_csv(path, index=False)
 
+
+def _write_plots(df: pd.DataFrame, info: StudyInfo, summary: Mapping[str, Any], out: Path, paths: dict[str, Path]) -> None:
+    """The recovery curve (when calibrated, added to ``paths``), the trade-off plot and the ratio chart."""
+    chosen, chosen_number = summary["chosen"], _chosen_number(summary)
     if info.recovery_calibration:
         paths["recovery_png"] = plot_recovery_curve(info.recovery_calibration, out / "recovery-curve.png")
-    plot_pareto(df, info, max_drop, paths["pareto_png"], chosen_number=chosen_number, chosen_note=_chosen_note(summary),
-                passed_over=(summary.get("passed_over") or {}).get("number"))
+    plot_pareto(df, info, summary["max_drop"], paths["pareto_png"], chosen_number=chosen_number,
+                chosen_note=_chosen_note(summary), passed_over=(summary.get("passed_over") or {}).get("number"))
     plot_ratios((chosen or {}).get("ratios") or {}, info.bounds, paths["ratios_png"],
                 reference=_reference_ratios(summary),
                 title=f"trial {chosen_number}: ratio per group against the space searched" if chosen else
                 "no trial chosen: the space searched per group")
-    write_json(paths["summary_json"], summary, default=str)
 
+
+def _front_html(summary: Mapping[str, Any]) -> str:
+    """The front table of the report, the chosen trial and the best baselines highlighted."""
     rows = table_rows(summary)
-    front_html = _html_table(
+    return _html_table(
         [TABLE_HEADERS[k] or "mark" for k in TABLE_HEADERS],
         [[r[k] for k in TABLE_HEADERS] for r in rows],
         ["chosen" if r["mark"] == "*" else "best" if r["mark"] in ("U", "G") else "" for r in rows],
     )
-    hv = summary["hypervolume"]
-    hv_text = "No budget line is known, so no hypervolume." if hv is None else (
+
+
+def _hypervolume_text(hv: Mapping[str, Any] | None) -> str:
+    """The hypervolume line of the report."""
+    return "No budget line is known, so no hypervolume." if hv is None else (
         f"Hypervolume above ({hv['reference'][0]:.4f}, 1.0x): {hv['value']:.5f}; after "
         + ", ".join(f"{n} trials {v:.5f}" for n, v in hv["history"].items()) + "."
         if hv["history"] else f"Hypervolume above ({hv['reference'][0]:.4f}, 1.0x): {hv['value']:.5f}.")
-    meta = (f"{summary['n_complete']} complete of {summary['n_trials']} trials, {summary['n_feasible']} within "
-            f"max drop {max_drop:g}. {info.metric_name} ({info.metric_direction}), unpruned "
+
+
+def _meta_text(summary: Mapping[str, Any], info: StudyInfo) -> str:
+    """The report's line under the title: trial counts, budget, metric, storage and timing host."""
+    return (f"{summary['n_complete']} complete of {summary['n_trials']} trials, {summary['n_feasible']} within "
+            f"max drop {summary['max_drop']:g}. {info.metric_name} ({info.metric_direction}), unpruned "
             f"{info.base_metric:.4f}. Storage: {info.storage or 'n/a'}."
             + (f" Speed judged on host {info.host_id}." if info.host_id else ""))
+
+
+def _report_page(summary: Mapping[str, Any], info: StudyInfo, paths: Mapping[str, Path]) -> str:
+    """The self-contained ``report.html`` page, from the package's template and the PNGs already written."""
     warnings = [summary["noise"]["warning"], *summary["recovery_warnings"]]
     template = Template(resources.files("autoprune.analysis").joinpath("report.html").read_text(encoding="utf-8"))
-    page = template.substitute(
+    return template.substitute(
         title=html.escape(f"{info.name}: Pareto front and selection"),
-        meta=html.escape(meta),
+        meta=html.escape(_meta_text(summary, info)),
         sentence=html.escape(summary["sentence"]),
         warning="".join(f'<p class="warning">Warning: {html.escape(w)}</p>' for w in warnings if w),
         noise=html.escape(summary["noise"]["line"]),
         metric_name=html.escape(info.metric_name),
         pareto_png=_data_uri(paths["pareto_png"]),
         ratios_png=_data_uri(paths["ratios_png"]),
-        front_table=front_html,
+        front_table=_front_html(summary),
         front_legend=html.escape(table_legend(summary)),
         baseline_table=_baseline_html(summary),
         ratios_table=_ratios_html(summary, info),
         recovery=_recovery_html(info, paths.get("recovery_png")),
-        hypervolume=html.escape(hv_text),
+        hypervolume=html.escape(_hypervolume_text(summary["hypervolume"])),
         config=html.escape(json.dumps(redact(info.config), indent=2, sort_keys=True, default=str)),
         footer=html.escape(f"Written by autoprune on {datetime.datetime.now().isoformat(timespec='seconds')}."),
     )
-    paths["report_html"].write_text(page, encoding="utf-8")
-    return paths
