@@ -120,34 +120,66 @@ def export_architecture(
     from autoprune.analysis import load_analysis
     from autoprune.architecture import validate_architecture
     from autoprune.architecture import write_architecture
-    from autoprune.artifacts import fetch
-    from autoprune.artifacts import study_store
-    from autoprune.search.storage import open_storage
 
     url = config.storage_url(storage)
     df, info = load_analysis(url, config.name, max_drop=max_drop)
     budget = info.max_drop if max_drop is None else max_drop
     record, notes, passed_over = choose_trial(df, info, budget, trial, use_confirmed)
     number = int(record["number"])
+    attrs = _trial_user_attrs(config, url, number)
+    out = Path(output)
+    arch, weights_path = _fetch_artifacts(config, attrs, number, out)
+    # Confirmed figures are study attrs (a finished trial cannot change); the analysis row carries them.
+    confirmed = _confirmed_figures(record)
+    selection = "trial" if trial is not None else ("confirmed" if confirmed and use_confirmed else "validation")
+    arch.update(
+        metrics=_metrics(arch, attrs, budget, confirmed),
+        latency=_latency(arch, attrs, confirmed),
+        provenance=_provenance(arch, config, number, url, weights_path, selection),
+    )
+    validate_architecture(arch, out)
+    write_architecture(arch, out)
+    return ExportResult(out, weights_path, number, record, notes, passed_over, budget, info.metric_name)
+
+
+def _trial_user_attrs(config: "StudyConfig", url: str, number: int) -> dict[str, Any]:
+    """The user attrs of trial ``number``, which must have a stored architecture.
+
+    Raises:
+        SelectionError: the trial has no stored architecture.
+    """
+    from autoprune.search.storage import open_storage
+
     study = optuna.load_study(study_name=config.name, storage=open_storage(url, heartbeat_interval=None))
     frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
     attrs = frozen.user_attrs
-    arch_id = attrs.get("arch_artifact_id")
-    if not arch_id:
+    if not attrs.get("arch_artifact_id"):
         raise SelectionError(f"trial {number} has no stored architecture (user attr 'arch_artifact_id'); it was not run by an autoprune worker")
+    return attrs
+
+
+def _fetch_artifacts(config: "StudyConfig", attrs: Mapping[str, Any], number: int, out: Path) -> tuple[dict[str, Any], Path | None]:
+    """The trial's stored architecture JSON, and its weights moved beside ``out`` (``None`` when it has none)."""
+    from autoprune.artifacts import fetch
+    from autoprune.artifacts import study_store
+
     store = study_store(config)
-    out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     weights_path: Path | None = None
     with tempfile.TemporaryDirectory(prefix="autoprune-export-") as tmp:
         arch_file = Path(tmp) / "arch.json"
-        fetch(store, arch_id, arch_file, config, f"trial {number}")
+        fetch(store, attrs["arch_artifact_id"], arch_file, config, f"trial {number}")
         arch = json.loads(arch_file.read_text())
         if attrs.get("weights_artifact_id"):
             weights_path = out.with_name(out.stem + ".weights.pt")
             tmp_w = Path(tmp) / "w.pt"
             fetch(store, attrs["weights_artifact_id"], tmp_w, config, f"trial {number}")
             shutil.move(str(tmp_w), weights_path)
+    return arch, weights_path
+
+
+def _metrics(arch: Mapping[str, Any], attrs: Mapping[str, Any], budget: float, confirmed: Mapping[str, Any]) -> dict[str, Any]:
+    """The architecture's ``metrics``: the search's validation figures, and the test figures when confirmed."""
     metrics = dict(arch.get("metrics") or {})
     metrics.update(
         {
@@ -158,9 +190,6 @@ def export_architecture(
             "feasible": bool(attrs.get("drop", math.inf) <= budget),
         }
     )
-    # Confirmed figures are study attrs (a finished trial cannot change); the analysis row carries them.
-    confirmed = _confirmed_figures(record)
-    latency = dict(arch.get("latency") or {})
     if confirmed:
         metrics.update(
             {
@@ -170,10 +199,24 @@ def export_architecture(
                 "test_feasible": confirmed.get("test_feasible"),
             }
         )
+    return metrics
+
+
+def _latency(arch: Mapping[str, Any], attrs: Mapping[str, Any], confirmed: Mapping[str, Any]) -> dict[str, Any]:
+    """The architecture's ``latency``: the confirmed re-timing when there is one, and the search's speedup."""
+    latency = dict(arch.get("latency") or {})
+    if confirmed:
         latency["confirmed_speedup"] = confirmed.get("speedup")
         latency["confirmed_speedup_spread"] = confirmed.get("speedup_spread")
         latency["confirmed_host_id"] = confirmed.get("host_id")
     latency["search_speedup"] = attrs.get("speedup")
+    return latency
+
+
+def _provenance(
+    arch: Mapping[str, Any], config: "StudyConfig", number: int, url: str, weights_path: Path | None, selection: str
+) -> dict[str, Any]:
+    """The architecture's ``provenance``: the study, trial, storage (redacted), config, checkpoint and weights."""
     prov = dict(arch.get("provenance") or {})
     prov.update(
         {
@@ -183,10 +226,7 @@ def export_architecture(
             "config": str(config.source) if config.source else prov.get("config"),
             "checkpoint": str(config.checkpoint_path()),
             "weights": str(weights_path.resolve()) if weights_path else None,
-            "selection": "trial" if trial is not None else ("confirmed" if confirmed and use_confirmed else "validation"),
+            "selection": selection,
         }
     )
-    arch.update(metrics=metrics, latency=latency, provenance=prov)
-    validate_architecture(arch, out)
-    write_architecture(arch, out)
-    return ExportResult(out, weights_path, number, record, notes, passed_over, budget, info.metric_name)
+    return prov
