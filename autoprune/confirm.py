@@ -146,7 +146,6 @@ def select_candidates(df: pd.DataFrame, info: "StudyInfo", top: int, max_drop: f
     Raises:
         SelectionError: no complete trial is within the budget.
     """
-    from autoprune.analysis import best_baseline
     from autoprune.analysis import completed
     from autoprune.analysis import select
 
@@ -157,6 +156,19 @@ def select_candidates(df: pd.DataFrame, info: "StudyInfo", top: int, max_drop: f
     feasible = usable[usable["drop"] <= max_drop]
     if feasible.empty:
         select(usable, max_drop, metric_direction=info.metric_direction)  # raises with the closest trial named
+    picks = _fastest_distinct(feasible, sign, top)
+    picked = {c.number for c in picks}
+    kinds = usable["kind"] if "kind" in usable else pd.Series(None, index=usable.index, dtype=object)
+    for kind in BASELINE_KINDS:
+        runs = usable[kinds == kind]
+        baseline = _sweep_candidate(kind, info, max_drop) if runs.empty else _baseline_trial(runs, sign, max_drop, picked)
+        if baseline is not None:
+            picks.append(baseline)
+    return picks
+
+
+def _fastest_distinct(feasible: pd.DataFrame, sign: float, top: int) -> list[Candidate]:
+    """The ``top`` fastest feasible trials, skipping one whose kept channels a faster-ranked trial has."""
     picks: list[Candidate] = []
     seen: set[tuple] = set()
     for _, row in _rank(feasible, sign).iterrows():
@@ -167,32 +179,34 @@ def select_candidates(df: pd.DataFrame, info: "StudyInfo", top: int, max_drop: f
         picks.append(_from_row(row, on_front=True))
         if len(picks) == top:
             break
-    picked = {c.number for c in picks}
-    kinds = usable["kind"] if "kind" in usable else pd.Series(None, index=usable.index, dtype=object)
-    for kind in BASELINE_KINDS:
-        runs = usable[kinds == kind]
-        if not runs.empty:
-            ok = runs[runs["drop"] <= max_drop]
-            if ok.empty:
-                continue
-            best = _rank(ok, sign).iloc[0]
-            if int(best["number"]) not in picked:
-                picks.append(_from_row(best, on_front=False))
-            continue
-        point = best_baseline(info.baselines.get(kind) or [], max_drop, metric_direction=info.metric_direction,
-                              cv_threshold=info.cv_threshold)
-        if point is not None:
-            picks.append(
-                Candidate(
-                    kind=kind,
-                    number=None,
-                    ratio=_float(point.get("ratio")),
-                    val_metric=_float(point.get("metric")),
-                    val_drop=_float(point.get("drop")),
-                    speedup=_float(point.get("speedup")),
-                )
-            )
     return picks
+
+
+def _baseline_trial(runs: pd.DataFrame, sign: float, max_drop: float, picked: set[int | None]) -> Candidate | None:
+    """The best feasible trial among a baseline kind's ``runs``; ``None`` when none is feasible or it is picked already."""
+    ok = runs[runs["drop"] <= max_drop]
+    if ok.empty:
+        return None
+    best = _rank(ok, sign).iloc[0]
+    return None if int(best["number"]) in picked else _from_row(best, on_front=False)
+
+
+def _sweep_candidate(kind: str, info: "StudyInfo", max_drop: float) -> Candidate | None:
+    """The fastest feasible settled point of the ``kind`` sweep (study attr ``baselines``), to rebuild without a trial."""
+    from autoprune.analysis import best_baseline
+
+    point = best_baseline(info.baselines.get(kind) or [], max_drop, metric_direction=info.metric_direction,
+                          cv_threshold=info.cv_threshold)
+    if point is None:
+        return None
+    return Candidate(
+        kind=kind,
+        number=None,
+        ratio=_float(point.get("ratio")),
+        val_metric=_float(point.get("metric")),
+        val_drop=_float(point.get("drop")),
+        speedup=_float(point.get("speedup")),
+    )
 
 
 def open_study_for_update(config: "StudyConfig", storage: str | None) -> tuple[str, optuna.storages.BaseStorage, optuna.Study]:
