@@ -89,7 +89,8 @@ def configure(quiet: bool = False, log_file: str | Path | None = None) -> None:
             old.close()
         for handler in handlers:
             logger.addHandler(handler)
-        logger.setLevel(min(logger.level or logging.INFO, logging.INFO))
+        if name == "autoprune" or not logger.level:
+            logger.setLevel(logging.INFO)  # the handlers filter (--quiet); Optuna keeps a verbosity set on purpose
         logger.propagate = False
     _results.handlers = [h for h in handlers if isinstance(h, logging.FileHandler)]
     _results.setLevel(logging.INFO)
