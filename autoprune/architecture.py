@@ -71,6 +71,29 @@ def build_architecture(
     Returns:
         A JSON-serialisable dict following the published schema.
     """
+    prov = _provenance(config, provenance)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "task": config.task,
+        "task_options": dict(config.task_options),
+        "model": config.model,
+        "model_options": dict(config.model_options),
+        "base_checkpoint_sha256": base_sha256,
+        "input_shape": list(task.input_shape()),
+        "criterion": config.criterion,
+        "round_to": round_to,
+        "groups": _group_entries(result),
+        "clamps": [c.as_dict() for c in result.clamps],
+        "macs": result.macs,
+        "params": result.params,
+        "metrics": metrics or {},
+        "latency": latency or {},
+        "provenance": prov,
+    }
+
+
+def _provenance(config: "StudyConfig", provenance: dict[str, Any] | None) -> dict[str, Any]:
+    """Where an architecture comes from: the study's defaults, updated with ``provenance`` (its storage redacted)."""
     prov = {
         "study": config.name,
         "trial": None,
@@ -84,33 +107,21 @@ def build_architecture(
     prov.update(provenance or {})
     if "storage" in prov:
         prov["storage"] = redact_url(prov["storage"])
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "task": config.task,
-        "task_options": dict(config.task_options),
-        "model": config.model,
-        "model_options": dict(config.model_options),
-        "base_checkpoint_sha256": base_sha256,
-        "input_shape": list(task.input_shape()),
-        "criterion": config.criterion,
-        "round_to": round_to,
-        "groups": [
-            {
-                "name": g.name,
-                "original_channels": g.channels,
-                "kept_channels": result.kept[g.name],
-                "ratio": round(1.0 - result.kept[g.name] / g.channels, 6),
-                "kept_indices": list(result.kept_indices[g.name]),
-            }
-            for g in result.groups
-        ],
-        "clamps": [c.as_dict() for c in result.clamps],
-        "macs": result.macs,
-        "params": result.params,
-        "metrics": metrics or {},
-        "latency": latency or {},
-        "provenance": prov,
-    }
+    return prov
+
+
+def _group_entries(result: "PruneResult") -> list[dict[str, Any]]:
+    """The kept channels and indices of each group, as the schema lists them."""
+    return [
+        {
+            "name": g.name,
+            "original_channels": g.channels,
+            "kept_channels": result.kept[g.name],
+            "ratio": round(1.0 - result.kept[g.name] / g.channels, 6),
+            "kept_indices": list(result.kept_indices[g.name]),
+        }
+        for g in result.groups
+    ]
 
 
 def _version() -> str:

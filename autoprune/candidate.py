@@ -277,8 +277,6 @@ def evaluate_candidate(
     Returns:
         The :class:`CandidateResult`.
     """
-    from autoprune.latency import training_section
-
     seconds: dict[str, float] = {}
     say = progress or (lambda stage: None)
     with ctx.task.forbid_split("test"):
@@ -289,16 +287,43 @@ def evaluate_candidate(
             raise Hopeless(after_bn.value, result)
         timing, fingerprint, cached = _time(ctx, model, result.kept, seconds, say)
         _screen(ctx, screen, after_bn, timing, result)
-        say("finetune")
-        with training_section(), _stage(seconds, "finetune"):
-            report = recovery.finetune()
-        say("evaluate")
-        with _stage(seconds, "evaluate"):
-            metric = ctx.task.evaluate(model, "val")
+        report, metric = _finetune_and_evaluate(ctx, model, recovery, seconds, say)
     onnx_path = None
     if keep_onnx is not None:
         with _stage(seconds, "export"):
             onnx_path = _export(ctx, model, keep_onnx)
+    return _candidate_result(ctx, model, result, after_bn, metric, report, timing, fingerprint, cached, seconds, onnx_path)
+
+
+def _finetune_and_evaluate(
+    ctx: StudyContext, model: nn.Module, recovery: Recovery, seconds: dict[str, float], say: Callable[[str], None]
+) -> tuple[RecoveryReport, MetricResult]:
+    """The short finetune, then the validation metric after it: ``(recovery report, metric)``."""
+    from autoprune.latency import training_section
+
+    say("finetune")
+    with training_section(), _stage(seconds, "finetune"):
+        report = recovery.finetune()
+    say("evaluate")
+    with _stage(seconds, "evaluate"):
+        metric = ctx.task.evaluate(model, "val")
+    return report, metric
+
+
+def _candidate_result(
+    ctx: StudyContext,
+    model: nn.Module,
+    result: PruneResult,
+    after_bn: MetricResult,
+    metric: MetricResult,
+    report: RecoveryReport,
+    timing: Mapping[str, Any],
+    fingerprint: Mapping[str, Any],
+    cached: bool,
+    seconds: dict[str, float],
+    onnx_path: Path | None,
+) -> CandidateResult:
+    """The :class:`CandidateResult` of the measured figures."""
     drop = ctx.drop(metric.value)
     return CandidateResult(
         prune=result,

@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import json
 import math
@@ -313,38 +314,73 @@ def _fmt(value: Any, spec: str) -> str:
 
 
 def _candidate_model(config: "StudyConfig", ctx: "StudyContext", c: Candidate, folder: Path,
-                     echo: Callable[[str], None]) -> "nn.Module":
-    """The candidate's finetuned model: a trial rebuilt from its artifacts, or a sweep point pruned and recovered."""
+                     echo: Callable[[str], None] | None, recover: bool) -> "nn.Module":
+    """The candidate's model: a trial rebuilt from its artifacts, or a sweep point pruned (and recovered if ``recover``).
+
+    A re-timing passes ``recover=False`` (speed needs no recovery) and no ``echo``.
+    """
     from autoprune.candidate import evaluate_candidate
 
-    if c.number is not None:
-        echo(f"  {c.label} ({c.kind}): rebuilding from its architecture and weights")
-        return rebuild_trial(config, c, folder)
-    echo(f"  {c.label}: no baseline trial in the study; rebuilding the sweep point (prune and recover)")
     uniform = c.ratio if c.kind == "uniform" else None
     global_ratio = c.ratio if c.kind == "global" else None
+    if c.number is not None:
+        if echo is not None:
+            echo(f"  {c.label} ({c.kind}): rebuilding from its architecture and weights")
+        return rebuild_trial(config, c, folder)
+    if not recover:
+        return ctx.pruner.prune(copy.deepcopy(ctx.base_model), uniform=uniform, global_ratio=global_ratio).model
+    if echo is not None:
+        echo(f"  {c.label}: no baseline trial in the study; rebuilding the sweep point (prune and recover)")
     return evaluate_candidate(ctx, uniform=uniform, global_ratio=global_ratio).model
+
+
+def export_candidates(
+    config: "StudyConfig",
+    ctx: "StudyContext",
+    candidates: list[Candidate],
+    folder: Path,
+    recover: bool = True,
+    echo: Callable[[str], None] | None = None,
+    on_model: Callable[["nn.Module"], None] | None = None,
+) -> list[Path]:
+    """Rebuild each candidate and export it to ONNX in ``folder`` (shared by confirmation and re-timing).
+
+    Args:
+        config: the study config.
+        ctx: the study context.
+        candidates: the candidates, in timing order.
+        folder: where the artifacts and the ONNX files go.
+        recover: whether a sweep point without a trial is recovered after pruning (a re-timing needs no recovery).
+        echo: says how each candidate is rebuilt (default: silent).
+        on_model: called with each rebuilt model before its export (the confirmation measures it on test).
+
+    Returns:
+        The ONNX paths, one per candidate.
+    """
+    from autoprune.candidate import example_input
+    from autoprune.latency import export_onnx
+
+    paths = []
+    for c in candidates:
+        model = _candidate_model(config, ctx, c, folder, echo, recover)
+        if on_model is not None:
+            on_model(model)
+        path = folder / f"candidate-{len(paths)}.onnx"
+        paths.append(export_onnx(model, example_input(ctx.task, config), path, opset=ctx.latency.opset))
+        del model
+    return paths
 
 
 def _measure_candidates(
     config: "StudyConfig", ctx: "StudyContext", candidates: list[Candidate], echo: Callable[[str], None]
 ) -> tuple[list[Any], list["SpeedupResult"]]:
     """Each candidate's test evaluation, and its timing interleaved with the base's in one process."""
-    from autoprune.candidate import example_input
-    from autoprune.latency import export_onnx
     from autoprune.latency import measure_speedups
 
-    task = ctx.task
-    tests = []
+    tests: list[Any] = []
     with tempfile.TemporaryDirectory(prefix="autoprune-confirm-") as tmp:
-        folder = Path(tmp)
-        paths = []
-        for c in candidates:
-            model = _candidate_model(config, ctx, c, folder, echo)
-            tests.append(task.evaluate(model, "test"))
-            path = folder / f"candidate-{len(paths)}.onnx"
-            paths.append(export_onnx(model, example_input(task, config), path, opset=ctx.latency.opset))
-            del model
+        paths = export_candidates(config, ctx, candidates, Path(tmp), recover=True, echo=echo,
+                                  on_model=lambda model: tests.append(ctx.task.evaluate(model, "test")))
         echo(f"  timing {len(paths)} candidates interleaved with the base in one process")
         timings = measure_speedups(paths, ctx.base_onnx, ctx.latency)
     return tests, timings

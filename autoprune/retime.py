@@ -21,35 +21,26 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 from typing import Callable
+from typing import Mapping
 
 from autoprune.confirm import Candidate
 from autoprune.confirm import check_base
+from autoprune.confirm import export_candidates
 from autoprune.confirm import now_utc
 from autoprune.confirm import load_candidates
-from autoprune.confirm import rebuild_trial
 from autoprune.confirm import timing_entry
 
 if TYPE_CHECKING:
-    from torch import nn
+    import pandas as pd
 
     from autoprune.candidate import StudyContext
     from autoprune.config import StudyConfig
-
-
-def _architecture_of(ctx: "StudyContext", config: "StudyConfig", c: Candidate, folder: Path) -> "nn.Module":
-    """The candidate's model: a trial rebuilt from its artifacts, or a sweep point pruned (speed needs no recovery)."""
-    if c.number is not None:
-        return rebuild_trial(config, c, folder)
-    model = copy.deepcopy(ctx.base_model)
-    uniform = c.ratio if c.kind == "uniform" else None
-    global_ratio = c.ratio if c.kind == "global" else None
-    return ctx.pruner.prune(model, uniform=uniform, global_ratio=global_ratio).model
+    from autoprune.latency import SpeedupResult
 
 
 def retime_study(
@@ -81,8 +72,6 @@ def retime_study(
     """
     from autoprune.analysis.frame import TIMINGS_ATTR_PREFIX
     from autoprune.candidate import StudyContext
-    from autoprune.candidate import example_input
-    from autoprune.latency import export_onnx
     from autoprune.latency import host_fingerprint
     from autoprune.latency import measure_speedups
     from autoprune.search.storage import with_retry
@@ -96,16 +85,27 @@ def retime_study(
     ctx = context or StudyContext.build(config)
     check_base(study, ctx, url)
     with tempfile.TemporaryDirectory(prefix="autoprune-retime-") as tmp:
-        folder = Path(tmp)
-        paths = []
-        for c in candidates:
-            model = _architecture_of(ctx, config, c, folder)
-            path = folder / f"candidate-{len(paths)}.onnx"
-            paths.append(export_onnx(model, example_input(ctx.task, config), path, opset=ctx.latency.opset))
-            del model
+        paths = export_candidates(config, ctx, candidates, Path(tmp), recover=False)
         results = measure_speedups(paths, ctx.base_onnx, ctx.latency)
     key = TIMINGS_ATTR_PREFIX + host_id
-    previous = study.user_attrs.get(key) or {}
+    value = _timings_value(study.user_attrs.get(key) or {}, candidates, results, fingerprint, ctx)
+    with_retry(lambda: study.set_user_attr(key, value), url, "store the re-timings")
+    for line in _report(candidates, results, df):
+        echo(line)
+    source = config.source or "CONFIG"
+    echo(f"stored as the study attr '{key}'; judge speed on this host with: autoprune pareto {source} --host-id {host_id}")
+    return value | {"host_id": host_id, "retimed": [c.number for c in candidates if c.number is not None]}
+
+
+def _timings_value(
+    previous: Mapping[str, Any],
+    candidates: list[Candidate],
+    results: list["SpeedupResult"],
+    fingerprint: Mapping[str, Any],
+    ctx: "StudyContext",
+) -> dict[str, Any]:
+    """The new value of the host's timings attr: ``previous`` with the entries of the timed candidates replaced."""
+    hostname = str(fingerprint.get("hostname", ""))
     trials = dict(previous.get("trials") or {})
     baselines = dict(previous.get("baselines") or {})
     for c, measured in zip(candidates, results):
@@ -114,7 +114,7 @@ def retime_study(
             trials[str(c.number)] = entry
         else:
             baselines[c.kind] = entry | {"ratio": c.ratio}
-    value = {
+    return {
         "host": hostname,
         "fingerprint": fingerprint,
         "measured_at": now_utc(),
@@ -122,13 +122,14 @@ def retime_study(
         "trials": trials,
         "baselines": baselines,
     }
-    with_retry(lambda: study.set_user_attr(key, value), url, "store the re-timings")
-    echo(f"{'candidate':16} {'kind':8} {'val drop':>9} {'searched on':>16} {'search':>8} {'here':>8}")
+
+
+def _report(candidates: list[Candidate], results: list["SpeedupResult"], df: "pd.DataFrame") -> list[str]:
+    """The table of each candidate's search speedup next to its speedup on this host."""
+    lines = [f"{'candidate':16} {'kind':8} {'val drop':>9} {'searched on':>16} {'search':>8} {'here':>8}"]
     hosts = dict(zip(df["number"], df["host_id"])) if "host_id" in df else {}
     for c, measured in zip(candidates, results):
         searched = str(hosts.get(c.number) or "-") if c.number is not None else "sweep"
-        echo(f"{c.label:16} {c.kind:8} {c.val_drop:+9.4f} {searched:>16} {c.speedup:7.2f}x {measured.speedup:7.2f}x"
-             + ("  (timing did not settle)" if measured.noisy else ""))
-    source = config.source or "CONFIG"
-    echo(f"stored as the study attr '{key}'; judge speed on this host with: autoprune pareto {source} --host-id {host_id}")
-    return value | {"host_id": host_id, "retimed": [c.number for c in candidates if c.number is not None]}
+        lines.append(f"{c.label:16} {c.kind:8} {c.val_drop:+9.4f} {searched:>16} {c.speedup:7.2f}x {measured.speedup:7.2f}x"
+                     + ("  (timing did not settle)" if measured.noisy else ""))
+    return lines

@@ -357,22 +357,27 @@ def select(
     chosen = _best_feasible(settled(rows, cv_threshold), max_drop, sign, "number")
     if chosen is not None:
         return chosen
+    raise _no_choice(rows, max_drop)
+
+
+def _no_choice(rows: list[dict[str, Any]], max_drop: float) -> SelectionError:
+    """Why :func:`select` chose nothing: every feasible timing unsettled, nothing measured, or nothing feasible."""
     held = [r for r in rows if _usable(r, "metric", "speedup") and _feasible(r, max_drop)]
     if held:
         numbers = ", ".join(str(r.get("number", "?")) for r in held[:5]) + (" ..." if len(held) > 5 else "")
-        raise SelectionError(
+        return SelectionError(
             f"no trial within max drop {max_drop:g} has a settled timing: the timings of trial(s) {numbers} did "
             "not settle (flagged noisy or spread above latency.cv_threshold); re-time them with "
             "'autoprune confirm' (or 'autoprune retime') and analyse again"
         )
     measured = [r for r in rows if _usable(r, "metric", "speedup") and math.isfinite(as_float(r.get("drop")))]
     if not measured:
-        raise SelectionError(
+        return SelectionError(
             f"no trial has a measured metric, drop and speedup ({len(rows)} trials in all); "
             "run the search until some trials complete"
         )
     closest = min(measured, key=lambda r: (as_float(r["drop"]), -as_float(r["speedup"]), as_float(r.get("number"))))
-    raise SelectionError(
+    return SelectionError(
         f"no trial is feasible at max drop {max_drop:g} ({len(measured)} complete trials); the closest is "
         f"trial {closest.get('number', '?')} with drop {as_float(closest['drop']):.4g} at "
         f"{as_float(closest['speedup']):.2f}x speedup; raise --max-drop or run more trials"

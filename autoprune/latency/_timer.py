@@ -478,7 +478,25 @@ def measure_speedups(
     start = time.perf_counter()
     subjects, shape = _open_subjects([base_path, *candidate_paths], settings, input_shape)
     base, candidates = subjects[0], subjects[1:]
-    best: dict[int, tuple[float, list[float], list[list[float]], list[list[float]]]] = {}
+    best, attempts = _best_attempts(base, candidates, settings)
+    wall = time.perf_counter() - start
+    return [
+        _speedup_result(subject, base, best[index], attempts[index], shape, settings, wall)
+        for index, subject in enumerate(candidates)
+    ]
+
+
+_Best = tuple[float, list[float], list[list[float]], list[list[float]]]
+
+
+def _best_attempts(base: _Subject, candidates: Sequence[_Subject], settings: LatencySettings) -> tuple[dict[int, _Best], list[int]]:
+    """Time the candidates interleaved with the base, re-measuring the unsettled ones (with the base).
+
+    Returns:
+        Per candidate index, its best-settled attempt ``(spread, block ratios, base blocks, candidate
+        blocks)``, and the attempts each candidate took part in.
+    """
+    best: dict[int, _Best] = {}
     attempts = [0] * len(candidates)
     pending = list(range(len(candidates)))
     for _ in range(settings.max_remeasure + 1):
@@ -494,33 +512,40 @@ def measure_speedups(
         if not pending:
             break
         logger.info("%d candidate(s) above speedup spread %.3f, re-measuring", len(pending), settings.cv_threshold)
-    wall = time.perf_counter() - start
-    results = []
-    for index, subject in enumerate(candidates):
-        spread, ratios, base_blocks, cand_blocks = best[index]
-        results.append(
-            SpeedupResult(
-                candidate_path=str(subject.path),
-                base_path=str(base.path),
-                speedup=float(np.median(ratios)),
-                speedup_spread=spread,
-                spread_kind=SPREAD_KIND,
-                block_ratios=ratios,
-                noisy=is_noisy(spread, settings.cv_threshold),
-                attempts=attempts[index],
-                baseline=_stats(base.path, base_blocks, attempts[index], shape, settings, wall),
-                candidate=_stats(subject.path, cand_blocks, attempts[index], shape, settings, wall),
-                input_shape=list(shape),
-                batch_size=int(shape[0]) if shape else 1,
-                threads=settings.threads,
-                repeats=settings.repeats,
-                measured_at=_now(),
-                wall_s=wall,
-                host=host_fingerprint(settings.provider, settings.provider_options),
-                settings=settings.as_dict(),
-            )
-        )
-    return results
+    return best, attempts
+
+
+def _speedup_result(
+    subject: _Subject,
+    base: _Subject,
+    best: _Best,
+    attempts: int,
+    shape: tuple[int, ...],
+    settings: LatencySettings,
+    wall: float,
+) -> SpeedupResult:
+    """The :class:`SpeedupResult` of one candidate's best-settled attempt."""
+    spread, ratios, base_blocks, cand_blocks = best
+    return SpeedupResult(
+        candidate_path=str(subject.path),
+        base_path=str(base.path),
+        speedup=float(np.median(ratios)),
+        speedup_spread=spread,
+        spread_kind=SPREAD_KIND,
+        block_ratios=ratios,
+        noisy=is_noisy(spread, settings.cv_threshold),
+        attempts=attempts,
+        baseline=_stats(base.path, base_blocks, attempts, shape, settings, wall),
+        candidate=_stats(subject.path, cand_blocks, attempts, shape, settings, wall),
+        input_shape=list(shape),
+        batch_size=int(shape[0]) if shape else 1,
+        threads=settings.threads,
+        repeats=settings.repeats,
+        measured_at=_now(),
+        wall_s=wall,
+        host=host_fingerprint(settings.provider, settings.provider_options),
+        settings=settings.as_dict(),
+    )
 
 
 def measure_speedup(

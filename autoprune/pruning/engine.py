@@ -462,15 +462,7 @@ class Pruner:
             # vector selects the same channels whichever mode produced it (the enqueued global baseline is
             # then exactly the sweep's model) and the result does not depend on group order.
             scores = self._step_scores(model, graph, raw, criterion, kept_idx, source if step == 1 else None)
-            if global_ratio is not None:
-                targets = self._global_targets(groups, kept_idx, scores, global_ratio * step / steps)
-                if step == steps:
-                    requested = {g.name: 1.0 - targets[g.name] / g.channels for g in groups}
-                for g in groups:
-                    if g.tied_to is not None:
-                        targets[g.name] = targets[g.tied_to]
-            else:
-                targets = {g.name: g.channels * (1.0 - requested[g.name] * step / steps) for g in groups}
+            targets, requested = self._step_targets(groups, kept_idx, scores, requested, global_ratio, step, steps)
             step_clamps = self._prune_step(graph, groups, raw, kept_idx, scores, targets)
             if step == steps:
                 clamps = step_clamps
@@ -479,6 +471,40 @@ class Pruner:
                 self._finish(model, groups, kept_idx, attention)
         model.zero_grad(set_to_none=True)
         heads = self._finish(model, groups, kept_idx, attention)
+        return self._pruned(model, groups, kept_idx, requested, clamps, heads)
+
+    def _step_targets(
+        self,
+        groups: list[Group],
+        kept_idx: dict[str, list[int]],
+        scores: dict[str, torch.Tensor],
+        requested: dict[str, float],
+        global_ratio: float | None,
+        step: int,
+        steps: int,
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        """This step's target width per group, and the requested ratios (a global ratio's, per group, at the last step)."""
+        if global_ratio is not None:
+            targets = self._global_targets(groups, kept_idx, scores, global_ratio * step / steps)
+            if step == steps:
+                requested = {g.name: 1.0 - targets[g.name] / g.channels for g in groups}
+            for g in groups:
+                if g.tied_to is not None:
+                    targets[g.name] = targets[g.tied_to]
+        else:
+            targets = {g.name: g.channels * (1.0 - requested[g.name] * step / steps) for g in groups}
+        return targets, requested
+
+    def _pruned(
+        self,
+        model: nn.Module,
+        groups: list[Group],
+        kept_idx: dict[str, list[int]],
+        requested: dict[str, float],
+        clamps: Mapping[str, Clamp],
+        heads: dict[str, int],
+    ) -> PruneResult:
+        """The :class:`PruneResult` of a finished prune (MACs and parameters counted on the pruned model)."""
         macs, params = self._count(model)
         return PruneResult(
             model=model,

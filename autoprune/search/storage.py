@@ -176,6 +176,32 @@ def with_retry(
     raise AssertionError("unreachable")
 
 
+def _open_journal(url: str) -> optuna.storages.BaseStorage:
+    """The journal storage of a ``journal:/path`` URL (its folder created)."""
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.storages.journal import JournalStorage
+
+    path = journal_path(url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def _rdb_kwargs(url: str, heartbeat_interval: int | None, grace_period: int | None) -> dict[str, Any]:
+    """The keyword arguments of an RDB storage (a SQLite file's folder created first)."""
+    if is_sqlite(url):
+        db = url.split(":///", 1)[-1]
+        if db and db != ":memory:":
+            Path(db).parent.mkdir(parents=True, exist_ok=True)
+    kwargs: dict[str, Any] = {"engine_kwargs": {"pool_pre_ping": True}}
+    if is_sqlite(url):
+        kwargs["engine_kwargs"]["connect_args"] = {"timeout": 60}
+    elif server_connect_args(url):
+        kwargs["engine_kwargs"]["connect_args"] = server_connect_args(url)
+    if heartbeat_interval:
+        kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+    return kwargs
+
+
 def open_storage(
     url: str,
     heartbeat_interval: int | None = 10,
@@ -198,23 +224,8 @@ def open_storage(
         The Optuna storage.
     """
     if is_journal(url):
-        from optuna.storages.journal import JournalFileBackend
-        from optuna.storages.journal import JournalStorage
-
-        path = journal_path(url)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
-    if is_sqlite(url):
-        db = url.split(":///", 1)[-1]
-        if db and db != ":memory:":
-            Path(db).parent.mkdir(parents=True, exist_ok=True)
-    kwargs: dict[str, Any] = {"engine_kwargs": {"pool_pre_ping": True}}
-    if is_sqlite(url):
-        kwargs["engine_kwargs"]["connect_args"] = {"timeout": 60}
-    elif server_connect_args(url):
-        kwargs["engine_kwargs"]["connect_args"] = server_connect_args(url)
-    if heartbeat_interval:
-        kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+        return _open_journal(url)
+    kwargs = _rdb_kwargs(url, heartbeat_interval, grace_period)
 
     def connect() -> optuna.storages.BaseStorage:
         with warnings.catch_warnings():
