@@ -611,3 +611,17 @@ def test_a_baseline_that_fails_on_test_is_said_so_beside_the_comparison() -> Non
     text = _comparison_sentence(chosen, best, baselines, 0.03, None)
     assert "slower than the best uniform baseline (5.37x, which fails the budget on the test split (test drop +0.0306))" in text
     assert "faster than the best global baseline (4.00x)" in text  # holds on test: no caveat
+
+
+def test_the_same_architecture_as_a_baseline_is_said_so_not_compared() -> None:
+    """Two timings of one model differ by the timing's noise only: no "1.01x faster" between them."""
+    from autoprune.analysis.report import _comparison_sentence
+
+    same = {"a": 16, "b": 32}
+    best = {"uniform": {"speedup": 5.80, "speedup_spread": 0.002, "channels": dict(same)},
+            "global": {"speedup": 5.73, "speedup_spread": 0.003, "channels": dict(same)}}
+    baselines = {"uniform": [best["uniform"]], "global": [best["global"]]}
+    chosen = {"number": 0, "kind": "uniform", "speedup": 5.80, "speedup_spread": 0.002, "channels": dict(same)}
+    text = _comparison_sentence(chosen, best, baselines, 0.025, None)
+    assert "the same architecture as the best global baseline (timed apart at 5.73x)" in text
+    assert "faster" not in text.split("(trial 0, 5.80x)")[1]

@@ -116,6 +116,22 @@ def _versus(chosen: Mapping[str, Any], point: Mapping[str, Any], kind: str) -> s
     return f"{ratio:.2f}x faster than" if ratio > 1 else f"{1 / ratio:.2f}x slower than"
 
 
+def _channels_of(row: Mapping[str, Any]) -> dict[str, int]:
+    """A table row's kept channels per group (its ``channels:<group>`` columns)."""
+    out = {}
+    for key, value in row.items():
+        if str(key).startswith("channels:") and math.isfinite(as_float(value)):
+            out[str(key)[len("channels:"):]] = int(as_float(value))
+    return out
+
+
+def _same_architecture(chosen: Mapping[str, Any], point: Mapping[str, Any]) -> bool:
+    """Whether the chosen trial keeps exactly the baseline point's channels (then no speed ratio is meaningful:
+    two timings of one model differ only by the timing's noise)."""
+    mine, theirs = chosen.get("channels") or {}, point.get("channels") or {}
+    return bool(mine) and {k: int(v) for k, v in mine.items()} == {k: int(v) for k, v in theirs.items()}
+
+
 def _comparison_sentence(
     chosen: Mapping[str, Any] | None,
     best: Mapping[str, Mapping[str, Any] | None],
@@ -134,7 +150,9 @@ def _comparison_sentence(
         timed = [p for p in baselines.get(kind, []) if math.isfinite(as_float(p.get("speedup")))]
         if kind == own:
             continue
-        if point is not None:
+        if point is not None and _same_architecture(chosen, point):
+            compared.append(f"the same architecture as the best {kind} baseline (timed apart at {point['speedup']:.2f}x)")
+        elif point is not None:
             fails = as_float(point.get("test_drop")) > max_drop
             caveat = f", which fails the budget on the test split (test drop {as_float(point['test_drop']):+.4f})" if fails else ""
             compared.append(f"{_versus(chosen, point, kind)} the best {kind} baseline ({point['speedup']:.2f}x{caveat})")
@@ -228,7 +246,7 @@ def _confirmed_baseline(
         row = rows.iloc[0]
         point = {"ratio": ratio, "number": _plain(row["number"]), "metric": row["metric"], "drop": row["drop"],
                  "macs": row.get("macs"), "params": row.get("params"), "noisy": row.get("confirmed:noisy"),
-                 "speedup_searched": row["speedup"],
+                 "speedup_searched": row["speedup"], "channels": _channels_of(row),
                  **{k: row.get(f"confirmed:{k}") for k in ("speedup", "speedup_spread", "latency_ms", "test_drop")}}
     else:
         entry = ((info.confirmation or {}).get("baselines") or {}).get(kind)
