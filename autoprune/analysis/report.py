@@ -98,8 +98,7 @@ def _trial_record(row: Mapping[str, Any], max_drop: float, chosen_number: int | 
     rec["feasible"] = bool(as_float(row.get("drop")) <= max_drop)
     rec["chosen"] = chosen_number is not None and rec["number"] == chosen_number
     for prefix, key in (("ratio:", "ratios"), ("channels:", "channels"), ("confirmed:", "confirmed")):
-        part = {k[len(prefix):]: _plain(v) for k, v in row.items() if k.startswith(prefix)}
-        rec[key] = {k: v for k, v in part.items() if v is not None} or None
+        rec[key] = _prefixed(row, prefix) or None
     for key in ("arch_artifact_id", "weights_artifact_id"):
         rec[key] = _plain(row.get(key))
     return rec
@@ -116,13 +115,10 @@ def _versus(chosen: Mapping[str, Any], point: Mapping[str, Any], kind: str) -> s
     return f"{ratio:.2f}x faster than" if ratio > 1 else f"{1 / ratio:.2f}x slower than"
 
 
-def _channels_of(row: Mapping[str, Any]) -> dict[str, int]:
-    """A table row's kept channels per group (its ``channels:<group>`` columns)."""
-    out = {}
-    for key, value in row.items():
-        if str(key).startswith("channels:") and math.isfinite(as_float(value)):
-            out[str(key)[len("channels:"):]] = int(as_float(value))
-    return out
+def _prefixed(row: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """A table row's ``<prefix><name>`` columns as ``{name: value}``, missing values left out."""
+    part = {str(k)[len(prefix):]: _plain(v) for k, v in row.items() if str(k).startswith(prefix)}
+    return {k: v for k, v in part.items() if v is not None}
 
 
 def _same_architecture(chosen: Mapping[str, Any], point: Mapping[str, Any]) -> bool:
@@ -246,7 +242,7 @@ def _confirmed_baseline(
         row = rows.iloc[0]
         point = {"ratio": ratio, "number": _plain(row["number"]), "metric": row["metric"], "drop": row["drop"],
                  "macs": row.get("macs"), "params": row.get("params"), "noisy": row.get("confirmed:noisy"),
-                 "speedup_searched": row["speedup"], "channels": _channels_of(row),
+                 "speedup_searched": row["speedup"], "channels": _prefixed(row, "channels:"),
                  **{k: row.get(f"confirmed:{k}") for k in ("speedup", "speedup_spread", "latency_ms", "test_drop")}}
     else:
         entry = ((info.confirmation or {}).get("baselines") or {}).get(kind)
