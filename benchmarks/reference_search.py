@@ -329,10 +329,12 @@ def test_winners(
 def method_candidates(pool: list[dict[str, Any]], max_drop: float, k: int = CANDIDATES) -> list[dict[str, Any]]:
     """A method's ``k`` fastest candidates within the budget on validation, one per channel vector."""
     ok = sorted((r for r in pool if is_feasible(r, max_drop)), key=lambda r: (r["speedup"], -r["drop"]), reverse=True)
-    seen: set[tuple] = set()
+    from autoprune.widths import channels_key
+
+    seen: set[str] = set()
     out = []
     for row in ok:
-        key = tuple(sorted((row.get("channels") or {}).items()))
+        key = channels_key(row.get("channels") or {})
         if key not in seen:
             seen.add(key)
             out.append(row)

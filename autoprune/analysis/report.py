@@ -44,6 +44,7 @@ from autoprune.analysis.stats import drop_stderr
 from autoprune.errors import ConfigError
 from autoprune.recipe import recovery_warnings
 from autoprune.screening import spearman
+from autoprune.widths import channels_key
 
 BASELINE_KINDS = ("uniform", "global")
 Z95 = 1.96
@@ -125,7 +126,7 @@ def _same_architecture(chosen: Mapping[str, Any], point: Mapping[str, Any]) -> b
     """Whether the chosen trial keeps exactly the baseline point's channels (then no speed ratio is meaningful:
     two timings of one model differ only by the timing's noise)."""
     mine, theirs = chosen.get("channels") or {}, point.get("channels") or {}
-    return bool(mine) and {k: int(v) for k, v in mine.items()} == {k: int(v) for k, v in theirs.items()}
+    return bool(mine) and channels_key(mine) == channels_key(theirs)
 
 
 def _comparison_sentence(
