@@ -24,6 +24,26 @@ def resolve_round_to(config: "StudyConfig") -> int:
     return int(config.pruning.round_to)
 
 
+def round_to_note(configured: int | str, host_block: int, provider: str = "cpu") -> str | None:
+    """A note when a pinned ``round_to`` is finer than this CPU's channel block, else ``None``.
+
+    Widths that are multiples of ``round_to`` but not of the block run in ONNX Runtime's slower layout on
+    this host, so a search (and its baselines) measured here spend part of the space on slow widths.  Only
+    the CPU provider's kernels are meant; pinning a value for another deployment target is legitimate.
+
+    Example:
+        >>> round_to_note(8, 16) is not None, round_to_note("auto", 16), round_to_note(16, 16), round_to_note(8, 16, "cuda")
+        (True, None, None, None)
+    """
+    if configured == "auto" or provider != "cpu" or host_block % int(configured) or int(configured) >= host_block:
+        return None
+    return (
+        f"pruning.round_to {configured} is finer than this CPU's ONNX Runtime channel block ({host_block}): widths "
+        f"that are not multiples of {host_block} run in a slower layout here, and the timings will show it; set "
+        f"round_to: auto (or {host_block}) unless the model ships to CPUs with {configured}-channel blocks"
+    )
+
+
 def guard_settings(config: "StudyConfig") -> GuardSettings:
     p = config.pruning
     return GuardSettings(

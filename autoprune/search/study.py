@@ -38,6 +38,8 @@ from autoprune.calibration import recipe_settings
 from autoprune.bounds import baseline_points
 from autoprune.errors import StorageError
 from autoprune.pruning.engine import head_plan
+from autoprune.latency import cpu_round_to
+from autoprune.pruning_setup import round_to_note
 from autoprune.redact import redact_url
 from autoprune.search.sampler import FreshSampler
 from autoprune.search.storage import open_storage
@@ -163,6 +165,7 @@ def create_or_load(
             storage_url,
             "create the study",
         )
+    _note_round_to(config, say)
     calibration = ensure_recipe(ctx, say)
     baselines = _baselines(config, ctx, on_point, say, calibration)
     points = baseline_points(baselines.uniform, baselines.global_, config.max_drop)
@@ -179,6 +182,13 @@ def create_or_load(
     with_retry(lambda: study.set_user_attr(READY_ATTR, {k: list(v) for k, v in bounds.items()}), storage_url, "store bounds")
     say(f"study {config.name!r} created in {redact_url(storage_url)}")
     return study
+
+
+def _note_round_to(config: "StudyConfig", say: Callable[[str], None]) -> None:
+    """Say when the config pins a ``round_to`` finer than this CPU's channel block (see :func:`round_to_note`)."""
+    note = round_to_note(config.pruning.round_to, cpu_round_to(), config.latency.provider)
+    if note:
+        say(f"note: {note}")
 
 
 def _study_attrs(
