@@ -25,6 +25,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import optuna
 from tqdm import tqdm
@@ -43,6 +44,24 @@ class _BarSafeHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # logging must never raise into the caller
+            self.handleError(record)
+
+
+class _Forwarder(logging.Handler):
+    """Sends each record, formatted for the terminal, to the process that owns the terminal (a queue).
+
+    Worker processes started by ``autoprune run --workers N`` write no line of their own: the parent draws
+    the progress bar, so the parent writes their lines too (:func:`write_forwarded`), above its bar.
+    """
+
+    def __init__(self, queue: Any, level: int) -> None:
+        super().__init__(level)
+        self.queue = queue
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.queue.put(self.format(record))
         except Exception:  # logging must never raise into the caller
             self.handleError(record)
 
@@ -95,6 +114,29 @@ def configure(quiet: bool = False, log_file: str | Path | None = None) -> None:
     _results.handlers = [h for h in handlers if isinstance(h, logging.FileHandler)]
     _results.setLevel(logging.INFO)
     _results.propagate = False
+
+
+def forward_to(queue: Any) -> None:
+    """In a worker process: send the terminal's share of the log to ``queue`` instead of writing it.
+
+    The log file (``--log-file``) is still appended to directly, and ``--quiet`` still hides notes.
+
+    Args:
+        queue: a multiprocessing queue the parent drains with :func:`write_forwarded`.
+    """
+    _ensure_configured()
+    forwarder = _Forwarder(queue, logging.WARNING if _state["quiet"] else logging.INFO)
+    forwarder.setFormatter(_ConsoleFormat())
+    for name in _LOGGERS:
+        logger = logging.getLogger(name)
+        for old in [h for h in logger.handlers if isinstance(h, _BarSafeHandler)]:
+            logger.removeHandler(old)
+        logger.addHandler(forwarder)
+
+
+def write_forwarded(line: str) -> None:
+    """In the parent: write a line a worker process forwarded, above any progress bar (on stderr)."""
+    tqdm.write(line, file=sys.stderr)
 
 
 def _ensure_configured() -> None:

@@ -198,6 +198,14 @@ def render_reference(path: pathlib.Path, data: dict[str, Any], readme: pathlib.P
     return lines
 
 
+def load_line(data: dict[str, Any]) -> str:
+    """The host's load average at the start and end of a run, when the file has it ("" otherwise)."""
+    load = data.get("load_average") or {}
+    if not load.get("start") or not load.get("end"):
+        return ""
+    return f"Load average (1 min) {load['start'][0]:.2f} at the start, {load['end'][0]:.2f} at the end. "
+
+
 def render_overhead(path: pathlib.Path, data: dict[str, Any], readme: pathlib.Path) -> list[str]:
     """trial_overhead.py: per config and run (reuse between trials on / off), mean seconds per stage."""
     stages = ["prune", "bn_recalibration", "evaluate_after_bn", "finetune", "evaluate", "export", "latency", "storage", "other"]
@@ -208,7 +216,9 @@ def render_overhead(path: pathlib.Path, data: dict[str, Any], readme: pathlib.Pa
         f"Mean seconds per trial by stage ({data.get('settings', {}).get('trials', '?')} trials per config and run, one worker, "
         "SQLite, the same seeded candidates in both runs, screening off); *on*/*off* = reuse between trials (teacher outputs, "
         "unpruned-model scores, base ONNX session); *other* = sampling, suggest, ask/tell; *machinery* = share of the trial "
-        f"outside BN recalibration, finetune and evaluation (target <= {pct(targets.get('machinery_share'))}). {host_line(data)}",
+        f"outside BN recalibration, finetune and evaluation (target <= {pct(targets.get('machinery_share'))}); *reusable* = "
+        "share of the trial spent in the work reuse saves (in the off run: all there is to save). "
+        f"{load_line(data)}{host_line(data)}",
         "",
     ]
     rows = []
@@ -217,16 +227,20 @@ def render_overhead(path: pathlib.Path, data: dict[str, Any], readme: pathlib.Pa
             s = ((cfg.get("runs") or {}).get(key) or {}).get("summary") or {}
             st = s.get("stages") or {}
             rows.append([f"{cfg.get('config', '?')} ({key})", num(s.get("wall_mean_s"), "{:.2f}"),
-                         *[num((st.get(k) or {}).get("mean_s"), "{:.3f}") for k in stages], pct(s.get("machinery_share"))])
-    lines += table(["config (reuse)", "trial s", *stages, "machinery"], rows)
+                         *[num((st.get(k) or {}).get("mean_s"), "{:.3f}") for k in stages], pct(s.get("machinery_share")),
+                         pct(s.get("reusable_share"))])
+    lines += table(["config (reuse)", "trial s", *stages, "machinery", "reusable"], rows)
     lines.append("")
     for cfg in data.get("configs", []):
         met = (data.get("met") or {}).get(cfg.get("config"))
         met = met if isinstance(met, dict) else {}  # files written before the reuse runs hold one flag per config
         same = cfg.get("same_results") or {}
+        pairs = cfg.get("paired_ratios") or {}
+        paired = (f"; per candidate median {num(pairs.get('median'))} (quartiles {num(pairs.get('q1'))}-{num(pairs.get('q3'))})"
+                  f"; ceiling {num(cfg.get('reuse_ceiling'))}") if pairs.get("pairs") else ""
         lines.append(
             f"- {cfg.get('config', '?')}: reuse_speedup {num(cfg.get('reuse_speedup'))} (target >= {targets.get('reuse_speedup', '?')}: "
-            f"{yes(met.get('reuse_speedup'))}), machinery_share {pct(cfg.get('machinery_share'))} ({yes(met.get('machinery_share'))}), "
+            f"{yes(met.get('reuse_speedup'))}{paired}), machinery_share {pct(cfg.get('machinery_share'))} ({yes(met.get('machinery_share'))}), "
             f"same results {same.get('same_channels', '-')}/{same.get('trials_compared', '-')} trials "
             f"(metrics within {num(same.get('max_metric_difference'), '{:.1e}')}): {yes(met.get('identical'))}"
         )

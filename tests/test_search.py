@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 from collections import Counter
 from dataclasses import dataclass
@@ -186,6 +187,22 @@ def test_several_workers_on_sqlite_are_refused(tmp_path: Path, tiny_study) -> No
         assert alternative in err, f"the refusal should name {alternative!r}: {err}"
     assert not (tmp_path / "sqlite-digits.db").exists(), "nothing may be created before the refusal"
     assert not (tmp_path / "artifacts").exists()
+
+
+def test_several_workers_write_their_lines_above_the_bar(tmp_path: Path, tiny_study) -> None:
+    """``run --workers 2``: the workers' lines reach the terminal through the parent, never glued to its bar."""
+    from test_demo import rendered_lines
+
+    config = write_config(tmp_path, tiny_study.checkpoint)
+    url = f"journal:{tmp_path / 'study.log'}"
+    res = run_cli("run", config, "--workers", "2", "--trials", "4", "--storage", url, timeout=600, raw_newlines=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    err = rendered_lines(res.stderr)
+    bar = re.compile(r"^[a-z ]+: +\d+%\|[^|]*\| \d+/\d+ \[[^\]]*\]$")
+    glued = [line for line in err if "%|" in line and not bar.match(line)]
+    assert not glued, glued
+    for worker in ("w0", "w1"):
+        assert any(line.startswith(f"[{worker}] ") for line in err), f"no line of {worker}:\n{res.stderr[-3000:]}"
 
 
 # autoprune export ------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import socket
 import sys
 import time
 import warnings
+from queue import Empty
 from pathlib import Path
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -284,12 +285,12 @@ def _quiet_surplus_logs() -> None:
 
 
 def _worker_main(config_path: str, storage_url: str | None, target: int, index: int, queue: "mp.Queue[str]", workers: int) -> None:
+    """One process of ``autoprune run --workers N``: its lines go to the parent, which writes them above its bar."""
+    console.forward_to(queue)
     try:
         run_worker(config_path, storage_url, target, worker=f"w{index}", worker_index=index, local_workers=workers)
-        queue.put(f"ok w{index}")
     except AutopruneError as exc:
         log.error(f"[w{index}] {exc}")
-        queue.put(f"error w{index}")
         sys.exit(2)
 
 
@@ -446,15 +447,27 @@ def run_local(
                 refresh()
             except Exception:  # the bar is cosmetic; workers report storage problems themselves
                 pass
-            time.sleep(2.0)
+            _write_lines(queue, 2.0)
     except KeyboardInterrupt:
         for p in procs:
             p.terminate()
         raise
     for p in procs:
         p.join()
+    _write_lines(queue, 0.0)
     refresh()
     return sum(1 for p in procs if p.exitcode != 0)
+
+
+def _write_lines(queue: "mp.Queue[str]", seconds: float) -> None:
+    """Write the worker processes' lines as they arrive, for ``seconds`` (0: only those already there)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            console.write_forwarded(queue.get(timeout=max(0.0, deadline - time.monotonic()) or 0.05))
+        except Empty:
+            if time.monotonic() >= deadline:
+                return
 
 
 def report_progress(study: optuna.Study, target: int, progress: Callable[[int, int, float | None], None]) -> None:
