@@ -76,17 +76,20 @@ METRIC_TOLERANCE = 1e-6
 
 
 def reuse_baselines(config_path: str, cfg: Any) -> str | None:
-    """Copy the config's own ``baselines.json`` (if any) where create_or_load looks; it re-checks it fits."""
+    """Copy the config's own ``baselines.json`` (if any) where create_or_load looks, with its recipe calibration
+    (``recovery-calibration.json``) when there is one; create_or_load re-checks that both fit this base."""
     from autoprune.baselines import load_baselines
     from autoprune.config import load_config
 
-    source = load_config(config_path).artifact_path() / "baselines.json"
-    if load_baselines(source) is None:
+    folder = load_config(config_path).artifact_path()
+    if load_baselines(folder / "baselines.json") is None:
         return None
-    target = cfg.artifact_path() / "baselines.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
-    return str(source)
+    target = cfg.artifact_path()
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("baselines.json", "recovery-calibration.json"):
+        if (folder / name).is_file():
+            shutil.copyfile(folder / name, target / name)
+    return str(folder / "baselines.json")
 
 
 class ReuseState:
