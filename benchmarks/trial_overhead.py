@@ -226,6 +226,7 @@ def run_paired(ctx: Any, workdir: pathlib.Path, trials: int, defaults: tuple[int
     work = ReusableWork()
     work.install(ctx)
     runs = {"on": open_run(ctx, workdir, trials, True, defaults), "off": open_run(ctx, workdir, trials, False, defaults)}
+    seed_base_pool(ctx)
     turn = 0
     while any(finished_count(r.study) < trials for r in runs.values()):
         order = ("on", "off") if turn % 2 == 0 else ("off", "on")
@@ -234,6 +235,17 @@ def run_paired(ctx: Any, workdir: pathlib.Path, trials: int, defaults: tuple[int
                 step(ctx, runs[key], trials, work)
         turn += 1
     return runs
+
+
+def seed_base_pool(ctx: Any) -> None:
+    """Time the base alone until this process's pooled base latency can answer, before any trial: it is done
+    once per process whatever the reuse (a worker's first trial pays it), so neither run is charged with it."""
+    from autoprune.latency import BaseLatencyPool
+    from autoprune.latency import seed_pool
+
+    if ctx.base_pool is None:
+        ctx.base_pool = BaseLatencyPool()
+    seed_pool(ctx.base_pool, ctx.base_onnx, ctx.latency)
 
 
 def rows_of(run: Run) -> list[dict[str, Any]]:

@@ -30,6 +30,7 @@ from autoprune.latency._pool import CheckedSpeedup
 from autoprune.latency._pool import PoolVerdict
 from autoprune.latency._pool import measure_checked_speedup
 from autoprune.latency._pool import pooled_verdict
+from autoprune.latency._pool import seed_pool
 from autoprune.latency._report import latency_report
 from autoprune.latency._settings import LatencySettings
 from autoprune.latency._stats import is_noisy
@@ -59,6 +60,7 @@ __all__ = [
     "measure_speedup",
     "measure_speedups",
     "pooled_verdict",
+    "seed_pool",
     "timing_lock",
     "training_pids",
     "training_section",

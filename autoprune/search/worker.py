@@ -433,6 +433,15 @@ def run_local(
         run_worker(config_path, storage_url, target, worker="w0", log_line=tick)
         refresh()
         return 0
+    return _run_processes(config_path, storage_url, workers, target, refresh)
+
+
+def _run_processes(config_path: str, storage_url: str, workers: int, target: int, refresh: Callable[[], None]) -> int:
+    """Start ``workers`` spawned worker processes, write their lines and refresh the bar until all end.
+
+    Returns:
+        The number of processes that failed.
+    """
     ctx = mp.get_context("spawn")
     queue: "mp.Queue[str]" = ctx.Queue()
     procs = [
