@@ -223,17 +223,23 @@ def run_paired(ctx: Any, workdir: pathlib.Path, trials: int, defaults: tuple[int
     of the host's load between them falls on both alike."""
     from autoprune.search.objective import finished_count
 
+    from autoprune.latency import _timer
+
+    saved = (_timer.BASELINE_SESSIONS, _timer._BASELINES, _timer.baseline_session)  # noqa: SLF001
     work = ReusableWork()
     work.install(ctx)
-    runs = {"on": open_run(ctx, workdir, trials, True, defaults), "off": open_run(ctx, workdir, trials, False, defaults)}
-    seed_base_pool(ctx)
-    turn = 0
-    while any(finished_count(r.study) < trials for r in runs.values()):
-        order = ("on", "off") if turn % 2 == 0 else ("off", "on")
-        for key in order:
-            if finished_count(runs[key].study) < trials:
-                step(ctx, runs[key], trials, work)
-        turn += 1
+    try:
+        runs = {"on": open_run(ctx, workdir, trials, True, defaults), "off": open_run(ctx, workdir, trials, False, defaults)}
+        seed_base_pool(ctx)
+        turn = 0
+        while any(finished_count(r.study) < trials for r in runs.values()):
+            order = ("on", "off") if turn % 2 == 0 else ("off", "on")
+            for key in order:
+                if finished_count(runs[key].study) < trials:
+                    step(ctx, runs[key], trials, work)
+            turn += 1
+    finally:  # the next config starts with the timer as the product leaves it
+        _timer.BASELINE_SESSIONS, _timer._BASELINES, _timer.baseline_session = saved  # noqa: SLF001
     return runs
 
 
