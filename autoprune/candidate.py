@@ -175,6 +175,14 @@ class StudyContext:
     def drop(self, metric: float) -> float:
         return self.task.drop(self.base_metric.value, metric)
 
+    def latency_pool(self) -> Any:
+        """This process's :class:`~autoprune.latency.BaseLatencyPool`, made on first use."""
+        if self.base_pool is None:
+            from autoprune.latency import BaseLatencyPool
+
+            self.base_pool = BaseLatencyPool()
+        return self.base_pool
+
 
 def example_input(task: Task, config: "StudyConfig") -> torch.Tensor:
     """The deployment-shaped input (``latency.batch_size``, ``latency.input_shape``) used for export."""
@@ -465,12 +473,9 @@ def _measure(ctx: StudyContext, onnx_path: Path) -> dict[str, Any]:
     Returns:
         The dict the latency cache stores.
     """
-    from autoprune.latency import BaseLatencyPool
     from autoprune.latency import measure_checked_speedup
 
-    if ctx.base_pool is None:
-        ctx.base_pool = BaseLatencyPool()
-    checked = measure_checked_speedup(onnx_path, ctx.base_onnx, ctx.latency, ctx.base_pool)
+    checked = measure_checked_speedup(onnx_path, ctx.base_onnx, ctx.latency, ctx.latency_pool())
     measured = checked.result
     agrees = checked.verdict.agrees
     return {

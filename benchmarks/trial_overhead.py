@@ -221,9 +221,8 @@ def step(ctx: Any, run: Run, trials: int, work: ReusableWork) -> None:
 def run_paired(ctx: Any, workdir: pathlib.Path, trials: int, defaults: tuple[int, int]) -> dict[str, Run]:
     """Both runs' trials alternating, one each in turn (the run that goes first alternates too), so a change
     of the host's load between them falls on both alike."""
-    from autoprune.search.objective import finished_count
-
     from autoprune.latency import _timer
+    from autoprune.search.objective import finished_count
 
     saved = (_timer.BASELINE_SESSIONS, _timer._BASELINES, _timer.baseline_session)  # noqa: SLF001
     work = ReusableWork()
@@ -246,12 +245,9 @@ def run_paired(ctx: Any, workdir: pathlib.Path, trials: int, defaults: tuple[int
 def seed_base_pool(ctx: Any) -> None:
     """Time the base alone until this process's pooled base latency can answer, before any trial: it is done
     once per process whatever the reuse (a worker's first trial pays it), so neither run is charged with it."""
-    from autoprune.latency import BaseLatencyPool
     from autoprune.latency import seed_pool
 
-    if ctx.base_pool is None:
-        ctx.base_pool = BaseLatencyPool()
-    seed_pool(ctx.base_pool, ctx.base_onnx, ctx.latency)
+    seed_pool(ctx.latency_pool(), ctx.base_onnx, ctx.latency)
 
 
 def rows_of(run: Run) -> list[dict[str, Any]]:
