@@ -24,6 +24,7 @@ from autoprune.analysis import pareto_front
 from autoprune.analysis import pareto_mask
 from autoprune.analysis import samples_needed
 from autoprune.analysis import select
+from autoprune.analysis.choice import choose
 from autoprune.analysis.pareto import settle
 from autoprune.analysis.pareto import settled
 from autoprune.analysis.pareto import unsettled
@@ -221,6 +222,27 @@ def test_no_front_point_or_pick_rests_on_an_unsettled_timing() -> None:
     points[2] |= {"confirmed:speedup": 3.24, "confirmed:speedup_spread": 0.01}
     assert select(points, 0.01, cv_threshold=0.05)["speedup"] == 3.24
     assert [p["speedup"] for p in pareto_front(points, cv_threshold=0.05)] == [2.0, 3.24]
+
+
+def test_choose_without_confirmation_ignores_the_test_split_not_a_settled_retiming() -> None:
+    # Trial 3's search timing did not settle (a loaded host); confirm re-timed it (settled) and found it fails
+    # on test.  The confirmed choice falls back to trial 4; the validation pick, which never reads the test
+    # split, counts trial 3 with its re-timing, so it leads there.
+    df = pd.DataFrame([
+        _pt(3, 0.96, 3.0, drop=0.01, speedup_spread=0.20, **{
+            "confirmed:speedup": 2.9, "confirmed:speedup_spread": 0.01, "confirmed:test_drop": 0.05}),
+        _pt(4, 0.965, 2.5, drop=0.005, speedup_spread=0.01, **{
+            "confirmed:speedup": 2.4, "confirmed:speedup_spread": 0.01, "confirmed:test_drop": 0.0}),
+    ])
+    confirmed = choose(df, 0.02, cv_threshold=0.05)
+    assert (confirmed.number, confirmed.source, confirmed.row["speedup"]) == (4, "confirmed", 2.4)
+    assert confirmed.validation["number"] == 3 and confirmed.passed_over["number"] == 3
+    validation = choose(df, 0.02, cv_threshold=0.05, use_confirmed=False)
+    assert (validation.number, validation.source, validation.row["speedup"]) == (3, "validation", 2.9)
+    assert validation.row["timing"] == "confirmed" and validation.passed_over is None
+    # before confirm ran, trial 3 had no settled timing and could not lead
+    bare = df.drop(columns=[c for c in df.columns if c.startswith("confirmed:")])
+    assert choose(bare, 0.02, cv_threshold=0.05).number == 4
 
 
 def test_select_names_the_trials_whose_timings_did_not_settle() -> None:
