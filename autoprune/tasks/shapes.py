@@ -160,10 +160,23 @@ def generate_shapes(n: int, image_size: int = 32, seed: int = 0, split: str = "t
     params_ss, noise_ss = _split_seed(seed, split).spawn(2)
     rng = np.random.default_rng(params_ss)
     noise_rng = np.random.default_rng(noise_ss)
-    k = len(CLASSES)
-    labels = rng.permutation(np.arange(n) % k).astype(np.int64)
+    labels = rng.permutation(np.arange(n) % len(CLASSES)).astype(np.int64)
+    draw = _draw_parameters(rng, labels, image_size)
+    images = np.empty((n, 3, image_size, image_size), dtype=np.uint8)
+    for start in range(0, n, _CHUNK):
+        sl = slice(start, min(n, start + _CHUNK))
+        images[sl] = _render(draw, labels, sl, image_size, noise, noise_rng)
+    return images, labels
 
-    # Every random parameter is drawn for all images up front, so the chunking below cannot change them.
+
+def _draw_parameters(rng: np.random.Generator, labels: np.ndarray, image_size: int) -> dict[str, np.ndarray]:
+    """Every random parameter of every image, drawn up front (so rendering in chunks cannot change them).
+
+    Returns:
+        Per-image ``float32`` arrays: ``radius``, centre ``cx``/``cy`` and ``angle`` (radians), stripe
+        ``freq``/``phase``, colours ``fg``/``bg`` (``(n, 3)``) and lighting ``shade_angle``/``shade``.
+    """
+    n = len(labels)
     radius = rng.uniform(*_SCALE, size=n).astype(np.float32) * image_size
     margin = 0.55 * radius  # the centre stays inside: at most 45% of a shape's radius leaves the image
     cx = rng.uniform(0.0, 1.0, size=n).astype(np.float32) * (image_size - 2 * margin) + margin
@@ -183,38 +196,41 @@ def generate_shapes(n: int, image_size: int = 32, seed: int = 0, split: str = "t
         bg[weak] = rng.uniform(0.0, 1.0, size=(int(weak.sum()), 3)).astype(np.float32)
     weak = np.linalg.norm(fg - bg, axis=1) < _MIN_CONTRAST
     bg[weak] = np.where(fg[weak] < 0.5, 1.0, 0.0)  # a last resort that is always far enough (never reached in practice)
-
     shade_angle = rng.uniform(0.0, 2.0 * math.pi, size=n).astype(np.float32)
     shade = rng.uniform(0.0, _MAX_SHADING, size=n).astype(np.float32)
+    return {"radius": radius, "cx": cx, "cy": cy, "angle": angle, "freq": freq, "phase": phase,
+            "fg": fg, "bg": bg, "shade_angle": shade_angle, "shade": shade}
 
+
+def _render(draw: dict[str, np.ndarray], labels: np.ndarray, sl: slice, image_size: int, noise: float,
+            noise_rng: np.random.Generator) -> np.ndarray:
+    """The ``uint8`` images of the slice ``sl``: shapes from ``draw``, lighting, then pixel noise."""
+    m = sl.stop - sl.start
+    col = lambda a: a[sl].reshape(m, 1, 1)  # noqa: E731 - per-image values broadcast over pixels
     pixels = np.arange(image_size, dtype=np.float32) + 0.5
-    images = np.empty((n, 3, image_size, image_size), dtype=np.uint8)
-    for start in range(0, n, _CHUNK):
-        sl = slice(start, min(n, start + _CHUNK))
-        m = sl.stop - sl.start
-        col = lambda a: a[sl].reshape(m, 1, 1)  # noqa: E731 - per-image values broadcast over pixels
-        dx = (pixels.reshape(1, 1, -1) - col(cx)) / col(radius)
-        dy = (pixels.reshape(1, -1, 1) - col(cy)) / col(radius)
-        cos, sin = np.cos(col(angle)), np.sin(col(angle))
-        u = dx * cos + dy * sin
-        v = -dx * sin + dy * cos
-        dist = np.empty((m, image_size, image_size), dtype=np.float32)
-        chunk_labels = labels[sl]
-        extras = {"freq": col(freq), "phase": col(phase)}
-        for c, name in enumerate(CLASSES):
-            idx = np.nonzero(chunk_labels == c)[0]
-            if idx.size:
-                dist[idx] = _signed_distance(name, u[idx], v[idx], {key: val[idx] for key, val in extras.items()})
-        # Distance in pixels -> coverage, a one-pixel soft edge (anti-aliasing, so small shapes stay smooth).
-        alpha = np.clip(0.5 - dist * col(radius), 0.0, 1.0)[:, None]
-        img = bg[sl, :, None, None] * (1.0 - alpha) + fg[sl, :, None, None] * alpha
-        # Uneven lighting over shape and background alike: the colours alone no longer give the mask away.
-        px = pixels.reshape(1, 1, -1) / image_size - 0.5
-        py = pixels.reshape(1, -1, 1) / image_size - 0.5
-        img += (2.0 * col(shade) * (px * np.cos(col(shade_angle)) + py * np.sin(col(shade_angle))))[:, None]
-        img += noise_rng.standard_normal(img.shape, dtype=np.float32) * np.float32(noise)
-        images[sl] = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
-    return images, labels
+    radius, angle = col(draw["radius"]), col(draw["angle"])
+    dx = (pixels.reshape(1, 1, -1) - col(draw["cx"])) / radius
+    dy = (pixels.reshape(1, -1, 1) - col(draw["cy"])) / radius
+    cos, sin = np.cos(angle), np.sin(angle)
+    u = dx * cos + dy * sin
+    v = -dx * sin + dy * cos
+    dist = np.empty((m, image_size, image_size), dtype=np.float32)
+    chunk_labels = labels[sl]
+    extras = {"freq": col(draw["freq"]), "phase": col(draw["phase"])}
+    for c, name in enumerate(CLASSES):
+        idx = np.nonzero(chunk_labels == c)[0]
+        if idx.size:
+            dist[idx] = _signed_distance(name, u[idx], v[idx], {key: val[idx] for key, val in extras.items()})
+    # Distance in pixels -> coverage, a one-pixel soft edge (anti-aliasing, so small shapes stay smooth).
+    alpha = np.clip(0.5 - dist * radius, 0.0, 1.0)[:, None]
+    img = draw["bg"][sl, :, None, None] * (1.0 - alpha) + draw["fg"][sl, :, None, None] * alpha
+    # Uneven lighting over shape and background alike: the colours alone no longer give the mask away.
+    px = pixels.reshape(1, 1, -1) / image_size - 0.5
+    py = pixels.reshape(1, -1, 1) / image_size - 0.5
+    shade, shade_angle = col(draw["shade"]), col(draw["shade_angle"])
+    img += (2.0 * shade * (px * np.cos(shade_angle) + py * np.sin(shade_angle)))[:, None]
+    img += noise_rng.standard_normal(img.shape, dtype=np.float32) * np.float32(noise)
+    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
 
 
 def _check_int(key: str, value: Any, minimum: int, why: str) -> int:
