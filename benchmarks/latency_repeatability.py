@@ -191,34 +191,31 @@ def _print_series(name: str, series: dict[str, Any]) -> None:
           f"noisy {sum(series['noisy'])}/{len(series['noisy'])}")
 
 
-def main() -> None:
-    """Run the benchmark and write the results file."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=10)
-    args = parser.parse_args()
-
-    from autoprune.latency import LatencySettings
-    from autoprune.latency import host_fingerprint
-
+def _measure(runs: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """``(models, idle series, loaded series, alignment rows)``, measured on models built in a temp folder."""
     with tempfile.TemporaryDirectory(prefix="autoprune-bench-") as tmp:
         models = _build(pathlib.Path(tmp))
         cand = models["candidate"]
         print(f"candidate: uniform {cand['uniform']} round_to {cand['round_to']} kept {cand['kept']}")
-        print(f"idle: {args.runs} timing processes")
-        idle = _series(cand["path"], models["base"], args.runs)
-        print(f"loaded (one CPU-burning neighbour): {args.runs} timing processes")
+        print(f"idle: {runs} timing processes")
+        idle = _series(cand["path"], models["base"], runs)
+        print(f"loaded (one CPU-burning neighbour): {runs} timing processes")
         burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
         try:
             time.sleep(1.0)  # let the neighbour reach full speed before timing
-            loaded = _series(cand["path"], models["base"], args.runs)
+            loaded = _series(cand["path"], models["base"], runs)
         finally:
             burner.kill()
             burner.wait()
         print("alignment: uniform 0.3, all variants interleaved against the base in one process")
         alignment = _alignment(models)
+    return models, idle, loaded, alignment
 
+
+def _print_results(idle: dict[str, Any], loaded: dict[str, Any], alignment: list[dict[str, Any]]) -> None:
+    """The two series and the alignment table."""
     print()
-    print("speedup repeatability (10 processes each)")
+    print(f"speedup repeatability ({len(idle['speedups'])} processes each)")
     _print_series("idle", idle)
     _print_series("loaded", loaded)
     print()
@@ -229,13 +226,19 @@ def main() -> None:
         print(f"{row['round_to']:>8}  {kept[:40]:<40} {row['macs_ratio']:>7.2f} {row['median_ms']:>10.3f} "
               f"{row['speedup']:>8.3f} {row['speedup_spread']:>7.3f}")
 
+
+def _report(models: dict[str, Any], idle: dict[str, Any], loaded: dict[str, Any], alignment: list[dict[str, Any]]) -> dict[str, Any]:
+    """The results file's content: settings, both series, the alignment rows and the targets' verdicts."""
+    from autoprune.latency import LatencySettings
+    from autoprune.latency import host_fingerprint
+
     all_timings = idle["timing_s"] + loaded["timing_s"]
     measured = {
         "idle_max_over_min": idle["max_over_min"],
         "loaded_max_over_min": loaded["max_over_min"],
         "seconds_per_candidate": statistics.median(all_timings),
     }
-    report = {
+    return {
         "benchmark": "latency_repeatability",
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "host": host_fingerprint(),
@@ -244,7 +247,7 @@ def main() -> None:
             "name": "resnet",
             "input_shape": [BATCH, 1, SIDE, SIDE],
             "base_macs": models["base_macs"],
-            "candidate": {k: v for k, v in cand.items() if k != "path"},
+            "candidate": {k: v for k, v in models["candidate"].items() if k != "path"},
         },
         "idle": idle,
         "loaded": loaded,
@@ -258,11 +261,21 @@ def main() -> None:
         "met": {key: measured[key] <= TARGETS[key] for key in TARGETS},
         "alignment": {"uniform_ratio": ALIGN_RATIO, "rows": alignment},
     }
+
+
+def main() -> None:
+    """Run the benchmark and write the results file."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10)
+    args = parser.parse_args()
+    models, idle, loaded, alignment = _measure(args.runs)
+    _print_results(idle, loaded, alignment)
+    report = _report(models, idle, loaded, alignment)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print()
     for key, target in TARGETS.items():
-        print(f"{key:24s} {measured[key]:.3f} (target <= {target}) {'met' if report['met'][key] else 'NOT met'}")
+        print(f"{key:24s} {report['measured'][key]:.3f} (target <= {target}) {'met' if report['met'][key] else 'NOT met'}")
     print(f"wrote {RESULTS}")
 
 

@@ -356,7 +356,8 @@ def plot(rows: list[dict[str, Any]], path: pathlib.Path, sleep_s: float) -> path
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, with ``--quick``'s smaller defaults filled in where an option was not given."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, nargs="+", default=None, help="worker counts (default 1 4 16)")
     parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
@@ -371,32 +372,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 and 2 workers, few 50 ms trials, output to a temp folder")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    q = args.quick
-    workers = args.workers or (QUICK["workers"] if q else [1, 4, 16])
-    enqueue = args.enqueue if args.enqueue is not None else (QUICK["enqueue"] if q else 20)
-    per_worker = args.per_worker if args.per_worker is not None else (QUICK["per_worker"] if q else 12)
-    min_trials = args.min_trials if args.min_trials is not None else (QUICK["min_trials"] if q else 60)
-    sleep_s = args.sleep if args.sleep is not None else (QUICK["sleep"] if q else 0.2)
-    out = pathlib.Path(args.out) if args.out else RESULTS
-    if q and not args.out:
-        folder = pathlib.Path(tempfile.gettempdir()) / "autoprune-bench-quick"
-        out = folder / "storage_scaling_quick.json"
+    full = {"workers": [1, 4, 16], "enqueue": 20, "per_worker": 12, "min_trials": 60, "sleep": 0.2}
+    for key, value in (QUICK if args.quick else full).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.out:
+        args.out = pathlib.Path(args.out)
+    elif args.quick:
+        args.out = pathlib.Path(tempfile.gettempdir()) / "autoprune-bench-quick" / "storage_scaling_quick.json"
+    else:
+        args.out = RESULTS
+    return args
 
-    import optuna
 
-    from autoprune.latency import host_fingerprint
-    from autoprune.redact import redact_url
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    pg = PostgresServer(args.pg_url) if "postgresql" in args.backends else None
+def run_all(args: argparse.Namespace, pg: PostgresServer | None) -> list[dict[str, Any]]:
+    """One row per (backend, worker count): a :func:`run_one` result, or ``skipped`` with the reason."""
     folder = pathlib.Path(tempfile.mkdtemp(prefix="autoprune-scaling-"))
     rows: list[dict[str, Any]] = []
-    started = time.perf_counter()
     try:
         for backend in args.backends:
-            for n in workers:
-                target = max(min_trials, enqueue + per_worker * n)
+            for n in args.workers:
+                target = max(args.min_trials, args.enqueue + args.per_worker * n)
                 try:
                     url, cleanup = make_storage_url(backend, folder, pg)
                 except Exception as exc:
@@ -405,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append({"backend": backend, "workers": n, "skipped": reason})
                     continue
                 try:
-                    row = run_one(backend, url, n, target, enqueue, args.params, sleep_s, args.sampler)
+                    row = run_one(backend, url, n, target, args.enqueue, args.params, args.sleep, args.sampler)
                 finally:
                     cleanup()
                 rows.append(row)
@@ -414,60 +410,98 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    return rows
 
-    def find(backend: str, n: int) -> dict[str, Any] | None:
-        return next((r for r in rows if r["backend"] == backend and r["workers"] == n and not r.get("skipped")), None)
 
-    one, most = find("postgresql", 1), find("postgresql", max(workers))
+def _find(rows: list[dict[str, Any]], backend: str, n: int) -> dict[str, Any] | None:
+    """The measured (not skipped) row of ``backend`` with ``n`` workers."""
+    return next((r for r in rows if r["backend"] == backend and r["workers"] == n and not r.get("skipped")), None)
+
+
+def assess(rows: list[dict[str, Any]], workers: list[int]) -> tuple[dict[str, Any], dict[str, bool]]:
+    """PostgreSQL's figures against the targets: ``(measured, met)``; nothing is met without a 1-worker run."""
+    one, most = _find(rows, "postgresql", 1), _find(rows, "postgresql", max(workers))
     scaling = most["trials_per_s"] / one["trials_per_s"] if one and most and max(workers) > 1 else None
+    pg_rows = [r for r in rows if r["backend"] == "postgresql" and not r.get("skipped")]
     measured = {
         "postgresql_scaling": scaling,
         "postgresql_max_workers": max(workers),
-        "postgresql_errors": sum(r["errors"] for r in rows if r["backend"] == "postgresql" and not r.get("skipped")),
-        "postgresql_duplicates": sum(r["duplicates"] + r["duplicate_completed"] for r in rows if r["backend"] == "postgresql" and not r.get("skipped")),
+        "postgresql_errors": sum(r["errors"] for r in pg_rows),
+        "postgresql_duplicates": sum(r["duplicates"] + r["duplicate_completed"] for r in pg_rows),
     }
     met = {
         "postgresql_scaling": scaling is not None and max(workers) >= 16 and scaling >= TARGET_SCALING,
         "postgresql_errors": one is not None and measured["postgresql_errors"] == 0,
         "postgresql_duplicates": one is not None and measured["postgresql_duplicates"] == 0,
     }
+    return measured, met
+
+
+def settings(args: argparse.Namespace, pg: PostgresServer | None) -> dict[str, Any]:
+    """What the report records about how it was run (the server URL without its password)."""
+    from autoprune.redact import redact_url
+
+    return {
+        "workers": args.workers,
+        "backends": args.backends,
+        "objective_sleep_s": args.sleep,
+        "params": args.params,
+        "objectives": 2,
+        "sampler": args.sampler,
+        "enqueued": args.enqueue,
+        "target_trials": "max(min_trials, enqueued + per_worker * workers)",
+        "min_trials": args.min_trials,
+        "per_worker": args.per_worker,
+        "storage": "autoprune.search.storage.open_storage (RDB: pool_pre_ping, heartbeat 10 s, grace 30 s)",
+        "worker_loop": "count finished trials, then study.optimize(n_trials=1), as autoprune's run_worker",
+        "postgresql_server": redact_url(args.pg_url) if pg else None,
+    }
+
+
+def print_verdict(rows: list[dict[str, Any]], measured: dict[str, Any], met: dict[str, bool]) -> None:
+    """The table and one line per target."""
+    print_table(rows)
+    print()
+    workers = measured["postgresql_max_workers"]
+    if _find(rows, "postgresql", 1) is None:
+        print("postgresql: no 1-worker run, targets not assessed")
+        return
+    scaling = measured["postgresql_scaling"]
+    shown = "n/a" if scaling is None else f"{scaling:.1f}x"
+    print(f"postgresql {workers} workers over 1: {shown} (target >= {TARGET_SCALING}x with 16 workers) "
+          f"{'met' if met['postgresql_scaling'] else 'NOT met'}")
+    print(f"postgresql errors {measured['postgresql_errors']} (target 0) {'met' if met['postgresql_errors'] else 'NOT met'}; "
+          f"duplicates {measured['postgresql_duplicates']} (target 0) {'met' if met['postgresql_duplicates'] else 'NOT met'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    import optuna
+
+    from autoprune.latency import host_fingerprint
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    pg = PostgresServer(args.pg_url) if "postgresql" in args.backends else None
+    started = time.perf_counter()
+    rows = run_all(args, pg)
+    measured, met = assess(rows, args.workers)
     report = {
         "benchmark": "storage_scaling",
-        "quick": q,
+        "quick": args.quick,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "host": host_fingerprint(),
-        "settings": {
-            "workers": workers,
-            "backends": args.backends,
-            "objective_sleep_s": sleep_s,
-            "params": args.params,
-            "objectives": 2,
-            "sampler": args.sampler,
-            "enqueued": enqueue,
-            "target_trials": "max(min_trials, enqueued + per_worker * workers)",
-            "min_trials": min_trials,
-            "per_worker": per_worker,
-            "storage": "autoprune.search.storage.open_storage (RDB: pool_pre_ping, heartbeat 10 s, grace 30 s)",
-            "worker_loop": "count finished trials, then study.optimize(n_trials=1), as autoprune's run_worker",
-            "postgresql_server": redact_url(args.pg_url) if pg else None,
-        },
+        "settings": settings(args, pg),
         "targets": {"postgresql_scaling": f">= {TARGET_SCALING} (16 workers over 1)", "postgresql_errors": 0, "postgresql_duplicates": 0},
         "measured": measured,
         "met": met,
         "rows": rows,
         "wall_s": time.perf_counter() - started,
     }
-    print_table(rows)
-    print()
-    if one is None:
-        print("postgresql: no 1-worker run, targets not assessed")
-    else:
-        shown = "n/a" if scaling is None else f"{scaling:.1f}x"
-        print(f"postgresql {max(workers)} workers over 1: {shown} (target >= {TARGET_SCALING}x with 16 workers) "
-              f"{'met' if met['postgresql_scaling'] else 'NOT met'}")
-        print(f"postgresql errors {measured['postgresql_errors']} (target 0) {'met' if met['postgresql_errors'] else 'NOT met'}; "
-              f"duplicates {measured['postgresql_duplicates']} (target 0) {'met' if met['postgresql_duplicates'] else 'NOT met'}")
-    png = plot(rows, out.with_suffix(".png"), sleep_s)
+    print_verdict(rows, measured, met)
+    out = args.out
+    png = plot(rows, out.with_suffix(".png"), args.sleep)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {out} and {png} ({report['wall_s']:.0f}s)")
