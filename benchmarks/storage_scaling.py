@@ -59,6 +59,7 @@ RESULTS = HERE / "results" / "storage_scaling.json"
 BACKENDS = ("sqlite", "journal", "postgresql")
 TARGET_SCALING = 10.0
 STUDY = "storage-scaling"
+FULL = {"workers": [1, 4, 16], "enqueue": 20, "per_worker": 12, "min_trials": 60, "sleep": 0.2}
 QUICK = {"workers": [1, 2], "enqueue": 4, "per_worker": 3, "min_trials": 8, "sleep": 0.05}
 
 
@@ -372,8 +373,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 and 2 workers, few 50 ms trials, output to a temp folder")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    full = {"workers": [1, 4, 16], "enqueue": 20, "per_worker": 12, "min_trials": 60, "sleep": 0.2}
-    for key, value in (QUICK if args.quick else full).items():
+    for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     if args.out:
