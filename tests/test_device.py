@@ -277,6 +277,17 @@ def test_worker_gpus_on_sqlite_is_refused(study_factory, monkeypatch) -> None:
         run_gpu_workers(str(study_factory()), None, None, "0,1")
 
 
+@pytest.mark.skipif(ORT_HAS_CUDA, reason="this ONNX Runtime has the CUDA provider")
+def test_worker_gpus_refuses_a_provider_that_does_not_start_before_any_process(lying_providers, monkeypatch, tmp_path: Path) -> None:
+    from autoprune.search.worker import run_gpu_workers
+
+    monkeypatch.setenv(FAKE_GPUS_ENV, "1")
+    config = write_study(tmp_path, {"latency": {"provider": "cuda"}})
+    with pytest.raises(ConfigError, match=rf"^{config}: latency.provider: cuda: a test session asked for CUDAExecutionProvider fell back"):
+        run_gpu_workers(str(config), f"journal:{tmp_path / 'study.log'}", None, "0,1")
+    assert not (tmp_path / "study.log").exists()
+
+
 @pytest.mark.slow
 def test_worker_gpus_starts_one_process_per_device(study_factory, tmp_path: Path) -> None:
     config = study_factory({"search": {"trials": 2, "sweep_ratios": [0.5]}, "max_drop": 0.9})
