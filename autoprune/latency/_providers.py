@@ -128,7 +128,7 @@ def _probe(key: str, options: tuple[tuple[str, str], ...]) -> str | None:
     name = provider_name(key)
     model = _probe_model()
     settings = onnxruntime.SessionOptions()
-    settings.log_severity_level = 3
+    settings.log_severity_level = 2  # the warnings say why a provider was dropped; they are captured, not shown
     with _captured_stderr() as log, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ORT warns about the providers it skips; the verdict below says it once
         try:
@@ -138,7 +138,7 @@ def _probe(key: str, options: tuple[tuple[str, str], ...]) -> str | None:
         except Exception as exc:  # ORT raises RuntimeError, ValueError or its own Fail/EPFail types
             session, failure = None, _first_line(str(exc)) or type(exc).__name__
     if session is None:
-        return f"ONNX Runtime could not open a test session on {name} ({failure})"
+        return f"ONNX Runtime could not open and run a one-node test session on {name} ({failure})"
     used = session.get_providers()
     if used[0] == name:
         return None
