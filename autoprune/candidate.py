@@ -28,6 +28,7 @@ from autoprune.base_model import BaseModelInfo
 from autoprune.base_model import load_base
 from autoprune.calibration import recipe_settings
 from autoprune.device import check_targets
+from autoprune.device import provider_options
 from autoprune.pruning import Group
 from autoprune.pruning import Pruner
 from autoprune.pruning import PruneResult
@@ -89,18 +90,6 @@ class Screened(Exception):
     def over_budget(self) -> bool:
         """Whether it was skipped as predicted over budget (else: as unable to beat the incumbent)."""
         return self.reason.startswith(OVER_BUDGET)
-
-
-def provider_options(config: "StudyConfig") -> dict[str, Any]:
-    """``latency.provider_options``; a GPU provider without ``device_id`` times on the GPU the worker trains on."""
-    from autoprune.device import resolve_device
-    from autoprune.latency._providers import GPU_PROVIDERS
-
-    options = dict(config.latency.provider_options)
-    device = resolve_device(config.device)
-    if config.latency.provider in GPU_PROVIDERS and "device_id" not in options and device.type == "cuda" and device.index:
-        options["device_id"] = device.index
-    return options
 
 
 def latency_settings(config: "StudyConfig") -> "LatencySettings":

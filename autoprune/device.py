@@ -98,18 +98,33 @@ def check_device(spec: str, where: str = "device", fix: str | None = None) -> to
     )
 
 
+def provider_options(config: "StudyConfig") -> dict[str, Any]:
+    """``latency.provider_options``; a GPU provider without ``device_id`` times on the GPU the worker trains on."""
+    from autoprune.latency._providers import GPU_PROVIDERS  # local: loading a config need not load ONNX Runtime
+
+    options = dict(config.latency.provider_options)
+    device = resolve_device(config.device)
+    if config.latency.provider in GPU_PROVIDERS and "device_id" not in options and device.type == "cuda" and device.index:
+        options["device_id"] = device.index
+    return options
+
+
 def check_targets(config: "StudyConfig") -> None:
-    """Refuse, before any training, a ``device`` this torch cannot use or a ``latency.provider`` ORT lacks.
+    """Refuse, before any training, a ``device`` this torch cannot use or a ``latency.provider`` that does not start.
+
+    The provider is checked by opening a one-node session on it (:func:`autoprune.latency._providers.probe_provider`):
+    ORT's list of providers names what the wheel was built with, not what runs on this host.
 
     Raises:
-        ConfigError: one line naming the file, the key, what is available and the fix.
+        ConfigError: one line naming the file, the key, what is available (or what the session fell back to)
+            and the fix.
     """
-    from autoprune.latency._providers import require_provider
+    from autoprune.latency._providers import probe_provider  # local: loading a config need not load ONNX Runtime
 
     where = config.source or "<config>"
     try:
         check_device(config.device)
-        require_provider(config.latency.provider)
+        probe_provider(config.latency.provider, provider_options(config))
     except AutopruneError as exc:
         raise ConfigError(f"{where}: {exc}") from None
 
@@ -192,6 +207,7 @@ __all__ = [
     "device_override",
     "gpu_devices",
     "model_device",
+    "provider_options",
     "resolve_device",
     "to_device",
     "valid_device",

@@ -5,13 +5,23 @@ What it asserts (and records in ``benchmarks/results/gpu_check.json``):
 - the study (``autoprune run`` on a built-in task, a few trials, tiny budgets) completes, and every finished
   trial records ``device: cuda:N`` and the host id of the CUDA provider's fingerprint (GPU model and driver);
 - one candidate evaluated directly leaves its finetuned model on the GPU, and its timing names
-  ``CUDAExecutionProvider``; where ONNX Runtime also has ``TensorrtExecutionProvider``, the same candidate is
-  timed with it too;
-- the same candidate on the CPU (device cpu, provider cpu) gives the CPU-vs-GPU trial time ratio.
+  ``CUDAExecutionProvider``; where a session on ``TensorrtExecutionProvider`` really opens with it first,
+  the same candidate is timed with TensorRT too;
+- the same candidate on the CPU (device cpu, provider cpu) gives the CPU-vs-GPU trial time ratio; both
+  sides are timed afresh (the latency cache is bypassed: after the study it holds the GPU timing of these
+  widths, keyed by channels, host fingerprint and settings, and a cached timing would make the GPU side look
+  seconds faster).
+
+Every GPU provider ONNX Runtime lists is probed first with a one-node session
+(:func:`autoprune.latency._providers.probe_provider`): onnxruntime-gpu lists CUDA and TensorRT whether or
+not their libraries are installed.  Those that do not start are recorded under ``unusable_providers`` (name
+and reason); when CUDA itself does not start, the GPU steps are skipped and the record says so.  The JSON is
+written in every case, with ``ok`` and the ``error`` that ended the check, if any (exit 1 then).
 
 The JSON holds the device, the providers, per-stage seconds of both candidate runs and of every trial, and
 the ratio.  A machine without a GPU cannot run it; ``--dry-run`` runs the same steps on the CPU (device cpu,
-provider cpu, a tiny model and budget) and writes to a temp folder, never to ``benchmarks/results/``.
+provider cpu, a tiny model and budget; the GPU providers ORT lists are still probed) and writes to a temp
+folder, never to ``benchmarks/results/``.
 
 Run (on a machine with a CUDA GPU and ``pip install autoprune[gpu]``)::
 
@@ -98,33 +108,55 @@ def run_study(config_path: pathlib.Path, trials: int) -> list[dict[str, Any]]:
 
 
 def one_candidate(config_path: pathlib.Path, ratio: float = 0.3) -> dict[str, Any]:
-    """Evaluate one uniform candidate of the study directly: where its model ended, its timing, its stage seconds."""
+    """Evaluate one uniform candidate of the study directly, timed afresh: where its model ended, its timing, its stage seconds."""
     from autoprune.candidate import StudyContext
     from autoprune.candidate import evaluate_candidate
     from autoprune.config import load_config
     from autoprune.device import model_device
 
-    ctx = StudyContext.build(load_config(config_path))
+    ctx = StudyContext.build(load_config(config_path), use_cache=False)  # fresh on both sides of the ratio
     start = time.perf_counter()
     result = evaluate_candidate(ctx, uniform=ratio)
+    assert not result.latency["cached"], "the candidate's timing came from a cache"
     return {
         "model_device": str(model_device(result.model)),
         "provider": result.latency["host"]["provider"],
         "host_id": result.latency["host"]["fingerprint_id"],
         "gpu_model": result.latency["host"].get("gpu_model"),
         "gpu_driver": result.latency["host"].get("gpu_driver"),
+        "latency_cached": result.latency["cached"],
         "stage_seconds": {k: round(v, 4) for k, v in result.stage_seconds.items()},
         "trial_seconds": round(time.perf_counter() - start, 4),
         "speedup": result.speedup,
     }
 
 
-def tensorrt_timing(config_path: pathlib.Path) -> dict[str, Any] | None:
-    """The study's base against a uniform candidate, timed with TensorRT (None where ORT lacks it)."""
+def probe_providers(wanted: str) -> tuple[list[str], list[dict[str, str]]]:
+    """Open a one-node session on ``wanted`` and on every GPU provider ORT lists: ``(usable keys, unusable ones)``.
+
+    Each unusable provider is ``{"provider": ORT name, "key": latency.provider key, "reason": why}``.
+    """
     import onnxruntime
 
-    if "TensorrtExecutionProvider" not in onnxruntime.get_available_providers():
-        return None
+    from autoprune.errors import AutopruneError
+    from autoprune.latency._providers import GPU_PROVIDERS
+    from autoprune.latency._providers import PROVIDERS
+    from autoprune.latency._providers import probe_provider
+
+    listed = onnxruntime.get_available_providers()
+    keys = [wanted] + [k for k in GPU_PROVIDERS if k != wanted and PROVIDERS[k] in listed]
+    usable, unusable = [], []
+    for key in keys:
+        try:
+            probe_provider(key)
+            usable.append(key)
+        except AutopruneError as exc:
+            unusable.append({"provider": PROVIDERS[key], "key": key, "reason": str(exc)})
+    return usable, unusable
+
+
+def tensorrt_timing(config_path: pathlib.Path) -> dict[str, Any]:
+    """The study's base against a uniform candidate, timed afresh with TensorRT (whose probe session opened on it)."""
     from autoprune.candidate import StudyContext
     from autoprune.candidate import example_input
     from autoprune.config import load_config
@@ -139,37 +171,71 @@ def tensorrt_timing(config_path: pathlib.Path) -> dict[str, Any] | None:
     return {"provider": measured.candidate.provider, "speedup": measured.speedup, "latency_ms": measured.candidate.median_ms}
 
 
-def check(dry: bool, source: pathlib.Path, trials: int, workdir: pathlib.Path) -> dict[str, Any]:
-    """Run every step; assert where the stages ran; return the record."""
-    device, provider = ("cpu", "cpu") if dry else ("cuda", "cuda")
-    gpu_study = write_study(source, workdir, "gpu-check", device, provider, dry, trials)
-    cpu_study = write_study(source, workdir, "gpu-check-cpu", "cpu", "cpu", dry, trials)
-    stages: dict[str, float] = {}
-    start = time.perf_counter()
-    trial_rows = run_study(gpu_study, trials)
-    stages["study"] = time.perf_counter() - start
-    gpu = one_candidate(gpu_study)
-    cpu = one_candidate(cpu_study)
+def gpu_steps(dry: bool, study: pathlib.Path, trials: int) -> dict[str, Any]:
+    """The study and the direct candidate on the check's device and provider; asserts where every stage ran."""
     want = "cpu" if dry else "cuda"
+    start = time.perf_counter()
+    trial_rows = run_study(study, trials)
+    seconds = time.perf_counter() - start
+    gpu = one_candidate(study)
     assert trial_rows and all(str(t["device"]).startswith(want) for t in trial_rows), trial_rows
     assert {t["host_id"] for t in trial_rows} == {gpu["host_id"]}, "trials were timed on another target than the check's"
     assert gpu["model_device"].startswith(want), f"the finetuned model is on {gpu['model_device']}, not {want}"
     expected = "CPUExecutionProvider" if dry else "CUDAExecutionProvider"
     assert gpu["provider"] == expected, f"timed on {gpu['provider']}, not {expected}"
-    trt = None if dry else tensorrt_timing(gpu_study)
     return {
-        "dry_run": dry,
         "device": gpu["model_device"],
-        "providers": [p for p in (gpu["provider"], trt and trt["provider"]) if p],
         "gpu_model": gpu["gpu_model"],
         "gpu_driver": gpu["gpu_driver"],
         "trials": trial_rows,
         "candidate_gpu": gpu,
-        "candidate_cpu": cpu,
-        "tensorrt": trt,
-        "cpu_vs_gpu_trial_time_ratio": round(cpu["trial_seconds"] / gpu["trial_seconds"], 3),
-        "study_seconds": round(stages["study"], 2),
+        "study_seconds": round(seconds, 2),
     }
+
+
+def optional_tensorrt(record: dict[str, Any], study: pathlib.Path) -> None:
+    """Time with TensorRT where its probe opened; a timing that still fails joins ``unusable_providers``."""
+    from autoprune.errors import AutopruneError
+
+    if "tensorrt" not in record["usable_providers"] or record["dry_run"]:
+        return
+    try:
+        record["tensorrt"] = tensorrt_timing(study)
+    except (AutopruneError, AssertionError) as exc:
+        reason = str(exc) or type(exc).__name__
+        record["unusable_providers"].append({"provider": "TensorrtExecutionProvider", "key": "tensorrt", "reason": reason})
+
+
+def check(dry: bool, source: pathlib.Path, trials: int, workdir: pathlib.Path, record: dict[str, Any]) -> None:
+    """Run every step into ``record`` (filled as far as the check got when a step fails)."""
+    device, provider = ("cpu", "cpu") if dry else ("cuda", "cuda")
+    record.update(dry_run=dry, ok=False, error=None, device=None, providers=[], tensorrt=None, cpu_vs_gpu_trial_time_ratio=None)
+    record["usable_providers"], record["unusable_providers"] = probe_providers(provider)
+    cpu_study = write_study(source, workdir, "gpu-check-cpu", "cpu", "cpu", dry, trials)
+    if provider not in record["usable_providers"]:
+        record["error"] = f"latency.provider {provider} did not start here; the GPU steps were skipped (see unusable_providers)"
+        record["candidate_cpu"] = one_candidate(cpu_study)
+        return
+    gpu_study = write_study(source, workdir, "gpu-check", device, provider, dry, trials)
+    record.update(gpu_steps(dry, gpu_study, trials))
+    record["candidate_cpu"] = cpu = one_candidate(cpu_study)
+    record["cpu_vs_gpu_trial_time_ratio"] = round(cpu["trial_seconds"] / record["candidate_gpu"]["trial_seconds"], 3)
+    optional_tensorrt(record, gpu_study)
+    record["providers"] = [p for p in (record["candidate_gpu"]["provider"], (record["tensorrt"] or {}).get("provider")) if p]
+    record["ok"] = True
+
+
+def run_check(dry: bool, source: pathlib.Path, trials: int) -> dict[str, Any]:
+    """:func:`check` in a temp folder; whatever ends it early is recorded as ``error`` instead of ending the script."""
+    record: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
+        try:
+            check(dry, source, trials, pathlib.Path(tmp), record)
+        except Exception as exc:  # noqa: BLE001 - the record says what stopped the check; the JSON is written regardless
+            record["ok"] = False
+            record["error"] = f"{type(exc).__name__}: {exc}"
+    record["measured_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return record
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,15 +252,18 @@ def main(argv: list[str] | None = None) -> int:
             print("gpu_check: torch sees no CUDA GPU here; run it on a GPU machine, or pass --dry-run", file=sys.stderr)
             return 2
     trials = args.trials or (2 if args.dry_run else 4)
-    with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
-        record = check(args.dry_run, pathlib.Path(args.config).resolve(), trials, pathlib.Path(tmp))
-        record["measured_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        out = pathlib.Path(args.out) if args.out else (pathlib.Path(tempfile.mkdtemp(prefix="gpu-check-out-")) / "gpu_check_dry.json" if args.dry_run else RESULTS)
-        if args.dry_run and out.resolve() == RESULTS.resolve():
-            print("gpu_check: a dry run never writes the committed GPU result; pass another --out", file=sys.stderr)
-            return 2
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(record, indent=2) + "\n")
+    out = pathlib.Path(args.out) if args.out else (pathlib.Path(tempfile.mkdtemp(prefix="gpu-check-out-")) / "gpu_check_dry.json" if args.dry_run else RESULTS)
+    if args.dry_run and out.resolve() == RESULTS.resolve():
+        print("gpu_check: a dry run never writes the committed GPU result; pass another --out", file=sys.stderr)
+        return 2
+    record = run_check(args.dry_run, pathlib.Path(args.config).resolve(), trials)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    for bad in record.get("unusable_providers", []):
+        print(f"gpu_check: {bad['provider']} is not usable here: {bad['reason']}", file=sys.stderr)
+    if not record["ok"]:
+        print(f"gpu_check: failed: {record['error']} -> {out}", file=sys.stderr)
+        return 1
     print(f"gpu_check: device {record['device']}, providers {', '.join(record['providers'])}, "
           f"CPU/GPU trial time {record['cpu_vs_gpu_trial_time_ratio']}x -> {out}")
     return 0

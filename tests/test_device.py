@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import typing
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import optuna
 import pytest
 import torch
 from conftest import run_cli
+from conftest import write_study
 
 from autoprune.config import LatencyConfig
 from autoprune.config import parse_config
@@ -25,6 +27,7 @@ from autoprune.device import DEVICE_ENV
 from autoprune.device import FAKE_GPUS_ENV
 from autoprune.device import DeviceLoader
 from autoprune.device import check_device
+from autoprune.device import check_targets
 from autoprune.device import gpu_devices
 from autoprune.errors import ConfigError
 from autoprune.errors import LatencyError
@@ -34,6 +37,8 @@ from autoprune.latency import export_onnx
 from autoprune.latency import host_fingerprint
 from autoprune.latency import measure
 from autoprune.latency._providers import PROVIDERS
+from autoprune.latency._providers import _probe
+from autoprune.latency._providers import probe_provider
 from autoprune.latency._providers import require_provider
 from autoprune.latency._session import open_session
 from autoprune.latency._timer import _Subject
@@ -118,6 +123,87 @@ def test_cli_refuses_before_training(study_factory, overrides: dict, args: list[
     assert not list(config.parent.rglob("base.pt")), "nothing may be trained before the refusal"
 
 
+# A provider list that lies ------------------------------------------------------------------------------
+# onnxruntime-gpu lists CUDA and TensorRT on hosts without their libraries; here the CPU wheel is made to
+# list them, and a real session on them falls back to the CPU, as it does on such a host.
+LYING = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+LIE_SITECUSTOMIZE = """
+import onnxruntime
+onnxruntime.get_available_providers = lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+"""
+
+
+def lying_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a subprocess whose ONNX Runtime lists ``LYING`` (a ``sitecustomize`` first on its path)."""
+    lie = tmp_path / "lie"
+    lie.mkdir()
+    (lie / "sitecustomize.py").write_text(LIE_SITECUSTOMIZE)
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(filter(None, [str(lie), os.environ.get("PYTHONPATH")])))
+
+
+@pytest.fixture
+def lying_providers(monkeypatch):
+    _probe.cache_clear()
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: list(LYING))
+    yield
+    _probe.cache_clear()
+
+
+@pytest.mark.skipif(ORT_HAS_CUDA, reason="this ONNX Runtime has the CUDA provider")
+@pytest.mark.parametrize(("key", "fix"), [("cuda", "install the CUDA and cuDNN libraries"), ("tensorrt", "install the TensorRT (libnvinfer)")])
+def test_probe_refuses_a_listed_provider_whose_session_falls_back(lying_providers, key: str, fix: str) -> None:
+    assert require_provider(key) == PROVIDERS[key], "the list alone lets it through"
+    with pytest.raises(LatencyError) as info:
+        probe_provider(key, {"device_id": 0})
+    message = str(info.value)
+    assert message.startswith(f"latency.provider: {key}: a test session asked for {PROVIDERS[key]} fell back to CPUExecutionProvider")
+    assert fix in message and "latency.provider: c" in message and "\n" not in message, message
+
+
+@pytest.mark.skipif(ORT_HAS_CUDA, reason="this ONNX Runtime has the CUDA provider")
+def test_check_targets_names_the_file_and_keeps_one_verdict_per_process(lying_providers, tmp_path: Path) -> None:
+    from autoprune.config import load_config
+
+    config = load_config(write_study(tmp_path, {"latency": {"provider": "cuda"}}))
+    for _ in range(2):
+        with pytest.raises(ConfigError, match=rf"^{config.source}: latency.provider: cuda: a test session .* fell back to CPUExecutionProvider"):
+            check_targets(config)
+    assert _probe.cache_info().misses == 1 and _probe.cache_info().hits == 1, "the probe session opens once per provider"
+    assert probe_provider("cpu") == "CPUExecutionProvider"
+
+
+def test_probe_turns_a_session_that_raises_into_one_line(lying_providers, monkeypatch) -> None:
+    real = onnxruntime.InferenceSession
+
+    def failing(model, sess_options=None, providers=None, **kwargs):
+        if providers and "CUDAExecutionProvider" in str(providers[0]):  # what onnxruntime-gpu raises without a GPU
+            raise RuntimeError("CUDA failure 100: no CUDA-capable device is detected ; GPU=0\nstack trace ...")
+        return real(model, sess_options=sess_options, providers=providers, **kwargs)
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", failing)
+    with pytest.raises(LatencyError, match=r"^latency.provider: cuda: ONNX Runtime could not open and run a one-node test session on CUDAExecutionProvider "
+                                           r"\(CUDA failure 100: no CUDA-capable device is detected ; GPU=0\); install"):
+        probe_provider("cuda")
+    assert probe_provider("cpu") == "CPUExecutionProvider"
+
+
+@pytest.mark.skipif(HAS_CUDA or ORT_HAS_CUDA, reason="this host has CUDA")
+def test_run_with_a_lying_provider_list_exits_before_training(tmp_path: Path) -> None:
+    config = write_study(tmp_path / "study", {"latency": {"provider": "cuda"}})
+    env = lying_env(tmp_path)
+    start = time.monotonic()
+    res = subprocess.run([sys.executable, "-c", "from autoprune.cli import main; main()", "run", str(config)],
+                         capture_output=True, text=True, timeout=120, env=env)
+    elapsed = time.monotonic() - start
+    err = res.stderr.strip()
+    assert res.returncode == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, res.stderr
+    assert err.startswith(f"error: {config}: latency.provider: cuda: a test session asked for CUDAExecutionProvider fell back to "
+                          "CPUExecutionProvider") and "or set latency.provider: cpu" in err, err
+    assert sorted(p.name for p in config.parent.rglob("*")) == ["study.yaml"], "nothing may be trained or stored before the refusal"
+    # Interpreter start and imports take seconds on this shared host; the 2-epoch base and the sweeps take longer.
+    assert elapsed < 60, f"the refusal took {elapsed:.0f} s"
+
+
 # Provider plumbing ---------------------------------------------------------------------------------------
 def test_cpu_provider_named_explicitly_times_on_it(net_onnx: Path) -> None:
     session = open_session(net_onnx, threads=1, provider="cpu")
@@ -191,6 +277,17 @@ def test_worker_gpus_on_sqlite_is_refused(study_factory, monkeypatch) -> None:
         run_gpu_workers(str(study_factory()), None, None, "0,1")
 
 
+@pytest.mark.skipif(ORT_HAS_CUDA, reason="this ONNX Runtime has the CUDA provider")
+def test_worker_gpus_refuses_a_provider_that_does_not_start_before_any_process(lying_providers, monkeypatch, tmp_path: Path) -> None:
+    from autoprune.search.worker import run_gpu_workers
+
+    monkeypatch.setenv(FAKE_GPUS_ENV, "1")
+    config = write_study(tmp_path, {"latency": {"provider": "cuda"}})
+    with pytest.raises(ConfigError, match=rf"^{config}: latency.provider: cuda: a test session asked for CUDAExecutionProvider fell back"):
+        run_gpu_workers(str(config), f"journal:{tmp_path / 'study.log'}", None, "0,1")
+    assert not (tmp_path / "study.log").exists()
+
+
 @pytest.mark.slow
 def test_worker_gpus_starts_one_process_per_device(study_factory, tmp_path: Path) -> None:
     config = study_factory({"search": {"trials": 2, "sweep_ratios": [0.5]}, "max_drop": 0.9})
@@ -213,17 +310,41 @@ def test_worker_gpus_starts_one_process_per_device(study_factory, tmp_path: Path
 
 # The GPU check -------------------------------------------------------------------------------------------
 def test_gpu_check_dry_run(tmp_path: Path) -> None:
+    """The dry run completes with fresh timings on both sides; GPU providers that are listed but do not start are recorded."""
     import json
 
     out = tmp_path / "dry.json"
     results = ROOT / "benchmarks" / "results" / "gpu_check.json"
     before = results.read_bytes() if results.is_file() else None
-    env = dict(os.environ, OMP_NUM_THREADS="1")
     res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--dry-run", "--out", str(out)],
-                         capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+                         capture_output=True, text=True, timeout=240, env=lying_env(tmp_path), cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     record = json.loads(out.read_text())
+    assert record["ok"] and record["error"] is None
     assert record["dry_run"] and record["device"] == "cpu" and record["providers"] == ["CPUExecutionProvider"]
     assert {t["device"] for t in record["trials"]} == {"cpu"} and record["cpu_vs_gpu_trial_time_ratio"] > 0
     assert {"finetune", "latency"} <= set(record["candidate_gpu"]["stage_seconds"])
+    assert record["candidate_gpu"]["latency_cached"] is False is record["candidate_cpu"]["latency_cached"]
+    assert record["tensorrt"] is None, "a dry run times on the CPU only"
+    if not ORT_HAS_CUDA:  # the CPU wheel, made to list CUDA and TensorRT: both are probed, refused and recorded
+        unusable = {u["provider"]: u["reason"] for u in record["unusable_providers"]}
+        assert set(unusable) == {"CUDAExecutionProvider", "TensorrtExecutionProvider"}, record["unusable_providers"]
+        assert all("fell back to CPUExecutionProvider" in reason for reason in unusable.values()), unusable
+        assert "TensorrtExecutionProvider is not usable here" in res.stderr
     assert (results.read_bytes() if results.is_file() else None) == before, "a dry run must not write the GPU result"
+
+
+@pytest.mark.skipif(HAS_CUDA or ORT_HAS_CUDA, reason="this host has CUDA")
+def test_gpu_check_records_a_cuda_provider_that_does_not_start(lying_providers, tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    source = write_study(tmp_path / "source")
+    record = gpu_check.run_check(False, source, 1)
+    assert record["ok"] is False and record["error"].startswith("latency.provider cuda did not start here"), record
+    assert [u["provider"] for u in record["unusable_providers"]] == ["CUDAExecutionProvider", "TensorrtExecutionProvider"]
+    assert "fell back to CPUExecutionProvider" in record["unusable_providers"][0]["reason"]
+    assert record["providers"] == [] and "trials" not in record and record["cpu_vs_gpu_trial_time_ratio"] is None
+    assert record["candidate_cpu"]["provider"] == "CPUExecutionProvider" and not record["candidate_cpu"]["latency_cached"]

@@ -328,9 +328,11 @@ def run_gpu_workers(
     from autoprune.config import load_config
 
     devices = gpu_devices(gpus)
+    config = load_config(config_path)
     for device in devices:  # refused here once, not by every process
         check_device(device, where="--gpus", fix="list GPUs this host has (or drop --gpus)")
-    check_workers(load_config(config_path).storage_url(storage_url), len(devices))
+        check_targets(config.model_copy(update={"device": device}))  # the provider too, on the GPU that device times on
+    check_workers(config.storage_url(storage_url), len(devices))
     numbers = [p.strip() for p in gpus.split(",") if p.strip()]
     prefix = worker or socket.gethostname()
     ctx = mp.get_context("spawn")
