@@ -81,18 +81,23 @@ def _identity(ctx: "StudyContext") -> dict[str, Any]:
     }
 
 
-def load_calibration(ctx: "StudyContext") -> dict[str, Any] | None:
-    """The cached calibration record of this study, when it was made with the same base and settings.  A record
-    that fails its schema (:class:`~autoprune.file_schemas.CalibrationRecord`) is set aside and recalibrated."""
-    path = calibration_path(ctx.config)
+def read_calibration(path: Path) -> dict[str, Any] | None:
+    """The calibration record in ``path`` (None: not there).  A record that fails its schema
+    (:class:`~autoprune.file_schemas.CalibrationRecord`) is set aside with one warning and None returned, so the
+    caller calibrates again."""
     if not path.is_file():
         return None
     try:
-        record = read_model(path, CalibrationRecord, "autoprune calibrates again").model_dump()
+        return read_model(path, CalibrationRecord, "autoprune calibrates again").model_dump()
     except ArtifactError as exc:
         set_aside(path, str(exc))
         return None
-    return record if record["identity"] == _identity(ctx) else None
+
+
+def load_calibration(ctx: "StudyContext") -> dict[str, Any] | None:
+    """The cached calibration record of this study, when it was made with the same base and settings."""
+    record = read_calibration(calibration_path(ctx.config))
+    return record if record is not None and record["identity"] == _identity(ctx) else None
 
 
 def calibrate_recovery(

@@ -28,7 +28,7 @@ from pydantic import ConfigDict
 from pydantic import Field
 from pydantic import RootModel
 from pydantic import StringConstraints
-from pydantic import model_validator
+from pydantic import field_validator
 
 # Finite numbers only: a NaN or an infinity read back would poison every comparison made with it.
 Finite = Annotated[float, Field(allow_inf_nan=False)]
@@ -94,27 +94,6 @@ class SweepPointRow(_File):
     recovery: dict[str, Any] = Field(default_factory=dict)
 
 
-class BaselinesFile(_File):
-    """``baselines.json``: both sweeps, the ratio bounds they give and the base figures they were measured against."""
-
-    uniform: list[SweepPointRow]
-    global_: list[SweepPointRow] = Field(alias="global")
-    bounds: dict[GroupName, tuple[Ratio, Ratio]]
-    base_metric: Finite
-    base_metric_stderr: Estimate = 0.0
-    max_drop: Ratio
-    margin: NonNegative = 0.0
-    round_to: Annotated[int, Field(ge=1, le=2**20)] = 1
-    recovery: dict[str, Any] | None = None
-
-    @model_validator(mode="after")
-    def _ordered_bounds(self) -> "BaselinesFile":
-        for name, (low, high) in self.bounds.items():
-            if low > high:
-                raise ValueError(f"bounds of group {name!r} are [{low}, {high}]: the low ratio is above the high one")
-        return self
-
-
 class RecipeRow(_File):
     """One recovery recipe tried on the probe (:class:`autoprune.recipe.RecipeResult`)."""
 
@@ -128,16 +107,46 @@ class RecipeRow(_File):
 
 
 class CalibrationRecord(_File):
-    """``recovery-calibration.json``: the recipes tried, the one chosen, and what it must match to be reused."""
+    """``recovery-calibration.json``: the recipes tried, the one chosen, and what it must match to be reused
+    (``identity``; the copy kept in ``baselines.json`` has none)."""
 
     probe_ratio: Ratio
-    results: list[RecipeRow] = Field(min_length=1)
+    results: list[RecipeRow] = Field(min_length=1, max_length=10_000)
     chosen: RecipeRow
     base_metric: Finite
     max_drop: Ratio
     metric_name: Name
     metric_direction: Literal["maximize", "minimize"]
-    identity: dict[str, Any]
+    identity: dict[str, Any] | None = None
+
+
+class BaselinesRecovery(_File):
+    """The recovery every sweep point got: the recipe, and the calibration it came from."""
+
+    recipe: dict[str, Any] = Field(default_factory=dict)
+    calibration: CalibrationRecord | None = None
+
+
+class BaselinesFile(_File):
+    """``baselines.json``: both sweeps, the ratio bounds they give and the base figures they were measured against."""
+
+    uniform: list[SweepPointRow]
+    global_: list[SweepPointRow] = Field(alias="global")
+    bounds: dict[GroupName, tuple[Ratio, Ratio]]
+    base_metric: Finite
+    base_metric_stderr: Estimate = 0.0
+    max_drop: Ratio
+    margin: NonNegative = 0.0
+    round_to: Annotated[int, Field(ge=1, le=2**20)] = 1
+    recovery: BaselinesRecovery | None = None
+
+    @field_validator("bounds")
+    @classmethod
+    def _ordered_bounds(cls, bounds: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for name, (low, high) in bounds.items():
+            if low > high:
+                raise ValueError(f"bounds of group {name!r} are [{low}, {high}]: the low ratio is above the high one")
+        return bounds
 
 
 class CachedTiming(_File):
@@ -156,4 +165,4 @@ class RatiosFile(RootModel[dict[GroupName, Ratio]]):
     root: Annotated[dict[GroupName, Ratio], Field(min_length=1, max_length=100_000)]
 
 
-__all__ = ["BaseMeta", "BaselinesFile", "CachedTiming", "CalibrationRecord", "RatiosFile", "RecipeRow", "SweepPointRow"]
+__all__ = ["BaseMeta", "BaselinesFile", "BaselinesRecovery", "CachedTiming", "CalibrationRecord", "RatiosFile", "RecipeRow", "SweepPointRow"]

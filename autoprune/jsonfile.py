@@ -67,7 +67,7 @@ def loads(text: str | bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise ValueError(f"not UTF-8 text (byte {exc.start})") from None
     except json.JSONDecodeError as exc:
-        raise ValueError(f"not valid JSON, torn or not JSON at all ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+        raise ValueError(f"not valid JSON, torn or not JSON at all ({exc.msg}: line {exc.lineno}, column {exc.colno})") from None
     except RecursionError:
         raise ValueError("nested too deeply") from None
 
