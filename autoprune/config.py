@@ -388,10 +388,11 @@ def _range_text(loc: tuple[Any, ...], value: Any) -> str:
             field = model.model_fields[part]
             model = field.annotation
     if field is None:
-        return f"got {value}"
+        return f"got {value!r:.40}"
     low = next((f"[{m.ge}" for m in field.metadata if hasattr(m, "ge")), None) or next((f"({m.gt}" for m in field.metadata if hasattr(m, "gt")), "(-inf")
     high = next((f"{m.le}]" for m in field.metadata if hasattr(m, "le")), None) or next((f"{m.lt})" for m in field.metadata if hasattr(m, "lt")), "inf)")
-    return f"allowed: {low}, {high}, got {value}"
+    shown = str(value) if len(str(value)) <= 40 else f"{str(value)[:12]}... ({len(str(value))} characters)"
+    return f"allowed: {low}, {high}, got {shown}"
 
 
 def _format_validation_error(path: Path, exc: ValidationError) -> str:
