@@ -30,6 +30,7 @@ from torch import nn
 
 from autoprune.errors import ArchitectureError
 from autoprune.errors import AutopruneError
+from autoprune.jsonfile import read_json
 from autoprune.jsonfile import write_json
 from autoprune.redact import redact_url
 
@@ -144,10 +145,7 @@ def read_architecture(path: str | os.PathLike[str]) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ArchitectureError(f"{p}: architecture file not found")
-    try:
-        arch = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArchitectureError(f"{p}: not valid JSON ({exc})") from None
+    arch = read_json(p, f"pass an architecture JSON written by autoprune (see {SCHEMA_PATH.name})", expect=object, error=ArchitectureError)
     validate_architecture(arch, p)
     return arch
 

@@ -9,7 +9,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-from typing import Any
 from typing import Callable
 
 import torch
@@ -17,7 +16,8 @@ from torch import nn
 
 from autoprune.device import check_targets
 from autoprune.errors import TaskError
-from autoprune.jsonfile import read_json
+from autoprune.file_schemas import BaseMeta
+from autoprune.jsonfile import read_model
 from autoprune.jsonfile import write_json
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ def train_base(
     meta_path = path.with_suffix(".json")
     if path.is_file() and not force:
         meta = _read_meta(meta_path)
-        return BaseModelInfo(path, file_sha256(path), meta.get("val_metric"), meta.get("trained_seconds"))
+        return BaseModelInfo(path, file_sha256(path), meta.val_metric, meta.trained_seconds)
     check_targets(config)  # a device this host lacks is refused before the first epoch
     settings = config.base
     torch.manual_seed(settings.seed)
@@ -146,13 +146,13 @@ def train_base(
     return BaseModelInfo(path, sha, val.value, seconds)
 
 
-def _read_meta(meta_path: Path) -> dict[str, Any]:
-    """The checkpoint's metadata (validation metric, training time); {} when missing.  It only describes the
-    checkpoint, so a torn file is named with its fix rather than trusted."""
+def _read_meta(meta_path: Path) -> BaseMeta:
+    """The checkpoint's metadata (validation metric, training time); empty when missing.  It only describes the
+    checkpoint, so a torn or foreign file is named with its fix rather than trusted."""
     if not meta_path.is_file():
-        return {}
+        return BaseMeta()
     fix = "delete it (it only records the base's validation metric and training time; the checkpoint stays valid)"
-    return read_json(meta_path, fix)
+    return read_model(meta_path, BaseMeta, fix)
 
 
 def load_base(config: "StudyConfig", task: "Task") -> tuple[nn.Module, BaseModelInfo]:

@@ -16,8 +16,8 @@ from autoprune.bounds import largest_feasible
 from autoprune.candidate import StudyContext
 from autoprune.candidate import evaluate_candidate
 from autoprune.calibration import recipe_settings
-from autoprune.errors import ArtifactError
-from autoprune.jsonfile import read_json
+from autoprune.file_schemas import BaselinesFile
+from autoprune.jsonfile import read_model
 from autoprune.jsonfile import write_json
 from autoprune.recipe import recovery_warnings
 
@@ -185,11 +185,7 @@ def load_baselines(path: Path) -> Baselines | None:
     if not path.is_file():
         return None
     fix = "delete it and rerun 'autoprune create' (or 'run') to sweep the baselines again"
-    data = read_json(path, fix)
-    try:
-        return Baselines.from_dict(data)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ArtifactError(f"{path}: not a baselines file autoprune can read ({type(exc).__name__}: {exc}); {fix}") from None
+    return Baselines.from_dict(read_model(path, BaselinesFile, fix).model_dump(by_alias=True))
 
 
 __all__ = ["Baselines", "largest_feasible", "load_baselines", "run_baselines", "save_baselines", "sweep_point"]

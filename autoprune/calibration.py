@@ -18,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +25,10 @@ from typing import Any
 from typing import Callable
 from typing import Mapping
 
+from autoprune.errors import ArtifactError
+from autoprune.file_schemas import CalibrationRecord
+from autoprune.jsonfile import read_model
+from autoprune.jsonfile import set_aside
 from autoprune.jsonfile import write_json
 from autoprune.recipe import RecipeResult
 from autoprune.recipe import pick_recipe
@@ -78,14 +81,23 @@ def _identity(ctx: "StudyContext") -> dict[str, Any]:
     }
 
 
+def read_calibration(path: Path) -> dict[str, Any] | None:
+    """The calibration record in ``path`` (None: not there).  A record that fails its schema
+    (:class:`~autoprune.file_schemas.CalibrationRecord`) is set aside with one warning and None returned, so the
+    caller calibrates again."""
+    if not path.is_file():
+        return None
+    try:
+        return read_model(path, CalibrationRecord, "autoprune calibrates again").model_dump()
+    except ArtifactError as exc:
+        set_aside(path, str(exc))
+        return None
+
+
 def load_calibration(ctx: "StudyContext") -> dict[str, Any] | None:
     """The cached calibration record of this study, when it was made with the same base and settings."""
-    path = calibration_path(ctx.config)
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) and record.get("identity") == _identity(ctx) else None
+    record = read_calibration(calibration_path(ctx.config))
+    return record if record is not None and record["identity"] == _identity(ctx) else None
 
 
 def calibrate_recovery(

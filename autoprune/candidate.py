@@ -29,6 +29,7 @@ from autoprune.base_model import load_base
 from autoprune.calibration import recipe_settings
 from autoprune.device import check_targets
 from autoprune.device import provider_options
+from autoprune.file_schemas import CachedTiming
 from autoprune.pruning import Group
 from autoprune.pruning import Pruner
 from autoprune.pruning import PruneResult
@@ -428,7 +429,7 @@ def _time(
     with _stage(seconds, "latency"):
         if ctx.cache is not None:
             key = ctx.cache.key(kept, fingerprint["fingerprint_id"], ctx.latency, extra=ctx.base_info.sha256)
-            timing = ctx.cache.get(key)
+            timing = ctx.cache.get(key, CachedTiming)
     if timing is not None and timing.get("noisy"):
         timing = None  # a timing that did not settle is not reused: this repeat times the candidate again
     if timing is not None:

@@ -13,6 +13,7 @@ criterion, task or sampler.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -37,8 +38,24 @@ CRITERIA = ("l1", "l2", "taylor", "hessian", "bn-scale", "fpgm", "lamp", "random
 SAMPLERS = ("tpe", "nsga2", "random", "gp")
 
 
+# Bounds of the numbers a study may set: wide enough for any real study, narrow enough that a typo (an extra
+# zero run, a negative size) is refused at load time instead of hanging a trial or failing deep in a stage.
+SEED_MAX = 2**32 - 1  # numpy's seed range, which Optuna's samplers use
+MAX_COUNT = 1_000_000  # trials, steps, batches
+MAX_BATCH = 65_536
+MAX_EPOCHS = 10_000
+MAX_THREADS = 1_024
+MAX_ROUND_TO = 1_024  # channels come in multiples of at most this; larger makes every group unprunable
+MAX_DIM = 65_536  # one side of an input
+MAX_INPUT_ELEMENTS = 2**30  # batch x input elements of one timed run (4 GiB of float32)
+
+
+def _seed() -> Any:
+    return Field(0, ge=0, le=SEED_MAX)
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 def _check_ratio(value: float, what: str = "ratio") -> float:
@@ -51,11 +68,11 @@ class BaseTrainingConfig(_Section):
     """How the unpruned base model is trained (``autoprune train-base``) or where it is read from."""
 
     checkpoint: str | None = None  # a plain state_dict; default: <artifact_dir>/base.pt
-    epochs: int = Field(20, ge=1)
-    lr: float = Field(0.05, gt=0)
-    batch_size: int = Field(64, ge=1)
-    weight_decay: float = Field(5e-4, ge=0)
-    seed: int = 0
+    epochs: int = Field(20, ge=1, le=MAX_EPOCHS)
+    lr: float = Field(0.05, gt=0, le=100)
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH)
+    weight_decay: float = Field(5e-4, ge=0, le=1)
+    seed: int = _seed()
 
 
 class PruningConfig(_Section):
@@ -63,16 +80,19 @@ class PruningConfig(_Section):
 
     round_to: Union[int, Literal["auto"]] = "auto"
     iterative_steps: int = Field(1, ge=1, le=5)
-    min_channels: int = Field(8, ge=1)
+    min_channels: int = Field(8, ge=1, le=MAX_DIM)
     min_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     first_layer_max_ratio: float = 0.5
-    importance_batches: int = Field(4, ge=1)  # batches for gradient-based criteria (taylor, hessian)
+    importance_batches: int = Field(4, ge=1, le=MAX_COUNT)  # batches for gradient-based criteria (taylor, hessian)
 
     @field_validator("round_to")
     @classmethod
     def _round_to_positive(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and value < 1:
-            raise ValueError("round_to must be a positive integer or 'auto'")
+        if isinstance(value, int) and not 1 <= value <= MAX_ROUND_TO:
+            raise ValueError(
+                f"round_to must be a positive integer or 'auto', an integer in [1, {MAX_ROUND_TO}] (kept channels are rounded "
+                f"to multiples of it; a value above a group's channels leaves nothing to prune), got {value}"
+            )
         return value
 
     @field_validator("first_layer_max_ratio")
@@ -84,20 +104,20 @@ class PruningConfig(_Section):
 class SearchConfig(_Section):
     """The Optuna search and the baseline sweeps that bound it."""
 
-    trials: int = Field(24, ge=1)
+    trials: int = Field(24, ge=1, le=MAX_COUNT)
     sampler: str = "tpe"
-    seed: int | None = 0
+    seed: int | None = _seed()
     # Extra widths searched on each side of the baselines' widths, counted in widths a group can reach (after
     # channel rounding and the guards): each group spans from the narrower to the wider of the best uniform
     # and global baselines' kept channels, plus this many reachable widths below and above (0: only between).
-    bounds_margin: int = Field(1, ge=0)
-    sweep_ratios: list[float] = Field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
+    bounds_margin: int = Field(1, ge=0, le=MAX_DIM)
+    sweep_ratios: list[float] = Field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7], max_length=100)
     # Stop a trial early (PRUNED) when its metric after BN recalibration is this far below the base.  Off by
     # default: strongly pruned models often score near chance after BN recalibration and still recover fully.
     hopeless_margin: float | None = None
-    heartbeat_interval: int = Field(10, ge=1)
-    grace_period: int = Field(30, ge=2)
-    max_retry: int = Field(2, ge=0)
+    heartbeat_interval: int = Field(10, ge=1, le=86_400)
+    grace_period: int = Field(30, ge=2, le=7 * 86_400)
+    max_retry: int = Field(2, ge=0, le=1_000)
     enqueue_baselines: bool = True
     upload_onnx: bool = False
     # fastest: one objective, the speedup, with the metric drop as a constraint (the fastest model within the
@@ -106,10 +126,10 @@ class SearchConfig(_Section):
     # Skip the finetune of a candidate whose timing and BN-recalibrated metric say it cannot pay off, once the
     # study holds screen_min_trials completed trials to learn the threshold from (the reason is recorded).
     screening: bool = True
-    screen_min_trials: int = Field(6, ge=2)
+    screen_min_trials: int = Field(6, ge=2, le=MAX_COUNT)
     # torch threads of each worker (training, scoring); default: this host's usable cores / local workers, less the
     # cores other processes keep busy when the worker starts (no oversubscription on a shared machine).
-    torch_threads: int | None = Field(None, ge=1)
+    torch_threads: int | None = Field(None, ge=1, le=MAX_THREADS)
 
     @field_validator("sampler")
     @classmethod
@@ -146,9 +166,9 @@ class CalibrationConfig(_Section):
 
     enabled: bool = True
     probe_ratio: float = 0.3
-    lrs: list[float] = Field(default_factory=lambda: [0.003, 0.01, 0.03])
-    epochs: list[float] = Field(default_factory=lambda: [0.25, 1.0, 2.0, 4.0])
-    tolerance_se: float = Field(2.0, ge=0)
+    lrs: list[float] = Field(default_factory=lambda: [0.003, 0.01, 0.03], max_length=20)
+    epochs: list[float] = Field(default_factory=lambda: [0.25, 1.0, 2.0, 4.0], max_length=20)
+    tolerance_se: float = Field(2.0, ge=0, le=100)
 
     @field_validator("probe_ratio")
     @classmethod
@@ -158,27 +178,27 @@ class CalibrationConfig(_Section):
     @field_validator("lrs", "epochs")
     @classmethod
     def _positive(cls, values: list[float]) -> list[float]:
-        if not values or any(v <= 0 for v in values):
-            raise ValueError("must list at least one value, every value > 0")
+        if not values or any(not 0 < v <= MAX_EPOCHS for v in values):
+            raise ValueError(f"must list at least one value, every value in (0, {MAX_EPOCHS}]")
         return sorted(set(values))
 
 
 class RecoveryConfig(_Section):
     """Brief recovery of every pruned candidate: BN recalibration, finetune, distillation."""
 
-    bn_batches: int = Field(10, ge=0)
-    finetune_epochs: float = Field(2.0, ge=0)
-    finetune_steps: int | None = Field(None, ge=0)  # when set, overrides finetune_epochs
-    lr: float = Field(0.01, gt=0)
-    warmup_steps: int = Field(10, ge=0)
-    batch_size: int = Field(64, ge=1)
-    weight_decay: float = Field(0.0, ge=0)
+    bn_batches: int = Field(10, ge=0, le=MAX_COUNT)
+    finetune_epochs: float = Field(2.0, ge=0, le=MAX_EPOCHS)
+    finetune_steps: int | None = Field(None, ge=0, le=MAX_COUNT * 100)  # when set, overrides finetune_epochs
+    lr: float = Field(0.01, gt=0, le=100)
+    warmup_steps: int = Field(10, ge=0, le=MAX_COUNT)
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH)
+    weight_decay: float = Field(0.0, ge=0, le=1)
     distill: bool = True
-    temperature: float = Field(4.0, gt=0)
+    temperature: float = Field(4.0, gt=0, le=1_000)
     distill_weight: float = Field(0.7, ge=0, le=1)
-    seed: int = 0
+    seed: int = _seed()
     # Training images held out of the finetune to judge it (at most a quarter of the split; 0: no judging).
-    calib_size: int = Field(512, ge=0)
+    calib_size: int = Field(512, ge=0, le=100 * MAX_COUNT)
     # Points of the finetune at which the model is judged and the best state kept.
     checkpoints: int = Field(4, ge=1, le=100)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
@@ -189,24 +209,25 @@ class RecoveryConfig(_Section):
 class LoaderConfig(_Section):
     """How training and evaluation batches are loaded (every stage that reads data)."""
 
-    workers: int = Field(0, ge=0)  # DataLoader worker processes (0: load in the training process)
+    workers: int = Field(0, ge=0, le=MAX_THREADS)  # DataLoader worker processes (0: load in the training process)
     pin_memory: bool = False  # page-locked batches: faster host-to-GPU copies
 
 
 class LatencyConfig(_Section):
     """How candidates are timed in ONNX Runtime."""
 
-    batch_size: int = Field(8, ge=1)
-    input_shape: list[int] | None = None  # (C, H, W) without batch; default: the task's example input
-    threads: int = Field(1, ge=1)
-    repeats: int = Field(200, ge=10)
-    warmup: int = Field(20, ge=0)
-    blocks: int = Field(10, ge=2)
-    cv_threshold: float = Field(0.05, gt=0)
-    max_remeasure: int = Field(3, ge=0)
+    batch_size: int = Field(8, ge=1, le=MAX_BATCH)
+    # (C, H, W) without batch; default: the task's example input
+    input_shape: list[int] | None = Field(None, min_length=1, max_length=5)
+    threads: int = Field(1, ge=1, le=MAX_THREADS)
+    repeats: int = Field(200, ge=10, le=100_000)
+    warmup: int = Field(20, ge=0, le=10_000)
+    blocks: int = Field(10, ge=2, le=1_000)
+    cv_threshold: float = Field(0.05, gt=0, le=10)
+    max_remeasure: int = Field(3, ge=0, le=100)
     lock: bool = True
     exclusive: bool = False
-    opset: int = Field(17, ge=11)
+    opset: int = Field(17, ge=11, le=30)
     # The ONNX Runtime execution provider the deployment runs on (cpu, cuda, tensorrt, openvino, ...).
     provider: Literal["cpu", "cuda", "tensorrt", "openvino", "coreml", "directml", "rocm"] = "cpu"
     provider_options: dict[str, Any] = Field(default_factory=dict)  # passed to the provider (device_id, trt_fp16_enable)
@@ -220,6 +241,25 @@ class LatencyConfig(_Section):
             if not isinstance(value, (str, int, float, bool)):
                 raise ValueError(f"option {key!r} must be a string, number or boolean (ONNX Runtime takes text)")
         return values
+
+    @field_validator("input_shape")
+    @classmethod
+    def _runnable_shape(cls, shape: list[int] | None) -> list[int] | None:
+        if shape is not None and not all(1 <= side <= MAX_DIM for side in shape):
+            raise ValueError(f"every side of input_shape must be an integer in [1, {MAX_DIM}], got {shape}")
+        return shape
+
+    @model_validator(mode="after")
+    def _runnable_batch(self) -> "LatencyConfig":
+        elements = self.batch_size * math.prod(self.input_shape or [1])
+        if elements > MAX_INPUT_ELEMENTS:
+            raise ValueError(
+                f"batch_size x input_shape is {elements:,} elements, more than one timed run can hold "
+                f"({MAX_INPUT_ELEMENTS:,}); lower latency.batch_size or latency.input_shape"
+            )
+        if self.blocks > self.repeats:
+            raise ValueError(f"blocks ({self.blocks}) must not exceed repeats ({self.repeats}): each block times at least one run")
+        return self
 
 
 class StudyConfig(_Section):
@@ -336,12 +376,33 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     return ".".join(parts)
 
 
+_BOUND_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+
+
+def _range_text(loc: tuple[Any, ...], value: Any) -> str:
+    """'allowed: [low, high], got value' for the field at ``loc``."""
+    model: Any = StudyConfig
+    field = None
+    for part in loc:
+        if isinstance(model, type) and issubclass(model, BaseModel) and part in model.model_fields:
+            field = model.model_fields[part]
+            model = field.annotation
+    if field is None:
+        return f"got {value!r:.40}"
+    low = next((f"[{m.ge}" for m in field.metadata if hasattr(m, "ge")), None) or next((f"({m.gt}" for m in field.metadata if hasattr(m, "gt")), "(-inf")
+    high = next((f"{m.le}]" for m in field.metadata if hasattr(m, "le")), None) or next((f"{m.lt})" for m in field.metadata if hasattr(m, "lt")), "inf)")
+    shown = str(value) if len(str(value)) <= 40 else f"{str(value)[:12]}... ({len(str(value))} characters)"
+    return f"allowed: {low}, {high}, got {shown}"
+
+
 def _format_validation_error(path: Path, exc: ValidationError) -> str:
     by_key: dict[str, list[str]] = {}
     for err in exc.errors():
         key = _format_loc(err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
+        if err["type"] in _BOUND_ERRORS:
+            msg = f"{msg} ({_range_text(err['loc'], err['input'])})"
+        elif err["type"] == "extra_forbidden":
             msg = "unknown key; check its spelling (see studies/*.yaml for every key)"
         elif err["type"] == "missing":
             msg = "required key is missing"

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
-import json
 import math
 import tempfile
 from dataclasses import dataclass
@@ -272,6 +271,7 @@ def check_base(study: optuna.Study, ctx: "StudyContext", url: str) -> None:
 def rebuild_trial(config: "StudyConfig", candidate: Candidate, folder: Path) -> "nn.Module":
     """The trial's finetuned model, rebuilt exactly from its stored architecture JSON and weights."""
     from autoprune.architecture import apply_architecture
+    from autoprune.architecture import read_architecture
     from autoprune.artifacts import fetch
     from autoprune.artifacts import study_store
     from autoprune.device import resolve_device
@@ -286,7 +286,7 @@ def rebuild_trial(config: "StudyConfig", candidate: Candidate, folder: Path) -> 
     weights_path = folder / f"weights-{candidate.number}.pt"
     for artifact_id, path in ((candidate.arch_artifact_id, arch_path), (candidate.weights_artifact_id, weights_path)):
         fetch(store, artifact_id, path, config, candidate.label)
-    arch = json.loads(arch_path.read_text())
+    arch = read_architecture(arch_path)
     model = apply_architecture(arch, config, weights=weights_path, where=f"{candidate.label} architecture").model
     return model.to(resolve_device(config.device))  # evaluated where the study's task puts its batches
 

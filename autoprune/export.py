@@ -7,7 +7,6 @@ the budget on the test split is passed over for the next confirmed candidate tha
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import tempfile
@@ -160,6 +159,7 @@ def _trial_user_attrs(config: "StudyConfig", url: str, number: int) -> dict[str,
 
 def _fetch_artifacts(config: "StudyConfig", attrs: Mapping[str, Any], number: int, out: Path) -> tuple[dict[str, Any], Path | None]:
     """The trial's stored architecture JSON, and its weights moved beside ``out`` (``None`` when it has none)."""
+    from autoprune.architecture import read_architecture
     from autoprune.artifacts import fetch
     from autoprune.artifacts import study_store
 
@@ -169,7 +169,7 @@ def _fetch_artifacts(config: "StudyConfig", attrs: Mapping[str, Any], number: in
     with tempfile.TemporaryDirectory(prefix="autoprune-export-") as tmp:
         arch_file = Path(tmp) / "arch.json"
         fetch(store, attrs["arch_artifact_id"], arch_file, config, f"trial {number}")
-        arch = json.loads(arch_file.read_text())
+        arch = read_architecture(arch_file)
         if attrs.get("weights_artifact_id"):
             weights_path = out.with_name(out.stem + ".weights.pt")
             tmp_w = Path(tmp) / "w.pt"

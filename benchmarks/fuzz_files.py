@@ -1,10 +1,13 @@
-"""Fuzz the two file formats users hand around, at a scale the test suite does not afford.
+"""Fuzz every file autoprune reads, at a scale the test suite does not afford.
 
-Seeded mutations (``tests/fuzzing.py``, the same ones the suite runs a few hundred of) of a valid study YAML
-and of a valid architecture JSON (the tiny test study's, base trained in a temp folder): every mutated YAML
-must load or raise one ``ConfigError`` naming the file; every mutated JSON must validate or raise one
-``ArchitectureError`` naming the file, and the first ``--apply`` JSONs that validate are applied, which may
-only succeed or raise an ``AutopruneError``.  Anything else is a failure, printed with its case number and
+Seeded mutations (``tests/fuzzing.py``, the same ones the suite runs a few hundred of) of a valid study YAML,
+of a valid architecture JSON (the tiny test study's, base trained in a temp folder) and of each file autoprune
+writes and reads back (``fuzzing.FILE_KINDS``: base.json, baselines, recovery calibration, latency cache rows,
+``prune --ratios`` files): every mutated YAML must load or raise one ``ConfigError`` naming the file; every
+mutated architecture JSON must validate or raise one ``ArchitectureError`` naming the file, and the first
+``--apply`` JSONs that validate are applied, which may only succeed or raise an ``AutopruneError``; every other
+file must be read, refused with its kind's error naming the file in one line, or (calibration, cache row) set
+aside or missed, each within ``--case-seconds``.  Anything else is a failure, printed with its case number and
 the exception.
 
     python benchmarks/fuzz_files.py [--cases 3000] [--seed 0]
@@ -18,6 +21,7 @@ import argparse
 import copy
 import datetime
 import json
+import logging
 import pathlib
 import random
 import sys
@@ -31,7 +35,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import TINY_STUDY  # noqa: E402
 from conftest import write_study  # noqa: E402
+from fuzzing import FILE_KINDS  # noqa: E402
 from fuzzing import mutated_json  # noqa: E402
+from fuzzing import read_mutated  # noqa: E402
 from fuzzing import mutated_yaml  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "fuzz_files.json"
@@ -110,30 +116,57 @@ def fuzz_json(folder: pathlib.Path, rng: random.Random, cases: int, apply_at_mos
     return counts
 
 
+def fuzz_file_kind(folder: pathlib.Path, name: str, rng: random.Random, cases: int, case_seconds: float) -> dict[str, Any]:
+    """Mutations of one kind of file autoprune reads back, read by its library reader."""
+    kind = FILE_KINDS[name]
+    counts: dict[str, Any] = {"cases": cases, "read": 0, "refused": 0, "set aside": 0, "missed": 0, "slowest_s": 0.0, "failures": []}
+    for i in range(cases):
+        case = folder / f"{name}-{i}"
+        case.mkdir()
+        path = case / f"{name}.json"
+        path.write_bytes(mutated_json(rng, kind.valid))
+        start = time.perf_counter()
+        try:
+            counts[read_mutated(kind, path)] += 1
+        except Exception as exc:  # noqa: BLE001 - what the benchmark looks for
+            counts["failures"].append({"case": i, "error": f"{type(exc).__name__}: {exc}"[:500], "trace": traceback.format_exc(limit=3)})
+        seconds = time.perf_counter() - start
+        counts["slowest_s"] = round(max(counts["slowest_s"], seconds), 4)
+        if seconds > case_seconds:
+            counts["failures"].append({"case": i, "error": f"took {seconds:.1f}s (bound {case_seconds}s)"})
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=3000, help="mutations per format (default: %(default)s)")
     parser.add_argument("--apply", type=int, default=100, help="validating JSONs to apply at most (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--case-seconds", type=float, default=5.0, help="bound on reading one file (default: %(default)s)")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
+    logging.getLogger("autoprune").setLevel(logging.ERROR)  # one "set aside" warning per rebuilt file is expected
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="autoprune-fuzz-") as tmp:
         folder = pathlib.Path(tmp)
         yaml_counts = fuzz_yaml(folder, random.Random(args.seed), args.cases)
         json_counts = fuzz_json(folder, random.Random(args.seed + 1), args.cases, args.apply)
-    failures = len(yaml_counts["failures"]) + len(json_counts["failures"])
+        kinds = {name: fuzz_file_kind(folder, name, random.Random(f"{args.seed}-{name}"), args.cases, args.case_seconds)
+                 for name in sorted(FILE_KINDS)}
+    everything = {"study YAML": yaml_counts, "architecture JSON": json_counts, **kinds}
+    failures = sum(len(counts["failures"]) for counts in everything.values())
     report = {
         "benchmark": "fuzz_files",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "settings": {"cases_per_format": args.cases, "apply_at_most": args.apply, "seed": args.seed},
+        "settings": {"cases_per_format": args.cases, "apply_at_most": args.apply, "seed": args.seed, "case_seconds": args.case_seconds},
         "study_yaml": yaml_counts,
         "architecture_json": json_counts,
+        "files_read_back": kinds,
         "measured": {"failures": failures},
         "met": {"failures": failures == 0},
         "wall_s": round(time.perf_counter() - start, 1),
     }
-    for name, counts in (("study YAML", yaml_counts), ("architecture JSON", json_counts)):
+    for name, counts in everything.items():
         summary = ", ".join(f"{k} {v}" for k, v in counts.items() if k != "failures")
         print(f"{name}: {summary}, failures {len(counts['failures'])}")
         for failure in counts["failures"][:5]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import click
 
 from autoprune.errors import ArchitectureError
 from autoprune.errors import ConfigError
+from autoprune.file_schemas import RatiosFile
+from autoprune.jsonfile import read_model
 
 
 def _load(config_path: str):
@@ -189,20 +190,11 @@ def prune_cmd(config: str, uniform: float | None, global_ratio: float | None, ra
 
 
 def _read_ratios(path: str) -> dict[str, float]:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: ratios file not found")
-    try:
-        data = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{p}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict) or not all(isinstance(v, (int, float)) for v in data.values()):
-        raise ConfigError(f"{p}: expected a JSON object {{group name: ratio}}")
-    bad = {k: v for k, v in data.items() if not 0 <= v < 1}
-    if bad:
-        k, v = next(iter(bad.items()))
-        raise ConfigError(f"{p}: key '{k}': ratio must be in [0, 1), got {v}")
-    return {str(k): float(v) for k, v in data.items()}
+    """The ``{group name: ratio}`` file of ``prune --ratios``, checked against :class:`RatiosFile`."""
+    if not Path(path).is_file():
+        raise ConfigError(f"{path}: ratios file not found")
+    fix = "write a JSON object {group name: ratio in [0, 1)} ('autoprune groups' lists the names)"
+    return read_model(path, RatiosFile, fix, ConfigError, what="key").root
 
 
 @click.command("apply")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import pathlib
 import sqlite3
@@ -18,8 +19,14 @@ from collections.abc import Iterator
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import BaseModel
+
 from autoprune.errors import LatencyError
+from autoprune.jsonfile import loads
+from autoprune.jsonfile import validated
 from autoprune.latency._settings import LatencySettings
+
+log = logging.getLogger("autoprune")
 
 # Bump when the meaning of a cached result changes, so old entries stop matching.
 _KEY_VERSION = 1
@@ -109,18 +116,30 @@ class LatencyCache:
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
-    def get(self, key: str) -> dict[str, Any] | None:
+    def get(self, key: str, schema: type[BaseModel] | None = None) -> dict[str, Any] | None:
         """Look a key up.
 
         Args:
             key: From :meth:`key`.
+            schema: what the stored dict must hold (e.g. :class:`~autoprune.file_schemas.CachedTiming`).
 
         Returns:
-            The stored result dict, or ``None``.
+            The stored result dict, or ``None``: not cached, or a row that is not a JSON object (or fails
+            ``schema``); such a row is a miss, named in one warning, and the next :meth:`put` replaces it.
         """
         with self._connect() as conn:
             row = conn.execute("SELECT value FROM latency WHERE key = ?", (key,)).fetchone()
-        return None if row is None else json.loads(row[0])
+        if row is None:
+            return None
+        fix = "timing it again (the new timing replaces the row)"
+        try:
+            value = loads(row[0])
+            if not isinstance(value, dict):
+                raise ValueError(f"a JSON {type(value).__name__}, not a JSON object")
+            return value if schema is None else validated(schema, value, f"row {key}", fix, LatencyError).model_dump()
+        except (ValueError, LatencyError) as exc:
+            log.warning("%s", f"latency cache {self.path}: {exc if isinstance(exc, LatencyError) else f'row {key}: {exc}; {fix}'}")
+            return None
 
     def put(self, key: str, result: Mapping[str, Any]) -> None:
         """Store a result (replacing any earlier one under the same key).
