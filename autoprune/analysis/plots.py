@@ -36,6 +36,8 @@ _BUDGET_COLOR = "tab:red"
 # The chosen star's marker area (points^2); a ring drawn where the star may sit is larger, and drawn above it.
 _STAR_SIZE = 320
 _RING_SIZE = 560
+# Height (axes fraction) of the strip of screened trials.
+_SCREENED_Y = 0.03
 
 
 def _save(fig: Figure, path: str | Path, description: str | None = None) -> Path:
@@ -146,7 +148,8 @@ def pareto_figure(
     fig = Figure(figsize=(8.5, 6.6))
     ax = fig.add_subplot(1, 1, 1)
     _draw_trials(ax, done, front)
-    shown = list(done["metric"].astype(float)) + _draw_screened(ax, df) + _draw_sweeps(ax, info, max_drop, best)
+    _draw_screened(ax, df)
+    shown = list(done["metric"].astype(float)) + _draw_sweeps(ax, info, max_drop, best)
     _draw_references(ax, info, max_drop)
     chosen_label = _draw_picks(ax, done, chosen_number, chosen_note, passed_over, chosen_speedup)
     hidden = _metric_limits(ax, shown, info, max_drop)
@@ -178,19 +181,19 @@ def _screened(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["screened"].notna() & speed.notna() & metric.notna()]
 
 
-def _draw_screened(ax: Axes, df: pd.DataFrame) -> list[float]:
-    """The screened trials in their own style, at their metric after BN recalibration (no finetune ran).
+def _draw_screened(ax: Axes, df: pd.DataFrame) -> None:
+    """The screened trials in their own style: at their speedup, in a strip along the bottom of the plot.
 
-    Returns:
-        The metrics drawn (for the metric axis limits).
+    They have no finetuned metric; their metric after BN recalibration alone lies far below the finetuned
+    ones, so drawn at it they would stretch the metric axis and flatten every finetuned point.
     """
     rows = _screened(df)
     if rows.empty:
-        return []
-    metrics = pd.to_numeric(rows["metric_after_bn"], errors="coerce").astype(float)
-    ax.scatter(pd.to_numeric(rows["speedup"], errors="coerce"), metrics, marker="x", s=22, color="0.45", lw=0.9,
-               alpha=0.8, zorder=2, label=f"screened, not finetuned ({len(rows)}): metric after BN recalibration")
-    return list(metrics)
+        return
+    speeds = pd.to_numeric(rows["speedup"], errors="coerce").astype(float)
+    ax.scatter(speeds, [_SCREENED_Y] * len(rows), marker="|", s=160, color="0.4", lw=1.2, alpha=0.8, zorder=2,
+               transform=ax.get_xaxis_transform(), clip_on=False,
+               label=f"screened, not finetuned ({len(rows)}): speedup only, along the bottom")
 
 
 def _draw_sweeps(
@@ -202,7 +205,7 @@ def _draw_sweeps(
         The metrics of the points drawn (for the metric axis limits).
     """
     shown: list[float] = []
-    for kind, points in sorted(info.baselines.items()):
+    for i, (kind, points) in enumerate(sorted(info.baselines.items())):
         style = _BASELINE_STYLE.get(kind, {"color": "tab:purple", "marker": "D"})
         timed = (p for p in points if math.isfinite(as_float(p.get("speedup"))))
         pts = sorted(timed, key=lambda p: as_float(p["speedup"]))
@@ -214,7 +217,8 @@ def _draw_sweeps(
         best = best_points.get(kind) if best_points is not None else best_baseline(
             pts, max_drop, metric_direction=info.metric_direction)
         if best is not None:
-            ax.scatter([as_float(best["speedup"])], [as_float(best["metric"])], s=_RING_SIZE, facecolors="none",
+            # Each kind's ring wider than the last: two best points at one place (twins) both stay visible.
+            ax.scatter([as_float(best["speedup"])], [as_float(best["metric"])], s=_RING_SIZE * (1 + 0.6 * i), facecolors="none",
                        lw=1.8, edgecolors=style["color"], zorder=7, label=f"best {kind}: {as_float(best['speedup']):.2f}x")
     return shown
 
@@ -257,7 +261,7 @@ def _draw_picks(
     chosen_label = f"chosen: trial {chosen_number} ({chosen_note or f'{x:.2f}x'})"
     ax.scatter([x], [y], marker="*", s=_STAR_SIZE, color="gold", edgecolors="black", lw=0.8, zorder=6,
                label=chosen_label)
-    ax.annotate(f"trial {chosen_number}", (x, y), xytext=(8, 8), textcoords="offset points", fontsize=9)
+    ax.annotate(f"trial {chosen_number}", (x, y), xytext=(14, 14), textcoords="offset points", fontsize=9)
     return chosen_label
 
 
@@ -274,7 +278,7 @@ def _label_pareto_axes(ax: Axes, info: StudyInfo, max_drop: float, trials: tuple
     ax.set_ylabel(f"{info.metric_name} ({better})")
     ax.grid(True, alpha=0.3)
     # Below the axes: inside, "best" still lands on sweep points when the trials fill the plot.
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, frameon=False)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, frameon=False, markerscale=0.6)
 
 
 def plot_ratios(
