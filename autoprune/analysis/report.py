@@ -354,7 +354,8 @@ def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) 
         :func:`autoprune.analysis.choose`, whose ``speedup`` is its confirmed figure once ``autoprune confirm``
         has run), ``selection`` (``"confirmed"`` or ``"validation"``: unconfirmed), ``validation_pick`` (its
         number), ``passed_over`` (the validation pick's record when the confirmed choice is another trial),
-        ``selection_notes``, ``selection_error``, ``base_latency_ms`` (the pooled base latency), ``front``
+        ``selection_notes``, ``selection_error``, ``confirmed_at`` (when the stored confirmation was measured,
+        or ``None``), ``base_latency_ms`` (the pooled base latency), ``front``
         (trial records, slowest first), ``baselines`` (the sweeps), ``best`` (``{kind: point or None}``, the
         confirmation's re-timing of that baseline when the choice is confirmed),
         ``speedup_vs`` (``{kind: chosen speedup / best point's, or None}``), ``sentence``, ``unsettled``
