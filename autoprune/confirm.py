@@ -38,9 +38,12 @@ from typing import Mapping
 import optuna
 import pandas as pd
 
+from autoprune.analysis.twins import architecture_keys
+from autoprune.analysis.twins import one_per_architecture
 from autoprune.errors import SelectionError
 from autoprune.errors import StorageError
 from autoprune.redact import redact_url
+from autoprune.widths import row_channels_key
 
 if TYPE_CHECKING:
     from torch import nn
@@ -51,6 +54,8 @@ if TYPE_CHECKING:
     from autoprune.latency import SpeedupResult
 
 BASELINE_KINDS = ("uniform", "global")
+# Timings of one candidate in one confirmation at most: the first and two re-timings while it disagrees.
+TIMING_ROUNDS = 3
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,9 @@ class Candidate:
         arch_artifact_id: the trial's stored architecture JSON.
         weights_artifact_id: the trial's stored finetuned weights.
         on_front: whether it is one of the K fastest feasible candidates (a baseline trial may be too).
+        channels: its channel key (:func:`autoprune.widths.row_channels_key`; ``None`` for a sweep point).
+        speedup_spread: the spread of the recorded speedup.
+        host_id: the host that recorded the speedup (``None``: unknown, taken as this one).
 
     Example:
         >>> Candidate("uniform", None, 0.3, val_metric=0.95, val_drop=0.01, speedup=1.8).label
@@ -82,6 +90,9 @@ class Candidate:
     arch_artifact_id: str | None = None
     weights_artifact_id: str | None = None
     on_front: bool = False
+    channels: str | None = None
+    speedup_spread: float = math.nan
+    host_id: str | None = None
 
     @property
     def label(self) -> str:
@@ -103,11 +114,6 @@ def _rank(rows: pd.DataFrame, sign: float) -> pd.DataFrame:
     return rows.loc[key.sort_values(["_s", "_m", "_c", "number"]).index]
 
 
-def _channels_key(row: "pd.Series") -> tuple:
-    """The kept channels of a row (same key: same architecture)."""
-    return tuple(sorted((k, int(v)) for k, v in row.items() if str(k).startswith("channels:") and not pd.isna(v)))
-
-
 def _from_row(row: Mapping[str, Any], on_front: bool) -> Candidate:
     kind = row.get("kind")
     return Candidate(
@@ -120,6 +126,9 @@ def _from_row(row: Mapping[str, Any], on_front: bool) -> Candidate:
         arch_artifact_id=row.get("arch_artifact_id") if isinstance(row.get("arch_artifact_id"), str) else None,
         weights_artifact_id=row.get("weights_artifact_id") if isinstance(row.get("weights_artifact_id"), str) else None,
         on_front=on_front,
+        channels=row_channels_key(row),
+        speedup_spread=_float(row.get("speedup_spread")),
+        host_id=row.get("host_id") if isinstance(row.get("host_id"), str) else None,
     )
 
 
@@ -128,10 +137,10 @@ def select_candidates(df: pd.DataFrame, info: "StudyInfo", top: int, max_drop: f
 
     The K fastest complete trials within ``max_drop`` by their recorded speedup, whatever their place on
     the front and whether or not their timing settled (ties as in :func:`autoprune.analysis.select`);
-    trials with the same kept channels as a faster-ranked one are skipped (the same architecture, measured
-    again).  Taking them from the front alone would let one outlying timing, which dominates the front,
-    push the real best candidates out.  Then, per baseline kind, the best feasible trial of that ``kind``,
-    or, when the study has no such trial, the fastest feasible settled point of the study attr
+    twins (the same kept channels) count once, as their lowest-numbered trial
+    (:func:`autoprune.analysis.twins.one_per_architecture`), so no timing noise picks between them.  Taking them from the front alone would let one outlying timing, which dominates the front,
+    push the real best candidates out.  Then, per baseline kind, the best feasible trial of that ``kind``
+    (none when it is a twin of a candidate), or, when the study has no such trial, the fastest feasible settled point of the study attr
     ``baselines`` (rebuilt without a trial).
 
     Args:
@@ -156,39 +165,26 @@ def select_candidates(df: pd.DataFrame, info: "StudyInfo", top: int, max_drop: f
     feasible = usable[usable["drop"] <= max_drop]
     if feasible.empty:
         select(usable, max_drop, metric_direction=info.metric_direction)  # raises with the closest trial named
-    picks = _fastest_distinct(feasible, sign, top)
-    picked = {c.number for c in picks}
+    picks = [_from_row(row, on_front=True) for _, row in _rank(one_per_architecture(feasible), sign).head(top).iterrows()]
+    picked = {c.number for c in picks} | {c.channels for c in picks if c.channels}
     kinds = usable["kind"] if "kind" in usable else pd.Series(None, index=usable.index, dtype=object)
     for kind in BASELINE_KINDS:
-        runs = usable[kinds == kind]
+        runs = one_per_architecture(usable[kinds == kind], max_drop)
         baseline = _sweep_candidate(kind, info, max_drop) if runs.empty else _baseline_trial(runs, sign, max_drop, picked)
         if baseline is not None:
             picks.append(baseline)
+            picked |= {baseline.number, baseline.channels} - {None}
     return picks
 
 
-def _fastest_distinct(feasible: pd.DataFrame, sign: float, top: int) -> list[Candidate]:
-    """The ``top`` fastest feasible trials, skipping one whose kept channels a faster-ranked trial has."""
-    picks: list[Candidate] = []
-    seen: set[tuple] = set()
-    for _, row in _rank(feasible, sign).iterrows():
-        key = _channels_key(row)
-        if key and key in seen:
-            continue
-        seen.add(key)
-        picks.append(_from_row(row, on_front=True))
-        if len(picks) == top:
-            break
-    return picks
-
-
-def _baseline_trial(runs: pd.DataFrame, sign: float, max_drop: float, picked: set[int | None]) -> Candidate | None:
-    """The best feasible trial among a baseline kind's ``runs``; ``None`` when none is feasible or it is picked already."""
+def _baseline_trial(runs: pd.DataFrame, sign: float, max_drop: float, picked: set[Any]) -> Candidate | None:
+    """The best feasible trial among a baseline kind's ``runs``; ``None`` when none is feasible, or it (or a twin,
+    by channel key in ``picked``) is picked already."""
     ok = runs[runs["drop"] <= max_drop]
     if ok.empty:
         return None
-    best = _rank(ok, sign).iloc[0]
-    return None if int(best["number"]) in picked else _from_row(best, on_front=False)
+    best = _from_row(_rank(ok, sign).iloc[0], on_front=False)
+    return None if best.number in picked or (best.channels and best.channels in picked) else best
 
 
 def _sweep_candidate(kind: str, info: "StudyInfo", max_drop: float) -> Candidate | None:
@@ -206,6 +202,7 @@ def _sweep_candidate(kind: str, info: "StudyInfo", max_drop: float) -> Candidate
         val_metric=_float(point.get("metric")),
         val_drop=_float(point.get("drop")),
         speedup=_float(point.get("speedup")),
+        speedup_spread=_float(point.get("speedup_spread")),
     )
 
 
@@ -371,10 +368,102 @@ def export_candidates(
     return paths
 
 
+@dataclass(frozen=True)
+class Timed:
+    """One candidate's timing in one confirmation.
+
+    Attributes:
+        result: the timing kept (the last one taken).
+        speedups: every speedup this confirmation measured for it, in order.
+        previous: the speedup it was first compared with (the previous confirmation's on this host, else the
+            search's; ``None`` when there was none).
+        reproduced: whether the kept timing agrees with the one before it within both spreads
+            (:func:`timings_agree`); ``None`` when there was nothing to compare it with.
+    """
+
+    result: "SpeedupResult"
+    speedups: list[float]
+    previous: float | None
+    reproduced: bool | None
+
+
+def timings_agree(speedup: float, spread: Any, other: float, other_spread: Any) -> bool:
+    """Whether two timings of one architecture agree: their log ratio is within the sum of both relative spreads.
+
+    A wider gap is no timing noise but a change in the host's load between the two timings.
+
+    Example:
+        >>> timings_agree(16.02, 0.048, 8.77, 0.03), timings_agree(4.35, 0.021, 4.28, 0.03)
+        (False, True)
+    """
+    spreads = sum(v for v in (_float(spread), _float(other_spread)) if math.isfinite(v))
+    return speedup > 0 and other > 0 and abs(math.log(speedup / other)) <= spreads
+
+
+def previous_timing(c: Candidate, confirmation: Mapping[str, Any] | None, host_id: str) -> tuple[float, float] | None:
+    """The last timing of the candidate on this host: the previous confirmation's, else the search's; ``None``.
+
+    Returns:
+        ``(speedup, spread)`` or ``None`` when neither was timed on this host.
+    """
+    prev = confirmation or {}
+    if prev.get("host_id") == host_id:
+        entry = ((prev.get("trials") or {}).get(str(c.number)) if c.number is not None
+                 else (prev.get("baselines") or {}).get(c.kind))
+        same = isinstance(entry, Mapping) and (c.number is not None or _float(entry.get("ratio")) == c.ratio)
+        if same and math.isfinite(_float(entry.get("speedup"))):
+            return _float(entry["speedup"]), _float(entry.get("speedup_spread"))
+    if c.host_id in (None, host_id) and math.isfinite(c.speedup):
+        return c.speedup, c.speedup_spread
+    return None
+
+
+def reproducible_timings(
+    paths: list[Path],
+    previous: list[tuple[float, float] | None],
+    measure: Callable[[list[Path]], list["SpeedupResult"]],
+    echo: Callable[[str], None],
+) -> list[Timed]:
+    """Time every candidate; re-time each whose timing disagrees with its last one, ``TIMING_ROUNDS`` timings at most.
+
+    A timing is reproduced when it agrees with the timing before it (:func:`timings_agree`): the previous one
+    of the same architecture first, then this confirmation's own.  One that still disagrees after the last
+    round is not reproduced: the host's load kept changing.
+
+    Args:
+        paths: the candidates' ONNX files.
+        previous: per candidate, :func:`previous_timing`.
+        measure: times some of the files interleaved with the base in one process.
+        echo: prints one line.
+
+    Returns:
+        One :class:`Timed` per candidate.
+    """
+    results = list(measure(paths))
+    speedups = [[r.speedup] for r in results]
+    last = list(previous)
+    for _ in range(TIMING_ROUNDS - 1):
+        todo = [i for i, r in enumerate(results) if last[i] is not None and not timings_agree(r.speedup, r.speedup_spread, *last[i])]
+        if not todo:
+            break
+        echo(f"  re-timing {len(todo)} candidate(s) whose timing disagrees with the previous one beyond both spreads")
+        for i in todo:
+            last[i] = (results[i].speedup, results[i].speedup_spread)
+        for i, again in zip(todo, measure([paths[i] for i in todo])):
+            results[i] = again
+            speedups[i].append(again.speedup)
+    return [Timed(r, s, None if p is None else p[0], None if lt is None else timings_agree(r.speedup, r.speedup_spread, *lt))
+            for r, s, p, lt in zip(results, speedups, previous, last)]
+
+
 def _measure_candidates(
-    config: "StudyConfig", ctx: "StudyContext", candidates: list[Candidate], echo: Callable[[str], None]
-) -> tuple[list[Any], list["SpeedupResult"]]:
-    """Each candidate's test evaluation, and its timing interleaved with the base's in one process."""
+    config: "StudyConfig",
+    ctx: "StudyContext",
+    candidates: list[Candidate],
+    previous: list[tuple[float, float] | None],
+    echo: Callable[[str], None],
+) -> tuple[list[Any], list[Timed]]:
+    """Each candidate's test evaluation, and its reproduced timing interleaved with the base's in one process."""
     from autoprune.latency import measure_speedups
 
     tests: list[Any] = []
@@ -382,14 +471,20 @@ def _measure_candidates(
         paths = export_candidates(config, ctx, candidates, Path(tmp), recover=True, echo=echo,
                                   on_model=lambda model: tests.append(ctx.task.evaluate(model, "test")))
         echo(f"  timing {len(paths)} candidates interleaved with the base in one process")
-        timings = measure_speedups(paths, ctx.base_onnx, ctx.latency)
-    return tests, timings
+        timed = reproducible_timings(paths, previous, lambda some: measure_speedups(some, ctx.base_onnx, ctx.latency), echo)
+    return tests, timed
+
+
+def _reproduction(t: Timed) -> dict[str, Any]:
+    """The figures that say whether a timing was reproduced; one that was not counts as unsettled (``noisy``)."""
+    out: dict[str, Any] = {"reproduced": t.reproduced, "speedups": t.speedups, "previous_speedup": t.previous}
+    return out | ({"noisy": True} if t.reproduced is False else {})
 
 
 def _confirmed_figures(
     candidates: list[Candidate],
     tests: list[Any],
-    timings: list["SpeedupResult"],
+    timed: list[Timed],
     base_test: Any,
     task: Any,
     budget: float,
@@ -399,9 +494,9 @@ def _confirmed_figures(
     hostname = str(fingerprint.get("hostname", ""))
     figures: dict[str, dict[str, Any]] = {}
     baselines: dict[str, dict[str, Any]] = {}
-    for c, test, measured in zip(candidates, tests, timings):
+    for c, test, t in zip(candidates, tests, timed):
         drop = task.drop(base_test.value, test.value)
-        entry = timing_entry(measured, hostname) | {
+        entry = timing_entry(t.result, hostname) | {
             "test_metric": test.value,
             "test_metric_stderr": test.stderr,
             "test_n": test.n,
@@ -411,7 +506,7 @@ def _confirmed_figures(
             "host_id": fingerprint["fingerprint_id"],
             "max_drop": budget,
             "kind": c.kind,
-        }
+        } | _reproduction(t)
         if c.number is not None:
             figures[str(c.number)] = entry
         else:
@@ -420,15 +515,28 @@ def _confirmed_figures(
     return figures, baselines
 
 
-def _val_pick(df: pd.DataFrame, info: "StudyInfo", budget: float) -> int | None:
-    """The trial the search picks by validation figures, or ``None`` when no feasible timing settled."""
-    from autoprune.analysis import select
+def twins_timed(df: pd.DataFrame, candidates: list[Candidate]) -> dict[str, int]:
+    """The complete trials that share a candidate's timing, as twins (same kept channels): ``{number: candidate}``."""
+    done = df[df["state"] == "COMPLETE"]
+    keys = architecture_keys(done)
+    timed = {c.number for c in candidates}
+    out: dict[str, int] = {}
+    for c in candidates:
+        if c.number is None or not c.channels:
+            continue
+        for number in done.loc[keys == c.channels, "number"]:
+            if int(number) not in timed:
+                out.setdefault(str(int(number)), c.number)
+    return out
 
-    try:
-        return int(select(df[df["state"] == "COMPLETE"], budget, metric_direction=info.metric_direction,
-                          cv_threshold=info.cv_threshold)["number"])
-    except SelectionError:
-        return None  # every feasible search timing was unsettled: only the confirmation can pick
+
+def _val_pick(df: pd.DataFrame, info: "StudyInfo", budget: float) -> int | None:
+    """The trial the search picks by validation figures (twins as one), or ``None`` when no feasible timing settled."""
+    from autoprune.analysis.choice import choose
+
+    # None: every feasible search timing was unsettled, so only the confirmation can pick.
+    return choose(df, budget, metric_direction=info.metric_direction, cv_threshold=info.cv_threshold,
+                  use_confirmed=False).number
 
 
 def confirm_study(
@@ -480,9 +588,11 @@ def confirm_study(
     check_base(loaded.study, ctx, loaded.url)
     fingerprint = host_fingerprint(ctx.latency.provider, ctx.latency.provider_options)
     base_test = ctx.task.evaluate(ctx.base_model, "test")
-    tests, timings = _measure_candidates(config, ctx, candidates, echo)
-    figures, baselines = _confirmed_figures(candidates, tests, timings, base_test, ctx.task, loaded.budget, fingerprint)
-    summary = _summary(loaded, top, ctx, fingerprint, base_test, timings, figures, baselines)
+    host_id = str(fingerprint["fingerprint_id"])
+    previous = [previous_timing(c, info.confirmation, host_id) for c in candidates]
+    tests, timed = _measure_candidates(config, ctx, candidates, previous, echo)
+    figures, baselines = _confirmed_figures(candidates, tests, timed, base_test, ctx.task, loaded.budget, fingerprint)
+    summary = _summary(loaded, top, ctx, fingerprint, base_test, timed, figures, baselines)
     with_retry(lambda: loaded.study.set_user_attr(CONFIRMATION_ATTR, summary), loaded.url, "store the confirmation")
     for line in _report(candidates, summary, info.metric_name):
         echo(line)
@@ -495,14 +605,14 @@ def _summary(
     ctx: "StudyContext",
     fingerprint: Mapping[str, Any],
     base_test: Any,
-    timings: list["SpeedupResult"],
+    timed: list[Timed],
     figures: dict[str, dict[str, Any]],
     baselines: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     """The value of the study attr ``confirmation``: the figures, the validation pick and export's pick."""
     df, info, budget = loaded.df, loaded.info, loaded.budget
     val_pick = _val_pick(df, info, budget)
-    pick, notes, pick_error = _pick(df, info, budget, figures)
+    pick, selection, notes, pick_error = _pick(df, info, budget, figures)
     return {
         "max_drop": budget,
         "top": top,
@@ -515,20 +625,23 @@ def _summary(
         "host": str(fingerprint.get("hostname", "")),
         "measured_at": now_utc(),
         "settings": ctx.latency.as_dict(),
-        "timing": {"candidates": len(timings), "wall_s": timings[0].wall_s if timings else 0.0},
+        "timing": {"candidates": len(timed), "wall_s": timed[0].result.wall_s if timed else 0.0,
+                   "rounds": max((len(t.speedups) for t in timed), default=0)},
         "trials": figures,
+        "twins": twins_timed(df, loaded.candidates),
         "baselines": baselines,
         "order": [c.number for c in loaded.candidates if c.number is not None],
         "val_pick": val_pick,
         "val_pick_holds": bool(figures.get(str(val_pick), {}).get("test_feasible", False)),
         "pick": pick,
+        "selection": selection,
         "notes": notes + ([pick_error] if pick_error else []),
     }
 
 
 def _pick(
     df: pd.DataFrame, info: "StudyInfo", budget: float, figures: Mapping[str, Mapping[str, Any]]
-) -> tuple[int | None, list[str], str | None]:
+) -> tuple[int | None, str, list[str], str | None]:
     """What the study chooses with the new figures (:func:`autoprune.analysis.choose`, as export and the report do).
 
     Args:
@@ -538,22 +651,67 @@ def _pick(
         figures: the new confirmed figures by trial number.
 
     Returns:
-        ``(picked trial or None, notes, the selection error or None)``.
+        ``(picked trial or None, "confirmed" or "validation", notes, the selection error or None)``.
     """
     from autoprune.analysis.choice import choose
 
     table = df.drop(columns=[col for col in df.columns if col.startswith("confirmed:")])
-    for key in ("test_drop", "speedup", "speedup_spread", "noisy"):
+    for key in ("test_drop", "speedup", "speedup_spread", "noisy", "reproduced"):
         table[f"confirmed:{key}"] = table["number"].map(lambda n, k=key: figures.get(str(n), {}).get(k))
     for key in ("test_drop", "speedup", "speedup_spread"):
         table[f"confirmed:{key}"] = pd.to_numeric(table[f"confirmed:{key}"], errors="coerce")
     choice = choose(table, budget, metric_direction=info.metric_direction, cv_threshold=info.cv_threshold)
-    return choice.number, choice.notes, choice.error
+    return choice.number, choice.source, choice.notes, choice.error
+
+
+def _row_note(fig: Mapping[str, Any]) -> str:
+    """What a table row adds about its timing: not reproduced, or not settled."""
+    if fig.get("reproduced") is False:
+        return "  (re-timings disagree)"
+    return "  (timing did not settle)" if fig.get("noisy") else ""
+
+
+def _unstable_line(candidates: list[Candidate], summary: Mapping[str, Any]) -> list[str]:
+    """One line naming every candidate whose re-timings kept disagreeing (empty when none did)."""
+    named = []
+    for c in candidates:
+        fig = summary["trials"].get(str(c.number)) if c.number is not None else summary["baselines"].get(c.kind)
+        if fig.get("reproduced") is False:
+            timings = [fig.get("previous_speedup"), *fig.get("speedups", [])]
+            named.append(f"{c.label} ({', '.join(f'{_float(v):.2f}x' for v in timings if v is not None)})")
+    if not named:
+        return []
+    return [f"the host's load kept changing: the timings of {'; '.join(named)} disagree beyond their spreads "
+            f"after {TIMING_ROUNDS} tries, so those figures stay unsettled and lead no pick "
+            "(run 'autoprune confirm' again on a quieter host)"]
+
+
+def _verdict(summary: Mapping[str, Any]) -> list[str]:
+    """The validation pick on test, and what export picks."""
+    budget, val_pick, pick = summary["max_drop"], summary["val_pick"], summary["pick"]
+    fig = summary["trials"].get(str(val_pick))
+    settled = fig is not None and not fig.get("noisy")
+    if val_pick is None:
+        lines = ["no validation pick: the timing of every feasible trial was unsettled before this re-timing"]
+    elif fig is None:
+        lines = [f"the validation pick, trial {val_pick}, was not confirmed"]
+    elif summary["val_pick_holds"]:
+        speed = f"at a confirmed {fig['speedup']:.2f}x" if settled else f"(its re-timing, {fig['speedup']:.2f}x, is unsettled)"
+        lines = [f"the validation pick, trial {val_pick}, holds on test: test drop {fig['test_drop']:+.4f} <= {budget:g} {speed}"]
+    else:
+        lines = [f"the validation pick, trial {val_pick}, FAILS on test: test drop {fig['test_drop']:+.4f} > {budget:g}"]
+    if pick is None:
+        lines.append(f"nothing is chosen: {summary['notes'][-1]}")
+    elif summary.get("selection") != "confirmed":
+        lines.append(f"export picks trial {pick} on its search timing, unconfirmed: no feasible candidate's re-timing settled")
+    elif pick != val_pick:
+        pf = summary["trials"][str(pick)]
+        lines.append(f"export picks trial {pick} instead: the fastest confirmed candidate that holds on test ({pf['speedup']:.2f}x)")
+    return lines
 
 
 def _report(candidates: list[Candidate], summary: Mapping[str, Any], metric_name: str) -> list[str]:
-    """The confirmation table and the verdict on the validation pick."""
-    budget = summary["max_drop"]
+    """The confirmation table, the host's instability (once), and the verdict on the validation pick."""
     lines = [
         f"base {metric_name}: validation {summary['base_val_metric']:.4f}, test {summary['base_test_metric']:.4f} "
         f"(n={summary['test_n']})",
@@ -565,27 +723,14 @@ def _report(candidates: list[Candidate], summary: Mapping[str, Any], metric_name
         verdict = "holds" if fig["test_feasible"] else "FAILS"
         lines.append(
             f"{c.label:16} {c.kind:8} {_fmt(c.val_drop, '+.4f'):>9} {test:>18} {_fmt(c.speedup, '.2f') + 'x':>8} "
-            f"{_fmt(fig['speedup'], '.2f') + 'x':>10}  {verdict}" + ("  (timing did not settle)" if fig.get("noisy") else "")
+            f"{_fmt(fig['speedup'], '.2f') + 'x':>10}  {verdict}" + _row_note(fig)
         )
+    twins = summary.get("twins") or {}
+    if twins:
+        lines.append("twins (same kept channels, one timing): "
+                     + ", ".join(f"trial {n} shares trial {of}'s" for n, of in sorted(twins.items(), key=lambda kv: int(kv[0]))))
+    lines += _unstable_line(candidates, summary)
     lines += [note for note in summary["notes"] if "did not settle" in note]
-    val_pick = summary["val_pick"]
-    fig = summary["trials"].get(str(val_pick))
-    if val_pick is None:
-        lines.append("no validation pick: the timing of every feasible trial was unsettled before this re-timing")
-    elif fig is None:
-        lines.append(f"the validation pick, trial {val_pick}, was not confirmed")
-    elif summary["val_pick_holds"]:
-        lines.append(
-            f"the validation pick, trial {val_pick}, holds on test: test drop {fig['test_drop']:+.4f} <= {budget:g} "
-            f"at a confirmed {fig['speedup']:.2f}x"
-        )
-    else:
-        lines.append(f"the validation pick, trial {val_pick}, FAILS on test: test drop {fig['test_drop']:+.4f} > {budget:g}")
-    pick = summary["pick"]
-    if pick is None:
-        lines.append(f"no confirmed candidate holds on test: {summary['notes'][-1]}")
-    elif pick != val_pick:
-        pf = summary["trials"][str(pick)]
-        lines.append(f"export picks trial {pick} instead: the fastest confirmed candidate that holds on test ({pf['speedup']:.2f}x)")
+    lines += _verdict(summary)
     lines.append(f"stored as the study attr 'confirmation' on host {summary['host_id']} ({summary['host']})")
     return lines

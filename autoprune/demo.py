@@ -19,7 +19,6 @@ from typing import Mapping
 import yaml
 
 if TYPE_CHECKING:
-    from autoprune.analysis import StudyInfo
     from autoprune.config import StudyConfig
 
 DEMO_CONFIG = {
@@ -112,14 +111,14 @@ def _confirm(cfg: "StudyConfig") -> None:
         console.note(f"nothing to confirm: {exc}")
 
 
-def _print_analysis(summary: Mapping[str, Any], info: "StudyInfo", echo: Callable[[str], None]) -> None:
+def _print_analysis(summary: Mapping[str, Any], echo: Callable[[str], None]) -> None:
     """The front table with its legend, the headline and the noise floor (the same as ``autoprune pareto``)."""
     from autoprune.analysis.report import format_table
     from autoprune.analysis.report import table_legend
     from autoprune.analysis.report import table_rows
 
     echo("")
-    echo(f"Pareto front (accuracy vs real ONNX Runtime speedup), base accuracy {info.base_metric:.4f}:")
+    echo(f"Pareto front (accuracy vs real ONNX Runtime speedup), base accuracy {summary['base_metric']:.4f}:")
     echo(format_table(table_rows(summary)))
     echo(table_legend(summary))
     echo("")
@@ -131,16 +130,14 @@ def _print_analysis(summary: Mapping[str, Any], info: "StudyInfo", echo: Callabl
 
 
 def _export(cfg: "StudyConfig", folder: Path, echo: Callable[[str], None]) -> Path:
-    """Export the chosen architecture and print it in words with its kept channels."""
-    from autoprune import console
+    """Export the chosen architecture and print it in words with its kept channels (the confirmation printed the
+    notes, and the headline said what the choice passed over: neither is repeated)."""
     from autoprune.export import chosen_lines
     from autoprune.export import export_architecture
 
     exported = export_architecture(cfg, folder / "architecture.json")
-    for note in exported.notes:
-        console.note(note)
     echo("")
-    for line in chosen_lines(exported):
+    for line in chosen_lines(exported, context=False):
         echo(line)
     chosen = exported.record
     channels = {k.split(":", 1)[1]: int(v) for k, v in chosen.items() if k.startswith("channels:") and v == v}
@@ -167,9 +164,7 @@ def run_demo(workdir: str | Path, trials: int = 16, model: str = "resnet", echo:
         The analysis summary (see :func:`autoprune.analysis.summarize`) plus ``files``.
     """
     from autoprune import console
-    from autoprune.analysis import load_analysis
-    from autoprune.analysis import summarize
-    from autoprune.analysis import write_report
+    from autoprune.analysis.report import refresh_report
     from autoprune.config import load_config
     from autoprune.search.create import create_study
 
@@ -183,10 +178,8 @@ def run_demo(workdir: str | Path, trials: int = 16, model: str = "resnet", echo:
     _search(config_path, url, trials)
     cfg = load_config(config_path)
     _confirm(cfg)
-    df, info = load_analysis(url, cfg.name)
-    summary = summarize(df, info, cfg.max_drop)
-    files = write_report(df, info, cfg.max_drop, cfg.artifact_path() / "report", summary=summary)
-    _print_analysis(summary, info, echo)
+    summary, files = refresh_report(url, cfg.name, cfg.max_drop, cfg.artifact_path() / "report")
+    _print_analysis(summary, echo)
     arch_path = None
     if summary["chosen"] is not None:
         arch_path = _export(cfg, folder, echo)

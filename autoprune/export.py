@@ -20,6 +20,8 @@ import optuna
 
 from autoprune.analysis.choice import choose
 from autoprune.analysis.choice import passed_over_text
+from autoprune.analysis.pareto import as_float
+from autoprune.analysis.pareto import unsettled
 from autoprune.errors import SelectionError
 from autoprune.redact import redact_url
 
@@ -37,6 +39,7 @@ class ExportResult:
     passed_over: dict[str, Any] | None = None  # the validation pick, when the confirmed choice is another trial
     max_drop: float = math.nan  # the budget it was chosen under
     metric_name: str = "metric"
+    selection: str = "validation"  # how it was chosen (Choice.source, or "trial"): the summary names the same
 
 
 def _confirmed_figures(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -44,21 +47,33 @@ def _confirmed_figures(record: Mapping[str, Any]) -> dict[str, Any]:
     return {k.partition(":")[2]: v for k, v in record.items() if k.startswith("confirmed:") and not _missing(v)}
 
 
-def chosen_lines(result: ExportResult) -> list[str]:
-    """The exported architecture in words: its confirmed figures when confirmation ran (else the search's, said
-    to be unconfirmed), the validation-time pick when it was passed over, and a baseline pick as such.
+def _speed_words(result: ExportResult) -> str:
+    """The exported speedup and what it rests on: the same figure the summary's headline gives."""
+    rec, confirmed = result.record, _confirmed_figures(result.record)
+    speed = f"{as_float(rec['speedup']):.2f}x"
+    if rec.get("timing") == "confirmed":  # a settled re-timing by autoprune confirm
+        return f"{speed} (confirmed by a re-timing)"
+    source = "re-timed on this host, unconfirmed" if rec.get("timing") == "retimed" else "search timing, unconfirmed"
+    if "speedup" in confirmed:
+        return f"{speed} ({source}: its re-timing at {as_float(confirmed['speedup']):.2f}x is unsettled)"
+    return f"{speed} ({source})"
+
+
+def chosen_lines(result: ExportResult, *, context: bool = True) -> list[str]:
+    """The exported architecture in words: its confirmed figures when the choice rests on them (else the figure it
+    rests on, said to be unconfirmed), and with ``context`` the validation-time pick when it was passed over and
+    a baseline pick as such (the summary's headline says both, so the demo leaves them out).
 
     Example:
         >>> chosen_lines(export_architecture(cfg, "arch.json"))[0]  # doctest: +SKIP
         'chosen architecture: trial 1, accuracy 0.9577 (drop +0.0245, test drop +0.0361), speedup 2.03x (confirmed by a re-timing), MACs 612,394'
     """
     rec, confirmed = result.record, _confirmed_figures(result.record)
-    speed, source = confirmed.get("speedup"), "confirmed by a re-timing"
-    if speed is None:
-        speed, source = rec.get("speedup_searched", rec["speedup"]), "search timing, unconfirmed"
     test = f", test drop {confirmed['test_drop']:+.4f}" if "test_drop" in confirmed else ""
     lines = [f"chosen architecture: trial {result.trial}, {result.metric_name} {rec['metric']:.4f} (drop {rec['drop']:+.4f}{test}), "
-             f"speedup {speed:.2f}x ({source}), MACs {int(rec.get('macs') or 0):,}"]
+             f"speedup {_speed_words(result)}, MACs {int(rec.get('macs') or 0):,}"]
+    if not context:
+        return lines
     passed = result.passed_over
     if passed is not None:
         lines.append(passed_over_text(passed["number"], passed["speedup"], _confirmed_figures(passed), result.max_drop))
@@ -74,11 +89,12 @@ def _missing(value: Any) -> bool:
 
 def choose_trial(
     df, info, max_drop: float, trial: int | None = None, use_confirmed: bool = True
-) -> tuple[dict[str, Any], list[str], dict[str, Any] | None]:
+) -> tuple[dict[str, Any], list[str], dict[str, Any] | None, str]:
     """The trial to export: ``trial`` if given, else the study's choice (:func:`autoprune.analysis.choose`).
 
     Returns:
-        ``(record, notes, validation pick passed over or None)``.
+        ``(record, notes, validation pick passed over or None, selection)``: the selection is the choice's
+        source (``"confirmed"`` or ``"validation"``, as :func:`autoprune.analysis.summarize` says), or ``"trial"``.
 
     Raises:
         SelectionError: ``trial`` is not a complete trial, or nothing is chosen under ``max_drop``.
@@ -87,12 +103,21 @@ def choose_trial(
         rows = df[df["number"] == trial]
         if rows.empty or rows.iloc[0]["state"] != "COMPLETE":
             raise SelectionError(f"trial {trial} is not a COMPLETE trial of study {info.name!r}")
-        return rows.iloc[0].to_dict(), [], None
+        return _settled_record(rows.iloc[0].to_dict(), info), [], None, "trial"
     choice = choose(df, max_drop, metric_direction=info.metric_direction, cv_threshold=info.cv_threshold,
                     use_confirmed=use_confirmed)
     if choice.row is None:
         raise SelectionError(choice.error or f"no trial is chosen at max drop {max_drop:g}")
-    return choice.row, choice.notes, choice.passed_over
+    return choice.row, choice.notes, choice.passed_over, choice.source
+
+
+def _settled_record(record: dict[str, Any], info: Any) -> dict[str, Any]:
+    """A named trial's record with its settled confirmed speedup as ``speedup`` (as a choice would carry it)."""
+    if not math.isfinite(as_float(record.get("confirmed:speedup"))) or unsettled(
+            record.get("confirmed:noisy"), record.get("confirmed:speedup_spread"), info.cv_threshold):
+        return record
+    return record | {"speedup_searched": record.get("speedup"), "speedup": as_float(record["confirmed:speedup"]),
+                     "speedup_spread": as_float(record.get("confirmed:speedup_spread")), "timing": "confirmed"}
 
 
 def export_architecture(
@@ -123,22 +148,21 @@ def export_architecture(
     url = config.storage_url(storage)
     df, info = load_analysis(url, config.name, max_drop=max_drop)
     budget = info.max_drop if max_drop is None else max_drop
-    record, notes, passed_over = choose_trial(df, info, budget, trial, use_confirmed)
+    record, notes, passed_over, selection = choose_trial(df, info, budget, trial, use_confirmed)
     number = int(record["number"])
     attrs = _trial_user_attrs(config, url, number)
     out = Path(output)
     arch, weights_path = _fetch_artifacts(config, attrs, number, out)
     # Confirmed figures are study attrs (a finished trial cannot change); the analysis row carries them.
     confirmed = _confirmed_figures(record)
-    selection = "trial" if trial is not None else ("confirmed" if confirmed and use_confirmed else "validation")
     arch.update(
         metrics=_metrics(arch, attrs, budget, confirmed),
-        latency=_latency(arch, attrs, confirmed),
+        latency=_latency(arch, attrs, confirmed if record.get("timing") == "confirmed" else {}),
         provenance=_provenance(arch, config, number, url, weights_path, selection),
     )
     validate_architecture(arch, out)
     write_architecture(arch, out)
-    return ExportResult(out, weights_path, number, record, notes, passed_over, budget, info.metric_name)
+    return ExportResult(out, weights_path, number, record, notes, passed_over, budget, info.metric_name, selection)
 
 
 def _trial_user_attrs(config: "StudyConfig", url: str, number: int) -> dict[str, Any]:
@@ -203,7 +227,7 @@ def _metrics(arch: Mapping[str, Any], attrs: Mapping[str, Any], budget: float, c
 
 
 def _latency(arch: Mapping[str, Any], attrs: Mapping[str, Any], confirmed: Mapping[str, Any]) -> dict[str, Any]:
-    """The architecture's ``latency``: the confirmed re-timing when there is one, and the search's speedup."""
+    """The architecture's ``latency``: the confirmed re-timing when the choice rests on it, and the search's speedup."""
     latency = dict(arch.get("latency") or {})
     if confirmed:
         latency["confirmed_speedup"] = confirmed.get("speedup")

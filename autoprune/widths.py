@@ -262,6 +262,28 @@ def channels_key(widths: Mapping[str, int]) -> str:
     return json.dumps({k: int(widths[k]) for k in sorted(widths)}, separators=(",", ":"))
 
 
+def row_channels_key(row: Mapping[str, Any]) -> str | None:
+    """The :func:`channels_key` of a trial-table row's ``channels:<group>`` columns; ``None`` when it has none.
+
+    Rows with the same key are twins: the same architecture, whatever trial or baseline produced them.
+
+    Example:
+        >>> row_channels_key({"number": 3, "channels:b": 16.0, "channels:a": 24, "channels:c": float("nan")})
+        '{"a":24,"b":16}'
+    """
+    kept = {str(k)[len("channels:"):]: v for k, v in row.items() if str(k).startswith("channels:")}
+    kept = {k: v for k, v in kept.items() if not _missing(v)}
+    return channels_key(kept) if kept else None
+
+
+def _missing(value: Any) -> bool:
+    """None, NaN or pandas' NA (whose comparisons are neither true nor false)."""
+    try:
+        return value is None or bool(value != value)
+    except TypeError:
+        return True
+
+
 def in_space(space: Mapping[str, GroupWidths], widths: Mapping[str, int]) -> bool:
     """Whether ``widths`` names every searched group with one of its searched widths."""
     return all(name in widths and int(widths[name]) in g.widths for name, g in space.items())
@@ -277,6 +299,7 @@ __all__ = [
     "nearest_widths",
     "ratios_for",
     "reachable_widths",
+    "row_channels_key",
     "space_bounds",
     "space_from_attr",
     "space_to_attr",

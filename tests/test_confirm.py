@@ -9,9 +9,13 @@ not enqueue baseline trials, so confirmation rebuilds the best uniform and globa
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import math
+import re
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable
 
 import optuna
 import pandas as pd
@@ -24,16 +28,19 @@ from torch.utils.data import TensorDataset
 from autoprune.analysis import StudyInfo
 from autoprune.analysis import load_analysis
 from autoprune.analysis import select
+from autoprune.analysis import summarize
 from autoprune.analysis.choice import confirmed_pick
 from autoprune.analysis.pareto import best_baseline
 from autoprune.candidate import StudyContext
 from autoprune.candidate import evaluate_candidate
 from autoprune.config import load_config
+from autoprune.confirm import TIMING_ROUNDS
 from autoprune.confirm import confirm_study
 from autoprune.confirm import rebuild_trial
 from autoprune.confirm import select_candidates
 from autoprune.errors import SelectionError
 from autoprune.errors import TaskError
+from autoprune.export import chosen_lines
 from autoprune.export import export_architecture
 from autoprune.latency import host_fingerprint
 from autoprune.tasks.digits import DigitsTask
@@ -308,3 +315,87 @@ def test_export_never_leads_with_a_confirmed_timing_that_did_not_settle() -> Non
         confirmed_pick(only_noisy_holds, 0.05, notes)
     # No settled re-timing at all: no confirmed pick (the validation pick stands, unconfirmed).
     assert confirmed_pick(df.assign(**{"confirmed:noisy": [True, True]}), 0.05, []) is None
+
+
+def test_export_after_pareto_refreshes_the_report_with_its_figures(study_config: Path) -> None:
+    cfg = _config(study_config)
+    report = cfg.artifact_path() / "report"
+    assert run_cli("pareto", study_config, timeout=300).returncode == 0
+    before = json.loads((report / "summary.json").read_text())
+    out = Path(cfg.artifact_path()) / "exported.json"
+    proc = run_cli("export", study_config, "-o", out, "--top", "2", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    arch = json.loads(out.read_text())
+    summary = json.loads((report / "summary.json").read_text())
+    stored = optuna.load_study(study_name=cfg.name, storage=cfg.storage_url()).user_attrs["confirmation"]
+    # export re-confirmed: the summary on disk is the one of that new confirmation, not the one pareto wrote.
+    assert summary["confirmed_at"] == stored["measured_at"] != before["confirmed_at"]
+    assert summary["selection"] == arch["provenance"]["selection"] == stored["selection"]
+    assert summary["chosen"]["number"] == arch["provenance"]["trial"]
+    speed = f"{summary['chosen']['speedup']:.2f}x"
+    assert f"chosen architecture: trial {arch['provenance']['trial']}," in proc.stdout and f"speedup {speed} (" in proc.stdout
+    if summary["selection"] == "confirmed":
+        assert f"{arch['latency']['confirmed_speedup']:.2f}x" == speed
+    page = (report / "report.html").read_text()
+    assert html.escape(summary["sentence"]) in page
+    assert speed in re.search(r'<tr class="chosen">.*?</tr>', page).group(0)
+    # Each note once: the confirmation printed them, export does not repeat them.
+    for note in stored["notes"]:
+        assert proc.stderr.count(note) + proc.stdout.count(note) <= 1, note
+
+
+def _fake_timer(monkeypatch: pytest.MonkeyPatch, speed: Callable[[int, int], float]) -> list[int]:
+    """Replace the interleaved timer: call ``k`` (from 1) gives file ``candidate-i.onnx`` ``speed(k, i)``, spread 1%.
+
+    Returns:
+        The number of files timed by each call, filled as the calls come.
+    """
+    calls: list[int] = []
+
+    def measure(paths: list[Path], base: Path, settings: object) -> list[SimpleNamespace]:
+        calls.append(len(paths))
+        out = []
+        for path in paths:
+            s = speed(len(calls), int(Path(path).stem.split("-")[1]))
+            out.append(SimpleNamespace(speedup=s, speedup_spread=0.01, noisy=False, measured_at="now", wall_s=0.1,
+                                       candidate=SimpleNamespace(median_ms=1.0 / s), baseline=SimpleNamespace(median_ms=1.0)))
+        return out
+
+    monkeypatch.setattr("autoprune.latency.measure_speedups", measure)
+    return calls
+
+
+def test_a_retiming_that_does_not_reproduce_is_not_confirmed(study_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _config(study_config)
+    df, info = load_analysis(cfg.storage_url(), cfg.name)
+    candidates = select_candidates(df, info, 2, MAX_DROP)
+    ctx = StudyContext.build(cfg)
+    # A steady host: every timing gives the search's figure; at most one re-timing settles any disagreement
+    # with the previous confirmation's figures.
+    calls = _fake_timer(monkeypatch, lambda k, i: candidates[i].speedup)
+    lines: list[str] = []
+    first = confirm_study(cfg, top=2, echo=lines.append, context=ctx)
+    assert len(calls) <= 2 and first["selection"] == "confirmed"
+    assert all(e["reproduced"] is True and not e["noisy"] for e in [*first["trials"].values(), *first["baselines"].values()])
+    pick = first["pick"]
+    assert f"{first['trials'][str(pick)]['speedup']:.2f}" == f"{next(c.speedup for c in candidates if c.number == pick):.2f}"
+
+    # Then the host's load keeps changing: each timing is 3x or 1x the search's figure, in turn, so it
+    # never agrees with the timing before it, however often it is retaken.
+    calls = _fake_timer(monkeypatch, lambda k, i: candidates[i].speedup * (3.0 if k % 2 else 1.0))
+    lines = []
+    second = confirm_study(cfg, top=2, echo=lines.append, context=ctx)
+    assert calls == [len(candidates)] * TIMING_ROUNDS  # bounded: the first timing and two re-timings
+    entries = [*second["trials"].values(), *second["baselines"].values()]
+    assert all(e["reproduced"] is False and e["noisy"] is True and len(e["speedups"]) == TIMING_ROUNDS for e in entries)
+    # Not confirmed: the choice falls back to the validation pick, unconfirmed, and says the host was unstable once.
+    assert second["selection"] == "validation" and second["pick"] == second["val_pick"]
+    assert sum("the host's load kept changing" in line for line in lines) == 1
+    assert not [line for line in lines if "at a confirmed" in line or "export picks trial" in line and "instead" in line]
+    s = summarize(*load_analysis(cfg.storage_url(), cfg.name), MAX_DROP)
+    assert s["selection"] == "validation" and s["chosen"]["timing"] != "confirmed"
+    assert "Confirmed figures" not in s["sentence"] and "is unsettled" in s["sentence"]
+    out = export_architecture(cfg, Path(ctx.workdir) / "unsettled.json")
+    arch = json.loads(out.path.read_text())
+    assert arch["provenance"]["selection"] == "validation" and "confirmed_speedup" not in arch["latency"]
+    assert "unconfirmed: its re-timing at" in chosen_lines(out)[0] and "confirmed by a re-timing" not in chosen_lines(out)[0]

@@ -22,6 +22,7 @@ from autoprune.analysis.pareto import as_float
 from autoprune.analysis.pareto import completed
 from autoprune.analysis.pareto import select
 from autoprune.analysis.pareto import unsettled
+from autoprune.analysis.twins import one_per_architecture
 from autoprune.errors import SelectionError
 
 
@@ -130,8 +131,7 @@ def confirmed_pick(
     for _, row in conf.iterrows():
         number, speed = int(row["number"]), row["_speed"]
         if unsettled(row.get("confirmed:noisy"), row.get("confirmed:speedup_spread"), cv_threshold):
-            spread = as_float(row.get("confirmed:speedup_spread"))
-            notes.append(f"trial {number} ({speed:.2f}x): its re-timing did not settle (spread {spread:.1%}); "
+            notes.append(f"trial {number} ({speed:.2f}x): {_unsettled_reason(row)}; "
                          "left out of the pick: run 'autoprune confirm' again on a quieter host")
             continue
         settled_seen = True
@@ -147,6 +147,13 @@ def confirmed_pick(
         f"no confirmed candidate holds the budget {max_drop} on the test split; "
         "run 'autoprune confirm' with a larger --top, or relax --max-drop"
     )
+
+
+def _unsettled_reason(row: pd.Series) -> str:
+    """Why a confirmed re-timing may not lead: its re-timings disagreed, or its spread was too wide."""
+    if str(row.get("confirmed:reproduced")) == "False":  # bool and numpy.bool_ alike; missing: an older record
+        return "its re-timings disagreed beyond their spreads (the host's load changed)"
+    return f"its re-timing did not settle (spread {as_float(row.get('confirmed:speedup_spread')):.1%})"
 
 
 def _with_confirmed_figures(row: dict[str, Any]) -> dict[str, Any]:
@@ -180,7 +187,7 @@ def choose(
     Returns:
         The :class:`Choice`; nothing chosen is a ``Choice`` with ``row=None`` and ``error`` saying why.
     """
-    done = completed(df)
+    done = one_per_architecture(completed(df), max_drop)  # twins are one candidate, never picked between by noise
     notes: list[str] = []
     try:
         validation: dict[str, Any] | None = select(done, max_drop, metric_direction=metric_direction,

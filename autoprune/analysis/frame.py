@@ -77,6 +77,10 @@ _INT_COLUMNS = ("number", "macs", "params")
 # figures}}`` (autoprune confirm) and ``timings:<host_id>`` holds ``{"trials": {number: timing}}``
 # (autoprune retime).  The table shows them as the trial's own ``confirmed`` and ``timings[host_id]``.
 CONFIRMATION_ATTR = "confirmation"
+# The figures of one timing that a twin (same kept channels, :mod:`autoprune.analysis.twins`) shares with the
+# trial ``confirm`` re-timed: one architecture, one speed.  Test figures belong to each trial's own weights.
+TWIN_SHARED_KEYS = ("host", "host_id", "speedup", "speedup_spread", "latency_ms", "base_latency_ms", "noisy",
+                    "reproduced", "measured_at")
 TIMINGS_ATTR_PREFIX = "timings:"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -220,12 +224,19 @@ def late_trial_attrs(study_attrs: Mapping[str, Any]) -> dict[int, dict[str, Any]
     Example:
         >>> late_trial_attrs({"timings:h1": {"trials": {"3": {"speedup": 2.0}}}})
         {3: {'timings': {'h1': {'speedup': 2.0}}}}
+        >>> late_trial_attrs({"confirmation": {"trials": {"0": {"speedup": 2.0, "test_drop": 0.01}}, "twins": {"4": 0}}})[4]
+        {'confirmed': {'speedup': 2.0, 'twin_of': 0}}
     """
     out: dict[int, dict[str, Any]] = {}
     confirmation = study_attrs.get(CONFIRMATION_ATTR)
     if isinstance(confirmation, Mapping):
-        for number, figures in (confirmation.get("trials") or {}).items():
+        trials = confirmation.get("trials") or {}
+        for number, figures in trials.items():
             out.setdefault(int(number), {})["confirmed"] = dict(figures)
+        for number, of in (confirmation.get("twins") or {}).items():
+            timed = trials.get(str(of)) or {}
+            shared = {k: timed[k] for k in TWIN_SHARED_KEYS if k in timed}
+            out.setdefault(int(number), {})["confirmed"] = shared | {"twin_of": int(of)}
     for key, value in study_attrs.items():
         if key.startswith(TIMINGS_ATTR_PREFIX) and isinstance(value, Mapping):
             host = key[len(TIMINGS_ATTR_PREFIX) :]

@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from matplotlib.axes import Axes
@@ -32,6 +33,11 @@ _BASELINE_STYLE = {
 }
 _FRONT_COLOR = "tab:green"
 _BUDGET_COLOR = "tab:red"
+# The chosen star's marker area (points^2); a ring drawn where the star may sit is larger, and drawn above it.
+_STAR_SIZE = 320
+_RING_SIZE = 560
+# Height (axes fraction) of the strip of screened trials.
+_SCREENED_Y = 0.03
 
 
 def _save(fig: Figure, path: str | Path, description: str | None = None) -> Path:
@@ -56,7 +62,10 @@ def _error_bars(df: pd.DataFrame, name: str, scale: str | None = None) -> list[f
 
 
 def _metric_limits(ax: Axes, values: list[float], info: StudyInfo, max_drop: float) -> int:
-    """Focus the metric axis near the budget so collapsed trials do not flatten the front.
+    """Fit the metric axis to the points, the budget line and the unpruned model; collapsed trials stay off it.
+
+    A value more than four budgets below the budget line is left off the bottom, so one collapsed trial does
+    not flatten the front.
 
     Returns:
         How many values fall outside the shown range (for a note on the plot).
@@ -67,13 +76,14 @@ def _metric_limits(ax: Axes, values: list[float], info: StudyInfo, max_drop: flo
         return 0
     sign = 1.0 if info.metric_direction == "maximize" else -1.0
     worst_shown = budget - sign * 4 * max_drop
-    best = max(finite, key=lambda v: sign * v)
-    best = best if sign * best > sign * info.base_metric else info.base_metric
-    low, high = sorted((worst_shown, best + sign * max_drop))
-    ax.set_ylim(low, high)
+    kept = [v for v in finite if sign * v >= sign * worst_shown]
+    refs = kept + [budget] + ([info.base_metric] if math.isfinite(info.base_metric) else [])
+    low, high = min(refs), max(refs)
+    pad = max(0.08 * (high - low), 0.1 * max_drop)
+    ax.set_ylim(low - pad, high + pad)
     if sign < 0:
         ax.invert_yaxis()
-    return sum(1 for v in finite if sign * v < sign * worst_shown)
+    return len(finite) - len(kept)
 
 
 def plot_pareto(
@@ -85,6 +95,8 @@ def plot_pareto(
     chosen_number: int | None = None,
     chosen_note: str = "",
     passed_over: int | None = None,
+    chosen_speedup: float | None = None,
+    best: Mapping[str, Mapping[str, Any] | None] | None = None,
 ) -> Path:
     """Metric against speedup for every complete trial, with the front, the sweeps and the budget.
 
@@ -97,10 +109,14 @@ def plot_pareto(
         info: the study info (base metric, direction, baselines).
         max_drop: the budget the plot is drawn for.
         path: where to write the PNG.
-        chosen_number: the trial to mark as chosen (``None``: no mark), drawn at its search timing.
+        chosen_number: the trial to mark as chosen (``None``: no mark).
         chosen_note: what the chosen trial's legend entry adds, e.g. ``"confirmed 2.03x"`` (default: its
             search speedup).
         passed_over: the validation-time pick to mark when the confirmed choice is another trial.
+        chosen_speedup: where the chosen star goes on the speed axis: the figure ``chosen_note`` states
+            (default: the trial's search timing).
+        best: per baseline kind, the point the summary compares with (``summarize()["best"]``), ringed at its
+            figures (default: each sweep's best feasible point).
 
     The chosen trial's legend entry is also the PNG's ``Description`` text, for tools that check the picture.
 
@@ -110,18 +126,36 @@ def plot_pareto(
     Example:
         >>> plot_pareto(df, info, 0.01, "out/pareto.png", chosen_number=12)  # doctest: +SKIP
     """
+    fig, chosen_label = pareto_figure(df, info, max_drop, chosen_number=chosen_number, chosen_note=chosen_note,
+                                      passed_over=passed_over, chosen_speedup=chosen_speedup, best=best)
+    return _save(fig, path, description=chosen_label)
+
+
+def pareto_figure(
+    df: pd.DataFrame,
+    info: StudyInfo,
+    max_drop: float,
+    *,
+    chosen_number: int | None = None,
+    chosen_note: str = "",
+    passed_over: int | None = None,
+    chosen_speedup: float | None = None,
+    best: Mapping[str, Mapping[str, Any] | None] | None = None,
+) -> tuple[Figure, str | None]:
+    """The figure :func:`plot_pareto` writes (same arguments, no path), and the chosen trial's legend entry."""
     done = completed(df)
     front = pareto_front(done, metric_direction=info.metric_direction, cv_threshold=info.cv_threshold)
     fig = Figure(figsize=(8.5, 6.6))
     ax = fig.add_subplot(1, 1, 1)
     _draw_trials(ax, done, front)
-    shown = list(done["metric"].astype(float)) + _draw_sweeps(ax, info, max_drop)
+    _draw_screened(ax, df)
+    shown = list(done["metric"].astype(float)) + _draw_sweeps(ax, info, max_drop, best)
     _draw_references(ax, info, max_drop)
-    chosen_label = _draw_picks(ax, done, chosen_number, chosen_note, passed_over)
+    chosen_label = _draw_picks(ax, done, chosen_number, chosen_note, passed_over, chosen_speedup)
     hidden = _metric_limits(ax, shown, info, max_drop)
-    _label_pareto_axes(ax, info, max_drop, len(done), hidden)
+    _label_pareto_axes(ax, info, max_drop, (len(done), _screened(df).shape[0]), hidden)
     fig.tight_layout()
-    return _save(fig, path, description=chosen_label)
+    return fig, chosen_label
 
 
 def _draw_trials(ax: Axes, done: pd.DataFrame, front: pd.DataFrame) -> None:
@@ -138,14 +172,40 @@ def _draw_trials(ax: Axes, done: pd.DataFrame, front: pd.DataFrame) -> None:
                     elinewidth=0.8, capsize=2, label=f"Pareto front ({len(front)})", zorder=4)
 
 
-def _draw_sweeps(ax: Axes, info: StudyInfo, max_drop: float) -> list[float]:
-    """The baseline sweeps as curves, each best feasible point ringed.
+def _screened(df: pd.DataFrame) -> pd.DataFrame:
+    """The trials screened before their finetune that recorded a speedup and a metric after BN recalibration."""
+    if "screened" not in df or "metric_after_bn" not in df:
+        return df.iloc[0:0]
+    speed = pd.to_numeric(df["speedup"], errors="coerce") if "speedup" in df else pd.Series(math.nan, index=df.index)
+    metric = pd.to_numeric(df["metric_after_bn"], errors="coerce")
+    return df[df["screened"].notna() & speed.notna() & metric.notna()]
+
+
+def _draw_screened(ax: Axes, df: pd.DataFrame) -> None:
+    """The screened trials in their own style: at their speedup, in a strip along the bottom of the plot.
+
+    They have no finetuned metric; their metric after BN recalibration alone lies far below the finetuned
+    ones, so drawn at it they would stretch the metric axis and flatten every finetuned point.
+    """
+    rows = _screened(df)
+    if rows.empty:
+        return
+    speeds = pd.to_numeric(rows["speedup"], errors="coerce").astype(float)
+    ax.scatter(speeds, [_SCREENED_Y] * len(rows), marker="|", s=160, color="0.4", lw=1.2, alpha=0.8, zorder=2,
+               transform=ax.get_xaxis_transform(), clip_on=False,
+               label=f"screened, not finetuned ({len(rows)}): speedup only, along the bottom")
+
+
+def _draw_sweeps(
+    ax: Axes, info: StudyInfo, max_drop: float, best_points: Mapping[str, Mapping[str, Any] | None] | None = None
+) -> list[float]:
+    """The baseline sweeps as curves, each best point ringed where its figures put it (above a star there).
 
     Returns:
         The metrics of the points drawn (for the metric axis limits).
     """
     shown: list[float] = []
-    for kind, points in sorted(info.baselines.items()):
+    for i, (kind, points) in enumerate(sorted(info.baselines.items())):
         style = _BASELINE_STYLE.get(kind, {"color": "tab:purple", "marker": "D"})
         timed = (p for p in points if math.isfinite(as_float(p.get("speedup"))))
         pts = sorted(timed, key=lambda p: as_float(p["speedup"]))
@@ -154,10 +214,12 @@ def _draw_sweeps(ax: Axes, info: StudyInfo, max_drop: float) -> list[float]:
         shown += [as_float(p.get("metric")) for p in pts]
         ax.plot([p["speedup"] for p in pts], [p["metric"] for p in pts], ls="--", lw=1.2, ms=5, alpha=0.9,
                 label=f"{kind} sweep", zorder=3, **style)
-        best = best_baseline(pts, max_drop, metric_direction=info.metric_direction)
+        best = best_points.get(kind) if best_points is not None else best_baseline(
+            pts, max_drop, metric_direction=info.metric_direction)
         if best is not None:
-            ax.scatter([best["speedup"]], [best["metric"]], s=170, facecolors="none", lw=1.8,
-                       edgecolors=style["color"], zorder=5, label=f"best {kind}: {as_float(best['speedup']):.2f}x")
+            # Each kind's ring wider than the last: two best points at one place (twins) both stay visible.
+            ax.scatter([as_float(best["speedup"])], [as_float(best["metric"])], s=_RING_SIZE * (1 + 0.6 * i), facecolors="none",
+                       lw=1.8, edgecolors=style["color"], zorder=7, label=f"best {kind}: {as_float(best['speedup']):.2f}x")
     return shown
 
 
@@ -171,9 +233,15 @@ def _draw_references(ax: Axes, info: StudyInfo, max_drop: float) -> None:
 
 
 def _draw_picks(
-    ax: Axes, done: pd.DataFrame, chosen_number: int | None, chosen_note: str, passed_over: int | None
+    ax: Axes,
+    done: pd.DataFrame,
+    chosen_number: int | None,
+    chosen_note: str,
+    passed_over: int | None,
+    chosen_speedup: float | None = None,
 ) -> str | None:
-    """The passed-over validation pick and the chosen trial.
+    """The passed-over validation pick (drawn above the star, so a pick at the same place stays visible) and
+    the chosen trial's star, at ``chosen_speedup`` when given (the figure its label states).
 
     Returns:
         The chosen trial's legend entry, or ``None`` when no chosen trial is drawn.
@@ -182,23 +250,26 @@ def _draw_picks(
         row = done[done["number"] == passed_over]
         if not row.empty:
             ax.scatter(row["speedup"], row["metric"], marker="X", s=110, color="tab:red", edgecolors="black", lw=0.6,
-                       zorder=6, label=f"validation-time pick: trial {passed_over} (passed over)")
+                       zorder=8, label=f"validation-time pick: trial {passed_over} (passed over)")
     if chosen_number is None:
         return None
     row = done[done["number"] == chosen_number]
     if row.empty:
         return None
     x, y = float(row["speedup"].iloc[0]), float(row["metric"].iloc[0])
+    x = x if chosen_speedup is None or not math.isfinite(as_float(chosen_speedup)) else float(chosen_speedup)
     chosen_label = f"chosen: trial {chosen_number} ({chosen_note or f'{x:.2f}x'})"
-    ax.scatter([x], [y], marker="*", s=320, color="gold", edgecolors="black", lw=0.8, zorder=6,
+    ax.scatter([x], [y], marker="*", s=_STAR_SIZE, color="gold", edgecolors="black", lw=0.8, zorder=6,
                label=chosen_label)
-    ax.annotate(f"trial {chosen_number}", (x, y), xytext=(8, 8), textcoords="offset points", fontsize=9)
+    ax.annotate(f"trial {chosen_number}", (x, y), xytext=(14, 14), textcoords="offset points", fontsize=9)
     return chosen_label
 
 
-def _label_pareto_axes(ax: Axes, info: StudyInfo, max_drop: float, trials: int, hidden: int) -> None:
-    """Title, axis labels, grid and the legend of the trade-off plot."""
-    title = f"{info.name}: {trials} complete trials, max drop {max_drop:g}"
+def _label_pareto_axes(ax: Axes, info: StudyInfo, max_drop: float, trials: tuple[int, int], hidden: int) -> None:
+    """Title (``trials``: complete and screened, both drawn), axis labels, grid and the legend of the trade-off plot."""
+    complete, screened = trials
+    title = f"{info.name}: {complete} complete trials" + (f", {screened} screened" if screened else "")
+    title += f", max drop {max_drop:g}"
     if hidden:
         title += f" ({hidden} {'point' if hidden == 1 else 'points'} off the bottom)"
     ax.set_title(title, fontsize=11)
@@ -207,7 +278,7 @@ def _label_pareto_axes(ax: Axes, info: StudyInfo, max_drop: float, trials: int, 
     ax.set_ylabel(f"{info.metric_name} ({better})")
     ax.grid(True, alpha=0.3)
     # Below the axes: inside, "best" still lands on sweep points when the trials fill the plot.
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, frameon=False)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, frameon=False, markerscale=0.6)
 
 
 def plot_ratios(

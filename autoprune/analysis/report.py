@@ -25,6 +25,7 @@ from autoprune.analysis.choice import Choice
 from autoprune.analysis.choice import choose
 from autoprune.analysis.choice import passed_over_text
 from autoprune.analysis.frame import StudyInfo
+from autoprune.analysis.frame import load_analysis
 from autoprune.analysis.frame import redact
 from autoprune.analysis.pareto import as_float
 from autoprune.analysis.pareto import best_baseline
@@ -148,7 +149,9 @@ def _comparison_sentence(
         if kind == own:
             continue
         if point is not None and _same_architecture(chosen, point):
-            compared.append(f"the same architecture as the best {kind} baseline (timed apart at {point['speedup']:.2f}x)")
+            # One architecture runs at one speed: a second figure would only show the timing's noise.
+            twin = f" (trial {point['number']})" if point.get("number") is not None else ""
+            compared.append(f"the same architecture as the best {kind} baseline{twin}")
         elif point is not None:
             fails = as_float(point.get("test_drop")) > max_drop
             caveat = f", which fails the budget on the test split (test drop {as_float(point['test_drop']):+.4f})" if fails else ""
@@ -210,7 +213,10 @@ def _timing_note(
         return ""
     parts = []
     points = [p for p in best.values() if p is not None]
-    if not retimed:
+    if not retimed and math.isfinite(as_float((chosen.get("confirmed") or {}).get("speedup"))):
+        parts.append(f"These speedups are search timings: the chosen trial's re-timing "
+                     f"({as_float(chosen['confirmed']['speedup']):.2f}x) is unsettled, so nothing is confirmed yet")
+    elif not retimed:
         parts.append("These speedups are search timings, not yet confirmed by a re-timing (run autoprune confirm)")
     elif chosen.get("timing") == "confirmed" and points and all(p.get("timing") == "confirmed" for p in points):
         parts.append("Confirmed figures: the chosen trial holds the budget on the test split, and these speedups were "
@@ -348,7 +354,8 @@ def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) 
         :func:`autoprune.analysis.choose`, whose ``speedup`` is its confirmed figure once ``autoprune confirm``
         has run), ``selection`` (``"confirmed"`` or ``"validation"``: unconfirmed), ``validation_pick`` (its
         number), ``passed_over`` (the validation pick's record when the confirmed choice is another trial),
-        ``selection_notes``, ``selection_error``, ``base_latency_ms`` (the pooled base latency), ``front``
+        ``selection_notes``, ``selection_error``, ``confirmed_at`` (when the stored confirmation was measured,
+        or ``None``), ``base_latency_ms`` (the pooled base latency), ``front``
         (trial records, slowest first), ``baselines`` (the sweeps), ``best`` (``{kind: point or None}``, the
         confirmation's re-timing of that baseline when the choice is confirmed),
         ``speedup_vs`` (``{kind: chosen speedup / best point's, or None}``), ``sentence``, ``unsettled``
@@ -375,6 +382,7 @@ def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) 
     return {
         **_study_counts(df, done, info, max_drop),
         **_selection_record(choice, chosen, passed),
+        "confirmed_at": (info.confirmation or {}).get("measured_at"),
         "front": [_trial_record(r, max_drop, choice.number) for r in front.to_dict("records")],
         "baselines": baselines,
         "best": best,
@@ -436,6 +444,22 @@ def _selection_record(choice: Choice, chosen: Mapping[str, Any] | None, passed: 
         "selection_notes": choice.notes,
         "selection_error": choice.error,
     }
+
+
+def refresh_report(
+    storage: str, study_name: str, max_drop: float | None, out_dir: str | Path
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Summarize a study again and rewrite its report files, so every view shows the figures just stored.
+
+    ``confirm`` and ``export`` (which confirms first) change the figures the choice rests on; they call this
+    so that ``summary.json``, ``report.html`` and ``pareto.png`` never show an older choice than the terminal.
+
+    Returns:
+        ``(summary, paths)`` as :func:`summarize` and :func:`write_report` give them.
+    """
+    df, info = load_analysis(storage, study_name, max_drop=max_drop)
+    summary = summarize(df, info, max_drop)
+    return summary, write_report(df, info, max_drop, out_dir, summary=summary)
 
 
 def _headline(
@@ -566,9 +590,17 @@ def _confirmed_cells(conf: Mapping[str, Any] | None) -> dict[str, str]:
             "confirmed": _speed(conf.get("speedup"), conf.get("speedup_spread"))}
 
 
+def _row_latency(speed: Any, confirmed: Mapping[str, Any] | None, base_ms: Any) -> str:
+    """The latency cell: the confirmed re-timing's own latency where there is one, else base latency / speedup."""
+    conf = confirmed or {}
+    if math.isfinite(as_float(conf.get("latency_ms"))) and math.isfinite(as_float(conf.get("speedup"))):
+        return _pm(conf["latency_ms"], None, ".3f")
+    return _latency(speed, base_ms)
+
+
 def _trial_row(rec: Mapping[str, Any], mark: str, base_ms: Any) -> dict[str, str]:
     """One table row for a trial record (its ``speedup`` column is the search timing, or the re-timing the
-    analysis judges it by, marked ``(re-timed)``)."""
+    analysis judges it by, marked ``(re-timed)``; ``latency ms`` the confirmed one where there is one)."""
     se = as_float(rec.get("drop_stderr"))
     speed, spread = rec["speedup"], rec.get("speedup_spread")
     label = str(rec["number"]) + (f" ({rec['kind']})" if rec.get("kind") not in (None, "search") else "")
@@ -577,7 +609,7 @@ def _trial_row(rec: Mapping[str, Any], mark: str, base_ms: Any) -> dict[str, str
         "trial": label + (" (re-timed)" if rec.get("timing") in ("confirmed", "retimed") else ""),
         "drop": _pm(rec["drop"], Z95 * se if math.isfinite(se) else None, ".4f"),
         "speedup": _speed(speed, spread),
-        "latency_ms": _latency(speed, base_ms),
+        "latency_ms": _row_latency(speed, rec.get("confirmed"), base_ms),
         "macs": _si(rec.get("macs")),
         "params": _si(rec.get("params")),
         "feasible": "yes" if rec["feasible"] else "no",
@@ -596,7 +628,7 @@ def _baseline_row(kind: str, point: Mapping[str, Any], base_ms: Any) -> dict[str
         "trial": f"{kind} r={ratio:.2f}" if math.isfinite(ratio) else f"{kind} (trial {point.get('number')})",
         "drop": _pm(point.get("drop"), None, ".4f"),
         "speedup": _speed(speed, spread),
-        "latency_ms": _latency(speed, base_ms),
+        "latency_ms": _row_latency(speed, point if confirmed else None, base_ms),
         "macs": _si(point.get("macs")),
         "params": _si(point.get("params")),
         "feasible": "yes",
@@ -659,8 +691,14 @@ def table_legend(summary: Mapping[str, Any]) -> str:
     marks = "* chosen trial" + ("   v validation-time pick" if summary.get("passed_over") else "")
     base = as_float(summary.get("base_latency_ms"))
     latency = f"latency = pooled base latency {base:.3f} ms / speedup" if math.isfinite(base) else "latency: not timed"
-    confirmed = ("confirmed = re-timed together by autoprune confirm (the choice rests on it)"
-                 if summary.get("selection") == "confirmed" else "figures unconfirmed (run autoprune confirm)")
+    if summary.get("selection") == "confirmed":
+        confirmed = "confirmed = re-timed together by autoprune confirm (the choice rests on it)"
+    elif summary.get("confirmed_at"):
+        confirmed = ("confirmed = re-timed by autoprune confirm, but no feasible candidate's re-timing settled: "
+                     "the choice rests on validation figures")
+    else:
+        confirmed = "figures unconfirmed (run autoprune confirm)"
+    latency += "; the confirmed latency where re-timed" if summary.get("confirmed_at") and math.isfinite(base) else ""
     return (f"  {marks}   U best uniform baseline   G best global baseline   drop ± 1.96 standard errors\n"
             f"  speedup = search timing (or the re-timing that replaced it); {confirmed}; {latency}")
 
@@ -835,7 +873,8 @@ def _write_plots(df: pd.DataFrame, info: StudyInfo, summary: Mapping[str, Any], 
     if info.recovery_calibration:
         paths["recovery_png"] = plot_recovery_curve(info.recovery_calibration, out / "recovery-curve.png")
     plot_pareto(df, info, summary["max_drop"], paths["pareto_png"], chosen_number=chosen_number,
-                chosen_note=_chosen_note(summary), passed_over=(summary.get("passed_over") or {}).get("number"))
+                chosen_note=_chosen_note(summary), passed_over=(summary.get("passed_over") or {}).get("number"),
+                chosen_speedup=(chosen or {}).get("speedup"), best=summary["best"])
     plot_ratios((chosen or {}).get("ratios") or {}, info.bounds, paths["ratios_png"],
                 reference=_reference_ratios(summary),
                 title=f"trial {chosen_number}: ratio per group against the space searched" if chosen else

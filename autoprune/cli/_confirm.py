@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from autoprune.errors import ConfigError
+
+if TYPE_CHECKING:
+    from autoprune.config import StudyConfig
 
 
 def _check_drop(max_drop: float | None) -> None:
@@ -23,7 +28,17 @@ def confirm(config: str, top: int, max_drop: float | None, storage: str | None) 
     from autoprune.confirm import confirm_study
 
     _check_drop(max_drop)
-    confirm_study(load_config(config), top=top, max_drop=max_drop, storage=storage, echo=click.echo)
+    cfg = load_config(config)
+    confirm_study(cfg, top=top, max_drop=max_drop, storage=storage, echo=click.echo)
+    click.echo(refreshed_line(cfg, storage, max_drop))
+
+
+def refreshed_line(cfg: "StudyConfig", storage: str | None, max_drop: float | None) -> str:
+    """Rewrite the study's report with the figures just stored; the line that says where it is."""
+    from autoprune.analysis.report import refresh_report
+
+    _summary, paths = refresh_report(cfg.storage_url(storage), cfg.name, max_drop, cfg.artifact_path() / "report")
+    return f"updated the report with these figures: {paths['summary_json']}, {paths['report_html']}"
 
 
 @click.command("retime")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from autoprune.cli._confirm import refreshed_line
 from autoprune.cli._output import output_options
 from autoprune.errors import ConfigError
 
@@ -27,17 +28,20 @@ def export_cmd(config: str, max_drop: float | None, trial: int | None, output: s
     if max_drop is not None and not 0 <= max_drop < 1:
         raise ConfigError(f"--max-drop must be in [0, 1), got {max_drop}")
     cfg = load_config(config)
-    if not no_confirm and trial is None:
+    confirms = not no_confirm and trial is None
+    if confirms:
         from autoprune.confirm import confirm_study
 
         confirm_study(cfg, top=top, max_drop=max_drop, storage=storage, echo=console.note)
     result = export_architecture(cfg, output, max_drop=max_drop, trial=trial, storage=storage, use_confirmed=not no_confirm)
-    for note in result.notes:
+    for note in [] if confirms else result.notes:  # the confirmation printed its notes already
         console.note(note)
     for line in chosen_lines(result):
         console.result(line)
     console.result(f"wrote {result.path}" + (f" and {result.weights}" if result.weights else ""))
     console.result(f"rebuild it with: autoprune apply {result.path} -o pruned.onnx")
+    if confirms:
+        console.result(refreshed_line(cfg, storage, max_drop))
 
 
 COMMANDS = [export_cmd]
