@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 import warnings
 from pathlib import Path
@@ -26,6 +25,8 @@ import optuna
 from autoprune.errors import StorageError
 from autoprune.redact import redact_text
 from autoprune.redact import redact_url
+from autoprune.timeouts import connect_timeout
+from autoprune.timeouts import statement_timeout
 
 log = logging.getLogger("autoprune")
 T = TypeVar("T")
@@ -52,17 +53,6 @@ def journal_path(url: str) -> Path:
     return Path(rest)
 
 
-def connect_timeout() -> int:
-    """Seconds a connection attempt may take: ``$AUTOPRUNE_CONNECT_TIMEOUT`` (default 10; a host that accepts
-    TCP and never answers would otherwise hold a command for minutes).  The artifact store uses it too."""
-    return _seconds("AUTOPRUNE_CONNECT_TIMEOUT", 10)
-
-
-def statement_timeout() -> int:
-    """Seconds a statement may take: ``$AUTOPRUNE_STATEMENT_TIMEOUT`` (default 60; Optuna's are short)."""
-    return _seconds("AUTOPRUNE_STATEMENT_TIMEOUT", 60)
-
-
 def server_connect_args(url: str, connect_s: int | None = None) -> dict[str, Any]:
     """Timeouts for a database server: a connection attempt gives up after ``connect_s`` seconds (default
     :func:`connect_timeout`), a statement after :func:`statement_timeout`."""
@@ -74,15 +64,6 @@ def server_connect_args(url: str, connect_s: int | None = None) -> dict[str, Any
     if scheme.startswith("mysql") or scheme.startswith("mariadb"):
         return {"connect_timeout": connect, "read_timeout": statement, "write_timeout": statement}
     return {}
-
-
-def _seconds(name: str, default: int) -> int:
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    if not text.isdigit() or int(text) < 1:
-        raise StorageError(f"${name} is {text!r}; give a whole number of seconds (at least 1) or unset it")
-    return int(text)
 
 
 def check_workers(url: str, workers: int) -> None:
