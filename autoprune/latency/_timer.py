@@ -316,7 +316,7 @@ class _Ceiling:
         s = self.settings
         return LatencyError(
             f"timing {self.path} stopped at latency.max_seconds ({s.max_seconds:g} s) with latency.repeats {s.repeats}, "
-            f"latency.warmup {s.warmup} and up to {s.max_remeasure + 1} attempts; lower latency.repeats (or warmup, "
+            f"latency.warmup {s.warmup}, latency.max_remeasure {s.max_remeasure}; lower latency.repeats (or warmup, "
             "max_remeasure), or raise latency.max_seconds if this model really needs that long"
         )
 

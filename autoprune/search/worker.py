@@ -270,14 +270,16 @@ def _fail_unclaimed(study: optuna.Study, grace_period: float) -> list[int]:
 
 
 class _SurplusNote(logging.Filter):
-    """Optuna logs a trial closed by the surplus guard as a failure with a traceback; one plain line says it."""
+    """Optuna logs a failed trial with a traceback.  A trial closed by the surplus guard gets one plain line
+    instead; one ended by an :class:`AutopruneError` (e.g. ``latency.max_seconds`` reached) gets none, because
+    the worker stops on it and prints its message once."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, SurplusTrial):
             record.msg, record.args = f"{exc}; closed without running", ()
             record.exc_info, record.exc_text = None, None
-        return True
+        return not isinstance(exc, AutopruneError)
 
 
 def _quiet_surplus_logs() -> None:
