@@ -10,12 +10,16 @@
   printed.
 
 :func:`open_store` checks the store before anything is written to it: a missing bucket or refused
-credentials give one :class:`~autoprune.errors.ArtifactError` with the fix.
+credentials give one :class:`~autoprune.errors.ArtifactError` with the fix.  The S3 client's timeouts follow
+the database's (:mod:`autoprune.timeouts`): an endpoint that never answers is given up on after
+:data:`S3_ATTEMPTS` tries of one connect timeout each (botocore's defaults waited 199 s), or within a
+command's ``--wait``.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
@@ -26,11 +30,14 @@ import optuna
 
 from autoprune.errors import ArtifactError
 from autoprune.redact import redact_url
+from autoprune.timeouts import CONNECT_ENV
+from autoprune.timeouts import connect_timeout
 
 if TYPE_CHECKING:
     from autoprune.config import StudyConfig
 
 ENV = "AUTOPRUNE_ARTIFACT_STORE"
+S3_ATTEMPTS = 2  # tries of one S3 request (botocore's "standard" retries; its backoff before the retry is under 1 s)
 
 
 def store_url(config: "StudyConfig") -> str:
@@ -46,8 +53,12 @@ def describe(url: str) -> str:
     return redact_url(url) or url
 
 
-def open_store(url: str) -> Any:
+def open_store(url: str, budget_s: float | None = None) -> Any:
     """The Optuna artifact store at ``url``, checked to be usable.
+
+    Args:
+        url: ``file:///path`` or ``s3://bucket/prefix``.
+        budget_s: seconds the S3 check may take in all (a command's ``--wait``); None: :func:`s3_config`'s tries.
 
     Raises:
         ArtifactError: an unknown scheme, a missing bucket, refused credentials or no ``boto3``; one message
@@ -62,11 +73,28 @@ def open_store(url: str) -> Any:
             raise ArtifactError(f"artifact store {path}: cannot create the folder ({exc.strerror or exc}); choose a writable artifact_store") from None
         return optuna.artifacts.FileSystemArtifactStore(str(path))
     if parts.scheme == "s3":
-        return _s3_store(parts.netloc, parts.path.strip("/"), url)
+        return _s3_store(parts.netloc, parts.path.strip("/"), url, budget_s)
     raise ArtifactError(f"artifact store {describe(url)}: unknown scheme {parts.scheme!r}; use file:///path or s3://bucket/prefix")
 
 
-def _s3_store(bucket: str, prefix: str, url: str) -> Any:
+def s3_config(budget_s: float | None = None) -> Any:
+    """The botocore ``Config`` of the S3 client: connect and read timeouts of :func:`connect_timeout` each,
+    :data:`S3_ATTEMPTS` tries; with ``budget_s``, fewer and shorter tries so that all of them fit in it.
+
+    Example:
+        >>> s3_config(budget_s=6).retries["total_max_attempts"], s3_config(budget_s=6).read_timeout
+        (1, 3.0)
+    """
+    from botocore.config import Config
+
+    timeout, attempts = float(connect_timeout()), S3_ATTEMPTS
+    if budget_s is not None and budget_s < attempts * (2 * timeout + 1):  # a try may spend both timeouts
+        attempts = 1
+        timeout = min(timeout, max(0.5, budget_s / 2))
+    return Config(connect_timeout=timeout, read_timeout=timeout, retries={"total_max_attempts": attempts, "mode": "standard"})
+
+
+def _s3_store(bucket: str, prefix: str, url: str, budget_s: float | None) -> Any:
     """A Boto3 store for ``bucket`` (objects under ``prefix``), after a ``head_bucket`` that proves access."""
     try:
         import boto3
@@ -75,13 +103,20 @@ def _s3_store(bucket: str, prefix: str, url: str) -> Any:
         raise ArtifactError(f"artifact store {describe(url)} needs boto3: pip install 'autoprune[s3]'") from None
     if not bucket:
         raise ArtifactError(f"artifact store {describe(url)}: name a bucket, e.g. s3://my-bucket/autoprune")
-    client = boto3.client("s3")
+    client = boto3.client("s3", config=s3_config(budget_s))
+    start = time.monotonic()
     try:
         client.head_bucket(Bucket=bucket)
     except botocore.exceptions.NoCredentialsError:
         raise ArtifactError(f"artifact store {describe(url)}: no AWS credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile)") from None
     except botocore.exceptions.ClientError as exc:
         raise ArtifactError(_client_error(exc, bucket, url)) from None
+    except (botocore.exceptions.ConnectTimeoutError, botocore.exceptions.ReadTimeoutError) as exc:
+        raise ArtifactError(
+            f"artifact store {describe(url)}: no answer from the S3 endpoint ({type(exc).__name__} after "
+            f"{time.monotonic() - start:.0f} s); check AWS_ENDPOINT_URL and that the server is up "
+            f"(${CONNECT_ENV} sets the wait per try)"
+        ) from None
     except botocore.exceptions.BotoCoreError as exc:  # endpoint unreachable, bad endpoint URL, ...
         raise ArtifactError(f"artifact store {describe(url)}: {type(exc).__name__}; check AWS_ENDPOINT_URL and the network") from None
     store = optuna.artifacts.Boto3ArtifactStore(bucket, client=client)
@@ -131,9 +166,9 @@ def fetch(store: Any, artifact_id: str, path: Path, config: "StudyConfig", owner
         ) from None
 
 
-def study_store(config: "StudyConfig") -> Any:
-    """The study's artifact store (see :func:`store_url`)."""
-    return open_store(store_url(config))
+def study_store(config: "StudyConfig", budget_s: float | None = None) -> Any:
+    """The study's artifact store (see :func:`store_url`), checked within ``budget_s`` seconds (None: no bound)."""
+    return open_store(store_url(config), budget_s)
 
 
-__all__ = ["ENV", "PrefixedStore", "describe", "fetch", "open_store", "store_url", "study_store"]
+__all__ = ["ENV", "S3_ATTEMPTS", "PrefixedStore", "describe", "fetch", "open_store", "s3_config", "store_url", "study_store"]

@@ -112,6 +112,7 @@ def latency_settings(config: "StudyConfig") -> "LatencySettings":
         provider=lat.provider,
         provider_options=provider_options(config),
         include_copies=lat.include_copies,
+        max_seconds=lat.max_seconds,
     )
 
 

@@ -233,6 +233,8 @@ class LatencyConfig(_Section):
     provider_options: dict[str, Any] = Field(default_factory=dict)  # passed to the provider (device_id, trt_fp16_enable)
     # On a GPU provider, time the host-device copies too (default: inputs and outputs stay on the device).
     include_copies: bool = False
+    # Ceiling on one candidate's timing (all attempts, while the host timing lock is held); the trial fails past it.
+    max_seconds: float = Field(600.0, gt=0, allow_inf_nan=False)
 
     @field_validator("provider_options")
     @classmethod

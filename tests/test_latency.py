@@ -365,8 +365,8 @@ def test_one_disturbed_base_timing_cannot_inflate_the_speedup(
     real_attempt, real_speedup = _timer._attempt, _pool.measure_speedup
     timed: list[object] = []
 
-    def attempt(subjects, settings):  # type: ignore[no-untyped-def]
-        times = real_attempt(subjects, settings)
+    def attempt(subjects, settings, ceiling):  # type: ignore[no-untyped-def]
+        times = real_attempt(subjects, settings, ceiling)
         if len(subjects) > 1 and (disturbed == "every" or not timed):  # interleaved; the base is subject 0
             times[0] = [[2.0 * t for t in block] for block in times[0]]
         return times
@@ -430,6 +430,52 @@ def test_lock_serialises_two_processes(tmp_path: pathlib.Path, use_lock: bool) -
     overlap = intervals[1][0] < intervals[0][1]
     # The unlocked run is the control: it shows the test would catch a lock that does nothing.
     assert overlap is (not use_lock)
+
+
+CEILING_S = 2.0
+CEILING_TOLERANCE_S = 3.0  # opening the sessions, one run past the deadline, a loaded host
+_TAKE_LOCK = textwrap.dedent(
+    """
+    import sys
+    from autoprune.latency import LatencySettings, timing_lock
+    with timing_lock(LatencySettings(lock_dir=sys.argv[1]), lock_timeout_s=float(sys.argv[2])):
+        print("locked")
+    """
+)
+
+
+@pytest.mark.parametrize("what", ["measure", "speedup"])
+def test_a_timing_stops_at_its_ceiling_and_frees_the_host_lock(models: dict[str, pathlib.Path], tmp_path: pathlib.Path, what: str) -> None:
+    """``repeats`` of 10**12 would time for days, holding the lock every study on the host shares."""
+    settings = _fast(tmp_path, repeats=10**12, blocks=10, max_remeasure=3, max_seconds=CEILING_S, lock=True)
+    start = time.monotonic()
+    with pytest.raises(LatencyError, match=r"latency\.max_seconds \(2 s\).*raise latency\.max_seconds") as info:
+        if what == "measure":
+            measure(models["small"], settings)
+        else:
+            measure_speedup(models["half"], models["base"], settings)
+    took = time.monotonic() - start
+    assert took <= CEILING_S + CEILING_TOLERANCE_S, took
+    assert "latency.repeats 1000000000000" in str(info.value)
+    # The lock was released on the way out: another process takes it at once (it would give up after 5 s).
+    taken = subprocess.run([sys.executable, "-c", _TAKE_LOCK, settings.lock_dir, "5"], capture_output=True, text=True, timeout=60)
+    assert taken.returncode == 0 and "locked" in taken.stdout, taken.stderr
+
+
+def test_the_ceiling_counts_the_timing_not_the_wait_for_the_lock(models: dict[str, pathlib.Path], tmp_path: pathlib.Path) -> None:
+    """A timing that waits longer than its ceiling for another study's lock still gets its whole ceiling."""
+    settings = _fast(tmp_path, max_seconds=CEILING_S, lock=True)
+    holder = threading.Thread(target=lambda: _hold_lock(settings, CEILING_S + 1.0))
+    holder.start()
+    time.sleep(0.3)
+    stats = measure(models["small"], settings)
+    holder.join()
+    assert stats.n == settings.repeats and stats.wall_s > CEILING_S
+
+
+def _hold_lock(settings: LatencySettings, seconds: float) -> None:
+    with timing_lock(settings):
+        time.sleep(seconds)
 
 
 def test_lock_is_reentrant_in_one_thread(tmp_path: pathlib.Path) -> None:

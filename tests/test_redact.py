@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import doctest
-import socket
-import threading
 import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+import silent
 from conftest import write_study
 
 import autoprune.redact
@@ -71,15 +70,10 @@ def test_the_cli_prints_no_part_of_an_unencoded_password(tmp_path: Path) -> None
 @pytest.fixture
 def silent_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A PostgreSQL URL (with a password) at a host that accepts TCP and never answers; connect timeout 2 s."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(64)
-    held: list[socket.socket] = []
-    threading.Thread(target=lambda: [held.append(server.accept()[0]) for _ in range(64)], daemon=True).start()
-    monkeypatch.setenv("AUTOPRUNE_CONNECT_TIMEOUT", "2")
-    yield f"postgresql://autoprune:s3cr3t-pw@127.0.0.1:{server.getsockname()[1]}/optuna"
-    server.close()
-    assert held  # the commands did connect, and then waited on a server that never answered
+    with silent.silent_server() as (port, held):
+        monkeypatch.setenv("AUTOPRUNE_CONNECT_TIMEOUT", "2")
+        yield f"postgresql://autoprune:s3cr3t-pw@127.0.0.1:{port}/optuna"
+        assert held  # the commands did connect, and then waited on a server that never answered
 
 
 def _run_against(silent_server: str, *args: object) -> tuple[str, float]:

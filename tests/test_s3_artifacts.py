@@ -12,12 +12,18 @@ import json
 import os
 import shutil
 import socket
+import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+import silent
 from conftest import run_cli
 from conftest import write_study
+
+from autoprune.artifacts import S3_ATTEMPTS
+from autoprune.artifacts import open_store
+from autoprune.errors import ArtifactError
 
 BUCKET = "autoprune-test"
 PREFIX = "studies/tiny"
@@ -109,3 +115,44 @@ def test_a_missing_bucket_or_refused_credentials_is_one_message(s3, tmp_path: Pa
     from autoprune.config import load_config
 
     assert not load_config(config).checkpoint_path().exists()  # checked before anything was trained
+
+
+SILENT_CONNECT_S = 2
+BACKOFF_S = 1.0  # botocore's standard retry waits under 1 s before its second try
+TOLERANCE_S = 1.0
+STARTUP_S = 60.0  # a fresh interpreter importing torch on a loaded host
+
+
+@pytest.fixture
+def silent_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[socket.socket]]:
+    """An S3 endpoint that accepts connections and never answers; connect timeout 2 s; a secret in the env."""
+    with silent.silent_server() as (port, held):
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIASILENTSILENT")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "silent-secret-never-printed")
+        monkeypatch.setenv("AUTOPRUNE_CONNECT_TIMEOUT", str(SILENT_CONNECT_S))
+        yield held
+
+
+@pytest.mark.parametrize("budget_s", [None, 3.0])
+def test_a_silent_s3_endpoint_is_given_up_on_within_the_bound(silent_s3: list[socket.socket], budget_s: float | None) -> None:
+    """Without a budget: S3_ATTEMPTS tries of one connect timeout each (was 199 s); with one: within it."""
+    bound = budget_s if budget_s is not None else S3_ATTEMPTS * SILENT_CONNECT_S + BACKOFF_S
+    start = time.monotonic()
+    with pytest.raises(ArtifactError, match="no answer from the S3 endpoint"):
+        open_store("s3://bucket/prefix", budget_s=budget_s)
+    took = time.monotonic() - start
+    assert silent_s3  # it did connect, and waited on a server that never answered
+    assert took <= bound + TOLERANCE_S, took
+
+
+def test_a_worker_reports_a_silent_s3_endpoint_within_its_wait(silent_s3: list[socket.socket], tmp_path: Path) -> None:
+    config = write_study(tmp_path, {"artifact_store": "s3://bucket/prefix"})
+    start = time.monotonic()
+    res = run_cli("worker", config, "--wait", "3", timeout=180)
+    took = time.monotonic() - start
+    out = res.stdout + res.stderr
+    assert res.returncode == 2 and "Traceback" not in out and "silent-secret" not in out, out
+    assert "no answer from the S3 endpoint" in out and "AWS_ENDPOINT_URL" in out, out
+    assert took <= 3 + TOLERANCE_S + STARTUP_S, took

@@ -272,6 +272,24 @@ def test_a_cached_timing_skips_the_export(study_factory, tmp_path: Path, monkeyp
     assert not any(p.exists() for p in exports)  # the temporary export is removed after timing
 
 
+def test_a_timing_past_latency_max_seconds_fails_the_trial_with_one_message(ran: RunStudy, tmp_path: Path) -> None:
+    """``latency.repeats`` of 10**9 would time for days: the trial fails at the ceiling, and the worker says why once."""
+    for suffix in ("", "-wal"):  # a copy of the finished study, so the other tests see theirs unchanged
+        source = ran.config.parent / f"sqlite-digits.db{suffix}"
+        if source.exists():
+            (tmp_path / source.name).write_bytes(source.read_bytes())
+    data = yaml.safe_load(ran.config.read_text())
+    data["latency"].update(repeats=10**9, max_seconds=2, max_remeasure=3)
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    res = run_cli("worker", config, "--trials", "5", timeout=300)
+    out = res.stdout + res.stderr
+    assert res.returncode == 2 and "Traceback" not in out, out
+    assert out.count("latency.max_seconds (2 s)") == 1 and "raise latency.max_seconds" in out, out
+    last = optuna.load_study(study_name="sqlite-digits", storage=f"sqlite:///{tmp_path / 'sqlite-digits.db'}").trials[-1]
+    assert last.state == optuna.trial.TrialState.FAIL
+
+
 def test_worker_threads_leave_the_cores_other_processes_use(monkeypatch) -> None:
     import os
     import subprocess

@@ -33,6 +33,9 @@ class LatencySettings:
         provider_options: Options passed to that provider (e.g. ``device_id``, ``trt_fp16_enable``).
         include_copies: On a GPU provider, time the host-to-device and device-to-host copies too; by
             default inputs and outputs stay on the device (I/O binding) and only the model is timed.
+        max_seconds: Ceiling on one timing call (every attempt's warm-up and timed runs, counted while the
+            host timing lock is held): past it the timing stops with :class:`~autoprune.errors.LatencyError`
+            and the lock is released, so a timing that would run for hours cannot stall the host's other studies.
 
     Example:
         >>> s = LatencySettings(repeats=100, blocks=5)
@@ -56,6 +59,7 @@ class LatencySettings:
     provider: str = "cpu"
     provider_options: dict[str, Any] = dataclasses.field(default_factory=dict, hash=False)
     include_copies: bool = False
+    max_seconds: float = 600.0
 
     def __post_init__(self) -> None:
         positive = {"batch_size": self.batch_size, "threads": self.threads, "blocks": self.blocks}
@@ -70,6 +74,8 @@ class LatencySettings:
                 f"LatencySettings.repeats must be an integer >= blocks ({self.blocks}), got {self.repeats!r}; "
                 "raise repeats or lower blocks"
             )
+        if isinstance(self.max_seconds, bool) or not isinstance(self.max_seconds, (int, float)) or not 0 < self.max_seconds < float("inf"):
+            raise LatencyError(f"LatencySettings.max_seconds must be a number of seconds > 0, got {self.max_seconds!r}")
         if self.cv_threshold < 0:
             raise LatencyError(f"LatencySettings.cv_threshold must be >= 0, got {self.cv_threshold!r}")
         if self.provider not in PROVIDERS:

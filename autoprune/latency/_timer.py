@@ -15,6 +15,7 @@ timings for that.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import gc
@@ -23,6 +24,7 @@ import math
 import os
 import pathlib
 import time
+from collections.abc import Iterator
 from collections.abc import Sequence
 from typing import Any
 
@@ -286,37 +288,68 @@ def _open_subjects(
     return subjects, ref_shape
 
 
-def _time_block(subject: _Subject, runs: int) -> list[float]:
+class _Ceiling:
+    """What is left of ``settings.max_seconds`` for one timing call; it runs down only while the lock is held.
+
+    Waiting for the host lock does not count (another study's timing is not this one's fault); warm-up and
+    timed runs of every attempt do.
+    """
+
+    def __init__(self, settings: LatencySettings, path: str | os.PathLike[str]) -> None:
+        self.settings = settings
+        self.path = path
+        self.left = float(settings.max_seconds)
+        self.deadline = math.inf
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """Count the block against the ceiling."""
+        self.deadline = time.perf_counter() + self.left
+        try:
+            yield
+        finally:
+            self.left = max(0.0, self.deadline - time.perf_counter())
+            self.deadline = math.inf
+
+    def reached(self) -> LatencyError:
+        """The error that ends a timing at the ceiling: the key, the settings that made it long, the fix."""
+        s = self.settings
+        return LatencyError(
+            f"timing {self.path} stopped at latency.max_seconds ({s.max_seconds:g} s) with latency.repeats {s.repeats}, "
+            f"latency.warmup {s.warmup}, latency.max_remeasure {s.max_remeasure}; lower latency.repeats (or warmup, "
+            "max_remeasure), or raise latency.max_seconds if this model really needs that long"
+        )
+
+
+def _time_block(subject: _Subject, runs: int, ceiling: _Ceiling) -> list[float]:
     """Time ``runs`` consecutive runs of one session.
 
     Args:
         subject: The session and its input.
         runs: Number of runs.
+        ceiling: Raises its :class:`LatencyError` once a run would start past the deadline.
 
     Returns:
         Run times in milliseconds.
     """
     clock = time.perf_counter
     times: list[float] = []
+    deadline = ceiling.deadline
+    # run_with_iobinding waits for the device, so the clock sees the whole inference.
     if subject.binding is not None:
-        # run_with_iobinding waits for the device, so the clock sees the whole inference.
-        run_bound, binding = subject.session.run_with_iobinding, subject.binding
-        for _ in range(runs):
-            start = clock()
-            run_bound(binding)
-            times.append((clock() - start) * 1000.0)
-        return times
-    run = subject.session.run
-    outputs = subject.outputs
-    feed = subject.feed
+        run, args = subject.session.run_with_iobinding, (subject.binding,)
+    else:
+        run, args = subject.session.run, (subject.outputs, subject.feed)
     for _ in range(runs):
         start = clock()
-        run(outputs, feed)
+        if start > deadline:
+            raise ceiling.reached()
+        run(*args)
         times.append((clock() - start) * 1000.0)
     return times
 
 
-def _attempt(subjects: Sequence[_Subject], settings: LatencySettings) -> list[list[list[float]]]:
+def _attempt(subjects: Sequence[_Subject], settings: LatencySettings, ceiling: _Ceiling) -> list[list[list[float]]]:
     """One timed attempt: warm up every session, then time rotating blocks, all under the timing lock.
 
     In block ``b`` the subjects run in the order rotated by ``b``, so with two subjects each goes first
@@ -325,6 +358,8 @@ def _attempt(subjects: Sequence[_Subject], settings: LatencySettings) -> list[li
     Args:
         subjects: Sessions to time.
         settings: Timing settings.
+        ceiling: What is left of ``settings.max_seconds``; past it :class:`LatencyError`, and the lock is
+            released on the way out (as on any exception: :func:`timing_lock` releases in a ``finally``).
 
     Returns:
         ``times[subject][block]`` = run times (ms).
@@ -332,17 +367,16 @@ def _attempt(subjects: Sequence[_Subject], settings: LatencySettings) -> list[li
     times: list[list[list[float]]] = [[] for _ in subjects]
     order = list(range(len(subjects)))
     gc_was_enabled = gc.isenabled()
-    with timing_lock(settings):
+    with timing_lock(settings), ceiling.running():
         # Collector pauses would land in random runs; timeit disables it for the same reason.
         gc.disable()
         try:
             for subject in subjects:
-                for _ in range(settings.warmup):
-                    subject.run()
+                _time_block(subject, settings.warmup, ceiling)  # warm-up: times thrown away
             for b, runs in enumerate(settings.block_sizes):
                 shift = b % len(order)
                 for index in order[shift:] + order[:shift]:
-                    times[index].append(_time_block(subjects[index], runs))
+                    times[index].append(_time_block(subjects[index], runs, ceiling))
         finally:
             if gc_was_enabled:
                 gc.enable()
@@ -432,9 +466,10 @@ def measure(
     best: list[list[float]] | None = None
     best_cv = float("inf")
     attempts = 0
+    ceiling = _Ceiling(settings, onnx_path)
     for _ in range(settings.max_remeasure + 1):
         attempts += 1
-        blocks = _attempt(subjects, settings)[0]
+        blocks = _attempt(subjects, settings, ceiling)[0]
         cv = float(summarize(blocks)["cv"])
         if best is None or cv < best_cv:
             best, best_cv = blocks, cv
@@ -499,8 +534,9 @@ def _best_attempts(base: _Subject, candidates: Sequence[_Subject], settings: Lat
     best: dict[int, _Best] = {}
     attempts = [0] * len(candidates)
     pending = list(range(len(candidates)))
+    ceiling = _Ceiling(settings, candidates[0].path if len(candidates) == 1 else f"of {len(candidates)} candidates against {base.path}")
     for _ in range(settings.max_remeasure + 1):
-        times = _attempt([base] + [candidates[i] for i in pending], settings)
+        times = _attempt([base] + [candidates[i] for i in pending], settings, ceiling)
         base_medians = summarize(times[0])["block_medians_ms"]
         for slot, index in enumerate(pending, start=1):
             attempts[index] += 1

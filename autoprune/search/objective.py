@@ -106,6 +106,7 @@ class Objective:
         worker: this worker's id (recorded on every trial).
         log_line: prints one log line.
         wait_limits: bounds of the wait for another worker's trial with the same channels.
+        store: the artifact store, already checked (default: the study's, opened here).
     """
 
     def __init__(
@@ -116,6 +117,7 @@ class Objective:
         worker: str,
         log_line: Callable[[str], None],
         wait_limits: WaitLimits | None = None,
+        store: Any = None,
     ) -> None:
         self.ctx = ctx
         self.study = study
@@ -128,7 +130,7 @@ class Objective:
         self.max_drop = float(attrs["max_drop"])
         self.mode = str(attrs.get("search_mode", "pareto"))  # studies made before the fastest mode had two objectives
         self.ordered = attrs.get(WIDTH_PARAMS_ATTR) == "ordered"  # older studies drew widths as categories
-        self.store = study_store(ctx.config)  # a folder every worker sees, or an S3 bucket
+        self.store = store if store is not None else study_store(ctx.config)  # a folder every worker sees, or an S3 bucket
         self.device = device_label(ctx.task.device)
         self.surplus = 0  # trials closed unrun by the guard
         self.current_trial_id: int | None = None

@@ -10,13 +10,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 from typing import Callable
+from typing import Iterator
 from typing import TypeVar
 
 import optuna
@@ -24,11 +25,16 @@ import optuna
 from autoprune.errors import StorageError
 from autoprune.redact import redact_text
 from autoprune.redact import redact_url
+from autoprune.timeouts import connect_timeout
+from autoprune.timeouts import statement_timeout
 
 log = logging.getLogger("autoprune")
 T = TypeVar("T")
 
 JOURNAL_PREFIX = "journal:"
+MIN_ATTEMPT_S = 2  # the shortest connect timeout libpq honours (it reads 1 as 2)
+# Key of the PostgreSQL advisory lock held while a storage creates its tables (per database: "autoprun").
+SCHEMA_LOCK_KEY = 0x6175746F7072756E
 
 
 def is_sqlite(url: str) -> bool:
@@ -47,27 +53,17 @@ def journal_path(url: str) -> Path:
     return Path(rest)
 
 
-def server_connect_args(url: str) -> dict[str, Any]:
-    """Timeouts for a database server: a connection attempt gives up after ``$AUTOPRUNE_CONNECT_TIMEOUT``
-    seconds (default 10; a host that accepts TCP and never answers would otherwise hold a command for minutes),
-    and a statement after ``$AUTOPRUNE_STATEMENT_TIMEOUT`` seconds (default 60; Optuna's are short)."""
-    connect = _seconds("AUTOPRUNE_CONNECT_TIMEOUT", 10)
-    statement = _seconds("AUTOPRUNE_STATEMENT_TIMEOUT", 60)
+def server_connect_args(url: str, connect_s: int | None = None) -> dict[str, Any]:
+    """Timeouts for a database server: a connection attempt gives up after ``connect_s`` seconds (default
+    :func:`connect_timeout`), a statement after :func:`statement_timeout`."""
+    connect = connect_s or connect_timeout()
+    statement = statement_timeout()
     scheme = url.split("://", 1)[0].lower()
     if scheme.startswith("postgresql") or scheme.startswith("postgres"):
         return {"connect_timeout": connect, "options": f"-c statement_timeout={statement * 1000}"}
     if scheme.startswith("mysql") or scheme.startswith("mariadb"):
         return {"connect_timeout": connect, "read_timeout": statement, "write_timeout": statement}
     return {}
-
-
-def _seconds(name: str, default: int) -> int:
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    if not text.isdigit() or int(text) < 1:
-        raise StorageError(f"${name} is {text!r}; give a whole number of seconds (at least 1) or unset it")
-    return int(text)
 
 
 def check_workers(url: str, workers: int) -> None:
@@ -152,7 +148,9 @@ def with_retry(
 ) -> T:
     """Run ``action``; on a transient database error retry with exponential backoff, then fail clearly.
 
-    ``budget_s`` bounds the whole wait (e.g. a worker's ``--wait``): no retry starts that would end past it.
+    ``budget_s`` bounds the whole wait (e.g. a worker's ``--wait``): no retry starts that would not have
+    :data:`MIN_ATTEMPT_S` left after its backoff (:func:`open_storage` cuts that attempt's connect timeout to
+    what is left, so the last attempt ends at the budget instead of one connect timeout past it).
     """
     delay = first_delay
     start = time.monotonic()
@@ -162,7 +160,7 @@ def with_retry(
         except Exception as exc:
             if not is_transient(exc):
                 raise
-            out_of_time = budget_s is not None and time.monotonic() - start + delay > budget_s
+            out_of_time = budget_s is not None and time.monotonic() - start + delay + MIN_ATTEMPT_S > budget_s
             if attempt == attempts or out_of_time:
                 detail = redact_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, url)
                 raise StorageError(
@@ -186,8 +184,18 @@ def _open_journal(url: str) -> optuna.storages.BaseStorage:
     return JournalStorage(JournalFileBackend(str(path)))
 
 
-def _rdb_kwargs(url: str, heartbeat_interval: int | None, grace_period: int | None) -> dict[str, Any]:
-    """The keyword arguments of an RDB storage (a SQLite file's folder created first)."""
+def attempt_timeout(deadline: float | None) -> int:
+    """The connect timeout of one attempt: :func:`connect_timeout`, cut to the seconds left before ``deadline``
+    (a ``time.monotonic()`` value; None: no deadline), never below :data:`MIN_ATTEMPT_S`."""
+    configured = connect_timeout()
+    if deadline is None:
+        return configured
+    return max(MIN_ATTEMPT_S, min(configured, int(deadline - time.monotonic())))
+
+
+def _rdb_kwargs(url: str, heartbeat_interval: int | None, grace_period: int | None, deadline: float | None = None) -> dict[str, Any]:
+    """The keyword arguments of an RDB storage (a SQLite file's folder created first); a server's connect
+    timeout is cut to what is left before ``deadline`` (see :func:`attempt_timeout`)."""
     if is_sqlite(url):
         db = url.split(":///", 1)[-1]
         if db and db != ":memory:":
@@ -196,10 +204,53 @@ def _rdb_kwargs(url: str, heartbeat_interval: int | None, grace_period: int | No
     if is_sqlite(url):
         kwargs["engine_kwargs"]["connect_args"] = {"timeout": 60}
     elif server_connect_args(url):
-        kwargs["engine_kwargs"]["connect_args"] = server_connect_args(url)
+        kwargs["engine_kwargs"]["connect_args"] = server_connect_args(url, attempt_timeout(deadline))
     if heartbeat_interval:
         kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     return kwargs
+
+
+def _is_postgres(url: str) -> bool:
+    return url.split("://", 1)[0].lower().startswith("postgres")
+
+
+@contextlib.contextmanager
+def schema_lock(url: str, deadline: float | None = None) -> Iterator[None]:
+    """Hold a PostgreSQL advisory lock on the study database for the block (other storages: nothing).
+
+    Optuna's ``RDBStorage`` creates its tables, its version row and its alembic stamp when it opens; several
+    processes opening one fresh database at once (``kubectl apply`` starts create, workers and dashboard
+    together) raced there and all but one failed with ``duplicate key ... pg_type_typname_nsp_index``.  Under
+    this lock one of them creates the schema and the others find it.  The lock belongs to a connection of its
+    own, closed on leaving (which releases it, also when the process dies); the wait for it is bounded by
+    :func:`statement_timeout`.  Advisory locks are per database, so other databases on the server are not held.
+    """
+    if not _is_postgres(url):
+        yield
+        return
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=server_connect_args(url, attempt_timeout(deadline)))
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+            yield
+    finally:
+        engine.dispose()
+
+
+def _new_rdb(url: str, kwargs: dict[str, Any], max_retry: int) -> optuna.storages.RDBStorage:
+    """An RDB storage with heartbeats (when ``kwargs`` ask for them) and their retry callback."""
+    with warnings.catch_warnings():
+        # Heartbeats and their retry callback are marked experimental; they are what makes dead workers' trials re-run.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if kwargs.get("heartbeat_interval"):
+            kwargs["heartbeat_stale_trial_callback"] = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        storage = _RDBStorage(url, **kwargs)
+    if is_sqlite(url):
+        _sqlite_wal(storage)
+    return storage
 
 
 def open_storage(
@@ -211,6 +262,9 @@ def open_storage(
     budget_s: float | None = None,
 ) -> optuna.storages.BaseStorage:
     """Open (and create the schema of) a study storage.
+
+    Several processes may open one fresh database at once: the schema is created under
+    :func:`schema_lock`.  With ``budget_s`` no attempt's connect timeout reaches past the budget.
 
     Args:
         url: ``sqlite:///...``, ``postgresql://...``, ``mysql+pymysql://...`` or ``journal:/path``.
@@ -225,19 +279,13 @@ def open_storage(
     """
     if is_journal(url):
         return _open_journal(url)
-    kwargs = _rdb_kwargs(url, heartbeat_interval, grace_period)
+    _rdb_kwargs(url, heartbeat_interval, grace_period)  # a bad timeout variable is refused before any attempt
+    deadline = None if budget_s is None else time.monotonic() + budget_s
 
     def connect() -> optuna.storages.BaseStorage:
-        with warnings.catch_warnings():
-            # Heartbeats and their retry callback are marked experimental; they are what makes dead workers' trials re-run.
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry) if heartbeat_interval else None
-            if callback is not None:
-                kwargs["heartbeat_stale_trial_callback"] = callback
-            storage = _RDBStorage(url, **kwargs)
-            if is_sqlite(url):
-                _sqlite_wal(storage)
-            return storage
+        with schema_lock(url, deadline):
+            # Computed after the lock's connection: that one may have taken part of what is left.
+            return _new_rdb(url, _rdb_kwargs(url, heartbeat_interval, grace_period, deadline), max_retry)
 
     try:
         return with_retry(connect, url, "open the study storage", attempts=attempts, budget_s=budget_s)

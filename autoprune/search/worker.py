@@ -25,6 +25,7 @@ from typing import Callable
 import optuna
 
 from autoprune import console
+from autoprune.artifacts import study_store
 from autoprune.calibration import RECIPE_ATTR
 from autoprune.calibration import apply_recipe
 from autoprune.device import DEVICE_ENV
@@ -98,12 +99,14 @@ def run_worker(
     check_targets(config)  # before waiting for the study: a worker that cannot run should say so at once
     url = config.storage_url(storage_url)
     worker = worker or f"{socket.gethostname()}:{os.getpid()}"
-    study = wait_for_study(config, url, wait_timeout, say=log_line)
+    deadline = time.monotonic() + wait_timeout
+    store = study_store(config, budget_s=wait_timeout)  # a store that never answers is reported within --wait too
+    study = wait_for_study(config, url, max(0.0, deadline - time.monotonic()), say=log_line)
     ctx = _study_context(config, study)
     threads = set_torch_threads(config.search.torch_threads, local_workers)
     goal = int(target or study.user_attrs.get("target_trials") or config.search.trials)
     study = optuna.load_study(study_name=config.name, storage=storage_for(config, url), sampler=make_sampler(config, worker_index))
-    objective = Objective(ctx, study, goal, worker, log_line)
+    objective = Objective(ctx, study, goal, worker, log_line, store=store)
     log_line(
         f"[{worker}] joined study {config.name!r} at {redact_url(url)}; target {goal} finished trials; {threads} torch threads; "
         f"device {objective.device}, timing on {ctx.latency.provider}"
@@ -267,14 +270,16 @@ def _fail_unclaimed(study: optuna.Study, grace_period: float) -> list[int]:
 
 
 class _SurplusNote(logging.Filter):
-    """Optuna logs a trial closed by the surplus guard as a failure with a traceback; one plain line says it."""
+    """Optuna logs a failed trial with a traceback.  A trial closed by the surplus guard gets one plain line
+    instead; one ended by an :class:`AutopruneError` (e.g. ``latency.max_seconds`` reached) gets none, because
+    the worker stops on it and prints its message once."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, SurplusTrial):
             record.msg, record.args = f"{exc}; closed without running", ()
             record.exc_info, record.exc_text = None, None
-        return True
+        return not isinstance(exc, AutopruneError)
 
 
 def _quiet_surplus_logs() -> None:

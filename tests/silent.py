@@ -1,0 +1,30 @@
+"""A TCP server on 127.0.0.1 that accepts connections and never answers (a hung database or S3 endpoint)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def silent_server(connections: int = 64) -> Iterator[tuple[int, list[socket.socket]]]:
+    """Yields ``(port, accepted)``: the port and the connections accepted so far (held open, never answered)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(connections)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):  # the server socket closed under accept()
+            for _ in range(connections):
+                held.append(server.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield server.getsockname()[1], held
+    finally:
+        server.close()
+        for conn in held:
+            conn.close()
