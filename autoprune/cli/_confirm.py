@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from autoprune.errors import ConfigError
+
+if TYPE_CHECKING:
+    from autoprune.config import StudyConfig
 
 
 def _check_drop(max_drop: float | None) -> None:
     if max_drop is not None and not 0 <= max_drop < 1:
         raise ConfigError(f"--max-drop must be in [0, 1), got {max_drop}")
+
+
+def study_config(config: str, storage: str | None) -> "StudyConfig":
+    """The config the study of the file ``config`` was created with (this host's run keys kept), see
+    :func:`autoprune.search.study_config.config_for_study`."""
+    from autoprune import console
+    from autoprune.config import load_config
+    from autoprune.search.study_config import config_for_study
+
+    return config_for_study(load_config(config), storage, console.note)
 
 
 @click.command("confirm")
@@ -19,11 +34,10 @@ def _check_drop(max_drop: float | None) -> None:
 @click.option("--storage", default=None, help="Storage URL (default: the config's).")
 def confirm(config: str, top: int, max_drop: float | None, storage: str | None) -> None:
     """Re-time the best candidates together and measure them on the held-out test split."""
-    from autoprune.config import load_config
     from autoprune.confirm import confirm_study
 
     _check_drop(max_drop)
-    confirm_study(load_config(config), top=top, max_drop=max_drop, storage=storage, echo=click.echo)
+    confirm_study(study_config(config, storage), top=top, max_drop=max_drop, storage=storage, echo=click.echo)
 
 
 @click.command("retime")
@@ -33,11 +47,10 @@ def confirm(config: str, top: int, max_drop: float | None, storage: str | None) 
 @click.option("--storage", default=None, help="Storage URL (default: the config's).")
 def retime(config: str, top: int, max_drop: float | None, storage: str | None) -> None:
     """Time the best candidates on this host and store the timings under its fingerprint."""
-    from autoprune.config import load_config
     from autoprune.retime import retime_study
 
     _check_drop(max_drop)
-    retime_study(load_config(config), top=top, storage=storage, max_drop=max_drop, echo=click.echo)
+    retime_study(study_config(config, storage), top=top, storage=storage, max_drop=max_drop, echo=click.echo)
 
 
 COMMANDS = [confirm, retime]
