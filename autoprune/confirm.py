@@ -39,6 +39,7 @@ from typing import Mapping
 import optuna
 import pandas as pd
 
+from autoprune.analysis.pareto import ranked
 from autoprune.errors import SelectionError
 from autoprune.errors import StorageError
 from autoprune.redact import redact_url
@@ -97,13 +98,6 @@ def _float(value: Any) -> float:
         return math.nan
 
 
-def _rank(rows: pd.DataFrame, sign: float) -> pd.DataFrame:
-    """Rows fastest first; ties: better metric, fewer MACs, lower trial number (the rule of ``select``)."""
-    macs = pd.to_numeric(rows["macs"], errors="coerce") if "macs" in rows else pd.Series(math.inf, index=rows.index)
-    key = rows.assign(_s=-rows["speedup"], _m=-sign * rows["metric"], _c=macs.fillna(math.inf).astype(float))
-    return rows.loc[key.sort_values(["_s", "_m", "_c", "number"]).index]
-
-
 def _channels_key(row: "pd.Series") -> tuple:
     """The kept channels of a row (same key: same architecture)."""
     return tuple(sorted((k, int(v)) for k, v in row.items() if str(k).startswith("channels:") and not pd.isna(v)))
@@ -152,27 +146,27 @@ def select_candidates(df: pd.DataFrame, info: "StudyInfo", top: int, max_drop: f
 
     if top < 1:
         raise SelectionError(f"--top must be at least 1, got {top}")
-    sign = 1.0 if info.metric_direction == "maximize" else -1.0
+    direction = info.metric_direction
     usable = completed(df)
     feasible = usable[usable["drop"] <= max_drop]
     if feasible.empty:
         select(usable, max_drop, metric_direction=info.metric_direction)  # raises with the closest trial named
-    picks = _fastest_distinct(feasible, sign, top)
+    picks = _fastest_distinct(feasible, direction, top)
     picked = {c.number for c in picks}
     kinds = usable["kind"] if "kind" in usable else pd.Series(None, index=usable.index, dtype=object)
     for kind in BASELINE_KINDS:
         runs = usable[kinds == kind]
-        baseline = _sweep_candidate(kind, info, max_drop) if runs.empty else _baseline_trial(runs, sign, max_drop, picked)
+        baseline = _sweep_candidate(kind, info, max_drop) if runs.empty else _baseline_trial(runs, direction, max_drop, picked)
         if baseline is not None:
             picks.append(baseline)
     return picks
 
 
-def _fastest_distinct(feasible: pd.DataFrame, sign: float, top: int) -> list[Candidate]:
+def _fastest_distinct(feasible: pd.DataFrame, metric_direction: str, top: int) -> list[Candidate]:
     """The ``top`` fastest feasible trials, skipping one whose kept channels a faster-ranked trial has."""
     picks: list[Candidate] = []
     seen: set[tuple] = set()
-    for _, row in _rank(feasible, sign).iterrows():
+    for _, row in ranked(feasible, metric_direction).iterrows():
         key = _channels_key(row)
         if key and key in seen:
             continue
@@ -183,12 +177,12 @@ def _fastest_distinct(feasible: pd.DataFrame, sign: float, top: int) -> list[Can
     return picks
 
 
-def _baseline_trial(runs: pd.DataFrame, sign: float, max_drop: float, picked: set[int | None]) -> Candidate | None:
+def _baseline_trial(runs: pd.DataFrame, metric_direction: str, max_drop: float, picked: set[int | None]) -> Candidate | None:
     """The best feasible trial among a baseline kind's ``runs``; ``None`` when none is feasible or it is picked already."""
     ok = runs[runs["drop"] <= max_drop]
     if ok.empty:
         return None
-    best = _rank(ok, sign).iloc[0]
+    best = ranked(ok, metric_direction).iloc[0]
     return None if int(best["number"]) in picked else _from_row(best, on_front=False)
 
 

@@ -245,6 +245,32 @@ def test_choose_without_confirmation_ignores_the_test_split_not_a_settled_retimi
     assert choose(bare, 0.02, cv_threshold=0.05).number == 4
 
 
+def test_every_pick_breaks_an_equal_speed_tie_by_a_metric_to_minimize() -> None:
+    """An error rate (lower is better): of two equally fast trials, pareto, confirm and export all take the lower
+    error, before and after confirmation.  The better trial has the higher number, so no tie on number decides."""
+    from autoprune.analysis import StudyInfo
+    from autoprune.analysis import summarize
+    from autoprune.confirm import _pick
+    from autoprune.confirm import select_candidates
+    from autoprune.export import choose_trial
+
+    confirmed = {"confirmed:speedup": 1.9, "confirmed:speedup_spread": 0.01, "confirmed:noisy": False}
+    df = pd.DataFrame([
+        _pt(0, 0.20, 2.0, drop=0.10, macs=1000, kind="search", **confirmed, **{"confirmed:test_drop": 0.10}),
+        _pt(1, 0.12, 2.0, drop=0.02, macs=1000, kind="search", **confirmed, **{"confirmed:test_drop": 0.02}),
+    ])
+    info = StudyInfo(name="err", metric_name="error", metric_direction="minimize", base_metric=0.10, max_drop=0.15)
+    bare = df.drop(columns=[c for c in df.columns if c.startswith("confirmed:")])
+    for table in (bare, df):
+        assert select(table, 0.15, metric_direction="minimize")["number"] == 1  # the validation pick
+        assert summarize(table, info)["chosen"]["number"] == 1  # pareto
+        assert choose_trial(table, info, 0.15)[0]["number"] == 1  # export
+    assert summarize(df, info)["selection"] == "confirmed"
+    figures = {str(n): {"test_drop": d, "speedup": 1.9, "speedup_spread": 0.01, "noisy": False} for n, d in ((0, 0.10), (1, 0.02))}
+    assert _pick(bare, info, 0.15, figures)[0] == 1  # what confirm stores as the pick
+    assert [c.number for c in select_candidates(bare, info, 1, 0.15)] == [1]  # what confirm re-measures first
+
+
 def test_select_names_the_trials_whose_timings_did_not_settle() -> None:
     points = [_pt(4, 0.97, 5.67, drop=0.005, speedup_spread=0.209), _pt(6, 0.90, 3.0, drop=0.08, speedup_spread=0.01)]
     with pytest.raises(SelectionError, match=r"trial\(s\) 4 did not settle.*autoprune confirm"):
