@@ -18,13 +18,16 @@ def _check_drop(max_drop: float | None) -> None:
 
 
 def study_config(config: str, storage: str | None) -> "StudyConfig":
-    """The config the study of the file ``config`` was created with (this host's run keys kept), see
-    :func:`autoprune.search.study_config.config_for_study`."""
+    """The config the study of the file ``config`` was created with, this host's run keys kept (see
+    :func:`autoprune.search.study_config.reconcile`); the study must exist."""
     from autoprune import console
     from autoprune.config import load_config
-    from autoprune.search.study_config import config_for_study
+    from autoprune.confirm import open_study_for_update
+    from autoprune.search.study_config import reconcile
 
-    return config_for_study(load_config(config), storage, console.note)
+    local = load_config(config)
+    study = open_study_for_update(local, storage)[2]
+    return reconcile(study.user_attrs, local, console.note)
 
 
 @click.command("confirm")
