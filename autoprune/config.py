@@ -412,11 +412,27 @@ def _shown(value: Any) -> str:
     return "unset" if value is _ABSENT else repr(value)
 
 
-def study_config(stored: dict[str, Any], local: StudyConfig, study_name: str) -> tuple[StudyConfig, list[str]]:
+def stored_config(stored: Any) -> tuple[StudyConfig | None, str]:
+    """The config a study stored (its attr ``config``), or ``None`` and why when there is none this version reads.
+
+    Example:
+        >>> stored_config(None)
+        (None, 'it stored no config')
+    """
+    if not isinstance(stored, dict):
+        return None, "it stored no config"
+    try:
+        return StudyConfig.model_validate({k: v for k, v in stored.items() if k != "source"}), ""
+    except ValidationError as exc:
+        problems = _format_validation_error(Path("its stored config"), exc).splitlines()
+        return None, problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+
+
+def study_config(study: StudyConfig, local: StudyConfig, study_name: str) -> tuple[StudyConfig, list[str]]:
     """The config a study was created with, with this host's run keys, checked against the local file.
 
     Args:
-        stored: the study attr ``config`` (written when the study was created).
+        study: the study's stored config (:func:`stored_config`).
         local: the config read on this host (its recovery recipe already set to the study's).
         study_name: the study, for messages.
 
@@ -424,14 +440,8 @@ def study_config(stored: dict[str, Any], local: StudyConfig, study_name: str) ->
         ``(the study's config with this host's run keys and source, the run keys that differ)``.
 
     Raises:
-        ConfigError: the local file differs in a key that changes results (the keys are named with both
-            values), or the stored config does not validate with this version.
+        ConfigError: the local file differs in a key that changes results (the keys are named with both values).
     """
-    data = {k: v for k, v in stored.items() if k != "source"}
-    try:
-        study = StudyConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_format_validation_error(Path(f"study {study_name!r} (stored config)"), exc)) from None
     results, runs = config_differences(study, local)
     if results:
         mine, theirs = _flatten(public_config(local)), _flatten(public_config(study))

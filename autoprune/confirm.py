@@ -470,6 +470,7 @@ def confirm_study(
         f"confirming the {len(front)} fastest feasible candidate(s) and {len(candidates) - len(front)} baseline(s) of study "
         f"{config.name!r} on the test split (max drop {loaded.budget:g})"
     )
+    _say_replaced(loaded.study.user_attrs.get(CONFIRMATION_ATTR), echo)
     ctx = context or StudyContext.build(config)
     check_base(loaded.study, ctx, loaded.url)
     fingerprint = host_fingerprint(ctx.latency.provider, ctx.latency.provider_options)
@@ -481,6 +482,13 @@ def confirm_study(
     for line in _report(candidates, summary, info.metric_name):
         echo(line)
     return summary
+
+
+def _say_replaced(previous: Any, echo: Callable[[str], None]) -> None:
+    """One line when an earlier confirmation is about to be replaced (``export`` confirms again by default)."""
+    if isinstance(previous, Mapping):
+        echo(f"replacing the confirmation stored at {previous.get('measured_at', '?')} on host {previous.get('host_id', '?')} "
+             f"(max drop {previous.get('max_drop', '?')}, top {previous.get('top', '?')}) with this one")
 
 
 def _summary(

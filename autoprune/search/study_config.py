@@ -17,6 +17,7 @@ from autoprune.analysis.frame import open_study
 from autoprune.calibration import RECIPE_ATTR
 from autoprune.calibration import apply_recipe
 from autoprune.config import StudyConfig
+from autoprune.config import stored_config
 from autoprune.config import study_config
 
 CONFIG_ATTR = "config"
@@ -40,10 +41,10 @@ def reconcile(
         ConfigError: the local file differs from the study's config in a key that changes results.
     """
     name = study_name or local.name
-    stored = attrs.get(CONFIG_ATTR)
+    stored, why = stored_config(attrs.get(CONFIG_ATTR))
     where = local.source or "the local config"
-    if not isinstance(stored, dict):
-        say(f"note: study {name!r} was made by an older autoprune that stored no config; using {where} as it is")
+    if stored is None:
+        say(f"note: study {name!r} was made by an older autoprune ({why}); using {where} as it is")
         return local
     mine = local.model_copy(deep=True, update={"name": name})  # --study may name it; the name finds, never changes, a trial
     apply_recipe(mine, attrs.get(RECIPE_ATTR))  # a calibrated study stores its recipe in place of the file's
