@@ -49,7 +49,6 @@ def reconcile(
     mine = local.model_copy(deep=True, update={"name": name})  # --study may name it; the name finds, never changes, a trial
     apply_recipe(mine, attrs.get(RECIPE_ATTR))  # a calibrated study stores its recipe in place of the file's
     config, runs = study_config(stored, mine, name)
-    apply_recipe(config, attrs.get(RECIPE_ATTR))
     if runs:
         say(f"note: {where} differs from the config of study {name!r} only where or how it runs "
             f"({', '.join(runs)}); using this host's values for those")
