@@ -46,9 +46,11 @@ def reconcile(
     if stored is None:
         say(f"note: study {name!r} was made by an older autoprune ({why}); using {where} as it is")
         return local
-    mine = local.model_copy(deep=True, update={"name": name})  # --study may name it; the name finds, never changes, a trial
+    # The name finds a study and changes no trial: --study may name it, and a copied study keeps the config
+    # stored under its first name.
+    mine = local.model_copy(deep=True, update={"name": name})
     apply_recipe(mine, attrs.get(RECIPE_ATTR))  # a calibrated study stores its recipe in place of the file's
-    config, runs = study_config(stored, mine, name)
+    config, runs = study_config(stored.model_copy(update={"name": name}), mine, name)
     if runs:
         say(f"note: {where} differs from the config of study {name!r} only where or how it runs "
             f"({', '.join(runs)}); using this host's values for those")
