@@ -33,6 +33,7 @@ from autoprune.device import DEVICE_ENV
 from autoprune.device import valid_device
 from autoprune.errors import ConfigError
 from autoprune.redact import expand_env
+from autoprune.redact import redact_url
 
 CRITERIA = ("l1", "l2", "taylor", "hessian", "bn-scale", "fpgm", "lamp", "random")
 SAMPLERS = ("tpe", "nsga2", "random", "gp")
@@ -362,6 +363,148 @@ class StudyConfig(_Section):
             where = "--storage" if override else "$AUTOPRUNE_STORAGE" if os.environ.get("AUTOPRUNE_STORAGE") else f"{self.source or 'the config'}: key 'storage'"
             return expand_env(url, where)
         return f"sqlite:///{(self.base_dir / (self.name + '.db')).resolve()}"
+
+
+# Keys of a study's config that only say where or how a process runs, never what a trial computes: each host
+# of a study may set them its own way (its storage URL or credentials, its device, its torch threads, its
+# data loader, where it keeps artifacts, where its copy of the base checkpoint and of the data lives; the
+# checkpoint's identity is checked by its sha256, the data's by the metric the base reaches).  Every other key
+# changes what a trial measures (criterion, budget, sweep, sampler, recovery recipe, timing settings,
+# heartbeats every worker must agree on), so a worker whose file differs in one is refused: its trials would
+# be mixed silently with trials made under other settings.  Listed as dotted paths; a path covers its subkeys.
+RUN_KEYS: tuple[str, ...] = (
+    "storage",
+    "device",
+    "loader",
+    "search.torch_threads",
+    "artifact_dir",
+    "artifact_store",
+    "base.checkpoint",
+    "task_options.root",
+    "task_options.cache_dir",
+)
+
+_ABSENT = object()
+
+
+def is_run_key(key: str) -> bool:
+    """Whether a dotted config key only says where or how to run (:data:`RUN_KEYS`).
+
+    Example:
+        >>> is_run_key("loader.workers"), is_run_key("pruning.criterion"), is_run_key("criterion")
+        (True, False, False)
+    """
+    return any(key == k or key.startswith(k + ".") for k in RUN_KEYS)
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as ``{dotted key: leaf value}`` (lists are leaves)."""
+    if not isinstance(data, dict) or (prefix and not data):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def public_config(config: StudyConfig) -> dict[str, Any]:
+    """The config as a study stores it (the study attr ``config``): JSON values, the storage URL with its password hidden."""
+    data = config.model_dump(mode="json")
+    if data.get("storage"):
+        data["storage"] = redact_url(data["storage"])
+    return data
+
+
+def config_differences(study: StudyConfig, local: StudyConfig) -> tuple[list[str], list[str]]:
+    """The dotted keys in which two configs differ, split into result keys and run keys (:data:`RUN_KEYS`).
+
+    Args:
+        study: the config a study was created with.
+        local: the config read on this host.
+
+    Returns:
+        ``(keys that change results, keys that only say where or how to run)``, each sorted.
+    """
+    mine, theirs = _flatten(public_config(local)), _flatten(public_config(study))
+    differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k, _ABSENT) != theirs.get(k, _ABSENT))
+    return [k for k in differ if not is_run_key(k)], [k for k in differ if is_run_key(k)]
+
+
+def _get_dotted(data: dict[str, Any], key: str) -> Any:
+    """``data[a][b]...`` for the dotted ``key``, ``_ABSENT`` where a part is missing."""
+    for part in key.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return _ABSENT
+        data = data[part]
+    return data
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set (or, for ``_ABSENT``, remove) ``data[a][b]...`` for the dotted ``key``."""
+    *parents, leaf = key.split(".")
+    for part in parents:
+        data = data.setdefault(part, {})
+    if value is _ABSENT:
+        data.pop(leaf, None)
+    else:
+        data[leaf] = value
+
+
+def _shown(value: Any) -> str:
+    return "unset" if value is _ABSENT else repr(value)
+
+
+def stored_config(stored: Any) -> tuple[StudyConfig | None, str]:
+    """The config a study stored (its attr ``config``), or ``None`` and why when there is none this version reads.
+
+    Example:
+        >>> stored_config(None)
+        (None, 'it stored no config')
+    """
+    if not isinstance(stored, dict):
+        return None, "it stored no config"
+    try:
+        return StudyConfig.model_validate({k: v for k, v in stored.items() if k != "source"}), ""
+    except ValidationError as exc:
+        problems = _format_validation_error(Path("its stored config"), exc).splitlines()
+        return None, problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+
+
+def study_config(study: StudyConfig, local: StudyConfig, study_name: str) -> tuple[StudyConfig, list[str]]:
+    """The config a study was created with, with this host's run keys, checked against the local file.
+
+    Args:
+        study: the study's stored config (:func:`stored_config`).
+        local: the config read on this host (its recovery recipe already set to the study's).
+        study_name: the study, for messages.
+
+    Returns:
+        ``(the study's config with this host's run keys and source, the run keys that differ)``.
+
+    Raises:
+        ConfigError: the local file differs in a key that changes results (the keys are named with both values).
+    """
+    results, runs = config_differences(study, local)
+    if results:
+        mine, theirs = _flatten(public_config(local)), _flatten(public_config(study))
+        shown = ", ".join(f"{k} (here {_shown(mine.get(k, _ABSENT))}, study {_shown(theirs.get(k, _ABSENT))})" for k in results)
+        raise ConfigError(
+            f"{local.source or 'the config'} differs from the config study {study_name!r} was created with in "
+            f"{shown}: its trials would be mixed with trials made under other settings; use the study's values "
+            "(or create a new study under another name)"
+        )
+    return _with_run_keys(study, local), runs
+
+
+def _with_run_keys(study: StudyConfig, local: StudyConfig) -> StudyConfig:
+    """``study`` with every run key (:data:`RUN_KEYS`) and the source of ``local``."""
+    merged = study.model_dump(mode="json")
+    here = local.model_dump(mode="json")
+    for key in RUN_KEYS:  # all of them: the study holds its creator's values (and a redacted storage URL)
+        _set_dotted(merged, key, _get_dotted(here, key))
+    rebuilt = StudyConfig.model_validate(merged)
+    rebuilt.source = local.source
+    return rebuilt
 
 
 # pydantic names each member of a union in the error location ("int", "literal['auto']"); not a key.

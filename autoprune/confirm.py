@@ -38,6 +38,7 @@ from typing import Mapping
 import optuna
 import pandas as pd
 
+from autoprune.analysis.pareto import ranked
 from autoprune.analysis.twins import architecture_keys
 from autoprune.analysis.twins import one_per_architecture
 from autoprune.errors import SelectionError
@@ -107,11 +108,6 @@ def _float(value: Any) -> float:
         return math.nan
 
 
-def _rank(rows: pd.DataFrame, sign: float) -> pd.DataFrame:
-    """Rows fastest first; ties: better metric, fewer MACs, lower trial number (the rule of ``select``)."""
-    macs = pd.to_numeric(rows["macs"], errors="coerce") if "macs" in rows else pd.Series(math.inf, index=rows.index)
-    key = rows.assign(_s=-rows["speedup"], _m=-sign * rows["metric"], _c=macs.fillna(math.inf).astype(float))
-    return rows.loc[key.sort_values(["_s", "_m", "_c", "number"]).index]
 
 
 def _from_row(row: Mapping[str, Any], on_front: bool) -> Candidate:
@@ -160,30 +156,30 @@ def select_candidates(df: pd.DataFrame, info: "StudyInfo", top: int, max_drop: f
 
     if top < 1:
         raise SelectionError(f"--top must be at least 1, got {top}")
-    sign = 1.0 if info.metric_direction == "maximize" else -1.0
+    direction = info.metric_direction
     usable = completed(df)
     feasible = usable[usable["drop"] <= max_drop]
     if feasible.empty:
         select(usable, max_drop, metric_direction=info.metric_direction)  # raises with the closest trial named
-    picks = [_from_row(row, on_front=True) for _, row in _rank(one_per_architecture(feasible), sign).head(top).iterrows()]
+    picks = [_from_row(row, on_front=True) for _, row in ranked(one_per_architecture(feasible), direction).head(top).iterrows()]
     picked = {c.number for c in picks} | {c.channels for c in picks if c.channels}
     kinds = usable["kind"] if "kind" in usable else pd.Series(None, index=usable.index, dtype=object)
     for kind in BASELINE_KINDS:
         runs = one_per_architecture(usable[kinds == kind], max_drop)
-        baseline = _sweep_candidate(kind, info, max_drop) if runs.empty else _baseline_trial(runs, sign, max_drop, picked)
+        baseline = _sweep_candidate(kind, info, max_drop) if runs.empty else _baseline_trial(runs, direction, max_drop, picked)
         if baseline is not None:
             picks.append(baseline)
             picked |= {baseline.number, baseline.channels} - {None}
     return picks
 
 
-def _baseline_trial(runs: pd.DataFrame, sign: float, max_drop: float, picked: set[Any]) -> Candidate | None:
+def _baseline_trial(runs: pd.DataFrame, metric_direction: str, max_drop: float, picked: set[Any]) -> Candidate | None:
     """The best feasible trial among a baseline kind's ``runs``; ``None`` when none is feasible, or it (or a twin,
     by channel key in ``picked``) is picked already."""
     ok = runs[runs["drop"] <= max_drop]
     if ok.empty:
         return None
-    best = _from_row(_rank(ok, sign).iloc[0], on_front=False)
+    best = _from_row(ranked(ok, metric_direction).iloc[0], on_front=False)
     return None if best.number in picked or (best.channels and best.channels in picked) else best
 
 
@@ -584,6 +580,7 @@ def confirm_study(
         f"confirming the {len(front)} fastest feasible candidate(s) and {len(candidates) - len(front)} baseline(s) of study "
         f"{config.name!r} on the test split (max drop {loaded.budget:g})"
     )
+    _say_replaced(loaded.study.user_attrs.get(CONFIRMATION_ATTR), echo)
     ctx = context or StudyContext.build(config)
     check_base(loaded.study, ctx, loaded.url)
     fingerprint = host_fingerprint(ctx.latency.provider, ctx.latency.provider_options)
@@ -597,6 +594,13 @@ def confirm_study(
     for line in _report(candidates, summary, info.metric_name):
         echo(line)
     return summary
+
+
+def _say_replaced(previous: Any, echo: Callable[[str], None]) -> None:
+    """One line when an earlier confirmation is about to be replaced (``export`` confirms again by default)."""
+    if isinstance(previous, Mapping):
+        echo(f"replacing the confirmation stored at {previous.get('measured_at', '?')} on host {previous.get('host_id', '?')} "
+             f"(max drop {previous.get('max_drop', '?')}, top {previous.get('top', '?')}) with this one")
 
 
 def _summary(

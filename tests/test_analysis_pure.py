@@ -7,6 +7,7 @@ import math
 import random
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 
@@ -243,6 +244,91 @@ def test_choose_without_confirmation_ignores_the_test_split_not_a_settled_retimi
     # before confirm ran, trial 3 had no settled timing and could not lead
     bare = df.drop(columns=[c for c in df.columns if c.startswith("confirmed:")])
     assert choose(bare, 0.02, cv_threshold=0.05).number == 4
+
+
+def test_every_pick_breaks_an_equal_speed_tie_by_a_metric_to_minimize() -> None:
+    """An error rate (lower is better): of two equally fast trials, pareto, confirm and export all take the lower
+    error, before and after confirmation.  The better trial has the higher number, so no tie on number decides."""
+    from autoprune.analysis import StudyInfo
+    from autoprune.analysis import summarize
+    from autoprune.confirm import _pick
+    from autoprune.confirm import select_candidates
+    from autoprune.export import choose_trial
+
+    confirmed = {"confirmed:speedup": 1.9, "confirmed:speedup_spread": 0.01, "confirmed:noisy": False}
+    df = pd.DataFrame([
+        _pt(0, 0.20, 2.0, drop=0.10, macs=1000, kind="search", **confirmed, **{"confirmed:test_drop": 0.10}),
+        _pt(1, 0.12, 2.0, drop=0.02, macs=1000, kind="search", **confirmed, **{"confirmed:test_drop": 0.02}),
+    ])
+    info = StudyInfo(name="err", metric_name="error", metric_direction="minimize", base_metric=0.10, max_drop=0.15)
+    bare = df.drop(columns=[c for c in df.columns if c.startswith("confirmed:")])
+    for table in (bare, df):
+        assert select(table, 0.15, metric_direction="minimize")["number"] == 1  # the validation pick
+        assert summarize(table, info)["chosen"]["number"] == 1  # pareto
+        assert choose_trial(table, info, 0.15)[0]["number"] == 1  # export
+    assert summarize(df, info)["selection"] == "confirmed"
+    figures = {str(n): {"test_drop": d, "speedup": 1.9, "speedup_spread": 0.01, "noisy": False} for n, d in ((0, 0.10), (1, 0.02))}
+    assert _pick(bare, info, 0.15, figures)[0] == 1  # what confirm stores as the pick
+    assert [c.number for c in select_candidates(bare, info, 1, 0.15)] == [1]  # what confirm re-measures first
+
+
+def _baseline_study() -> tuple[pd.DataFrame, object]:
+    """A confirmed study whose sweeps hold what a plain VGG-style model produced: the global baseline trial is
+    r=0.35 (enqueued by its search timing, which did not settle), while the best settled global sweep point is
+    r=0.20; uniform r=0.20 is feasible but neither its sweep timing nor its re-timing settled."""
+    from autoprune.analysis import StudyInfo
+
+    def sweep(ratio: float, drop: float, speedup: float, spread: float) -> dict[str, object]:
+        return {"ratio": ratio, "metric": 0.9 - drop, "drop": drop, "speedup": speedup, "speedup_spread": spread}
+
+    baselines = {"uniform": [sweep(0.2, 0.0, 1.3, 0.20), sweep(0.5, 0.30, 2.6, 0.01)],
+                 "global": [sweep(0.2, 0.0, 1.4, 0.01), sweep(0.35, 0.005, 1.9, 0.20)]}
+    info = StudyInfo(name="vgg", base_metric=0.9, max_drop=0.01, baselines=baselines,
+                     config={"latency": {"cv_threshold": 0.05}})
+
+    def trial(number: int, kind: str, ratio: float | None, drop: float, speedup: float, confirmed: float,
+              spread: float, test_drop: float, macs: int) -> dict[str, object]:
+        return _pt(number, 0.9 - drop, speedup, drop=drop, speedup_spread=0.01, macs=macs, kind=kind,
+                   baseline_ratio=ratio, **{"confirmed:speedup": confirmed, "confirmed:speedup_spread": spread,
+                                            "confirmed:noisy": spread > 0.05, "confirmed:test_drop": test_drop})
+
+    df = pd.DataFrame([
+        trial(0, "global", 0.35, 0.005, 1.9, 1.85, 0.01, 0.004, 500),
+        trial(1, "uniform", 0.2, 0.0, 1.3, 1.3, 0.20, -0.004, 800),
+        trial(2, "search", None, 0.008, 2.5, 2.4, 0.01, 0.006, 400),
+    ])
+    return df, info
+
+
+def test_a_confirmed_baseline_is_labelled_and_figured_from_one_trial() -> None:
+    from autoprune.analysis import summarize
+    from autoprune.analysis.report import table_rows
+
+    df, info = _baseline_study()
+    s = summarize(df, info)
+    assert s["chosen"]["number"] == 2 and s["selection"] == "confirmed"
+    best = s["best"]["global"]
+    assert (best["number"], best["ratio"], best["speedup"], best["test_drop"]) == (0, 0.35, 1.85, 0.004)
+    (row,) = [r for r in table_rows(s) if r["mark"] == "G"]
+    assert row["trial"] == "global r=0.35" and row["speedup"].startswith("1.90x"), row
+    assert "the best global baseline (1.85x)" in s["sentence"], s["sentence"]
+    # uniform r=0.20 is feasible; only its timings did not settle: said so, never "no feasible point"
+    assert s["best"]["uniform"] is None and s["speedup_vs"]["uniform"] is None
+    assert "the uniform baseline is feasible (r=0.20) but its timing did not settle" in s["sentence"], s["sentence"]
+    assert "no feasible point" not in s["sentence"]
+    # with nothing feasible in the uniform sweep, the headline says exactly that
+    info.baselines["uniform"] = [p | {"drop": 0.2} for p in info.baselines["uniform"]]
+    assert "the uniform baseline has no feasible point" in summarize(df, info)["sentence"]
+
+
+def test_the_trial_table_carries_a_baseline_trials_own_ratio() -> None:
+    from autoprune.analysis import StudyInfo
+    from autoprune.analysis import trials_frame
+
+    study = optuna.create_study(directions=["maximize"])
+    attrs = {"metric": 0.9, "drop": 0.0, "speedup": 1.9, "kind": "global", "baseline_ratio": 0.35}
+    study.add_trial(optuna.trial.create_trial(values=[1.9], user_attrs=attrs))
+    assert trials_frame(study, StudyInfo(name="t", base_metric=0.9))["baseline_ratio"].tolist() == [0.35]
 
 
 def test_select_names_the_trials_whose_timings_did_not_settle() -> None:

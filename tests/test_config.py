@@ -182,3 +182,35 @@ def test_assignment_is_validated(tmp_path: Path) -> None:
     cfg = load_config(write_study(tmp_path))
     with pytest.raises(ValueError):
         cfg.search.sampler = "grid"
+
+
+def test_the_study_config_wins_and_only_run_keys_may_differ() -> None:
+    """What a joining process runs with (autoprune.search.study_config.reconcile): the study's settings, this
+    host's run keys (config.RUN_KEYS) whatever the study stored, a refusal naming every result key that differs."""
+    from conftest import deep_merge
+
+    from autoprune.calibration import apply_recipe
+    from autoprune.config import is_run_key
+    from autoprune.config import public_config
+    from autoprune.search.study_config import reconcile
+
+    recipe = {"lr": 0.03, "finetune_epochs": 1.0, "finetune_steps": None}  # calibrated at creation
+    created = parse_config(deep_merge(TINY_STUDY, {"storage": "postgresql://u:s3cret@db/x"}))
+    apply_recipe(created, recipe)
+    attrs = {"config": public_config(created) | {"source": None}, "recovery_recipe": recipe}
+    assert "s3cret" not in str(attrs)
+    said: list[str] = []
+    here = parse_config(deep_merge(TINY_STUDY, {"storage": "postgresql://u:s3cret@db/x", "loader": {"workers": 3}}))
+    joined = reconcile(attrs, here, said.append)
+    # the URL with its password, not the stored redacted one; this host's loader; the study's recipe
+    assert joined.storage == "postgresql://u:s3cret@db/x" and joined.loader.workers == 3 and joined.recovery.lr == 0.03
+    assert said == ["note: the local config differs from the config of study 'tiny-digits' only where or how it runs "
+                    "(loader.workers); using this host's values for those"]
+    drifted = parse_config(deep_merge(TINY_STUDY, {"criterion": "l1", "search": {"sweep_ratios": [0.3]}, "device": "cpu"}))
+    with pytest.raises(ConfigError) as err:
+        reconcile(attrs, drifted, said.append)
+    assert "criterion (here 'l1', study 'l2'), search.sweep_ratios (here [0.3], study [0.25, 0.5])" in str(err.value)
+    assert "device" not in str(err.value)
+    said.clear()
+    assert reconcile({}, drifted, said.append) is drifted and len(said) == 1 and "stored no config" in said[0]
+    assert is_run_key("search.torch_threads") and not is_run_key("search.trials") and not is_run_key("latency.threads")

@@ -232,9 +232,16 @@ def test_export_falls_back_when_the_top_pick_fails_on_test(study_config: Path, t
 
 
 def test_cli_confirm_prints_the_table(study_config: Path) -> None:
+    cfg = _config(study_config)
+    earlier = optuna.load_study(study_name=cfg.name, storage=cfg.storage_url()).user_attrs.get("confirmation")
     proc = run_cli("confirm", study_config, "--top", "2", timeout=300)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
+    # A confirmation stored before (by this module's earlier tests, or export) is replaced, and that is said once.
+    replaced = [line for line in lines if line.startswith("replacing the confirmation stored at ")]
+    assert len(replaced) == (1 if earlier else 0), proc.stdout
+    if earlier:
+        assert earlier["measured_at"] in replaced[0] and earlier["host_id"] in replaced[0]
     header = next(line for line in lines if line.startswith("candidate "))
     for column in ("val drop", "test drop", "search", "confirmed"):
         assert column in header

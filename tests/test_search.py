@@ -205,6 +205,49 @@ def test_several_workers_write_their_lines_above_the_bar(tmp_path: Path, tiny_st
         assert any(line.startswith(f"[{worker}] ") for line in err), f"no line of {worker}:\n{res.stderr[-3000:]}"
 
 
+# a worker takes its settings from the study ------------------------------------------------------------
+def _copy_of(ran: RunStudy, folder: Path) -> str:
+    """A copy of the module's study (its stored config and trials) in its own SQLite file; returns the URL."""
+    folder.mkdir(parents=True, exist_ok=True)
+    url = f"sqlite:///{folder / 'copy.db'}"
+    optuna.copy_study(from_study_name="sqlite-digits", from_storage=ran.url, to_storage=url)
+    return url
+
+
+def _worker_yaml(ran: RunStudy, folder: Path, overrides: dict[str, Any]) -> Path:
+    """The study's YAML as another host holds it: in its own folder, with ``overrides``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "study.yaml"
+    path.write_text(yaml.safe_dump(deep_merge(yaml.safe_load(ran.config.read_text()), overrides), sort_keys=False))
+    return path
+
+
+def test_a_worker_whose_file_differs_in_a_result_key_is_refused(ran: RunStudy, tmp_path: Path) -> None:
+    url = _copy_of(ran, tmp_path / "db")
+    before = [(t.number, t.state) for t in optuna.load_study(study_name="sqlite-digits", storage=url).get_trials()]
+    drifted = _worker_yaml(ran, tmp_path / "host-b", {"criterion": "l1"})
+    res = run_cli("worker", drifted, "--storage", url, "--trials", "6", "--id", "drifted", "--wait", "10", timeout=120)
+    assert res.returncode == 2, res.stdout + res.stderr
+    err = res.stderr.strip()
+    assert "Traceback" not in err
+    assert "criterion (here 'l1', study 'l2')" in err, err
+    study = optuna.load_study(study_name="sqlite-digits", storage=url)
+    assert [(t.number, t.state) for t in study.get_trials()] == before, "the refused worker may not add or open a trial"
+    assert not any(t.user_attrs.get("worker") == "drifted" for t in study.get_trials())
+
+
+def test_a_worker_whose_file_differs_only_in_its_storage_joins(ran: RunStudy, tmp_path: Path) -> None:
+    url = _copy_of(ran, tmp_path / "db")
+    moved = _worker_yaml(ran, tmp_path / "host-c", {"storage": url, "loader": {"workers": 0, "pin_memory": True}})
+    res = run_cli("worker", moved, "--trials", "5", "--id", "moved", "--wait", "10", timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr[-3000:]
+    notes = [line for line in res.stderr.splitlines() if "only where or how it runs" in line]
+    assert len(notes) == 1 and "(loader.pin_memory, storage)" in notes[0], res.stderr[-3000:]
+    study = optuna.load_study(study_name="sqlite-digits", storage=url)
+    ran_here = [t for t in study.get_trials() if t.user_attrs.get("worker") == "moved"]
+    assert [t.state for t in ran_here] == [TrialState.COMPLETE], res.stderr[-3000:]
+
+
 # autoprune export ------------------------------------------------------------------------------------
 def test_export_picks_the_fastest_feasible_trial(ran: RunStudy, tmp_path: Path) -> None:
     study = ran.study()

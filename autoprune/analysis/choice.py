@@ -20,6 +20,7 @@ import pandas as pd
 
 from autoprune.analysis.pareto import as_float
 from autoprune.analysis.pareto import completed
+from autoprune.analysis.pareto import ranked
 from autoprune.analysis.pareto import select
 from autoprune.analysis.pareto import unsettled
 from autoprune.analysis.twins import one_per_architecture
@@ -100,7 +101,11 @@ def _confirmed_speed(row: pd.Series) -> float:
 
 
 def confirmed_pick(
-    df: pd.DataFrame, max_drop: float, notes: list[str], cv_threshold: float | None = None
+    df: pd.DataFrame,
+    max_drop: float,
+    notes: list[str],
+    cv_threshold: float | None = None,
+    metric_direction: str = "maximize",
 ) -> dict[str, Any] | None:
     """The fastest confirmed candidate whose re-timing settled and which holds the budget on the test split.
 
@@ -112,6 +117,8 @@ def confirmed_pick(
         max_drop: the budget, on the validation and on the test drop.
         notes: receives one line per candidate passed over, fastest first.
         cv_threshold: the study's ``latency.cv_threshold``.
+        metric_direction: ``"maximize"`` or ``"minimize"``; candidates are ranked by
+            :func:`~autoprune.analysis.pareto.rank_key` on their confirmed speedup.
 
     Returns:
         The row as a dict (figures as recorded), or ``None`` when no candidate with a settled re-timing was
@@ -123,10 +130,7 @@ def confirmed_pick(
     if "confirmed:test_drop" not in df.columns:
         return None
     conf = df[df["confirmed:test_drop"].notna() & (df["drop"] <= max_drop)]
-    conf = conf.assign(_speed=[_confirmed_speed(r) for _, r in conf.iterrows()])
-    macs = conf["macs"] if "macs" in conf else pd.Series(math.nan, index=conf.index)
-    conf = conf.assign(_macs=pd.to_numeric(macs, errors="coerce").fillna(math.inf).astype(float))
-    conf = conf.sort_values(["_speed", "metric", "_macs", "number"], ascending=[False, False, True, True])
+    conf = ranked(conf.assign(_speed=[_confirmed_speed(r) for _, r in conf.iterrows()]), metric_direction, speed_key="_speed")
     settled_seen = False
     for _, row in conf.iterrows():
         number, speed = int(row["number"]), row["_speed"]
@@ -136,7 +140,7 @@ def confirmed_pick(
             continue
         settled_seen = True
         if row["confirmed:test_drop"] <= max_drop:
-            return row.drop(labels=["_speed", "_macs"]).to_dict()
+            return row.drop(labels=["_speed"]).to_dict()
         notes.append(
             f"trial {number} ({speed:.2f}x) fails the budget on the test split "
             f"(test drop {row['confirmed:test_drop']:+.4f} > {max_drop}); falling back to the next confirmed candidate"
@@ -197,7 +201,7 @@ def choose(
         validation, error = None, str(exc)
     if use_confirmed:
         try:
-            picked = confirmed_pick(done, max_drop, notes, cv_threshold)
+            picked = confirmed_pick(done, max_drop, notes, cv_threshold, metric_direction)
         except SelectionError as exc:
             return Choice(None, "confirmed", validation, notes, str(exc))
         if picked is not None:

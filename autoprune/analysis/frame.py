@@ -49,6 +49,7 @@ _SCALAR_ATTRS = (
     "host_id",
     "worker",
     "kind",
+    "baseline_ratio",
     "arch_artifact_id",
     "weights_artifact_id",
     "metric_after_bn",

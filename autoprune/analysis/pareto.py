@@ -293,26 +293,51 @@ def _feasible(row: Mapping[str, Any], max_drop: float) -> bool:
     return as_float(row.get("drop")) <= max_drop
 
 
-def _rank_key(row: Mapping[str, Any], sign: float, tie_key: str) -> tuple[float, float, float, float]:
-    """Sort key, smallest is best: faster, then better metric, then fewer MACs, then ``tie_key``."""
-    macs = as_float(row.get("macs"))
-    tie = as_float(row.get(tie_key))
+def rank_key(
+    row: Mapping[str, Any], metric_direction: str = "maximize", *, speed_key: str = "speedup", tie_key: str = "number"
+) -> tuple[float, float, float, float]:
+    """The one ranking rule of every pick (``pareto``, ``confirm``, ``export``, the baselines): smallest is best.
+
+    Faster first, then the better metric in its own direction, then fewer MACs, then the lower ``tie_key``
+    (missing figures rank last).
+
+    Args:
+        row: a trial row or sweep point with ``speed_key``, ``metric`` and optionally ``macs`` and ``tie_key``.
+        metric_direction: ``"maximize"`` or ``"minimize"``.
+        speed_key: the column holding the speedup the pick rests on (e.g. a confirmed one).
+        tie_key: the last tie-breaker (``"number"`` for trials, ``"ratio"`` for sweep points).
+
+    Example:
+        >>> a, b = {"number": 0, "metric": 0.2, "speedup": 2.0}, {"number": 1, "metric": 0.1, "speedup": 2.0}
+        >>> min([a, b], key=lambda r: rank_key(r, "minimize"))["number"]
+        1
+    """
+    sign = _sign(metric_direction)
+    speed, metric = as_float(row.get(speed_key)), as_float(row.get("metric"))
+    macs, tie = as_float(row.get("macs")), as_float(row.get(tie_key))
     return (
-        -as_float(row["speedup"]),
-        -sign * as_float(row["metric"]),
+        -speed if math.isfinite(speed) else math.inf,
+        -sign * metric if math.isfinite(metric) else math.inf,
         macs if math.isfinite(macs) else math.inf,
         tie if math.isfinite(tie) else math.inf,
     )
 
 
+def ranked(rows: pd.DataFrame, metric_direction: str = "maximize", *, speed_key: str = "speedup") -> pd.DataFrame:
+    """The rows of a trial table best first by :func:`rank_key` (ties on trial number), index kept."""
+    records = _records(rows)
+    order = sorted(range(len(records)), key=lambda i: rank_key(records[i], metric_direction, speed_key=speed_key))
+    return rows.iloc[order]
+
+
 def _best_feasible(
-    rows: list[dict[str, Any]], max_drop: float, sign: float, tie_key: str
+    rows: list[dict[str, Any]], max_drop: float, metric_direction: str, tie_key: str
 ) -> dict[str, Any] | None:
     """The best-ranked usable feasible row, or ``None``."""
     feasible = [r for r in rows if _usable(r, "metric", "speedup") and _feasible(r, max_drop)]
     if not feasible:
         return None
-    return min(feasible, key=lambda r: _rank_key(r, sign, tie_key))
+    return min(feasible, key=lambda r: rank_key(r, metric_direction, tie_key=tie_key))
 
 
 def select(
@@ -352,9 +377,9 @@ def select(
         >>> select(pts, max_drop=0.01)["number"]
         0
     """
-    sign = _sign(metric_direction)
+    _sign(metric_direction)  # an unknown direction is refused even where nothing is feasible
     rows = _records(points)
-    chosen = _best_feasible(settled(rows, cv_threshold), max_drop, sign, "number")
+    chosen = _best_feasible(settled(rows, cv_threshold), max_drop, metric_direction, "number")
     if chosen is not None:
         return chosen
     raise _no_choice(rows, max_drop)
@@ -411,7 +436,8 @@ def best_baseline(
         >>> best_baseline(sweep, 0.01)["ratio"]
         0.2
     """
-    return _best_feasible(settled(_records(points), cv_threshold), max_drop, _sign(metric_direction), "ratio")
+    _sign(metric_direction)
+    return _best_feasible(settled(_records(points), cv_threshold), max_drop, metric_direction, "ratio")
 
 
 def hypervolume_2d(

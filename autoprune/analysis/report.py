@@ -161,7 +161,7 @@ def _comparison_sentence(
         elif not timed:
             missing.append(f"the {kind} baseline was not timed on this host")
         else:
-            missing.append(f"the {kind} baseline has no feasible point")
+            missing.append(_no_comparison(kind, baselines[kind], max_drop))
     if own is not None:
         text = (f"The search found nothing faster than the {own} baseline within the budget (max drop {max_drop:g}): "
                 f"the chosen architecture is the {own} baseline (trial {chosen['number']}, {chosen['speedup']:.2f}x)")
@@ -171,6 +171,16 @@ def _comparison_sentence(
     else:
         text = f"The chosen architecture (trial {chosen['number']}) reaches {chosen['speedup']:.2f}x at max drop {max_drop:g}"
     return text + ("; " + " and ".join(missing) if missing else "") + "."
+
+
+def _no_comparison(kind: str, points: list[dict[str, Any]], max_drop: float) -> str:
+    """Why a timed baseline has no point to compare with: none is feasible, or no feasible one's timing settled."""
+    feasible = [as_float(p.get("ratio")) for p in points if as_float(p.get("drop")) <= max_drop]
+    if not feasible:
+        return f"the {kind} baseline has no feasible point"
+    ratios = ", ".join(f"r={r:.2f}" for r in sorted(feasible))
+    return (f"the {kind} baseline is feasible ({ratios}) but its timing did not settle, so no speed is compared "
+            "with it (re-time it with autoprune confirm or retime)")
 
 
 def _passed_over_note(passed: Mapping[str, Any] | None, max_drop: float) -> str:
@@ -232,22 +242,20 @@ def _timing_note(
     return "".join(f" {part}." for part in parts)
 
 
-def _confirmed_baseline(
-    kind: str, done: pd.DataFrame, info: StudyInfo, sweep_best: Mapping[str, Any] | None
-) -> dict[str, Any] | None:
+def _confirmed_baseline(kind: str, done: pd.DataFrame, info: StudyInfo) -> dict[str, Any] | None:
     """The best ``kind`` baseline as ``autoprune confirm`` re-timed it beside the candidates, or ``None``.
 
     It is the ``kind`` trial re-timed by the confirmation (or the sweep point it rebuilt without a trial), so
     the headline compares figures of one timing run; ``None`` when none was re-timed or its timing did not
-    settle (the sweep's search timing stands then).
+    settle (the sweep's search timing stands then).  Its label (the ratio) is its own, never another sweep
+    point's: the trial's ``baseline_ratio``, the rebuilt point's ``ratio``.
     """
-    ratio = as_float((sweep_best or {}).get("ratio"))
     kinds = done["kind"] if "kind" in done else pd.Series(None, index=done.index, dtype=object)
     speeds = pd.to_numeric(done.get("confirmed:speedup", pd.Series(math.nan, index=done.index)), errors="coerce")
     rows = done[(kinds == kind) & speeds.notna()]
     if not rows.empty:
         row = rows.iloc[0]
-        point = {"ratio": ratio, "number": _plain(row["number"]), "metric": row["metric"], "drop": row["drop"],
+        point = {"ratio": as_float(row.get("baseline_ratio")), "number": _plain(row["number"]), "metric": row["metric"], "drop": row["drop"],
                  "macs": row.get("macs"), "params": row.get("params"), "noisy": row.get("confirmed:noisy"),
                  "speedup_searched": row["speedup"], "channels": _prefixed(row, "channels:"),
                  **{k: row.get(f"confirmed:{k}") for k in ("speedup", "speedup_spread", "latency_ms", "test_drop")}}
@@ -272,7 +280,7 @@ def _best_points(
     for kind in BASELINE_KINDS:
         sweep = best_baseline(baselines.get(kind, []), max_drop, metric_direction=info.metric_direction,
                               cv_threshold=info.cv_threshold)
-        out[kind] = (_confirmed_baseline(kind, done, info, sweep) if confirmed else None) or sweep
+        out[kind] = (_confirmed_baseline(kind, done, info) if confirmed else None) or sweep
     return out
 
 

@@ -43,10 +43,13 @@ def resolve_study(config: pathlib.Path | None, study: str | None, storage: str |
         ConfigError: neither a config nor both options were given.
     """
     if config is not None:
+        from autoprune import console
         from autoprune.config import load_config
+        from autoprune.search.study_config import config_for_study
 
-        cfg = load_config(config)
-        name = study or cfg.name
+        local = load_config(config)
+        name = study or local.name
+        cfg = config_for_study(local, storage, console.note, name)  # the study's settings, not the file's
         return _Target(name, cfg.storage_url(storage), cfg.max_drop, cfg.artifact_path() / "report")
     if not (study and storage):
         raise ConfigError("give a study CONFIG file, or both --study NAME and --storage URL")

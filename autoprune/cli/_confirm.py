@@ -17,6 +17,19 @@ def _check_drop(max_drop: float | None) -> None:
         raise ConfigError(f"--max-drop must be in [0, 1), got {max_drop}")
 
 
+def study_config(config: str, storage: str | None) -> "StudyConfig":
+    """The config the study of the file ``config`` was created with, this host's run keys kept (see
+    :func:`autoprune.search.study_config.reconcile`); the study must exist."""
+    from autoprune import console
+    from autoprune.config import load_config
+    from autoprune.confirm import open_study_for_update
+    from autoprune.search.study_config import reconcile
+
+    local = load_config(config)
+    study = open_study_for_update(local, storage)[2]
+    return reconcile(study.user_attrs, local, console.note)
+
+
 @click.command("confirm")
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--top", default=5, show_default=True, type=click.IntRange(1), help="Front candidates to confirm (the best baselines come on top).")
@@ -24,11 +37,10 @@ def _check_drop(max_drop: float | None) -> None:
 @click.option("--storage", default=None, help="Storage URL (default: the config's).")
 def confirm(config: str, top: int, max_drop: float | None, storage: str | None) -> None:
     """Re-time the best candidates together and measure them on the held-out test split."""
-    from autoprune.config import load_config
     from autoprune.confirm import confirm_study
 
     _check_drop(max_drop)
-    cfg = load_config(config)
+    cfg = study_config(config, storage)
     confirm_study(cfg, top=top, max_drop=max_drop, storage=storage, echo=click.echo)
     click.echo(refreshed_line(cfg, storage, max_drop))
 
@@ -48,11 +60,10 @@ def refreshed_line(cfg: "StudyConfig", storage: str | None, max_drop: float | No
 @click.option("--storage", default=None, help="Storage URL (default: the config's).")
 def retime(config: str, top: int, max_drop: float | None, storage: str | None) -> None:
     """Time the best candidates on this host and store the timings under its fingerprint."""
-    from autoprune.config import load_config
     from autoprune.retime import retime_study
 
     _check_drop(max_drop)
-    retime_study(load_config(config), top=top, storage=storage, max_drop=max_drop, echo=click.echo)
+    retime_study(study_config(config, storage), top=top, storage=storage, max_drop=max_drop, echo=click.echo)
 
 
 COMMANDS = [confirm, retime]

@@ -21,13 +21,13 @@ from autoprune.errors import ConfigError
 def export_cmd(config: str, max_drop: float | None, trial: int | None, output: str, storage: str | None, no_confirm: bool, top: int) -> None:
     """Write the architecture JSON of the fastest trial within the budget (or of --trial N)."""
     from autoprune import console
-    from autoprune.config import load_config
+    from autoprune.cli._confirm import study_config
     from autoprune.export import chosen_lines
     from autoprune.export import export_architecture
 
     if max_drop is not None and not 0 <= max_drop < 1:
         raise ConfigError(f"--max-drop must be in [0, 1), got {max_drop}")
-    cfg = load_config(config)
+    cfg = study_config(config, storage)
     confirms = not no_confirm and trial is None
     if confirms:
         from autoprune.confirm import confirm_study

@@ -36,6 +36,7 @@ from autoprune.calibration import apply_recipe
 from autoprune.calibration import ensure_recipe
 from autoprune.calibration import recipe_settings
 from autoprune.bounds import baseline_points
+from autoprune.config import public_config
 from autoprune.errors import StorageError
 from autoprune.pruning.engine import head_plan
 from autoprune.latency import cpu_round_to
@@ -45,6 +46,7 @@ from autoprune.search.sampler import FreshSampler
 from autoprune.search.storage import open_storage
 from autoprune.search.storage import study_names
 from autoprune.search.storage import with_retry
+from autoprune.search.study_config import CONFIG_ATTR
 from autoprune.widths import WIDTH_PARAMS_ATTR
 from autoprune.widths import GroupWidths
 from autoprune.widths import Plan
@@ -214,7 +216,7 @@ def _study_attrs(
         "groups": [{"name": g.name, "channels": g.channels, "max_ratio": g.max_ratio, "tied_to": g.tied_to} for g in ctx.groups],
         "baselines": {"uniform": [p.as_dict() for p in baselines.uniform], "global": [p.as_dict() for p in baselines.global_]},
         "search_space": space_to_attr(space),
-        "config": _public_config(config),
+        CONFIG_ATTR: _public_config(config),
         "target_trials": config.search.trials,
         RECIPE_ATTR: recipe_settings(config),
         "search_mode": config.search.mode,
@@ -224,9 +226,7 @@ def _study_attrs(
 
 
 def _public_config(config: "StudyConfig") -> dict[str, Any]:
-    data = config.model_dump(mode="json")
-    if data.get("storage"):
-        data["storage"] = redact_url(data["storage"])
+    data = public_config(config)
     data["source"] = str(config.source) if config.source else None
     return data
 

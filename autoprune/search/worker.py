@@ -46,6 +46,7 @@ from autoprune.search.storage import with_retry
 from autoprune.search.study import make_sampler
 from autoprune.search.study import storage_for
 from autoprune.search.study import wait_for_study
+from autoprune.search.study_config import reconcile
 
 if TYPE_CHECKING:
     from autoprune.candidate import StudyContext
@@ -95,13 +96,15 @@ def run_worker(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    config = load_config(config_path)
-    check_targets(config)  # before waiting for the study: a worker that cannot run should say so at once
-    url = config.storage_url(storage_url)
+    local = load_config(config_path)
+    check_targets(local)  # before waiting for the study: a worker that cannot run should say so at once
+    url = local.storage_url(storage_url)
     worker = worker or f"{socket.gethostname()}:{os.getpid()}"
     deadline = time.monotonic() + wait_timeout
-    store = study_store(config, budget_s=wait_timeout)  # a store that never answers is reported within --wait too
-    study = wait_for_study(config, url, max(0.0, deadline - time.monotonic()), say=log_line)
+    store = study_store(local, budget_s=wait_timeout)  # a store that never answers is reported within --wait too
+    study = wait_for_study(local, url, max(0.0, deadline - time.monotonic()), say=log_line)
+    # Every setting that changes results comes from the study; a local file that differs in one is refused.
+    config = reconcile(study.user_attrs, local, log_line)
     ctx = _study_context(config, study)
     threads = set_torch_threads(config.search.torch_threads, local_workers)
     goal = int(target or study.user_attrs.get("target_trials") or config.search.trials)
