@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import click
 
+from autoprune.config import load_config
+from autoprune.confirm import confirm_study
 from autoprune.errors import ConfigError
+from autoprune.retime import retime_study
 
 
 def _check_drop(max_drop: float | None) -> None:
@@ -19,9 +22,6 @@ def _check_drop(max_drop: float | None) -> None:
 @click.option("--storage", default=None, help="Storage URL (default: the config's).")
 def confirm(config: str, top: int, max_drop: float | None, storage: str | None) -> None:
     """Re-time the best candidates together and measure them on the held-out test split."""
-    from autoprune.config import load_config
-    from autoprune.confirm import confirm_study
-
     _check_drop(max_drop)
     confirm_study(load_config(config), top=top, max_drop=max_drop, storage=storage, echo=click.echo)
 
@@ -33,9 +33,6 @@ def confirm(config: str, top: int, max_drop: float | None, storage: str | None) 
 @click.option("--storage", default=None, help="Storage URL (default: the config's).")
 def retime(config: str, top: int, max_drop: float | None, storage: str | None) -> None:
     """Time the best candidates on this host and store the timings under its fingerprint."""
-    from autoprune.config import load_config
-    from autoprune.retime import retime_study
-
     _check_drop(max_drop)
     retime_study(load_config(config), top=top, storage=storage, max_drop=max_drop, echo=click.echo)
 
