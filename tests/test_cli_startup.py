@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import HANG_GUARD_S
 from click.testing import CliRunner
 
 from autoprune import cli
@@ -21,7 +22,6 @@ from autoprune.cli import main
 from autoprune.cli import starting_line
 
 HEAVY = ("torch", "torch_pruning", "sklearn", "onnxruntime", "optuna", "optuna_dashboard", "matplotlib", "pandas", "numpy")
-HANG_GUARD_S = 600  # against a hung interpreter only; a loaded host may take minutes to import torch
 
 # Prints a marker on stderr the moment anything asks for torch, then runs the CLI.
 _SPY = """

@@ -225,7 +225,7 @@ def test_export_falls_back_when_the_top_pick_fails_on_test(study_config: Path, t
 
 
 def test_cli_confirm_prints_the_table(study_config: Path) -> None:
-    proc = run_cli("confirm", study_config, "--top", "2", timeout=300)
+    proc = run_cli("confirm", study_config, "--top", "2")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     header = next(line for line in lines if line.startswith("candidate "))

@@ -21,13 +21,13 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from conftest import HANG_GUARD_S
 
 from autoprune.errors import LatencyError
 from autoprune.latency import LatencySettings
 from autoprune.latency import timing_lock
 from autoprune.latency._lock import LOCK_FILE
 
-HANG_GUARD_S = 600  # against a hung child only; a loaded host may take a minute to start one
 SECRET_URL = "postgresql://bob:hunter2@db:5432/optuna"
 
 _HOLDER = textwrap.dedent(
