@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import HANG_GUARD_S
 from click.testing import CliRunner
 
@@ -20,6 +21,7 @@ from autoprune import cli
 from autoprune.cli import COMMANDS
 from autoprune.cli import main
 from autoprune.cli import starting_line
+from autoprune.tasks.digits import DigitsTask
 
 HEAVY = ("torch", "torch_pruning", "sklearn", "onnxruntime", "optuna", "optuna_dashboard", "matplotlib", "pandas", "numpy")
 
@@ -119,3 +121,27 @@ def test_the_loading_line_is_silent_under_quiet_and_once_loaded(monkeypatch: pyt
     monkeypatch.setitem(sys.modules, COMMANDS["dashboard"].module, cli)
     assert starting_line("dashboard", ["study.yaml"]) is None
     assert starting_line("no-such-command", []) is None
+
+
+def test_digits_gives_its_input_shape_without_loading_its_images() -> None:
+    task = DigitsTask("resnet", image_size=12)
+    assert task._splits is None  # nothing read yet: apply and groups rebuild models from the shape alone
+    shape_only = task.example_input(3)
+    images, _label = task.dataset("train")[0]
+    assert shape_only.shape == (3, *images.shape) and shape_only.dtype == images.dtype
+    assert torch.equal(shape_only, torch.zeros_like(shape_only))
+
+
+def test_apply_rebuilds_a_model_without_scikit_learn(tiny_study, tmp_path: Path) -> None:
+    """``apply`` needs the architecture and the checkpoint, not the digits images (scikit-learn, seconds)."""
+    arch = tmp_path / "arch.json"
+    code = ("import atexit, sys\n"
+            "atexit.register(lambda: print('sklearn loaded:', 'sklearn' in sys.modules))\n"
+            "from autoprune.cli import main\nmain()\n")
+    run = lambda *args: subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,  # noqa: E731
+                                       timeout=HANG_GUARD_S)
+    pruned = run("prune", tiny_study.config_path, "--uniform", "0.25", "-o", arch)
+    assert pruned.returncode == 0, pruned.stderr
+    applied = run("apply", arch, "-o", tmp_path / "pruned.pt", "--config", tiny_study.config_path)
+    assert applied.returncode == 0 and f"wrote {tmp_path / 'pruned.pt'}" in applied.stdout, applied.stderr
+    assert applied.stdout.splitlines()[-1] == "sklearn loaded: False", applied.stdout
