@@ -70,6 +70,7 @@ def test_a_holder_is_named_by_pid_command_line_and_time(tmp_path: pathlib.Path) 
         proc.wait(timeout=HANG_GUARD_S)
     assert f" s, by pid {proc.pid} (-c " in message, message
     assert "--storage=postgresql://bob:***@db:5432/optuna), holding it since " in message, message
+    assert "\n" not in message  # the holder's multi-line -c program is shown on one line
     assert "hunter2" not in message and "hunter2" not in (locks / LOCK_FILE).read_text()
     assert proc.returncode == 0
 

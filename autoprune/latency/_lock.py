@@ -275,7 +275,7 @@ def _command_line() -> str:
     words = []
     for arg in argv[1:] or argv:
         flag, sep, value = arg.partition("=") if arg.startswith("-") else ("", "", arg)
-        word = flag + sep + (redact_url(value) or "")
+        word = " ".join((flag + sep + (redact_url(value) or "")).split())  # one line, however the argument ran
         words.append(word if len(word) <= _ARG_CHARS else word[: _ARG_CHARS - 3] + "...")
     return " ".join(words)[:_COMMAND_CHARS]
 
@@ -310,7 +310,8 @@ def describe_holder(path: pathlib.Path) -> str:
         path: Lock file, held by another process.
 
     Returns:
-        A phrase such as ``"pid 4242 (autoprune worker study.yaml), holding it since 14:02:07 UTC (35 s)"``.
+        A phrase such as ``"pid 4242 (/venv/bin/autoprune worker study.yaml), holding it since 2026-12-06
+        14:02:07 UTC (35 s)"``.
     """
     record = _read_owner(path)
     if record is None:
