@@ -407,7 +407,12 @@ _LOCK_CHILD = textwrap.dedent(
         time.sleep(0.002)
     with timing_lock(LatencySettings(lock_dir=lock_dir, lock=use_lock == "1")):
         enter = time.time()
-        time.sleep(0.6)
+        (ready.parent / f"inside-{name}").touch()
+        if use_lock == "1":
+            time.sleep(0.6)  # the other one waits at the lock meanwhile
+        else:  # the control: stay until the other is inside too, however late a busy host lets it start
+            while len(list(ready.parent.glob("inside-*"))) < 2:
+                time.sleep(0.002)
         leave = time.time()
     print(json.dumps([enter, leave]))
     """
@@ -429,7 +434,7 @@ def test_lock_serialises_two_processes(tmp_path: pathlib.Path, use_lock: bool) -
     intervals = sorted(json.loads(p.communicate(timeout=HANG_GUARD_S)[0]) for p in procs)
     assert all(p.returncode == 0 for p in procs)
     overlap = intervals[1][0] < intervals[0][1]
-    # The unlocked run is the control: it shows the test would catch a lock that does nothing.
+    # The unlocked run is the control: two sections that do overlap are seen to overlap.
     assert overlap is (not use_lock)
 
 
