@@ -27,7 +27,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import optuna
 from tqdm import tqdm
 
 QUIET_ENV = "AUTOPRUNE_QUIET"
@@ -92,6 +91,8 @@ def configure(quiet: bool = False, log_file: str | Path | None = None) -> None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+    import optuna  # heavy (numpy, SQLAlchemy): loaded when a command configures its output, not by --help
+
     optuna.logging.disable_default_handler()
     console = _BarSafeHandler(logging.WARNING if quiet else logging.INFO)
     console.setFormatter(_ConsoleFormat())

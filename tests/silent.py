@@ -5,12 +5,16 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+from typing import Callable
 from typing import Iterator
 
 
 @contextlib.contextmanager
-def silent_server(connections: int = 64) -> Iterator[tuple[int, list[socket.socket]]]:
-    """Yields ``(port, accepted)``: the port and the connections accepted so far (held open, never answered)."""
+def silent_server(connections: int = 64, on_accept: Callable[[], None] | None = None) -> Iterator[tuple[int, list[socket.socket]]]:
+    """Yields ``(port, accepted)``: the port and the connections accepted so far (held open, never answered).
+
+    ``on_accept`` is called after each accepted connection (e.g. to note when a client first connected).
+    """
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(connections)
@@ -20,6 +24,8 @@ def silent_server(connections: int = 64) -> Iterator[tuple[int, list[socket.sock
         with contextlib.suppress(OSError):  # the server socket closed under accept()
             for _ in range(connections):
                 held.append(server.accept()[0])
+                if on_accept is not None:
+                    on_accept()
 
     threading.Thread(target=accept, daemon=True).start()
     try:

@@ -316,7 +316,7 @@ def test_apply_never_imports_plugin_code_named_inside_the_json(pruned, tmp_path:
         bad["task"], bad["provenance"]["config"] = task, config
         path = tmp_path / "untrusted.json"
         path.write_text(json.dumps(bad))
-        res = run_cli("apply", path, "-o", tmp_path / "out.pt", timeout=120)
+        res = run_cli("apply", path, "-o", tmp_path / "out.pt")
         assert res.returncode == 2 and "--config" in res.stderr and "Traceback" not in res.stderr, res.stderr
         assert not marker.exists()
 
@@ -333,7 +333,7 @@ def test_apply_warns_or_refuses_channels_the_guards_never_give(pruned, tiny_conf
     assert len(applied.warnings) == 1 and f"group {g['name']} keeps 3 of" in applied.warnings[0]
     with pytest.raises(ArchitectureError, match="refused with --strict"):
         apply_architecture(arch, config=tiny_config, where=str(path), strict=True)
-    warned = run_cli("apply", path, "-o", tmp_path / "a.pt", timeout=120)
+    warned = run_cli("apply", path, "-o", tmp_path / "a.pt")
     assert warned.returncode == 0 and "warning:" in warned.stderr and g["name"] in warned.stderr, warned.stderr
-    refused = run_cli("apply", path, "-o", tmp_path / "b.pt", "--strict", timeout=120)
+    refused = run_cli("apply", path, "-o", tmp_path / "b.pt", "--strict")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr and not (tmp_path / "b.pt").exists(), refused.stderr

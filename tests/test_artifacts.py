@@ -56,6 +56,6 @@ def test_a_torn_artifact_is_one_message_with_exit_2(study_factory, tiny_study, t
     target = cfg.checkpoint_path().with_suffix(".json") if torn == "base.json" else cfg.artifact_path() / "baselines.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text('{"uniform": [{"ratio": 0.3, ')  # a crash mid-write of an older autoprune
-    res = run_cli("create", path, timeout=300)
+    res = run_cli("create", path)
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
     assert str(target) in res.stderr and "delete it" in res.stderr, res.stderr

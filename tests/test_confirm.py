@@ -234,7 +234,7 @@ def test_export_falls_back_when_the_top_pick_fails_on_test(study_config: Path, t
 def test_cli_confirm_prints_the_table(study_config: Path) -> None:
     cfg = _config(study_config)
     earlier = optuna.load_study(study_name=cfg.name, storage=cfg.storage_url()).user_attrs.get("confirmation")
-    proc = run_cli("confirm", study_config, "--top", "2", timeout=300)
+    proc = run_cli("confirm", study_config, "--top", "2")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     # A confirmation stored before (by this module's earlier tests, or export) is replaced, and that is said once.

@@ -50,7 +50,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.Com
     folder = tmp_path_factory.mktemp("demo") / "autoprune-demo"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AUTOPRUNE_DEMO_OVERRIDES", json.dumps(DEMO_OVERRIDES))
-        res = run_cli("demo", "--dir", folder, "--trials", "3", timeout=500, raw_newlines=True)
+        res = run_cli("demo", "--dir", folder, "--trials", "3", raw_newlines=True)
     assert res.returncode == 0, f"autoprune demo failed:\n{res.stdout}\n{res.stderr[-5000:]}"
     return folder, res
 
@@ -197,7 +197,7 @@ def test_demo_architecture_rebuilds_the_trial_model(demo: tuple[Path, subprocess
     recorded = next(t for t in study.get_trials(deepcopy=False) if t.number == number).user_attrs["metric"]
 
     pruned = tmp_path / "pruned.pt"
-    res = run_cli("apply", arch_path, "-o", pruned, timeout=120)
+    res = run_cli("apply", arch_path, "-o", pruned)
     assert res.returncode == 0, res.stderr
     assert "(finetuned weights)" in res.stdout, res.stdout
     kept = {g["name"]: g["kept_channels"] for g in arch["groups"]}
@@ -221,7 +221,7 @@ def test_quiet_shows_the_results_and_the_log_file_keeps_everything(
     shutil.copytree(folder, copy)  # confirm replaces the study's confirmation: leave the module's demo as it is
     log = tmp_path / "logs" / "export.log"
     res = run_cli("export", copy / "demo-digits-resnet.yaml", "-o", tmp_path / "arch.json", "--top", "1",
-                  "--quiet", "--log-file", log, timeout=300)
+                  "--quiet", "--log-file", log)
     assert res.returncode == 0, res.stderr
     assert res.stderr == ""  # no notes, no progress, no warning
     assert res.stdout.startswith("chosen architecture: trial ") and f"wrote {tmp_path / 'arch.json'}" in res.stdout

@@ -116,7 +116,7 @@ def test_missing_provider_is_refused_with_what_ort_has() -> None:
 ])
 def test_cli_refuses_before_training(study_factory, overrides: dict, args: list[str], says: str) -> None:
     config = study_factory(overrides, trained_base=False)
-    res = run_cli(args[0], config, *args[1:], timeout=120)
+    res = run_cli(args[0], config, *args[1:])
     err = res.stderr.strip()
     assert res.returncode == 2 and len(err.splitlines()) == 1 and "Traceback" not in res.stderr, res.stderr
     assert err.startswith(f"error: {config}") and says in err, err
@@ -292,7 +292,7 @@ def test_worker_gpus_refuses_a_provider_that_does_not_start_before_any_process(l
 def test_worker_gpus_starts_one_process_per_device(study_factory, tmp_path: Path) -> None:
     config = study_factory({"search": {"trials": 2, "sweep_ratios": [0.5]}, "max_drop": 0.9})
     url = f"journal:{tmp_path / 'study.log'}"
-    created = run_cli("create", config, "--storage", url, timeout=300)
+    created = run_cli("create", config, "--storage", url)
     assert created.returncode == 0, created.stderr[-3000:]
     env = dict(os.environ, OMP_NUM_THREADS="1", **{FAKE_GPUS_ENV: "1"})
     cmd = [sys.executable, "-c", "from autoprune.cli import main; main()", "worker", str(config), "--storage", url,

@@ -64,6 +64,6 @@ def test_apply_refuses_wrong_types_with_exit_2(valid, tiny_config, tmp_path: Pat
         arch[field] = value
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(arch))
-    res = run_cli("apply", path, "-o", tmp_path / "out.pt", "--config", tiny_config.source, timeout=120)
+    res = run_cli("apply", path, "-o", tmp_path / "out.pt", "--config", tiny_config.source)
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
     assert f"'{field}'" in res.stderr or f".{field}'" in res.stderr, res.stderr

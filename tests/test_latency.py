@@ -18,6 +18,7 @@ from types import SimpleNamespace
 import numpy as np
 import onnx
 import pytest
+from conftest import HANG_GUARD_S
 import torch
 from click.testing import CliRunner
 from torch import nn
@@ -406,7 +407,12 @@ _LOCK_CHILD = textwrap.dedent(
         time.sleep(0.002)
     with timing_lock(LatencySettings(lock_dir=lock_dir, lock=use_lock == "1")):
         enter = time.time()
-        time.sleep(0.6)
+        (ready.parent / f"inside-{name}").touch()
+        if use_lock == "1":
+            time.sleep(0.6)  # the other one waits at the lock meanwhile
+        else:  # the control: stay until the other is inside too, however late a busy host lets it start
+            while len(list(ready.parent.glob("inside-*"))) < 2:
+                time.sleep(0.002)
         leave = time.time()
     print(json.dumps([enter, leave]))
     """
@@ -425,10 +431,10 @@ def test_lock_serialises_two_processes(tmp_path: pathlib.Path, use_lock: bool) -
         )
         for name in ("a", "b")
     ]
-    intervals = sorted(json.loads(p.communicate(timeout=60)[0]) for p in procs)
+    intervals = sorted(json.loads(p.communicate(timeout=HANG_GUARD_S)[0]) for p in procs)
     assert all(p.returncode == 0 for p in procs)
     overlap = intervals[1][0] < intervals[0][1]
-    # The unlocked run is the control: it shows the test would catch a lock that does nothing.
+    # The unlocked run is the control: two sections that do overlap are seen to overlap.
     assert overlap is (not use_lock)
 
 
@@ -506,14 +512,19 @@ def test_lock_is_reentrant_in_one_thread(tmp_path: pathlib.Path) -> None:
     assert order == ["main", "other"]
 
 
+# Trains until the test lets it go (the file "<signal>.release") or an exclusive timer asks for the host
+# (its marker appears): the order then shows the lock's behaviour, however slowly a busy host runs either.
 _TRAIN_CHILD = textwrap.dedent(
     """
     import json, pathlib, sys, time
     from autoprune.latency import training_section
+    from autoprune.latency._lock import EXCLUSIVE_FILE
     lock_dir, signal = sys.argv[1:3]
     with training_section(lock_dir):
         pathlib.Path(signal).touch()
-        time.sleep(1.0)
+        release, exclusive = pathlib.Path(signal + ".release"), pathlib.Path(lock_dir) / EXCLUSIVE_FILE
+        while not (release.exists() or exclusive.exists()):
+            time.sleep(0.01)
         leave = time.time()
     print(json.dumps(leave))
     """
@@ -538,9 +549,9 @@ def _start_and_wait(script: str, tmp_path: pathlib.Path) -> subprocess.Popen[str
     signal = tmp_path / "inside"
     proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "locks"), str(signal)],
                             stdout=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
+    deadline = time.monotonic() + HANG_GUARD_S
     while not signal.exists():
-        assert proc.poll() is None and time.time() < deadline, "child never entered its section"
+        assert proc.poll() is None and time.monotonic() < deadline, "child never entered its section"
         time.sleep(0.01)
     return proc
 
@@ -551,7 +562,8 @@ def test_exclusive_timing_waits_for_training(tmp_path: pathlib.Path, exclusive: 
     assert training_pids(tmp_path / "locks") == [proc.pid]
     with timing_lock(LatencySettings(lock_dir=str(tmp_path / "locks"), exclusive=exclusive)):
         entered = time.time()
-    left = json.loads(proc.communicate(timeout=60)[0])
+        (tmp_path / "inside.release").touch()
+    left = json.loads(proc.communicate(timeout=HANG_GUARD_S)[0])
     # Exclusive timing starts only after the trainer left; the plain lock does not wait for it.
     assert (entered >= left) is exclusive
 
@@ -560,7 +572,7 @@ def test_training_waits_for_exclusive_timing(tmp_path: pathlib.Path) -> None:
     proc = _start_and_wait(_EXCLUSIVE_CHILD, tmp_path)
     with training_section(tmp_path / "locks"):
         entered = time.time()
-    left = json.loads(proc.communicate(timeout=60)[0])
+    left = json.loads(proc.communicate(timeout=HANG_GUARD_S)[0])
     assert entered >= left
 
 
@@ -570,10 +582,11 @@ def test_stale_training_marker_is_ignored(tmp_path: pathlib.Path) -> None:
     markers = tmp_path / "locks" / "training"
     markers.mkdir(parents=True)
     (markers / f"{dead.pid}-dead.marker").write_text(f"{dead.pid} 1\n")
-    start = time.time()
-    with timing_lock(LatencySettings(lock_dir=str(tmp_path / "locks"), exclusive=True)):
+    wait_s = 60.0
+    start = time.monotonic()
+    with timing_lock(LatencySettings(lock_dir=str(tmp_path / "locks"), exclusive=True), exclusive_wait_s=wait_s):
         pass
-    assert time.time() - start < 2.0
+    assert time.monotonic() - start < wait_s  # a live trainer would have held it up for the whole wait
     assert training_pids(tmp_path / "locks") == []
     assert not list(markers.iterdir())
 
@@ -628,7 +641,7 @@ def test_cache_shared_between_processes(tmp_path: pathlib.Path) -> None:
         """
     )
     procs = [subprocess.Popen([sys.executable, "-c", child, str(path), tag]) for tag in ("a", "b")]
-    assert all(p.wait(timeout=60) == 0 for p in procs)
+    assert all(p.wait(timeout=HANG_GUARD_S) == 0 for p in procs)
     cache = LatencyCache(path)
     assert len(cache) == 100 and cache.get("b-49") == {"i": 49}
 
@@ -692,7 +705,7 @@ def test_cli_errors_exit_2_without_traceback(
 def test_cli_error_in_a_real_process(models: dict[str, pathlib.Path]) -> None:
     proc = subprocess.run(
         [sys.executable, "-c", "from autoprune.cli import main; main()", "latency", str(models["garbage"])],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=HANG_GUARD_S,
     )
     assert proc.returncode == 2
     assert "garbage.onnx" in proc.stderr and "Traceback" not in proc.stderr + proc.stdout

@@ -137,7 +137,7 @@ def test_example_plugin_runs_a_two_trial_study(tmp_path: Path) -> None:
         base={"epochs": 2, "lr": 0.05, "batch_size": 64},
         search={"trials": 2, "sampler": "random", "seed": 0, "sweep_ratios": [0.5]},
     )
-    out = run_cli("run", cfg, cwd=tmp_path, timeout=600)
+    out = run_cli("run", cfg, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "complete 2" in out.stdout
     pareto = run_cli("pareto", cfg, cwd=tmp_path)

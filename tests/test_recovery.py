@@ -249,7 +249,7 @@ def test_run_calibrates_once_and_every_worker_uses_the_recipe(study_factory, mon
         "recovery": {"finetune_steps": None, "calibration": {"enabled": True, "lrs": [0.003, 0.05], "epochs": [0.25, 0.5]}},
     }
     path = study_factory(overrides)
-    res = run_cli("run", path, "--trials", "3", timeout=400)
+    res = run_cli("run", path, "--trials", "3")
     assert res.returncode == 0, res.stderr
     assert "calibrating the recovery recipe" in res.stderr and "recovery recipe: lr" in res.stderr
     cfg = load_config(path)
@@ -263,13 +263,13 @@ def test_run_calibrates_once_and_every_worker_uses_the_recipe(study_factory, mon
     assert all(p["recovery"]["recovery_steps"] == record["chosen"]["steps"] for p in study.user_attrs["baselines"]["uniform"])
 
     # A second run joins the study and reuses the calibration: no recipe is tried again.
-    again = run_cli("run", path, "--trials", "4", timeout=400)
+    again = run_cli("run", path, "--trials", "4")
     assert again.returncode == 0, again.stderr
     assert "calibrating" not in again.stderr
     last = optuna.load_study(study_name="calibrated", storage=cfg.storage_url()).trials
     assert all(t.user_attrs["recovery_recipe"] == recipe for t in last if t.state == optuna.trial.TrialState.COMPLETE)
 
-    report = run_cli("pareto", path, timeout=200)
+    report = run_cli("pareto", path)
     assert report.returncode in (0, 2), report.stderr
     html = (cfg.artifact_path() / "report" / "report.html").read_text()
     assert "Recovery recipe" in html and "Calibrated on uniform 0.30" in html

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import doctest
 import time
 from pathlib import Path
@@ -61,35 +62,54 @@ def test_the_cli_prints_no_part_of_an_unencoded_password(tmp_path: Path) -> None
 
     password = "zq/x@y:w%2$v"
     url = f"postgresql://autoprune:{password}@127.0.0.1:1/optuna"
-    res = run_cli("pareto", write_study(tmp_path), "--storage", url, timeout=120)
+    res = run_cli("pareto", write_study(tmp_path), "--storage", url)
     out = res.stdout + res.stderr
     assert res.returncode == 2 and "Traceback" not in out, out
     assert "autoprune:***@" in out and not any(piece in out for piece in ("zq", "x@y", "y:w", "w%2", "2$v")), out
 
 
+CONNECT_TIMEOUT_S = 2  # $AUTOPRUNE_CONNECT_TIMEOUT (whole seconds) for the silent-server tests
+# Between the last connection attempt's timeout and the process's exit: the error line and interpreter
+# shut-down, seconds even on a busy host.  The start-up before the first attempt is not counted at all:
+# importing torch may take a minute under load and says nothing about how long the storage is waited on.
+EXIT_TOLERANCE_S = 20.0
+
+
+@dataclasses.dataclass
+class SilentServer:
+    """A PostgreSQL URL (with a password) at a host that accepts TCP and never answers."""
+
+    url: str
+    accepted: list[float]  # time.monotonic() of every connection it accepted
+
+
 @pytest.fixture
-def silent_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A PostgreSQL URL (with a password) at a host that accepts TCP and never answers; connect timeout 2 s."""
-    with silent.silent_server() as (port, held):
-        monkeypatch.setenv("AUTOPRUNE_CONNECT_TIMEOUT", "2")
-        yield f"postgresql://autoprune:s3cr3t-pw@127.0.0.1:{port}/optuna"
+def silent_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[SilentServer]:
+    """A server that accepts connections and never answers; the connect timeout is ``CONNECT_TIMEOUT_S``."""
+    accepted: list[float] = []
+    with silent.silent_server(on_accept=lambda: accepted.append(time.monotonic())) as (port, held):
+        monkeypatch.setenv("AUTOPRUNE_CONNECT_TIMEOUT", str(CONNECT_TIMEOUT_S))
+        yield SilentServer(f"postgresql://autoprune:s3cr3t-pw@127.0.0.1:{port}/optuna", accepted)
         assert held  # the commands did connect, and then waited on a server that never answered
 
 
-def _run_against(silent_server: str, *args: object) -> tuple[str, float]:
+def _run_against(silent_server: SilentServer, *args: object) -> tuple[str, float]:
+    """Run a command against the silent server; return its output and the seconds from its first
+    connection attempt to its exit (the storage wait, without the interpreter's start-up)."""
     from conftest import run_cli
 
-    start = time.monotonic()
-    res = run_cli(*args, "--storage", silent_server, timeout=120)
+    res = run_cli(*args, "--storage", silent_server.url)
+    ended = time.monotonic()
     out = res.stdout + res.stderr
     assert res.returncode == 2 and "Traceback" not in out and "s3cr3t" not in out, out
-    return out, time.monotonic() - start
+    assert silent_server.accepted, out
+    return out, ended - silent_server.accepted[0]
 
 
-def test_a_silent_database_server_is_given_up_on_quickly(silent_server: str, tmp_path: Path) -> None:
-    """The connect timeout ends the wait with one message (was 144 s)."""
-    out, took = _run_against(silent_server, "pareto", write_study(tmp_path))
-    assert took < 60, (took, out)
+def test_a_silent_database_server_is_given_up_on_quickly(silent_server: SilentServer, tmp_path: Path) -> None:
+    """The connect timeout ends the wait with one message (was 144 s): one attempt, a retry at most."""
+    out, waited = _run_against(silent_server, "pareto", write_study(tmp_path))
+    assert waited <= 2 * CONNECT_TIMEOUT_S + EXIT_TOLERANCE_S, (waited, silent_server.accepted, out)
 
 
 def test_create_checks_the_storage_before_training(tmp_path: Path) -> None:
@@ -97,11 +117,13 @@ def test_create_checks_the_storage_before_training(tmp_path: Path) -> None:
 
     path = write_study(tmp_path)
     for url in ("nosuchdb://u:pw@127.0.0.1/x", "postgresql://u:pw@127.0.0.1:1/x"):  # no driver; nothing listening
-        res = run_cli("create", path, "--storage", url, timeout=180)
+        res = run_cli("create", path, "--storage", url)
         assert res.returncode == 2 and "Traceback" not in res.stderr and "training" not in res.stderr, res.stderr
         assert not load_config(path).checkpoint_path().exists()  # nothing was trained
 
 
-def test_a_worker_waits_for_a_silent_server_no_longer_than_its_wait(silent_server: str, tmp_path: Path) -> None:
-    out, took = _run_against(silent_server, "worker", write_study(tmp_path), "--wait", "5")
-    assert "unreachable" in out and took < 30, (took, out)  # --wait 5 + one connect timeout + start-up (was 15+ minutes)
+def test_a_worker_waits_for_a_silent_server_no_longer_than_its_wait(silent_server: SilentServer, tmp_path: Path) -> None:
+    wait_s = 5
+    out, waited = _run_against(silent_server, "worker", write_study(tmp_path), "--wait", str(wait_s))
+    # --wait, then the attempt under way when it ran out (was 15+ minutes)
+    assert "unreachable" in out and waited <= wait_s + CONNECT_TIMEOUT_S + EXIT_TOLERANCE_S, (waited, out)

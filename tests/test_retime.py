@@ -123,7 +123,7 @@ def test_retime_stores_per_host_and_the_analyzer_judges_by_it(searched: Path, tm
     first = str(candidates[0].number)
     assert again["trials"][first]["measured_at"] >= stored["trials"][first]["measured_at"]
 
-    proc = run_cli("pareto", path, "--host-id", here, "--out", tmp_path / "report", timeout=300)
+    proc = run_cli("pareto", path, "--host-id", here, "--out", tmp_path / "report")
     assert proc.returncode == 0, proc.stderr
     assert f"speed judged on host {here}" in proc.stdout
     # The chosen trial is the fastest feasible one by this host's timings (all candidates are feasible).
@@ -136,7 +136,7 @@ def test_retime_rebuilds_sweep_baselines_without_trials(searched: Path, tmp_path
     path = _elsewhere(searched, tmp_path, "retime-no-baseline-trials", keep_baseline_trials=False)
     cfg = load_config(path)
     here = host_fingerprint()["fingerprint_id"]
-    proc = run_cli("retime", path, "--top", "1", timeout=300)
+    proc = run_cli("retime", path, "--top", "1")
     assert proc.returncode == 0, proc.stderr
     assert "uniform r=" in proc.stdout and "global r=" in proc.stdout
     stored = optuna.load_study(study_name=cfg.name, storage=cfg.storage_url()).user_attrs[f"timings:{here}"]

@@ -77,7 +77,7 @@ def test_a_study_keeps_its_artifacts_in_s3_and_exports_from_a_clean_folder(s3, t
     overrides = {"name": "s3-study", "artifact_store": f"s3://{BUCKET}/{PREFIX}", "base": {"checkpoint": str(checkpoint)},
                  "search": {"trials": 3, "sweep_ratios": [0.3], "screening": False}, "max_drop": 0.9}
     config = write_study(tmp_path / "workers", overrides)
-    ran = run_cli("run", config, "--trials", "3", timeout=600)
+    ran = run_cli("run", config, "--trials", "3")
     assert ran.returncode == 0, ran.stderr
     keys = _objects(s3)
     assert keys and all(k.startswith(PREFIX + "/") for k in keys)
@@ -91,10 +91,10 @@ def test_a_study_keeps_its_artifacts_in_s3_and_exports_from_a_clean_folder(s3, t
     shutil.copyfile(checkpoint, clean / "base.pt")
     moved = write_study(clean, dict(overrides, base={"checkpoint": str(clean / "base.pt")}))
     shutil.rmtree(tmp_path / "workers")
-    exported = run_cli("export", moved, "-o", clean / "arch.json", "--no-confirm", cwd=clean, timeout=300)
+    exported = run_cli("export", moved, "-o", clean / "arch.json", "--no-confirm", cwd=clean)
     assert exported.returncode == 0, exported.stderr
     assert (clean / "arch.json").is_file() and (clean / "arch.weights.pt").is_file()
-    applied = run_cli("apply", clean / "arch.json", "-o", clean / "pruned.onnx", "--config", moved, cwd=clean, timeout=300)
+    applied = run_cli("apply", clean / "arch.json", "-o", clean / "pruned.onnx", "--config", moved, cwd=clean)
     assert applied.returncode == 0 and "finetuned weights" in applied.stdout, applied.stderr
 
 
@@ -108,7 +108,7 @@ def test_a_missing_bucket_or_refused_credentials_is_one_message(s3, tmp_path: Pa
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG")
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
     config = write_study(tmp_path, {"artifact_store": f"s3://{bucket}/x"})
-    res = run_cli("create", config, timeout=120)
+    res = run_cli("create", config)
     out = res.stdout + res.stderr
     assert res.returncode == 2 and "Traceback" not in out and secret not in out, out
     assert ("does not exist" in out) if case == "missing bucket" else ("refused" in out and "AWS_ACCESS_KEY_ID" in out), out

@@ -106,7 +106,7 @@ def test_screened_candidate_skips_the_finetune(study_factory, tmp_path: Path) ->
 def _run(path: Path, trials: int):
     from conftest import run_cli
 
-    res = run_cli("run", path, "--trials", str(trials), timeout=400)
+    res = run_cli("run", path, "--trials", str(trials))
     assert res.returncode == 0, res.stderr
     return res
 
@@ -130,12 +130,12 @@ def test_both_modes_run_report_and_export(study_factory, monkeypatch, mode: str)
         if t.state == optuna.trial.TrialState.COMPLETE:
             assert t.values[-1] == pytest.approx(t.user_attrs["speedup"])
             assert "metric_after_bn" in t.user_attrs and "recovery_steps" in t.user_attrs
-    pareto = run_cli("pareto", path, "--json", timeout=200)
+    pareto = run_cli("pareto", path, "--json")
     assert pareto.returncode == 0, pareto.stderr
     summary = json.loads(pareto.stdout)
     assert summary["chosen"] is not None and "screening" in summary
     out = path.parent / f"arch-{mode}.json"
-    exported = run_cli("export", path, "-o", out, "--no-confirm", timeout=300)
+    exported = run_cli("export", path, "-o", out, "--no-confirm")
     assert exported.returncode == 0, exported.stderr
     assert json.loads(out.read_text())["groups"]
 

@@ -78,7 +78,7 @@ class RunStudy:
 def ran(tmp_path_factory: pytest.TempPathFactory, tiny_study) -> RunStudy:
     """``autoprune run CONFIG --trials 4`` on the default SQLite storage (next to the config)."""
     config = write_config(tmp_path_factory.mktemp("sqlite-study"), tiny_study.checkpoint)
-    res = run_cli("run", config, "--trials", "4", timeout=400)
+    res = run_cli("run", config, "--trials", "4")
     assert res.returncode == 0, f"autoprune run failed:\n{res.stdout}\n{res.stderr[-5000:]}"
     return RunStudy(config, f"sqlite:///{config.parent / 'sqlite-digits.db'}", res)
 
@@ -178,7 +178,7 @@ def test_run_stores_architecture_and_weights_per_trial(ran: RunStudy, tmp_path: 
 
 def test_several_workers_on_sqlite_are_refused(tmp_path: Path, tiny_study) -> None:
     config = write_config(tmp_path, tiny_study.checkpoint)
-    res = run_cli("run", config, "--workers", "2", "--trials", "2", timeout=120)
+    res = run_cli("run", config, "--workers", "2", "--trials", "2")
     assert res.returncode == 2, res.stderr
     err = res.stderr.strip()
     assert "Traceback" not in err
@@ -195,7 +195,7 @@ def test_several_workers_write_their_lines_above_the_bar(tmp_path: Path, tiny_st
 
     config = write_config(tmp_path, tiny_study.checkpoint)
     url = f"journal:{tmp_path / 'study.log'}"
-    res = run_cli("run", config, "--workers", "2", "--trials", "4", "--storage", url, timeout=600, raw_newlines=True)
+    res = run_cli("run", config, "--workers", "2", "--trials", "4", "--storage", url, raw_newlines=True)
     assert res.returncode == 0, res.stderr[-3000:]
     err = rendered_lines(res.stderr)
     bar = re.compile(r"^[a-z ]+: +\d+%\|[^|]*\| \d+/\d+ \[[^\]]*\]$")
@@ -253,7 +253,7 @@ def test_export_picks_the_fastest_feasible_trial(ran: RunStudy, tmp_path: Path) 
     study = ran.study()
     want = expected_pick(study, 0.9)
     out = tmp_path / "chosen.json"
-    res = run_cli("export", ran.config, "--no-confirm", "-o", out, timeout=120)
+    res = run_cli("export", ran.config, "--no-confirm", "-o", out)
     assert res.returncode == 0, res.stderr
     arch = json.loads(out.read_text())
     assert arch["provenance"]["trial"] == want.number
@@ -287,7 +287,7 @@ def test_export_with_nothing_feasible_names_the_closest_trial(ran: RunStudy, tmp
     closest = min(trials, key=lambda t: (t.user_attrs["drop"], -t.user_attrs["speedup"], t.number))
 
     out = tmp_path / "none.json"
-    res = run_cli("export", ran.config, "--max-drop", "0", "--no-confirm", "-o", out, timeout=120)
+    res = run_cli("export", ran.config, "--max-drop", "0", "--no-confirm", "-o", out)
     assert res.returncode == 2, res.stdout + res.stderr
     err = res.stderr.strip()
     assert "Traceback" not in err

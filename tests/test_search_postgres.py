@@ -174,7 +174,7 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float, procs: list[Pr
 
 
 def create(config: Path, url: str) -> subprocess.CompletedProcess[str]:
-    res = run_cli("create", config, "--storage", url, timeout=300)
+    res = run_cli("create", config, "--storage", url)
     assert res.returncode == 0, res.stderr[-4000:]
     return res
 

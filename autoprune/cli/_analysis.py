@@ -1,7 +1,7 @@
 """``autoprune pareto`` and ``autoprune compare``: read studies, print the front and the choice, write reports.
 
-The analysis library is imported inside the commands so that ``autoprune --help`` does not pay for
-pandas, matplotlib and Optuna.
+This module loads pandas, matplotlib and Optuna (through the analysis library); ``autoprune`` imports it
+only when one of its commands runs (see :data:`autoprune.cli.COMMANDS`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,18 @@ import pathlib
 
 import click
 
+from autoprune import console
+from autoprune.analysis import load_analysis
+from autoprune.analysis import plot_compare
+from autoprune.analysis import summarize
+from autoprune.analysis import write_report
+from autoprune.analysis.report import format_table
+from autoprune.analysis.report import table_legend
+from autoprune.analysis.report import table_rows
+from autoprune.config import load_config
 from autoprune.errors import ConfigError
 from autoprune.errors import SelectionError
+from autoprune.search.study_config import config_for_study
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,10 +53,6 @@ def resolve_study(config: pathlib.Path | None, study: str | None, storage: str |
         ConfigError: neither a config nor both options were given.
     """
     if config is not None:
-        from autoprune import console
-        from autoprune.config import load_config
-        from autoprune.search.study_config import config_for_study
-
         local = load_config(config)
         name = study or local.name
         cfg = config_for_study(local, storage, console.note, name)  # the study's settings, not the file's
@@ -77,13 +83,6 @@ def pareto(
     as_json: bool,
 ) -> None:
     """Print the Pareto front of a study and the fastest trial within the drop budget; write a report."""
-    from autoprune.analysis import load_analysis
-    from autoprune.analysis import summarize
-    from autoprune.analysis import write_report
-    from autoprune.analysis.report import format_table
-    from autoprune.analysis.report import table_legend
-    from autoprune.analysis.report import table_rows
-
     target = resolve_study(config, study, storage)
     budget = max_drop if max_drop is not None else target.max_drop
     df, info = load_analysis(target.storage, target.name, max_drop=budget, host_id=host_id)
@@ -128,11 +127,6 @@ def compare(
     out_dir: pathlib.Path,
 ) -> None:
     """Put the best feasible speedup of several studies side by side (CONFIG files and/or --study)."""
-    from autoprune.analysis import load_analysis
-    from autoprune.analysis import plot_compare
-    from autoprune.analysis import summarize
-    from autoprune.analysis.report import format_table
-
     targets = [resolve_study(c, None, storage) for c in configs]  # --storage holds the configs' studies too
     if studies and not storage:
         raise ConfigError("--study needs --storage URL (the storage that holds those studies)")

@@ -6,7 +6,14 @@ from typing import TYPE_CHECKING
 
 import click
 
+from autoprune import console
+from autoprune.analysis.report import refresh_report
+from autoprune.config import load_config
+from autoprune.confirm import confirm_study
+from autoprune.confirm import open_study_for_update
 from autoprune.errors import ConfigError
+from autoprune.retime import retime_study
+from autoprune.search.study_config import reconcile
 
 if TYPE_CHECKING:
     from autoprune.config import StudyConfig
@@ -20,11 +27,6 @@ def _check_drop(max_drop: float | None) -> None:
 def study_config(config: str, storage: str | None) -> "StudyConfig":
     """The config the study of the file ``config`` was created with, this host's run keys kept (see
     :func:`autoprune.search.study_config.reconcile`); the study must exist."""
-    from autoprune import console
-    from autoprune.config import load_config
-    from autoprune.confirm import open_study_for_update
-    from autoprune.search.study_config import reconcile
-
     local = load_config(config)
     study = open_study_for_update(local, storage)[2]
     return reconcile(study.user_attrs, local, console.note)
@@ -37,8 +39,6 @@ def study_config(config: str, storage: str | None) -> "StudyConfig":
 @click.option("--storage", default=None, help="Storage URL (default: the config's).")
 def confirm(config: str, top: int, max_drop: float | None, storage: str | None) -> None:
     """Re-time the best candidates together and measure them on the held-out test split."""
-    from autoprune.confirm import confirm_study
-
     _check_drop(max_drop)
     cfg = study_config(config, storage)
     confirm_study(cfg, top=top, max_drop=max_drop, storage=storage, echo=click.echo)
@@ -47,8 +47,6 @@ def confirm(config: str, top: int, max_drop: float | None, storage: str | None) 
 
 def refreshed_line(cfg: "StudyConfig", storage: str | None, max_drop: float | None) -> str:
     """Rewrite the study's report with the figures just stored; the line that says where it is."""
-    from autoprune.analysis.report import refresh_report
-
     _summary, paths = refresh_report(cfg.storage_url(storage), cfg.name, max_drop, cfg.artifact_path() / "report")
     return f"updated the report with these figures: {paths['summary_json']}, {paths['report_html']}"
 
@@ -60,8 +58,6 @@ def refreshed_line(cfg: "StudyConfig", storage: str | None, max_drop: float | No
 @click.option("--storage", default=None, help="Storage URL (default: the config's).")
 def retime(config: str, top: int, max_drop: float | None, storage: str | None) -> None:
     """Time the best candidates on this host and store the timings under its fingerprint."""
-    from autoprune.retime import retime_study
-
     _check_drop(max_drop)
     retime_study(study_config(config, storage), top=top, storage=storage, max_drop=max_drop, echo=click.echo)
 

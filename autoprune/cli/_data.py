@@ -6,6 +6,8 @@ import pathlib
 
 import click
 
+from autoprune.tasks._seg_data import make_synthetic_segmentation
+
 
 @click.command("make-synthetic-seg")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=pathlib.Path))
@@ -16,8 +18,6 @@ import click
 def make_synthetic_seg(directory: pathlib.Path, n: int, size: int, seed: int, overwrite: bool) -> None:
     """Write DIRECTORY/images/*.jpg and DIRECTORY/masks/*.png: figures on textured backgrounds with
     alpha-matte masks, for task 'segmentation' with mask_mode: alpha."""
-    from autoprune.tasks._seg_data import make_synthetic_segmentation
-
     root = make_synthetic_segmentation(directory, n=n, size=size, seed=seed, overwrite=overwrite)
     click.echo(f"wrote {n} images to {root / 'images'} and {n} alpha mattes to {root / 'masks'} ({size}x{size})")
 

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import click
 
+from autoprune import console
 from autoprune.cli._confirm import refreshed_line
+from autoprune.cli._confirm import study_config
 from autoprune.cli._output import output_options
+from autoprune.confirm import confirm_study
 from autoprune.errors import ConfigError
+from autoprune.export import chosen_lines
+from autoprune.export import export_architecture
 
 
 @click.command("export")
@@ -20,18 +25,11 @@ from autoprune.errors import ConfigError
 @output_options
 def export_cmd(config: str, max_drop: float | None, trial: int | None, output: str, storage: str | None, no_confirm: bool, top: int) -> None:
     """Write the architecture JSON of the fastest trial within the budget (or of --trial N)."""
-    from autoprune import console
-    from autoprune.cli._confirm import study_config
-    from autoprune.export import chosen_lines
-    from autoprune.export import export_architecture
-
     if max_drop is not None and not 0 <= max_drop < 1:
         raise ConfigError(f"--max-drop must be in [0, 1), got {max_drop}")
     cfg = study_config(config, storage)
     confirms = not no_confirm and trial is None
     if confirms:
-        from autoprune.confirm import confirm_study
-
         confirm_study(cfg, top=top, max_drop=max_drop, storage=storage, echo=console.note)
     result = export_architecture(cfg, output, max_drop=max_drop, trial=trial, storage=storage, use_confirmed=not no_confirm)
     for note in [] if confirms else result.notes:  # the confirmation printed its notes already

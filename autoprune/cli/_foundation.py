@@ -7,15 +7,38 @@ from pathlib import Path
 
 import click
 
+from autoprune import console
+from autoprune.architecture import apply_architecture
+from autoprune.architecture import build_architecture
+from autoprune.architecture import read_architecture
+from autoprune.architecture import save_weights
+from autoprune.architecture import write_architecture
+from autoprune.base_model import load_base
+from autoprune.base_model import train_base
+from autoprune.baselines import baselines_path
+from autoprune.baselines import load_baselines
+from autoprune.baselines import run_baselines
+from autoprune.baselines import save_baselines
+from autoprune.calibration import CURVE_FILE
+from autoprune.calibration import calibrate_recovery
+from autoprune.calibration import calibration_path
+from autoprune.calibration import ensure_recipe
+from autoprune.calibration import format_calibration
+from autoprune.candidate import StudyContext
+from autoprune.candidate import example_input
+from autoprune.config import load_config
 from autoprune.errors import ArchitectureError
 from autoprune.errors import ConfigError
 from autoprune.file_schemas import RatiosFile
 from autoprune.jsonfile import read_model
+from autoprune.latency import export_onnx
+from autoprune.pruning_setup import make_pruner
+from autoprune.pruning_setup import resolve_round_to
+from autoprune.search.create import train_base_if_missing
+from autoprune.tasks import build_task
 
 
 def _load(config_path: str):
-    from autoprune.config import load_config
-
     return load_config(config_path)
 
 
@@ -24,10 +47,6 @@ def _load(config_path: str):
 @click.option("--force", is_flag=True, help="Retrain even if the checkpoint exists.")
 def train_base_cmd(config: str, force: bool) -> None:
     """Train the base model once and cache its checkpoint (a plain state_dict)."""
-    from autoprune import console
-    from autoprune.base_model import train_base
-    from autoprune.tasks import build_task
-
     cfg = _load(config)
     task = build_task(cfg)
     bar = console.progress(cfg.base.epochs, "train base", "epoch", leave=False)
@@ -47,11 +66,6 @@ def train_base_cmd(config: str, force: bool) -> None:
 @click.argument("config", type=click.Path(dir_okay=False))
 def groups_cmd(config: str) -> None:
     """Print the prunable dependency groups (name, channels, members, bounds once known)."""
-    from autoprune.baselines import load_baselines
-    from autoprune.pruning_setup import make_pruner
-    from autoprune.pruning_setup import resolve_round_to
-    from autoprune.tasks import build_task
-
     cfg = _load(config)
     task = build_task(cfg)
     pruner = make_pruner(cfg, task)
@@ -75,13 +89,6 @@ def groups_cmd(config: str) -> None:
 @click.option("--ratios", default=None, help="Comma-separated sweep ratios (default: search.sweep_ratios).")
 def baselines_cmd(config: str, ratios: str | None) -> None:
     """Run the uniform and global sweeps, print them and store the per-group bounds."""
-    from autoprune import console
-    from autoprune.baselines import baselines_path
-    from autoprune.baselines import run_baselines
-    from autoprune.baselines import save_baselines
-    from autoprune.calibration import ensure_recipe
-    from autoprune.candidate import StudyContext
-
     cfg = _load(config)
     sweep = _parse_ratios(ratios) if ratios else list(cfg.search.sweep_ratios)
     ctx = StudyContext.build(cfg)
@@ -113,14 +120,6 @@ def baselines_cmd(config: str, ratios: str | None) -> None:
 @click.option("--force", is_flag=True, help="Recalibrate even if a calibration for this base and these settings exists.")
 def calibrate_recovery_cmd(config: str, force: bool) -> None:
     """Try finetune recipes on a probe candidate; keep the cheapest within noise of the best for the study."""
-    from autoprune import console
-    from autoprune.calibration import CURVE_FILE
-    from autoprune.calibration import calibrate_recovery
-    from autoprune.calibration import calibration_path
-    from autoprune.calibration import format_calibration
-    from autoprune.candidate import StudyContext
-    from autoprune.search.create import train_base_if_missing
-
     cfg = _load(config)
     train_base_if_missing(cfg, say=console.note)
     ctx = StudyContext.build(cfg, use_cache=False)
@@ -162,13 +161,6 @@ def _parse_ratios(text: str) -> list[float]:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Architecture JSON to write.")
 def prune_cmd(config: str, uniform: float | None, global_ratio: float | None, ratios_file: str | None, output: str) -> None:
     """Prune the base model (no recovery) and write its architecture JSON."""
-    from autoprune.architecture import build_architecture
-    from autoprune.architecture import write_architecture
-    from autoprune.base_model import load_base
-    from autoprune.pruning_setup import make_pruner
-    from autoprune.pruning_setup import resolve_round_to
-    from autoprune.tasks import build_task
-
     if sum(v is not None for v in (uniform, global_ratio, ratios_file)) != 1:
         raise ConfigError("prune: give exactly one of --uniform R, --global R or --ratios FILE")
     for flag, value in (("--uniform", uniform), ("--global", global_ratio)):
@@ -207,11 +199,6 @@ def _read_ratios(path: str) -> dict[str, float]:
 @click.option("--strict", is_flag=True, help="Refuse kept channels the config's guards would never give (default: warn).")
 def apply_cmd(arch_json: str, output: str, config_path: str | None, checkpoint: str | None, weights: str | None, no_weights: bool, strict: bool) -> None:
     """Rebuild the pruned model from the base checkpoint and an architecture JSON (no pickle)."""
-    from autoprune.architecture import apply_architecture
-    from autoprune.architecture import read_architecture
-    from autoprune.architecture import save_weights
-    from autoprune.candidate import example_input
-
     arch = read_architecture(arch_json)
     if no_weights:
         arch = dict(arch, provenance=dict(arch.get("provenance") or {}, weights=None))
@@ -221,8 +208,6 @@ def apply_cmd(arch_json: str, output: str, config_path: str | None, checkpoint: 
         click.echo(f"warning: {arch_json}: {breach} (--strict refuses it)", err=True)
     out = Path(output)
     if out.suffix == ".onnx":
-        from autoprune.latency import export_onnx
-
         export_onnx(applied.model, example_input(applied.task, applied.config), out, opset=applied.config.latency.opset)
     elif out.suffix in (".pt", ".pth"):
         save_weights(applied.model, out)
@@ -238,11 +223,6 @@ def apply_cmd(arch_json: str, output: str, config_path: str | None, checkpoint: 
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="base.onnx")
 def export_base_cmd(config: str, output: str) -> None:
     """Export the study's base model to ONNX (the baseline of 'autoprune latency ... --baseline')."""
-    from autoprune.base_model import load_base
-    from autoprune.candidate import example_input
-    from autoprune.latency import export_onnx
-    from autoprune.tasks import build_task
-
     if not output.endswith(".onnx"):
         raise ArchitectureError(f"{output}: output must end in .onnx")
     cfg = _load(config)

@@ -8,6 +8,8 @@ from typing import Callable
 
 import click
 
+from autoprune import console
+
 
 def output_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Add ``--quiet`` and ``--log-file PATH`` to a click command and apply them before it runs.
@@ -21,8 +23,6 @@ def output_options(command: Callable[..., Any]) -> Callable[..., Any]:
                   help="Append the full log (notes, results, warnings, with times) to this file.")
     @functools.wraps(command)
     def wrapper(*args: Any, quiet: bool, log_file: str | None, **kwargs: Any) -> Any:
-        from autoprune import console
-
         console.configure(quiet=quiet, log_file=log_file)
         return command(*args, **kwargs)
 

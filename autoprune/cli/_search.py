@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import os
+import zlib
 
 import click
+import optuna
 
-from autoprune.cli._output import output_options
 from autoprune import console
+from autoprune.cli._output import output_options
+from autoprune.config import load_config
 from autoprune.console import result
+from autoprune.demo import run_demo
+from autoprune.device import DEVICE_ENV
+from autoprune.device import check_targets
 from autoprune.errors import ConfigError
+from autoprune.redact import redact_url
+from autoprune.search.create import create_study as _create
+from autoprune.search.dashboard import serve
+from autoprune.search.storage import check_workers
+from autoprune.search.study import storage_for
+from autoprune.search.worker import run_gpu_workers
+from autoprune.search.worker import run_local
+from autoprune.search.worker import run_worker
 
 _DEVICE_HELP = "Where the torch stages run: auto, cpu, cuda, cuda:N or mps (overrides the config's 'device')."
 
 
 def _set_device(device: str | None) -> None:
     """``--device``: the config's ``device`` for this process and the workers it starts."""
-    from autoprune.device import DEVICE_ENV
-
     if device:
         os.environ[DEVICE_ENV] = device
 
@@ -34,8 +46,6 @@ def _progress_bar(target: int, desc: str = "trials"):
 
 
 def create_study(config_path: str, storage: str | None):
-    from autoprune.search.create import create_study as _create
-
     return _create(config_path, storage, say=console.note)
 
 
@@ -45,8 +55,6 @@ def create_study(config_path: str, storage: str | None):
 @output_options
 def create_cmd(config: str, storage: str | None) -> None:
     """Create the study once: base model, baselines, bounds, enqueued baseline trials (no search)."""
-    from autoprune.redact import redact_url
-
     cfg, url, study = create_study(config, storage)
     bounds = study.user_attrs["bounds"]
     result(f"study {cfg.name!r} ready in {redact_url(url)} with {len(bounds)} searched groups; start workers with:")
@@ -62,11 +70,6 @@ def create_cmd(config: str, storage: str | None) -> None:
 @output_options
 def run_cmd(config: str, workers: int, trials: int | None, storage: str | None, device: str | None) -> None:
     """Create the study if needed, then run local workers until it holds the requested trials."""
-    from autoprune.config import load_config
-    from autoprune.device import check_targets
-    from autoprune.search.storage import check_workers
-    from autoprune.search.worker import run_local
-
     _set_device(device)
     cfg0 = load_config(config)
     check_targets(cfg0)
@@ -85,10 +88,6 @@ def run_cmd(config: str, workers: int, trials: int | None, storage: str | None, 
 
 
 def _print_outcome(config_path: str, cfg, url: str) -> None:
-    import optuna
-
-    from autoprune.search.study import storage_for
-
     study = optuna.load_study(study_name=cfg.name, storage=storage_for(cfg, url))
     states = {}
     for t in study.get_trials(deepcopy=False):
@@ -110,11 +109,6 @@ def worker_cmd(
     config: str, storage: str | None, trials: int | None, wait_s: float, worker_id: str | None, device: str | None, gpus: str | None
 ) -> None:
     """Join an existing study (from any machine) and run trials; never recomputes the bounds."""
-    import zlib
-
-    from autoprune.search.worker import run_gpu_workers
-    from autoprune.search.worker import run_worker
-
     if gpus is not None:
         if device:
             raise ConfigError("--gpus and --device exclude each other: --gpus gives every process its own cuda:N")
@@ -136,8 +130,6 @@ def worker_cmd(
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
 def dashboard_cmd(config: str, storage: str | None, host: str, port: int) -> None:
     """Start optuna-dashboard for the study, with its artifact store."""
-    from autoprune.search.dashboard import serve
-
     serve(config, storage, host, port, say=lambda line: click.echo(line, err=True))
 
 
@@ -148,8 +140,6 @@ def dashboard_cmd(config: str, storage: str | None, host: str, port: int) -> Non
 @output_options
 def demo_cmd(workdir: str, trials: int, model: str) -> None:
     """Train a digits model, run the baselines and a short search, print the Pareto front and the choice."""
-    from autoprune.demo import run_demo
-
     run_demo(workdir, trials, model)
 
 

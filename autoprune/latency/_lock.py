@@ -19,22 +19,30 @@ interleaved base/candidate blocks cancel most of the load that training puts on 
 
 Both waits are bounded: past the bound the process goes on and logs a warning, because a stuck neighbour
 must not stop a whole study.  The timing lock itself raises :class:`~autoprune.errors.LatencyError` after
-``lock_timeout_s``, naming the lock file and the process that holds it.
+``lock_timeout_s``, naming the lock file and the process that holds it: the holder writes an owner record
+(pid, command line with passwords masked, since when, PID namespace and host) into the lock file, and
+:func:`describe_holder` reads it back or says why the holder cannot be named.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
+import json
 import logging
 import os
 import pathlib
+import socket
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 from autoprune.errors import LatencyError
 from autoprune.latency._settings import LatencySettings
+from autoprune.redact import redact_url
 
 try:  # fcntl is POSIX-only; without it timing still works, just without the host lock.
     import fcntl
@@ -49,6 +57,8 @@ TRAINING_DIR = "training"
 DEFAULT_LOCK_TIMEOUT_S = 1800.0
 DEFAULT_EXCLUSIVE_WAIT_S = 300.0
 _POLL_S = 0.02
+_ARG_CHARS = 120  # per argument of the holder's command line in its owner record
+_COMMAND_CHARS = 400
 
 # Re-entrancy: flock locks belong to an open file description, so a second open+flock by the thread that
 # already holds the lock would deadlock against itself.  Count nesting per thread and lock file; other
@@ -251,19 +261,78 @@ def training_section(
             marker.unlink()
 
 
-def _holder_pid(path: pathlib.Path) -> str:
-    """Best-effort pid of the lock holder, for messages.
+def _pid_namespace() -> str:
+    """This process's PID namespace (``pid:[4026531836]``), or ``""`` where ``/proc`` does not show it."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def _command_line() -> str:
+    """This process's command line for the owner record, passwords masked, long arguments cut."""
+    argv = getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv]
+    words = []
+    for arg in argv[1:] or argv:
+        flag, sep, value = arg.partition("=") if arg.startswith("-") else ("", "", arg)
+        word = " ".join((flag + sep + (redact_url(value) or "")).split())  # one line, however the argument ran
+        words.append(word if len(word) <= _ARG_CHARS else word[: _ARG_CHARS - 3] + "...")
+    return " ".join(words)[:_COMMAND_CHARS]
+
+
+def _owner_record() -> bytes:
+    """What the holder writes into the lock file: who it is and since when, one JSON line."""
+    pid = os.getpid()
+    record = {"pid": pid, "start": _proc_start(pid), "pid_ns": _pid_namespace(), "host": socket.gethostname(),
+              "since": time.time(), "command": _command_line()}
+    return (json.dumps(record) + "\n").encode()
+
+
+def _read_owner(path: pathlib.Path) -> dict[str, Any] | None:
+    """The owner record in the lock file; a bare pid (older autoprune) gives ``{"pid": N}``; else ``None``."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    if text.isdigit():
+        return {"pid": int(text)}
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("pid"), int) else None
+
+
+def describe_holder(path: pathlib.Path) -> str:
+    """Who holds the timing lock, for messages: pid, command line and since when, or why that is unknown.
 
     Args:
-        path: Lock file.
+        path: Lock file, held by another process.
 
     Returns:
-        The pid as text, or ``"unknown"``.
+        A phrase such as ``"pid 4242 (/venv/bin/autoprune worker study.yaml), holding it since 2026-12-06
+        14:02:07 UTC (35 s)"``.
     """
-    try:
-        return path.read_text(encoding="utf-8").split()[0]
-    except (OSError, IndexError):
-        return "unknown"
+    record = _read_owner(path)
+    if record is None:
+        return (f"a process this one cannot name: {path} holds no owner record (an autoprune older than "
+                "this one, another program, or a holder that took the lock this instant)")
+    pid = record["pid"]
+    what = f" ({record['command']})" if record.get("command") else ""
+    since = record.get("since")
+    if isinstance(since, (int, float)):
+        stamp = datetime.datetime.fromtimestamp(since, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        what += f", holding it since {stamp} ({max(0.0, time.time() - since):.0f} s)"
+    host, namespace = record.get("host"), record.get("pid_ns")
+    if host and host != socket.gethostname():
+        return f"pid {pid} on host or container {host!r}{what}; that process cannot be seen from here"
+    if namespace and _pid_namespace() and namespace != _pid_namespace():
+        return f"pid {pid} in another PID namespace ({namespace}, e.g. another container){what}; it cannot be seen from here"
+    start = record.get("start") or ""
+    if _pid_alive(pid) and (not start or _proc_start(pid) in ("", start)):
+        return f"pid {pid}{what}"
+    return (f"a process this one cannot name: the owner record names pid {pid}{what}, which has exited; "
+            "a process it started holds the lock now (flock locks pass to child processes)")
 
 
 @contextlib.contextmanager
@@ -308,15 +377,15 @@ def _flock(path: pathlib.Path, timeout_s: float) -> Iterator[None]:
                 waited = time.monotonic() - start
                 if waited >= timeout_s:
                     raise LatencyError(
-                        f"timing lock {path} is still held by pid {_holder_pid(path)} after {waited:.0f} s; "
+                        f"timing lock {path} is still held after {waited:.0f} s, by {describe_holder(path)}; "
                         "stop that process or point LatencySettings.lock_dir elsewhere"
                     ) from None
                 if not logged and waited > 1.0:
-                    logger.info("waiting for timing lock %s held by pid %s", path, _holder_pid(path))
+                    logger.info("waiting for timing lock %s, held by %s", path, describe_holder(path))
                     logged = True
                 time.sleep(_POLL_S)
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        os.pwrite(fd, _owner_record(), 0)
         depth[key] = 1
         try:
             yield

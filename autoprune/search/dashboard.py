@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from typing import Callable
 
+from autoprune.artifacts import describe
+from autoprune.artifacts import store_url
+from autoprune.artifacts import study_store
+from autoprune.config import load_config
 from autoprune.errors import StorageError
 from autoprune.redact import redact_url
+from autoprune.search.storage import open_storage
 
 
 def serve(config_path: str, storage: str | None, host: str, port: int, say: Callable[[str], None] = print) -> None:
@@ -18,20 +23,13 @@ def serve(config_path: str, storage: str | None, host: str, port: int, say: Call
         port: TCP port.
         say: prints one line.
     """
-    from optuna_dashboard import run_server
-
-    from autoprune.artifacts import describe
-    from autoprune.artifacts import store_url
-    from autoprune.artifacts import study_store
-
-    from autoprune.config import load_config
-    from autoprune.search.storage import open_storage
-
     cfg = load_config(config_path)
     url = cfg.storage_url(storage)
     backend = open_storage(url, heartbeat_interval=None)
     store = study_store(cfg)
     say(f"optuna-dashboard for {redact_url(url)} at http://{host}:{port}/ (artifacts: {describe(store_url(cfg))}); Ctrl-C stops it")
+    from optuna_dashboard import run_server  # heavy (its web app); loaded once the study's storage answers
+
     try:
         run_server(backend, host=host, port=port, artifact_store=store)
     except OSError as exc:
