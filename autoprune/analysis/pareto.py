@@ -281,7 +281,7 @@ def pareto_front(
     points = settled(points, cv_threshold)
     records = _records(points)
     mask = _front_mask(records, _sign(metric_direction), metric_key, speedup_key)
-    rows = [r for r, keep in zip(records, mask) if keep]
+    rows = [r for r, keep in zip(records, mask, strict=True) if keep]
     order = sorted(range(len(rows)), key=lambda i: (as_float(rows[i][speedup_key]), as_float(rows[i].get("number", i))))
     if isinstance(points, pd.DataFrame):
         return _take(points, mask).iloc[order]

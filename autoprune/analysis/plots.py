@@ -57,7 +57,7 @@ def _error_bars(df: pd.DataFrame, name: str, scale: str | None = None) -> list[f
     """
     if name not in df:
         return None
-    values = [as_float(v) * (as_float(k) if scale else 1.0) for v, k in zip(df[name], df[scale] if scale else df[name])]
+    values = [as_float(v) * (as_float(k) if scale else 1.0) for v, k in zip(df[name], df[scale] if scale else df[name], strict=True)]
     return [0.0 if math.isnan(v) else v for v in values] if any(not math.isnan(v) for v in values) else None
 
 
@@ -310,7 +310,7 @@ def plot_ratios(
     fig = Figure(figsize=(8.0, max(2.6, 0.38 * len(names) + 1.4)))
     ax = fig.add_subplot(1, 1, 1)
     ys = list(range(len(names)))
-    for y, name in zip(ys, names):
+    for y, name in zip(ys, names, strict=True):
         if name in bounds:
             low, high = float(bounds[name][0]), float(bounds[name][1])
             ax.barh(y, high - low, left=low, height=0.75, color="0.88", edgecolor="0.6",
@@ -323,7 +323,7 @@ def plot_ratios(
     for i, (label, value) in enumerate((reference or {}).items()):
         color, line, marker = styles[i % len(styles)]
         if isinstance(value, Mapping):
-            points = [(as_float(value.get(n)), y) for y, n in zip(ys, names) if math.isfinite(as_float(value.get(n)))]
+            points = [(as_float(value.get(n)), y) for y, n in zip(ys, names, strict=True) if math.isfinite(as_float(value.get(n)))]
             ax.scatter([x for x, _ in points], [y for _, y in points], marker=marker, s=36, color=color,
                        zorder=4, label=label)
         else:

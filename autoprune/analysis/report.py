@@ -34,7 +34,6 @@ from autoprune.analysis.pareto import hypervolume_2d
 from autoprune.analysis.pareto import hypervolume_history
 from autoprune.analysis.pareto import pareto_front
 from autoprune.analysis.pareto import retiming
-from autoprune.jsonfile import write_json
 from autoprune.analysis.pareto import settled
 from autoprune.analysis.pareto import unsettled as timing_unsettled
 from autoprune.analysis.plots import plot_pareto
@@ -43,6 +42,7 @@ from autoprune.analysis.plots import plot_recovery_curve
 from autoprune.analysis.stats import budget_noise_warning
 from autoprune.analysis.stats import drop_stderr
 from autoprune.errors import ConfigError
+from autoprune.jsonfile import write_json
 from autoprune.recipe import recovery_warnings
 from autoprune.screening import spearman
 from autoprune.widths import channels_key
