@@ -49,7 +49,9 @@ _CONFIRM = "autoprune.cli._confirm"
 COMMANDS: dict[str, CommandEntry] = {
     "train-base": CommandEntry(_FOUNDATION, "Train the base model once and cache its checkpoint (a plain state_dict)."),
     "groups": CommandEntry(_FOUNDATION, "Print the prunable dependency groups (name, channels, members, bounds once known)."),
-    "calibrate-recovery": CommandEntry(_FOUNDATION, "Try finetune recipes on a probe candidate; keep the cheapest within noise of the best for the study."),
+    "calibrate-recovery": CommandEntry(
+        _FOUNDATION, "Try finetune recipes on a probe candidate; keep the cheapest within noise of the best for the study."
+    ),
     "baselines": CommandEntry(_FOUNDATION, "Run the uniform and global sweeps, print them and store the per-group bounds."),
     "prune": CommandEntry(_FOUNDATION, "Prune the base model (no recovery) and write its architecture JSON."),
     "apply": CommandEntry(_FOUNDATION, "Rebuild the pruned model from the base checkpoint and an architecture JSON (no pickle)."),
@@ -65,7 +67,11 @@ COMMANDS: dict[str, CommandEntry] = {
     "export": CommandEntry("autoprune.cli._export", "Write the architecture JSON of the fastest trial within the budget (or of --trial N)."),
     "confirm": CommandEntry(_CONFIRM, "Re-time the best candidates together and measure them on the held-out test split."),
     "retime": CommandEntry(_CONFIRM, "Time the best candidates on this host and store the timings under its fingerprint."),
-    "make-synthetic-seg": CommandEntry("autoprune.cli._data", "Write DIRECTORY/images/*.jpg and DIRECTORY/masks/*.png: figures on textured backgrounds with alpha-matte masks, for task 'segmentation' with mask_mode: alpha."),
+    "make-synthetic-seg": CommandEntry(
+        "autoprune.cli._data",
+        "Write DIRECTORY/images/*.jpg and DIRECTORY/masks/*.png: figures on textured backgrounds with alpha-matte masks, "
+        "for task 'segmentation' with mask_mode: alpha.",
+    ),
 }
 
 

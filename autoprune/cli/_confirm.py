@@ -24,7 +24,7 @@ def _check_drop(max_drop: float | None) -> None:
         raise ConfigError(f"--max-drop must be in [0, 1), got {max_drop}")
 
 
-def study_config(config: str, storage: str | None) -> "StudyConfig":
+def study_config(config: str, storage: str | None) -> StudyConfig:
     """The config the study of the file ``config`` was created with, this host's run keys kept (see
     :func:`autoprune.search.study_config.reconcile`); the study must exist."""
     local = load_config(config)
@@ -45,7 +45,7 @@ def confirm(config: str, top: int, max_drop: float | None, storage: str | None) 
     click.echo(refreshed_line(cfg, storage, max_drop))
 
 
-def refreshed_line(cfg: "StudyConfig", storage: str | None, max_drop: float | None) -> str:
+def refreshed_line(cfg: StudyConfig, storage: str | None, max_drop: float | None) -> str:
     """Rewrite the study's report with the figures just stored; the line that says where it is."""
     _summary, paths = refresh_report(cfg.storage_url(storage), cfg.name, max_drop, cfg.artifact_path() / "report")
     return f"updated the report with these figures: {paths['summary_json']}, {paths['report_html']}"

@@ -192,12 +192,15 @@ def _read_ratios(path: str) -> dict[str, float]:
 @click.command("apply")
 @click.argument("arch_json", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="pruned.pt (state_dict) or pruned.onnx")
-@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False), help="Study config (default: provenance.config, for built-in tasks only; a plugin task needs it).")
+@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
+              help="Study config (default: provenance.config, for built-in tasks only; a plugin task needs it).")
 @click.option("--checkpoint", default=None, type=click.Path(dir_okay=False), help="Base checkpoint (default: the config's).")
 @click.option("--weights", default=None, type=click.Path(dir_okay=False), help="Finetuned weights of the pruned model.")
 @click.option("--no-weights", is_flag=True, help="Ignore provenance.weights; keep the base weights of the kept channels.")
 @click.option("--strict", is_flag=True, help="Refuse kept channels the config's guards would never give (default: warn).")
-def apply_cmd(arch_json: str, output: str, config_path: str | None, checkpoint: str | None, weights: str | None, no_weights: bool, strict: bool) -> None:
+def apply_cmd(
+    arch_json: str, output: str, config_path: str | None, checkpoint: str | None, weights: str | None, no_weights: bool, strict: bool
+) -> None:
     """Rebuild the pruned model from the base checkpoint and an architecture JSON (no pickle)."""
     arch = read_architecture(arch_json)
     if no_weights:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
-from typing import Callable
 
 import click
 

@@ -100,7 +100,8 @@ def _print_outcome(config_path: str, cfg, url: str) -> None:
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--storage", default=None, help="Storage URL of the shared study (default: the config's or $AUTOPRUNE_STORAGE).")
 @click.option("--trials", default=None, type=click.IntRange(1), help="Finished trials the study should hold (default: the study's target).")
-@click.option("--wait", "wait_s", default=600.0, show_default=True, type=float, help="Seconds to wait for the storage and the artifact store to answer and the study to be created.")
+@click.option("--wait", "wait_s", default=600.0, show_default=True, type=float,
+              help="Seconds to wait for the storage and the artifact store to answer and the study to be created.")
 @click.option("--id", "worker_id", default=None, help="Worker id in logs and trial attrs (default: host:pid).")
 @click.option("--device", default=None, help=_DEVICE_HELP)
 @click.option("--gpus", default=None, help="Start one worker process per listed GPU, e.g. 0,1,2,3 (each on cuda:N).")
@@ -134,7 +135,8 @@ def dashboard_cmd(config: str, storage: str | None, host: str, port: int) -> Non
 
 
 @click.command("demo")
-@click.option("--out", "--dir", "workdir", default="autoprune-demo", show_default=True, type=click.Path(file_okay=False), help="Where the demo writes its study, models and report.")
+@click.option("--out", "--dir", "workdir", default="autoprune-demo", show_default=True, type=click.Path(file_okay=False),
+              help="Where the demo writes its study, models and report.")
 @click.option("--trials", default=16, show_default=True, type=click.IntRange(1), help="Search trials.")
 @click.option("--model", default="resnet", show_default=True, type=click.Choice(["resnet", "mobilenet"]))
 @output_options

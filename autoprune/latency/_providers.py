@@ -122,7 +122,7 @@ def probe_provider(key: str, options: Mapping[str, Any] | None = None) -> str:
     raise LatencyError(f"latency.provider: {key}: {problem}; {_fix(key)}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _probe(key: str, options: tuple[tuple[str, str], ...]) -> str | None:
     """What went wrong opening the probe model on ``key`` (None when its session starts with the provider)."""
     name = provider_name(key)

@@ -120,7 +120,7 @@ def resolve_input(
     declared = [d if isinstance(d, int) and d > 0 else None for d in info.shape]
     if input_shape is not None:
         wanted = tuple(int(d) for d in input_shape)
-        fits = len(wanted) == len(declared) and all(d is None or d == w for d, w in zip(declared, wanted))
+        fits = len(wanted) == len(declared) and all(d is None or d == w for d, w in zip(declared, wanted, strict=True))
         if not fits:
             raise LatencyError(
                 f"{path} takes input shape {_show(info.shape)} but input shape {wanted} was requested; "

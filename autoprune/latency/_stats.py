@@ -114,4 +114,4 @@ def block_ratios(base_medians: Sequence[float], candidate_medians: Sequence[floa
     """
     if len(base_medians) != len(candidate_medians):
         raise ValueError(f"{len(base_medians)} baseline blocks but {len(candidate_medians)} candidate blocks")
-    return [float(b) / float(c) if c > 0 else float("inf") for b, c in zip(base_medians, candidate_medians)]
+    return [float(b) / float(c) if c > 0 else float("inf") for b, c in zip(base_medians, candidate_medians, strict=True)]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
-from typing import Callable
 
 import optuna
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 
-def train_base_if_missing(cfg: "StudyConfig", say: Callable[[str], None] = console.note) -> None:
+def train_base_if_missing(cfg: StudyConfig, say: Callable[[str], None] = console.note) -> None:
     """Train the base model when its checkpoint is missing (with a progress bar)."""
     from autoprune.base_model import train_base
     from autoprune.tasks import build_task
@@ -40,7 +40,7 @@ def train_base_if_missing(cfg: "StudyConfig", say: Callable[[str], None] = conso
 
 def create_study(
     config_path: str, storage: str | None = None, say: Callable[[str], None] = console.note
-) -> tuple["StudyConfig", str, optuna.Study]:
+) -> tuple[StudyConfig, str, optuna.Study]:
     """Create (or join, when it is ready) the study of a config.
 
     Args:
@@ -55,7 +55,6 @@ def create_study(
     from autoprune.config import load_config
     from autoprune.device import check_targets
     from autoprune.search.study import create_or_load
-
     from autoprune.search.study import storage_for
 
     cfg = load_config(config_path)

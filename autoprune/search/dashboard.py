@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from autoprune.artifacts import describe
 from autoprune.artifacts import store_url

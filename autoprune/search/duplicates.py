@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Callable
-from typing import Sequence
 
 import optuna
 

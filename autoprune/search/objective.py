@@ -8,11 +8,11 @@ import logging
 import math
 import tempfile
 import time
+from collections.abc import Callable
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
-from typing import Callable
-from typing import Mapping
 
 import optuna
 
@@ -23,13 +23,13 @@ from autoprune.candidate import Screening
 from autoprune.candidate import evaluate_candidate
 from autoprune.device import device_label
 from autoprune.errors import StorageError
+from autoprune.screening import Outcome
+from autoprune.screening import ScreeningRules
 from autoprune.search.duplicates import DUPLICATE_ATTR
 from autoprune.search.duplicates import KEY_ATTR
 from autoprune.search.duplicates import WaitLimits
 from autoprune.search.duplicates import reuse
 from autoprune.search.duplicates import settle
-from autoprune.screening import Outcome
-from autoprune.screening import ScreeningRules
 from autoprune.widths import WIDTH_PARAMS_ATTR
 from autoprune.widths import GroupWidths
 from autoprune.widths import channels_key
@@ -54,7 +54,7 @@ def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
-def _outcome(trial: optuna.trial.FrozenTrial, ctx: "StudyContext") -> Outcome:
+def _outcome(trial: optuna.trial.FrozenTrial, ctx: StudyContext) -> Outcome:
     """What a completed trial showed, for the screening rules."""
     ua = trial.user_attrs
     after_bn = ua.get("metric_after_bn")
@@ -111,7 +111,7 @@ class Objective:
 
     def __init__(
         self,
-        ctx: "StudyContext",
+        ctx: StudyContext,
         study: optuna.Study,
         target: int,
         worker: str,
@@ -292,8 +292,11 @@ class Objective:
             trial.set_user_attr("arch_artifact_id", arch_id)
             trial.set_user_attr("weights_artifact_id", weights_id)
             if ctx.config.search.upload_onnx:
-                from autoprune.latency import export_onnx
                 from autoprune.candidate import example_input
+                from autoprune.latency import export_onnx
 
                 onnx_path = export_onnx(result.model, example_input(ctx.task, ctx.config), Path(tmp) / f"trial-{trial.number}.onnx")
-                trial.set_user_attr("onnx_artifact_id", optuna.artifacts.upload_artifact(artifact_store=self.store, file_path=str(onnx_path), study_or_trial=trial))
+                artifact_id = optuna.artifacts.upload_artifact(
+                    artifact_store=self.store, file_path=str(onnx_path), study_or_trial=trial
+                )
+                trial.set_user_attr("onnx_artifact_id", artifact_id)

@@ -20,10 +20,10 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any
-from typing import Iterable
-from typing import Mapping
-from typing import Sequence
 
 import numpy as np
 import optuna
@@ -86,7 +86,9 @@ def neighbour(
     return None
 
 
-def _walk(values: dict[str, int], movable: Sequence[str], space: Mapping[str, IntDistribution], steps: int, rng: np.random.RandomState) -> dict[str, int]:
+def _walk(
+    values: dict[str, int], movable: Sequence[str], space: Mapping[str, IntDistribution], steps: int, rng: np.random.RandomState
+) -> dict[str, int]:
     """``steps`` random moves of one grid step each (a move that would leave the grid goes the other way)."""
     for _ in range(steps):
         name = movable[rng.randint(len(movable))]

@@ -14,10 +14,10 @@ import contextlib
 import logging
 import time
 import warnings
+from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from typing import Callable
-from typing import Iterator
 from typing import TypeVar
 
 import optuna

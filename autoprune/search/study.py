@@ -15,12 +15,12 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Mapping
 from functools import partial
 from typing import TYPE_CHECKING
 from typing import Any
-from typing import Callable
-from typing import Iterable
-from typing import Mapping
 
 import optuna
 
@@ -30,16 +30,16 @@ from autoprune.baselines import load_baselines
 from autoprune.baselines import run_baselines
 from autoprune.baselines import save_baselines
 from autoprune.bounds import SweepPoint
+from autoprune.bounds import baseline_points
 from autoprune.calibration import CALIBRATION_KEYS
 from autoprune.calibration import RECIPE_ATTR
 from autoprune.calibration import apply_recipe
 from autoprune.calibration import ensure_recipe
 from autoprune.calibration import recipe_settings
-from autoprune.bounds import baseline_points
 from autoprune.config import public_config
 from autoprune.errors import StorageError
-from autoprune.pruning.engine import head_plan
 from autoprune.latency import cpu_round_to
+from autoprune.pruning.engine import head_plan
 from autoprune.pruning_setup import round_to_note
 from autoprune.redact import redact_url
 from autoprune.search.sampler import FreshSampler
@@ -63,7 +63,7 @@ log = logging.getLogger("autoprune")
 READY_ATTR = "bounds"
 
 
-def make_sampler(config: "StudyConfig", worker_index: int = 0) -> optuna.samplers.BaseSampler:
+def make_sampler(config: StudyConfig, worker_index: int = 0) -> optuna.samplers.BaseSampler:
     """The sampler named in the config; each worker gets its own seed so workers do not sample alike.
 
     TPE and GP propose whole vectors; they are wrapped in :class:`~autoprune.search.sampler.FreshSampler`, which
@@ -90,12 +90,12 @@ def objective_names(mode: str, metric_name: str) -> list[str]:
     return ["speedup"] if mode == "fastest" else [metric_name, "speedup"]
 
 
-def storage_for(config: "StudyConfig", url: str, budget_s: float | None = None) -> optuna.storages.BaseStorage:
+def storage_for(config: StudyConfig, url: str, budget_s: float | None = None) -> optuna.storages.BaseStorage:
     s = config.search
     return open_storage(url, heartbeat_interval=s.heartbeat_interval, grace_period=s.grace_period, max_retry=s.max_retry, budget_s=budget_s)
 
 
-def head_plans(groups: Iterable["Group"]) -> dict[str, Plan]:
+def head_plans(groups: Iterable[Group]) -> dict[str, Plan]:
     """Attention groups keep whole heads of one width: the width the pruner makes of a guarded width."""
     return {g.name: partial(_head_width, channels=g.channels, heads=g.heads) for g in groups if g.heads}
 
@@ -105,7 +105,7 @@ def _head_width(keep: int, channels: int, heads: int) -> int:
     return kept_heads * width
 
 
-def search_space(ctx: "StudyContext", points: Iterable[SweepPoint], margin: int | None) -> dict[str, GroupWidths]:
+def search_space(ctx: StudyContext, points: Iterable[SweepPoint], margin: int | None) -> dict[str, GroupWidths]:
     """Per searched group (followers of ties excluded), the kept-channel counts the search draws from.
 
     Args:
@@ -121,7 +121,7 @@ def search_space(ctx: "StudyContext", points: Iterable[SweepPoint], margin: int 
     return width_space(ctx.groups, ctx.pruner.guards, targets, margin, head_plans(ctx.groups))
 
 
-def enqueue_baselines(study: optuna.Study, ctx: "StudyContext", points: Mapping[str, SweepPoint], space: Mapping[str, GroupWidths]) -> None:
+def enqueue_baselines(study: optuna.Study, ctx: StudyContext, points: Mapping[str, SweepPoint], space: Mapping[str, GroupWidths]) -> None:
     """Queue each baseline as a trial with exactly its sweep point's kept channels (once per kind)."""
     channels = {g.name: g.channels for g in ctx.groups}
     queued = {t.user_attrs.get("kind") for t in study.get_trials(deepcopy=False)}
@@ -134,9 +134,9 @@ def enqueue_baselines(study: optuna.Study, ctx: "StudyContext", points: Mapping[
 
 
 def create_or_load(
-    config: "StudyConfig",
+    config: StudyConfig,
     storage_url: str,
-    ctx: "StudyContext",
+    ctx: StudyContext,
     on_point: Callable[[SweepPoint], None] | None = None,
     say: Callable[[str], None] = print,
 ) -> optuna.Study:
@@ -186,7 +186,7 @@ def create_or_load(
     return study
 
 
-def _note_round_to(config: "StudyConfig", say: Callable[[str], None]) -> None:
+def _note_round_to(config: StudyConfig, say: Callable[[str], None]) -> None:
     """Say when the config pins a ``round_to`` finer than this CPU's channel block (see :func:`round_to_note`)."""
     note = round_to_note(config.pruning.round_to, cpu_round_to(), config.latency.provider)
     if note:
@@ -194,8 +194,8 @@ def _note_round_to(config: "StudyConfig", say: Callable[[str], None]) -> None:
 
 
 def _study_attrs(
-    config: "StudyConfig",
-    ctx: "StudyContext",
+    config: StudyConfig,
+    ctx: StudyContext,
     baselines: Baselines,
     space: Mapping[str, GroupWidths],
     calibration: Mapping[str, Any] | None,
@@ -225,15 +225,15 @@ def _study_attrs(
     }
 
 
-def _public_config(config: "StudyConfig") -> dict[str, Any]:
+def _public_config(config: StudyConfig) -> dict[str, Any]:
     data = public_config(config)
     data["source"] = str(config.source) if config.source else None
     return data
 
 
 def _baselines(
-    config: "StudyConfig",
-    ctx: "StudyContext",
+    config: StudyConfig,
+    ctx: StudyContext,
     on_point: Callable[[SweepPoint], None] | None,
     say: Callable[[str], None],
     calibration: Mapping[str, Any] | None = None,
@@ -264,7 +264,7 @@ def _baselines(
     return result
 
 
-def _check_same_base(study: optuna.Study, ctx: "StudyContext", url: str) -> None:
+def _check_same_base(study: optuna.Study, ctx: StudyContext, url: str) -> None:
     sha = study.user_attrs.get("base_sha256")
     if sha and sha != ctx.base_info.sha256:
         raise StorageError(
@@ -273,7 +273,7 @@ def _check_same_base(study: optuna.Study, ctx: "StudyContext", url: str) -> None
         )
 
 
-def wait_for_study(config: "StudyConfig", storage_url: str, timeout: float, say: Callable[[str], None] = print) -> optuna.Study:
+def wait_for_study(config: StudyConfig, storage_url: str, timeout: float, say: Callable[[str], None] = print) -> optuna.Study:
     """Wait (bounded) until the study exists and holds its bounds; say so while waiting."""
     deadline = time.monotonic() + timeout
     storage = storage_for(config, storage_url, budget_s=timeout)

@@ -9,9 +9,9 @@ into the study.  The local file may differ only in keys that say where or how to
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
-from typing import Callable
-from typing import Mapping
 
 from autoprune.analysis.frame import open_study
 from autoprune.calibration import RECIPE_ATTR

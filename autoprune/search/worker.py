@@ -16,11 +16,11 @@ import socket
 import sys
 import time
 import warnings
-from queue import Empty
-from pathlib import Path
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from queue import Empty
 from typing import TYPE_CHECKING
-from typing import Callable
 
 import optuna
 
@@ -121,7 +121,7 @@ def run_worker(
     return WorkerSummary(worker, ran, done, goal)
 
 
-def _study_context(config: "StudyConfig", study: optuna.Study) -> "StudyContext":
+def _study_context(config: StudyConfig, study: optuna.Study) -> StudyContext:
     """The study context on this host, set up as the study was created (grid, recipe, base checkpoint)."""
     from autoprune.candidate import StudyContext
 
@@ -292,7 +292,7 @@ def _quiet_surplus_logs() -> None:
             handler.addFilter(_SurplusNote())
 
 
-def _worker_main(config_path: str, storage_url: str | None, target: int, index: int, queue: "mp.Queue[str]", workers: int) -> None:
+def _worker_main(config_path: str, storage_url: str | None, target: int, index: int, queue: mp.Queue[str], workers: int) -> None:
     """One process of ``autoprune run --workers N``: its lines go to the parent, which writes them above its bar."""
     console.forward_to(queue)
     try:
@@ -302,7 +302,10 @@ def _worker_main(config_path: str, storage_url: str | None, target: int, index: 
         sys.exit(2)
 
 
-def _gpu_worker_main(config_path: str, storage_url: str | None, target: int | None, worker: str, index: int, device: str, workers: int, wait_s: float) -> None:
+def _gpu_worker_main(
+    config_path: str, storage_url: str | None, target: int | None, worker: str, index: int, device: str, workers: int,
+    wait_s: float,
+) -> None:
     """One process of ``autoprune worker --gpus``: its own device, then the ordinary worker loop."""
     os.environ[DEVICE_ENV] = device
     try:
@@ -349,7 +352,7 @@ def run_gpu_workers(
             target=_gpu_worker_main,
             args=(config_path, storage_url, target, f"{prefix}-gpu{n}", i, device, len(devices), wait_timeout),
         )
-        for i, (n, device) in enumerate(zip(numbers, devices))
+        for i, (n, device) in enumerate(zip(numbers, devices, strict=True))
     ]
     for p in procs:
         p.start()
@@ -453,7 +456,7 @@ def _run_processes(config_path: str, storage_url: str, workers: int, target: int
         The number of processes that failed.
     """
     ctx = mp.get_context("spawn")
-    queue: "mp.Queue[str]" = ctx.Queue()
+    queue: mp.Queue[str] = ctx.Queue()
     procs = [
         ctx.Process(target=_worker_main, args=(config_path, storage_url, target, i, queue, workers), daemon=False)
         for i in range(workers)
@@ -478,7 +481,7 @@ def _run_processes(config_path: str, storage_url: str, workers: int, target: int
     return sum(1 for p in procs if p.exitcode != 0)
 
 
-def _write_lines(queue: "mp.Queue[str]", seconds: float) -> None:
+def _write_lines(queue: mp.Queue[str], seconds: float) -> None:
     """Write the worker processes' lines as they arrive, for ``seconds`` (0: only those already there)."""
     deadline = time.monotonic() + seconds
     while True:
