@@ -9,15 +9,14 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
-from typing import Callable
 
 from torch import nn
 
 from autoprune.errors import ConfigError
 from autoprune.models.mobilenet import SmallMobileNetV2
 from autoprune.models.resnet import SmallResNet
-
 
 
 def _segformer(num_classes: int, in_channels: int, **options: Any) -> nn.Module:

@@ -28,9 +28,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from typing import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -134,7 +134,7 @@ def segformer_geometry(preset: str = "b0", **overrides: Any) -> dict[str, Any]:
                 f"like hidden_sizes), got {value!r}"
             )
         geometry[key] = list(value)
-    for i, (width, heads) in enumerate(zip(geometry["hidden_sizes"], geometry["num_attention_heads"])):
+    for i, (width, heads) in enumerate(zip(geometry["hidden_sizes"], geometry["num_attention_heads"], strict=True)):
         if width % heads:
             raise ConfigError(
                 f"model 'segformer': stage {i}: hidden_sizes {width} is not divisible by num_attention_heads {heads} "

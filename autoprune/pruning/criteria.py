@@ -11,8 +11,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Callable
-from typing import Iterable
+from collections.abc import Callable
+from collections.abc import Iterable
 
 import torch
 import torch_pruning as tp
@@ -142,13 +142,13 @@ class Hessian(Criterion):
                     break
                 model.zero_grad(set_to_none=True)
                 loss_fn(model, x[i : i + 1], y[i : i + 1]).backward()
-                for a, p in zip(accum, params):
+                for a, p in zip(accum, params, strict=True):
                     if p.grad is not None:
                         a.add_(p.grad.detach() ** 2)
                 count += 1
         if count == 0:
             raise PruningError(f"criterion {self.name!r} needs training batches to estimate the Hessian; got none")
-        for a, p in zip(accum, params):
+        for a, p in zip(accum, params, strict=True):
             p.grad = a / count
         # OBD scores are 1/2 h w^2; the constant 1/2 does not change the ranking.
 

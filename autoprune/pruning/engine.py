@@ -25,13 +25,13 @@ from __future__ import annotations
 import inspect
 import math
 from collections import Counter
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
-from typing import Callable
-from typing import Iterable
-from typing import Mapping
-from typing import Sequence
 
 import torch
 import torch_pruning as tp

@@ -66,7 +66,7 @@ def _has_module(folder: Path, name: str) -> bool:
     return (folder / f"{name}.py").is_file() or (folder / name / "__init__.py").is_file()
 
 
-def build_task(config: "StudyConfig") -> Task:
+def build_task(config: StudyConfig) -> Task:
     """Build the task a study config names and check it against the contract.
 
     Args:

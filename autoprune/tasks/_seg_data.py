@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -211,7 +211,10 @@ def load_folder(
     if mask_mode not in MASK_MODES:
         raise ConfigError(f"task 'segmentation': key 'task_options.mask_mode' is {mask_mode!r}; use 'index' or 'alpha'")
     if mask_mode == "alpha" and num_classes not in (None, 2):
-        raise ConfigError(f"task 'segmentation': alpha mattes give 2 classes (background, foreground); key 'task_options.num_classes' is {num_classes}")
+        raise ConfigError(
+            f"task 'segmentation': alpha mattes give 2 classes (background, foreground); "
+            f"key 'task_options.num_classes' is {num_classes}"
+        )
     pairs = scan_folder(root)
     images = np.empty((len(pairs), 3, *image_size), dtype=np.uint8)
     masks = np.empty((len(pairs), *image_size), dtype=np.int64)
@@ -230,7 +233,8 @@ def load_folder(
             if num_classes is not None and high >= num_classes:
                 raise TaskError(
                     f"{mask_path}: class {high} is not one of 0..{num_classes - 1} (task_options.num_classes={num_classes}); "
-                    + ("raise num_classes, set task_options.ignore_index, or fix the mask" if ignore_index is None else "raise num_classes or fix the mask")
+                    + ("raise num_classes, set task_options.ignore_index, or fix the mask" if ignore_index is None
+                       else "raise num_classes or fix the mask")
                 )
             largest = max(largest, high)
         masks[i] = mask
@@ -293,7 +297,7 @@ def _figure(rng: np.random.Generator, size: int, scale: int = 4) -> np.ndarray:
         k = int(rng.integers(5, 9))
         angles = np.sort(rng.uniform(0, 2 * math.pi, size=k))
         radii = rng.uniform(0.2, 0.45, size=k) * s
-        draw.polygon([(cx + r * math.cos(a), cy + r * math.sin(a)) for a, r in zip(angles, radii)], fill=255)
+        draw.polygon([(cx + r * math.cos(a), cy + r * math.sin(a)) for a, r in zip(angles, radii, strict=True)], fill=255)
     canvas = canvas.filter(ImageFilter.GaussianBlur(radius=scale * rng.uniform(0.3, 1.0)))  # soft, matte-like edges
     return np.asarray(canvas.resize((size, size), Image.BOX), dtype=np.float64) / 255.0
 

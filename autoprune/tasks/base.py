@@ -15,10 +15,10 @@ import abc
 import contextlib
 import math
 from collections import Counter
+from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from typing import Iterator
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -123,7 +123,7 @@ class Task(abc.ABC):
         """Attention layers and their head counts, for transformer tasks."""
         return {}
 
-    def after_pruning(self, model: nn.Module) -> None:
+    def after_pruning(self, model: nn.Module) -> None:  # noqa: B027 - a defaulted hook, not abstract
         """Patch attributes a pruned model needs (e.g. attention head sizes); default: nothing."""
 
     # -- data access ------------------------------------------------------------------------------------

@@ -20,9 +20,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any
-from typing import Mapping
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -341,7 +341,9 @@ class ShapesTask(ClassificationTask):
             np.savez(tmp, images=images, labels=labels)
             tmp.replace(path)  # atomic, so parallel workers never read half a file
         except OSError as exc:
-            raise ConfigError(f"task 'shapes': task_options.cache_dir {str(self.cache_dir)!r} is not writable ({exc}); fix it or remove the key") from None
+            raise ConfigError(
+                f"task 'shapes': task_options.cache_dir {str(self.cache_dir)!r} is not writable ({exc}); fix it or remove the key"
+            ) from None
         return images, labels
 
 
