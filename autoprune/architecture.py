@@ -11,18 +11,18 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import os
-import dataclasses
+from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
-from typing import Iterable
-from typing import Mapping
 
 import jsonschema
 import torch
@@ -48,9 +48,9 @@ GROUP_REQUIRED = ("name", "original_channels", "kept_channels", "ratio", "kept_i
 
 
 def build_architecture(
-    config: "StudyConfig",
-    task: "Task",
-    result: "PruneResult",
+    config: StudyConfig,
+    task: Task,
+    result: PruneResult,
     base_sha256: str,
     round_to: int,
     metrics: dict[str, Any] | None = None,
@@ -93,7 +93,7 @@ def build_architecture(
     }
 
 
-def _provenance(config: "StudyConfig", provenance: dict[str, Any] | None) -> dict[str, Any]:
+def _provenance(config: StudyConfig, provenance: dict[str, Any] | None) -> dict[str, Any]:
     """Where an architecture comes from: the study's defaults, updated with ``provenance`` (its storage redacted)."""
     prov = {
         "study": config.name,
@@ -111,7 +111,7 @@ def _provenance(config: "StudyConfig", provenance: dict[str, Any] | None) -> dic
     return prov
 
 
-def _group_entries(result: "PruneResult") -> list[dict[str, Any]]:
+def _group_entries(result: PruneResult) -> list[dict[str, Any]]:
     """The kept channels and indices of each group, as the schema lists them."""
     return [
         {
@@ -226,16 +226,16 @@ class AppliedArchitecture:
     """A model rebuilt from an architecture JSON (``warnings``: kept channels that break the config's guards)."""
 
     model: nn.Module
-    task: "Task"
-    config: "StudyConfig"
-    result: "PruneResult"
+    task: Task
+    config: StudyConfig
+    result: PruneResult
     weights_loaded: bool
     warnings: list[str] = field(default_factory=list)
 
 
 def apply_architecture(
     arch: dict[str, Any],
-    config: "StudyConfig | None" = None,
+    config: StudyConfig | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     weights: str | os.PathLike[str] | None = None,
     where: str = "<architecture>",
@@ -283,7 +283,7 @@ def apply_architecture(
     return AppliedArchitecture(result.model, task, config, result, loaded, breaches)
 
 
-def _config_for(arch: dict[str, Any], config: "StudyConfig | None", where: str) -> "StudyConfig":
+def _config_for(arch: dict[str, Any], config: StudyConfig | None, where: str) -> StudyConfig:
     """The caller's config, else ``provenance.config`` when its task is built in; it must build the JSON's model."""
     from autoprune.config import load_config
 
@@ -309,7 +309,7 @@ def _config_for(arch: dict[str, Any], config: "StudyConfig | None", where: str) 
     return config
 
 
-def _checkpoint_for(arch: dict[str, Any], config: "StudyConfig", checkpoint: str | os.PathLike[str] | None, where: str) -> Path:
+def _checkpoint_for(arch: dict[str, Any], config: StudyConfig, checkpoint: str | os.PathLike[str] | None, where: str) -> Path:
     """The base checkpoint the JSON's indices refer to (its sha256 must match)."""
     from autoprune.base_model import file_sha256
 
@@ -328,7 +328,7 @@ def _checkpoint_for(arch: dict[str, Any], config: "StudyConfig", checkpoint: str
     return ckpt
 
 
-def _matching_groups(arch: dict[str, Any], model_groups: Iterable["Group"], where: str) -> dict[str, "Group"]:
+def _matching_groups(arch: dict[str, Any], model_groups: Iterable[Group], where: str) -> dict[str, Group]:
     """The model's groups by name; every one of them is in the JSON with its original channels."""
     groups = {g.name: g for g in model_groups}
     for g in arch["groups"]:
@@ -344,7 +344,7 @@ def _matching_groups(arch: dict[str, Any], model_groups: Iterable["Group"], wher
     return groups
 
 
-def guard_breaches(arch: dict[str, Any], groups: Mapping[str, "Group"], guards: "GuardSettings") -> list[str]:
+def guard_breaches(arch: dict[str, Any], groups: Mapping[str, Group], guards: GuardSettings) -> list[str]:
     """Groups whose kept channels the guards would never give (below a floor, past the first-layer limit, off the
     JSON's ``round_to`` grid); attention groups (whole heads) are left to the pruner's own check."""
     from autoprune.widths import reachable_widths
@@ -359,7 +359,8 @@ def guard_breaches(arch: dict[str, Any], groups: Mapping[str, "Group"], guards: 
         if g["kept_channels"] not in reach:
             near = ", ".join(str(w) for w in sorted(reach, key=lambda w: abs(w - g["kept_channels"]))[:3])
             out.append(f"group {g['name']} keeps {g['kept_channels']} of {group.channels} channels, which the guards "
-                       f"(min_channels {settings.min_channels}, min_fraction {settings.min_fraction}, round_to {settings.round_to}) never give; nearest: {near}")
+                       f"(min_channels {settings.min_channels}, min_fraction {settings.min_fraction}, "
+                       f"round_to {settings.round_to}) never give; nearest: {near}")
     return out
 
 

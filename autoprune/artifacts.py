@@ -40,7 +40,7 @@ ENV = "AUTOPRUNE_ARTIFACT_STORE"
 S3_ATTEMPTS = 2  # tries of one S3 request (botocore's "standard" retries; its backoff before the retry is under 1 s)
 
 
-def store_url(config: "StudyConfig") -> str:
+def store_url(config: StudyConfig) -> str:
     """The artifact store's URL: ``$AUTOPRUNE_ARTIFACT_STORE``, the config's ``artifact_store``, else the folder."""
     url = os.environ.get(ENV) or config.artifact_store
     if url:
@@ -70,7 +70,9 @@ def open_store(url: str, budget_s: float | None = None) -> Any:
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ArtifactError(f"artifact store {path}: cannot create the folder ({exc.strerror or exc}); choose a writable artifact_store") from None
+            raise ArtifactError(
+                f"artifact store {path}: cannot create the folder ({exc.strerror or exc}); choose a writable artifact_store"
+            ) from None
         return optuna.artifacts.FileSystemArtifactStore(str(path))
     if parts.scheme == "s3":
         return _s3_store(parts.netloc, parts.path.strip("/"), url, budget_s)
@@ -108,7 +110,9 @@ def _s3_store(bucket: str, prefix: str, url: str, budget_s: float | None) -> Any
     try:
         client.head_bucket(Bucket=bucket)
     except botocore.exceptions.NoCredentialsError:
-        raise ArtifactError(f"artifact store {describe(url)}: no AWS credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile)") from None
+        raise ArtifactError(
+            f"artifact store {describe(url)}: no AWS credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile)"
+        ) from None
     except botocore.exceptions.ClientError as exc:
         raise ArtifactError(_client_error(exc, bucket, url)) from None
     except (botocore.exceptions.ConnectTimeoutError, botocore.exceptions.ReadTimeoutError) as exc:
@@ -153,7 +157,7 @@ class PrefixedStore:
         self.inner.remove(self._key(artifact_id))
 
 
-def fetch(store: Any, artifact_id: str, path: Path, config: "StudyConfig", owner: str) -> None:
+def fetch(store: Any, artifact_id: str, path: Path, config: StudyConfig, owner: str) -> None:
     """Download one of ``owner``'s artifacts to ``path`` (replacing a file left there by an earlier run); a
     missing one names the store and the fix."""
     path.unlink(missing_ok=True)  # Optuna refuses to overwrite
@@ -166,7 +170,7 @@ def fetch(store: Any, artifact_id: str, path: Path, config: "StudyConfig", owner
         ) from None
 
 
-def study_store(config: "StudyConfig", budget_s: float | None = None) -> Any:
+def study_store(config: StudyConfig, budget_s: float | None = None) -> Any:
     """The study's artifact store (see :func:`store_url`), checked within ``budget_s`` seconds (None: no bound)."""
     return open_store(store_url(config), budget_s)
 

@@ -6,10 +6,10 @@ import hashlib
 import math
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-from typing import Callable
 
 import torch
 from torch import nn
@@ -92,8 +92,8 @@ def load_weights(model: nn.Module, path: Path) -> nn.Module:
 
 
 def train_base(
-    config: "StudyConfig",
-    task: "Task",
+    config: StudyConfig,
+    task: Task,
     force: bool = False,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> BaseModelInfo:
@@ -155,7 +155,7 @@ def _read_meta(meta_path: Path) -> BaseMeta:
     return read_model(meta_path, BaseMeta, fix)
 
 
-def load_base(config: "StudyConfig", task: "Task") -> tuple[nn.Module, BaseModelInfo]:
+def load_base(config: StudyConfig, task: Task) -> tuple[nn.Module, BaseModelInfo]:
     """The trained base model in eval mode and its checkpoint info (trains it first if missing)."""
     info = train_base(config, task)
     return load_weights(task.build_model(), info.path).to(task.device), info

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 from typing import Any
-from typing import Callable
 
 from autoprune.bounds import SweepPoint
 from autoprune.bounds import compute_bounds
 from autoprune.bounds import fastest_feasible
 from autoprune.bounds import largest_feasible
+from autoprune.calibration import recipe_settings
 from autoprune.candidate import StudyContext
 from autoprune.candidate import evaluate_candidate
-from autoprune.calibration import recipe_settings
 from autoprune.file_schemas import BaselinesFile
 from autoprune.jsonfile import read_model
 from autoprune.jsonfile import write_json
@@ -53,7 +53,7 @@ class Baselines:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Baselines":
+    def from_dict(cls, data: dict[str, Any]) -> Baselines:
         return cls(
             uniform=[SweepPoint.from_dict(p) for p in data["uniform"]],
             global_=[SweepPoint.from_dict(p) for p in data["global"]],

@@ -17,12 +17,12 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import asdict
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
-from typing import Mapping
-from typing import Sequence
 
 
 @dataclass
@@ -77,7 +77,7 @@ class SweepPoint:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "SweepPoint":
+    def from_dict(cls, data: Mapping[str, Any]) -> SweepPoint:
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**known)
 

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
-from typing import Callable
-from typing import Mapping
 
 from autoprune.errors import ArtifactError
 from autoprune.file_schemas import CalibrationRecord
@@ -47,11 +47,11 @@ CALIBRATION_KEYS = ("probe_ratio", "results", "chosen", "base_metric", "max_drop
 _TRIED = ("lr", "finetune_epochs", "finetune_steps", "calibration")
 
 
-def calibration_path(config: "StudyConfig") -> Path:
+def calibration_path(config: StudyConfig) -> Path:
     return config.artifact_path() / CALIBRATION_FILE
 
 
-def recipe_settings(config: "StudyConfig") -> dict[str, Any]:
+def recipe_settings(config: StudyConfig) -> dict[str, Any]:
     """The finetune recipe of a config's recovery section (what calibration may change)."""
     rec = config.recovery
     return {"lr": rec.lr, "finetune_epochs": rec.finetune_epochs, "finetune_steps": rec.finetune_steps}
@@ -63,13 +63,13 @@ def recipe_of(record: Mapping[str, Any]) -> dict[str, Any]:
     return {"lr": float(chosen["lr"]), "finetune_epochs": float(chosen["epochs"]), "finetune_steps": None}
 
 
-def apply_recipe(config: "StudyConfig", recipe: Mapping[str, Any] | None) -> None:
+def apply_recipe(config: StudyConfig, recipe: Mapping[str, Any] | None) -> None:
     """Set the study's calibrated recipe on ``config.recovery`` (no-op for ``None``)."""
     if recipe:
         config.recovery = config.recovery.model_copy(update={k: recipe[k] for k in ("lr", "finetune_epochs", "finetune_steps") if k in recipe})
 
 
-def _identity(ctx: "StudyContext") -> dict[str, Any]:
+def _identity(ctx: StudyContext) -> dict[str, Any]:
     """What a cached calibration must match to be reused."""
     rec = ctx.config.recovery.model_dump(mode="json")
     return {
@@ -94,14 +94,14 @@ def read_calibration(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def load_calibration(ctx: "StudyContext") -> dict[str, Any] | None:
+def load_calibration(ctx: StudyContext) -> dict[str, Any] | None:
     """The cached calibration record of this study, when it was made with the same base and settings."""
     record = read_calibration(calibration_path(ctx.config))
     return record if record is not None and record["identity"] == _identity(ctx) else None
 
 
 def calibrate_recovery(
-    ctx: "StudyContext",
+    ctx: StudyContext,
     on_result: Callable[[RecipeResult], None] | None = None,
     reuse: bool = True,
 ) -> dict[str, Any]:
@@ -143,7 +143,7 @@ def calibrate_recovery(
     return record
 
 
-def _try_recipe(ctx: "StudyContext", probe: Any, lr: float, epochs: float) -> RecipeResult:
+def _try_recipe(ctx: StudyContext, probe: Any, lr: float, epochs: float) -> RecipeResult:
     from autoprune.latency import training_section
 
     settings = ctx.config.recovery.model_copy(update={"lr": lr, "finetune_epochs": epochs, "finetune_steps": None})
@@ -163,7 +163,7 @@ def _try_recipe(ctx: "StudyContext", probe: Any, lr: float, epochs: float) -> Re
     return RecipeResult(lr, epochs, report.steps, metric.value, metric.stderr, after_bn[0], round(seconds, 3))
 
 
-def save_calibration(config: "StudyConfig", record: Mapping[str, Any]) -> Path:
+def save_calibration(config: StudyConfig, record: Mapping[str, Any]) -> Path:
     """Write the record (atomically) and its recovery-curve PNG beside it."""
     from autoprune.analysis.plots import plot_recovery_curve
 
@@ -172,7 +172,7 @@ def save_calibration(config: "StudyConfig", record: Mapping[str, Any]) -> Path:
     return path
 
 
-def ensure_recipe(ctx: "StudyContext", say: Callable[[str], None] = print) -> dict[str, Any] | None:
+def ensure_recipe(ctx: StudyContext, say: Callable[[str], None] = print) -> dict[str, Any] | None:
     """Calibrate (or reuse the calibration) when the config asks for it, and apply the recipe to ``ctx``.
 
     Returns:

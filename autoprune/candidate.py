@@ -11,15 +11,15 @@ import copy
 import logging
 import tempfile
 import time
+from collections.abc import Callable
+from collections.abc import Iterator
+from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
-from typing import Callable
-from typing import Iterator
-from typing import Mapping
 
 import torch
 from torch import nn
@@ -93,7 +93,7 @@ class Screened(Exception):
         return self.reason.startswith(OVER_BUDGET)
 
 
-def latency_settings(config: "StudyConfig") -> "LatencySettings":
+def latency_settings(config: StudyConfig) -> LatencySettings:
     """The latency section of a config as the timer's settings."""
     from autoprune.latency import LatencySettings
 
@@ -120,7 +120,7 @@ def latency_settings(config: "StudyConfig") -> "LatencySettings":
 class StudyContext:
     """Everything a process needs to evaluate candidates of one study; built once per process."""
 
-    config: "StudyConfig"
+    config: StudyConfig
     task: Task
     base_model: nn.Module
     base_info: BaseModelInfo
@@ -128,7 +128,7 @@ class StudyContext:
     pruner: Pruner
     groups: list[Group]
     round_to: int
-    latency: "LatencySettings"
+    latency: LatencySettings
     workdir: Path
     base_onnx: Path
     cache: Any = None
@@ -137,7 +137,7 @@ class StudyContext:
     teacher: Teacher | None = None  # the base model's outputs per finetune batch, shared by every candidate
 
     @classmethod
-    def build(cls, config: "StudyConfig", workdir: Path | None = None, use_cache: bool = True) -> "StudyContext":
+    def build(cls, config: StudyConfig, workdir: Path | None = None, use_cache: bool = True) -> StudyContext:
         """Load the task and base model, export the base once, open the latency cache."""
         from autoprune.latency import LatencyCache
         from autoprune.latency import export_onnx
@@ -175,7 +175,7 @@ class StudyContext:
         return self.base_pool
 
 
-def example_input(task: Task, config: "StudyConfig") -> torch.Tensor:
+def example_input(task: Task, config: StudyConfig) -> torch.Tensor:
     """The deployment-shaped input (``latency.batch_size``, ``latency.input_shape``) used for export."""
     x = task.example_input(config.latency.batch_size)
     if config.latency.input_shape:

@@ -19,7 +19,6 @@ import re
 from pathlib import Path
 from typing import Any
 from typing import Literal
-from typing import Union
 
 import yaml
 from pydantic import BaseModel
@@ -79,7 +78,7 @@ class BaseTrainingConfig(_Section):
 class PruningConfig(_Section):
     """Guards and mechanics of the pruning engine."""
 
-    round_to: Union[int, Literal["auto"]] = "auto"
+    round_to: int | Literal["auto"] = "auto"
     iterative_steps: int = Field(1, ge=1, le=5)
     min_channels: int = Field(8, ge=1, le=MAX_DIM)
     min_fraction: float = Field(0.1, ge=0.0, lt=1.0)
@@ -253,7 +252,7 @@ class LatencyConfig(_Section):
         return shape
 
     @model_validator(mode="after")
-    def _runnable_batch(self) -> "LatencyConfig":
+    def _runnable_batch(self) -> LatencyConfig:
         elements = self.batch_size * math.prod(self.input_shape or [1])
         if elements > MAX_INPUT_ELEMENTS:
             raise ValueError(
@@ -315,7 +314,7 @@ class StudyConfig(_Section):
         return value
 
     @model_validator(mode="after")
-    def _task_known(self) -> "StudyConfig":
+    def _task_known(self) -> StudyConfig:
         from autoprune.tasks import BUILTIN_TASKS
 
         if ":" not in self.task and self.task not in BUILTIN_TASKS:
@@ -360,7 +359,8 @@ class StudyConfig(_Section):
         """
         url = override or os.environ.get("AUTOPRUNE_STORAGE") or self.storage
         if url:
-            where = "--storage" if override else "$AUTOPRUNE_STORAGE" if os.environ.get("AUTOPRUNE_STORAGE") else f"{self.source or 'the config'}: key 'storage'"
+            where = ("--storage" if override else "$AUTOPRUNE_STORAGE" if os.environ.get("AUTOPRUNE_STORAGE")
+                     else f"{self.source or 'the config'}: key 'storage'")
             return expand_env(url, where)
         return f"sqlite:///{(self.base_dir / (self.name + '.db')).resolve()}"
 
@@ -534,8 +534,9 @@ def _range_text(loc: tuple[Any, ...], value: Any) -> str:
             model = field.annotation
     if field is None:
         return f"got {value!r:.40}"
-    low = next((f"[{m.ge}" for m in field.metadata if hasattr(m, "ge")), None) or next((f"({m.gt}" for m in field.metadata if hasattr(m, "gt")), "(-inf")
-    high = next((f"{m.le}]" for m in field.metadata if hasattr(m, "le")), None) or next((f"{m.lt})" for m in field.metadata if hasattr(m, "lt")), "inf)")
+    meta = field.metadata
+    low = next((f"[{m.ge}" for m in meta if hasattr(m, "ge")), None) or next((f"({m.gt}" for m in meta if hasattr(m, "gt")), "(-inf")
+    high = next((f"{m.le}]" for m in meta if hasattr(m, "le")), None) or next((f"{m.lt})" for m in meta if hasattr(m, "lt")), "inf)")
     shown = str(value) if len(str(value)) <= 40 else f"{str(value)[:12]}... ({len(str(value))} characters)"
     return f"allowed: {low}, {high}, got {shown}"
 

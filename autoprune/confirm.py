@@ -28,12 +28,12 @@ import copy
 import datetime as _dt
 import math
 import tempfile
+from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
-from typing import Callable
-from typing import Mapping
 
 import optuna
 import pandas as pd
@@ -128,13 +128,14 @@ def _from_row(row: Mapping[str, Any], on_front: bool) -> Candidate:
     )
 
 
-def select_candidates(df: pd.DataFrame, info: "StudyInfo", top: int, max_drop: float) -> list[Candidate]:
+def select_candidates(df: pd.DataFrame, info: StudyInfo, top: int, max_drop: float) -> list[Candidate]:
     """The candidates to re-measure, by validation figures: the K fastest feasible first, then the baselines.
 
     The K fastest complete trials within ``max_drop`` by their recorded speedup, whatever their place on
     the front and whether or not their timing settled (ties as in :func:`autoprune.analysis.select`);
     twins (the same kept channels) count once, as their lowest-numbered trial
-    (:func:`autoprune.analysis.twins.one_per_architecture`), so no timing noise picks between them.  Taking them from the front alone would let one outlying timing, which dominates the front,
+    (:func:`autoprune.analysis.twins.one_per_architecture`), so no timing noise picks between them.  Taking them
+    from the front alone would let one outlying timing, which dominates the front,
     push the real best candidates out.  Then, per baseline kind, the best feasible trial of that ``kind``
     (none when it is a twin of a candidate), or, when the study has no such trial, the fastest feasible settled point of the study attr
     ``baselines`` (rebuilt without a trial).
@@ -183,7 +184,7 @@ def _baseline_trial(runs: pd.DataFrame, metric_direction: str, max_drop: float, 
     return None if best.number in picked or (best.channels and best.channels in picked) else best
 
 
-def _sweep_candidate(kind: str, info: "StudyInfo", max_drop: float) -> Candidate | None:
+def _sweep_candidate(kind: str, info: StudyInfo, max_drop: float) -> Candidate | None:
     """The fastest feasible settled point of the ``kind`` sweep (study attr ``baselines``), to rebuild without a trial."""
     from autoprune.analysis import best_baseline
 
@@ -202,7 +203,7 @@ def _sweep_candidate(kind: str, info: "StudyInfo", max_drop: float) -> Candidate
     )
 
 
-def open_study_for_update(config: "StudyConfig", storage: str | None) -> tuple[str, optuna.storages.BaseStorage, optuna.Study]:
+def open_study_for_update(config: StudyConfig, storage: str | None) -> tuple[str, optuna.storages.BaseStorage, optuna.Study]:
     """Open the study of ``config`` for reading and for writing study attrs (it must exist).
 
     Returns:
@@ -236,10 +237,10 @@ class _Loaded:
     df: Any
     info: Any
     budget: float
-    candidates: list["Candidate"]
+    candidates: list[Candidate]
 
 
-def load_candidates(config: "StudyConfig", storage: str | None, top: int, max_drop: float | None) -> _Loaded:
+def load_candidates(config: StudyConfig, storage: str | None, top: int, max_drop: float | None) -> _Loaded:
     """Open the study and pick the candidates a confirmation or a re-timing measures (shared by both)."""
     from autoprune.analysis import load_analysis
 
@@ -251,7 +252,7 @@ def load_candidates(config: "StudyConfig", storage: str | None, top: int, max_dr
     return _Loaded(url, backend, study, df, info, budget, select_candidates(df, info, top, budget))
 
 
-def check_base(study: optuna.Study, ctx: "StudyContext", url: str) -> None:
+def check_base(study: optuna.Study, ctx: StudyContext, url: str) -> None:
     """Refuse to re-measure against a different base checkpoint than the study's."""
     sha = study.user_attrs.get("base_sha256")
     if sha and sha != ctx.base_info.sha256:
@@ -261,7 +262,7 @@ def check_base(study: optuna.Study, ctx: "StudyContext", url: str) -> None:
         )
 
 
-def rebuild_trial(config: "StudyConfig", candidate: Candidate, folder: Path) -> "nn.Module":
+def rebuild_trial(config: StudyConfig, candidate: Candidate, folder: Path) -> nn.Module:
     """The trial's finetuned model, rebuilt exactly from its stored architecture JSON and weights."""
     from autoprune.architecture import apply_architecture
     from autoprune.architecture import read_architecture
@@ -288,7 +289,7 @@ def now_utc() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def timing_entry(measured: "SpeedupResult", hostname: str) -> dict[str, Any]:
+def timing_entry(measured: SpeedupResult, hostname: str) -> dict[str, Any]:
     """The figures stored for one interleaved re-timing."""
     return {
         "host": hostname,
@@ -306,8 +307,8 @@ def _fmt(value: Any, spec: str) -> str:
     return format(v, spec) if math.isfinite(v) else "-"
 
 
-def _candidate_model(config: "StudyConfig", ctx: "StudyContext", c: Candidate, folder: Path,
-                     echo: Callable[[str], None] | None, recover: bool) -> "nn.Module":
+def _candidate_model(config: StudyConfig, ctx: StudyContext, c: Candidate, folder: Path,
+                     echo: Callable[[str], None] | None, recover: bool) -> nn.Module:
     """The candidate's model: a trial rebuilt from its artifacts, or a sweep point pruned (and recovered if ``recover``).
 
     A re-timing passes ``recover=False`` (speed needs no recovery) and no ``echo``.
@@ -328,13 +329,13 @@ def _candidate_model(config: "StudyConfig", ctx: "StudyContext", c: Candidate, f
 
 
 def export_candidates(
-    config: "StudyConfig",
-    ctx: "StudyContext",
+    config: StudyConfig,
+    ctx: StudyContext,
     candidates: list[Candidate],
     folder: Path,
     recover: bool = True,
     echo: Callable[[str], None] | None = None,
-    on_model: Callable[["nn.Module"], None] | None = None,
+    on_model: Callable[[nn.Module], None] | None = None,
 ) -> list[Path]:
     """Rebuild each candidate and export it to ONNX in ``folder`` (shared by confirmation and re-timing).
 
@@ -377,7 +378,7 @@ class Timed:
             (:func:`timings_agree`); ``None`` when there was nothing to compare it with.
     """
 
-    result: "SpeedupResult"
+    result: SpeedupResult
     speedups: list[float]
     previous: float | None
     reproduced: bool | None
@@ -417,7 +418,7 @@ def previous_timing(c: Candidate, confirmation: Mapping[str, Any] | None, host_i
 def reproducible_timings(
     paths: list[Path],
     previous: list[tuple[float, float] | None],
-    measure: Callable[[list[Path]], list["SpeedupResult"]],
+    measure: Callable[[list[Path]], list[SpeedupResult]],
     echo: Callable[[str], None],
 ) -> list[Timed]:
     """Time every candidate; re-time each whose timing disagrees with its last one, ``TIMING_ROUNDS`` timings at most.
@@ -445,16 +446,16 @@ def reproducible_timings(
         echo(f"  re-timing {len(todo)} candidate(s) whose timing disagrees with the previous one beyond both spreads")
         for i in todo:
             last[i] = (results[i].speedup, results[i].speedup_spread)
-        for i, again in zip(todo, measure([paths[i] for i in todo])):
+        for i, again in zip(todo, measure([paths[i] for i in todo]), strict=True):
             results[i] = again
             speedups[i].append(again.speedup)
     return [Timed(r, s, None if p is None else p[0], None if lt is None else timings_agree(r.speedup, r.speedup_spread, *lt))
-            for r, s, p, lt in zip(results, speedups, previous, last)]
+            for r, s, p, lt in zip(results, speedups, previous, last, strict=True)]
 
 
 def _measure_candidates(
-    config: "StudyConfig",
-    ctx: "StudyContext",
+    config: StudyConfig,
+    ctx: StudyContext,
     candidates: list[Candidate],
     previous: list[tuple[float, float] | None],
     echo: Callable[[str], None],
@@ -490,7 +491,7 @@ def _confirmed_figures(
     hostname = str(fingerprint.get("hostname", ""))
     figures: dict[str, dict[str, Any]] = {}
     baselines: dict[str, dict[str, Any]] = {}
-    for c, test, t in zip(candidates, tests, timed):
+    for c, test, t in zip(candidates, tests, timed, strict=True):
         drop = task.drop(base_test.value, test.value)
         entry = timing_entry(t.result, hostname) | {
             "test_metric": test.value,
@@ -526,7 +527,7 @@ def twins_timed(df: pd.DataFrame, candidates: list[Candidate]) -> dict[str, int]
     return out
 
 
-def _val_pick(df: pd.DataFrame, info: "StudyInfo", budget: float) -> int | None:
+def _val_pick(df: pd.DataFrame, info: StudyInfo, budget: float) -> int | None:
     """The trial the search picks by validation figures (twins as one), or ``None`` when no feasible timing settled."""
     from autoprune.analysis.choice import choose
 
@@ -536,12 +537,12 @@ def _val_pick(df: pd.DataFrame, info: "StudyInfo", budget: float) -> int | None:
 
 
 def confirm_study(
-    config: "StudyConfig",
+    config: StudyConfig,
     top: int = 5,
     max_drop: float | None = None,
     storage: str | None = None,
     echo: Callable[[str], None] = print,
-    context: "StudyContext | None" = None,
+    context: StudyContext | None = None,
 ) -> dict[str, Any]:
     """Re-time the best candidates together and measure them on the test split; store the figures.
 
@@ -606,7 +607,7 @@ def _say_replaced(previous: Any, echo: Callable[[str], None]) -> None:
 def _summary(
     loaded: _Loaded,
     top: int,
-    ctx: "StudyContext",
+    ctx: StudyContext,
     fingerprint: Mapping[str, Any],
     base_test: Any,
     timed: list[Timed],
@@ -644,7 +645,7 @@ def _summary(
 
 
 def _pick(
-    df: pd.DataFrame, info: "StudyInfo", budget: float, figures: Mapping[str, Mapping[str, Any]]
+    df: pd.DataFrame, info: StudyInfo, budget: float, figures: Mapping[str, Mapping[str, Any]]
 ) -> tuple[int | None, str, list[str], str | None]:
     """What the study chooses with the new figures (:func:`autoprune.analysis.choose`, as export and the report do).
 

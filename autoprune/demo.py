@@ -10,11 +10,11 @@ from __future__ import annotations
 import copy
 import os
 import time
+from collections.abc import Callable
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
-from typing import Callable
-from typing import Mapping
 
 import yaml
 
@@ -99,7 +99,7 @@ def _search(config_path: Path, url: str, trials: int) -> None:
         bar.close()
 
 
-def _confirm(cfg: "StudyConfig") -> None:
+def _confirm(cfg: StudyConfig) -> None:
     """Confirm the best candidates on the test split, re-timed together; without a feasible trial, say why not."""
     from autoprune import console
     from autoprune.confirm import confirm_study
@@ -129,7 +129,7 @@ def _print_analysis(summary: Mapping[str, Any], echo: Callable[[str], None]) -> 
             echo(f"warning: {warning}")
 
 
-def _export(cfg: "StudyConfig", folder: Path, echo: Callable[[str], None]) -> Path:
+def _export(cfg: StudyConfig, folder: Path, echo: Callable[[str], None]) -> Path:
     """Export the chosen architecture and print it in words with its kept channels (the confirmation printed the
     notes, and the headline said what the choice passed over: neither is repeated)."""
     from autoprune.export import chosen_lines

@@ -18,10 +18,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 from typing import Any
-from typing import ContextManager
-from typing import Iterator
 
 import torch
 
@@ -98,7 +97,7 @@ def check_device(spec: str, where: str = "device", fix: str | None = None) -> to
     )
 
 
-def provider_options(config: "StudyConfig") -> dict[str, Any]:
+def provider_options(config: StudyConfig) -> dict[str, Any]:
     """``latency.provider_options``; a GPU provider without ``device_id`` times on the GPU the worker trains on."""
     from autoprune.latency._providers import GPU_PROVIDERS  # local: loading a config need not load ONNX Runtime
 
@@ -109,7 +108,7 @@ def provider_options(config: "StudyConfig") -> dict[str, Any]:
     return options
 
 
-def check_targets(config: "StudyConfig") -> None:
+def check_targets(config: StudyConfig) -> None:
     """Refuse, before any training, a ``device`` this torch cannot use or a ``latency.provider`` that does not start.
 
     The provider is checked by opening a one-node session on it (:func:`autoprune.latency._providers.probe_provider`):
@@ -167,7 +166,7 @@ class DeviceLoader:
             yield to_device(batch, self.device, non_blocking=pinned)
 
 
-def autocast(amp: str, device: torch.device) -> ContextManager[Any]:
+def autocast(amp: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
     """Mixed precision for a finetune step: ``off`` (nothing), ``bf16`` or ``fp16`` autocast on ``device``."""
     if amp == "off":
         return contextlib.nullcontext()

@@ -10,11 +10,11 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
-from typing import Mapping
 
 import optuna
 
@@ -121,7 +121,7 @@ def _settled_record(record: dict[str, Any], info: Any) -> dict[str, Any]:
 
 
 def export_architecture(
-    config: "StudyConfig",
+    config: StudyConfig,
     output: str | Path,
     max_drop: float | None = None,
     trial: int | None = None,
@@ -165,7 +165,7 @@ def export_architecture(
     return ExportResult(out, weights_path, number, record, notes, passed_over, budget, info.metric_name, selection)
 
 
-def _trial_user_attrs(config: "StudyConfig", url: str, number: int) -> dict[str, Any]:
+def _trial_user_attrs(config: StudyConfig, url: str, number: int) -> dict[str, Any]:
     """The user attrs of trial ``number``, which must have a stored architecture.
 
     Raises:
@@ -181,7 +181,7 @@ def _trial_user_attrs(config: "StudyConfig", url: str, number: int) -> dict[str,
     return attrs
 
 
-def _fetch_artifacts(config: "StudyConfig", attrs: Mapping[str, Any], number: int, out: Path) -> tuple[dict[str, Any], Path | None]:
+def _fetch_artifacts(config: StudyConfig, attrs: Mapping[str, Any], number: int, out: Path) -> tuple[dict[str, Any], Path | None]:
     """The trial's stored architecture JSON, and its weights moved beside ``out`` (``None`` when it has none)."""
     from autoprune.architecture import read_architecture
     from autoprune.artifacts import fetch
@@ -238,7 +238,7 @@ def _latency(arch: Mapping[str, Any], attrs: Mapping[str, Any], confirmed: Mappi
 
 
 def _provenance(
-    arch: Mapping[str, Any], config: "StudyConfig", number: int, url: str, weights_path: Path | None, selection: str
+    arch: Mapping[str, Any], config: StudyConfig, number: int, url: str, weights_path: Path | None, selection: str
 ) -> dict[str, Any]:
     """The architecture's ``provenance``: the study, trial, storage (redacted), config, checkpoint and weights."""
     prov = dict(arch.get("provenance") or {})

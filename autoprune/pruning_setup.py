@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from autoprune.tasks import Task
 
 
-def resolve_round_to(config: "StudyConfig") -> int:
+def resolve_round_to(config: StudyConfig) -> int:
     """``round_to`` of the config, with ``auto`` read from this CPU's flags (16 on AVX-512, else 8)."""
     if config.pruning.round_to == "auto":
         from autoprune.latency import cpu_round_to
@@ -44,7 +44,7 @@ def round_to_note(configured: int | str, host_block: int, provider: str = "cpu")
     )
 
 
-def guard_settings(config: "StudyConfig") -> GuardSettings:
+def guard_settings(config: StudyConfig) -> GuardSettings:
     p = config.pruning
     return GuardSettings(
         min_channels=p.min_channels,
@@ -54,7 +54,7 @@ def guard_settings(config: "StudyConfig") -> GuardSettings:
     )
 
 
-def make_pruner(config: "StudyConfig", task: "Task") -> Pruner:
+def make_pruner(config: StudyConfig, task: Task) -> Pruner:
     """The pruner of a study: criterion, guards, steps, ignored layers and ties from the config and task."""
     settings = config.pruning
 

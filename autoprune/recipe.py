@@ -15,11 +15,11 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import asdict
 from dataclasses import dataclass
 from typing import Any
-from typing import Mapping
-from typing import Sequence
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class RecipeResult:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "RecipeResult":
+    def from_dict(cls, data: Mapping[str, Any]) -> RecipeResult:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 

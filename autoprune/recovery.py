@@ -23,14 +23,14 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import asdict
 from dataclasses import dataclass
 from dataclasses import field
 from typing import TYPE_CHECKING
 from typing import Any
-from typing import Callable
-from typing import Iterator
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -69,7 +69,7 @@ def calibration_split(n: int, size: int, seed: int) -> tuple[list[int], list[int
 
 @torch.no_grad()
 def recalibrate_bn(
-    model: nn.Module, task: "Task", batches: int, batch_size: int, seed: int = 0, indices: Sequence[int] | None = None
+    model: nn.Module, task: Task, batches: int, batch_size: int, seed: int = 0, indices: Sequence[int] | None = None
 ) -> int:
     """Re-estimate BatchNorm running statistics on ``batches`` training batches.
 
@@ -98,7 +98,7 @@ def recalibrate_bn(
         used += 1
         if used >= batches:
             break
-    for bn, momentum in zip(bns, saved):
+    for bn, momentum in zip(bns, saved, strict=True):
         bn.momentum = momentum
     model.eval()
     return used
@@ -148,7 +148,7 @@ class RecoveryReport:
 class _Judge:
     """Scores a model on the calibration images after BN recalibration, and keeps the best state seen."""
 
-    def __init__(self, task: "Task", settings: "RecoveryConfig", fit: Sequence[int], calib: Sequence[int]) -> None:
+    def __init__(self, task: Task, settings: RecoveryConfig, fit: Sequence[int], calib: Sequence[int]) -> None:
         self.task = task
         self.settings = settings
         self.fit = fit
@@ -194,14 +194,14 @@ def _schedule(total: int, warmup_steps: int) -> Callable[[int], float]:
     return lr_at
 
 
-def finetune_steps(settings: "RecoveryConfig", steps_per_epoch: int) -> int:
+def finetune_steps(settings: RecoveryConfig, steps_per_epoch: int) -> int:
     """Optimisation steps of a recipe: ``finetune_steps`` when set, else ``finetune_epochs`` epochs."""
     if settings.finetune_steps is not None:
         return int(settings.finetune_steps)
     return int(math.ceil(settings.finetune_epochs * max(1, steps_per_epoch)))
 
 
-def _batches(task: "Task", settings: "RecoveryConfig", fit: Sequence[int]) -> Iterator[tuple[tuple[int, ...], Any, Any]]:
+def _batches(task: Task, settings: RecoveryConfig, fit: Sequence[int]) -> Iterator[tuple[tuple[int, ...], Any, Any]]:
     """Endless shuffled training batches of the fit part (a new shuffle every epoch), each with its key.
 
     The key names the batch by everything that decides its content, so a :class:`Teacher` can cache the
@@ -231,7 +231,7 @@ class Teacher:
         max_bytes: memory the cache may hold (0: no cache).
     """
 
-    def __init__(self, model: nn.Module, task: "Task", max_bytes: int = 256 * 2**20) -> None:
+    def __init__(self, model: nn.Module, task: Task, max_bytes: int = 256 * 2**20) -> None:
         self.model = model.eval()
         self.task = task
         self.max_bytes = max_bytes
@@ -253,7 +253,7 @@ class Teacher:
         return out
 
 
-def _loss(model: nn.Module, task: "Task", settings: "RecoveryConfig", teacher: Teacher | None, batch: tuple[Any, Any, Any]) -> torch.Tensor:
+def _loss(model: nn.Module, task: Task, settings: RecoveryConfig, teacher: Teacher | None, batch: tuple[Any, Any, Any]) -> torch.Tensor:
     key, x, y = batch
     out = task.logits(model(x))
     loss = task.loss(out, y)
@@ -277,7 +277,7 @@ class Recovery:
             shared by the candidates of a process (a bare module gets a teacher of its own, no cache).
     """
 
-    def __init__(self, model: nn.Module, task: "Task", settings: "RecoveryConfig", teacher: Teacher | nn.Module | None = None) -> None:
+    def __init__(self, model: nn.Module, task: Task, settings: RecoveryConfig, teacher: Teacher | nn.Module | None = None) -> None:
         self.model = model
         self.task = task
         self.settings = settings
@@ -312,8 +312,8 @@ class Recovery:
 
 def recover(
     model: nn.Module,
-    task: "Task",
-    settings: "RecoveryConfig",
+    task: Task,
+    settings: RecoveryConfig,
     teacher: Teacher | nn.Module | None = None,
     progress: Callable[[int, int], None] | None = None,
     after_bn: Callable[[nn.Module], None] | None = None,
@@ -338,7 +338,7 @@ def recover(
     return recovery.finetune(progress)
 
 
-def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, scaler: "torch.amp.GradScaler | None") -> None:
+def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, scaler: torch.amp.GradScaler | None) -> None:
     """One optimiser step on ``loss`` (scaled when fp16 needs it)."""
     optimizer.zero_grad(set_to_none=True)
     if scaler is None:
@@ -352,8 +352,8 @@ def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, scaler: "torch.a
 
 def _finetune(
     model: nn.Module,
-    task: "Task",
-    settings: "RecoveryConfig",
+    task: Task,
+    settings: RecoveryConfig,
     teacher: Teacher | None,
     judge: _Judge,
     report: RecoveryReport,

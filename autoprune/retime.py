@@ -22,17 +22,17 @@ Example:
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
-from typing import Callable
-from typing import Mapping
 
 from autoprune.confirm import Candidate
 from autoprune.confirm import check_base
 from autoprune.confirm import export_candidates
-from autoprune.confirm import now_utc
 from autoprune.confirm import load_candidates
+from autoprune.confirm import now_utc
 from autoprune.confirm import timing_entry
 
 if TYPE_CHECKING:
@@ -44,12 +44,12 @@ if TYPE_CHECKING:
 
 
 def retime_study(
-    config: "StudyConfig",
+    config: StudyConfig,
     top: int = 5,
     storage: str | None = None,
     max_drop: float | None = None,
     echo: Callable[[str], None] = print,
-    context: "StudyContext | None" = None,
+    context: StudyContext | None = None,
 ) -> dict[str, Any]:
     """Time the K best feasible candidates and the best baselines on this host; store them under its id.
 
@@ -100,15 +100,15 @@ def retime_study(
 def _timings_value(
     previous: Mapping[str, Any],
     candidates: list[Candidate],
-    results: list["SpeedupResult"],
+    results: list[SpeedupResult],
     fingerprint: Mapping[str, Any],
-    ctx: "StudyContext",
+    ctx: StudyContext,
 ) -> dict[str, Any]:
     """The new value of the host's timings attr: ``previous`` with the entries of the timed candidates replaced."""
     hostname = str(fingerprint.get("hostname", ""))
     trials = dict(previous.get("trials") or {})
     baselines = dict(previous.get("baselines") or {})
-    for c, measured in zip(candidates, results):
+    for c, measured in zip(candidates, results, strict=True):
         entry = timing_entry(measured, hostname)
         if c.number is not None:
             trials[str(c.number)] = entry
@@ -124,11 +124,11 @@ def _timings_value(
     }
 
 
-def _report(candidates: list[Candidate], results: list["SpeedupResult"], df: "pd.DataFrame") -> list[str]:
+def _report(candidates: list[Candidate], results: list[SpeedupResult], df: pd.DataFrame) -> list[str]:
     """The table of each candidate's search speedup next to its speedup on this host."""
     lines = [f"{'candidate':16} {'kind':8} {'val drop':>9} {'searched on':>16} {'search':>8} {'here':>8}"]
-    hosts = dict(zip(df["number"], df["host_id"])) if "host_id" in df else {}
-    for c, measured in zip(candidates, results):
+    hosts = dict(zip(df["number"], df["host_id"], strict=True)) if "host_id" in df else {}
+    for c, measured in zip(candidates, results, strict=True):
         searched = str(hosts.get(c.number) or "-") if c.number is not None else "sweep"
         lines.append(f"{c.label:16} {c.kind:8} {c.val_drop:+9.4f} {searched:>16} {c.speedup:7.2f}x {measured.speedup:7.2f}x"
                      + ("  (timing did not settle)" if measured.noisy else ""))

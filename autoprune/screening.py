@@ -28,8 +28,8 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 # How the reason of each rule begins (readers tell the rules apart by it).
 CANNOT_BEAT = "cannot beat the incumbent"
@@ -79,7 +79,7 @@ class ScreeningRules:
     feasible_spread: float = 0.0
 
     @classmethod
-    def learn(cls, outcomes: Sequence[Outcome], min_trials: int) -> "ScreeningRules":
+    def learn(cls, outcomes: Sequence[Outcome], min_trials: int) -> ScreeningRules:
         """Learn the rules from completed trials (duplicates left out by the caller)."""
         known = [o for o in outcomes if o.drop_after_bn is not None and math.isfinite(o.drop_after_bn)]
         feasible = [o for o in known if o.feasible]
@@ -125,13 +125,13 @@ def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
         >>> spearman([1, 2, 3, 4], [10, 20, 30, 25])
         0.8
     """
-    pairs = [(float(x), float(y)) for x, y in zip(xs, ys) if math.isfinite(float(x)) and math.isfinite(float(y))]
+    pairs = [(float(x), float(y)) for x, y in zip(xs, ys, strict=True) if math.isfinite(float(x)) and math.isfinite(float(y))]
     if len(pairs) < 3:
         return math.nan
     rx = _ranks([p[0] for p in pairs])
     ry = _ranks([p[1] for p in pairs])
     mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
     vx = sum((a - mx) ** 2 for a in rx)
     vy = sum((b - my) ** 2 for b in ry)
     if vx == 0 or vy == 0:

@@ -21,15 +21,16 @@ a margin of one width, the group searches both::
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from typing import Callable
-from typing import Iterable
-from typing import Mapping
 from typing import Protocol
-from typing import Sequence
 
 from autoprune.pruning.guards import GuardSettings
 from autoprune.pruning.guards import kept_channels
@@ -93,7 +94,7 @@ class GroupWidths:
         """
         lo, hi = self.widths[0], self.widths[-1]
         step = 0
-        for a, b in zip(self.widths, self.widths[1:]):
+        for a, b in itertools.pairwise(self.widths):
             step = math.gcd(step, b - a)
         return lo, hi, max(step, 1)
 
@@ -110,7 +111,7 @@ class GroupWidths:
         return {"channels": self.channels, "widths": list(self.widths), "ratios": list(self.ratios)}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "GroupWidths":
+    def from_dict(cls, data: Mapping[str, Any]) -> GroupWidths:
         return cls(int(data["channels"]), tuple(int(w) for w in data["widths"]), tuple(float(r) for r in data["ratios"]))
 
 
