@@ -163,7 +163,7 @@ def _cached_fingerprint(provider: str = "cpu", options: tuple[tuple[str, str], .
         "affinity_cores": affinity,
         "python": platform.python_version(),
     }
-    hashed = _SPEED_FIELDS
+    hashed: tuple[str, ...] = _SPEED_FIELDS
     if provider != "cpu":
         info.update(_target_fields(provider, options))
         hashed = _SPEED_FIELDS + _TARGET_FIELDS

@@ -152,8 +152,8 @@ def pooled_verdict(
     """
     width = max(tolerance, 3 * spread) if math.isfinite(spread) else tolerance
     limit = math.log1p(width)
-    usable = pooled_base_ms is not None and math.isfinite(pooled_base_ms) and pooled_base_ms > 0
-    if not usable or not candidate_ms > 0 or not interleaved > 0 or not math.isfinite(interleaved):
+    unusable = not candidate_ms > 0 or not interleaved > 0 or not math.isfinite(interleaved)
+    if unusable or pooled_base_ms is None or not (math.isfinite(pooled_base_ms) and pooled_base_ms > 0):
         return PoolVerdict(interleaved, interleaved, None, None, limit, None)
     pooled = float(pooled_base_ms) / float(candidate_ms)
     disagreement = abs(math.log(interleaved / pooled))
@@ -259,6 +259,7 @@ def measure_checked_speedup(
             break
         logger.info("%s: interleaved speedup %.3f disagrees with %.3f over the pooled base %.3f ms; re-measuring",
                     candidate_path, verdict.speedup_interleaved, verdict.speedup_pooled, pooled)
+    assert kept is not None  # the loop times at least once
     result, verdict = kept
     noisy = result.noisy or verdict.agrees is False
     return CheckedSpeedup(result, verdict, verdict.speedup, noisy, pooled, timings, seeded)

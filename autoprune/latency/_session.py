@@ -134,7 +134,7 @@ def resolve_input(
             f"{path} has symbolic input dimensions {_show(info.shape)} besides the batch; "
             "pass an explicit input shape or export with fixed spatial sizes"
         )
-    return info.name, tuple(int(d) for d in declared), dtype
+    return info.name, tuple(d for d in declared if d is not None), dtype  # none is left: refused above
 
 
 def _show(shape: Sequence[object]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -73,7 +74,7 @@ def robust_spread(values: Sequence[float]) -> float:
     return float((q3 - q1) / _IQR_TO_SIGMA / center)
 
 
-def summarize(blocks_ms: Sequence[Sequence[float]]) -> dict[str, object]:
+def summarize(blocks_ms: Sequence[Sequence[float]]) -> dict[str, Any]:
     """Summarize timed runs grouped in blocks.
 
     Args:

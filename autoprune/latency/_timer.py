@@ -336,6 +336,7 @@ def _time_block(subject: _Subject, runs: int, ceiling: _Ceiling) -> list[float]:
     times: list[float] = []
     deadline = ceiling.deadline
     # run_with_iobinding waits for the device, so the clock sees the whole inference.
+    args: tuple[Any, ...]
     if subject.binding is not None:
         run, args = subject.session.run_with_iobinding, (subject.binding,)
     else:
