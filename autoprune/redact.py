@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import overload
 from urllib.parse import quote
 from urllib.parse import quote_plus
 from urllib.parse import unquote
@@ -39,6 +40,10 @@ def _userinfo(url: str) -> tuple[str, str, str | None, str] | None:
     return m["scheme"], user, password if sep else None, tail[at + 1 :]
 
 
+@overload
+def redact_url(url: str) -> str: ...
+@overload
+def redact_url(url: None) -> None: ...
 def redact_url(url: str | None) -> str | None:
     """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db`` (also ``?password=``).
 

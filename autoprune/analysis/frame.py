@@ -177,7 +177,8 @@ def study_info(study: optuna.Study, storage_label: str = "") -> StudyInfo:
     attrs = study.user_attrs
     names = study.metric_names or []
     direction = attrs.get("metric_direction") or study.directions[0].name.lower()
-    config = attrs.get("config") if isinstance(attrs.get("config"), Mapping) else {}
+    stored = attrs.get("config")
+    config: Mapping[str, Any] = stored if isinstance(stored, Mapping) else {}
     bounds = {
         str(k): (float(v[0]), float(v[1]))
         for k, v in (attrs.get("bounds") or {}).items()

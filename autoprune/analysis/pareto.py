@@ -331,13 +331,14 @@ def ranked(rows: pd.DataFrame, metric_direction: str = "maximize", *, speed_key:
 
 
 def _best_feasible(
-    rows: list[dict[str, Any]], max_drop: float, metric_direction: str, tie_key: str
+    rows: Sequence[Mapping[str, Any]], max_drop: float, metric_direction: str, tie_key: str
 ) -> dict[str, Any] | None:
     """The best-ranked usable feasible row, or ``None``."""
     feasible = [r for r in rows if _usable(r, "metric", "speedup") and _feasible(r, max_drop)]
     if not feasible:
         return None
-    return min(feasible, key=lambda r: rank_key(r, metric_direction, tie_key=tie_key))
+    best = min(feasible, key=lambda r: rank_key(r, metric_direction, tie_key=tie_key))
+    return dict(best)
 
 
 def select(

@@ -9,10 +9,12 @@ In every metric plot "up is better": the y axis is inverted for a metric that is
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from typing import cast
 
 import pandas as pd
 from matplotlib.axes import Axes
@@ -27,7 +29,7 @@ from autoprune.analysis.pareto import pareto_front
 from autoprune.analysis.pareto import select
 from autoprune.errors import SelectionError
 
-_BASELINE_STYLE = {
+_BASELINE_STYLE: dict[str, dict[str, Any]] = {
     "uniform": {"color": "tab:blue", "marker": "s"},
     "global": {"color": "tab:orange", "marker": "^"},
 }
@@ -380,7 +382,7 @@ def plot_compare(
             continue
         ax.scatter([best["speedup"]], [best["drop"]], s=160, facecolors="none", edgecolors=color, lw=1.8,
                    zorder=4, label=f"{label} best: {best['speedup']:.2f}x (trial {best['number']})")
-    budgets = sorted({max_drop} if max_drop is not None else {i.max_drop for _, _, i in studies} - {None})
+    budgets = sorted({max_drop} if max_drop is not None else {i.max_drop for _, _, i in studies if i.max_drop is not None})
     for budget in budgets:
         ax.axhline(budget, color=_BUDGET_COLOR, ls=":", lw=1.3, label=f"max drop {budget:g}")
     if budgets and budgets[-1] > 0:
@@ -410,7 +412,7 @@ def plot_recovery_curve(record: Mapping[str, object], path: str | Path) -> Path:
     Returns:
         The PNG path.
     """
-    results = list(record["results"])  # type: ignore[arg-type]
+    results = list(cast("Iterable[Mapping[str, Any]]", record["results"]))
     chosen = record["chosen"]
     fig = Figure(figsize=(7.5, 4.8))
     ax = fig.add_subplot(1, 1, 1)
