@@ -282,7 +282,9 @@ class Recovery:
         self.task = task
         self.settings = settings
         self.teacher = Teacher(teacher, task, max_bytes=0) if isinstance(teacher, nn.Module) else teacher
-        self.fit, self.calib = calibration_split(len(task.dataset("train")), settings.calib_size, settings.seed)
+        train = task.dataset("train")
+        # torch's Dataset declares no __len__ (iterable datasets have none); a task's datasets are map-style
+        self.fit, self.calib = calibration_split(len(train), settings.calib_size, settings.seed)  # type: ignore[arg-type]
         self.judge = _Judge(task, settings, self.fit, self.calib)
         self.report = RecoveryReport()
 

@@ -76,7 +76,7 @@ class SegformerSegmenter(nn.Module):
             ``decode_head`` modules are reused (same parameters, same names).
     """
 
-    def __init__(self, hf_model: nn.Module) -> None:
+    def __init__(self, hf_model: Any) -> None:  # transformers' model classes are not typed as modules
         super().__init__()
         self.segformer = hf_model.segformer
         self.decode_head = hf_model.decode_head
@@ -183,7 +183,7 @@ class _Attention:
     """One attention module of either transformers layout."""
 
     name: str
-    module: nn.Module
+    module: Any  # a transformers attention module: its head counts and sizes are plain int attributes
     q: nn.Linear
     k: nn.Linear
     v: nn.Linear

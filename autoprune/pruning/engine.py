@@ -128,7 +128,7 @@ def _module(model: nn.Module, name: str) -> nn.Module:
 
 def _last_layer(model: nn.Module) -> list[nn.Module]:
     """The classifier (the last Conv2d or Linear), never pruned unless the caller says otherwise."""
-    last = [m for m in model.modules() if isinstance(m, ROOT_TYPES)]
+    last: list[nn.Module] = [m for m in model.modules() if isinstance(m, ROOT_TYPES)]
     return last[-1:]
 
 
@@ -215,9 +215,9 @@ def _attention_drop(
     best = torch.argsort(head_scores, descending=True, stable=True)[:new_heads].tolist()
     keep_pos: set[int] = set()
     for i in best:
-        pos = positions[head_ids[i]]
-        top = torch.argsort(scores[pos], descending=True, stable=True)[:new_width].tolist()
-        keep_pos.update(pos[j] for j in top)
+        head_pos = positions[head_ids[i]]
+        top = torch.argsort(scores[head_pos], descending=True, stable=True)[:new_width].tolist()
+        keep_pos.update(head_pos[j] for j in top)
     return [p for p in range(len(kept)) if p not in keep_pos]
 
 
@@ -300,7 +300,7 @@ class Pruner:
         ties: Callable[[nn.Module], Sequence[tuple[str, ...]]] | None = None,
         output_transform: Callable[[Any], torch.Tensor] | None = None,
         num_heads: Callable[[nn.Module], Mapping[nn.Module, int]] | None = None,
-        after_pruning: Callable[[nn.Module], None] | None = None,
+        after_pruning: Callable[..., None] | None = None,
         seed: int = 0,
     ) -> None:
         if not 1 <= iterative_steps <= 5:
@@ -319,7 +319,7 @@ class Pruner:
         self.seed = seed
         self.reuse_scores = True  # keep the unpruned model's scores per source (see prune); off: score every time
         self.score_hits = 0
-        self._score_cache: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+        self._score_cache: dict[tuple[str | None, str], dict[str, torch.Tensor]] = {}
 
     # -- groups -----------------------------------------------------------------------------------------
     def _input_for(self, model: nn.Module) -> torch.Tensor:

@@ -136,7 +136,7 @@ def _open(path: Path) -> Image.Image:
 def _read_image(path: Path, size: tuple[int, int]) -> np.ndarray:
     image = _open(path).convert("RGB")
     if image.size != (size[1], size[0]):
-        image = image.resize((size[1], size[0]), Image.BILINEAR)
+        image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
     return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
 
 
@@ -156,7 +156,7 @@ def _read_alpha(path: Path, size: tuple[int, int]) -> np.ndarray:
     else:
         mask = mask.convert("L")
     if mask.size != (size[1], size[0]):
-        mask = mask.resize((size[1], size[0]), Image.BILINEAR)
+        mask = mask.resize((size[1], size[0]), Image.Resampling.BILINEAR)
     return (np.asarray(mask, dtype=np.uint8) >= ALPHA_THRESHOLD).astype(np.int64)
 
 
@@ -179,7 +179,7 @@ def _read_index(path: Path, size: tuple[int, int]) -> np.ndarray:
     arr = np.asarray(arr, dtype=np.int64)
     if arr.shape != size:
         # Nearest neighbour: class numbers must not be blended.
-        resized = Image.fromarray(arr.astype(np.int32)).resize((size[1], size[0]), Image.NEAREST)
+        resized = Image.fromarray(arr.astype(np.int32)).resize((size[1], size[0]), Image.Resampling.NEAREST)
         arr = np.asarray(resized, dtype=np.int64)
     return arr
 
@@ -299,7 +299,7 @@ def _figure(rng: np.random.Generator, size: int, scale: int = 4) -> np.ndarray:
         radii = rng.uniform(0.2, 0.45, size=k) * s
         draw.polygon([(cx + r * math.cos(a), cy + r * math.sin(a)) for a, r in zip(angles, radii, strict=True)], fill=255)
     canvas = canvas.filter(ImageFilter.GaussianBlur(radius=scale * rng.uniform(0.3, 1.0)))  # soft, matte-like edges
-    return np.asarray(canvas.resize((size, size), Image.BOX), dtype=np.float64) / 255.0
+    return np.asarray(canvas.resize((size, size), Image.Resampling.BOX), dtype=np.float64) / 255.0
 
 
 def make_synthetic_segmentation(

@@ -86,7 +86,7 @@ class Task(abc.ABC):
         """The dataset of one split (``train``, ``val`` or ``test``)."""
 
     @abc.abstractmethod
-    def evaluate_batches(self, model: nn.Module, loader: DataLoader) -> MetricResult:
+    def evaluate_batches(self, model: nn.Module, loader: DataLoader | DeviceLoader) -> MetricResult:
         """Compute the metric of ``model`` (in eval mode, no grad) over ``loader``."""
 
     # -- defaults ---------------------------------------------------------------------------------------
@@ -135,7 +135,7 @@ class Task(abc.ABC):
         seed: int = 0,
         drop_last: bool = False,
         indices: Sequence[int] | None = None,
-    ) -> DataLoader:
+    ) -> DataLoader | DeviceLoader:
         """A DataLoader over one split (or the ``indices`` of it); every call is counted in :attr:`access_counts`.
 
         Its batches arrive on :attr:`device` (a :class:`~autoprune.device.DeviceLoader` off the CPU)."""
@@ -193,7 +193,7 @@ class ClassificationTask(Task):
     metric_name = "accuracy"
     metric_direction = "maximize"
 
-    def evaluate_batches(self, model: nn.Module, loader: DataLoader) -> MetricResult:
+    def evaluate_batches(self, model: nn.Module, loader: DataLoader | DeviceLoader) -> MetricResult:
         correct = 0
         total = 0
         for x, y in loader:

@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset
 
+from autoprune.device import DeviceLoader
 from autoprune.errors import ConfigError
 from autoprune.errors import TaskError
 from autoprune.models import build_model
@@ -222,7 +223,7 @@ class SegmentationTask(Task):
             return F.cross_entropy(outputs, targets, ignore_index=ignore)
         return F.cross_entropy(outputs, targets.reshape(-1), ignore_index=ignore)
 
-    def evaluate_batches(self, model: nn.Module, loader: DataLoader) -> MetricResult:
+    def evaluate_batches(self, model: nn.Module, loader: DataLoader | DeviceLoader) -> MetricResult:
         inters, unions = [], []
         for x, y in loader:
             out = self.logits(model(x))
