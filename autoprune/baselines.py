@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
@@ -130,7 +131,7 @@ def run_baselines(
     ctx: StudyContext,
     ratios: list[float] | None = None,
     on_point: Callable[[SweepPoint], None] | None = None,
-    calibration: dict[str, Any] | None = None,
+    calibration: Mapping[str, Any] | None = None,
 ) -> Baselines:
     """Run both sweeps over ``ratios`` (default: the config's ``search.sweep_ratios``) and compute bounds.
 

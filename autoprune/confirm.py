@@ -325,7 +325,10 @@ def _candidate_model(config: StudyConfig, ctx: StudyContext, c: Candidate, folde
         return ctx.pruner.prune(copy.deepcopy(ctx.base_model), uniform=uniform, global_ratio=global_ratio).model
     if echo is not None:
         echo(f"  {c.label}: no baseline trial in the study; rebuilding the sweep point (prune and recover)")
-    return evaluate_candidate(ctx, uniform=uniform, global_ratio=global_ratio).model
+    model = evaluate_candidate(ctx, uniform=uniform, global_ratio=global_ratio).model
+    if model is None:
+        raise SelectionError(f"{c.label}: rebuilding the sweep point gave no model (the candidate was refused)")
+    return model
 
 
 def export_candidates(
@@ -354,7 +357,7 @@ def export_candidates(
     from autoprune.candidate import example_input
     from autoprune.latency import export_onnx
 
-    paths = []
+    paths: list[Path] = []
     for c in candidates:
         model = _candidate_model(config, ctx, c, folder, echo, recover)
         if on_model is not None:
@@ -408,7 +411,7 @@ def previous_timing(c: Candidate, confirmation: Mapping[str, Any] | None, host_i
         entry = ((prev.get("trials") or {}).get(str(c.number)) if c.number is not None
                  else (prev.get("baselines") or {}).get(c.kind))
         same = isinstance(entry, Mapping) and (c.number is not None or _float(entry.get("ratio")) == c.ratio)
-        if same and math.isfinite(_float(entry.get("speedup"))):
+        if same and isinstance(entry, Mapping) and math.isfinite(_float(entry.get("speedup"))):
             return _float(entry["speedup"]), _float(entry.get("speedup_spread"))
     if c.host_id in (None, host_id) and math.isfinite(c.speedup):
         return c.speedup, c.speedup_spread
@@ -440,7 +443,8 @@ def reproducible_timings(
     speedups = [[r.speedup] for r in results]
     last = list(previous)
     for _ in range(TIMING_ROUNDS - 1):
-        todo = [i for i, r in enumerate(results) if last[i] is not None and not timings_agree(r.speedup, r.speedup_spread, *last[i])]
+        todo = [i for i, (r, lt) in enumerate(zip(results, last, strict=True))
+                if lt is not None and not timings_agree(r.speedup, r.speedup_spread, *lt)]
         if not todo:
             break
         echo(f"  re-timing {len(todo)} candidate(s) whose timing disagrees with the previous one beyond both spreads")

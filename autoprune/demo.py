@@ -21,7 +21,7 @@ import yaml
 if TYPE_CHECKING:
     from autoprune.config import StudyConfig
 
-DEMO_CONFIG = {
+DEMO_CONFIG: dict[str, Any] = {
     "task": "digits",
     "task_options": {"image_size": 16, "seed": 0},
     "criterion": "l2",

@@ -148,6 +148,8 @@ def export_architecture(
     url = config.storage_url(storage)
     df, info = load_analysis(url, config.name, max_drop=max_drop)
     budget = info.max_drop if max_drop is None else max_drop
+    if budget is None:
+        raise SelectionError(f"study {config.name!r} records no max_drop; pass --max-drop")
     record, notes, passed_over, selection = choose_trial(df, info, budget, trial, use_confirmed)
     number = int(record["number"])
     attrs = _trial_user_attrs(config, url, number)

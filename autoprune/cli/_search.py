@@ -89,7 +89,7 @@ def run_cmd(config: str, workers: int, trials: int | None, storage: str | None, 
 
 def _print_outcome(config_path: str, cfg, url: str) -> None:
     study = optuna.load_study(study_name=cfg.name, storage=storage_for(cfg, url))
-    states = {}
+    states: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
         states[t.state.name] = states.get(t.state.name, 0) + 1
     result("trials: " + ", ".join(f"{k.lower()} {v}" for k, v in sorted(states.items())))

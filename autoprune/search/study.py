@@ -81,7 +81,7 @@ def make_sampler(config: StudyConfig, worker_index: int = 0) -> optuna.samplers.
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-def objective_directions(mode: str, metric_direction: str) -> list[str]:
+def objective_directions(mode: str, metric_direction: str) -> list[Any]:
     """The study's directions: the speedup alone (``fastest``, the drop is a constraint), or metric and speedup."""
     return ["maximize"] if mode == "fastest" else [metric_direction, "maximize"]
 
@@ -173,7 +173,7 @@ def create_or_load(
     points = baseline_points(baselines.uniform, baselines.global_, config.max_drop)
     space = search_space(ctx, points.values(), config.search.bounds_margin)
     for key, value in _study_attrs(config, ctx, baselines, space, calibration).items():
-        with_retry(lambda k=key, v=value: study.set_user_attr(k, v), storage_url, "store study attributes")
+        with_retry(partial(study.set_user_attr, key, value), storage_url, "store study attributes")
     with warnings.catch_warnings():  # experimental in Optuna; what names the objectives in the dashboard
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(objective_names(config.search.mode, ctx.task.metric_name))
