@@ -28,11 +28,19 @@ import jsonschema
 import torch
 from torch import nn
 
+from autoprune.base_model import cpu_state
+from autoprune.base_model import file_sha256
+from autoprune.base_model import load_state_dict
+from autoprune.base_model import load_weights
+from autoprune.config import load_config
 from autoprune.errors import ArchitectureError
 from autoprune.errors import AutopruneError
 from autoprune.jsonfile import read_json
 from autoprune.jsonfile import write_json
+from autoprune.pruning_setup import make_pruner
 from autoprune.redact import redact_url
+from autoprune.tasks import build_task
+from autoprune.widths import reachable_widths
 
 if TYPE_CHECKING:
     from autoprune.config import StudyConfig
@@ -256,10 +264,6 @@ def apply_architecture(
     Returns:
         The rebuilt model (eval mode) and what it was built from.
     """
-    from autoprune.base_model import load_weights
-    from autoprune.pruning_setup import make_pruner
-    from autoprune.tasks import build_task
-
     validate_architecture(arch, where)
     prov = arch.get("provenance") or {}
     config = _config_for(arch, config, where)
@@ -285,8 +289,6 @@ def apply_architecture(
 
 def _config_for(arch: dict[str, Any], config: StudyConfig | None, where: str) -> StudyConfig:
     """The caller's config, else ``provenance.config`` when its task is built in; it must build the JSON's model."""
-    from autoprune.config import load_config
-
     if config is None:
         if ":" in str(arch["task"]):
             raise ArchitectureError(
@@ -311,8 +313,6 @@ def _config_for(arch: dict[str, Any], config: StudyConfig | None, where: str) ->
 
 def _checkpoint_for(arch: dict[str, Any], config: StudyConfig, checkpoint: str | os.PathLike[str] | None, where: str) -> Path:
     """The base checkpoint the JSON's indices refer to (its sha256 must match)."""
-    from autoprune.base_model import file_sha256
-
     prov = arch.get("provenance") or {}
     ckpt = Path(checkpoint) if checkpoint else config.checkpoint_path()
     if not ckpt.is_file() and not checkpoint and prov.get("checkpoint"):
@@ -347,8 +347,6 @@ def _matching_groups(arch: dict[str, Any], model_groups: Iterable[Group], where:
 def guard_breaches(arch: dict[str, Any], groups: Mapping[str, Group], guards: GuardSettings) -> list[str]:
     """Groups whose kept channels the guards would never give (below a floor, past the first-layer limit, off the
     JSON's ``round_to`` grid); attention groups (whole heads) are left to the pruner's own check."""
-    from autoprune.widths import reachable_widths
-
     settings = dataclasses.replace(guards, round_to=int(arch.get("round_to") or guards.round_to))
     out = []
     for g in arch["groups"]:
@@ -365,8 +363,6 @@ def guard_breaches(arch: dict[str, Any], groups: Mapping[str, Group], guards: Gu
 
 
 def _load_pruned_weights(model: nn.Module, path: Path, where: str) -> bool:
-    from autoprune.base_model import load_state_dict
-
     if not path.is_file():
         raise ArchitectureError(f"{where}: finetuned weights {path} (provenance.weights) not found; pass --weights or --no-weights")
     state = load_state_dict(path)
@@ -379,8 +375,6 @@ def _load_pruned_weights(model: nn.Module, path: Path, where: str) -> bool:
 
 def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     """Save a pruned model's weights as a plain CPU state_dict (load it back with ``weights_only=True``, anywhere)."""
-    from autoprune.base_model import cpu_state
-
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     torch.save(cpu_state(model), p)

@@ -30,6 +30,7 @@ from autoprune.calibration import recipe_settings
 from autoprune.device import check_targets
 from autoprune.device import provider_options
 from autoprune.file_schemas import CachedTiming
+from autoprune.latency import export_onnx
 from autoprune.pruning import Group
 from autoprune.pruning import Pruner
 from autoprune.pruning import PruneResult
@@ -140,8 +141,6 @@ class StudyContext:
     def build(cls, config: StudyConfig, workdir: Path | None = None, use_cache: bool = True) -> StudyContext:
         """Load the task and base model, export the base once, open the latency cache."""
         from autoprune.latency import LatencyCache
-        from autoprune.latency import export_onnx
-
         check_targets(config)
         task = build_task(config)
         base_model, info = load_base(config, task)
@@ -448,8 +447,6 @@ def _time(
 
 
 def _export(ctx: StudyContext, model: nn.Module, keep_onnx: Path | None) -> Path:
-    from autoprune.latency import export_onnx
-
     path = keep_onnx or (ctx.workdir / f"candidate-{time.monotonic_ns()}.onnx")
     return export_onnx(model, example_input(ctx.task, ctx.config), path, opset=ctx.latency.opset)
 

@@ -31,8 +31,10 @@ from pydantic import model_validator
 from autoprune.device import DEVICE_ENV
 from autoprune.device import valid_device
 from autoprune.errors import ConfigError
+from autoprune.models import MODELS
 from autoprune.redact import expand_env
 from autoprune.redact import redact_url
+from autoprune.tasks import BUILTIN_TASKS
 
 CRITERIA = ("l1", "l2", "taylor", "hessian", "bn-scale", "fpgm", "lamp", "random")
 SAMPLERS = ("tpe", "nsga2", "random", "gp")
@@ -315,16 +317,12 @@ class StudyConfig(_Section):
 
     @model_validator(mode="after")
     def _task_known(self) -> StudyConfig:
-        from autoprune.tasks import BUILTIN_TASKS
-
         if ":" not in self.task and self.task not in BUILTIN_TASKS:
             raise ValueError(
                 f"unknown task {self.task!r} (key 'task'); choose one of {', '.join(sorted(BUILTIN_TASKS))} "
                 "or name a plugin as 'package.module:function'"
             )
         if ":" not in self.task and self.model is not None:
-            from autoprune.models import MODELS
-
             if self.model not in MODELS:
                 raise ValueError(f"unknown model {self.model!r} (key 'model'); choose one of {', '.join(MODELS)}")
         return self

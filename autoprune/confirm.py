@@ -38,12 +38,25 @@ from typing import Any
 import optuna
 import pandas as pd
 
+from autoprune.analysis import best_baseline
+from autoprune.analysis import completed
+from autoprune.analysis import load_analysis
+from autoprune.analysis import select
+from autoprune.analysis.choice import choose
+from autoprune.analysis.frame import CONFIRMATION_ATTR
 from autoprune.analysis.pareto import ranked
 from autoprune.analysis.twins import architecture_keys
 from autoprune.analysis.twins import one_per_architecture
+from autoprune.artifacts import fetch
+from autoprune.artifacts import study_store
 from autoprune.errors import SelectionError
 from autoprune.errors import StorageError
+from autoprune.latency import export_onnx
 from autoprune.redact import redact_url
+from autoprune.search.storage import is_sqlite
+from autoprune.search.storage import open_storage
+from autoprune.search.storage import study_names
+from autoprune.search.storage import with_retry
 from autoprune.widths import row_channels_key
 
 if TYPE_CHECKING:
@@ -152,9 +165,6 @@ def select_candidates(df: pd.DataFrame, info: StudyInfo, top: int, max_drop: flo
     Raises:
         SelectionError: no complete trial is within the budget.
     """
-    from autoprune.analysis import completed
-    from autoprune.analysis import select
-
     if top < 1:
         raise SelectionError(f"--top must be at least 1, got {top}")
     direction = info.metric_direction
@@ -186,8 +196,6 @@ def _baseline_trial(runs: pd.DataFrame, metric_direction: str, max_drop: float, 
 
 def _sweep_candidate(kind: str, info: StudyInfo, max_drop: float) -> Candidate | None:
     """The fastest feasible settled point of the ``kind`` sweep (study attr ``baselines``), to rebuild without a trial."""
-    from autoprune.analysis import best_baseline
-
     point = best_baseline(info.baselines.get(kind) or [], max_drop, metric_direction=info.metric_direction,
                           cv_threshold=info.cv_threshold)
     if point is None:
@@ -209,11 +217,6 @@ def open_study_for_update(config: StudyConfig, storage: str | None) -> tuple[str
     Returns:
         ``(storage URL, storage, study)``.
     """
-    from autoprune.search.storage import is_sqlite
-    from autoprune.search.storage import open_storage
-    from autoprune.search.storage import study_names
-    from autoprune.search.storage import with_retry
-
     url = config.storage_url(storage)
     if is_sqlite(url):
         db = url.split(":///", 1)[-1]
@@ -242,8 +245,6 @@ class _Loaded:
 
 def load_candidates(config: StudyConfig, storage: str | None, top: int, max_drop: float | None) -> _Loaded:
     """Open the study and pick the candidates a confirmation or a re-timing measures (shared by both)."""
-    from autoprune.analysis import load_analysis
-
     url, backend, study = open_study_for_update(config, storage)
     df, info = load_analysis(backend, config.name, max_drop=max_drop)
     budget = info.max_drop if max_drop is None else max_drop
@@ -266,8 +267,6 @@ def rebuild_trial(config: StudyConfig, candidate: Candidate, folder: Path) -> nn
     """The trial's finetuned model, rebuilt exactly from its stored architecture JSON and weights."""
     from autoprune.architecture import apply_architecture
     from autoprune.architecture import read_architecture
-    from autoprune.artifacts import fetch
-    from autoprune.artifacts import study_store
     from autoprune.device import resolve_device
 
     if not candidate.arch_artifact_id or not candidate.weights_artifact_id:
@@ -355,8 +354,6 @@ def export_candidates(
         The ONNX paths, one per candidate.
     """
     from autoprune.candidate import example_input
-    from autoprune.latency import export_onnx
-
     paths: list[Path] = []
     for c in candidates:
         model = _candidate_model(config, ctx, c, folder, echo, recover)
@@ -533,8 +530,6 @@ def twins_timed(df: pd.DataFrame, candidates: list[Candidate]) -> dict[str, int]
 
 def _val_pick(df: pd.DataFrame, info: StudyInfo, budget: float) -> int | None:
     """The trial the search picks by validation figures (twins as one), or ``None`` when no feasible timing settled."""
-    from autoprune.analysis.choice import choose
-
     # None: every feasible search timing was unsettled, so only the confirmation can pick.
     return choose(df, budget, metric_direction=info.metric_direction, cv_threshold=info.cv_threshold,
                   use_confirmed=False).number
@@ -573,11 +568,8 @@ def confirm_study(
         SelectionError: no trial within the budget, or a candidate without stored artifacts.
         StorageError: the study, its artifacts or its base checkpoint cannot be found.
     """
-    from autoprune.analysis.frame import CONFIRMATION_ATTR
     from autoprune.candidate import StudyContext
     from autoprune.latency import host_fingerprint
-    from autoprune.search.storage import with_retry
-
     loaded = load_candidates(config, storage, top, max_drop)
     candidates, info = loaded.candidates, loaded.info
     front = [c for c in candidates if c.on_front]
@@ -662,8 +654,6 @@ def _pick(
     Returns:
         ``(picked trial or None, "confirmed" or "validation", notes, the selection error or None)``.
     """
-    from autoprune.analysis.choice import choose
-
     table = df.drop(columns=[col for col in df.columns if col.startswith("confirmed:")])
     for key in ("test_drop", "speedup", "speedup_spread", "noisy", "reproduced"):
         table[f"confirmed:{key}"] = table["number"].map(lambda n, k=key: figures.get(str(n), {}).get(k))

@@ -18,6 +18,10 @@ from typing import Any
 
 import yaml
 
+from autoprune import console
+from autoprune.errors import ConfigError
+from autoprune.errors import SelectionError
+
 if TYPE_CHECKING:
     from autoprune.config import StudyConfig
 
@@ -46,8 +50,6 @@ DEMO_OVERRIDES_ENV = "AUTOPRUNE_DEMO_OVERRIDES"
 
 def demo_overrides() -> dict[str, Any]:
     """The mapping in ``$AUTOPRUNE_DEMO_OVERRIDES`` (empty when unset)."""
-    from autoprune.errors import ConfigError
-
     text = os.environ.get(DEMO_OVERRIDES_ENV, "").strip()
     if not text:
         return {}
@@ -83,7 +85,6 @@ def write_demo_config(workdir: Path, trials: int, model: str) -> Path:
 
 def _search(config_path: Path, url: str, trials: int) -> None:
     """Run the search in this process, with one progress bar."""
-    from autoprune import console
     from autoprune.search.worker import run_local
 
     bar = console.progress(trials, "search", "trial")
@@ -101,10 +102,7 @@ def _search(config_path: Path, url: str, trials: int) -> None:
 
 def _confirm(cfg: StudyConfig) -> None:
     """Confirm the best candidates on the test split, re-timed together; without a feasible trial, say why not."""
-    from autoprune import console
     from autoprune.confirm import confirm_study
-    from autoprune.errors import SelectionError
-
     try:
         confirm_study(cfg, top=3, echo=console.note)
     except SelectionError as exc:
@@ -163,7 +161,6 @@ def run_demo(workdir: str | Path, trials: int = 16, model: str = "resnet", echo:
     Returns:
         The analysis summary (see :func:`autoprune.analysis.summarize`) plus ``files``.
     """
-    from autoprune import console
     from autoprune.analysis.report import refresh_report
     from autoprune.config import load_config
     from autoprune.search.create import create_study

@@ -18,12 +18,16 @@ from typing import Any
 
 import optuna
 
+from autoprune.analysis import load_analysis
 from autoprune.analysis.choice import choose
 from autoprune.analysis.choice import passed_over_text
 from autoprune.analysis.pareto import as_float
 from autoprune.analysis.pareto import unsettled
+from autoprune.artifacts import fetch
+from autoprune.artifacts import study_store
 from autoprune.errors import SelectionError
 from autoprune.redact import redact_url
+from autoprune.search.storage import open_storage
 
 if TYPE_CHECKING:
     from autoprune.config import StudyConfig
@@ -141,7 +145,6 @@ def export_architecture(
     Returns:
         Paths, the trial number, its record and notes on fallbacks.
     """
-    from autoprune.analysis import load_analysis
     from autoprune.architecture import validate_architecture
     from autoprune.architecture import write_architecture
 
@@ -173,8 +176,6 @@ def _trial_user_attrs(config: StudyConfig, url: str, number: int) -> dict[str, A
     Raises:
         SelectionError: the trial has no stored architecture.
     """
-    from autoprune.search.storage import open_storage
-
     study = optuna.load_study(study_name=config.name, storage=open_storage(url, heartbeat_interval=None))
     frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
     attrs = frozen.user_attrs
@@ -186,9 +187,6 @@ def _trial_user_attrs(config: StudyConfig, url: str, number: int) -> dict[str, A
 def _fetch_artifacts(config: StudyConfig, attrs: Mapping[str, Any], number: int, out: Path) -> tuple[dict[str, Any], Path | None]:
     """The trial's stored architecture JSON, and its weights moved beside ``out`` (``None`` when it has none)."""
     from autoprune.architecture import read_architecture
-    from autoprune.artifacts import fetch
-    from autoprune.artifacts import study_store
-
     store = study_store(config)
     out.parent.mkdir(parents=True, exist_ok=True)
     weights_path: Path | None = None

@@ -28,12 +28,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
+from autoprune.analysis.frame import TIMINGS_ATTR_PREFIX
 from autoprune.confirm import Candidate
 from autoprune.confirm import check_base
 from autoprune.confirm import export_candidates
 from autoprune.confirm import load_candidates
 from autoprune.confirm import now_utc
 from autoprune.confirm import timing_entry
+from autoprune.search.storage import with_retry
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -70,12 +72,9 @@ def retime_study(
         SelectionError: no trial within the budget, or a candidate without stored artifacts.
         StorageError: the study, its artifacts or its base checkpoint cannot be found.
     """
-    from autoprune.analysis.frame import TIMINGS_ATTR_PREFIX
     from autoprune.candidate import StudyContext
     from autoprune.latency import host_fingerprint
     from autoprune.latency import measure_speedups
-    from autoprune.search.storage import with_retry
-
     loaded = load_candidates(config, storage, top, max_drop)
     url, study, df, candidates = loaded.url, loaded.study, loaded.df, loaded.candidates
     fingerprint = host_fingerprint(config.latency.provider, config.latency.provider_options)

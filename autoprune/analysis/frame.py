@@ -29,6 +29,8 @@ from autoprune.analysis.pareto import unsettled
 from autoprune.errors import StorageError
 from autoprune.redact import redact_text
 from autoprune.redact import redact_url
+from autoprune.search.storage import journal_path
+from autoprune.search.storage import server_connect_args
 
 # Per-trial scalar user attrs copied as columns, in the order a reader wants them.
 _SCALAR_ATTRS = (
@@ -375,8 +377,6 @@ def _engine_kwargs(url: str) -> dict[str, Any]:
         # Wait for a writer's commit rather than failing with "database is locked".
         return {"connect_args": {"timeout": 60}}
     # Idle connections to a server get dropped; check before use.  A silent server is given up on.
-    from autoprune.search.storage import server_connect_args
-
     args = server_connect_args(url)
     return {"pool_pre_ping": True, **({"connect_args": args} if args else {})}
 
@@ -392,8 +392,6 @@ def _open_storage(spec: str) -> BaseStorage:
     """A storage for a URL or a journal file path, refusing anything that would create a database."""
     shown = redact_url(spec)
     if spec.startswith("journal:"):  # the search's journal URL (autoprune.search.storage)
-        from autoprune.search.storage import journal_path
-
         spec = str(journal_path(spec))
     if "://" not in spec:
         path = Path(spec)

@@ -17,18 +17,16 @@ from torch import nn
 from autoprune.errors import ConfigError
 from autoprune.models.mobilenet import SmallMobileNetV2
 from autoprune.models.resnet import SmallResNet
+from autoprune.models.segformer import build_segformer
+from autoprune.models.unet import SmallUNet
 
 
 def _segformer(num_classes: int, in_channels: int, **options: Any) -> nn.Module:
-    # transformers stays optional: imported only when a Segformer is built.
-    from autoprune.models.segformer import build_segformer
-
+    # transformers stays optional: build_segformer imports it only when a Segformer is built.
     return build_segformer(num_classes=num_classes, in_channels=in_channels, **options)
 
 
 def _unet(num_classes: int, in_channels: int, **options: Any) -> nn.Module:
-    from autoprune.models.unet import SmallUNet
-
     return SmallUNet(num_classes=num_classes, in_channels=in_channels, **options)
 
 

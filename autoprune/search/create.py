@@ -9,7 +9,14 @@ import optuna
 
 from autoprune import console
 from autoprune.artifacts import study_store
+from autoprune.base_model import train_base
+from autoprune.candidate import StudyContext
+from autoprune.config import load_config
+from autoprune.device import check_targets
+from autoprune.search.study import create_or_load
+from autoprune.search.study import storage_for
 from autoprune.search.worker import set_torch_threads
+from autoprune.tasks import build_task
 
 if TYPE_CHECKING:
     from autoprune.config import StudyConfig
@@ -19,9 +26,6 @@ if TYPE_CHECKING:
 
 def train_base_if_missing(cfg: StudyConfig, say: Callable[[str], None] = console.note) -> None:
     """Train the base model when its checkpoint is missing (with a progress bar)."""
-    from autoprune.base_model import train_base
-    from autoprune.tasks import build_task
-
     if cfg.checkpoint_path().is_file():
         return
     say(f"training the base model ({cfg.base.epochs} epochs) -> {cfg.checkpoint_path()}")
@@ -51,12 +55,6 @@ def create_study(
     Returns:
         ``(config, storage URL, study)``.
     """
-    from autoprune.candidate import StudyContext
-    from autoprune.config import load_config
-    from autoprune.device import check_targets
-    from autoprune.search.study import create_or_load
-    from autoprune.search.study import storage_for
-
     cfg = load_config(config_path)
     check_targets(cfg)  # a missing GPU or provider is refused before the storage, the base or the sweeps
     url = cfg.storage_url(storage)

@@ -21,8 +21,10 @@ from autoprune.candidate import Hopeless
 from autoprune.candidate import Screened
 from autoprune.candidate import Screening
 from autoprune.candidate import evaluate_candidate
+from autoprune.candidate import example_input
 from autoprune.device import device_label
 from autoprune.errors import StorageError
+from autoprune.latency import export_onnx
 from autoprune.screening import Outcome
 from autoprune.screening import ScreeningRules
 from autoprune.search.duplicates import DUPLICATE_ATTR
@@ -292,9 +294,6 @@ class Objective:
             trial.set_user_attr("arch_artifact_id", arch_id)
             trial.set_user_attr("weights_artifact_id", weights_id)
             if ctx.config.search.upload_onnx:
-                from autoprune.candidate import example_input
-                from autoprune.latency import export_onnx
-
                 onnx_path = export_onnx(result.model, example_input(ctx.task, ctx.config), Path(tmp) / f"trial-{trial.number}.onnx")
                 artifact_id = optuna.artifacts.upload_artifact(
                     artifact_store=self.store, file_path=str(onnx_path), study_or_trial=trial

@@ -28,6 +28,8 @@ from autoprune import console
 from autoprune.artifacts import study_store
 from autoprune.calibration import RECIPE_ATTR
 from autoprune.calibration import apply_recipe
+from autoprune.candidate import StudyContext
+from autoprune.config import load_config
 from autoprune.device import DEVICE_ENV
 from autoprune.device import check_device
 from autoprune.device import check_targets
@@ -92,8 +94,6 @@ def run_worker(
     Returns:
         How many trials this worker ran and how many the study holds.
     """
-    from autoprune.config import load_config
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     local = load_config(config_path)
@@ -123,8 +123,6 @@ def run_worker(
 
 def _study_context(config: StudyConfig, study: optuna.Study) -> StudyContext:
     """The study context on this host, set up as the study was created (grid, recipe, base checkpoint)."""
-    from autoprune.candidate import StudyContext
-
     if not config.checkpoint_path().is_file():
         sha = study.user_attrs.get("base_sha256", "?")
         raise StorageError(
@@ -336,8 +334,6 @@ def run_gpu_workers(
     Returns:
         The number of worker processes that failed.
     """
-    from autoprune.config import load_config
-
     devices = gpu_devices(gpus)
     config = load_config(config_path)
     for device in devices:  # refused here once, not by every process
@@ -429,8 +425,6 @@ def run_local(
     Returns:
         The number of workers that failed.
     """
-    from autoprune.config import load_config
-
     config = load_config(config_path)
     reader = optuna.load_study(study_name=config.name, storage=storage_for(config, storage_url)) if progress else None
 

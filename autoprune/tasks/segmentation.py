@@ -35,6 +35,10 @@ from autoprune.device import DeviceLoader
 from autoprune.errors import ConfigError
 from autoprune.errors import TaskError
 from autoprune.models import build_model
+from autoprune.models.segformer import is_segformer
+from autoprune.models.segformer import patch_attention
+from autoprune.models.segformer import segformer_num_heads
+from autoprune.models.segformer import segformer_ties
 from autoprune.tasks._seg_data import SegmentationDataset
 from autoprune.tasks._seg_data import load_folder
 from autoprune.tasks._seg_data import parse_image_size
@@ -245,21 +249,12 @@ class SegmentationTask(Task):
 
     # -- transformer hooks ------------------------------------------------------------------------------
     def num_heads(self, model: nn.Module) -> dict[nn.Module, int]:
-        from autoprune.models.segformer import is_segformer
-        from autoprune.models.segformer import segformer_num_heads
-
         return segformer_num_heads(model) if is_segformer(model) else {}
 
     def group_ties(self, model: nn.Module) -> list[tuple[str, ...]]:
-        from autoprune.models.segformer import is_segformer
-        from autoprune.models.segformer import segformer_ties
-
         return segformer_ties(model) if is_segformer(model) else []
 
     def after_pruning(self, model: nn.Module, heads: Mapping[nn.Module, int] | None = None) -> None:
-        from autoprune.models.segformer import is_segformer
-        from autoprune.models.segformer import patch_attention
-
         if is_segformer(model):
             patch_attention(model, heads)
 
