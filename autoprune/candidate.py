@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
@@ -95,26 +96,16 @@ class Screened(Exception):
 
 
 def latency_settings(config: StudyConfig) -> LatencySettings:
-    """The latency section of a config as the timer's settings."""
+    """The latency section of a config as the timer's settings.
+
+    Every :class:`~autoprune.latency.LatencySettings` field the section has is taken by name (all but
+    ``lock_dir``; ``tests/test_config.py`` checks the two agree), ``provider_options`` with the device filled in.
+    """
     from autoprune.latency import LatencySettings
 
-    lat = config.latency
-    return LatencySettings(
-        batch_size=lat.batch_size,
-        threads=lat.threads,
-        repeats=lat.repeats,
-        warmup=lat.warmup,
-        blocks=lat.blocks,
-        cv_threshold=lat.cv_threshold,
-        max_remeasure=lat.max_remeasure,
-        lock=lat.lock,
-        exclusive=lat.exclusive,
-        opset=lat.opset,
-        provider=lat.provider,
-        provider_options=provider_options(config),
-        include_copies=lat.include_copies,
-        max_seconds=lat.max_seconds,
-    )
+    section = dict(config.latency)
+    shared = {f.name: section[f.name] for f in dataclass_fields(LatencySettings) if f.name in section}
+    return LatencySettings(**{**shared, "provider_options": provider_options(config)})
 
 
 @dataclass
