@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
+from autoprune.config import validated_copy
 from autoprune.errors import ArtifactError
 from autoprune.file_schemas import CalibrationRecord
 from autoprune.jsonfile import read_model
@@ -63,10 +64,12 @@ def recipe_of(record: Mapping[str, Any]) -> dict[str, Any]:
     return {"lr": float(chosen["lr"]), "finetune_epochs": float(chosen["epochs"]), "finetune_steps": None}
 
 
-def apply_recipe(config: StudyConfig, recipe: Mapping[str, Any] | None) -> None:
-    """Set the study's calibrated recipe on ``config.recovery`` (no-op for ``None``)."""
-    if recipe:
-        config.recovery = config.recovery.model_copy(update={k: recipe[k] for k in ("lr", "finetune_epochs", "finetune_steps") if k in recipe})
+def with_recipe(config: StudyConfig, recipe: Mapping[str, Any] | None) -> StudyConfig:
+    """``config`` with the study's calibrated recipe in its ``recovery`` (``config`` itself for ``None``)."""
+    if not recipe:
+        return config
+    recovery = validated_copy(config.recovery, **{k: recipe[k] for k in ("lr", "finetune_epochs", "finetune_steps") if k in recipe})
+    return validated_copy(config, recovery=recovery)
 
 
 def _identity(ctx: StudyContext) -> dict[str, Any]:
@@ -146,7 +149,7 @@ def calibrate_recovery(
 def _try_recipe(ctx: StudyContext, probe: Any, lr: float, epochs: float) -> RecipeResult:
     from autoprune.latency import training_section
 
-    settings = ctx.config.recovery.model_copy(update={"lr": lr, "finetune_epochs": epochs, "finetune_steps": None})
+    settings = validated_copy(ctx.config.recovery, lr=lr, finetune_epochs=epochs, finetune_steps=None)
     model = copy.deepcopy(probe)
     after_bn: list[float] = []
     start = time.perf_counter()
@@ -185,7 +188,7 @@ def ensure_recipe(ctx: StudyContext, say: Callable[[str], None] = print) -> dict
         cal = ctx.config.recovery.calibration
         say(f"calibrating the recovery recipe on uniform {cal.probe_ratio:.2f} ({len(cal.lrs) * len(cal.epochs)} recipes)")
     record = cached or calibrate_recovery(ctx, reuse=False)
-    apply_recipe(ctx.config, recipe_of(record))
+    ctx.config = with_recipe(ctx.config, recipe_of(record))
     chosen = record["chosen"]
     say(
         f"recovery recipe: lr {chosen['lr']:g}, {chosen['epochs']:g} epochs ({chosen['steps']} steps): "

@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 from typing import Any
 from typing import Literal
+from typing import TypeVar
 
 import yaml
 from pydantic import BaseModel
@@ -58,6 +59,26 @@ def _seed() -> Any:
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def validated_copy(model: _Model, **changes: Any) -> _Model:
+    """A copy of a config section with ``changes``, checked like a file's values (``model_copy`` checks nothing).
+
+    Configs are never changed in place once validated: a changed setting makes a new config.
+
+    Example:
+        >>> validated_copy(LatencyConfig(), blocks=5).blocks
+        5
+        >>> try:
+        ...     validated_copy(LatencyConfig(), blocks=500)
+        ... except ValueError as exc:
+        ...     print("blocks (500) must not exceed repeats (200)" in str(exc))
+        True
+    """
+    return type(model).model_validate({**dict(model), **changes})
 
 
 def _check_ratio(value: float, what: str = "ratio") -> float:
@@ -576,8 +597,7 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> StudyConfi
         cfg = StudyConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(where, exc)) from None
-    cfg.source = source
-    _device_override(cfg, where)
+    cfg = _device_override(validated_copy(cfg, source=source), where)
     if cfg.base.checkpoint and not cfg.checkpoint_path().is_file():
         raise ConfigError(
             f"{where}: key 'base.checkpoint': file {cfg.checkpoint_path()} does not exist; "
@@ -586,16 +606,16 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> StudyConfi
     return cfg
 
 
-def _device_override(cfg: StudyConfig, where: Path) -> None:
-    """Apply ``$AUTOPRUNE_DEVICE`` (set by ``--device`` and ``worker --gpus``) over the file's ``device``."""
+def _device_override(cfg: StudyConfig, where: Path) -> StudyConfig:
+    """``cfg`` with ``$AUTOPRUNE_DEVICE`` (set by ``--device`` and ``worker --gpus``) over the file's ``device``."""
     override = os.environ.get(DEVICE_ENV)
     if not override:
-        return
+        return cfg
     if not valid_device(override):
         raise ConfigError(
             f"${DEVICE_ENV} (or --device) = {override!r} for {where}: not a device; use auto, cpu, cuda, cuda:N or mps"
         )
-    cfg.device = override
+    return validated_copy(cfg, device=override)
 
 
 def load_config(path: str | os.PathLike[str]) -> StudyConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -9,11 +10,16 @@ import yaml
 from conftest import TINY_STUDY
 from conftest import write_study
 
+from autoprune.calibration import with_recipe
+from autoprune.candidate import latency_settings
 from autoprune.config import CRITERIA
+from autoprune.config import LatencyConfig
 from autoprune.config import SAMPLERS
 from autoprune.config import load_config
 from autoprune.config import parse_config
+from autoprune.config import validated_copy
 from autoprune.errors import ConfigError
+from autoprune.latency import LatencySettings
 from autoprune.pruning import CRITERIA as PRUNING_CRITERIA
 from autoprune.tasks import BUILTIN_TASKS
 
@@ -189,14 +195,14 @@ def test_the_study_config_wins_and_only_run_keys_may_differ() -> None:
     host's run keys (config.RUN_KEYS) whatever the study stored, a refusal naming every result key that differs."""
     from conftest import deep_merge
 
-    from autoprune.calibration import apply_recipe
+    from autoprune.calibration import with_recipe
     from autoprune.config import is_run_key
     from autoprune.config import public_config
     from autoprune.search.study_config import reconcile
 
     recipe = {"lr": 0.03, "finetune_epochs": 1.0, "finetune_steps": None}  # calibrated at creation
     created = parse_config(deep_merge(TINY_STUDY, {"storage": "postgresql://u:s3cret@db/x"}))
-    apply_recipe(created, recipe)
+    created = with_recipe(created, recipe)
     attrs = {"config": public_config(created) | {"source": None}, "recovery_recipe": recipe}
     assert "s3cret" not in str(attrs)
     said: list[str] = []
@@ -214,3 +220,36 @@ def test_the_study_config_wins_and_only_run_keys_may_differ() -> None:
     said.clear()
     assert reconcile({}, drifted, said.append) is drifted and len(said) == 1 and "stored no config" in said[0]
     assert is_run_key("search.torch_threads") and not is_run_key("search.trials") and not is_run_key("latency.threads")
+
+
+# One latency settings type: the config's section is the timer's settings, field for field ---------------
+
+
+def test_the_latency_section_and_the_timer_settings_have_the_same_fields_and_defaults() -> None:
+    section = LatencyConfig()
+    timer = {f.name: getattr(LatencySettings(), f.name) for f in fields(LatencySettings)}
+    assert set(LatencyConfig.model_fields) - set(timer) == {"input_shape"}  # the config's own: the export's shape
+    assert set(timer) - set(LatencyConfig.model_fields) == {"lock_dir"}  # the timer's own: tests point it elsewhere
+    assert {k: v for k, v in timer.items() if k != "lock_dir"} == {k: getattr(section, k) for k in timer if k != "lock_dir"}
+
+
+def test_latency_settings_carry_every_configured_value(tmp_path: Path) -> None:
+    latency = {"batch_size": 3, "threads": 2, "repeats": 30, "warmup": 4, "blocks": 3, "cv_threshold": 0.2,
+               "max_remeasure": 1, "lock": False, "exclusive": True, "opset": 13, "include_copies": True,
+               "max_seconds": 7.5}
+    config = parse_config({"name": "t", "device": "cpu", "latency": latency}, tmp_path / "t.yaml")
+    settings = latency_settings(config)
+    assert {k: getattr(settings, k) for k in latency} == latency
+    assert settings.provider == "cpu" and settings.lock_dir is None
+
+
+def test_a_changed_setting_makes_a_new_validated_config(tmp_path: Path) -> None:
+    config = parse_config({"name": "t", "recovery": {"lr": 0.01}}, tmp_path / "t.yaml")
+    tuned = with_recipe(config, {"lr": 0.05, "finetune_epochs": 2.0, "finetune_steps": None})
+    assert (tuned.recovery.lr, tuned.recovery.finetune_epochs) == (0.05, 2.0)
+    assert config.recovery.lr == 0.01 and tuned.source == config.source  # the original is left as it was
+    assert with_recipe(config, None) is config
+    with pytest.raises(ValueError, match="lr"):
+        with_recipe(config, {"lr": -1.0})  # a recipe is checked like the file's values
+    with pytest.raises(ValueError, match="blocks"):
+        validated_copy(config.latency, blocks=10_000)

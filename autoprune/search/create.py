@@ -72,4 +72,4 @@ def create_study(
 
     study = create_or_load(cfg, url, ctx, on_point=on_point, say=say)
     bar.close()
-    return cfg, url, study
+    return ctx.config, url, study  # with the study's calibrated recipe, when there is one

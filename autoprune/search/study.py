@@ -33,9 +33,9 @@ from autoprune.bounds import SweepPoint
 from autoprune.bounds import baseline_points
 from autoprune.calibration import CALIBRATION_KEYS
 from autoprune.calibration import RECIPE_ATTR
-from autoprune.calibration import apply_recipe
 from autoprune.calibration import ensure_recipe
 from autoprune.calibration import recipe_settings
+from autoprune.calibration import with_recipe
 from autoprune.config import public_config
 from autoprune.errors import StorageError
 from autoprune.latency import cpu_round_to
@@ -158,7 +158,7 @@ def create_or_load(
         study = optuna.load_study(study_name=config.name, storage=storage)
         if READY_ATTR in study.user_attrs:
             _check_same_base(study, ctx, storage_url)
-            apply_recipe(ctx.config, study.user_attrs.get(RECIPE_ATTR))
+            ctx.config = with_recipe(ctx.config, study.user_attrs.get(RECIPE_ATTR))
             say(f"study {config.name!r} exists in {redact_url(storage_url)}; joining it")
             return study
     else:
@@ -169,6 +169,7 @@ def create_or_load(
         )
     _note_round_to(config, say)
     calibration = ensure_recipe(ctx, say)
+    config = ctx.config  # with the calibrated recipe, when there is one
     baselines = _baselines(config, ctx, on_point, say, calibration)
     points = baseline_points(baselines.uniform, baselines.global_, config.max_drop)
     space = search_space(ctx, points.values(), config.search.bounds_margin)

@@ -15,10 +15,11 @@ from typing import Any
 
 from autoprune.analysis.frame import open_study
 from autoprune.calibration import RECIPE_ATTR
-from autoprune.calibration import apply_recipe
+from autoprune.calibration import with_recipe
 from autoprune.config import StudyConfig
 from autoprune.config import stored_config
 from autoprune.config import study_config
+from autoprune.config import validated_copy
 
 CONFIG_ATTR = "config"
 
@@ -48,9 +49,9 @@ def reconcile(
         return local
     # The name finds a study and changes no trial: --study may name it, and a copied study keeps the config
     # stored under its first name.
-    mine = local.model_copy(deep=True, update={"name": name})
-    apply_recipe(mine, attrs.get(RECIPE_ATTR))  # a calibrated study stores its recipe in place of the file's
-    config, runs = study_config(stored.model_copy(update={"name": name}), mine, name)
+    # a calibrated study stores its recipe in place of the file's
+    mine = with_recipe(validated_copy(local, name=name), attrs.get(RECIPE_ATTR))
+    config, runs = study_config(validated_copy(stored, name=name), mine, name)
     if runs:
         say(f"note: {where} differs from the config of study {name!r} only where or how it runs "
             f"({', '.join(runs)}); using this host's values for those")

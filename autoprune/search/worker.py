@@ -27,9 +27,10 @@ import optuna
 from autoprune import console
 from autoprune.artifacts import study_store
 from autoprune.calibration import RECIPE_ATTR
-from autoprune.calibration import apply_recipe
+from autoprune.calibration import with_recipe
 from autoprune.candidate import StudyContext
 from autoprune.config import load_config
+from autoprune.config import validated_copy
 from autoprune.device import DEVICE_ENV
 from autoprune.device import check_device
 from autoprune.device import check_targets
@@ -131,8 +132,8 @@ def _study_context(config: StudyConfig, study: optuna.Study) -> StudyContext:
         )
     if config.pruning.round_to == "auto" and study.user_attrs.get("round_to"):
         # Every worker prunes on the grid the study was created with, whatever this host's CPU prefers.
-        config.pruning.round_to = int(study.user_attrs["round_to"])
-    apply_recipe(config, study.user_attrs.get(RECIPE_ATTR))  # the study's calibrated recovery recipe
+        config = validated_copy(config, pruning=validated_copy(config.pruning, round_to=int(study.user_attrs["round_to"])))
+    config = with_recipe(config, study.user_attrs.get(RECIPE_ATTR))  # the study's calibrated recovery recipe
     ctx = StudyContext.build(config)
     if study.user_attrs.get("base_sha256") not in (None, ctx.base_info.sha256):
         raise StorageError(
@@ -338,7 +339,7 @@ def run_gpu_workers(
     config = load_config(config_path)
     for device in devices:  # refused here once, not by every process
         check_device(device, where="--gpus", fix="list GPUs this host has (or drop --gpus)")
-        check_targets(config.model_copy(update={"device": device}))  # the provider too, on the GPU that device times on
+        check_targets(validated_copy(config, device=device))  # the provider too, on the GPU that device times on
     check_workers(config.storage_url(storage_url), len(devices))
     numbers = [p.strip() for p in gpus.split(",") if p.strip()]
     prefix = worker or socket.gethostname()
