@@ -82,6 +82,7 @@ def _config(path: Path):
     return load_config(path)
 
 
+@pytest.mark.slow  # the module's study_config fixture searches a study
 def test_search_path_never_reads_the_test_split(study_config: Path) -> None:
     cfg = _config(study_config)
     ctx = StudyContext.build(cfg, use_cache=False)
@@ -99,6 +100,7 @@ def test_search_path_never_reads_the_test_split(study_config: Path) -> None:
     assert ctx.task.access_counts["test"] == 1
 
 
+@pytest.mark.slow  # the module's study_config fixture searches a study
 def test_confirm_retimes_together_reads_test_and_stores(study_config: Path) -> None:
     cfg = _config(study_config)
     df, info = load_analysis(cfg.storage_url(), cfg.name)
@@ -186,6 +188,7 @@ class _HeldOutSwapped(DigitsTask):
         return self._test_set if split == "test" else super().dataset(split)
 
 
+@pytest.mark.slow  # the module's study_config fixture searches a study
 def test_export_falls_back_when_the_top_pick_fails_on_test(study_config: Path, tmp_path: Path) -> None:
     cfg = _config(study_config)
     df, info = load_analysis(cfg.storage_url(), cfg.name)
@@ -231,6 +234,7 @@ def test_export_falls_back_when_the_top_pick_fails_on_test(study_config: Path, t
     assert export_architecture(cfg, tmp_path / "val.json", use_confirmed=False).trial == val_pick_now
 
 
+@pytest.mark.slow  # the module's study_config fixture searches a study
 def test_cli_confirm_prints_the_table(study_config: Path) -> None:
     cfg = _config(study_config)
     earlier = optuna.load_study(study_name=cfg.name, storage=cfg.storage_url()).user_attrs.get("confirmation")
@@ -324,6 +328,7 @@ def test_export_never_leads_with_a_confirmed_timing_that_did_not_settle() -> Non
     assert confirmed_pick(df.assign(**{"confirmed:noisy": [True, True]}), 0.05, []) is None
 
 
+@pytest.mark.slow  # the module's study_config fixture searches a study
 def test_export_after_pareto_refreshes_the_report_with_its_figures(study_config: Path) -> None:
     cfg = _config(study_config)
     report = cfg.artifact_path() / "report"
@@ -372,6 +377,7 @@ def _fake_timer(monkeypatch: pytest.MonkeyPatch, speed: Callable[[int, int], flo
     return calls
 
 
+@pytest.mark.slow  # the module's study_config fixture searches a study
 def test_a_retiming_that_does_not_reproduce_is_not_confirmed(study_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = _config(study_config)
     df, info = load_analysis(cfg.storage_url(), cfg.name)

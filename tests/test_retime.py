@@ -25,6 +25,9 @@ from autoprune.errors import StorageError
 from autoprune.latency import host_fingerprint
 from autoprune.retime import retime_study
 
+# Every test here reads the study the module fixture searches (base training, baseline sweeps, trials).
+pytestmark = pytest.mark.slow
+
 MAX_DROP = 0.3
 SEARCH_HOST = "0123456789abcdef"
 OVERRIDES = {
