@@ -298,15 +298,15 @@ def test_export_with_nothing_feasible_names_the_closest_trial(ran: RunStudy, tmp
 
 def test_a_cached_timing_skips_the_export(study_factory, tmp_path: Path, monkeypatch) -> None:
     """The latency cache is read before the candidate is exported: a hit exports and times nothing."""
-    from autoprune import latency
+    from autoprune import candidate
     from autoprune.candidate import StudyContext
     from autoprune.candidate import evaluate_candidate
     from autoprune.config import load_config
 
     ctx = StudyContext.build(load_config(study_factory()), workdir=tmp_path / "w", use_cache=True)
     exports: list[Path] = []
-    real_export = latency.export_onnx
-    monkeypatch.setattr(latency, "export_onnx", lambda model, x, path, **kw: exports.append(Path(path)) or real_export(model, x, path, **kw))
+    real_export = candidate.export_onnx
+    monkeypatch.setattr(candidate, "export_onnx", lambda model, x, path, **kw: exports.append(Path(path)) or real_export(model, x, path, **kw))
     first = evaluate_candidate(ctx, uniform=0.25)
     assert len(exports) == 1 and not first.latency_cached and {"export", "latency"} <= set(first.stage_seconds)
     again = evaluate_candidate(ctx, uniform=0.25)
