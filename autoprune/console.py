@@ -34,7 +34,7 @@ QUIET_ENV = "AUTOPRUNE_QUIET"
 LOG_FILE_ENV = "AUTOPRUNE_LOG_FILE"
 _LOGGERS = ("autoprune", "optuna")
 log = logging.getLogger("autoprune")
-_results = logging.getLogger("autoprune.results")  # results reach the log file only (the terminal gets them directly)
+_results = logging.getLogger("autoprune.results")  # results and the final error reach the log file only (the terminal gets them directly)
 _state = {"configured": False, "quiet": False}
 
 
@@ -162,6 +162,14 @@ def result(line: str = "") -> None:
     _ensure_configured()
     tqdm.write(line, file=sys.stdout)
     _results.info(line)
+
+
+def error(message: str) -> None:
+    """The line a command stops with (``error: message``) on stderr, and in the log file: a reader of
+    ``--log-file`` sees why the command stopped."""
+    tqdm.write(f"error: {message}", file=sys.stderr)
+    if _state["configured"]:
+        _results.error(f"error: {message}")
 
 
 def progress(total: int, desc: str, unit: str, leave: bool = True) -> tqdm:

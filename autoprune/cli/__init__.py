@@ -11,6 +11,7 @@ import sys
 
 import click
 
+from autoprune import console
 from autoprune.errors import AutopruneError
 
 # One module per command family; each exposes ``COMMANDS`` (a list of click commands).
@@ -32,7 +33,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except AutopruneError as exc:
-            click.echo(f"error: {exc}", err=True)
+            console.error(str(exc))  # also in --log-file
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted; finished trials are kept in the study", err=True)
@@ -43,8 +44,6 @@ class _Group(click.Group):
 @click.version_option(package_name="autoprune")
 def main() -> None:
     """autoprune: search per-layer pruning ratios, judged by real latency."""
-    from autoprune import console
-
     console.configure()  # notes and log records above progress bars; --quiet/--log-file where a command has them
 
 

@@ -5,7 +5,9 @@
   failed and queued again with the same parameters.
 - A database that is briefly unreachable is retried with backoff before a clear :class:`StorageError`.
 - SQLite with several workers runs enqueued trials more than once, so it is refused for ``workers > 1``.
-- URLs are printed only through :func:`autoprune.redact.redact_url`.
+- URLs are parsed once by structure (:func:`autoprune.redact.parse_storage`) and printed only in their masked
+  form; the password reaches SQLAlchemy only in the engine's ``connect_args`` (:func:`autoprune.redact.rdb_target`), so no
+  parser re-splits it and Optuna's URL string holds none.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import TypeVar
 import optuna
 
 from autoprune.errors import StorageError
+from autoprune.redact import rdb_target
 from autoprune.redact import redact_text
 from autoprune.redact import redact_url
 
@@ -234,7 +237,8 @@ def open_storage(
             callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry) if heartbeat_interval else None
             if callback is not None:
                 kwargs["heartbeat_stale_trial_callback"] = callback
-            storage = _RDBStorage(url, **kwargs)
+            target, engine_kwargs = rdb_target(url, kwargs["engine_kwargs"])
+            storage = _RDBStorage(target, **{**kwargs, "engine_kwargs": engine_kwargs})
             if is_sqlite(url):
                 _sqlite_wal(storage)
             return storage
