@@ -206,13 +206,20 @@ def redact_url(url: str | None) -> str | None:
 
 def password_forms(password: str, written: str | None = None) -> set[str]:
     """Every form in which ``password`` could appear in a message: as written, decoded, percent-encoded,
-    quoted by Python or JSON or a DSN, and its pieces between delimiters of at least :data:`MIN_PIECE`."""
+    quoted by Python or JSON or a DSN, and its runs between delimiters (:func:`_runs`)."""
     forms = {password, unquote(password), quote(password, safe=""), quote(password, safe=" +"), quote_plus(password),
              repr(password)[1:-1], json.dumps(password)[1:-1], password.replace("\\", "\\\\").replace("'", "\\'")}
     if written:
         forms |= {written, unquote(written)}
-    forms |= {piece for form in list(forms) for piece in re.split(_DELIMITERS, form) if len(piece) >= MIN_PIECE}
+    forms |= {run for form in list(forms) for run in _runs(form)}
     return {f for f in forms if f}
+
+
+def _runs(form: str) -> set[str]:
+    """Every run of ``form`` from one delimiter (or its start) to another (or its end) of :data:`MIN_PIECE` or
+    more characters: what a parser cutting at any of those delimiters could show (``cd@ef`` of ``ab@cd@ef``)."""
+    cuts = [-1] + [m.start() for m in re.finditer(_DELIMITERS, form)] + [len(form)]
+    return {form[a + 1 : b] for i, a in enumerate(cuts) for b in cuts[i + 1 :] if b - a - 1 >= MIN_PIECE}
 
 
 def redact_text(text: str, url: str | StorageLocator | None) -> str:
@@ -239,7 +246,7 @@ def _mask_unparsed(text: str, url: str | StorageLocator) -> str:
     if not m or at < m.end():
         return text
     info = raw[m.end() : at]
-    pieces = {info} | {p for p in re.split(_DELIMITERS, info) if len(p) >= MIN_PIECE}
+    pieces = {info} | _runs(info)
     for piece in sorted(pieces, key=len, reverse=True):
         text = text.replace(piece, MASK)
     return text
