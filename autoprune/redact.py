@@ -176,13 +176,19 @@ def _query(query: str) -> dict[str, str | tuple[str, ...]]:
     return out
 
 
-def _mask_userinfo(url: str) -> str:
-    """Everything between ``scheme://`` and the last ``@`` masked: for text that does not parse."""
+def _raw_userinfo(url: str) -> tuple[int, int] | None:
+    """Where the userinfo of a URL that does not parse lies: from ``scheme://`` to the last ``@``."""
     m = _SCHEME.match(url)
     at = url.rfind("@")
-    if not m or at < m.end():
+    return (m.end(), at) if m and at >= m.end() else None
+
+
+def _mask_userinfo(url: str) -> str:
+    """Everything between ``scheme://`` and the last ``@`` masked: for text that does not parse."""
+    span = _raw_userinfo(url)
+    if span is None:
         return _QUERY_PASSWORD.sub(rf"\1{MASK}", url)
-    return f"{url[: m.end()]}{MASK}{url[at:]}"
+    return f"{url[: span[0]]}{MASK}{url[span[1]:]}"
 
 
 def redact_url(url: str | None) -> str | None:
@@ -239,15 +245,13 @@ def redact_text(text: str, url: str | StorageLocator | None) -> str:
 
 
 def _mask_unparsed(text: str, url: str | StorageLocator) -> str:
-    """A URL that does not parse: mask all of its userinfo wherever it appears."""
-    raw = str(url)
-    m = _SCHEME.match(raw)
-    at = raw.rfind("@")
-    if not m or at < m.end():
+    """A URL that does not parse: mask all of its userinfo, and its runs, wherever they appear."""
+    raw = url.text if isinstance(url, StorageLocator) else url
+    span = _raw_userinfo(raw)
+    if span is None:
         return text
-    info = raw[m.end() : at]
-    pieces = {info} | _runs(info)
-    for piece in sorted(pieces, key=len, reverse=True):
+    info = raw[span[0] : span[1]]
+    for piece in sorted({info} | _runs(info), key=len, reverse=True):
         text = text.replace(piece, MASK)
     return text
 

@@ -249,3 +249,29 @@ def test_a_study_created_with_a_password_keeps_it_out_of_attrs_and_exports(tiny_
     for path in [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix in (".json", ".log", ".html", ".yaml", ".csv", ".txt")]:
         assert not leaks(password, path.read_text(errors="replace")), path
 
+
+
+def test_a_server_that_checks_the_password_gets_it_whole() -> None:
+    """scram-sha-256 on a private cluster: the unencoded password (``?``, ``@@``, ``#``, ``%``, quotes, a space)
+    reaches the server whole (the writer and the analyzer connect), and a wrong one is refused without a trace."""
+    from autoprune.analysis.frame import open_study
+    from autoprune.errors import StorageError
+    from autoprune.search.storage import open_storage
+
+    password = "pa?ss@W0rd#%/:\"' x@@"
+    try:
+        cluster = pg.PrivateCluster(password=password).start()
+    except pg.PostgresUnavailable as exc:
+        pytest.skip(f"cannot start a private PostgreSQL cluster: {exc}")
+    try:
+        written = cluster.create_database("fuzz")
+        assert password in written  # unencoded, as a user would paste it
+        optuna.create_study(study_name="s", storage=open_storage(written, heartbeat_interval=None))
+        with open_study(written, "s") as study:
+            assert study.study_name == "s"
+        wrong = written.replace(password, password[::-1])
+        with pytest.raises(StorageError, match="password authentication failed") as info:
+            open_storage(wrong, heartbeat_interval=None, attempts=1)
+        assert not leaks(password, str(info.value)) and not leaks(password[::-1], str(info.value))
+    finally:
+        cluster.destroy()
