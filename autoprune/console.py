@@ -168,7 +168,7 @@ def error(message: str) -> None:
     """The line a command stops with (``error: message``) on stderr, and in the log file: a reader of
     ``--log-file`` sees why the command stopped."""
     tqdm.write(f"error: {message}", file=sys.stderr)
-    if _state["configured"]:
+    if _results.handlers:  # without one, logging's last resort would print the line a second time
         _results.error(f"error: {message}")
 
 
