@@ -33,7 +33,7 @@ QUIET_ENV = "AUTOPRUNE_QUIET"
 LOG_FILE_ENV = "AUTOPRUNE_LOG_FILE"
 _LOGGERS = ("autoprune", "optuna")
 log = logging.getLogger("autoprune")
-_results = logging.getLogger("autoprune.results")  # results reach the log file only (the terminal gets them directly)
+_results = logging.getLogger("autoprune.results")  # results and the final error reach the log file only (the terminal gets them directly)
 _state = {"configured": False, "quiet": False}
 
 
@@ -163,6 +163,14 @@ def result(line: str = "") -> None:
     _ensure_configured()
     tqdm.write(line, file=sys.stdout)
     _results.info(line)
+
+
+def error(message: str) -> None:
+    """The line a command stops with (``error: message``) on stderr, and in the log file: a reader of
+    ``--log-file`` sees why the command stopped."""
+    tqdm.write(f"error: {message}", file=sys.stderr)
+    if _results.handlers:  # without one, logging's last resort would print the line a second time
+        _results.error(f"error: {message}")
 
 
 def progress(total: int, desc: str, unit: str, leave: bool = True) -> tqdm:

@@ -23,7 +23,7 @@ from autoprune.analysis.choice import passed_over_text
 from autoprune.analysis.pareto import as_float
 from autoprune.analysis.pareto import unsettled
 from autoprune.errors import SelectionError
-from autoprune.redact import redact_url
+from autoprune.redact import storage_place
 
 if TYPE_CHECKING:
     from autoprune.config import StudyConfig
@@ -240,13 +240,15 @@ def _latency(arch: Mapping[str, Any], attrs: Mapping[str, Any], confirmed: Mappi
 def _provenance(
     arch: Mapping[str, Any], config: "StudyConfig", number: int, url: str, weights_path: Path | None, selection: str
 ) -> dict[str, Any]:
-    """The architecture's ``provenance``: the study, trial, storage (redacted), config, checkpoint and weights."""
-    prov = dict(arch.get("provenance") or {})
+    """The architecture's ``provenance``: the study, trial, where the study lives (no user, no password),
+    config, checkpoint and weights.  A ``storage`` field of a trial artifact written by an older autoprune is
+    dropped: the file is handed on."""
+    prov = {k: v for k, v in (arch.get("provenance") or {}).items() if k != "storage"}
     prov.update(
         {
             "study": config.name,
             "trial": number,
-            "storage": redact_url(url),
+            "locator": storage_place(url),
             "config": str(config.source) if config.source else prov.get("config"),
             "checkpoint": str(config.checkpoint_path()),
             "weights": str(weights_path.resolve()) if weights_path else None,

@@ -26,7 +26,9 @@ from optuna.storages.journal import JournalFileBackend
 
 from autoprune.analysis.pareto import as_float
 from autoprune.analysis.pareto import unsettled
+from autoprune.errors import ConfigError
 from autoprune.errors import StorageError
+from autoprune.redact import rdb_target
 from autoprune.redact import redact_text
 from autoprune.redact import redact_url
 
@@ -403,26 +405,19 @@ def _open_storage(spec: str) -> BaseStorage:
         if not is_sqlite:
             return JournalStorage(JournalFileBackend(str(path)))
         spec = f"sqlite:///{path.resolve()}"
+    if spec.startswith("sqlite"):
+        _check_sqlite_file(spec, shown)
     try:
-        url = sqlalchemy.engine.make_url(spec)
-    except (sqlalchemy.exc.ArgumentError, ValueError) as exc:  # ValueError: e.g. a port that is no number
+        target, engine_kwargs = rdb_target(spec, _engine_kwargs(spec))
+    except (ConfigError, sqlalchemy.exc.ArgumentError, ValueError) as exc:  # ValueError: e.g. a port that is no number
         raise StorageError(
-            f"cannot parse storage URL {shown} ({type(exc).__name__}); URL-encode special characters in the "
-            "password (/ as %2F, @ as %40, : as %3A, % as %25)"
+            f"cannot parse storage URL {shown} ({type(exc).__name__}); write it as scheme://user:password@host:port/database"
         ) from None
-    if url.drivername.startswith("sqlite"):
-        database = url.database or ""
-        # SQLite creates a missing file on connect; an analyzer must not leave an empty database behind.
-        if database in ("", ":memory:") or not Path(database).is_file():
-            raise StorageError(
-                f"no SQLite study database at {database or shown}: check --storage (or the config's "
-                "storage) or run the search first"
-            )
     try:
-        return RDBStorage(spec, engine_kwargs=_engine_kwargs(spec), skip_table_creation=True)
+        return RDBStorage(target, engine_kwargs=engine_kwargs, skip_table_creation=True)
     except ImportError:
         raise StorageError(
-            f"cannot read study storage {shown}: the database driver for {url.drivername!r} is not installed; "
+            f"cannot read study storage {shown}: the database driver for {spec.split('://', 1)[0]!r} is not installed; "
             "install it or name an installed one in the URL (e.g. postgresql+psycopg2://)"
         ) from None
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, RuntimeError) as exc:
@@ -430,6 +425,19 @@ def _open_storage(spec: str) -> BaseStorage:
             f"cannot read study storage {shown}: {_reason(exc, spec)}; check the URL (--storage or the config's "
             "storage) and that it is an Optuna database"
         ) from None
+
+
+def _check_sqlite_file(spec: str, shown: str) -> None:
+    """SQLite creates a missing file on connect; an analyzer must not leave an empty database behind."""
+    try:
+        database = sqlalchemy.engine.make_url(spec).database or ""
+    except (sqlalchemy.exc.ArgumentError, ValueError) as exc:
+        raise StorageError(f"cannot parse storage URL {shown} ({type(exc).__name__}); write it as sqlite:///path/to/study.db") from None
+    if database in ("", ":memory:") or not Path(database).is_file():
+        raise StorageError(
+            f"no SQLite study database at {database or shown}: check --storage (or the config's "
+            "storage) or run the search first"
+        )
 
 
 def _close(storage: BaseStorage) -> None:

@@ -128,7 +128,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except AutopruneError as exc:
-            click.echo(f"error: {exc}", err=True)
+            console.error(str(exc))  # also in --log-file
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted; finished trials are kept in the study", err=True)
