@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from functools import partial
 from typing import TYPE_CHECKING
 from typing import Any
 from typing import Callable
@@ -38,8 +37,8 @@ from autoprune.calibration import recipe_settings
 from autoprune.bounds import baseline_points
 from autoprune.config import public_config
 from autoprune.errors import StorageError
-from autoprune.pruning.engine import head_plan
 from autoprune.latency import cpu_round_to
+from autoprune.pruning_setup import head_plans
 from autoprune.pruning_setup import round_to_note
 from autoprune.redact import redact_url
 from autoprune.search.sampler import FreshSampler
@@ -49,7 +48,6 @@ from autoprune.search.storage import with_retry
 from autoprune.search.study_config import CONFIG_ATTR
 from autoprune.widths import WIDTH_PARAMS_ATTR
 from autoprune.widths import GroupWidths
-from autoprune.widths import Plan
 from autoprune.widths import space_bounds
 from autoprune.widths import space_to_attr
 from autoprune.widths import width_space
@@ -57,7 +55,6 @@ from autoprune.widths import width_space
 if TYPE_CHECKING:
     from autoprune.candidate import StudyContext
     from autoprune.config import StudyConfig
-    from autoprune.pruning.engine import Group
 
 log = logging.getLogger("autoprune")
 READY_ATTR = "bounds"
@@ -93,16 +90,6 @@ def objective_names(mode: str, metric_name: str) -> list[str]:
 def storage_for(config: "StudyConfig", url: str, budget_s: float | None = None) -> optuna.storages.BaseStorage:
     s = config.search
     return open_storage(url, heartbeat_interval=s.heartbeat_interval, grace_period=s.grace_period, max_retry=s.max_retry, budget_s=budget_s)
-
-
-def head_plans(groups: Iterable["Group"]) -> dict[str, Plan]:
-    """Attention groups keep whole heads of one width: the width the pruner makes of a guarded width."""
-    return {g.name: partial(_head_width, channels=g.channels, heads=g.heads) for g in groups if g.heads}
-
-
-def _head_width(keep: int, channels: int, heads: int) -> int:
-    kept_heads, width = head_plan(keep, channels, heads, heads, channels // heads)
-    return kept_heads * width
 
 
 def search_space(ctx: "StudyContext", points: Iterable[SweepPoint], margin: int | None) -> dict[str, GroupWidths]:
