@@ -46,6 +46,8 @@ from autoprune.search.storage import open_storage
 from autoprune.search.storage import study_names
 from autoprune.search.storage import with_retry
 from autoprune.search.study_config import CONFIG_ATTR
+from autoprune.sensitivity import KIND as SENSITIVITY_KIND
+from autoprune.sensitivity import sensitivity_baseline
 from autoprune.widths import WIDTH_PARAMS_ATTR
 from autoprune.widths import GroupWidths
 from autoprune.widths import space_bounds
@@ -158,8 +160,14 @@ def create_or_load(
     calibration = ensure_recipe(ctx, say)
     baselines = _baselines(config, ctx, on_point, say, calibration)
     points = baseline_points(baselines.uniform, baselines.global_, config.max_drop)
+    sensitivity = sensitivity_baseline(ctx, study, storage_url, points, say)  # opt-in: search.sensitivity or stored curves
+    if sensitivity.best is not None:
+        points[SENSITIVITY_KIND] = sensitivity.best
     space = search_space(ctx, points.values(), config.search.bounds_margin)
-    for key, value in _study_attrs(config, ctx, baselines, space, calibration).items():
+    attrs = _study_attrs(config, ctx, baselines, space, calibration)
+    if sensitivity.points:
+        attrs["baselines"][SENSITIVITY_KIND] = [p.as_dict() for p in sensitivity.points]
+    for key, value in attrs.items():
         with_retry(lambda k=key, v=value: study.set_user_attr(k, v), storage_url, "store study attributes")
     with warnings.catch_warnings():  # experimental in Optuna; what names the objectives in the dashboard
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
