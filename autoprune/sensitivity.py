@@ -47,7 +47,6 @@ from autoprune.candidate import evaluate_candidate
 from autoprune.errors import StorageError
 from autoprune.pruning import PruneResult
 from autoprune.pruning_setup import head_plans
-from autoprune.search.storage import with_retry
 from autoprune.widths import nearest_widths
 from autoprune.widths import width_space
 
@@ -170,14 +169,19 @@ class CurveProgress:
 
 
 def measure_curves(
-    ctx: StudyContext, study: optuna.Study, url: str, grid: Sequence[float], progress: CurveProgress | None = None, timed: bool = True
+    ctx: StudyContext,
+    study: optuna.Study,
+    write_attr: Callable[[str, Any], None],
+    grid: Sequence[float],
+    progress: CurveProgress | None = None,
+    timed: bool = True,
 ) -> SensitivityCurves:
     """Measure (or finish measuring) the curves of ``study``; stored after every group, so it resumes.
 
     Args:
         ctx: the study context.
-        study: where the curves are stored (attr :data:`SENSITIVITY_ATTR`).
-        url: the storage URL (for retries and messages).
+        study: where the curves are read from (attr :data:`SENSITIVITY_ATTR`).
+        write_attr: ``write_attr(key, value)`` stores a study attr (with retries).
         grid: the ratios each group is measured at (nearest reachable widths).
         progress: callbacks (progress bar, lines).
         timed: time every point (latency cost); off: MACs only.
@@ -205,7 +209,7 @@ def measure_curves(
             evaluations=curves.evaluations + len(points),
             seconds=curves.seconds + time.perf_counter() - start,
         )
-        store_curves(study, url, curves)
+        write_attr(SENSITIVITY_ATTR, curves.to_attrs())
     return curves
 
 
@@ -226,10 +230,6 @@ def _resumable(ctx: StudyContext, study: optuna.Study, grid: Sequence[float], ti
 def _differs(stored: SensitivityCurves, fresh: SensitivityCurves) -> str:
     keys = sorted(k for k in set(stored.meta) | set(fresh.meta) if stored.meta.get(k) != fresh.meta.get(k))
     return ", ".join(keys + (["grid"] if tuple(stored.grid) != fresh.grid else []))
-
-
-def store_curves(study: optuna.Study, url: str, curves: SensitivityCurves) -> None:
-    with_retry(lambda: study.set_user_attr(SENSITIVITY_ATTR, curves.to_attrs()), url, "store the sensitivity curves")
 
 
 def default_targets(points: Mapping[str, SweepPoint]) -> list[float]:
@@ -282,7 +282,11 @@ def sweep_allocations(
 
 
 def sensitivity_baseline(
-    ctx: StudyContext, study: optuna.Study, url: str, points: Mapping[str, SweepPoint], say: Callable[[str], None]
+    ctx: StudyContext,
+    study: optuna.Study,
+    write_attr: Callable[[str, Any], None],
+    points: Mapping[str, SweepPoint],
+    say: Callable[[str], None],
 ) -> SensitivityBaseline:
     """The sensitivity sweep of a study being created: when ``search.sensitivity`` is on or the study holds curves.
 
@@ -293,7 +297,7 @@ def sensitivity_baseline(
     s = ctx.config.search
     if not s.sensitivity and load_curves(study) is None:
         return SensitivityBaseline()
-    curves = measure_curves(ctx, study, url, s.sensitivity_ratios, CurveProgress(say=say), timed=s.sensitivity_cost == "latency")
+    curves = measure_curves(ctx, study, write_attr, s.sensitivity_ratios, CurveProgress(say=say), timed=s.sensitivity_cost == "latency")
     targets = s.sensitivity_targets or default_targets(points)
     say(f"sweeping greedy {s.sensitivity_cost} allocations at target speedups {', '.join(f'{t:g}x' for t in targets)}")
     sweep = sweep_allocations(ctx, curves, targets, s.sensitivity_cost)

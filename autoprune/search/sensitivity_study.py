@@ -31,6 +31,7 @@ from autoprune.search.create import train_base_if_missing
 from autoprune.search.storage import with_retry
 from autoprune.search.study import READY_ATTR
 from autoprune.search.study import _check_same_base
+from autoprune.search.study import attr_writer
 from autoprune.search.study import objective_directions
 from autoprune.search.study import storage_for
 from autoprune.search.worker import set_torch_threads
@@ -154,7 +155,7 @@ def run_sensitivity(
         bar.refresh()
 
     progress = CurveProgress(start=start, point=point, say=say)
-    curves = measure_curves(ctx, study, url, list(ratios or cfg.search.sensitivity_ratios), progress, timed)
+    curves = measure_curves(ctx, study, attr_writer(study, url), list(ratios or cfg.search.sensitivity_ratios), progress, timed)
     bar.close()
     checks = compare_costs(ctx, curves, target) if timed and curves.groups else []
     return SensitivityRun(curves, len(measured), target, checks)

@@ -160,7 +160,7 @@ def create_or_load(
     calibration = ensure_recipe(ctx, say)
     baselines = _baselines(config, ctx, on_point, say, calibration)
     points = baseline_points(baselines.uniform, baselines.global_, config.max_drop)
-    sensitivity = sensitivity_baseline(ctx, study, storage_url, points, say)  # opt-in: search.sensitivity or stored curves
+    sensitivity = sensitivity_baseline(ctx, study, attr_writer(study, storage_url), points, say)  # opt-in: search.sensitivity or stored curves
     if sensitivity.best is not None:
         points[SENSITIVITY_KIND] = sensitivity.best
     space = search_space(ctx, points.values(), config.search.bounds_margin)
@@ -179,6 +179,15 @@ def create_or_load(
     with_retry(lambda: study.set_user_attr(READY_ATTR, {k: list(v) for k, v in bounds.items()}), storage_url, "store bounds")
     say(f"study {config.name!r} created in {redact_url(storage_url)}")
     return study
+
+
+def attr_writer(study: optuna.Study, url: str) -> Callable[[str, Any], None]:
+    """``write(key, value)``: set a study attr, retrying transient database errors."""
+
+    def write(key: str, value: Any) -> None:
+        with_retry(lambda: study.set_user_attr(key, value), url, f"store the study attr {key!r}")
+
+    return write
 
 
 def _note_round_to(config: "StudyConfig", say: Callable[[str], None]) -> None:
