@@ -295,9 +295,12 @@ def sensitivity_baseline(
     uniform and global baselines'.
     """
     s = ctx.config.search
-    if not s.sensitivity and load_curves(study) is None:
+    stored = load_curves(study)
+    if not s.sensitivity and stored is None:
         return SensitivityBaseline()
-    curves = measure_curves(ctx, study, write_attr, s.sensitivity_ratios, CurveProgress(say=say), timed=s.sensitivity_cost == "latency")
+    # Timed unless the MACs cost is enough and the stored curves were measured without timings (kept, not redone).
+    timed = s.sensitivity_cost == "latency" or stored is None or stored.meta.get("latency") is not None
+    curves = measure_curves(ctx, study, write_attr, s.sensitivity_ratios, CurveProgress(say=say), timed=timed)
     targets = s.sensitivity_targets or default_targets(points)
     say(f"sweeping greedy {s.sensitivity_cost} allocations at target speedups {', '.join(f'{t:g}x' for t in targets)}")
     sweep = sweep_allocations(ctx, curves, targets, s.sensitivity_cost)

@@ -5,6 +5,7 @@ Real torch-pruning, BN recalibration, ONNX Runtime timings and a SQLite study (t
 
 from __future__ import annotations
 
+import doctest
 from pathlib import Path
 from typing import Iterator
 
@@ -12,6 +13,7 @@ import optuna
 import pytest
 from conftest import run_cli
 
+import autoprune.sensitivity
 from autoprune.allocation import CURVES_VERSION
 from autoprune.allocation import SensitivityCurves
 from autoprune.config import load_config
@@ -106,3 +108,8 @@ def test_a_study_with_sensitivity_on_enqueues_the_sensitivity_baseline_inside_it
 
 def test_the_default_study_has_no_sensitivity_baseline(study_factory) -> None:
     assert load_config(study_factory()).search.sensitivity is False
+
+
+def test_doctests() -> None:
+    result = doctest.testmod(autoprune.sensitivity)
+    assert result.attempted > 0 and result.failed == 0
