@@ -34,12 +34,10 @@ from autoprune.allocation import GroupCurve
 from autoprune.allocation import SensitivityCurves
 from autoprune.allocation import greedy_allocation
 from autoprune.allocation import saving_for_speedup
-from autoprune.baselines import Baselines
 from autoprune.baselines import result_point
 from autoprune.bounds import SweepPoint
 from autoprune.bounds import fastest_feasible
 from autoprune.bounds import largest_feasible
-from autoprune.calibration import recipe_settings
 from autoprune.candidate import StudyContext
 from autoprune.candidate import _prune_and_recalibrate
 from autoprune.candidate import _time
