@@ -10,13 +10,18 @@ from pathlib import Path
 from typing import Iterator
 
 import optuna
+import pandas as pd
 import pytest
 from conftest import run_cli
 
 import autoprune.sensitivity
 from autoprune.allocation import CURVES_VERSION
 from autoprune.allocation import SensitivityCurves
+from autoprune.analysis import StudyInfo
+from autoprune.candidate import StudyContext
 from autoprune.config import load_config
+from autoprune.confirm import _candidate_model
+from autoprune.confirm import select_candidates
 from autoprune.pruning_setup import guard_settings
 from autoprune.sensitivity import SENSITIVITY_ATTR
 from autoprune.widths import reachable_widths
@@ -113,3 +118,19 @@ def test_the_default_study_has_no_sensitivity_baseline(study_factory) -> None:
 def test_doctests() -> None:
     result = doctest.testmod(autoprune.sensitivity)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_confirm_rebuilds_a_sensitivity_point_without_a_trial_from_its_per_group_ratios(tiny_config, tmp_path: Path) -> None:
+    # A sensitivity allocation has no single ratio: confirm must rebuild it from the point's per-group ratios.
+    point = {"kind": "sensitivity", "ratio": 0.2, "metric": 0.95, "drop": 0.01, "speedup": 1.3, "speedup_spread": 0.01,
+             "ratios": {"layers.1.conv1": 0.5, "layers.2.conv1": 0.25}}
+    info = StudyInfo(name="s", base_metric=0.96, max_drop=0.05, baselines={"sensitivity": [point]})
+    df = pd.DataFrame([{"number": 0, "state": "COMPLETE", "metric": 0.95, "drop": 0.01, "speedup": 1.1, "macs": 1000,
+                        "kind": "search", "channels:a": 8, "arch_artifact_id": "a", "weights_artifact_id": "w"}])
+    [rebuilt] = [c for c in select_candidates(df, info, 1, 0.05) if c.kind == "sensitivity"]
+    assert rebuilt.number is None and rebuilt.ratios == point["ratios"]
+    ctx = StudyContext.build(tiny_config, workdir=tmp_path, use_cache=False)
+    model = _candidate_model(tiny_config, ctx, rebuilt, tmp_path, None, recover=False)
+    assert model.get_submodule("layers.1.conv1").out_channels == 16
+    assert model.get_submodule("layers.2.conv1").out_channels == 24
+    assert model.get_submodule("layers.1.conv2").out_channels == 32  # groups the point leaves alone stay whole
