@@ -298,7 +298,10 @@ def sensitivity_baseline(
         return SensitivityBaseline()
     # Timed unless the MACs cost is enough and the stored curves were measured without timings (kept, not redone).
     timed = s.sensitivity_cost == "latency" or stored is None or stored.meta.get("latency") is not None
-    curves = measure_curves(ctx, study, write_attr, s.sensitivity_ratios, CurveProgress(say=say), timed=timed)
+    # Curves measured by 'autoprune sensitivity' (maybe with --ratios) are used at their own grid, not measured again.
+    grid = stored.grid if stored is not None and stored.grid else s.sensitivity_ratios
+    progress = CurveProgress(start=lambda n: say(f"measuring the sensitivity curves: {n} point(s)") if n else None, say=say)
+    curves = measure_curves(ctx, study, write_attr, grid, progress, timed=timed)
     targets = s.sensitivity_targets or default_targets(points)
     say(f"sweeping greedy {s.sensitivity_cost} allocations at target speedups {', '.join(f'{t:g}x' for t in targets)}")
     sweep = sweep_allocations(ctx, curves, targets, s.sensitivity_cost)

@@ -95,12 +95,18 @@ def test_bad_ratios_and_targets_exit_2_with_one_line(study_factory) -> None:
 def test_a_study_with_sensitivity_on_enqueues_the_sensitivity_baseline_inside_its_space(study_factory) -> None:
     # A generous budget so the allocation is feasible whatever the tiny base's accuracy; one target: one sweep point.
     config = study_factory({**CURVE_OVERRIDES, "max_drop": 0.6,
-                            "search": {**CURVE_OVERRIDES["search"], "sensitivity": True, "sensitivity_targets": [1.3]}})
+                            "search": {**CURVE_OVERRIDES["search"], "sensitivity": True, "sensitivity_targets": [1.3],
+                                       "sensitivity_cost": "macs"}})
+    # Curves measured first by the command at its own grid (one ratio): create uses them, measuring nothing again.
+    res = run_cli("sensitivity", config, "--ratios", "0.3", "--no-timing", "--quiet")
+    assert res.returncode == 0, res.stderr[-3000:]
+    measured = _curves(config)
+    assert measured.grid == (0.3,) and measured.meta["latency"] is None
     res = run_cli("create", config, "--quiet")
     assert res.returncode == 0, res.stderr[-3000:]
     study = _study(config)
     attrs = study.user_attrs
-    assert SENSITIVITY_ATTR in attrs and attrs[SENSITIVITY_ATTR]["evaluations"] > 0
+    assert _curves(config) == measured
     [point] = attrs["baselines"]["sensitivity"]
     assert point["kind"] == "sensitivity" and point["ratio"] == pytest.approx(1 - 1 / 1.3, abs=1e-6) and point["feasible"]
     queued = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("kind") == "sensitivity"]
