@@ -13,6 +13,7 @@ from autoprune.bounds import SweepPoint
 from autoprune.bounds import compute_bounds
 from autoprune.bounds import fastest_feasible
 from autoprune.bounds import largest_feasible
+from autoprune.candidate import CandidateResult
 from autoprune.candidate import StudyContext
 from autoprune.candidate import evaluate_candidate
 from autoprune.calibration import recipe_settings
@@ -104,6 +105,11 @@ def sweep_point(ctx: StudyContext, kind: str, ratio: float, max_drop: float) -> 
         res = evaluate_candidate(ctx, uniform=ratio)
     else:
         res = evaluate_candidate(ctx, global_ratio=ratio)
+    return result_point(kind, ratio, res, max_drop)
+
+
+def result_point(kind: str, ratio: float, res: CandidateResult, max_drop: float) -> SweepPoint:
+    """The sweep point of an evaluated candidate (``ratio``: the sweep's label of it)."""
     return SweepPoint(
         kind=kind,
         ratio=ratio,
@@ -188,4 +194,4 @@ def load_baselines(path: Path) -> Baselines | None:
     return Baselines.from_dict(read_model(path, BaselinesFile, fix).model_dump(by_alias=True))
 
 
-__all__ = ["Baselines", "largest_feasible", "load_baselines", "run_baselines", "save_baselines", "sweep_point"]
+__all__ = ["Baselines", "largest_feasible", "load_baselines", "result_point", "run_baselines", "save_baselines", "sweep_point"]

@@ -131,6 +131,28 @@ class SearchConfig(_Section):
     # torch threads of each worker (training, scoring); default: this host's usable cores / local workers, less the
     # cores other processes keep busy when the worker starts (no oversubscription on a shared machine).
     torch_threads: int | None = Field(None, ge=1, le=MAX_THREADS)
+    # The sensitivity baseline (autoprune.sensitivity): per group pruned alone at sensitivity_ratios (its nearest
+    # reachable widths), scored after BN recalibration; greedy allocations of those curves (one drop threshold,
+    # the summed sensitivity_cost meeting a target speedup) are swept like the uniform and global baselines at
+    # sensitivity_targets (default: the best uniform and global baselines' speedups and 1.25x the faster).
+    sensitivity: bool = False
+    sensitivity_ratios: list[float] = Field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], max_length=100)
+    sensitivity_cost: Literal["macs", "latency"] = "latency"
+    sensitivity_targets: list[float] | None = Field(None, max_length=20)
+
+    @field_validator("sensitivity_ratios")
+    @classmethod
+    def _sensitivity_ratios(cls, values: list[float]) -> list[float]:
+        if not values:
+            raise ValueError("sensitivity_ratios must list at least one ratio")
+        return sorted({_check_ratio(v, "every sensitivity ratio") for v in values})
+
+    @field_validator("sensitivity_targets")
+    @classmethod
+    def _speedups(cls, values: list[float] | None) -> list[float] | None:
+        if values is not None and (not values or any(not 1.0 < v <= 1000.0 for v in values)):
+            raise ValueError(f"sensitivity_targets are target speedups: list at least one, each above 1 (e.g. [1.5, 2.0]), got {values}")
+        return sorted(set(values)) if values is not None else None
 
     @field_validator("sampler")
     @classmethod

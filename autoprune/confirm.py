@@ -41,6 +41,7 @@ import pandas as pd
 from autoprune.analysis.pareto import ranked
 from autoprune.analysis.twins import architecture_keys
 from autoprune.analysis.twins import one_per_architecture
+from autoprune.bounds import BASELINE_KINDS
 from autoprune.errors import SelectionError
 from autoprune.errors import StorageError
 from autoprune.redact import redact_url
@@ -54,7 +55,6 @@ if TYPE_CHECKING:
     from autoprune.config import StudyConfig
     from autoprune.latency import SpeedupResult
 
-BASELINE_KINDS = ("uniform", "global")
 # Timings of one candidate in one confirmation at most: the first and two re-timings while it disagrees.
 TIMING_ROUNDS = 3
 
@@ -64,7 +64,7 @@ class Candidate:
     """One model to re-measure: a stored trial, or a baseline sweep point that has no trial.
 
     Attributes:
-        kind: ``search``, ``uniform`` or ``global`` (the trial's user attr ``kind``).
+        kind: ``search``, ``uniform``, ``global`` or ``sensitivity`` (the trial's user attr ``kind``).
         number: the trial number; ``None`` for a sweep point rebuilt from the study attr ``baselines``.
         ratio: the sweep ratio of such a point (``None`` for trials).
         val_metric: the validation metric recorded by the search.
@@ -76,6 +76,7 @@ class Candidate:
         channels: its channel key (:func:`autoprune.widths.row_channels_key`; ``None`` for a sweep point).
         speedup_spread: the spread of the recorded speedup.
         host_id: the host that recorded the speedup (``None``: unknown, taken as this one).
+        ratios: per-group ratios of a sweep point that no single ratio rebuilds (a sensitivity allocation).
 
     Example:
         >>> Candidate("uniform", None, 0.3, val_metric=0.95, val_drop=0.01, speedup=1.8).label
@@ -94,6 +95,7 @@ class Candidate:
     channels: str | None = None
     speedup_spread: float = math.nan
     host_id: str | None = None
+    ratios: dict[str, float] | None = None
 
     @property
     def label(self) -> str:
@@ -199,6 +201,7 @@ def _sweep_candidate(kind: str, info: "StudyInfo", max_drop: float) -> Candidate
         val_drop=_float(point.get("drop")),
         speedup=_float(point.get("speedup")),
         speedup_spread=_float(point.get("speedup_spread")),
+        ratios=None if kind in ("uniform", "global") else {str(k): float(v) for k, v in (point.get("ratios") or {}).items()},
     )
 
 
@@ -314,17 +317,17 @@ def _candidate_model(config: "StudyConfig", ctx: "StudyContext", c: Candidate, f
     """
     from autoprune.candidate import evaluate_candidate
 
-    uniform = c.ratio if c.kind == "uniform" else None
-    global_ratio = c.ratio if c.kind == "global" else None
+    plan: dict[str, Any] = {"ratios": c.ratios} if c.ratios is not None else {
+        "uniform": c.ratio if c.kind == "uniform" else None, "global_ratio": c.ratio if c.kind == "global" else None}
     if c.number is not None:
         if echo is not None:
             echo(f"  {c.label} ({c.kind}): rebuilding from its architecture and weights")
         return rebuild_trial(config, c, folder)
     if not recover:
-        return ctx.pruner.prune(copy.deepcopy(ctx.base_model), uniform=uniform, global_ratio=global_ratio).model
+        return ctx.pruner.prune(copy.deepcopy(ctx.base_model), **plan).model
     if echo is not None:
         echo(f"  {c.label}: no baseline trial in the study; rebuilding the sweep point (prune and recover)")
-    return evaluate_candidate(ctx, uniform=uniform, global_ratio=global_ratio).model
+    return evaluate_candidate(ctx, **plan).model
 
 
 def export_candidates(

@@ -18,6 +18,7 @@ from typing import Mapping
 
 import optuna
 
+from autoprune.bounds import BASELINE_KINDS
 from autoprune.analysis.choice import choose
 from autoprune.analysis.choice import passed_over_text
 from autoprune.analysis.pareto import as_float
@@ -78,7 +79,7 @@ def chosen_lines(result: ExportResult, *, context: bool = True) -> list[str]:
     if passed is not None:
         lines.append(passed_over_text(passed["number"], passed["speedup"], _confirmed_figures(passed), result.max_drop))
     kind = rec.get("kind")
-    if kind in ("uniform", "global"):
+    if kind in BASELINE_KINDS:
         lines.append(f"the search found nothing faster than the {kind} baseline within the budget; exported the {kind} baseline")
     return lines
 

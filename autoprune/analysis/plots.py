@@ -30,6 +30,7 @@ from autoprune.errors import SelectionError
 _BASELINE_STYLE = {
     "uniform": {"color": "tab:blue", "marker": "s"},
     "global": {"color": "tab:orange", "marker": "^"},
+    "sensitivity": {"color": "tab:purple", "marker": "D"},
 }
 _FRONT_COLOR = "tab:green"
 _BUDGET_COLOR = "tab:red"

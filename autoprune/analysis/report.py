@@ -21,6 +21,8 @@ from typing import Any
 
 import pandas as pd
 
+from autoprune.bounds import BASELINE_KINDS
+from autoprune.bounds import OPTIONAL_BASELINE_KINDS
 from autoprune.analysis.choice import Choice
 from autoprune.analysis.choice import choose
 from autoprune.analysis.choice import passed_over_text
@@ -47,7 +49,6 @@ from autoprune.recipe import recovery_warnings
 from autoprune.screening import spearman
 from autoprune.widths import channels_key
 
-BASELINE_KINDS = ("uniform", "global")
 Z95 = 1.96
 _ROW_KEYS = (
     "number",
@@ -146,7 +147,7 @@ def _comparison_sentence(
     for kind in BASELINE_KINDS:
         point = best.get(kind)
         timed = [p for p in baselines.get(kind, []) if math.isfinite(as_float(p.get("speedup")))]
-        if kind == own:
+        if kind == own or (kind in OPTIONAL_BASELINE_KINDS and point is None and not baselines.get(kind)):
             continue
         if point is not None and _same_architecture(chosen, point):
             # One architecture runs at one speed: a second figure would only show the timing's noise.
@@ -707,7 +708,9 @@ def table_legend(summary: Mapping[str, Any]) -> str:
     else:
         confirmed = "figures unconfirmed (run autoprune confirm)"
     latency += "; the confirmed latency where re-timed" if summary.get("confirmed_at") and math.isfinite(base) else ""
-    return (f"  {marks}   U best uniform baseline   G best global baseline   drop ± 1.96 standard errors\n"
+    kinds = "U best uniform baseline   G best global baseline" + (
+        "   S best sensitivity baseline" if (summary.get("best") or {}).get("sensitivity") else "")
+    return (f"  {marks}   {kinds}   drop ± 1.96 standard errors\n"
             f"  speedup = search timing (or the re-timing that replaced it); {confirmed}; {latency}")
 
 

@@ -51,6 +51,7 @@ COMMANDS: dict[str, CommandEntry] = {
     "groups": CommandEntry(_FOUNDATION, "Print the prunable dependency groups (name, channels, members, bounds once known)."),
     "calibrate-recovery": CommandEntry(_FOUNDATION, "Try finetune recipes on a probe candidate; keep the cheapest within noise of the best for the study."),
     "baselines": CommandEntry(_FOUNDATION, "Run the uniform and global sweeps, print them and store the per-group bounds."),
+    "sensitivity": CommandEntry("autoprune.cli._sensitivity", "Measure each group's metric pruned alone (BN-recalibrated) at a grid of ratios and store the curves on the study."),
     "prune": CommandEntry(_FOUNDATION, "Prune the base model (no recovery) and write its architecture JSON."),
     "apply": CommandEntry(_FOUNDATION, "Rebuild the pruned model from the base checkpoint and an architecture JSON (no pickle)."),
     "export-base": CommandEntry(_FOUNDATION, "Export the study's base model to ONNX (the baseline of 'autoprune latency ..."),

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from functools import partial
 from typing import TYPE_CHECKING
 from typing import Any
 from typing import Callable
@@ -38,8 +37,8 @@ from autoprune.calibration import recipe_settings
 from autoprune.bounds import baseline_points
 from autoprune.config import public_config
 from autoprune.errors import StorageError
-from autoprune.pruning.engine import head_plan
 from autoprune.latency import cpu_round_to
+from autoprune.pruning_setup import head_plans
 from autoprune.pruning_setup import round_to_note
 from autoprune.redact import redact_url
 from autoprune.search.sampler import FreshSampler
@@ -47,9 +46,10 @@ from autoprune.search.storage import open_storage
 from autoprune.search.storage import study_names
 from autoprune.search.storage import with_retry
 from autoprune.search.study_config import CONFIG_ATTR
+from autoprune.sensitivity import KIND as SENSITIVITY_KIND
+from autoprune.sensitivity import sensitivity_baseline
 from autoprune.widths import WIDTH_PARAMS_ATTR
 from autoprune.widths import GroupWidths
-from autoprune.widths import Plan
 from autoprune.widths import space_bounds
 from autoprune.widths import space_to_attr
 from autoprune.widths import width_space
@@ -57,7 +57,6 @@ from autoprune.widths import width_space
 if TYPE_CHECKING:
     from autoprune.candidate import StudyContext
     from autoprune.config import StudyConfig
-    from autoprune.pruning.engine import Group
 
 log = logging.getLogger("autoprune")
 READY_ATTR = "bounds"
@@ -93,16 +92,6 @@ def objective_names(mode: str, metric_name: str) -> list[str]:
 def storage_for(config: "StudyConfig", url: str, budget_s: float | None = None) -> optuna.storages.BaseStorage:
     s = config.search
     return open_storage(url, heartbeat_interval=s.heartbeat_interval, grace_period=s.grace_period, max_retry=s.max_retry, budget_s=budget_s)
-
-
-def head_plans(groups: Iterable["Group"]) -> dict[str, Plan]:
-    """Attention groups keep whole heads of one width: the width the pruner makes of a guarded width."""
-    return {g.name: partial(_head_width, channels=g.channels, heads=g.heads) for g in groups if g.heads}
-
-
-def _head_width(keep: int, channels: int, heads: int) -> int:
-    kept_heads, width = head_plan(keep, channels, heads, heads, channels // heads)
-    return kept_heads * width
 
 
 def search_space(ctx: "StudyContext", points: Iterable[SweepPoint], margin: int | None) -> dict[str, GroupWidths]:
@@ -171,8 +160,14 @@ def create_or_load(
     calibration = ensure_recipe(ctx, say)
     baselines = _baselines(config, ctx, on_point, say, calibration)
     points = baseline_points(baselines.uniform, baselines.global_, config.max_drop)
+    sensitivity = sensitivity_baseline(ctx, study, attr_writer(study, storage_url), points, say)  # opt-in: search.sensitivity or stored curves
+    if sensitivity.best is not None:
+        points[SENSITIVITY_KIND] = sensitivity.best
     space = search_space(ctx, points.values(), config.search.bounds_margin)
-    for key, value in _study_attrs(config, ctx, baselines, space, calibration).items():
+    attrs = _study_attrs(config, ctx, baselines, space, calibration)
+    if sensitivity.points:
+        attrs["baselines"][SENSITIVITY_KIND] = [p.as_dict() for p in sensitivity.points]
+    for key, value in attrs.items():
         with_retry(lambda k=key, v=value: study.set_user_attr(k, v), storage_url, "store study attributes")
     with warnings.catch_warnings():  # experimental in Optuna; what names the objectives in the dashboard
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -184,6 +179,15 @@ def create_or_load(
     with_retry(lambda: study.set_user_attr(READY_ATTR, {k: list(v) for k, v in bounds.items()}), storage_url, "store bounds")
     say(f"study {config.name!r} created in {redact_url(storage_url)}")
     return study
+
+
+def attr_writer(study: optuna.Study, url: str) -> Callable[[str, Any], None]:
+    """``write(key, value)``: set a study attr, retrying transient database errors."""
+
+    def write(key: str, value: Any) -> None:
+        with_retry(lambda: study.set_user_attr(key, value), url, f"store the study attr {key!r}")
+
+    return write
 
 
 def _note_round_to(config: "StudyConfig", say: Callable[[str], None]) -> None:
