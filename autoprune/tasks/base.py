@@ -4,9 +4,19 @@ A task gives a model builder, train/validation/test data, a loss, a metric with 
 input, the layers that must never be pruned, and optional ties between groups.  Built-in tasks and plugins
 (``task: package.module:make_task``) follow the same contract, checked once by :func:`validate_task`.
 
-Data is reached only through :meth:`Task.loader`, which records every access per split.  The search runs
-inside :meth:`Task.forbid_split` for ``"test"``: the held-out split is touched only to confirm a final choice,
-and any accidental read fails loudly instead of leaking into the selection.
+Data is reached only through :meth:`Task.loader`, which records every access per split.  Four splits:
+
+- ``train``: the base checkpoint, every finetune and the recovery's judge images (``recovery.calib_size``).
+- ``val``: the search; every trial, sweep and bound is judged on it.
+- ``selection``: judges ``autoprune confirm``'s candidates, so the pick is made on images no trial, sweep or
+  finetune has seen.  A task whose :attr:`Task.own_selection_split` is true serves it from its own
+  ``dataset("selection")``; otherwise the base class carves it deterministically out of the validation data
+  (:attr:`Task.selection_fraction` of it, shuffled by :attr:`Task.selection_seed`, both set from the study's
+  ``search.selection_fraction`` and ``search.seed``), and ``val`` is the rest.  No model ever trains on
+  validation images, so the carved part is as unseen as a split of its own.
+- ``test``: read once, for the exported model's final report (``autoprune export``), never to choose.  The
+  search and ``confirm`` run inside :meth:`Task.forbid_split` for ``"test"``: any read there fails loudly
+  instead of leaking into the selection.
 """
 
 from __future__ import annotations
@@ -29,7 +39,9 @@ from torch.utils.data import Subset
 from autoprune.device import DeviceLoader
 from autoprune.errors import TaskError
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "selection", "test")
+# Share of the validation data carved out as the selection split when a task provides none of its own.
+SELECTION_FRACTION = 0.3
 
 
 @dataclass
@@ -71,6 +83,11 @@ class Task(abc.ABC):
     device: torch.device = torch.device("cpu")
     loader_workers: int = 0
     pin_memory: bool = False
+    # The selection split (see the module docstring): a task with its own sets own_selection_split = True and
+    # serves dataset("selection"); otherwise it is carved out of dataset("val") by these two settings.
+    own_selection_split: bool = False
+    selection_fraction: float = SELECTION_FRACTION
+    selection_seed: int = 0
 
     def __init__(self) -> None:
         self.access_counts: Counter[str] = Counter()
@@ -83,7 +100,8 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def dataset(self, split: str) -> Dataset:
-        """The dataset of one split (``train``, ``val`` or ``test``)."""
+        """The dataset of one split (``train``, ``val`` or ``test``; ``selection`` too when
+        :attr:`own_selection_split` is set).  Read through :meth:`split_data`, which carves the selection split."""
 
     @abc.abstractmethod
     def evaluate_batches(self, model: nn.Module, loader: DataLoader) -> MetricResult:
@@ -143,12 +161,12 @@ class Task(abc.ABC):
             raise TaskError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
         if split in self._forbidden:
             raise TaskError(
-                f"task {self.name!r}: the {split!r} split is held out during the search and may only be read "
-                "by 'autoprune confirm'"
+                f"task {self.name!r}: the {split!r} split is held out during the search and the selection; it is "
+                "read only by 'autoprune export', for the exported model's final report"
             )
         self.access_counts[split] += 1
         generator = torch.Generator().manual_seed(seed)
-        data = self.dataset(split)
+        data = self.split_data(split)
         if indices is not None:
             data = Subset(data, [int(i) for i in indices])
         extra: dict[str, Any] = {}
@@ -158,6 +176,29 @@ class Task(abc.ABC):
             extra["pin_memory"] = True
         loader = DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last, **extra)
         return loader if self.device.type == "cpu" else DeviceLoader(loader, self.device)
+
+    def split_data(self, split: str) -> Dataset:
+        """The data :meth:`loader` reads for ``split``: :meth:`dataset`'s, with the selection split carved out of
+        the validation data unless the task provides its own (:attr:`own_selection_split`).
+
+        Example:
+            >>> from autoprune.tasks.digits import DigitsTask
+            >>> task = DigitsTask("resnet")
+            >>> len(task.split_data("val")) + len(task.split_data("selection")) == len(task.dataset("val"))
+            True
+        """
+        if split not in SPLITS:
+            raise TaskError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+        if self.own_selection_split or split not in ("val", "selection"):
+            return self.dataset(split)
+        val = self.dataset("val")
+        kept, carved = split_indices(len(val), [1 - self.selection_fraction, self.selection_fraction], self.selection_seed)
+        if len(carved) == 0 or len(kept) == 0:
+            raise TaskError(
+                f"task {self.name!r}: its validation split of {len(val)} samples is too small to carve a selection "
+                f"split of {self.selection_fraction:g} from; enlarge it or change search.selection_fraction"
+            )
+        return Subset(val, (carved if split == "selection" else kept).tolist())
 
     @contextlib.contextmanager
     def forbid_split(self, split: str = "test") -> Iterator[None]:
