@@ -192,13 +192,11 @@ class Task(abc.ABC):
         if self.own_selection_split or split not in ("val", "selection"):
             return self.dataset(split)
         val = self.dataset("val")
-        kept, carved = split_indices(len(val), [1 - self.selection_fraction, self.selection_fraction], self.selection_seed)
-        if len(carved) == 0 or len(kept) == 0:
-            raise TaskError(
-                f"task {self.name!r}: its validation split of {len(val)} samples is too small to carve a selection "
-                f"split of {self.selection_fraction:g} from; enlarge it or change search.selection_fraction"
-            )
-        return Subset(val, (carved if split == "selection" else kept).tolist())
+        carved = selection_indices(len(val), self.selection_fraction, self.selection_seed)
+        if split == "selection":
+            return Subset(val, carved)
+        taken = set(carved)
+        return Subset(val, [i for i in range(len(val)) if i not in taken])
 
     @contextlib.contextmanager
     def forbid_split(self, split: str = "test") -> Iterator[None]:
@@ -257,3 +255,22 @@ def split_indices(n: int, fractions: Sequence[float], seed: int) -> list[torch.T
         parts.append(perm[start:stop])
         start = stop
     return parts
+
+
+def selection_indices(n: int, fraction: float, seed: int) -> list[int]:
+    """The validation indices carved out as the selection split: ``fraction`` of ``n`` (at least one, and at
+    least one left for validation), drawn by ``seed``, in ascending order.
+
+    Raises:
+        TaskError: fewer than two validation samples, so nothing can be carved.
+
+    Example:
+        >>> selection_indices(10, 0.3, seed=0) == selection_indices(10, 0.3, seed=0), len(selection_indices(10, 0.3, 0))
+        (True, 3)
+    """
+    if n < 2:
+        raise TaskError(f"a validation split of {n} sample(s) is too small to carve a selection split from; "
+                        "give the task more validation data or a selection split of its own (Task.own_selection_split)")
+    count = min(max(1, int(round(fraction * n))), n - 1)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return sorted(int(i) for i in perm[:count])
