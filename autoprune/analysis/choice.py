@@ -133,7 +133,7 @@ def confirmed_pick(
     """The fastest confirmed candidate whose re-timing settled and which holds the budget on the selection split.
 
     A candidate whose re-timing did not settle (flagged noisy, or a spread above ``cv_threshold``) never
-    leads: it is passed over with a note, like one that fails the budget on test.
+    leads: it is passed over with a note, like one that fails the budget on the selection split.
 
     Args:
         df: complete trials with ``confirmed:*`` columns.
@@ -149,7 +149,7 @@ def confirmed_pick(
         confirmed.
 
     Raises:
-        SelectionError: candidates with settled re-timings were confirmed, and none holds on test.
+        SelectionError: candidates with settled re-timings were confirmed, and none holds on the selection split.
     """
     if "confirmed:selection_drop" not in df.columns:
         return None
