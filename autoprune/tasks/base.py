@@ -66,7 +66,10 @@ class Task(abc.ABC):
     """Base class of every task.
 
     Subclasses implement :meth:`build_model`, :meth:`dataset`, :meth:`evaluate_batches` and set
-    :attr:`metric_name` / :attr:`metric_direction`.  Everything else has a default.
+    :attr:`metric_name` / :attr:`metric_direction`.  Everything else has a default, the selection split
+    included: a task that provides one sets :attr:`own_selection_split` and serves ``dataset("selection")``;
+    any other gets one carved deterministically out of its validation data (:meth:`split_data`, seeded by the
+    study's ``search.seed``).  The test split is read only by ``autoprune export``, for the exported model.
 
     Example:
         >>> from autoprune.tasks import build_task  # doctest: +SKIP
