@@ -131,6 +131,12 @@ class SearchConfig(_Section):
     # torch threads of each worker (training, scoring); default: this host's usable cores / local workers, less the
     # cores other processes keep busy when the worker starts (no oversubscription on a shared machine).
     torch_threads: int | None = Field(None, ge=1, le=MAX_THREADS)
+    # The selection split that judges confirm's candidates: this share of the validation data, carved out by
+    # search.seed, unless the task provides its own (autoprune.tasks.Task.own_selection_split).
+    selection_fraction: float = Field(0.3, gt=0, lt=0.9)
+    # confirm's margin for the selection split's own noise: a candidate holds when its selection drop plus this many
+    # standard errors of that drop is within the budget (0: the drop alone).
+    selection_z: float = Field(1.0, ge=0, le=10)
     # The sensitivity baseline (autoprune.sensitivity): per group pruned alone at sensitivity_ratios (its nearest
     # reachable widths), scored after BN recalibration; greedy allocations of those curves (one drop threshold,
     # the summed sensitivity_cost meeting a target speedup) are swept like the uniform and global baselines at

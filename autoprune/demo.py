@@ -1,8 +1,9 @@
 """``autoprune demo``: the whole pipeline on scikit-learn's digits, in a few minutes on two CPU cores.
 
 Trains (or reuses) a small digits model, runs the uniform and global baselines, a short bounded search on
-the embedded SQLite storage, confirms the best candidates on the test split, prints the Pareto front and the
-chosen architecture, exports it and says where every file is.
+the embedded SQLite storage, confirms the best candidates on the selection split (validation images no trial
+was judged on), exports the pick and reads the test split once, for it, then prints the Pareto front, the
+chosen architecture with its test figure and says where every file is.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import yaml
 
 if TYPE_CHECKING:
     from autoprune.config import StudyConfig
+    from autoprune.export import ExportResult
 
 DEMO_CONFIG = {
     "task": "digits",
@@ -100,7 +102,7 @@ def _search(config_path: Path, url: str, trials: int) -> None:
 
 
 def _confirm(cfg: "StudyConfig") -> None:
-    """Confirm the best candidates on the test split, re-timed together; without a feasible trial, say why not."""
+    """Confirm the best candidates on the selection split, re-timed together; without a feasible trial, say why not."""
     from autoprune import console
     from autoprune.confirm import confirm_study
     from autoprune.errors import SelectionError
@@ -129,13 +131,22 @@ def _print_analysis(summary: Mapping[str, Any], echo: Callable[[str], None]) -> 
             echo(f"warning: {warning}")
 
 
-def _export(cfg: "StudyConfig", folder: Path, echo: Callable[[str], None]) -> Path:
-    """Export the chosen architecture and print it in words with its kept channels (the confirmation printed the
-    notes, and the headline said what the choice passed over: neither is repeated)."""
-    from autoprune.export import chosen_lines
+def _export(cfg: "StudyConfig", folder: Path) -> "ExportResult | None":
+    """Export the chosen architecture (then the test split is read once, for it); ``None`` when nothing is chosen."""
+    from autoprune.errors import SelectionError
     from autoprune.export import export_architecture
 
-    exported = export_architecture(cfg, folder / "architecture.json")
+    try:
+        return export_architecture(cfg, folder / "architecture.json")
+    except SelectionError:
+        return None  # the summary's selection_error says why
+
+
+def _print_exported(exported: "ExportResult", echo: Callable[[str], None]) -> None:
+    """The exported architecture in words, its test figure and its kept channels (the confirmation printed the
+    notes, and the headline said what the choice passed over: neither is repeated)."""
+    from autoprune.export import chosen_lines
+
     echo("")
     for line in chosen_lines(exported, context=False):
         echo(line)
@@ -143,13 +154,13 @@ def _export(cfg: "StudyConfig", folder: Path, echo: Callable[[str], None]) -> Pa
     channels = {k.split(":", 1)[1]: int(v) for k, v in chosen.items() if k.startswith("channels:") and v == v}
     if channels:
         echo("kept channels: " + ", ".join(f"{k}={v}" for k, v in channels.items()))
-    return exported.path
 
 
 def run_demo(workdir: str | Path, trials: int = 16, model: str = "resnet", echo: Callable[[str], None] | None = None) -> dict:
     """Run the demo end to end and print its results.
 
-    Search, then confirmation (test split, re-timed together), then the analysis and the export: every view
+    Search, then confirmation (selection split, re-timed together), then the export (the test split read once,
+    for the exported model) and the analysis: every view
     (terminal, ``summary.json``, ``pareto.png``, ``report.html``, the architecture JSON) shows the same
     chosen trial with the same confirmed figures.
 
@@ -178,11 +189,12 @@ def run_demo(workdir: str | Path, trials: int = 16, model: str = "resnet", echo:
     _search(config_path, url, trials)
     cfg = load_config(config_path)
     _confirm(cfg)
+    exported = _export(cfg, folder)  # before the report, so every view carries the exported model's test figure
     summary, files = refresh_report(url, cfg.name, cfg.max_drop, cfg.artifact_path() / "report")
     _print_analysis(summary, echo)
-    arch_path = None
-    if summary["chosen"] is not None:
-        arch_path = _export(cfg, folder, echo)
+    arch_path = None if exported is None else exported.path
+    if exported is not None:
+        _print_exported(exported, echo)
     else:
         echo(f"no architecture within the budget: {summary['selection_error']}")
     echo("")

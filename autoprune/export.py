@@ -2,7 +2,9 @@
 
 The choice is the fastest trial within the budget (ties: better metric, then fewer MACs, then the lower
 trial number); when confirmed figures exist (``autoprune confirm``), they decide, and a pick that fails
-the budget on the test split is passed over for the next confirmed candidate that holds.
+the budget on the selection split (with its noise margin) is passed over for the next confirmed candidate
+that holds.  Once the JSON is written, the exported model alone is measured on the test split
+(:mod:`autoprune.final_test`) and the figure is added to it and stored: reported, never used to choose.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from autoprune.redact import storage_place
 
 if TYPE_CHECKING:
     from autoprune.config import StudyConfig
+    from autoprune.final_test import FinalTest
+    from autoprune.tasks import Task
 
 
 @dataclass
@@ -41,6 +45,7 @@ class ExportResult:
     max_drop: float = math.nan  # the budget it was chosen under
     metric_name: str = "metric"
     selection: str = "validation"  # how it was chosen (Choice.source, or "trial"): the summary names the same
+    final_test: "FinalTest | None" = None  # the exported model on the test split, read after the pick
 
 
 def _confirmed_figures(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -67,12 +72,14 @@ def chosen_lines(result: ExportResult, *, context: bool = True) -> list[str]:
 
     Example:
         >>> chosen_lines(export_architecture(cfg, "arch.json"))[0]  # doctest: +SKIP
-        'chosen architecture: trial 1, accuracy 0.9577 (drop +0.0245, test drop +0.0361), speedup 2.03x (confirmed by a re-timing), MACs 612,394'
+        'chosen architecture: trial 1, accuracy 0.9577 (validation drop +0.0245, selection drop +0.0161), speedup 2.03x (confirmed by a re-timing), MACs 612,394'
     """
     rec, confirmed = result.record, _confirmed_figures(result.record)
-    test = f", test drop {confirmed['test_drop']:+.4f}" if "test_drop" in confirmed else ""
-    lines = [f"chosen architecture: trial {result.trial}, {result.metric_name} {rec['metric']:.4f} (drop {rec['drop']:+.4f}{test}), "
-             f"speedup {_speed_words(result)}, MACs {int(rec.get('macs') or 0):,}"]
+    sel = f", selection drop {confirmed['selection_drop']:+.4f}" if "selection_drop" in confirmed else ""
+    lines = [f"chosen architecture: trial {result.trial}, {result.metric_name} {rec['metric']:.4f} (validation drop "
+             f"{rec['drop']:+.4f}{sel}), speedup {_speed_words(result)}, MACs {int(rec.get('macs') or 0):,}"]
+    if result.final_test is not None:
+        lines.append(result.final_test.line(result.metric_name))
     if not context:
         return lines
     passed = result.passed_over
@@ -128,8 +135,11 @@ def export_architecture(
     trial: int | None = None,
     storage: str | None = None,
     use_confirmed: bool = True,
+    final_test: bool = True,
+    task: "Task | None" = None,
 ) -> ExportResult:
-    """Write the architecture JSON of the chosen trial, its finetuned weights beside it.
+    """Write the architecture JSON of the chosen trial, its finetuned weights beside it; then report the exported
+    model on the test split (the only read of it, after the pick is fixed and written).
 
     Args:
         config: the study config.
@@ -137,10 +147,12 @@ def export_architecture(
         max_drop: budget (default: the study's).
         trial: export this trial instead of choosing.
         storage: storage URL override.
-        use_confirmed: prefer confirmed (test split, re-timed) figures when they exist.
+        use_confirmed: prefer confirmed (selection split, re-timed) figures when they exist.
+        final_test: measure the exported model on the test split and add the figures (``False``: leave it unread).
+        task: the task that reads the test split (default: the one the architecture rebuilds).
 
     Returns:
-        Paths, the trial number, its record and notes on fallbacks.
+        Paths, the trial number, its record, notes on fallbacks and the final test report.
     """
     from autoprune.analysis import load_analysis
     from autoprune.architecture import validate_architecture
@@ -162,8 +174,26 @@ def export_architecture(
         provenance=_provenance(arch, config, number, url, weights_path, selection),
     )
     validate_architecture(arch, out)
+    write_architecture(arch, out)  # the pick is fixed and written before the test split is read
+    report = _final_test(config, url, arch, out, weights_path, selection, budget, task) if final_test else None
+    return ExportResult(out, weights_path, number, record, notes, passed_over, budget, info.metric_name, selection, report)
+
+
+def _final_test(config: "StudyConfig", url: str, arch: dict[str, Any], out: Path, weights: Path | None, selection: str,
+                budget: float, task: "Task | None") -> "FinalTest":
+    """Measure the exported model on the test split, add the figures to its JSON and store them as a study attr."""
+    from autoprune.architecture import write_architecture
+    from autoprune.confirm import open_study_for_update
+    from autoprune.final_test import FINAL_TEST_ATTR
+    from autoprune.final_test import measure_final_test
+    from autoprune.search.storage import with_retry
+
+    report = measure_final_test(arch, config, weights, selection, budget, task)
+    arch["metrics"] = dict(arch["metrics"]) | report.metrics()
     write_architecture(arch, out)
-    return ExportResult(out, weights_path, number, record, notes, passed_over, budget, info.metric_name, selection)
+    study = open_study_for_update(config, url)[2]
+    with_retry(lambda: study.set_user_attr(FINAL_TEST_ATTR, report.to_attrs()), url, "store the final test report")
+    return report
 
 
 def _trial_user_attrs(config: "StudyConfig", url: str, number: int) -> dict[str, Any]:
@@ -204,7 +234,8 @@ def _fetch_artifacts(config: "StudyConfig", attrs: Mapping[str, Any], number: in
 
 
 def _metrics(arch: Mapping[str, Any], attrs: Mapping[str, Any], budget: float, confirmed: Mapping[str, Any]) -> dict[str, Any]:
-    """The architecture's ``metrics``: the search's validation figures, and the test figures when confirmed."""
+    """The architecture's ``metrics``: the search's validation figures, and the selection figures when confirmed
+    (the test figures are added after the JSON is written, by :func:`_final_test`)."""
     metrics = dict(arch.get("metrics") or {})
     metrics.update(
         {
@@ -218,10 +249,12 @@ def _metrics(arch: Mapping[str, Any], attrs: Mapping[str, Any], budget: float, c
     if confirmed:
         metrics.update(
             {
-                "test_metric": confirmed.get("test_metric"),
-                "test_metric_stderr": confirmed.get("test_metric_stderr"),
-                "test_drop": confirmed.get("test_drop"),
-                "test_feasible": confirmed.get("test_feasible"),
+                "selection_metric": confirmed.get("selection_metric"),
+                "selection_metric_stderr": confirmed.get("selection_metric_stderr"),
+                "selection_drop": confirmed.get("selection_drop"),
+                "selection_drop_stderr": confirmed.get("selection_drop_stderr"),
+                "selection_z": confirmed.get("selection_z"),
+                "selection_feasible": confirmed.get("selection_feasible"),
             }
         )
     return metrics

@@ -80,8 +80,11 @@ _INT_COLUMNS = ("number", "macs", "params")
 # figures}}`` (autoprune confirm) and ``timings:<host_id>`` holds ``{"trials": {number: timing}}``
 # (autoprune retime).  The table shows them as the trial's own ``confirmed`` and ``timings[host_id]``.
 CONFIRMATION_ATTR = "confirmation"
+# The exported model's final report on the test split (autoprune export, autoprune.final_test): read once,
+# after the pick, reported beside the chosen trial when it is the one exported; it never chooses.
+FINAL_TEST_ATTR = "final_test"
 # The figures of one timing that a twin (same kept channels, :mod:`autoprune.analysis.twins`) shares with the
-# trial ``confirm`` re-timed: one architecture, one speed.  Test figures belong to each trial's own weights.
+# trial ``confirm`` re-timed: one architecture, one speed.  Selection figures belong to each trial's own weights.
 TWIN_SHARED_KEYS = ("host", "host_id", "speedup", "speedup_spread", "latency_ms", "base_latency_ms", "noisy",
                     "reproduced", "measured_at")
 TIMINGS_ATTR_PREFIX = "timings:"
@@ -130,6 +133,7 @@ class StudyInfo:
     host_id: str | None = None
     recovery_calibration: dict[str, Any] | None = None  # the recipe calibration the study's recovery came from
     confirmation: dict[str, Any] | None = None  # the study attr ``confirmation`` (autoprune confirm), if any
+    final_test: dict[str, Any] | None = None  # the study attr ``final_test``: the exported model on the test split
 
     @property
     def cv_threshold(self) -> float | None:
@@ -202,6 +206,7 @@ def study_info(study: optuna.Study, storage_label: str = "") -> StudyInfo:
         n_val=_n_val(attrs, config),
         recovery_calibration=attrs.get("recovery_calibration") if isinstance(attrs.get("recovery_calibration"), Mapping) else None,
         confirmation=dict(attrs[CONFIRMATION_ATTR]) if isinstance(attrs.get(CONFIRMATION_ATTR), Mapping) else None,
+        final_test=dict(attrs[FINAL_TEST_ATTR]) if isinstance(attrs.get(FINAL_TEST_ATTR), Mapping) else None,
     )
 
 
@@ -227,7 +232,7 @@ def late_trial_attrs(study_attrs: Mapping[str, Any]) -> dict[int, dict[str, Any]
     Example:
         >>> late_trial_attrs({"timings:h1": {"trials": {"3": {"speedup": 2.0}}}})
         {3: {'timings': {'h1': {'speedup': 2.0}}}}
-        >>> late_trial_attrs({"confirmation": {"trials": {"0": {"speedup": 2.0, "test_drop": 0.01}}, "twins": {"4": 0}}})[4]
+        >>> late_trial_attrs({"confirmation": {"trials": {"0": {"speedup": 2.0, "selection_drop": 0.01}}, "twins": {"4": 0}}})[4]
         {'confirmed': {'speedup': 2.0, 'twin_of': 0}}
     """
     out: dict[int, dict[str, Any]] = {}
