@@ -78,6 +78,8 @@ _INT_COLUMNS = ("number", "macs", "params")
 # figures}}`` (autoprune confirm) and ``timings:<host_id>`` holds ``{"trials": {number: timing}}``
 # (autoprune retime).  The table shows them as the trial's own ``confirmed`` and ``timings[host_id]``.
 CONFIRMATION_ATTR = "confirmation"
+# The figures of 'autoprune finalize' (autoprune.finalize): {"trials": {number: figures}, "baselines": {kind: figures}, ...}.
+FINAL_ATTR = "final"
 # The figures of one timing that a twin (same kept channels, :mod:`autoprune.analysis.twins`) shares with the
 # trial ``confirm`` re-timed: one architecture, one speed.  Test figures belong to each trial's own weights.
 TWIN_SHARED_KEYS = ("host", "host_id", "speedup", "speedup_spread", "latency_ms", "base_latency_ms", "noisy",
@@ -128,6 +130,7 @@ class StudyInfo:
     host_id: str | None = None
     recovery_calibration: dict[str, Any] | None = None  # the recipe calibration the study's recovery came from
     confirmation: dict[str, Any] | None = None  # the study attr ``confirmation`` (autoprune confirm), if any
+    final: dict[str, Any] | None = None  # the study attr ``final`` (autoprune finalize), if any
 
     @property
     def cv_threshold(self) -> float | None:
@@ -200,6 +203,7 @@ def study_info(study: optuna.Study, storage_label: str = "") -> StudyInfo:
         n_val=_n_val(attrs, config),
         recovery_calibration=attrs.get("recovery_calibration") if isinstance(attrs.get("recovery_calibration"), Mapping) else None,
         confirmation=dict(attrs[CONFIRMATION_ATTR]) if isinstance(attrs.get(CONFIRMATION_ATTR), Mapping) else None,
+        final=dict(attrs[FINAL_ATTR]) if isinstance(attrs.get(FINAL_ATTR), Mapping) else None,
     )
 
 
