@@ -2,7 +2,8 @@
 
 Trains (or reuses) a small digits model, runs the uniform and global baselines, a short bounded search on
 the embedded SQLite storage, confirms the best candidates on the test split, prints the Pareto front and the
-chosen architecture, exports it and says where every file is.
+chosen architecture, exports it, finalizes it (a short final recovery with distillation, re-timed against
+the base) and says where every file is, the deployable ONNX model among them.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ DEMO_CONFIG = {
     # A pinned recipe (no calibration): the demo shows the search, and a short calibration grid would only warn
     # that longer recipes than the demo can afford recover more.
     "recovery": {"bn_batches": 10, "finetune_epochs": 5, "lr": 0.02, "warmup_steps": 10, "distill": True,
-                 "calibration": {"enabled": False}},
+                 "calibration": {"enabled": False},
+                 # autoprune finalize: short on digits, so the demo stays within about a minute of the search's time
+                 "final": {"epochs": 2, "lr": 0.02, "warmup_steps": 10}},
     "latency": {"batch_size": 8, "threads": 1, "repeats": 200, "blocks": 10},
 }
 
@@ -146,6 +149,17 @@ def _export(cfg: "StudyConfig", folder: Path, echo: Callable[[str], None]) -> Pa
     return exported.path
 
 
+def _finalize(cfg: "StudyConfig", echo: Callable[[str], None]) -> Path:
+    """Finalize the chosen architecture with the demo's short final recipe; say its final figures; the ONNX path."""
+    from autoprune.finalize import finalize
+
+    run = finalize(cfg)[0]
+    f = run.figures
+    echo(f"finalized {run.target.label} ({f['epochs']} epochs of final recovery): {f['metric_name']} {f['test_metric']:.4f} on test "
+         f"(drop {f['test_drop']:+.4f}), speedup {f['speedup']:.2f}x re-timed against the base")
+    return run.paths["onnx"]
+
+
 def run_demo(workdir: str | Path, trials: int = 16, model: str = "resnet", echo: Callable[[str], None] | None = None) -> dict:
     """Run the demo end to end and print its results.
 
@@ -161,7 +175,8 @@ def run_demo(workdir: str | Path, trials: int = 16, model: str = "resnet", echo:
             :func:`autoprune.console.note`.
 
     Returns:
-        The analysis summary (see :func:`autoprune.analysis.summarize`) plus ``files``.
+        The analysis summary (see :func:`autoprune.analysis.summarize`) plus ``files``, ``architecture`` and
+        ``final_onnx`` (the deployable model).
     """
     from autoprune import console
     from autoprune.analysis.report import refresh_report
@@ -180,9 +195,10 @@ def run_demo(workdir: str | Path, trials: int = 16, model: str = "resnet", echo:
     _confirm(cfg)
     summary, files = refresh_report(url, cfg.name, cfg.max_drop, cfg.artifact_path() / "report")
     _print_analysis(summary, echo)
-    arch_path = None
+    arch_path = final_onnx = None
     if summary["chosen"] is not None:
         arch_path = _export(cfg, folder, echo)
+        final_onnx = _finalize(cfg, echo)
     else:
         echo(f"no architecture within the budget: {summary['selection_error']}")
     echo("")
@@ -193,5 +209,8 @@ def run_demo(workdir: str | Path, trials: int = 16, model: str = "resnet", echo:
         echo(f"  {name:14} {path}")
     if arch_path is not None:
         echo(f"  architecture   {arch_path}  (rebuild: autoprune apply {arch_path} -o pruned.onnx)")
+    if final_onnx is not None:
+        echo(f"  final_onnx     {final_onnx}  (the deployable model: finalized, its JSON beside it)")
     echo(f"demo finished in {time.perf_counter() - start:.0f}s; watch the study with: autoprune dashboard {config_path}")
-    return dict(summary, files={k: str(v) for k, v in files.items()}, architecture=str(arch_path) if arch_path else None)
+    return dict(summary, files={k: str(v) for k, v in files.items()}, architecture=str(arch_path) if arch_path else None,
+                final_onnx=str(final_onnx) if final_onnx else None)

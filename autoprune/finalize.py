@@ -329,10 +329,10 @@ def _epoch_bar(label: str, epochs: int, done: int, per_epoch: int, recovery: Rec
     metric = recovery.task.metric_name
 
     def progress(step: int, total: int) -> None:
-        bar.update(step // per_epoch - bar.n)
-        if recovery.report.curve:
+        if recovery.report.curve:  # the epoch just judged, drawn with its count
             best = recovery.judge.best_value
-            bar.set_postfix_str(f"judged {metric} {recovery.report.curve[-1][1]:.4f}, best {best:.4f}")
+            bar.set_postfix_str(f"judged {metric} {recovery.report.curve[-1][1]:.4f}, best {best:.4f}", refresh=False)
+        bar.update(step // per_epoch - bar.n)
 
     try:
         yield progress

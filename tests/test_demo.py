@@ -31,10 +31,11 @@ DEMO_OVERRIDES = {
     "base": {"epochs": 3, "batch_size": 32},
     "pruning": {"round_to": 8, "importance_batches": 2},
     "search": {"sampler": "random", "sweep_ratios": [0.3, 0.5], "bounds_margin": 2, "hopeless_margin": None},
-    "recovery": {"bn_batches": 2, "finetune_steps": 5, "warmup_steps": 1},
+    "recovery": {"bn_batches": 2, "finetune_steps": 5, "warmup_steps": 1, "final": {"epochs": 1, "warmup_steps": 1}},
     "latency": {"repeats": 40, "blocks": 4, "warmup": 5, "lock": False, "cv_threshold": 1.0, "max_remeasure": 0},
 }
-FILES = ("study config", "study storage", "trials_csv", "front_csv", "pareto_png", "ratios_png", "summary_json", "report_html", "architecture")
+FILES = ("study config", "study storage", "trials_csv", "front_csv", "pareto_png", "ratios_png", "summary_json", "report_html", "architecture",
+         "final_onnx")
 
 
 @pytest.fixture(scope="module", autouse=True)
