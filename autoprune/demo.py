@@ -155,7 +155,8 @@ def _finalize(cfg: "StudyConfig", echo: Callable[[str], None]) -> Path:
 
     run = finalize(cfg)[0]
     f = run.figures
-    echo(f"finalized {run.target.label} ({f['epochs']} epochs of final recovery): {f['metric_name']} {f['test_metric']:.4f} on test "
+    epochs = f"{f['epochs']} epoch" + ("s" if f["epochs"] != 1 else "")
+    echo(f"finalized {run.target.label} ({epochs} of final recovery): {f['metric_name']} {f['test_metric']:.4f} on test "
          f"(drop {f['test_drop']:+.4f}), speedup {f['speedup']:.2f}x re-timed against the base")
     return run.paths["onnx"]
 

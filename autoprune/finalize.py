@@ -181,17 +181,22 @@ def file_target(config: "StudyConfig", path: str | os.PathLike[str]) -> Target:
 
 def baseline_targets(config: "StudyConfig", ctx: StudyContext, storage: str | None, pick: Target,
                      say: Callable[[str], None]) -> list[Target]:
-    """The best feasible uniform and global picks (as ``confirm`` chooses them), twins of ``pick`` left out."""
+    """The best feasible uniform and global picks (as ``confirm`` chooses them), twins of ``pick`` left out.
+
+    ``confirm``'s fastest feasible candidate may itself be a baseline trial: it is then that kind's best.
+    """
     loaded = load_candidates(config, storage, top=1, max_drop=None)
     out = []
-    for c in (c for c in loaded.candidates if not c.on_front and c.kind in ("uniform", "global")):
-        target = _baseline_target(config, ctx, storage, c)
+    for kind in ("uniform", "global"):
+        best = next((c for c in loaded.candidates if c.kind == kind), None)
+        if best is None:
+            say(f"no {kind} baseline is within the budget: nothing to compare with on that side")
+            continue
+        target = _baseline_target(config, ctx, storage, best)
         if target.key == pick.key:
-            say(f"the best {c.kind} baseline ({c.label}) keeps the same channels as {pick.label}: finalized once")
+            say(f"the best {kind} baseline ({best.label}) keeps the same channels as {pick.label}: finalized once")
         else:
             out.append(target)
-    for kind in sorted({"uniform", "global"} - {t.kind for t in out} - {c.kind for c in loaded.candidates}):
-        say(f"no {kind} baseline is within the budget: nothing to compare with on that side")
     return out
 
 
@@ -324,7 +329,11 @@ def recover_final(ctx: StudyContext, target: Target, folder: Path, say: Callable
 
 @contextlib.contextmanager
 def _epoch_bar(label: str, epochs: int, done: int, per_epoch: int, recovery: Recovery) -> Iterator[Callable[[int, int], None]]:
-    """A progress bar in epochs showing the judged metric; yields the finetune's progress callback."""
+    """A progress bar in epochs showing the judged metric; yields the finetune's progress callback (no bar when
+    every epoch is done already)."""
+    if done >= epochs:
+        yield lambda step, total: None
+        return
     bar = console.progress(epochs, f"finalize {label}", "epoch", initial=done)
     metric = recovery.task.metric_name
 

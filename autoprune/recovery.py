@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import asdict
+from dataclasses import MISSING
 from dataclasses import dataclass
 from dataclasses import field
 from dataclasses import fields
@@ -416,7 +417,7 @@ class FinetuneState:
     Attributes:
         step / total: steps taken, and the finetune's length.
         model / optimizer / scheduler / scaler: their ``state_dict`` (``scaler``: ``None`` without fp16).
-        rng: torch's CPU random state.
+        rng: torch's CPU random state; ``cuda_rng``: every GPU's (``None`` without CUDA).
         judge: the best state seen and its score (``best_value, best_stderr, best_step, best_state``).
         curve / restores: the report so far.
     """
@@ -431,6 +432,7 @@ class FinetuneState:
     curve: list[list[float]]
     restores: int
     scaler: dict[str, Any] | None = None
+    cuda_rng: list[torch.Tensor] | None = None
 
     @classmethod
     def capture(cls, step: int, total: int, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
@@ -439,7 +441,8 @@ class FinetuneState:
         best = {"best_value": judge.best_value, "best_stderr": judge.best_stderr, "best_step": judge.best_step,
                 "best_state": judge.best_state}
         return cls(step, total, model.state_dict(), optimizer.state_dict(), scheduler.state_dict(), torch.get_rng_state(),
-                   best, [[s, v] for s, v in report.curve], report.restores, None if scaler is None else scaler.state_dict())
+                   best, [[s, v] for s, v in report.curve], report.restores, None if scaler is None else scaler.state_dict(),
+                   torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
 
     def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any,
                 judge: _Judge, report: RecoveryReport, total: int) -> int:
@@ -452,6 +455,8 @@ class FinetuneState:
         if scaler is not None and self.scaler is not None:
             scaler.load_state_dict(self.scaler)
         torch.set_rng_state(self.rng)
+        if self.cuda_rng is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(self.cuda_rng)
         judge.best_value, judge.best_stderr = self.judge["best_value"], self.judge["best_stderr"]
         judge.best_step, judge.best_state = self.judge["best_step"], self.judge["best_state"]
         report.curve = [(int(s), float(v)) for s, v in self.curve]
@@ -464,8 +469,8 @@ class FinetuneState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "FinetuneState":
-        """The state saved by :meth:`as_dict` (``KeyError``/``TypeError`` when it is not one)."""
-        return cls(**{f.name: data[f.name] for f in fields(cls)})
+        """The state saved by :meth:`as_dict` (``KeyError`` when it is not one; optional fields may be absent)."""
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data or f.default is MISSING})
 
 
 @dataclass

@@ -148,6 +148,21 @@ def test_with_baselines_compares_after_the_same_recovery_and_reports_it(study: P
 
 
 @pytest.mark.slow
+def test_an_exported_architecture_continues_its_finished_recovery_without_training(study: Path, killed_then_resumed) -> None:
+    arch_json = killed_then_resumed[0]
+    before = read_architecture(arch_json)["final"]
+    exported = study.parent / "pick-for-arch.json"
+    assert run_cli("export", study, "--no-confirm", "-o", exported).returncode == 0
+    out = run_cli("finalize", study, "--arch", exported)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"all {EPOCHS} epochs are done already" in out.stderr and "%|" not in out.stderr.split("done already")[1].split("timing")[0]
+    after = read_architecture(arch_json)["final"]
+    assert after["weights_sha256"] == before["weights_sha256"] and after["test_metric"] == before["test_metric"]
+    both = run_cli("finalize", study, "--arch", exported, "--trial", "0")
+    assert both.returncode == 2 and "pass --trial or --arch, not both" in both.stderr and "Traceback" not in both.stderr
+
+
+@pytest.mark.slow
 def test_a_second_finalize_of_the_same_architecture_is_refused_naming_the_holder(study: Path, killed_then_resumed) -> None:
     folder = killed_then_resumed[0].parent
     with architecture_lock(folder, "held here"):
