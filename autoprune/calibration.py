@@ -77,7 +77,7 @@ def _identity(ctx: "StudyContext") -> dict[str, Any]:
         "criterion": ctx.config.criterion,
         "round_to": ctx.round_to,
         "calibration": rec["calibration"],
-        "recovery": {k: v for k, v in rec.items() if k not in _TRIED},
+        "recovery": {k: v for k, v in rec.items() if k not in _TRIED and k != "final"},  # final: after the search only
     }
 
 

@@ -212,6 +212,25 @@ class CalibrationConfig(_Section):
         return sorted(set(values))
 
 
+class FinalRecoveryConfig(_Section):
+    """The long recovery of the chosen architecture (``autoprune finalize``), after the search.
+
+    Judged on the same held-out training images as every candidate's recovery (``recovery.calib_size``,
+    ``recovery.seed``), once per epoch, the best state kept; the BN recalibration takes ``recovery.bn_batches``.
+    """
+
+    epochs: int = Field(5, ge=1, le=MAX_EPOCHS)
+    lr: float = Field(0.01, gt=0, le=100)
+    # Linear warm-up for warmup_steps, then cosine decay to zero (the only schedule so far).
+    schedule: Literal["cosine"] = "cosine"
+    warmup_steps: int = Field(50, ge=0, le=MAX_COUNT)
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH)
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    # Share of the loss taken by distillation from the unpruned model (0: plain finetune on the labels).
+    distill_weight: float = Field(0.7, ge=0, le=1)
+    temperature: float = Field(4.0, gt=0, le=1_000)
+
+
 class RecoveryConfig(_Section):
     """Brief recovery of every pruned candidate: BN recalibration, finetune, distillation."""
 
@@ -233,6 +252,8 @@ class RecoveryConfig(_Section):
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     # Mixed precision of the finetune's forward passes (autocast); off keeps float32 (bf16 also runs on CPUs).
     amp: Literal["off", "bf16", "fp16"] = "off"
+    # The long recovery of the chosen architecture after the search (autoprune finalize); no trial uses it.
+    final: FinalRecoveryConfig = Field(default_factory=FinalRecoveryConfig)
 
 
 class LoaderConfig(_Section):
@@ -410,6 +431,8 @@ RUN_KEYS: tuple[str, ...] = (
     "base.checkpoint",
     "task_options.root",
     "task_options.cache_dir",
+    # Not a where-or-how key, but no trial reads it: the final recipe may be tuned after the search.
+    "recovery.final",
 )
 
 _ABSENT = object()

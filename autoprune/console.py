@@ -173,7 +173,8 @@ def error(message: str) -> None:
         _results.error(f"error: {message}")
 
 
-def progress(total: int, desc: str, unit: str, leave: bool = True) -> tqdm:
-    """A progress bar on stderr, drawn once more when closed (``leave``) and not at all under ``--quiet``."""
+def progress(total: int, desc: str, unit: str, leave: bool = True, initial: int = 0) -> tqdm:
+    """A progress bar on stderr, drawn once more when closed (``leave``) and not at all under ``--quiet``;
+    ``initial``: the units done before this process started (a resumed run)."""
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=leave,
-                disable=is_quiet())
+                disable=is_quiet(), initial=initial)

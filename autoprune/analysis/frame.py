@@ -83,6 +83,8 @@ CONFIRMATION_ATTR = "confirmation"
 # The exported model's final report on the test split (autoprune export, autoprune.final_test): read once,
 # after the pick, reported beside the chosen trial when it is the one exported; it never chooses.
 FINAL_TEST_ATTR = "final_test"
+# The figures of 'autoprune finalize' (autoprune.finalize): {"trials": {number: figures}, "baselines": {kind: figures}, ...}.
+FINAL_ATTR = "final"
 # The figures of one timing that a twin (same kept channels, :mod:`autoprune.analysis.twins`) shares with the
 # trial ``confirm`` re-timed: one architecture, one speed.  Selection figures belong to each trial's own weights.
 TWIN_SHARED_KEYS = ("host", "host_id", "speedup", "speedup_spread", "latency_ms", "base_latency_ms", "noisy",
@@ -134,6 +136,7 @@ class StudyInfo:
     recovery_calibration: dict[str, Any] | None = None  # the recipe calibration the study's recovery came from
     confirmation: dict[str, Any] | None = None  # the study attr ``confirmation`` (autoprune confirm), if any
     final_test: dict[str, Any] | None = None  # the study attr ``final_test``: the exported model on the test split
+    final: dict[str, Any] | None = None  # the study attr ``final`` (autoprune finalize), if any
 
     @property
     def cv_threshold(self) -> float | None:
@@ -207,6 +210,7 @@ def study_info(study: optuna.Study, storage_label: str = "") -> StudyInfo:
         recovery_calibration=attrs.get("recovery_calibration") if isinstance(attrs.get("recovery_calibration"), Mapping) else None,
         confirmation=dict(attrs[CONFIRMATION_ATTR]) if isinstance(attrs.get(CONFIRMATION_ATTR), Mapping) else None,
         final_test=dict(attrs[FINAL_TEST_ATTR]) if isinstance(attrs.get(FINAL_TEST_ATTR), Mapping) else None,
+        final=dict(attrs[FINAL_ATTR]) if isinstance(attrs.get(FINAL_ATTR), Mapping) else None,
     )
 
 

@@ -427,6 +427,7 @@ def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) 
         "hypervolume": _hypervolume(df, done, info, max_drop),
         "recovery_warnings": _recovery_warnings(info, max_drop),
         "screening": screening_summary(df),
+        "final": info.final,  # autoprune finalize: the figures after the long final recovery, by trial
     }
 
 
@@ -791,6 +792,18 @@ def _baseline_html(summary: Mapping[str, Any]) -> str:
                        rows, classes)
 
 
+def _final_html(summary: Mapping[str, Any]) -> str:
+    """The figures after the long final recovery (``autoprune finalize``), one row per finalized architecture."""
+    final = summary.get("final") or {}
+    entries = [*(final.get("trials") or {}).values(), *(final.get("baselines") or {}).values()]
+    if not entries:
+        return '<p class="meta">No architecture of this study was finalized yet (autoprune finalize).</p>'
+    rows = [[str(e.get("label")), str(e.get("kind")), f"{int(e.get('epochs') or 0)}", _pm(e.get("val_drop"), None, "+.4f"),
+             _pm(e.get("test_drop"), None, "+.4f"), _speed(e.get("speedup"), e.get("speedup_spread")), str(e.get("measured_at"))]
+            for e in entries]
+    return _html_table(["architecture", "kind", "epochs", "val drop", "test drop", "final speedup", "timed at"], rows)
+
+
 def _ratios_html(summary: Mapping[str, Any], info: StudyInfo) -> str:
     """The chosen ratio and kept channels per group, next to the group's bounds."""
     chosen = summary["chosen"]
@@ -960,6 +973,7 @@ def _report_page(summary: Mapping[str, Any], info: StudyInfo, paths: Mapping[str
         front_table=_front_html(summary),
         front_legend=html.escape(table_legend(summary)),
         baseline_table=_baseline_html(summary),
+        final_table=_final_html(summary),
         ratios_table=_ratios_html(summary, info),
         recovery=_recovery_html(info, paths.get("recovery_png")),
         hypervolume=html.escape(_hypervolume_text(summary["hypervolume"])),

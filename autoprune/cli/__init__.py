@@ -64,6 +64,7 @@ COMMANDS: dict[str, CommandEntry] = {
     "pareto": CommandEntry(_ANALYSIS, "Print the Pareto front of a study and the fastest trial within the drop budget; write a report."),
     "compare": CommandEntry(_ANALYSIS, "Put the best feasible speedup of several studies side by side (CONFIG files and/or --study)."),
     "export": CommandEntry("autoprune.cli._export", "Write the architecture JSON of the fastest trial within the budget (or of --trial N)."),
+    "finalize": CommandEntry("autoprune.cli._finalize", "Recover the chosen architecture with the long final recipe; write its weights, ONNX model and JSON."),
     "confirm": CommandEntry(_CONFIRM, "Re-time the best candidates together and judge them on the selection split (never the test split)."),
     "retime": CommandEntry(_CONFIRM, "Time the best candidates on this host and store the timings under its fingerprint."),
     "make-synthetic-seg": CommandEntry("autoprune.cli._data", "Write DIRECTORY/images/*.jpg and DIRECTORY/masks/*.png: figures on textured backgrounds with alpha-matte masks, for task 'segmentation' with mask_mode: alpha."),
