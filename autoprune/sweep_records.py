@@ -5,8 +5,9 @@ their sweep point's kept channels and get the same recipe, so evaluating them ag
 finetune for identical figures.  Every sweep point therefore writes, under ``<artifact_dir>/sweep-points/``,
 its trial figures (``<kind>-<ratio>.json``: the user attrs a trial records), its architecture JSON and its
 finetuned weights; the enqueued trial takes them over (:func:`load_sweep_record`) and uploads the files as
-its own artifacts.  A record made for another base model or recipe, a missing or unreadable file (a worker on
-another host, an artifact folder from an older autoprune) is not reused: the trial evaluates itself.
+its own artifacts.  A record made under another identity (:func:`record_identity`: base model, criterion,
+pruning, recovery or timing settings), a missing or unreadable file (a worker on another host, an artifact
+folder from an older autoprune) is not reused: the trial evaluates itself.
 
 Example:
     >>> sweep_stem("uniform", 0.3)
@@ -26,7 +27,6 @@ from typing import Sequence
 
 from autoprune.architecture import build_architecture
 from autoprune.architecture import save_weights
-from autoprune.calibration import recipe_settings
 from autoprune.errors import AutopruneError
 from autoprune.jsonfile import read_json
 from autoprune.jsonfile import write_json
@@ -39,6 +39,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("autoprune")
 SWEEP_DIR = "sweep-points"
 RECORD_VERSION = 1
+
+
+def record_identity(config: "StudyConfig", base_sha256: str) -> dict[str, Any]:
+    """Everything that decides a candidate's figures besides its widths: a record made under another identity
+    (another base, criterion, pruning guard, recovery recipe or timing setting) is not reused."""
+    data = config.model_dump(mode="json", include={"task", "task_options", "model", "model_options", "criterion", "pruning", "recovery", "latency"})
+    return json.loads(json.dumps({"base_sha256": base_sha256, **data}, sort_keys=True))
 
 
 def sweep_stem(kind: str, ratio: float) -> str:
@@ -81,8 +88,7 @@ def save_sweep_record(ctx: "StudyContext", kind: str, ratio: float, result: "Can
         "version": RECORD_VERSION,
         "kind": kind,
         "ratio": ratio,
-        "base_sha256": ctx.base_info.sha256,
-        "recipe": recipe_settings(ctx.config),
+        "identity": record_identity(ctx.config, ctx.base_info.sha256),
         "attrs": result.attrs(ctx.config.max_drop),
         "arch": arch.name,
         "weights": weights.name,
@@ -126,8 +132,7 @@ def load_sweep_record(
     channels = attrs.get("channels") if isinstance(attrs.get("channels"), dict) else {}
     fits = (
         data.get("version") == RECORD_VERSION
-        and data.get("base_sha256") == base_sha256
-        and data.get("recipe") == json.loads(json.dumps(recipe_settings(config)))
+        and data.get("identity") == record_identity(config, base_sha256)
         and all(channels.get(n) == widths.get(n) for n in names)
     )
     arch, weights = folder / str(data.get("arch")), folder / str(data.get("weights"))
@@ -136,4 +141,4 @@ def load_sweep_record(
     return SweepRecord(kind, float(ratio), attrs, arch, weights)
 
 
-__all__ = ["SWEEP_DIR", "SweepRecord", "load_sweep_record", "save_sweep_record", "sweep_stem", "write_candidate_files"]
+__all__ = ["SWEEP_DIR", "SweepRecord", "load_sweep_record", "record_identity", "save_sweep_record", "sweep_stem", "write_candidate_files"]

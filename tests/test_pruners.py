@@ -88,7 +88,7 @@ def _reporter(study: optuna.Study, trial: optuna.Trial, pruner: str, **options: 
 def test_a_curve_is_stored_as_intermediate_values_of_a_multi_objective_study(study: optuna.Study) -> None:
     trial = study.ask()
     report = _reporter(study, trial, "none")
-    for step, metric in zip(STEPS, (0.5, 0.8, 0.9)):
+    for step, metric in zip(STEPS, (0.5, 0.8, 0.9), strict=True):
         report(step, metric)
     study.tell(trial, [0.9, 1.2])
     again = optuna.load_study(study_name="curves", storage=study._storage)
@@ -237,3 +237,20 @@ def test_a_hopeless_candidate_is_pruned_with_its_reason_and_baselines_run_to_the
         if t.user_attrs.get("kind") in ("uniform", "global"):  # curves worse than the median, never pruned
             assert t.state == TrialState.COMPLETE and "finetune" in t.user_attrs["stage_seconds"]
             assert sorted(t.intermediate_values) == list(STEPS) and max(t.intermediate_values.values()) > 0.0
+
+
+# Progress of study creation ---------------------------------------------------------------------------
+def test_calibration_has_its_own_bar_and_the_baselines_bar_opens_when_the_sweeps_start() -> None:
+    from autoprune.search.create import StageBars
+
+    bars = StageBars()
+    bars.stage("calibration", 0, 12)
+    assert set(bars.bars) == {"calibration"}  # no baselines bar (and no ETA) while the recipes run
+    bars.stage("calibration", 5, 12)
+    assert bars.bars["calibration"].n == 5 and bars.bars["calibration"].total == 12
+    bars.stage("baselines", 0, 4)
+    assert set(bars.bars) == {"baselines"} and bars.bars["baselines"].n == 0
+    bars.update("baselines", 1, "uniform 0.30")
+    assert bars.bars["baselines"].n == 1
+    bars.close()
+    assert bars.bars == {}
