@@ -248,6 +248,8 @@ def test_calibration_has_its_own_bar_and_the_baselines_bar_opens_when_the_sweeps
     assert set(bars.bars) == {"calibration"}  # no baselines bar (and no ETA) while the recipes run
     bars.stage("calibration", 5, 12)
     assert bars.bars["calibration"].n == 5 and bars.bars["calibration"].total == 12
+    bars.stage("calibration", 12, 12)
+    assert bars.bars == {}  # closed once every recipe ran
     bars.stage("baselines", 0, 4)
     assert set(bars.bars) == {"baselines"} and bars.bars["baselines"].n == 0
     bars.update("baselines", 1, "uniform 0.30")

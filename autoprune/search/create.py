@@ -96,6 +96,9 @@ class StageBars:
             self.bars[name] = console.progress(total, name, self.UNITS.get(name, "item"), leave=False)
         bar = self.bars[name]
         bar.update(done - bar.n)
+        if done >= total > 0:  # finished: off the screen before the stage's closing lines
+            bar.close()
+            del self.bars[name]
 
     def update(self, name: str, step: int, postfix: str = "") -> None:
         bar = self.bars.get(name)
