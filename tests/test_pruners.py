@@ -103,10 +103,12 @@ def test_the_pruner_stops_a_curve_over_the_budget_that_it_ranks_worse(study: opt
     report(2, 0.92)
     study.tell(better, state=TrialState.FAIL)
     worse = study.ask()
+    report = _reporter(study, worse, "median", n_startup_trials=0)
+    report(0, 0.5)  # drop 0.5 after BN recalibration alone: the screening's point, never the pruner's
     with pytest.raises(CurvePruned) as stop:
-        _reporter(study, worse, "median", n_startup_trials=0)(0, 0.85)  # drop 0.15: over the budget and worse
-    assert stop.value.step == 0 and stop.value.drop == pytest.approx(0.15)
-    assert "pruner median at finetune step 0" in stop.value.reason and "over the budget 0.05" in stop.value.reason
+        report(2, 0.85)  # drop 0.15 in the finetune: over the budget and worse than the median
+    assert stop.value.step == 2 and stop.value.drop == pytest.approx(0.15)
+    assert "pruner median at finetune step 2" in stop.value.reason and "over the budget 0.05" in stop.value.reason
 
 
 def test_a_worse_curve_within_the_budget_runs_on(tmp_path: Path) -> None:
@@ -229,7 +231,7 @@ def test_a_hopeless_candidate_is_pruned_with_its_reason_and_baselines_run_to_the
     (pruned,) = [t for t in trials if t.params == narrowest]
     a = pruned.user_attrs
     assert pruned.state == TrialState.PRUNED and a["pruned_by"] == "median"
-    assert a["pruned_step"] == max(pruned.intermediate_values) and a["pruned_step"] in STEPS
+    assert a["pruned_step"] == max(pruned.intermediate_values) and a["pruned_step"] in STEPS[1:]  # in the finetune
     assert f"at finetune step {a['pruned_step']}" in a["pruned_reason"]
     assert a["feasible"] is False and pruned.constraints["drop"] > 0  # the sampler sees it over budget
     assert pruned.intermediate_values[a["pruned_step"]] > 0.3

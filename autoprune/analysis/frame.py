@@ -275,7 +275,10 @@ def _row(
     # A spread above the study's threshold is unsettled whatever flag was recorded with it.
     row["latency_noisy"] = unsettled(row["latency_noisy"], row["speedup_spread"], info.cv_threshold)
     # Objective values stand in when a writer left the user attrs out (e.g. a hand-made trial); the
-    # speedup value only where it is the trial's own timing.
+    # speedup value only where it is the trial's own timing.  A pruned trial's value is Optuna's copy of its
+    # last intermediate value (a curve point or a screened speedup), never a metric.
+    if trial.state == optuna.trial.TrialState.PRUNED:
+        values = []
     if row["metric"] is None and len(values) >= 1:
         row["metric"] = values[0]
     if row["speedup"] is None and len(values) >= 2 and (host_id is None or ua.get("host_id") == host_id):

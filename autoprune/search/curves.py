@@ -13,7 +13,8 @@ in number order, so Hyperband's brackets are the same; the curves as intermediat
 final drop as its value, minimised).  Pruner bookkeeping that Optuna keeps in trial system attrs
 (successive halving's rungs) is kept in the trial's ``pruner_state`` user attr and put back in every copy.
 
-A pruner ranks trials by their curves alone, and a faster candidate always has a worse curve than a slower
+The pruner is asked at the finetune's checkpoints, not at step 0 (before any finetune step: that point is the
+screening's, :mod:`autoprune.screening`).  A pruner ranks trials by their curves alone, and a faster candidate always has a worse curve than a slower
 one; so its verdict only stops a trial whose latest calibration drop is also over ``max_drop``: a candidate
 whose curve is within the budget runs to its end.  A pruned trial is recorded as infeasible (the ``drop``
 constraint is its calibration drop over the budget), with ``pruned_by``, ``pruned_step`` and
@@ -130,7 +131,9 @@ class CurveReporter:
             return
         self.curve[step] = value
         self.study._storage.set_trial_intermediate_value(self.trial._trial_id, step, value)
-        if self.pruner is None:
+        if self.pruner is None or step == 0:
+            # After BN recalibration alone a candidate says little about where its finetune ends (a 30%-pruned
+            # baseline went from 0.33 to 0.08): that point is the screening's, the pruner judges the finetune.
             return
         # Asked at every point, so its bookkeeping (successive halving's rungs) covers the trials it lets run too.
         if self._prune() and value > self.max_drop:
