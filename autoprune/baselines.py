@@ -21,6 +21,7 @@ from autoprune.file_schemas import BaselinesFile
 from autoprune.jsonfile import read_model
 from autoprune.jsonfile import write_json
 from autoprune.recipe import recovery_warnings
+from autoprune.sweep_records import save_sweep_record
 
 log = logging.getLogger("autoprune")
 
@@ -100,11 +101,13 @@ class Baselines:
 
 
 def sweep_point(ctx: StudyContext, kind: str, ratio: float, max_drop: float) -> SweepPoint:
-    """Evaluate one baseline point with the same recipe as the trials."""
+    """Evaluate one baseline point with the same recipe as the trials; its figures, architecture and weights
+    are kept for its enqueued trial (:mod:`autoprune.sweep_records`)."""
     if kind == "uniform":
         res = evaluate_candidate(ctx, uniform=ratio)
     else:
         res = evaluate_candidate(ctx, global_ratio=ratio)
+    save_sweep_record(ctx, kind, ratio, res)
     return result_point(kind, ratio, res, max_drop)
 
 

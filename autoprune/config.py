@@ -26,12 +26,15 @@ from pydantic import BaseModel
 from pydantic import ConfigDict
 from pydantic import Field
 from pydantic import ValidationError
+from pydantic import ValidationInfo
 from pydantic import field_validator
 from pydantic import model_validator
 
 from autoprune.device import DEVICE_ENV
 from autoprune.device import valid_device
 from autoprune.errors import ConfigError
+from autoprune.pruner_options import PRUNERS
+from autoprune.pruner_options import pruner_options_problem
 from autoprune.redact import expand_env
 from autoprune.redact import redact_url
 
@@ -131,6 +134,29 @@ class SearchConfig(_Section):
     # torch threads of each worker (training, scoring); default: this host's usable cores / local workers, less the
     # cores other processes keep busy when the worker starts (no oversubscription on a shared machine).
     torch_threads: int | None = Field(None, ge=1, le=MAX_THREADS)
+    # Stop a search trial's finetune early when an Optuna pruner, judging its finetune curve against the study's
+    # other trials, says so and the curve is over the drop budget (autoprune.search.pruners); baselines never.
+    pruner: str = "none"
+    pruner_options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("pruner")
+    @classmethod
+    def _known_pruner(cls, value: str) -> str:
+        if value not in PRUNERS:
+            raise ValueError(f"unknown pruner {value!r}; choose one of {', '.join(PRUNERS)}")
+        return value
+
+    @field_validator("pruner_options")
+    @classmethod
+    def _pruner_options(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        name = info.data.get("pruner")
+        if name is None:  # the pruner itself was refused; that error names it
+            return value
+        problem = pruner_options_problem(str(name), value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
     # The selection split that judges confirm's candidates: this share of the validation data, carved out by
     # search.seed, unless the task provides its own (autoprune.tasks.Task.own_selection_split).
     selection_fraction: float = Field(0.3, gt=0, lt=0.9)

@@ -323,7 +323,7 @@ def recover_final(ctx: StudyContext, target: Target, folder: Path, say: Callable
         _kill_hook(state.step // per_epoch)
 
     with _epoch_bar(target.label, epochs, resumed or 0, per_epoch, recovery) as progress, training_section():
-        report = recovery.finetune(progress, FinetuneHooks(resume=saved, on_checkpoint=save))
+        report = recovery.finetune(progress, hooks=FinetuneHooks(resume=saved, on_checkpoint=save))
     return model, report, resumed
 
 

@@ -304,22 +304,63 @@ class Recovery:
         self.model.eval()
         return self.report
 
-    def finetune(self, progress: Callable[[int, int], None] | None = None, hooks: "FinetuneHooks | None" = None) -> RecoveryReport:
+    def finetune(
+        self,
+        progress: Callable[[int, int], None] | None = None,
+        on_point: Callable[[int, float], None] | None = None,
+        hooks: "FinetuneHooks | None" = None,
+    ) -> RecoveryReport:
         """Finetune, keeping the best state seen; the model ends in eval mode with recalibrated BN statistics.
 
-        ``hooks`` continue a saved finetune and save one at every judged checkpoint (:class:`FinetuneHooks`)."""
+        Args:
+            progress: called with ``(step, total)`` at every checkpoint.
+            on_point: called with ``(step, calibration metric)`` for every judged point of the curve, the one
+                judged after BN recalibration (step 0) first; an exception it raises ends the finetune there.
+            hooks: continue a saved finetune and save one at every judged checkpoint (:class:`FinetuneHooks`).
+        """
         s = self.settings
         total = finetune_steps(s, steps_per_epoch(len(self.fit), s.batch_size))
         report = self.report
+        hook = _curve_hook(report, progress, on_point)
+        hook(0, total)
         if total > 0:
             teacher = self.teacher if s.distill else None
-            report.steps = _finetune(self.model, self.task, s, teacher, self.judge, report, total, self.fit, progress, hooks)
+            report.steps = _finetune(self.model, self.task, s, teacher, self.judge, report, total, self.fit, hook, hooks)
             report.calib_after_finetune = report.curve[-1][1] if self.calib else None
             self.judge.restore(self.model)
         report.calib_kept = self.judge.best_value
         report.kept_step = self.judge.best_step if self.calib else report.steps
         self.model.eval()
         return report
+
+
+def _curve_hook(
+    report: RecoveryReport, progress: Callable[[int, int], None] | None, on_point: Callable[[int, float], None] | None
+) -> Callable[[int, int], None]:
+    """A checkpoint callback that hands ``on_point`` every curve point judged since its last call, then calls
+    ``progress`` (except for the call before the first step)."""
+    seen = 0
+
+    def hook(step: int, total: int) -> None:
+        nonlocal seen
+        if on_point is not None:
+            for point_step, value in report.curve[seen:]:
+                on_point(point_step, value)
+        seen = len(report.curve)
+        if progress is not None and step > 0:
+            progress(step, total)
+
+    return hook
+
+
+def calibration_metric(model: nn.Module, task: "Task", settings: "RecoveryConfig") -> float | None:
+    """``model``'s metric on the calibration images of the training split (None: there are none); the base
+    model's is what a finetune curve's drop is measured from."""
+    _, calib = calibration_split(len(task.dataset("train")), settings.calib_size, settings.seed)
+    if not calib:
+        return None
+    model.eval()
+    return task.evaluate(model, "train", indices=calib).value
 
 
 def recover(

@@ -33,6 +33,8 @@ from autoprune.redact import redact_text
 from autoprune.redact import redact_url
 
 # Per-trial scalar user attrs copied as columns, in the order a reader wants them.
+# Columns ``curve:<finetune step>``: a trial's finetune curve (its Optuna intermediate values).
+CURVE_PREFIX = "curve:"
 _SCALAR_ATTRS = (
     "metric",
     "metric_stderr",
@@ -284,7 +286,10 @@ def _row(
     # A spread above the study's threshold is unsettled whatever flag was recorded with it.
     row["latency_noisy"] = unsettled(row["latency_noisy"], row["speedup_spread"], info.cv_threshold)
     # Objective values stand in when a writer left the user attrs out (e.g. a hand-made trial); the
-    # speedup value only where it is the trial's own timing.
+    # speedup value only where it is the trial's own timing.  A pruned trial's value is Optuna's copy of its
+    # last intermediate value (a curve point or a screened speedup), never a metric.
+    if trial.state == optuna.trial.TrialState.PRUNED:
+        values = []
     if row["metric"] is None and len(values) >= 1:
         row["metric"] = values[0]
     if row["speedup"] is None and len(values) >= 2 and (host_id is None or ua.get("host_id") == host_id):
@@ -307,12 +312,32 @@ def _row(
         row[f"channels:{name}"] = kept
     for stage, seconds in (ua.get("stage_seconds") or {}).items():
         row[f"seconds:{stage}"] = seconds
+    if "screened" not in ua:  # a screened trial's one value is its speedup (fastest mode), not a curve point
+        for step, value in sorted(trial.intermediate_values.items()):
+            row[f"{CURVE_PREFIX}{step}"] = value
     for key, value in (ua.get("confirmed") or {}).items():
         row[f"confirmed:{key}"] = value
     for hid, entry in (ua.get("timings") or {}).items():
         for key in ("host", "speedup", "speedup_spread", "latency_ms", "noisy"):
             row[f"timings:{hid}:{key}"] = (entry or {}).get(key)
     return row
+
+
+def finetune_curves(df: pd.DataFrame) -> dict[str, list[list[float]]]:
+    """Per trial number (as text), its finetune curve ``[[step, calibration drop], ...]`` from the ``curve:<step>``
+    columns (:mod:`autoprune.search.curves`); trials without one are left out.
+
+    Example:
+        >>> finetune_curves(pd.DataFrame({"number": [0, 1], "curve:0": [0.3, None], "curve:4": [0.1, None]}))
+        {'0': [[0, 0.3], [4, 0.1]]}
+    """
+    cols = sorted((int(c[len(CURVE_PREFIX):]), c) for c in df.columns if c.startswith(CURVE_PREFIX))
+    out = {}
+    for _, row in df.iterrows():
+        points = [[step, float(row[c])] for step, c in cols if pd.notna(row[c])]
+        if points:
+            out[str(int(row["number"]))] = points
+    return out
 
 
 def _ordered_columns(columns: list[str], groups: list[str]) -> list[str]:
@@ -341,7 +366,8 @@ def trials_frame(
     (``metric, metric_stderr, drop, drop_stderr, feasible, speedup, speedup_spread, speedup_interleaved,
     latency_ms, base_latency_ms, latency_noisy, macs, params, host, host_id, worker, kind, arch_artifact_id,
     weights_artifact_id``), ``speedup_host_id`` (the host the speedup was timed on), ``constraint_drop``,
-    then ``ratio:<group>``, ``channels:<group>``, ``seconds:<stage>``, ``confirmed:<key>`` and
+    then ``ratio:<group>``, ``channels:<group>``, ``seconds:<stage>``, ``curve:<finetune step>`` (the
+    calibration drop at that step), ``confirmed:<key>`` and
     ``timings:<host_id>:<key>`` where the trials carry them.
 
     Args:

@@ -29,6 +29,7 @@ from autoprune.analysis.choice import holds_on_selection
 from autoprune.analysis.choice import margin_text
 from autoprune.analysis.choice import passed_over_text
 from autoprune.analysis.frame import StudyInfo
+from autoprune.analysis.frame import finetune_curves
 from autoprune.analysis.frame import load_analysis
 from autoprune.analysis.frame import redact
 from autoprune.analysis.pareto import as_float
@@ -392,7 +393,8 @@ def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) 
         confirmation's re-timing of that baseline when the choice is confirmed),
         ``speedup_vs`` (``{kind: chosen speedup / best point's, or None}``), ``sentence``, ``unsettled``
         (the complete trials left out for an unsettled timing: ``number, speedup, speedup_spread,
-        feasible``), ``noise``, ``hypervolume`` and ``recovery_warnings``.
+        feasible``), ``noise``, ``hypervolume``, ``recovery_warnings`` and ``curves`` (per trial number, its
+        finetune curve ``[[step, calibration drop], ...]``: :func:`autoprune.analysis.frame.finetune_curves`).
 
     Raises:
         ConfigError: no ``max_drop`` was given and the study records none.
@@ -426,6 +428,7 @@ def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) 
         "noise": _noise(done, info, max_drop, chosen),
         "hypervolume": _hypervolume(df, done, info, max_drop),
         "recovery_warnings": _recovery_warnings(info, max_drop),
+        "curves": finetune_curves(df),
         "screening": screening_summary(df),
         "final": info.final,  # autoprune finalize: the figures after the long final recovery, by trial
     }

@@ -128,6 +128,7 @@ def create_or_load(
     ctx: "StudyContext",
     on_point: Callable[[SweepPoint], None] | None = None,
     say: Callable[[str], None] = print,
+    on_stage: Callable[[str, int, int], None] | None = None,
 ) -> optuna.Study:
     """Create the study with its baselines and bounds, or load it when it already exists and is ready.
 
@@ -137,6 +138,8 @@ def create_or_load(
         ctx: the study context (base model, pruner, timing settings) of this process.
         on_point: progress callback for baseline points.
         say: prints one line.
+        on_stage: progress of the slow stages, called with ``(stage, done, total)``: ``calibration`` (recipes)
+            as the recipe calibration runs, ``baselines`` (points) once before the sweeps run.
 
     Returns:
         The ready study.
@@ -157,8 +160,8 @@ def create_or_load(
             "create the study",
         )
     _note_round_to(config, say)
-    calibration = ensure_recipe(ctx, say)
-    baselines = _baselines(config, ctx, on_point, say, calibration)
+    calibration = ensure_recipe(ctx, say, None if on_stage is None else partial(on_stage, "calibration"))
+    baselines = _baselines(config, ctx, on_point, say, calibration, on_stage)
     points = baseline_points(baselines.uniform, baselines.global_, config.max_drop)
     sensitivity = sensitivity_baseline(ctx, study, attr_writer(study, storage_url), points, say)  # opt-in: search.sensitivity or stored curves
     if sensitivity.best is not None:
@@ -241,6 +244,7 @@ def _baselines(
     on_point: Callable[[SweepPoint], None] | None,
     say: Callable[[str], None],
     calibration: Mapping[str, Any] | None = None,
+    on_stage: Callable[[str, int, int], None] | None = None,
 ) -> Baselines:
     """Reuse ``baselines.json`` when it was made for this base model, budget, sweep and recovery recipe; else
     run the sweeps.
@@ -261,6 +265,8 @@ def _baselines(
         say(f"reusing baselines from {path}")
         return cached
     say(f"running the uniform and global baseline sweeps ({2 * len(config.search.sweep_ratios)} points)")
+    if on_stage is not None:
+        on_stage("baselines", 0, 2 * len(config.search.sweep_ratios))
     result = run_baselines(ctx, on_point=on_point, calibration=calibration)
     save_baselines(result, path)
     for note in result.notes():
