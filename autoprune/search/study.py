@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from functools import partial
 from typing import TYPE_CHECKING
 from typing import Any
 from typing import Callable
