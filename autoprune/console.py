@@ -167,7 +167,11 @@ def result(line: str = "") -> None:
 
 def error(message: str) -> None:
     """The line a command stops with (``error: message``) on stderr, and in the log file: a reader of
-    ``--log-file`` sees why the command stopped."""
+    ``--log-file`` sees why the command stopped.  Bars still open are closed first: the command ends here,
+    and ``tqdm.write`` would draw them again below the error."""
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.leave = False
+        bar.close()
     tqdm.write(f"error: {message}", file=sys.stderr)
     if _results.handlers:  # without one, logging's last resort would print the line a second time
         _results.error(f"error: {message}")
