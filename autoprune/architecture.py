@@ -38,7 +38,7 @@ from autoprune.errors import AutopruneError
 from autoprune.jsonfile import read_json
 from autoprune.jsonfile import write_json
 from autoprune.pruning_setup import make_pruner
-from autoprune.redact import redact_url
+from autoprune.redact import storage_place
 from autoprune.tasks import build_task
 from autoprune.widths import reachable_widths
 
@@ -102,11 +102,15 @@ def build_architecture(
 
 
 def _provenance(config: StudyConfig, provenance: dict[str, Any] | None) -> dict[str, Any]:
-    """Where an architecture comes from: the study's defaults, updated with ``provenance`` (its storage redacted)."""
+    """Where an architecture comes from: the study's defaults, updated with ``provenance``.
+
+    The file is handed on, so it names the study's storage only by :func:`storage_place` (no user, no
+    password); a ``storage`` given in ``provenance`` (older callers) becomes that place.
+    """
     prov = {
         "study": config.name,
         "trial": None,
-        "storage": redact_url(config.storage_url()),
+        "locator": storage_place(config.storage_url()),
         "config": str(config.source) if config.source else None,
         "checkpoint": str(config.checkpoint_path()),
         "weights": None,
@@ -115,7 +119,7 @@ def _provenance(config: StudyConfig, provenance: dict[str, Any] | None) -> dict[
     }
     prov.update(provenance or {})
     if "storage" in prov:
-        prov["storage"] = redact_url(prov["storage"])
+        prov["locator"] = storage_place(prov.pop("storage"))
     return prov
 
 

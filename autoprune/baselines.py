@@ -15,12 +15,14 @@ from autoprune.bounds import compute_bounds
 from autoprune.bounds import fastest_feasible
 from autoprune.bounds import largest_feasible
 from autoprune.calibration import recipe_settings
+from autoprune.candidate import CandidateResult
 from autoprune.candidate import StudyContext
 from autoprune.candidate import evaluate_candidate
 from autoprune.file_schemas import BaselinesFile
 from autoprune.jsonfile import read_model
 from autoprune.jsonfile import write_json
 from autoprune.recipe import recovery_warnings
+from autoprune.sweep_records import save_sweep_record
 
 log = logging.getLogger("autoprune")
 
@@ -100,11 +102,18 @@ class Baselines:
 
 
 def sweep_point(ctx: StudyContext, kind: str, ratio: float, max_drop: float) -> SweepPoint:
-    """Evaluate one baseline point with the same recipe as the trials."""
+    """Evaluate one baseline point with the same recipe as the trials; its figures, architecture and weights
+    are kept for its enqueued trial (:mod:`autoprune.sweep_records`)."""
     if kind == "uniform":
         res = evaluate_candidate(ctx, uniform=ratio)
     else:
         res = evaluate_candidate(ctx, global_ratio=ratio)
+    save_sweep_record(ctx, kind, ratio, res)
+    return result_point(kind, ratio, res, max_drop)
+
+
+def result_point(kind: str, ratio: float, res: CandidateResult, max_drop: float) -> SweepPoint:
+    """The sweep point of an evaluated candidate (``ratio``: the sweep's label of it)."""
     return SweepPoint(
         kind=kind,
         ratio=ratio,
@@ -189,4 +198,4 @@ def load_baselines(path: Path) -> Baselines | None:
     return Baselines.from_dict(read_model(path, BaselinesFile, fix).model_dump(by_alias=True))
 
 
-__all__ = ["Baselines", "largest_feasible", "load_baselines", "run_baselines", "save_baselines", "sweep_point"]
+__all__ = ["Baselines", "largest_feasible", "load_baselines", "result_point", "run_baselines", "save_baselines", "sweep_point"]

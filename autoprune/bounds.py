@@ -24,15 +24,20 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 
+# The baseline kinds a study may hold, in the order reports list them.  ``sensitivity`` (greedy allocations of
+# per-group sensitivity curves, autoprune.sensitivity) is opt-in: readers leave it out where a study has none.
+BASELINE_KINDS = ("uniform", "global", "sensitivity")
+OPTIONAL_BASELINE_KINDS = frozenset({"sensitivity"})
+
 
 @dataclass
 class SweepPoint:
     """One point of a baseline sweep.
 
     Attributes:
-        kind: ``uniform`` or ``global``.
+        kind: ``uniform``, ``global`` or ``sensitivity``.
         ratio: the sweep's ratio (the same for every group in a uniform sweep; the share of all channels
-            in a global sweep).
+            in a global sweep; the targeted share of the base cost in a sensitivity sweep).
         metric: the validation metric after recovery.
         drop: metric drop against the base (positive = worse).
         ratios: the effective per-group ratios read back from the pruned model.

@@ -80,7 +80,7 @@ def _identity(ctx: StudyContext) -> dict[str, Any]:
         "criterion": ctx.config.criterion,
         "round_to": ctx.round_to,
         "calibration": rec["calibration"],
-        "recovery": {k: v for k, v in rec.items() if k not in _TRIED},
+        "recovery": {k: v for k, v in rec.items() if k not in _TRIED and k != "final"},  # final: after the search only
     }
 
 
@@ -175,8 +175,16 @@ def save_calibration(config: StudyConfig, record: Mapping[str, Any]) -> Path:
     return path
 
 
-def ensure_recipe(ctx: StudyContext, say: Callable[[str], None] = print) -> dict[str, Any] | None:
+def ensure_recipe(
+    ctx: StudyContext, say: Callable[[str], None] = print, progress: Callable[[int, int], None] | None = None
+) -> dict[str, Any] | None:
     """Calibrate (or reuse the calibration) when the config asks for it, and apply the recipe to ``ctx``.
+
+    Args:
+        ctx: the study context.
+        say: prints one line.
+        progress: called with ``(recipes done, recipes)`` before the first recipe and after each (only when
+            the calibration runs).
 
     Returns:
         The calibration record, or None when the config pins its recipe (``recovery.calibration.enabled: false``).
@@ -184,10 +192,7 @@ def ensure_recipe(ctx: StudyContext, say: Callable[[str], None] = print) -> dict
     if not ctx.config.recovery.calibration.enabled:
         return None
     cached = load_calibration(ctx)
-    if cached is None:
-        cal = ctx.config.recovery.calibration
-        say(f"calibrating the recovery recipe on uniform {cal.probe_ratio:.2f} ({len(cal.lrs) * len(cal.epochs)} recipes)")
-    record = cached or calibrate_recovery(ctx, reuse=False)
+    record = cached if cached is not None else _calibrate(ctx, say, progress)
     ctx.config = with_recipe(ctx.config, recipe_of(record))
     chosen = record["chosen"]
     say(
@@ -195,6 +200,24 @@ def ensure_recipe(ctx: StudyContext, say: Callable[[str], None] = print) -> dict
         f"{record['metric_name']} {chosen['metric']:.4f} on the probe" + (" (reused)" if cached else "")
     )
     return record
+
+
+def _calibrate(ctx: StudyContext, say: Callable[[str], None], progress: Callable[[int, int], None] | None) -> dict[str, Any]:
+    """Run the calibration, saying so and reporting ``(recipes done, recipes)`` to ``progress``."""
+    cal = ctx.config.recovery.calibration
+    total = len(cal.lrs) * len(cal.epochs)
+    say(f"calibrating the recovery recipe on uniform {cal.probe_ratio:.2f} ({total} recipes)")
+    done = 0
+    if progress is not None:
+        progress(done, total)
+
+    def on_result(_: RecipeResult) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    return calibrate_recovery(ctx, on_result=on_result, reuse=False)
 
 
 def format_calibration(record: Mapping[str, Any]) -> str:

@@ -247,6 +247,7 @@ def evaluate_candidate(
     keep_onnx: Path | None = None,
     progress: Callable[[str], None] | None = None,
     screen: Callable[[Screening], str | None] | None = None,
+    on_curve: Callable[[int, float], None] | None = None,
 ) -> CandidateResult:
     """Prune a copy of the base model, recover it, measure its metric and its interleaved speedup.
 
@@ -262,6 +263,8 @@ def evaluate_candidate(
         progress: called with the name of each stage as it starts.
         screen: called with the :class:`Screening` before the finetune; a returned reason raises
             :class:`Screened` instead of finetuning.
+        on_curve: called with ``(finetune step, calibration metric)`` at every judged point of the finetune
+            (:meth:`Recovery.finetune`); an exception it raises stops the candidate there.
 
     Returns:
         The :class:`CandidateResult`.
@@ -276,7 +279,7 @@ def evaluate_candidate(
             raise Hopeless(after_bn.value, result)
         timing, fingerprint, cached = _time(ctx, model, result.kept, seconds, say)
         _screen(ctx, screen, after_bn, timing, result)
-        report, metric = _finetune_and_evaluate(ctx, model, recovery, seconds, say)
+        report, metric = _finetune_and_evaluate(ctx, model, recovery, seconds, say, on_curve)
     onnx_path = None
     if keep_onnx is not None:
         with _stage(seconds, "export"):
@@ -285,14 +288,19 @@ def evaluate_candidate(
 
 
 def _finetune_and_evaluate(
-    ctx: StudyContext, model: nn.Module, recovery: Recovery, seconds: dict[str, float], say: Callable[[str], None]
+    ctx: StudyContext,
+    model: nn.Module,
+    recovery: Recovery,
+    seconds: dict[str, float],
+    say: Callable[[str], None],
+    on_curve: Callable[[int, float], None] | None = None,
 ) -> tuple[RecoveryReport, MetricResult]:
     """The short finetune, then the validation metric after it: ``(recovery report, metric)``."""
     from autoprune.latency import training_section
 
     say("finetune")
     with training_section(), _stage(seconds, "finetune"):
-        report = recovery.finetune()
+        report = recovery.finetune(on_point=on_curve)
     say("evaluate")
     with _stage(seconds, "evaluate"):
         metric = ctx.task.evaluate(model, "val")

@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from pydantic import ConfigDict
 from pydantic import Field
 from pydantic import ValidationError
+from pydantic import ValidationInfo
 from pydantic import field_validator
 from pydantic import model_validator
 
@@ -33,6 +34,8 @@ from autoprune.device import DEVICE_ENV
 from autoprune.device import valid_device
 from autoprune.errors import ConfigError
 from autoprune.models import MODELS
+from autoprune.pruner_options import PRUNERS
+from autoprune.pruner_options import pruner_options_problem
 from autoprune.redact import expand_env
 from autoprune.redact import redact_url
 from autoprune.tasks import BUILTIN_TASKS
@@ -153,6 +156,57 @@ class SearchConfig(_Section):
     # torch threads of each worker (training, scoring); default: this host's usable cores / local workers, less the
     # cores other processes keep busy when the worker starts (no oversubscription on a shared machine).
     torch_threads: int | None = Field(None, ge=1, le=MAX_THREADS)
+    # Stop a search trial's finetune early when an Optuna pruner, judging its finetune curve against the study's
+    # other trials, says so and the curve is over the drop budget (autoprune.search.pruners); baselines never.
+    pruner: str = "none"
+    pruner_options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("pruner")
+    @classmethod
+    def _known_pruner(cls, value: str) -> str:
+        if value not in PRUNERS:
+            raise ValueError(f"unknown pruner {value!r}; choose one of {', '.join(PRUNERS)}")
+        return value
+
+    @field_validator("pruner_options")
+    @classmethod
+    def _pruner_options(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        name = info.data.get("pruner")
+        if name is None:  # the pruner itself was refused; that error names it
+            return value
+        problem = pruner_options_problem(str(name), value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    # The selection split that judges confirm's candidates: this share of the validation data, carved out by
+    # search.seed, unless the task provides its own (autoprune.tasks.Task.own_selection_split).
+    selection_fraction: float = Field(0.3, gt=0, lt=0.9)
+    # confirm's margin for the selection split's own noise: a candidate holds when its selection drop plus this many
+    # standard errors of that drop is within the budget (0: the drop alone).
+    selection_z: float = Field(1.0, ge=0, le=10)
+    # The sensitivity baseline (autoprune.sensitivity): per group pruned alone at sensitivity_ratios (its nearest
+    # reachable widths), scored after BN recalibration; greedy allocations of those curves (one drop threshold,
+    # the summed sensitivity_cost meeting a target speedup) are swept like the uniform and global baselines at
+    # sensitivity_targets (default: the best uniform and global baselines' speedups and 1.25x the faster).
+    sensitivity: bool = False
+    sensitivity_ratios: list[float] = Field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], max_length=100)
+    sensitivity_cost: Literal["macs", "latency"] = "latency"
+    sensitivity_targets: list[float] | None = Field(None, max_length=20)
+
+    @field_validator("sensitivity_ratios")
+    @classmethod
+    def _sensitivity_ratios(cls, values: list[float]) -> list[float]:
+        if not values:
+            raise ValueError("sensitivity_ratios must list at least one ratio")
+        return sorted({_check_ratio(v, "every sensitivity ratio") for v in values})
+
+    @field_validator("sensitivity_targets")
+    @classmethod
+    def _speedups(cls, values: list[float] | None) -> list[float] | None:
+        if values is not None and (not values or any(not 1.0 < v <= 1000.0 for v in values)):
+            raise ValueError(f"sensitivity_targets are target speedups: list at least one, each above 1 (e.g. [1.5, 2.0]), got {values}")
+        return sorted(set(values)) if values is not None else None
 
     @field_validator("sampler")
     @classmethod
@@ -206,6 +260,25 @@ class CalibrationConfig(_Section):
         return sorted(set(values))
 
 
+class FinalRecoveryConfig(_Section):
+    """The long recovery of the chosen architecture (``autoprune finalize``), after the search.
+
+    Judged on the same held-out training images as every candidate's recovery (``recovery.calib_size``,
+    ``recovery.seed``), once per epoch, the best state kept; the BN recalibration takes ``recovery.bn_batches``.
+    """
+
+    epochs: int = Field(5, ge=1, le=MAX_EPOCHS)
+    lr: float = Field(0.01, gt=0, le=100)
+    # Linear warm-up for warmup_steps, then cosine decay to zero (the only schedule so far).
+    schedule: Literal["cosine"] = "cosine"
+    warmup_steps: int = Field(50, ge=0, le=MAX_COUNT)
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH)
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    # Share of the loss taken by distillation from the unpruned model (0: plain finetune on the labels).
+    distill_weight: float = Field(0.7, ge=0, le=1)
+    temperature: float = Field(4.0, gt=0, le=1_000)
+
+
 class RecoveryConfig(_Section):
     """Brief recovery of every pruned candidate: BN recalibration, finetune, distillation."""
 
@@ -227,6 +300,8 @@ class RecoveryConfig(_Section):
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     # Mixed precision of the finetune's forward passes (autocast); off keeps float32 (bf16 also runs on CPUs).
     amp: Literal["off", "bf16", "fp16"] = "off"
+    # The long recovery of the chosen architecture after the search (autoprune finalize); no trial uses it.
+    final: FinalRecoveryConfig = Field(default_factory=FinalRecoveryConfig)
 
 
 class LoaderConfig(_Section):
@@ -401,6 +476,8 @@ RUN_KEYS: tuple[str, ...] = (
     "base.checkpoint",
     "task_options.root",
     "task_options.cache_dir",
+    # Not a where-or-how key, but no trial reads it: the final recipe may be tuned after the search.
+    "recovery.final",
 )
 
 _ABSENT = object()

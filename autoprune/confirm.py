@@ -1,4 +1,4 @@
-"""Honest selection: confirm a search's best candidates on the held-out test split, re-timed together.
+"""Honest selection: confirm a search's best candidates on the selection split, re-timed together.
 
 The search picks the fastest candidate whose *validation* drop is within the budget.  Picking the best
 of many candidates on one validation set favours the ones that were lucky on it, and each trial's speedup
@@ -7,8 +7,16 @@ was timed at a different moment.  :func:`confirm_study` therefore takes the K fa
 and a candidate whose timing did not settle is exactly one that needs re-timing) plus the best uniform
 and the best global baseline, rebuilds each finetuned model exactly
 from its stored architecture JSON and weights, times all of them interleaved against the base in one
-process, and measures each on the test split: the only place autoprune reads it.  ``autoprune export``
-then picks the fastest candidate that holds the budget on test (see :func:`autoprune.analysis.choose`).
+process, and measures each on the selection split (:mod:`autoprune.tasks.base`), which no trial, sweep or
+finetune has seen.  A candidate holds when its selection drop plus ``search.selection_z`` standard errors of
+that drop is within the budget: the margin for the selection split's own noise, so the fastest of K is not
+picked for a drop that came out low by chance.  ``autoprune export`` then picks the fastest candidate that
+holds (see :func:`autoprune.analysis.choose`).  The test split stays closed here (:meth:`Task.forbid_split`):
+``export`` reads it once, for the exported model, and reports it (:mod:`autoprune.final_test`).
+
+A candidate whose re-timing disagrees with its previous timing, or whose spread did not settle, is re-timed,
+``TIMING_ROUNDS`` timings at most, so two confirmations on one study agree on the pick unless the host's
+load keeps changing (then it is said once, and the figure leads no pick).
 
 Optuna refuses to change a finished trial (``UpdateFinishedTrialError``, through the Trial API and the
 storage API alike, in RDB and journal storages), so the figures are stored as the study user attr
@@ -43,12 +51,16 @@ from autoprune.analysis import completed
 from autoprune.analysis import load_analysis
 from autoprune.analysis import select
 from autoprune.analysis.choice import choose
+from autoprune.analysis.choice import holds_on_selection
+from autoprune.analysis.choice import margin_text
 from autoprune.analysis.frame import CONFIRMATION_ATTR
 from autoprune.analysis.pareto import ranked
+from autoprune.analysis.pareto import unsettled
 from autoprune.analysis.twins import architecture_keys
 from autoprune.analysis.twins import one_per_architecture
 from autoprune.artifacts import fetch
 from autoprune.artifacts import study_store
+from autoprune.bounds import BASELINE_KINDS
 from autoprune.errors import SelectionError
 from autoprune.errors import StorageError
 from autoprune.latency import export_onnx
@@ -67,9 +79,10 @@ if TYPE_CHECKING:
     from autoprune.config import StudyConfig
     from autoprune.latency import SpeedupResult
 
-BASELINE_KINDS = ("uniform", "global")
-# Timings of one candidate in one confirmation at most: the first and two re-timings while it disagrees.
+# Timings of one candidate in one confirmation at most: the first and two re-timings while it disagrees with
+# the timing before it or does not settle.
 TIMING_ROUNDS = 3
+SELECTION_SPLIT = "selection"
 
 
 @dataclass(frozen=True)
@@ -77,7 +90,7 @@ class Candidate:
     """One model to re-measure: a stored trial, or a baseline sweep point that has no trial.
 
     Attributes:
-        kind: ``search``, ``uniform`` or ``global`` (the trial's user attr ``kind``).
+        kind: ``search``, ``uniform``, ``global`` or ``sensitivity`` (the trial's user attr ``kind``).
         number: the trial number; ``None`` for a sweep point rebuilt from the study attr ``baselines``.
         ratio: the sweep ratio of such a point (``None`` for trials).
         val_metric: the validation metric recorded by the search.
@@ -89,6 +102,7 @@ class Candidate:
         channels: its channel key (:func:`autoprune.widths.row_channels_key`; ``None`` for a sweep point).
         speedup_spread: the spread of the recorded speedup.
         host_id: the host that recorded the speedup (``None``: unknown, taken as this one).
+        ratios: per-group ratios of a sweep point that no single ratio rebuilds (a sensitivity allocation).
 
     Example:
         >>> Candidate("uniform", None, 0.3, val_metric=0.95, val_drop=0.01, speedup=1.8).label
@@ -107,6 +121,7 @@ class Candidate:
     channels: str | None = None
     speedup_spread: float = math.nan
     host_id: str | None = None
+    ratios: dict[str, float] | None = None
 
     @property
     def label(self) -> str:
@@ -208,6 +223,7 @@ def _sweep_candidate(kind: str, info: StudyInfo, max_drop: float) -> Candidate |
         val_drop=_float(point.get("drop")),
         speedup=_float(point.get("speedup")),
         speedup_spread=_float(point.get("speedup_spread")),
+        ratios=None if kind in ("uniform", "global") else {str(k): float(v) for k, v in (point.get("ratios") or {}).items()},
     )
 
 
@@ -314,17 +330,17 @@ def _candidate_model(config: StudyConfig, ctx: StudyContext, c: Candidate, folde
     """
     from autoprune.candidate import evaluate_candidate
 
-    uniform = c.ratio if c.kind == "uniform" else None
-    global_ratio = c.ratio if c.kind == "global" else None
+    plan: dict[str, Any] = {"ratios": c.ratios} if c.ratios is not None else {
+        "uniform": c.ratio if c.kind == "uniform" else None, "global_ratio": c.ratio if c.kind == "global" else None}
     if c.number is not None:
         if echo is not None:
             echo(f"  {c.label} ({c.kind}): rebuilding from its architecture and weights")
         return rebuild_trial(config, c, folder)
     if not recover:
-        return ctx.pruner.prune(copy.deepcopy(ctx.base_model), uniform=uniform, global_ratio=global_ratio).model
+        return ctx.pruner.prune(copy.deepcopy(ctx.base_model), **plan).model
     if echo is not None:
         echo(f"  {c.label}: no baseline trial in the study; rebuilding the sweep point (prune and recover)")
-    model = evaluate_candidate(ctx, uniform=uniform, global_ratio=global_ratio).model
+    model = evaluate_candidate(ctx, **plan).model
     if model is None:
         raise SelectionError(f"{c.label}: rebuilding the sweep point gave no model (the candidate was refused)")
     return model
@@ -348,7 +364,7 @@ def export_candidates(
         folder: where the artifacts and the ONNX files go.
         recover: whether a sweep point without a trial is recovered after pruning (a re-timing needs no recovery).
         echo: says how each candidate is rebuilt (default: silent).
-        on_model: called with each rebuilt model before its export (the confirmation measures it on test).
+        on_model: called with each rebuilt model before its export (the confirmation measures it on the selection split).
 
     Returns:
         The ONNX paths, one per candidate.
@@ -420,18 +436,24 @@ def reproducible_timings(
     previous: list[tuple[float, float] | None],
     measure: Callable[[list[Path]], list[SpeedupResult]],
     echo: Callable[[str], None],
+    cv_threshold: float | None = None,
 ) -> list[Timed]:
-    """Time every candidate; re-time each whose timing disagrees with its last one, ``TIMING_ROUNDS`` timings at most.
+    """Time every candidate; re-time each whose timing disagrees with its last one or did not settle,
+    ``TIMING_ROUNDS`` timings at most.
 
     A timing is reproduced when it agrees with the timing before it (:func:`timings_agree`): the previous one
-    of the same architecture first, then this confirmation's own.  One that still disagrees after the last
-    round is not reproduced: the host's load kept changing.
+    of the same architecture first, then this confirmation's own.  A timing that did not settle (flagged
+    noisy, or a spread above ``cv_threshold``: :func:`autoprune.analysis.pareto.unsettled`) is taken again
+    too, so that whether a candidate may lead the pick does not depend on which of two confirmations caught
+    the host busy.  One that still disagrees or has not settled after the last round is said once: the host
+    is too busy, and the figure leads no pick.
 
     Args:
         paths: the candidates' ONNX files.
         previous: per candidate, :func:`previous_timing`.
         measure: times some of the files interleaved with the base in one process.
         echo: prints one line.
+        cv_threshold: the study's ``latency.cv_threshold``.
 
     Returns:
         One :class:`Timed` per candidate.
@@ -440,18 +462,37 @@ def reproducible_timings(
     speedups = [[r.speedup] for r in results]
     last = list(previous)
     for _ in range(TIMING_ROUNDS - 1):
-        todo = [i for i, (r, lt) in enumerate(zip(results, last, strict=True))
-                if lt is not None and not timings_agree(r.speedup, r.speedup_spread, *lt)]
-        if not todo:
+        disagree = [i for i, r in enumerate(results) if last[i] is not None and not timings_agree(r.speedup, r.speedup_spread, *last[i])]
+        loose = [i for i, r in enumerate(results) if i not in disagree and unsettled(r.noisy, r.speedup_spread, cv_threshold)]
+        if not disagree and not loose:
             break
-        echo(f"  re-timing {len(todo)} candidate(s) whose timing disagrees with the previous one beyond both spreads")
+        echo(f"  re-timing {len(disagree) + len(loose)} candidate(s): {_retime_reason(len(disagree), len(loose))}")
+        todo = sorted(disagree + loose)
         for i in todo:
             last[i] = (results[i].speedup, results[i].speedup_spread)
         for i, again in zip(todo, measure([paths[i] for i in todo]), strict=True):
             results[i] = again
             speedups[i].append(again.speedup)
+    _say_still_loose(results, speedups, cv_threshold, echo)
     return [Timed(r, s, None if p is None else p[0], None if lt is None else timings_agree(r.speedup, r.speedup_spread, *lt))
             for r, s, p, lt in zip(results, speedups, previous, last, strict=True)]
+
+
+def _retime_reason(disagree: int, loose: int) -> str:
+    """Why candidates are re-timed, in words."""
+    parts = [f"{disagree} disagree(s) with the previous timing beyond both spreads"] if disagree else []
+    parts += [f"{loose} did not settle (spread or noisy flag)"] if loose else []
+    return "; ".join(parts)
+
+
+def _say_still_loose(results: list[SpeedupResult], speedups: list[list[float]], cv_threshold: float | None,
+                     echo: Callable[[str], None]) -> None:
+    """One line naming the candidates whose last timing still did not settle after every round (none: silent)."""
+    loose = [f"candidate {i} ({r.speedup:.2f}x, spread {_float(r.speedup_spread):.1%})"
+             for i, r in enumerate(results) if len(speedups[i]) >= TIMING_ROUNDS and unsettled(r.noisy, r.speedup_spread, cv_threshold)]
+    if loose:
+        echo(f"the host is too busy to time reliably: {'; '.join(loose)} did not settle in {TIMING_ROUNDS} timings, "
+             "so those figures lead no pick (run 'autoprune confirm' again on a quieter host)")
 
 
 def _measure_candidates(
@@ -461,16 +502,17 @@ def _measure_candidates(
     previous: list[tuple[float, float] | None],
     echo: Callable[[str], None],
 ) -> tuple[list[Any], list[Timed]]:
-    """Each candidate's test evaluation, and its reproduced timing interleaved with the base's in one process."""
+    """Each candidate's selection-split evaluation, and its reproduced timing interleaved with the base's in one process."""
     from autoprune.latency import measure_speedups
 
-    tests: list[Any] = []
+    scores: list[Any] = []
     with tempfile.TemporaryDirectory(prefix="autoprune-confirm-") as tmp:
         paths = export_candidates(config, ctx, candidates, Path(tmp), recover=True, echo=echo,
-                                  on_model=lambda model: tests.append(ctx.task.evaluate(model, "test")))
+                                  on_model=lambda model: scores.append(ctx.task.evaluate(model, SELECTION_SPLIT)))
         echo(f"  timing {len(paths)} candidates interleaved with the base in one process")
-        timed = reproducible_timings(paths, previous, lambda some: measure_speedups(some, ctx.base_onnx, ctx.latency), echo)
-    return tests, timed
+        timed = reproducible_timings(paths, previous, lambda some: measure_speedups(some, ctx.base_onnx, ctx.latency), echo,
+                                     cv_threshold=ctx.latency.cv_threshold)
+    return scores, timed
 
 
 def _reproduction(t: Timed) -> dict[str, Any]:
@@ -481,30 +523,34 @@ def _reproduction(t: Timed) -> dict[str, Any]:
 
 def _confirmed_figures(
     candidates: list[Candidate],
-    tests: list[Any],
+    scores: list[Any],
     timed: list[Timed],
-    base_test: Any,
+    base: Any,
     task: Any,
     budget: float,
+    z: float,
     fingerprint: Mapping[str, Any],
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-    """The confirmed figures: ``(by trial number, by baseline kind for sweep points without a trial)``."""
+    """The confirmed figures (selection split, re-timing): ``(by trial number, by baseline kind for sweep points
+    without a trial)``."""
     hostname = str(fingerprint.get("hostname", ""))
     figures: dict[str, dict[str, Any]] = {}
     baselines: dict[str, dict[str, Any]] = {}
-    for c, test, t in zip(candidates, tests, timed, strict=True):
-        drop = task.drop(base_test.value, test.value)
+    for c, score, t in zip(candidates, scores, timed, strict=True):
+        drop = task.drop(base.value, score.value)
+        drop_se = math.hypot(score.stderr, base.stderr)
         entry = timing_entry(t.result, hostname) | {
-            "test_metric": test.value,
-            "test_metric_stderr": test.stderr,
-            "test_n": test.n,
-            "test_drop": drop,
-            "test_drop_stderr": math.hypot(test.stderr, base_test.stderr),
-            "test_feasible": bool(drop <= budget),
+            "selection_metric": score.value,
+            "selection_metric_stderr": score.stderr,
+            "selection_n": score.n,
+            "selection_drop": drop,
+            "selection_drop_stderr": drop_se,
+            "selection_z": z,
             "host_id": fingerprint["fingerprint_id"],
             "max_drop": budget,
             "kind": c.kind,
         } | _reproduction(t)
+        entry["selection_feasible"] = holds_on_selection(entry, budget)
         if c.number is not None:
             figures[str(c.number)] = entry
         else:
@@ -543,7 +589,9 @@ def confirm_study(
     echo: Callable[[str], None] = print,
     context: StudyContext | None = None,
 ) -> dict[str, Any]:
-    """Re-time the best candidates together and measure them on the test split; store the figures.
+    """Re-time the best candidates together and measure them on the selection split; store the figures.
+
+    The test split is never read here (the whole confirmation runs inside ``forbid_split("test")``).
 
     Args:
         config: the study config.
@@ -552,17 +600,18 @@ def confirm_study(
         max_drop: budget (default: the study's).
         storage: storage URL override.
         echo: prints one line.
-        context: a study context already built in this process (its task's test split is the one read);
+        context: a study context already built in this process (its task's selection split is the one read);
             default: built from ``config``.
 
     Returns:
         The summary stored as the study attr ``confirmation``: ``trials`` (number -> confirmed figures:
-        ``test_metric, test_metric_stderr, test_n, test_drop, test_drop_stderr, test_feasible, speedup,
-        speedup_spread, latency_ms, base_latency_ms, noisy, host_id, host, measured_at``), ``baselines``
-        (kind -> figures of a sweep point rebuilt without a trial), ``base_test_metric``,
-        ``val_pick`` / ``val_pick_holds`` (the validation choice among settled timings, or ``None``, and
-        whether it holds on test), ``pick`` (what export chooses: the fastest confirmed candidate within the
-        budget on test whose re-timing settled, or ``None``) and the host and settings of the timing.
+        ``selection_metric, selection_metric_stderr, selection_n, selection_drop, selection_drop_stderr,
+        selection_z, selection_feasible, speedup, speedup_spread, latency_ms, base_latency_ms, noisy, host_id,
+        host, measured_at``), ``baselines`` (kind -> figures of a sweep point rebuilt without a trial),
+        ``base_selection_metric``, ``val_pick`` / ``val_pick_holds`` (the validation choice among settled
+        timings, or ``None``, and whether it holds on the selection split), ``pick`` (what export chooses: the
+        fastest confirmed candidate that holds on the selection split and whose re-timing settled, or ``None``)
+        and the host and settings of the timing.
 
     Raises:
         SelectionError: no trial within the budget, or a candidate without stored artifacts.
@@ -573,20 +622,22 @@ def confirm_study(
     loaded = load_candidates(config, storage, top, max_drop)
     candidates, info = loaded.candidates, loaded.info
     front = [c for c in candidates if c.on_front]
+    z = config.search.selection_z
     echo(
         f"confirming the {len(front)} fastest feasible candidate(s) and {len(candidates) - len(front)} baseline(s) of study "
-        f"{config.name!r} on the test split (max drop {loaded.budget:g})"
+        f"{config.name!r} on the selection split (max drop {loaded.budget:g}, with {z:g} standard error(s) of margin)"
     )
     _say_replaced(loaded.study.user_attrs.get(CONFIRMATION_ATTR), echo)
     ctx = context or StudyContext.build(config)
     check_base(loaded.study, ctx, loaded.url)
-    fingerprint = host_fingerprint(ctx.latency.provider, ctx.latency.provider_options)
-    base_test = ctx.task.evaluate(ctx.base_model, "test")
-    host_id = str(fingerprint["fingerprint_id"])
-    previous = [previous_timing(c, info.confirmation, host_id) for c in candidates]
-    tests, timed = _measure_candidates(config, ctx, candidates, previous, echo)
-    figures, baselines = _confirmed_figures(candidates, tests, timed, base_test, ctx.task, loaded.budget, fingerprint)
-    summary = _summary(loaded, top, ctx, fingerprint, base_test, timed, figures, baselines)
+    with ctx.task.forbid_split("test"):  # the pick is made without the test split; export reads it afterwards
+        fingerprint = host_fingerprint(ctx.latency.provider, ctx.latency.provider_options)
+        base = ctx.task.evaluate(ctx.base_model, SELECTION_SPLIT)
+        host_id = str(fingerprint["fingerprint_id"])
+        previous = [previous_timing(c, info.confirmation, host_id) for c in candidates]
+        scores, timed = _measure_candidates(config, ctx, candidates, previous, echo)
+    figures, baselines = _confirmed_figures(candidates, scores, timed, base, ctx.task, loaded.budget, z, fingerprint)
+    summary = _summary(loaded, top, ctx, fingerprint, base, timed, figures, baselines) | {"selection_z": z}
     with_retry(lambda: loaded.study.set_user_attr(CONFIRMATION_ATTR, summary), loaded.url, "store the confirmation")
     for line in _report(candidates, summary, info.metric_name):
         echo(line)
@@ -605,7 +656,7 @@ def _summary(
     top: int,
     ctx: StudyContext,
     fingerprint: Mapping[str, Any],
-    base_test: Any,
+    base: Any,
     timed: list[Timed],
     figures: dict[str, dict[str, Any]],
     baselines: dict[str, dict[str, Any]],
@@ -619,9 +670,9 @@ def _summary(
         "top": top,
         "metric_name": info.metric_name,
         "base_val_metric": info.base_metric,
-        "base_test_metric": base_test.value,
-        "base_test_metric_stderr": base_test.stderr,
-        "test_n": base_test.n,
+        "base_selection_metric": base.value,
+        "base_selection_metric_stderr": base.stderr,
+        "selection_n": base.n,
         "host_id": fingerprint["fingerprint_id"],
         "host": str(fingerprint.get("hostname", "")),
         "measured_at": now_utc(),
@@ -633,7 +684,7 @@ def _summary(
         "baselines": baselines,
         "order": [c.number for c in loaded.candidates if c.number is not None],
         "val_pick": val_pick,
-        "val_pick_holds": bool(figures.get(str(val_pick), {}).get("test_feasible", False)),
+        "val_pick_holds": bool(figures.get(str(val_pick), {}).get("selection_feasible", False)),
         "pick": pick,
         "selection": selection,
         "notes": notes + ([pick_error] if pick_error else []),
@@ -655,9 +706,10 @@ def _pick(
         ``(picked trial or None, "confirmed" or "validation", notes, the selection error or None)``.
     """
     table = df.drop(columns=[col for col in df.columns if col.startswith("confirmed:")])
-    for key in ("test_drop", "speedup", "speedup_spread", "noisy", "reproduced"):
+    numeric = ("selection_drop", "selection_drop_stderr", "selection_z", "speedup", "speedup_spread")
+    for key in (*numeric, "noisy", "reproduced"):
         table[f"confirmed:{key}"] = table["number"].map(lambda n, k=key: figures.get(str(n), {}).get(k))
-    for key in ("test_drop", "speedup", "speedup_spread"):
+    for key in numeric:
         table[f"confirmed:{key}"] = pd.to_numeric(table[f"confirmed:{key}"], errors="coerce")
     choice = choose(table, budget, metric_direction=info.metric_direction, cv_threshold=info.cv_threshold)
     return choice.number, choice.source, choice.notes, choice.error
@@ -686,7 +738,7 @@ def _unstable_line(candidates: list[Candidate], summary: Mapping[str, Any]) -> l
 
 
 def _verdict(summary: Mapping[str, Any]) -> list[str]:
-    """The validation pick on test, and what export picks."""
+    """The validation pick on the selection split, and what export picks."""
     budget, val_pick, pick = summary["max_drop"], summary["val_pick"], summary["pick"]
     fig = summary["trials"].get(str(val_pick))
     settled = fig is not None and not fig.get("noisy")
@@ -696,32 +748,35 @@ def _verdict(summary: Mapping[str, Any]) -> list[str]:
         lines = [f"the validation pick, trial {val_pick}, was not confirmed"]
     elif summary["val_pick_holds"]:
         speed = f"at a confirmed {fig['speedup']:.2f}x" if settled else f"(its re-timing, {fig['speedup']:.2f}x, is unsettled)"
-        lines = [f"the validation pick, trial {val_pick}, holds on test: test drop {fig['test_drop']:+.4f} <= {budget:g} {speed}"]
+        lines = [f"the validation pick, trial {val_pick}, holds on the selection split: selection drop "
+                 f"{margin_text(fig)} <= {budget:g} {speed}"]
     else:
-        lines = [f"the validation pick, trial {val_pick}, FAILS on test: test drop {fig['test_drop']:+.4f} > {budget:g}"]
+        lines = [f"the validation pick, trial {val_pick}, FAILS on the selection split: selection drop "
+                 f"{margin_text(fig)} > {budget:g}"]
     if pick is None:
         lines.append(f"nothing is chosen: {summary['notes'][-1]}")
     elif summary.get("selection") != "confirmed":
         lines.append(f"export picks trial {pick} on its search timing, unconfirmed: no feasible candidate's re-timing settled")
     elif pick != val_pick:
         pf = summary["trials"][str(pick)]
-        lines.append(f"export picks trial {pick} instead: the fastest confirmed candidate that holds on test ({pf['speedup']:.2f}x)")
+        lines.append(f"export picks trial {pick} instead: the fastest confirmed candidate that holds on the selection split "
+                     f"({pf['speedup']:.2f}x)")
     return lines
 
 
 def _report(candidates: list[Candidate], summary: Mapping[str, Any], metric_name: str) -> list[str]:
     """The confirmation table, the host's instability (once), and the verdict on the validation pick."""
     lines = [
-        f"base {metric_name}: validation {summary['base_val_metric']:.4f}, test {summary['base_test_metric']:.4f} "
-        f"(n={summary['test_n']})",
-        f"{'candidate':16} {'kind':8} {'val drop':>9} {'test drop ± 95%':>18} {'search':>8} {'confirmed':>10}  on test",
+        f"base {metric_name}: validation {summary['base_val_metric']:.4f}, selection {summary['base_selection_metric']:.4f} "
+        f"(n={summary['selection_n']}); the test split is not read here (export reports it for the exported model)",
+        f"{'candidate':16} {'kind':8} {'val drop':>9} {'selection drop ± 95%':>21} {'search':>8} {'confirmed':>10}  on selection",
     ]
     for c in candidates:
         fig = summary["trials"].get(str(c.number)) if c.number is not None else summary["baselines"].get(c.kind)
-        test = f"{_fmt(fig['test_drop'], '+.4f')} ± {_fmt(1.96 * fig['test_drop_stderr'], '.4f')}"
-        verdict = "holds" if fig["test_feasible"] else "FAILS"
+        drop = f"{_fmt(fig['selection_drop'], '+.4f')} ± {_fmt(1.96 * fig['selection_drop_stderr'], '.4f')}"
+        verdict = "holds" if fig["selection_feasible"] else "FAILS"
         lines.append(
-            f"{c.label:16} {c.kind:8} {_fmt(c.val_drop, '+.4f'):>9} {test:>18} {_fmt(c.speedup, '.2f') + 'x':>8} "
+            f"{c.label:16} {c.kind:8} {_fmt(c.val_drop, '+.4f'):>9} {drop:>21} {_fmt(c.speedup, '.2f') + 'x':>8} "
             f"{_fmt(fig['speedup'], '.2f') + 'x':>10}  {verdict}" + _row_note(fig)
         )
     twins = summary.get("twins") or {}

@@ -33,7 +33,7 @@ QUIET_ENV = "AUTOPRUNE_QUIET"
 LOG_FILE_ENV = "AUTOPRUNE_LOG_FILE"
 _LOGGERS = ("autoprune", "optuna")
 log = logging.getLogger("autoprune")
-_results = logging.getLogger("autoprune.results")  # results reach the log file only (the terminal gets them directly)
+_results = logging.getLogger("autoprune.results")  # results and the final error reach the log file only (the terminal gets them directly)
 _state = {"configured": False, "quiet": False}
 
 
@@ -165,7 +165,20 @@ def result(line: str = "") -> None:
     _results.info(line)
 
 
-def progress(total: int, desc: str, unit: str, leave: bool = True) -> tqdm:
-    """A progress bar on stderr, drawn once more when closed (``leave``) and not at all under ``--quiet``."""
+def error(message: str) -> None:
+    """The line a command stops with (``error: message``) on stderr, and in the log file: a reader of
+    ``--log-file`` sees why the command stopped.  Bars still open are closed first: the command ends here,
+    and ``tqdm.write`` would draw them again below the error."""
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.leave = False
+        bar.close()
+    tqdm.write(f"error: {message}", file=sys.stderr)
+    if _results.handlers:  # without one, logging's last resort would print the line a second time
+        _results.error(f"error: {message}")
+
+
+def progress(total: int, desc: str, unit: str, leave: bool = True, initial: int = 0) -> tqdm:
+    """A progress bar on stderr, drawn once more when closed (``leave``) and not at all under ``--quiet``;
+    ``initial``: the units done before this process started (a resumed run)."""
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=leave,
-                disable=is_quiet())
+                disable=is_quiet(), initial=initial)

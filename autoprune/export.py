@@ -2,7 +2,9 @@
 
 The choice is the fastest trial within the budget (ties: better metric, then fewer MACs, then the lower
 trial number); when confirmed figures exist (``autoprune confirm``), they decide, and a pick that fails
-the budget on the test split is passed over for the next confirmed candidate that holds.
+the budget on the selection split (with its noise margin) is passed over for the next confirmed candidate
+that holds.  Once the JSON is written, the exported model alone is measured on the test split
+(:mod:`autoprune.final_test`) and the figure is added to it and stored: reported, never used to choose.
 """
 
 from __future__ import annotations
@@ -25,12 +27,17 @@ from autoprune.analysis.pareto import as_float
 from autoprune.analysis.pareto import unsettled
 from autoprune.artifacts import fetch
 from autoprune.artifacts import study_store
+from autoprune.bounds import BASELINE_KINDS
+from autoprune.confirm import open_study_for_update
 from autoprune.errors import SelectionError
-from autoprune.redact import redact_url
+from autoprune.redact import storage_place
 from autoprune.search.storage import open_storage
+from autoprune.search.storage import with_retry
 
 if TYPE_CHECKING:
     from autoprune.config import StudyConfig
+    from autoprune.final_test import FinalTest
+    from autoprune.tasks import Task
 
 
 @dataclass
@@ -44,6 +51,7 @@ class ExportResult:
     max_drop: float = math.nan  # the budget it was chosen under
     metric_name: str = "metric"
     selection: str = "validation"  # how it was chosen (Choice.source, or "trial"): the summary names the same
+    final_test: FinalTest | None = None  # the exported model on the test split, read after the pick
 
 
 def _confirmed_figures(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -69,20 +77,23 @@ def chosen_lines(result: ExportResult, *, context: bool = True) -> list[str]:
     a baseline pick as such (the summary's headline says both, so the demo leaves them out).
 
     Example:
-        >>> chosen_lines(export_architecture(cfg, "arch.json"))[0]  # doctest: +SKIP
-        'chosen architecture: trial 1, accuracy 0.9577 (drop +0.0245, test drop +0.0361), speedup 2.03x (confirmed by a re-timing), MACs 612,394'
+        >>> print(chosen_lines(export_architecture(cfg, "arch.json"))[0])  # doctest: +SKIP
+        chosen architecture: trial 1, accuracy 0.9577 (validation drop +0.0245, selection drop +0.0161),
+        speedup 2.03x (confirmed by a re-timing), MACs 612,394
     """
     rec, confirmed = result.record, _confirmed_figures(result.record)
-    test = f", test drop {confirmed['test_drop']:+.4f}" if "test_drop" in confirmed else ""
-    lines = [f"chosen architecture: trial {result.trial}, {result.metric_name} {rec['metric']:.4f} (drop {rec['drop']:+.4f}{test}), "
-             f"speedup {_speed_words(result)}, MACs {int(rec.get('macs') or 0):,}"]
+    sel = f", selection drop {confirmed['selection_drop']:+.4f}" if "selection_drop" in confirmed else ""
+    lines = [f"chosen architecture: trial {result.trial}, {result.metric_name} {rec['metric']:.4f} (validation drop "
+             f"{rec['drop']:+.4f}{sel}), speedup {_speed_words(result)}, MACs {int(rec.get('macs') or 0):,}"]
+    if result.final_test is not None:
+        lines.append(result.final_test.line(result.metric_name))
     if not context:
         return lines
     passed = result.passed_over
     if passed is not None:
         lines.append(passed_over_text(passed["number"], passed["speedup"], _confirmed_figures(passed), result.max_drop))
     kind = rec.get("kind")
-    if kind in ("uniform", "global"):
+    if kind in BASELINE_KINDS:
         lines.append(f"the search found nothing faster than the {kind} baseline within the budget; exported the {kind} baseline")
     return lines
 
@@ -131,8 +142,11 @@ def export_architecture(
     trial: int | None = None,
     storage: str | None = None,
     use_confirmed: bool = True,
+    final_test: bool = True,
+    task: Task | None = None,
 ) -> ExportResult:
-    """Write the architecture JSON of the chosen trial, its finetuned weights beside it.
+    """Write the architecture JSON of the chosen trial, its finetuned weights beside it; then report the exported
+    model on the test split (the only read of it, after the pick is fixed and written).
 
     Args:
         config: the study config.
@@ -140,10 +154,12 @@ def export_architecture(
         max_drop: budget (default: the study's).
         trial: export this trial instead of choosing.
         storage: storage URL override.
-        use_confirmed: prefer confirmed (test split, re-timed) figures when they exist.
+        use_confirmed: prefer confirmed (selection split, re-timed) figures when they exist.
+        final_test: measure the exported model on the test split and add the figures (``False``: leave it unread).
+        task: the task that reads the test split (default: the one the architecture rebuilds).
 
     Returns:
-        Paths, the trial number, its record and notes on fallbacks.
+        Paths, the trial number, its record, notes on fallbacks and the final test report.
     """
     from autoprune.architecture import validate_architecture
     from autoprune.architecture import write_architecture
@@ -166,8 +182,24 @@ def export_architecture(
         provenance=_provenance(arch, config, number, url, weights_path, selection),
     )
     validate_architecture(arch, out)
+    write_architecture(arch, out)  # the pick is fixed and written before the test split is read
+    report = _final_test(config, url, arch, out, weights_path, selection, budget, task) if final_test else None
+    return ExportResult(out, weights_path, number, record, notes, passed_over, budget, info.metric_name, selection, report)
+
+
+def _final_test(config: StudyConfig, url: str, arch: dict[str, Any], out: Path, weights: Path | None, selection: str,
+                budget: float, task: Task | None) -> FinalTest:
+    """Measure the exported model on the test split, add the figures to its JSON and store them as a study attr."""
+    from autoprune.architecture import write_architecture
+    from autoprune.final_test import FINAL_TEST_ATTR
+    from autoprune.final_test import measure_final_test
+
+    report = measure_final_test(arch, config, weights, selection, budget, task)
+    arch["metrics"] = dict(arch["metrics"]) | report.metrics()
     write_architecture(arch, out)
-    return ExportResult(out, weights_path, number, record, notes, passed_over, budget, info.metric_name, selection)
+    study = open_study_for_update(config, url)[2]
+    with_retry(lambda: study.set_user_attr(FINAL_TEST_ATTR, report.to_attrs()), url, "store the final test report")
+    return report
 
 
 def _trial_user_attrs(config: StudyConfig, url: str, number: int) -> dict[str, Any]:
@@ -203,7 +235,8 @@ def _fetch_artifacts(config: StudyConfig, attrs: Mapping[str, Any], number: int,
 
 
 def _metrics(arch: Mapping[str, Any], attrs: Mapping[str, Any], budget: float, confirmed: Mapping[str, Any]) -> dict[str, Any]:
-    """The architecture's ``metrics``: the search's validation figures, and the test figures when confirmed."""
+    """The architecture's ``metrics``: the search's validation figures, and the selection figures when confirmed
+    (the test figures are added after the JSON is written, by :func:`_final_test`)."""
     metrics = dict(arch.get("metrics") or {})
     metrics.update(
         {
@@ -217,10 +250,12 @@ def _metrics(arch: Mapping[str, Any], attrs: Mapping[str, Any], budget: float, c
     if confirmed:
         metrics.update(
             {
-                "test_metric": confirmed.get("test_metric"),
-                "test_metric_stderr": confirmed.get("test_metric_stderr"),
-                "test_drop": confirmed.get("test_drop"),
-                "test_feasible": confirmed.get("test_feasible"),
+                "selection_metric": confirmed.get("selection_metric"),
+                "selection_metric_stderr": confirmed.get("selection_metric_stderr"),
+                "selection_drop": confirmed.get("selection_drop"),
+                "selection_drop_stderr": confirmed.get("selection_drop_stderr"),
+                "selection_z": confirmed.get("selection_z"),
+                "selection_feasible": confirmed.get("selection_feasible"),
             }
         )
     return metrics
@@ -240,13 +275,15 @@ def _latency(arch: Mapping[str, Any], attrs: Mapping[str, Any], confirmed: Mappi
 def _provenance(
     arch: Mapping[str, Any], config: StudyConfig, number: int, url: str, weights_path: Path | None, selection: str
 ) -> dict[str, Any]:
-    """The architecture's ``provenance``: the study, trial, storage (redacted), config, checkpoint and weights."""
-    prov = dict(arch.get("provenance") or {})
+    """The architecture's ``provenance``: the study, trial, where the study lives (no user, no password),
+    config, checkpoint and weights.  A ``storage`` field of a trial artifact written by an older autoprune is
+    dropped: the file is handed on."""
+    prov = {k: v for k, v in (arch.get("provenance") or {}).items() if k != "storage"}
     prov.update(
         {
             "study": config.name,
             "trial": number,
-            "storage": redact_url(url),
+            "locator": storage_place(url),
             "config": str(config.source) if config.source else prov.get("config"),
             "checkpoint": str(config.checkpoint_path()),
             "weights": str(weights_path.resolve()) if weights_path else None,

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
+from functools import partial
 from typing import TYPE_CHECKING
 
 from torch import nn
 
+from autoprune.pruning import Group
 from autoprune.pruning import GuardSettings
 from autoprune.pruning import Pruner
+from autoprune.pruning.engine import head_plan
+from autoprune.widths import Plan
 
 if TYPE_CHECKING:
     from autoprune.config import StudyConfig
@@ -79,3 +84,13 @@ def make_pruner(config: StudyConfig, task: Task) -> Pruner:
         after_pruning=task.after_pruning,
         seed=config.recovery.seed,
     )
+
+
+def head_plans(groups: Iterable[Group]) -> dict[str, Plan]:
+    """Attention groups keep whole heads of one width: the width the pruner makes of a guarded width."""
+    return {g.name: partial(_head_width, channels=g.channels, heads=g.heads) for g in groups if g.heads}
+
+
+def _head_width(keep: int, channels: int, heads: int) -> int:
+    kept_heads, width = head_plan(keep, channels, heads, heads, channels // heads)
+    return kept_heads * width

@@ -22,13 +22,16 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Sequence
+from dataclasses import MISSING
 from dataclasses import asdict
 from dataclasses import dataclass
 from dataclasses import field
+from dataclasses import fields
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -201,20 +204,28 @@ def finetune_steps(settings: RecoveryConfig, steps_per_epoch: int) -> int:
     return int(math.ceil(settings.finetune_epochs * max(1, steps_per_epoch)))
 
 
-def _batches(task: Task, settings: RecoveryConfig, fit: Sequence[int]) -> Iterator[tuple[tuple[int, ...], Any, Any]]:
+def steps_per_epoch(fit_size: int, batch_size: int) -> int:
+    """Batches in one epoch of the fit part (the last partial batch is dropped, unless it is the only one)."""
+    return fit_size // batch_size if fit_size >= batch_size else 1
+
+
+def _batches(
+    task: Task, settings: RecoveryConfig, fit: Sequence[int], start_step: int = 0
+) -> Iterator[tuple[tuple[int, ...], Any, Any]]:
     """Endless shuffled training batches of the fit part (a new shuffle every epoch), each with its key.
 
     The key names the batch by everything that decides its content, so a :class:`Teacher` can cache the
-    base model's outputs on it across candidates.
+    base model's outputs on it across candidates.  ``start_step`` skips the batches a resumed finetune
+    took already (whole epochs without loading them).
     """
     drop_last = len(fit) >= settings.batch_size  # never an empty loader
     fit_id = hash(tuple(fit))  # ints hash the same in every process
-    epoch = 0
+    epoch, skip = divmod(start_step, steps_per_epoch(len(fit), settings.batch_size))
     while True:
         loader = task.loader("train", settings.batch_size, shuffle=True, seed=settings.seed + epoch, drop_last=drop_last, indices=fit)
-        for i, (x, y) in enumerate(loader):
+        for i, (x, y) in enumerate(itertools.islice(loader, skip, None), start=skip):
             yield (fit_id, settings.seed, settings.batch_size, epoch, i), x, y
-        epoch += 1
+        epoch, skip = epoch + 1, 0
 
 
 class Teacher:
@@ -295,21 +306,63 @@ class Recovery:
         self.model.eval()
         return self.report
 
-    def finetune(self, progress: Callable[[int, int], None] | None = None) -> RecoveryReport:
-        """Finetune, keeping the best state seen; the model ends in eval mode with recalibrated BN statistics."""
+    def finetune(
+        self,
+        progress: Callable[[int, int], None] | None = None,
+        on_point: Callable[[int, float], None] | None = None,
+        hooks: FinetuneHooks | None = None,
+    ) -> RecoveryReport:
+        """Finetune, keeping the best state seen; the model ends in eval mode with recalibrated BN statistics.
+
+        Args:
+            progress: called with ``(step, total)`` at every checkpoint.
+            on_point: called with ``(step, calibration metric)`` for every judged point of the curve, the one
+                judged after BN recalibration (step 0) first; an exception it raises ends the finetune there.
+            hooks: continue a saved finetune and save one at every judged checkpoint (:class:`FinetuneHooks`).
+        """
         s = self.settings
-        per_epoch = len(self.fit) // s.batch_size if len(self.fit) >= s.batch_size else 1
-        total = finetune_steps(s, per_epoch)
+        total = finetune_steps(s, steps_per_epoch(len(self.fit), s.batch_size))
         report = self.report
+        hook = _curve_hook(report, progress, on_point)
+        hook(0, total)
         if total > 0:
             teacher = self.teacher if s.distill else None
-            report.steps = _finetune(self.model, self.task, s, teacher, self.judge, report, total, self.fit, progress)
+            report.steps = _finetune(self.model, self.task, s, teacher, self.judge, report, total, self.fit, hook, hooks)
             report.calib_after_finetune = report.curve[-1][1] if self.calib else None
             self.judge.restore(self.model)
         report.calib_kept = self.judge.best_value
         report.kept_step = self.judge.best_step if self.calib else report.steps
         self.model.eval()
         return report
+
+
+def _curve_hook(
+    report: RecoveryReport, progress: Callable[[int, int], None] | None, on_point: Callable[[int, float], None] | None
+) -> Callable[[int, int], None]:
+    """A checkpoint callback that hands ``on_point`` every curve point judged since its last call, then calls
+    ``progress`` (except for the call before the first step)."""
+    seen = 0
+
+    def hook(step: int, total: int) -> None:
+        nonlocal seen
+        if on_point is not None:
+            for point_step, value in report.curve[seen:]:
+                on_point(point_step, value)
+        seen = len(report.curve)
+        if progress is not None and step > 0:
+            progress(step, total)
+
+    return hook
+
+
+def calibration_metric(model: nn.Module, task: Task, settings: RecoveryConfig) -> float | None:
+    """``model``'s metric on the calibration images of the training split (None: there are none); the base
+    model's is what a finetune curve's drop is measured from."""
+    _, calib = calibration_split(len(task.dataset("train")), settings.calib_size, settings.seed)
+    if not calib:
+        return None
+    model.eval()
+    return task.evaluate(model, "train", indices=calib).value
 
 
 def recover(
@@ -362,19 +415,23 @@ def _finetune(
     total: int,
     fit: Sequence[int],
     progress: Callable[[int, int], None] | None,
+    hooks: FinetuneHooks | None = None,
 ) -> int:
     """SGD with warm-up and cosine decay for ``total`` steps, judged at ``settings.checkpoints`` points.
 
-    With ``settings.amp`` the forward passes run under autocast (fp16 with a gradient scaler)."""
+    With ``settings.amp`` the forward passes run under autocast (fp16 with a gradient scaler).  With
+    ``hooks`` it continues a saved finetune and hands its state out at every judged checkpoint."""
     torch.manual_seed(settings.seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay, nesterov=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total, settings.warmup_steps))
     checkpoints = {max(1, round(total * i / settings.checkpoints)) for i in range(1, settings.checkpoints + 1)}
     device = model_device(model)
     scaler = torch.amp.GradScaler(device.type) if settings.amp == "fp16" else None
+    hooks = hooks or FinetuneHooks()
+    start = hooks.resume.restore(model, optimizer, scheduler, scaler, judge, report, total) if hooks.resume else 0
     model.train()
-    batches = _batches(task, settings, fit)
-    for step in range(1, total + 1):
+    batches = _batches(task, settings, fit, start)
+    for step in range(start + 1, total + 1):
         with autocast(settings.amp, device):
             loss = _loss(model, task, settings, teacher, next(batches))
         _step(optimizer, loss, scaler)
@@ -385,6 +442,88 @@ def _finetune(
                 optimizer.state.clear()  # momentum of the steps that made things worse
                 report.restores += 1
             model.train()
+            if hooks.on_checkpoint is not None:
+                hooks.on_checkpoint(FinetuneState.capture(step, total, model, optimizer, scheduler, scaler, judge, report))
             if progress is not None:
                 progress(step, total)
     return total
+
+
+@dataclass
+class FinetuneState:
+    """Where a finetune stands at a judged checkpoint: enough for another process to continue it exactly.
+
+    Holds only tensors, numbers, lists and dicts, so :meth:`as_dict` saves with ``torch.save`` and reads back
+    with ``torch.load(weights_only=True)``.  The model and optimizer tensors are the live ones: save the
+    state before the next step.
+
+    Attributes:
+        step / total: steps taken, and the finetune's length.
+        model / optimizer / scheduler / scaler: their ``state_dict`` (``scaler``: ``None`` without fp16).
+        rng: torch's CPU random state; ``cuda_rng``: every GPU's (``None`` without CUDA).
+        judge: the best state seen and its score (``best_value, best_stderr, best_step, best_state``).
+        curve / restores: the report so far.
+    """
+
+    step: int
+    total: int
+    model: dict[str, Any]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    rng: torch.Tensor
+    judge: dict[str, Any]
+    curve: list[list[float]]
+    restores: int
+    scaler: dict[str, Any] | None = None
+    cuda_rng: list[torch.Tensor] | None = None
+
+    @classmethod
+    def capture(cls, step: int, total: int, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                scaler: Any, judge: _Judge, report: RecoveryReport) -> FinetuneState:
+        """The state of a running finetune after ``step``."""
+        best = {"best_value": judge.best_value, "best_stderr": judge.best_stderr, "best_step": judge.best_step,
+                "best_state": judge.best_state}
+        return cls(step, total, model.state_dict(), optimizer.state_dict(), scheduler.state_dict(), torch.get_rng_state(),
+                   best, [[s, v] for s, v in report.curve], report.restores, None if scaler is None else scaler.state_dict(),
+                   torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+
+    def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any,
+                judge: _Judge, report: RecoveryReport, total: int) -> int:
+        """Put the saved state back into a freshly set-up finetune of ``total`` steps; returns the steps taken."""
+        if self.total != total:
+            raise ValueError(f"the saved finetune has {self.total} steps, this one {total}: it was made with another recipe")
+        model.load_state_dict(self.model)
+        optimizer.load_state_dict(self.optimizer)
+        scheduler.load_state_dict(self.scheduler)
+        if scaler is not None and self.scaler is not None:
+            scaler.load_state_dict(self.scaler)
+        torch.set_rng_state(self.rng)
+        if self.cuda_rng is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(self.cuda_rng)
+        judge.best_value, judge.best_stderr = self.judge["best_value"], self.judge["best_stderr"]
+        judge.best_step, judge.best_state = self.judge["best_step"], self.judge["best_state"]
+        report.curve = [(int(s), float(v)) for s, v in self.curve]
+        report.restores = int(self.restores)
+        return self.step
+
+    def as_dict(self) -> dict[str, Any]:
+        """The state as a plain dict (what ``torch.save`` writes)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FinetuneState:
+        """The state saved by :meth:`as_dict` (``KeyError`` when it is not one; optional fields may be absent)."""
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data or f.default is MISSING})
+
+
+@dataclass
+class FinetuneHooks:
+    """What a long finetune adds to the loop: a saved state to continue from, a call at every judged checkpoint.
+
+    Attributes:
+        resume: continue this saved finetune instead of starting (same recipe, same model architecture).
+        on_checkpoint: called with the :class:`FinetuneState` after every judged checkpoint (to save it).
+    """
+
+    resume: FinetuneState | None = None
+    on_checkpoint: Callable[[FinetuneState], None] | None = None

@@ -6,7 +6,9 @@ A study config names the function that builds the task::
     task_options: {image_size: 16}   # passed to make_task as keyword arguments
 
 ``make_task(config=..., **task_options)`` returns an :class:`autoprune.tasks.Task`.  A task gives the
-model builder, the data of each split, the metric (name, direction, how to compute it over a loader) and,
+model builder, the data of each split (``train``, ``val``, ``test`` and, if it likes, ``selection``: the
+images that judge ``autoprune confirm``'s candidates; without one, autoprune carves it out of ``val``),
+the metric (name, direction, how to compute it over a loader) and,
 optionally, the loss, the layers never pruned and, for transformers, attention heads, group ties and an
 ``after_pruning`` hook.  Here: a small VGG-style CNN of our own that tells four orientations of noisy
 gratings apart, on images this module draws itself from a seed.
@@ -20,8 +22,11 @@ or in Python::
 
     >>> task = make_task(image_size=16, train_size=64, val_size=32, test_size=32)
     >>> model = task.build_model()
-    >>> task.evaluate(model, "val").n
-    32
+    >>> task.evaluate(model, "val").n, task.evaluate(model, "selection").n  # 30% of val carved out for confirm
+    (22, 10)
+    >>> task = make_task(image_size=16, train_size=64, val_size=32, test_size=32, selection_size=16)
+    >>> task.evaluate(model, "val").n, task.evaluate(model, "selection").n  # a selection split of its own
+    (32, 16)
 """
 
 from __future__ import annotations
@@ -98,7 +103,9 @@ class GratingsTask(ClassificationTask):
         image_size: image side.
         train_size: training images.
         val_size: validation images (the search's metric).
-        test_size: held-out images (read only by ``autoprune confirm``).
+        test_size: held-out images (read once by ``autoprune export``, for the exported model).
+        selection_size: images of a selection split of the task's own (judges ``autoprune confirm``'s
+            candidates); ``None``: autoprune carves it out of the validation images.
         seed: data seed; each split draws from its own seed.
         widths: channels of the network's conv blocks.
     """
@@ -116,6 +123,7 @@ class GratingsTask(ClassificationTask):
         test_size: int = 1000,
         seed: int = 0,
         widths: Sequence[int] = (16, 32, 32),
+        selection_size: int | None = None,
     ) -> None:
         super().__init__()
         self.widths = list(widths)
@@ -124,6 +132,10 @@ class GratingsTask(ClassificationTask):
             "val": make_gratings(val_size, image_size, seed * 3 + 1),
             "test": make_gratings(test_size, image_size, seed * 3 + 2),
         }
+        if selection_size is not None:
+            # A stream of its own, apart from every seed's train/val/test streams (seed * 3 + 0..2).
+            self._splits["selection"] = make_gratings(selection_size, image_size, 1_000_000 + seed)
+            self.own_selection_split = True
 
     def build_model(self) -> nn.Module:
         return GratingNet(len(ORIENTATIONS), self.widths)

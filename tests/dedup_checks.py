@@ -13,7 +13,8 @@ def assert_each_vector_evaluated_once(by_key: dict[str, list[optuna.trial.Frozen
         evaluated = [t for t in same if DUPLICATE_ATTR not in t.user_attrs]
         assert len(evaluated) == 1, f"{key} evaluated by trials {[t.number for t in evaluated]}"
         origin = evaluated[0]
-        assert "finetune" in origin.user_attrs["stage_seconds"]
+        # Finetuned by the trial itself, or, for an enqueued baseline, once by its sweep point.
+        assert "finetune" in origin.user_attrs.get("sweep_stage_seconds", origin.user_attrs["stage_seconds"])
         for t in same:
             if t is origin:
                 continue

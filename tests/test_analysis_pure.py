@@ -225,15 +225,15 @@ def test_no_front_point_or_pick_rests_on_an_unsettled_timing() -> None:
     assert [p["speedup"] for p in pareto_front(points, cv_threshold=0.05)] == [2.0, 3.24]
 
 
-def test_choose_without_confirmation_ignores_the_test_split_not_a_settled_retiming() -> None:
+def test_choose_without_confirmation_ignores_the_selection_split_not_a_settled_retiming() -> None:
     # Trial 3's search timing did not settle (a loaded host); confirm re-timed it (settled) and found it fails
-    # on test.  The confirmed choice falls back to trial 4; the validation pick, which never reads the test
-    # split, counts trial 3 with its re-timing, so it leads there.
+    # on the selection split.  The confirmed choice falls back to trial 4; the validation pick, which never
+    # reads the selection split, counts trial 3 with its re-timing, so it leads there.
     df = pd.DataFrame([
         _pt(3, 0.96, 3.0, drop=0.01, speedup_spread=0.20, **{
-            "confirmed:speedup": 2.9, "confirmed:speedup_spread": 0.01, "confirmed:test_drop": 0.05}),
+            "confirmed:speedup": 2.9, "confirmed:speedup_spread": 0.01, "confirmed:selection_drop": 0.05}),
         _pt(4, 0.965, 2.5, drop=0.005, speedup_spread=0.01, **{
-            "confirmed:speedup": 2.4, "confirmed:speedup_spread": 0.01, "confirmed:test_drop": 0.0}),
+            "confirmed:speedup": 2.4, "confirmed:speedup_spread": 0.01, "confirmed:selection_drop": 0.0}),
     ])
     confirmed = choose(df, 0.02, cv_threshold=0.05)
     assert (confirmed.number, confirmed.source, confirmed.row["speedup"]) == (4, "confirmed", 2.4)
@@ -257,8 +257,8 @@ def test_every_pick_breaks_an_equal_speed_tie_by_a_metric_to_minimize() -> None:
 
     confirmed = {"confirmed:speedup": 1.9, "confirmed:speedup_spread": 0.01, "confirmed:noisy": False}
     df = pd.DataFrame([
-        _pt(0, 0.20, 2.0, drop=0.10, macs=1000, kind="search", **confirmed, **{"confirmed:test_drop": 0.10}),
-        _pt(1, 0.12, 2.0, drop=0.02, macs=1000, kind="search", **confirmed, **{"confirmed:test_drop": 0.02}),
+        _pt(0, 0.20, 2.0, drop=0.10, macs=1000, kind="search", **confirmed, **{"confirmed:selection_drop": 0.10}),
+        _pt(1, 0.12, 2.0, drop=0.02, macs=1000, kind="search", **confirmed, **{"confirmed:selection_drop": 0.02}),
     ])
     info = StudyInfo(name="err", metric_name="error", metric_direction="minimize", base_metric=0.10, max_drop=0.15)
     bare = df.drop(columns=[c for c in df.columns if c.startswith("confirmed:")])
@@ -267,7 +267,7 @@ def test_every_pick_breaks_an_equal_speed_tie_by_a_metric_to_minimize() -> None:
         assert summarize(table, info)["chosen"]["number"] == 1  # pareto
         assert choose_trial(table, info, 0.15)[0]["number"] == 1  # export
     assert summarize(df, info)["selection"] == "confirmed"
-    figures = {str(n): {"test_drop": d, "speedup": 1.9, "speedup_spread": 0.01, "noisy": False} for n, d in ((0, 0.10), (1, 0.02))}
+    figures = {str(n): {"selection_drop": d, "speedup": 1.9, "speedup_spread": 0.01, "noisy": False} for n, d in ((0, 0.10), (1, 0.02))}
     assert _pick(bare, info, 0.15, figures)[0] == 1  # what confirm stores as the pick
     assert [c.number for c in select_candidates(bare, info, 1, 0.15)] == [1]  # what confirm re-measures first
 
@@ -287,10 +287,10 @@ def _baseline_study() -> tuple[pd.DataFrame, object]:
                      config={"latency": {"cv_threshold": 0.05}})
 
     def trial(number: int, kind: str, ratio: float | None, drop: float, speedup: float, confirmed: float,
-              spread: float, test_drop: float, macs: int) -> dict[str, object]:
+              spread: float, selection_drop: float, macs: int) -> dict[str, object]:
         return _pt(number, 0.9 - drop, speedup, drop=drop, speedup_spread=0.01, macs=macs, kind=kind,
                    baseline_ratio=ratio, **{"confirmed:speedup": confirmed, "confirmed:speedup_spread": spread,
-                                            "confirmed:noisy": spread > 0.05, "confirmed:test_drop": test_drop})
+                                            "confirmed:noisy": spread > 0.05, "confirmed:selection_drop": selection_drop})
 
     df = pd.DataFrame([
         trial(0, "global", 0.35, 0.005, 1.9, 1.85, 0.01, 0.004, 500),
@@ -308,7 +308,7 @@ def test_a_confirmed_baseline_is_labelled_and_figured_from_one_trial() -> None:
     s = summarize(df, info)
     assert s["chosen"]["number"] == 2 and s["selection"] == "confirmed"
     best = s["best"]["global"]
-    assert (best["number"], best["ratio"], best["speedup"], best["test_drop"]) == (0, 0.35, 1.85, 0.004)
+    assert (best["number"], best["ratio"], best["speedup"], best["selection_drop"]) == (0, 0.35, 1.85, 0.004)
     (row,) = [r for r in table_rows(s) if r["mark"] == "G"]
     assert row["trial"] == "global r=0.35" and row["speedup"].startswith("1.90x"), row
     assert "the best global baseline (1.85x)" in s["sentence"], s["sentence"]
@@ -433,3 +433,20 @@ def test_miou_and_its_bootstrap() -> None:
     assert se == pytest.approx(float(np.std(ref, ddof=1)), rel=0.15)
     with pytest.raises(ValueError, match="shape"):
         bootstrap_miou_stderr(inter_r, union_r[:, :3])
+
+
+def test_the_confirmed_pick_keeps_a_margin_for_the_selection_splits_noise() -> None:
+    """The fastest of K candidates is judged by its selection drop plus z standard errors of it: one whose drop
+    came out just under the budget by chance is passed over, with the figures that decided it named."""
+    def row(number: int, speedup: float, drop: float, se: float, z: float) -> dict[str, object]:
+        return _pt(number, 0.9, speedup, drop=0.005, speedup_spread=0.01, **{
+            "confirmed:speedup": speedup, "confirmed:speedup_spread": 0.01, "confirmed:noisy": False,
+            "confirmed:selection_drop": drop, "confirmed:selection_drop_stderr": se, "confirmed:selection_z": z})
+
+    df = pd.DataFrame([row(0, 3.0, 0.008, 0.004, 1.0), row(1, 2.5, 0.002, 0.004, 1.0)])
+    picked = choose(df, 0.01)
+    assert picked.number == 1 and picked.source == "confirmed"
+    assert picked.notes == ["trial 0 (3.00x) fails the budget on the selection split (selection drop +0.0080 + 1 x 0.0040 "
+                            "> 0.01); falling back to the next confirmed candidate"]
+    # z = 0: the drop alone decides, and the faster one holds.
+    assert choose(pd.DataFrame([row(0, 3.0, 0.008, 0.004, 0.0), row(1, 2.5, 0.002, 0.004, 0.0)]), 0.01).number == 0

@@ -179,23 +179,27 @@ def test_load_study_info(study_url: str) -> None:
 
 
 def test_confirmed_and_timings_columns(sqlite_url: str) -> None:
-    confirmed = {"test_metric": 0.969, "test_metric_stderr": 0.0077, "test_drop": 0.011, "test_feasible": False,
+    confirmed = {"selection_metric": 0.969, "selection_metric_stderr": 0.0077, "selection_drop": 0.011,
+                 "selection_drop_stderr": 0.002, "selection_z": 1.0, "selection_feasible": False,
                  "speedup": 2.55, "speedup_spread": 0.03, "host_id": "hostA"}
     timings = {"hostB": {"host": "target", "speedup": 2.1, "speedup_spread": 0.01, "latency_ms": 4.0}}
     make_study(sqlite_url, "s", extra={2: {"confirmed": confirmed, "timings": timings}, 1: {"timings": timings}})
     df, info = load_analysis(sqlite_url, "s")
-    assert df.loc[2, "confirmed:test_drop"] == 0.011
+    assert df.loc[2, "confirmed:selection_drop"] == 0.011
     assert df.loc[2, "timings:hostB:speedup"] == 2.1
-    # The only confirmed candidate fails the budget on test: nothing is chosen (export would refuse too).
+    # The only confirmed candidate fails the budget on the selection split: nothing is chosen (export would refuse too).
     summary = summarize(df, info, 0.01)
     assert summary["chosen"] is None and summary["validation_pick"] == 2 and summary["selection"] == "confirmed"
-    assert "no confirmed candidate holds the budget 0.01 on the test split" in summary["sentence"]
-    # At a wider budget it holds on test and is chosen with its confirmed figures.
+    assert "no confirmed candidate holds the budget 0.01 on the selection split" in summary["sentence"]
+    # Its drop plus one standard error (0.013) is over 0.0125 too, though the drop alone is within it.
+    assert summarize(df, info, 0.0125)["chosen"] is None
+    # At a wider budget it holds on the selection split and is chosen with its confirmed figures.
     summary = summarize(df, info, 0.02)
-    assert summary["chosen"]["confirmed"]["test_feasible"] is False  # as recorded, at the confirmation's budget
+    assert summary["chosen"]["confirmed"]["selection_feasible"] is False  # as recorded, at the confirmation's budget
     assert (summary["chosen"]["number"], summary["chosen"]["speedup"], summary["chosen"]["speedup_searched"]) == (2, 2.55, 2.6)
-    assert ("validation drop 0.0080 ± 0.0190, test drop 0.0110 (test accuracy 0.9690 ± 0.0151; within the budget "
-            "on test, confirmed speedup 2.55x)") in summary["noise"]["line"]
+    assert ("validation drop 0.0080 ± 0.0190, selection drop +0.0110 + 1 x 0.0020 (within the budget on the selection "
+            "split, confirmed speedup 2.55x); test split not read yet") in summary["noise"]["line"]
+    assert summary["final_test"] is None
     # judged on hostB: trials re-timed there take that speedup, the others have none
     on_b = load_trials(sqlite_url, "s", host_id="hostB")
     assert on_b.loc[2, "speedup"] == 2.1 and on_b.loc[2, "latency_ms"] == 4.0
@@ -357,8 +361,8 @@ def test_a_disturbed_timing_leads_nothing_until_a_settled_retiming(sqlite_url: s
     paths = write_report(df, info, 0.01, tmp_path / "report")
     assert "5.67" not in paths["front_csv"].read_text()
     # `autoprune confirm` re-timed it at 3.24x with a settled spread: it now counts, with that figure.
-    figures = {"speedup": 3.24, "speedup_spread": 0.01, "noisy": False, "host_id": "hostA", "test_drop": 0.006,
-               "test_feasible": True}
+    figures = {"speedup": 3.24, "speedup_spread": 0.01, "noisy": False, "host_id": "hostA", "selection_drop": 0.006,
+               "selection_feasible": True}
     study.set_user_attr("confirmation", {"trials": {"4": figures}})
     s = summarize(*load_analysis(sqlite_url, "s"), 0.01)
     assert (s["chosen"]["number"], s["chosen"]["speedup"], s["chosen"]["timing"]) == (4, 3.24, "confirmed")
@@ -389,7 +393,7 @@ def test_latency_column_orders_as_the_speedups(sqlite_url: str) -> None:
 def test_a_confirmed_pick_leads_every_view_with_its_confirmed_figures(sqlite_url: str, tmp_path: Path) -> None:
     # Validation pick: trial 2 (2.60x in the search).  Confirmation re-timed it at 1.95x, the global baseline
     # trial 1 at 2.30x, together: the confirmed choice is trial 1, and every view says so.
-    conf = {"test_drop": 0.004, "test_feasible": True, "noisy": False, "speedup_spread": 0.01, "host_id": "hostA"}
+    conf = {"selection_drop": 0.004, "selection_feasible": True, "noisy": False, "speedup_spread": 0.01, "host_id": "hostA"}
     study = make_study(sqlite_url, "s", extra={1: {"kind": "global"}})
     study.set_user_attr("confirmation", {"trials": {"2": conf | {"speedup": 1.95, "kind": "search"},
                                                     "1": conf | {"speedup": 2.30, "kind": "global"}}})
@@ -601,16 +605,17 @@ def test_a_baseline_pick_is_said_in_words() -> None:
         "architecture is the global baseline (trial 1, 2.10x), 1.05x faster than the best uniform baseline (2.00x).")
 
 
-def test_a_baseline_that_fails_on_test_is_said_so_beside_the_comparison() -> None:
+def test_a_baseline_that_fails_on_the_selection_split_is_said_so_beside_the_comparison() -> None:
     from autoprune.analysis.report import _comparison_sentence
 
-    best = {"uniform": {"speedup": 5.37, "speedup_spread": 0.005, "test_drop": 0.0306},
-            "global": {"speedup": 4.00, "speedup_spread": 0.005, "test_drop": 0.0200}}
+    best = {"uniform": {"speedup": 5.37, "speedup_spread": 0.005, "selection_drop": 0.0306},
+            "global": {"speedup": 4.00, "speedup_spread": 0.005, "selection_drop": 0.0200}}
     baselines = {"uniform": [best["uniform"]], "global": [best["global"]]}
     chosen = {"number": 15, "kind": "search", "speedup": 5.00, "speedup_spread": 0.007}
     text = _comparison_sentence(chosen, best, baselines, 0.03, None)
-    assert "slower than the best uniform baseline (5.37x, which fails the budget on the test split (test drop +0.0306))" in text
-    assert "faster than the best global baseline (4.00x)" in text  # holds on test: no caveat
+    assert ("slower than the best uniform baseline (5.37x, which fails the budget on the selection split "
+            "(selection drop +0.0306))") in text
+    assert "faster than the best global baseline (4.00x)" in text  # holds on the selection split: no caveat
 
 
 def test_the_same_architecture_as_a_baseline_is_said_so_not_compared() -> None:
@@ -655,7 +660,7 @@ def test_twins_are_one_candidate_and_share_one_figure(sqlite_url: str) -> None:
     candidates = select_candidates(df, info, 5, 0.01)
     assert [c.number for c in candidates] == [0]
     assert twins_timed(df, candidates) == {"1": 0}
-    conf = {"test_drop": 0.004, "test_feasible": True, "noisy": False, "speedup_spread": 0.01, "host_id": "hostA",
+    conf = {"selection_drop": 0.004, "selection_feasible": True, "noisy": False, "speedup_spread": 0.01, "host_id": "hostA",
             "speedup": 5.9, "latency_ms": 1.7, "reproduced": True}
     study.set_user_attr("confirmation", {"trials": {"0": conf}, "twins": {"1": 0}, "measured_at": "2026-01-01T00:00:00"})
     df, info = load_analysis(sqlite_url, "twins")
@@ -676,7 +681,7 @@ def test_pareto_plot_draws_each_point_where_its_label_says(sqlite_url: str) -> N
     from autoprune.analysis.plots import pareto_figure
 
     study = _twin_study(sqlite_url)
-    conf = {"test_drop": 0.004, "test_feasible": True, "noisy": False, "speedup_spread": 0.01, "host_id": "hostA",
+    conf = {"selection_drop": 0.004, "selection_feasible": True, "noisy": False, "speedup_spread": 0.01, "host_id": "hostA",
             "speedup": 5.9, "latency_ms": 1.7, "reproduced": True}
     study.set_user_attr("confirmation", {"trials": {"0": conf}, "twins": {"1": 0}})
     df, info = load_analysis(sqlite_url, "twins")

@@ -260,14 +260,29 @@ def test_unreadable_files(tmp_path: Path) -> None:
         read_architecture(listed)
 
 
-def test_provenance_redacts_storage_passwords(tiny_config, tiny_base_model, schema, monkeypatch: pytest.MonkeyPatch) -> None:
-    tiny_config.storage = "postgresql://bob:s3cret@db:5432/studies"
+def test_provenance_names_where_the_study_lives_without_user_or_password(tiny_config, tiny_base_model, schema, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The architecture JSON is handed on: it records the study and its locator, never a storage URL (was the
+    whole URL, and a password holding ``?`` was written in full)."""
+    tiny_config.storage = "postgresql://bob:pa?ssW0rd@db:5432/studies"
     monkeypatch.delenv("AUTOPRUNE_STORAGE", raising=False)
     _, arch = _prune_to_arch(tiny_config, tiny_base_model, uniform=0.25)
-    assert "s3cret" not in json.dumps(arch)
-    assert arch["provenance"]["storage"].startswith("postgresql://bob:")
+    text = json.dumps(arch)
+    assert "ssW0rd" not in text and "bob" not in text and "storage" not in arch["provenance"]
+    assert arch["provenance"]["locator"] == "postgresql://db:5432/studies"
     assert arch["provenance"]["study"] == "tiny-digits" and arch["provenance"]["config"] == str(tiny_config.source)
     assert _schema_errors(schema, arch) == []
+
+
+def test_an_old_architecture_with_a_storage_field_still_loads(tiny_config, tiny_base_model, schema, tmp_path: Path) -> None:
+    _, arch = _prune_to_arch(tiny_config, tiny_base_model, uniform=0.25)
+    old = dict(arch, provenance={k: v for k, v in arch["provenance"].items() if k != "locator"})
+    old["provenance"]["storage"] = "postgresql://bob:***@db:5432/studies"  # as autoprune 0.1.0 wrote it
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    assert read_architecture(path)["provenance"]["storage"].startswith("postgresql://bob:***@")
+    assert _schema_errors(schema, old) == []
+    applied = apply_architecture(read_architecture(path), config=tiny_config, where=str(path))
+    assert applied.model is not None
 
 
 # Base checkpoints are read with weights_only=True ---------------------------------------------------

@@ -1,5 +1,6 @@
-"""Honest selection: ``autoprune confirm`` re-times the best candidates together, reads the test split
-(and only there), stores the figures, and ``export`` picks the fastest candidate that holds on test.
+"""Honest selection: ``autoprune confirm`` re-times the best candidates together, judges them on the selection
+split (never the test split), stores the figures, and ``export`` picks the fastest candidate that holds there,
+then reads the test split once, for the exported model.
 
 One real tiny study (digits, small ResNet, SQLite) is searched once per module: the sweeps, an enqueued
 unpruned-architecture trial (slow, accurate), an enqueued mid trial and random trials.  Its config does
@@ -42,6 +43,7 @@ from autoprune.errors import SelectionError
 from autoprune.errors import TaskError
 from autoprune.export import chosen_lines
 from autoprune.export import export_architecture
+from autoprune.final_test import FinalTest
 from autoprune.latency import host_fingerprint
 from autoprune.tasks.digits import DigitsTask
 
@@ -88,7 +90,7 @@ def test_search_path_never_reads_the_test_split(study_config: Path) -> None:
     ctx = StudyContext.build(cfg, use_cache=False)
     assert ctx.task.access_counts["test"] == 0 and ctx.task.access_counts["val"] == 1
     result = evaluate_candidate(ctx, uniform=0.3)
-    assert result.metric.n == len(ctx.task.dataset("val"))
+    assert result.metric.n == len(ctx.task.split_data("val")) < len(ctx.task.dataset("val"))
     assert ctx.task.access_counts["test"] == 0
     # Validation is read for the base, after BN recalibration and after the finetune; never the test split.
     assert ctx.task.access_counts["train"] > 0 and ctx.task.access_counts["val"] == 3
@@ -101,7 +103,7 @@ def test_search_path_never_reads_the_test_split(study_config: Path) -> None:
 
 
 @pytest.mark.slow  # the module's study_config fixture searches a study
-def test_confirm_retimes_together_reads_test_and_stores(study_config: Path) -> None:
+def test_confirm_retimes_together_judges_on_the_selection_split_and_stores(study_config: Path) -> None:
     cfg = _config(study_config)
     df, info = load_analysis(cfg.storage_url(), cfg.name)
     candidates = select_candidates(df, info, 5, MAX_DROP)
@@ -117,8 +119,8 @@ def test_confirm_retimes_together_reads_test_and_stores(study_config: Path) -> N
     lines: list[str] = []
     summary = confirm_study(cfg, top=5, echo=lines.append, context=ctx)
 
-    # The test split is read once per model (base + every candidate), by confirm only.
-    assert ctx.task.access_counts["test"] == 1 + len(candidates)
+    # The selection split is read once per model (base + every candidate); the test split never.
+    assert ctx.task.access_counts["selection"] == 1 + len(candidates) and ctx.task.access_counts["test"] == 0
     assert set(summary["trials"]) == {str(c.number) for c in trials}
     assert set(summary["baselines"]) == {c.kind for c in sweeps}
     assert all(summary["baselines"][c.kind]["ratio"] == c.ratio for c in sweeps)
@@ -128,33 +130,38 @@ def test_confirm_retimes_together_reads_test_and_stores(study_config: Path) -> N
     assert {e["host_id"] for e in entries} == {host_fingerprint()["fingerprint_id"]} == {summary["host_id"]}
     assert all(e["speedup"] > 0 and e["base_latency_ms"] > 0 for e in entries)
 
-    # Standard errors, by hand: binomial on the test split's n, and the drop's from both models' errors.
-    n = len(ctx.task.dataset("test"))
-    base_p = summary["base_test_metric"]
-    assert summary["test_n"] == n and summary["base_test_metric_stderr"] == pytest.approx(math.sqrt(base_p * (1 - base_p) / n), rel=1e-12)
+    # Standard errors, by hand: binomial on the selection split's n, and the drop's from both models' errors;
+    # a candidate holds when its drop plus search.selection_z (default 1) standard errors is within the budget.
+    n = len(ctx.task.split_data("selection"))
+    base_p = summary["base_selection_metric"]
+    assert summary["selection_n"] == n and summary["selection_z"] == cfg.search.selection_z == 1.0
+    assert summary["base_selection_metric_stderr"] == pytest.approx(math.sqrt(base_p * (1 - base_p) / n), rel=1e-12)
     for e in entries:
-        p = e["test_metric"]
-        assert e["test_n"] == n and p * n == pytest.approx(round(p * n), abs=1e-9)
-        assert e["test_metric_stderr"] == pytest.approx(math.sqrt(p * (1 - p) / n), rel=1e-12)
-        assert e["test_drop"] == pytest.approx(base_p - p, abs=1e-12)
+        p = e["selection_metric"]
+        assert e["selection_n"] == n and p * n == pytest.approx(round(p * n), abs=1e-9)
+        assert e["selection_metric_stderr"] == pytest.approx(math.sqrt(p * (1 - p) / n), rel=1e-12)
+        assert e["selection_drop"] == pytest.approx(base_p - p, abs=1e-12)
         se_base = math.sqrt(base_p * (1 - base_p) / n)
-        assert e["test_drop_stderr"] == pytest.approx(math.sqrt(p * (1 - p) / n + se_base**2), rel=1e-12)
-        assert e["test_feasible"] == (e["test_drop"] <= MAX_DROP)
+        assert e["selection_drop_stderr"] == pytest.approx(math.sqrt(p * (1 - p) / n + se_base**2), rel=1e-12)
+        assert e["selection_feasible"] == (e["selection_drop"] + e["selection_drop_stderr"] <= MAX_DROP)
+        assert not any(key.startswith("test_") for key in e)
 
-    # The rebuilt model is the finetuned one: its validation metric is the trial's, its test accuracy is
-    # what a plain count over the test split gives.
+    # The rebuilt model is the finetuned one: its validation metric is the trial's, its selection accuracy is
+    # what a plain count over the selection split (validation images no trial was judged on) gives.
     pick = trials[0]
     model = rebuild_trial(cfg, pick, Path(ctx.workdir))
     assert ctx.task.evaluate(model, "val").value == pick.val_metric
-    x, y = ctx.task.dataset("test").tensors
+    x, y = ctx.task.dataset("val").tensors
+    carved = ctx.task.split_data("selection").indices
+    assert set(carved).isdisjoint(ctx.task.split_data("val").indices)
     with torch.no_grad():
-        correct = int((model.eval()(x).argmax(1) == y).sum())
-    assert summary["trials"][str(pick.number)]["test_metric"] == correct / n
+        correct = int((model.eval()(x[carved]).argmax(1) == y[carved]).sum())
+    assert summary["trials"][str(pick.number)]["selection_metric"] == correct / n
 
     # Stored: the analysis table shows the figures as confirmed:<key> columns of those trials.
     df2, _ = load_analysis(cfg.storage_url(), cfg.name)
     row = df2.set_index("number").loc[pick.number]
-    assert row["confirmed:test_drop"] == summary["trials"][str(pick.number)]["test_drop"]
+    assert row["confirmed:selection_drop"] == summary["trials"][str(pick.number)]["selection_drop"]
     assert row["confirmed:speedup"] == summary["trials"][str(pick.number)]["speedup"]
     stored = optuna.load_study(study_name=cfg.name, storage=cfg.storage_url()).user_attrs["confirmation"]
     assert stored["trials"] == json.loads(json.dumps(summary["trials"]))
@@ -162,14 +169,26 @@ def test_confirm_retimes_together_reads_test_and_stores(study_config: Path) -> N
     assert any(line.startswith("candidate ") and "confirmed" in line for line in lines)
     assert any(f"the validation pick, trial {summary['val_pick']}" in line for line in lines)
 
-    # Export follows the confirmation: the fastest confirmed candidate within the budget on test.
-    out = export_architecture(cfg, Path(ctx.workdir) / "arch.json")
+    # Export follows the confirmation: the fastest confirmed candidate within the budget on the selection split;
+    # then it reads the test split once, for that model (and the base, for its drop), and reports it.
+    out = export_architecture(cfg, Path(ctx.workdir) / "arch.json", task=ctx.task)
     assert summary["pick"] is not None and out.trial == summary["pick"]
+    assert ctx.task.access_counts["test"] == 2
     arch = json.loads(out.path.read_text())
     fig = summary["trials"][str(out.trial)]
     assert arch["provenance"]["selection"] == "confirmed"
-    assert arch["metrics"]["test_drop"] == fig["test_drop"] and arch["metrics"]["test_feasible"] is True
+    assert arch["metrics"]["selection_drop"] == fig["selection_drop"] and arch["metrics"]["selection_feasible"] is True
     assert arch["latency"]["confirmed_speedup"] == fig["speedup"]
+    report = out.final_test
+    assert report is not None and report.trial == out.trial and report.test_n == len(ctx.task.dataset("test"))
+    assert arch["metrics"]["test_drop"] == report.test_drop == pytest.approx(report.base_test_metric - report.test_metric)
+    assert arch["metrics"]["test_feasible"] == (report.test_drop <= MAX_DROP)
+    assert any(line.startswith("test split (read once, after the pick)") for line in chosen_lines(out))
+    stored = optuna.load_study(study_name=cfg.name, storage=cfg.storage_url()).user_attrs["final_test"]
+    assert FinalTest.from_attrs(stored) == report
+    s = summarize(*load_analysis(cfg.storage_url(), cfg.name), MAX_DROP)
+    assert s["chosen"]["number"] == out.trial and s["final_test"]["test_drop"] == report.test_drop
+    assert f"test drop {report.test_drop:+.4f}" in s["noise"]["line"]
 
 
 def _val_pick(df: pd.DataFrame, info: StudyInfo) -> int:
@@ -177,19 +196,21 @@ def _val_pick(df: pd.DataFrame, info: StudyInfo) -> int:
     return int(select(df[df["state"] == "COMPLETE"], MAX_DROP, cv_threshold=info.cv_threshold)["number"])
 
 
-class _HeldOutSwapped(DigitsTask):
-    """The digits task with another test split (the task contract's own ``dataset`` method)."""
+class _SelectionSwapped(DigitsTask):
+    """The digits task with a selection split of its own (the task contract's ``own_selection_split``)."""
 
-    def __init__(self, test_set: TensorDataset, **options) -> None:
+    own_selection_split = True
+
+    def __init__(self, selection_set: TensorDataset, **options) -> None:
         super().__init__(**options)
-        self._test_set = test_set
+        self._selection_set = selection_set
 
     def dataset(self, split: str):
-        return self._test_set if split == "test" else super().dataset(split)
+        return self._selection_set if split == "selection" else super().dataset(split)
 
 
 @pytest.mark.slow  # the module's study_config fixture searches a study
-def test_export_falls_back_when_the_top_pick_fails_on_test(study_config: Path, tmp_path: Path) -> None:
+def test_export_falls_back_when_the_top_pick_fails_on_the_selection_split(study_config: Path, tmp_path: Path) -> None:
     cfg = _config(study_config)
     df, info = load_analysis(cfg.storage_url(), cfg.name)
     trials = [c for c in select_candidates(df, info, 5, MAX_DROP) if c.number is not None]
@@ -198,7 +219,7 @@ def test_export_falls_back_when_the_top_pick_fails_on_test(study_config: Path, t
     assert fast
     ctx = StudyContext.build(cfg)
     models = {c.number: rebuild_trial(cfg, c, tmp_path) for c in trials}
-    # A test split on which every faster candidate is wrong and the slow one right: images (real digits
+    # A selection split on which every faster candidate is wrong and the slow one right: images (real digits
     # and noise) that base and slow candidate label alike while every faster candidate disagrees.
     pool = torch.cat([ctx.task.dataset("train").tensors[0], torch.randn(3000, 1, 16, 16, generator=torch.Generator().manual_seed(0))])
     with torch.no_grad():
@@ -207,31 +228,32 @@ def test_export_falls_back_when_the_top_pick_fails_on_test(study_config: Path, t
         for c in fast:
             keep &= models[c.number].eval()(pool).argmax(1) != base_pred
     assert int(keep.sum()) >= 30, "too few images separate the candidates"
-    test_set = TensorDataset(pool[keep], base_pred[keep])
-    swapped = _HeldOutSwapped(test_set, model=cfg.model, model_options=cfg.model_options, **cfg.task_options)
+    selection_set = TensorDataset(pool[keep], base_pred[keep])
+    swapped = _SelectionSwapped(selection_set, model=cfg.model, model_options=cfg.model_options, **cfg.task_options)
     adversarial = dataclasses.replace(ctx, task=swapped)
 
     summary = confirm_study(cfg, top=5, echo=lambda line: None, context=adversarial)
-    assert summary["base_test_metric"] == 1.0
-    assert summary["trials"][str(slow.number)]["test_drop"] == 0.0
-    assert all(summary["trials"][str(c.number)]["test_drop"] == 1.0 for c in fast)
+    assert summary["base_selection_metric"] == 1.0 and summary["selection_n"] == len(selection_set)
+    assert summary["trials"][str(slow.number)]["selection_drop"] == 0.0
+    assert all(summary["trials"][str(c.number)]["selection_drop"] == 1.0 for c in fast)
     val_pick = _val_pick(df, info)
     assert summary["val_pick"] == val_pick and summary["val_pick_holds"] is (val_pick == slow.number)
     assert summary["pick"] == slow.number
 
-    out = export_architecture(cfg, tmp_path / "arch.json")
-    assert out.trial == slow.number
+    out = export_architecture(cfg, tmp_path / "arch.json", final_test=False)
+    assert out.trial == slow.number and out.final_test is None
     # Export falls back through every candidate confirmed faster than the slow one, fastest first.
     confirmed = {c.number: summary["trials"][str(c.number)]["speedup"] for c in trials}
     ahead = sorted((c for c in fast if confirmed[c.number] > confirmed[slow.number]), key=lambda c: -confirmed[c.number])
     assert [note.split(" ")[1] for note in out.notes] == [str(c.number) for c in ahead]
-    assert all("fails the budget on the test split" in note for note in out.notes)
+    assert all("fails the budget on the selection split" in note for note in out.notes)
     arch = json.loads(out.path.read_text())
-    assert arch["provenance"]["selection"] == "confirmed" and arch["metrics"]["test_feasible"] is True
+    assert arch["provenance"]["selection"] == "confirmed" and arch["metrics"]["selection_feasible"] is True
+    assert "test_drop" not in arch["metrics"]
     # Without the confirmation the validation pick comes back: the one over the table as it now stands, where a
     # trial whose search timing did not settle (a loaded host) counts with its settled re-timing from confirm.
     val_pick_now = _val_pick(*load_analysis(cfg.storage_url(), cfg.name))
-    assert export_architecture(cfg, tmp_path / "val.json", use_confirmed=False).trial == val_pick_now
+    assert export_architecture(cfg, tmp_path / "val.json", use_confirmed=False, final_test=False).trial == val_pick_now
 
 
 @pytest.mark.slow  # the module's study_config fixture searches a study
@@ -247,7 +269,7 @@ def test_cli_confirm_prints_the_table(study_config: Path) -> None:
     if earlier:
         assert earlier["measured_at"] in replaced[0] and earlier["host_id"] in replaced[0]
     header = next(line for line in lines if line.startswith("candidate "))
-    for column in ("val drop", "test drop", "search", "confirmed"):
+    for column in ("val drop", "selection drop", "search", "confirmed"):
         assert column in header
     assert sum(1 for line in lines if line.startswith("trial ")) == 2
     assert any(line.startswith("the validation pick, trial ") for line in lines)
@@ -311,17 +333,17 @@ def test_an_outlying_timing_cannot_hide_the_real_best_from_confirm() -> None:
 def test_export_never_leads_with_a_confirmed_timing_that_did_not_settle() -> None:
     df = _table([
         {"number": 0, "metric": 0.89, "drop": 0.01, "speedup": 3.0, "kind": "search", "channels:a": 9,
-         "confirmed:speedup": 3.9, "confirmed:noisy": True, "confirmed:test_drop": 0.01},
+         "confirmed:speedup": 3.9, "confirmed:noisy": True, "confirmed:selection_drop": 0.01},
         {"number": 1, "metric": 0.88, "drop": 0.02, "speedup": 3.1, "kind": "search", "channels:a": 8,
-         "confirmed:speedup": 3.2, "confirmed:noisy": False, "confirmed:test_drop": 0.02},
+         "confirmed:speedup": 3.2, "confirmed:noisy": False, "confirmed:selection_drop": 0.02},
     ])
     notes: list[str] = []
     assert confirmed_pick(df, 0.05, notes)["number"] == 1 and "trial 0 (3.90x): its re-timing did not settle" in notes[0]
     # A spread above the study's threshold is unsettled whatever the flag says.
     spread = df.assign(**{"confirmed:noisy": [False, False], "confirmed:speedup_spread": [0.2, 0.01]})
     assert confirmed_pick(spread, 0.05, [], cv_threshold=0.05)["number"] == 1
-    # The unsettled one holds on test and the settled one fails: nothing confirmed may be chosen.
-    only_noisy_holds = df.assign(**{"confirmed:test_drop": [0.01, 0.09]})
+    # The unsettled one holds on the selection split and the settled one fails: nothing confirmed may be chosen.
+    only_noisy_holds = df.assign(**{"confirmed:selection_drop": [0.01, 0.09]})
     with pytest.raises(SelectionError, match="no confirmed candidate holds the budget"):
         confirmed_pick(only_noisy_holds, 0.05, notes)
     # No settled re-timing at all: no confirmed pick (the validation pick stands, unconfirmed).
@@ -356,8 +378,11 @@ def test_export_after_pareto_refreshes_the_report_with_its_figures(study_config:
         assert proc.stderr.count(note) + proc.stdout.count(note) <= 1, note
 
 
-def _fake_timer(monkeypatch: pytest.MonkeyPatch, speed: Callable[[int, int], float]) -> list[int]:
-    """Replace the interleaved timer: call ``k`` (from 1) gives file ``candidate-i.onnx`` ``speed(k, i)``, spread 1%.
+def _fake_timer(monkeypatch: pytest.MonkeyPatch, speed: Callable[[int, int], float],
+                spread: Callable[[int, int], float] = lambda k, i: 0.01) -> list[int]:
+    """Replace the interleaved timer: call ``k`` (from 1) gives file ``candidate-i.onnx`` ``speed(k, i)`` with
+    spread ``spread(k, i)`` (1% by default), flagged noisy above 5% (the study's own cv_threshold is 1.0, so the
+    flag is what marks a timing unsettled here).
 
     Returns:
         The number of files timed by each call, filled as the calls come.
@@ -368,8 +393,9 @@ def _fake_timer(monkeypatch: pytest.MonkeyPatch, speed: Callable[[int, int], flo
         calls.append(len(paths))
         out = []
         for path in paths:
-            s = speed(len(calls), int(Path(path).stem.split("-")[1]))
-            out.append(SimpleNamespace(speedup=s, speedup_spread=0.01, noisy=False, measured_at="now", wall_s=0.1,
+            k, i = len(calls), int(Path(path).stem.split("-")[1])
+            s = speed(k, i)
+            out.append(SimpleNamespace(speedup=s, speedup_spread=spread(k, i), noisy=spread(k, i) > 0.05, measured_at="now", wall_s=0.1,
                                        candidate=SimpleNamespace(median_ms=1.0 / s), baseline=SimpleNamespace(median_ms=1.0)))
         return out
 
@@ -412,3 +438,78 @@ def test_a_retiming_that_does_not_reproduce_is_not_confirmed(study_config: Path,
     arch = json.loads(out.path.read_text())
     assert arch["provenance"]["selection"] == "validation" and "confirmed_speedup" not in arch["latency"]
     assert "unconfirmed: its re-timing at" in chosen_lines(out)[0] and "confirmed by a re-timing" not in chosen_lines(out)[0]
+
+
+class _ReadLog(DigitsTask):
+    """The digits task, logging every split read (attempts the task refuses included) and whether ``written``
+    (the exported architecture JSON) existed at that moment."""
+
+    def __init__(self, written: Path, **options) -> None:
+        super().__init__(**options)
+        self.written = written
+        self.reads: list[tuple[str, bool]] = []
+
+    def loader(self, split: str, *args, **kwargs):
+        self.reads.append((split, self.written.exists()))
+        return super().loader(split, *args, **kwargs)
+
+
+@pytest.mark.slow  # the module's study_config fixture searches a study
+def test_the_test_split_is_read_only_after_the_pick_is_written(study_config: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _config(study_config)
+    ctx = StudyContext.build(cfg)
+    out = tmp_path / "arch.json"
+    logged = _ReadLog(out, model=cfg.model, model_options=cfg.model_options, **cfg.task_options)
+    logged.selection_fraction, logged.selection_seed = ctx.task.selection_fraction, ctx.task.selection_seed
+    summary = confirm_study(cfg, top=2, echo=lambda line: None, context=dataclasses.replace(ctx, task=logged))
+    in_confirm = [split for split, _ in logged.reads]
+    assert "selection" in in_confirm and "test" not in in_confirm
+
+    # Export picks, writes the JSON, and only then reads the test split: twice (the exported model and the base).
+    result = export_architecture(cfg, out, task=logged)
+    assert result.trial == summary["pick"]
+    tests = [written for split, written in logged.reads if split == "test"]
+    assert tests == [True, True]
+    assert [split for split, _ in logged.reads[len(in_confirm):]] == ["test", "test"]
+
+    # And a confirmation that tried to read the test split would be refused: the split is closed while it picks.
+    evaluate = logged.evaluate
+
+    def peeking(model, split="val", **kwargs):
+        return evaluate(model, "test" if split == "selection" else split, **kwargs)
+
+    monkeypatch.setattr(logged, "evaluate", peeking)
+    with pytest.raises(TaskError, match="'test' split is held out during the search and the selection"):
+        confirm_study(cfg, top=2, echo=lambda line: None, context=dataclasses.replace(ctx, task=logged))
+
+
+def test_a_retiming_that_did_not_settle_is_taken_again_so_two_confirmations_agree(
+        study_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _config(study_config)
+    df, info = load_analysis(cfg.storage_url(), cfg.name)
+    candidates = select_candidates(df, info, 2, MAX_DROP)
+    ctx = StudyContext.build(cfg)
+    steady = _fake_timer(monkeypatch, lambda k, i: candidates[i].speedup)
+    reference = confirm_study(cfg, top=2, echo=lambda line: None, context=ctx)
+    assert reference["selection"] == "confirmed" and len(steady) <= 2
+    # The host is busy during the first timing only: every candidate's spread there is 13% (flagged noisy); each
+    # is timed again, settles, and the pick is the steady host's.
+    calls = _fake_timer(monkeypatch, lambda k, i: candidates[i].speedup, lambda k, i: 0.133 if k == 1 else 0.01)
+    lines: list[str] = []
+    busy_once = confirm_study(cfg, top=2, echo=lines.append, context=ctx)
+    assert calls == [len(candidates), len(candidates)]
+    assert any("re-timing" in line and "did not settle" in line for line in lines)
+    assert busy_once["pick"] == reference["pick"] and busy_once["selection"] == "confirmed"
+    assert all(not e["noisy"] and e["speedup_spread"] == 0.01 for e in busy_once["trials"].values())
+
+    # The host stays too busy for the fastest candidate: it is timed TIMING_ROUNDS times in all, said once,
+    # and leads no pick (the next candidate that settled does).
+    fastest = max(range(len(candidates)), key=lambda i: candidates[i].speedup if candidates[i].number is not None else -1)
+    calls = _fake_timer(monkeypatch, lambda k, i: candidates[i].speedup, lambda k, i: 0.133 if i == fastest else 0.01)
+    lines = []
+    busy = confirm_study(cfg, top=2, echo=lines.append, context=ctx)
+    assert calls == [len(candidates), 1, 1]
+    too_busy = [line for line in lines if line.startswith("the host is too busy to time reliably")]
+    assert len(too_busy) == 1 and f"candidate {fastest} (" in too_busy[0] and f"in {TIMING_ROUNDS} timings" in too_busy[0]
+    assert busy["pick"] != candidates[fastest].number

@@ -31,10 +31,11 @@ DEMO_OVERRIDES = {
     "base": {"epochs": 3, "batch_size": 32},
     "pruning": {"round_to": 8, "importance_batches": 2},
     "search": {"sampler": "random", "sweep_ratios": [0.3, 0.5], "bounds_margin": 2, "hopeless_margin": None},
-    "recovery": {"bn_batches": 2, "finetune_steps": 5, "warmup_steps": 1},
+    "recovery": {"bn_batches": 2, "finetune_steps": 5, "warmup_steps": 1, "final": {"epochs": 1, "warmup_steps": 1}},
     "latency": {"repeats": 40, "blocks": 4, "warmup": 5, "lock": False, "cv_threshold": 1.0, "max_remeasure": 0},
 }
-FILES = ("study config", "study storage", "trials_csv", "front_csv", "pareto_png", "ratios_png", "summary_json", "report_html", "architecture")
+FILES = ("study config", "study storage", "trials_csv", "front_csv", "pareto_png", "ratios_png", "summary_json", "report_html", "architecture",
+         "final_onnx")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -84,7 +85,7 @@ def test_demo_prints_front_choice_and_files(demo: tuple[Path, subprocess.Complet
     chosen_rows = [r for r in rows if r.startswith("*")]
     assert len(chosen_rows) == 1, table
 
-    m = re.search(r"^chosen architecture: trial (\d+), accuracy ([0-9.]+) \(drop ([+-][0-9.]+)(?:, test drop [+-][0-9.]+)?\), "
+    m = re.search(r"^chosen architecture: trial (\d+), accuracy ([0-9.]+) \(validation drop ([+-][0-9.]+)(?:, selection drop [+-][0-9.]+)?\), "
                   r"speedup ([0-9.]+)x \((confirmed by a re-timing|search timing, unconfirmed[^)]*)\), MACs ([0-9,]+)$", out, re.M)
     assert m, out
     number = int(m.group(1))
@@ -129,7 +130,8 @@ def test_demo_prints_front_choice_and_files(demo: tuple[Path, subprocess.Complet
     assert confirmation.get("pick") is not None and number == int(confirmation["pick"]), confirmation.get("pick")
     if number != val_pick.number:
         assert [r.split()[1] for r in rows if r.startswith("v ")] == [str(val_pick.number)], table
-        assert f"the validation-time pick, trial {val_pick.number} (" in out
+        # The headline starts a sentence with it ("The validation-time pick, ...").
+        assert f"the validation-time pick, trial {val_pick.number} (" in out.lower()
 
 
 def rendered_lines(stream: str) -> list[str]:
@@ -146,13 +148,14 @@ def rendered_lines(stream: str) -> list[str]:
 def test_demo_output_is_clean(demo: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
     _folder, res = demo
     out, err = rendered_lines(res.stdout), rendered_lines(res.stderr)
-    bar = re.compile(r"^[a-z ]+: +\d+%\|[^|]*\| \d+/\d+ \[[^\]]*\]$")
+    bar = re.compile(r"^[a-z0-9 ]+: +\d+%\|[^|]*\| \d+/\d+ \[[^\]]*\]$")  # the finalize bar names its trial
     # A bar fragment never shares a line with anything else (a note, Optuna's log, a result).
     glued = [line for line in out + err if "%|" in line and not bar.match(line)]
     assert not glued, glued
     assert not any("%|" in line for line in out)
-    # Finished bars are drawn once: the search bar stays, the base model and baseline bars are cleared.
-    assert [line.split("%|")[0] for line in err if "%|" in line] == ["search: 100"], [line for line in err if "%|" in line]
+    # Finished bars are drawn once: the search and final recovery bars stay, the base model and baseline bars are cleared.
+    shown = [re.sub(r"trial \d+", "trial N", line.split("%|")[0]) for line in err if "%|" in line]
+    assert shown == ["search: 100", "finalize trial N: 100"], [line for line in err if "%|" in line]
     assert "[w0] joined study 'demo-digits-resnet'" in res.stderr and "optuna: A new study created" in res.stderr
     # No warning of any kind: Python's (ExperimentalWarning, UserWarning, ...) or autoprune's own.
     assert not [line for line in out + err if "warning" in line.lower()], res.stderr
@@ -173,7 +176,13 @@ def test_every_view_names_the_same_chosen_trial(demo: tuple[Path, subprocess.Com
     assert f"{summary['chosen']['speedup']:.2f}" == speed == f"{confirmed['speedup']:.2f}"
     assert arch["provenance"]["trial"] == number and arch["provenance"]["selection"] == "confirmed"
     assert f"{arch['latency']['confirmed_speedup']:.2f}" == speed
-    assert arch["metrics"]["test_drop"] == confirmed["test_drop"] and f"test drop {confirmed['test_drop']:+.4f}" in m.group(0)
+    # Chosen on the selection split; the test split read once, after, for the exported model: every view says so.
+    assert arch["metrics"]["selection_drop"] == confirmed["selection_drop"]
+    assert f"selection drop {confirmed['selection_drop']:+.4f}" in m.group(0) and "test" not in m.group(0)
+    final = summary["final_test"]
+    assert final["trial"] == number and final["test_drop"] == arch["metrics"]["test_drop"]
+    test_line = f"test split (read once, after the pick): accuracy {final['test_metric']:.4f}"
+    assert test_line in res.stdout and f"test drop {final['test_drop']:+.4f}" in summary["noise"]["line"]
     # The headline printed is the summary's, and names the chosen trial with its confirmed speedup.
     assert summary["sentence"] in res.stdout and f"trial {number}" in summary["sentence"]
     assert f"{speed}x" in summary["sentence"] and "Confirmed figures" in summary["sentence"]

@@ -109,7 +109,9 @@ def test_example_plugin_builds_prunes_exports_and_times(tmp_path: Path) -> None:
     task = build_task(cfg)
     torch.manual_seed(0)
     base = task.build_model().eval()
-    assert task.evaluate(base, "val").n == cfg.task_options["val_size"]
+    # No selection split of its own: 30% of the validation images are carved out for confirm, by search.seed.
+    val, selection = task.evaluate(base, "val").n, task.evaluate(base, "selection").n
+    assert val + selection == cfg.task_options["val_size"] and selection == round(cfg.search.selection_fraction * (val + selection))
     pruner = make_pruner(cfg, task)
     groups = pruner.groups(base)
     assert groups and all(not g.name.startswith("head") for g in groups)
@@ -142,3 +144,18 @@ def test_example_plugin_runs_a_two_trial_study(tmp_path: Path) -> None:
     assert "complete 2" in out.stdout
     pareto = run_cli("pareto", cfg, cwd=tmp_path)
     assert pareto.returncode == 0, pareto.stderr[-2000:]
+
+
+def test_a_plugin_selection_split_is_its_own_or_carved_from_validation_deterministically(tmp_path: Path) -> None:
+    shutil.copy(EXAMPLES / "plugin_task.py", tmp_path / "gratings_selection_copy.py")
+    sizes = {"train_size": 16, "val_size": 20, "test_size": 8}
+    carved = [build_task(load_config(plugin_config(tmp_path, "gratings_selection_copy:make_task", sizes))) for _ in range(2)]
+    first, again = (t.split_data("selection").indices for t in carved)
+    assert first == again and len(first) == 6  # the same images every time: search.selection_fraction 0.3 of 20
+    assert set(first).isdisjoint(carved[0].split_data("val").indices)
+    assert sorted([*first, *carved[0].split_data("val").indices]) == list(range(20))
+    other = build_task(load_config(plugin_config(tmp_path, "gratings_selection_copy:make_task", sizes,
+                                                 search={"seed": 7, "selection_fraction": 0.5})))
+    assert len(other.split_data("selection")) == 10 and other.split_data("selection").indices != first
+    own = build_task(load_config(plugin_config(tmp_path, "gratings_selection_copy:make_task", sizes | {"selection_size": 5})))
+    assert len(own.split_data("selection")) == 5 and len(own.split_data("val")) == 20  # validation left whole

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import doctest
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 import silent
+from conftest import HANG_GUARD_S
 from conftest import write_study
+from pg import free_port
 
 import autoprune.redact
 from autoprune.config import load_config
@@ -127,3 +132,20 @@ def test_a_worker_waits_for_a_silent_server_no_longer_than_its_wait(silent_serve
     out, waited = _run_against(silent_server, "worker", write_study(tmp_path), "--wait", str(wait_s))
     # --wait, then the attempt under way when it ran out (was 15+ minutes)
     assert "unreachable" in out and waited <= wait_s + CONNECT_TIMEOUT_S + EXIT_TOLERANCE_S, (waited, out)
+
+
+def test_review_findings_through_the_cli(tmp_path: Path) -> None:
+    """Security review: ``pa?ssW0rd`` was printed in full (also in --log-file), ``ab@cd@ef`` leaked ``cd@ef`` from
+    the driver's message (it split at the first ``@``), and --log-file never recorded the final ``error:`` line."""
+    study = write_study(tmp_path)
+    log = tmp_path / "worker.log"
+    cases = [(["worker", study, "--storage", f"postgresql://u:pa?ssW0rd@127.0.0.1:{free_port()}/db", "--wait", "1", "--log-file", log], {}, "ssW0rd"),
+             (["pareto", study], {"AUTOPRUNE_STORAGE": f"postgresql://u:ab@cd@ef@127.0.0.1:{free_port()}/db"}, "cd@ef")]
+    for args, env, secret in cases:
+        cmd = [sys.executable, "-c", "from autoprune.cli import main; main()", *map(str, args)]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=HANG_GUARD_S, env={**os.environ, "OMP_NUM_THREADS": "1", **env})
+        out = res.stdout + res.stderr
+        assert res.returncode == 2 and "Traceback" not in out and "u:***@127.0.0.1" in out, out
+        assert secret not in out, out
+    logged = log.read_text()
+    assert "ssW0rd" not in logged and "error: storage postgresql://u:***@127.0.0.1" in logged, logged

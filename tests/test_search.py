@@ -127,6 +127,8 @@ def test_run_reaches_the_target_with_documented_attrs(ran: RunStudy) -> None:
         assert set(a["channels"]) == groups and all(isinstance(c, int) and c > 0 for c in a["channels"].values())
         if "duplicate_of" in a:  # the same channels as an earlier trial: its figures, no work of its own
             assert set(a["stage_seconds"]) == {"duplicate"}
+        elif "sweep_point" in a:  # an enqueued baseline: its sweep point's figures and weights, no finetune again
+            assert set(a["stage_seconds"]) == {"sweep_point", "storage"} and "finetune" in a["sweep_stage_seconds"]
         else:
             assert {"prune", "finetune", "evaluate", "latency", "storage"} <= set(a["stage_seconds"])
         assert t.values == [a["speedup"]]  # search.mode fastest: one objective, the drop is a constraint

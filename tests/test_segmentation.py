@@ -72,6 +72,10 @@ def test_task_loads_splits_and_alpha_mattes(synthetic: Path) -> None:
     again = SegmentationTask("unet", UNET, root=str(synthetic), mask_mode="alpha", image_size=32, seed=0)
     assert again.split_names == task.split_names
     assert set(task.split_names["train"]).isdisjoint(task.split_names["val"])
+    # The selection split (confirm's judge) is carved out of validation, at least one image on each side.
+    val, selection = task.split_data("val"), task.split_data("selection")
+    assert len(val) >= 1 and len(selection) >= 1 and len(val) + len(selection) == len(task.dataset("val"))
+    assert set(val.indices).isdisjoint(selection.indices)
     x, y = task.dataset("train")[0]
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and -1.0 <= float(x.min()) <= float(x.max()) <= 1.0
     assert y.shape == (32, 32) and y.dtype == torch.int64 and set(y.unique().tolist()) <= {0, 1}
@@ -205,12 +209,14 @@ class AllBackground(nn.Module):
 
 
 def test_evaluate_returns_mean_iou_with_bootstrap_error(synthetic: Path) -> None:
-    task = SegmentationTask("unet", UNET, root=str(synthetic), mask_mode="alpha", image_size=32)
+    # 5 validation images: 3 left for the search once the selection split takes its share (a bootstrap needs 2+).
+    task = SegmentationTask("unet", UNET, root=str(synthetic), mask_mode="alpha", image_size=32, val_fraction=0.4)
     result = task.evaluate(AllBackground(2), "val")
-    masks = torch.stack([task.dataset("val")[i][1] for i in range(len(task.dataset("val")))])
+    val = task.split_data("val")  # the validation images left after the selection split is carved out
+    masks = torch.stack([val[i][1] for i in range(len(val))])
     background = float((masks == 0).sum()) / masks.numel()  # IoU of class 0; class 1 scores 0
     assert result.value == pytest.approx(background / 2)
-    assert result.n == len(task.dataset("val")) and result.stderr > 0
+    assert result.n == len(val) and result.stderr > 0
 
     class Perfect(nn.Module):  # cheats by reading the masks in order
         def __init__(self) -> None:
@@ -258,7 +264,7 @@ def test_unet_trains_prunes_and_exports(synthetic: Path, tmp_path: Path) -> None
     pruned = copy.deepcopy(model)
     result = pruner.prune(pruned, uniform=0.5)
     assert result.macs < pruner._count(model)[0]
-    assert task.evaluate(pruned, "val").n == len(task.dataset("val"))
+    assert task.evaluate(pruned, "val").n == len(task.split_data("val"))
     assert export_onnx(pruned, task.example_input(1), tmp_path / "unet.onnx").is_file()
 
 

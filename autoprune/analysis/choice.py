@@ -3,8 +3,10 @@
 Before ``autoprune confirm`` has run, the choice is the validation pick (:func:`~autoprune.analysis.select`:
 the fastest trial with a settled timing whose validation drop is within the budget), and its figures are
 unconfirmed.  Once confirmation figures exist (``confirmed:*`` columns of the trial table), the choice is
-the fastest confirmed candidate whose re-timing settled and which holds the budget on the test split, with
-its confirmed speedup; the validation pick is kept beside it so every view can say when the two differ.
+the fastest confirmed candidate whose re-timing settled and which holds the budget on the selection split
+(its selection drop plus ``confirmed:selection_z`` standard errors), with its confirmed speedup; the
+validation pick is kept beside it so every view can say when the two differ.  The test split plays no part:
+it is read afterwards, for the exported model only.
 
 Pure: works on the trial table, no database.
 """
@@ -34,7 +36,7 @@ class Choice:
     Attributes:
         row: the chosen trial's row (``speedup`` is the figure the choice rests on: the confirmed one when
             ``source`` is ``"confirmed"``; ``speedup_searched`` keeps the search figure), or ``None``.
-        source: ``"confirmed"`` (test split, re-timed together), ``"validation"`` (unconfirmed) or ``"trial"``
+        source: ``"confirmed"`` (selection split, re-timed together), ``"validation"`` (unconfirmed) or ``"trial"``
             (named by the user).
         validation: the validation pick's row (``None`` when no trial with a settled timing is feasible).
         notes: why confirmed candidates were passed over.
@@ -77,11 +79,12 @@ def passed_over_text(number: Any, search_speedup: Any, confirmed: Mapping[str, A
     Args:
         number: its trial number.
         search_speedup: its speedup in the search.
-        confirmed: its confirmed figures (``speedup``, ``speedup_spread``, ``test_drop``; empty when not confirmed).
+        confirmed: its confirmed figures (``speedup``, ``speedup_spread``, ``selection_drop``,
+            ``selection_drop_stderr``, ``selection_z``; empty when not confirmed).
         max_drop: the budget.
 
     Example:
-        >>> passed_over_text(2, 2.6, {"speedup": 1.95, "speedup_spread": 0.01, "test_drop": 0.004}, 0.01)
+        >>> passed_over_text(2, 2.6, {"speedup": 1.95, "speedup_spread": 0.01, "selection_drop": 0.004}, 0.01)
         'the validation-time pick, trial 2 (2.60x in the search), was re-timed at 1.95x ± 1.0%'
     """
     text = f"the validation-time pick, trial {number} ({as_float(search_speedup):.2f}x in the search),"
@@ -89,9 +92,29 @@ def passed_over_text(number: Any, search_speedup: Any, confirmed: Mapping[str, A
     if not math.isfinite(speed):
         return text + " was not confirmed"
     text += f" was re-timed at {speed:.2f}x" + (f" ± {spread:.1%}" if math.isfinite(spread) else "")
-    if not as_float(confirmed.get("test_drop")) <= max_drop:
-        text += f" and fails the budget on the test split (test drop {as_float(confirmed.get('test_drop')):+.4f})"
+    if not holds_on_selection(confirmed, max_drop):
+        text += f" and fails the budget on the selection split (selection drop {margin_text(confirmed)})"
     return text
+
+
+def holds_on_selection(confirmed: Mapping[str, Any], max_drop: float) -> bool:
+    """Whether confirmed figures hold ``max_drop`` on the selection split: the selection drop plus
+    ``selection_z`` standard errors of it (no margin where either is unknown).
+
+    Example:
+        >>> holds_on_selection({"selection_drop": 0.004, "selection_drop_stderr": 0.004, "selection_z": 1.0}, 0.01)
+        True
+    """
+    z, se = as_float(confirmed.get("selection_z")), as_float(confirmed.get("selection_drop_stderr"))
+    margin = z * se if math.isfinite(z) and math.isfinite(se) else 0.0
+    return bool(as_float(confirmed.get("selection_drop")) + margin <= max_drop)
+
+
+def margin_text(confirmed: Mapping[str, Any]) -> str:
+    """The selection drop with its margin in words: ``+0.0040 + 1 x 0.0030``."""
+    z, se = as_float(confirmed.get("selection_z")), as_float(confirmed.get("selection_drop_stderr"))
+    text = f"{as_float(confirmed.get('selection_drop')):+.4f}"
+    return text + (f" + {z:g} x {se:.4f}" if math.isfinite(z) and math.isfinite(se) and z > 0 else "")
 
 
 def _confirmed_speed(row: pd.Series) -> float:
@@ -107,14 +130,15 @@ def confirmed_pick(
     cv_threshold: float | None = None,
     metric_direction: str = "maximize",
 ) -> dict[str, Any] | None:
-    """The fastest confirmed candidate whose re-timing settled and which holds the budget on the test split.
+    """The fastest confirmed candidate whose re-timing settled and which holds the budget on the selection split.
 
     A candidate whose re-timing did not settle (flagged noisy, or a spread above ``cv_threshold``) never
-    leads: it is passed over with a note, like one that fails the budget on test.
+    leads: it is passed over with a note, like one that fails the budget on the selection split.
 
     Args:
         df: complete trials with ``confirmed:*`` columns.
-        max_drop: the budget, on the validation and on the test drop.
+        max_drop: the budget, on the validation drop and on the selection drop with its margin
+            (:func:`holds_on_selection`).
         notes: receives one line per candidate passed over, fastest first.
         cv_threshold: the study's ``latency.cv_threshold``.
         metric_direction: ``"maximize"`` or ``"minimize"``; candidates are ranked by
@@ -125,11 +149,11 @@ def confirmed_pick(
         confirmed.
 
     Raises:
-        SelectionError: candidates with settled re-timings were confirmed, and none holds on test.
+        SelectionError: candidates with settled re-timings were confirmed, and none holds on the selection split.
     """
-    if "confirmed:test_drop" not in df.columns:
+    if "confirmed:selection_drop" not in df.columns:
         return None
-    conf = df[df["confirmed:test_drop"].notna() & (df["drop"] <= max_drop)]
+    conf = df[df["confirmed:selection_drop"].notna() & (df["drop"] <= max_drop)]
     conf = ranked(conf.assign(_speed=[_confirmed_speed(r) for _, r in conf.iterrows()]), metric_direction, speed_key="_speed")
     settled_seen = False
     for _, row in conf.iterrows():
@@ -139,18 +163,24 @@ def confirmed_pick(
                          "left out of the pick: run 'autoprune confirm' again on a quieter host")
             continue
         settled_seen = True
-        if row["confirmed:test_drop"] <= max_drop:
+        figures = _confirmed_of(row)
+        if holds_on_selection(figures, max_drop):
             return row.drop(labels=["_speed"]).to_dict()
         notes.append(
-            f"trial {number} ({speed:.2f}x) fails the budget on the test split "
-            f"(test drop {row['confirmed:test_drop']:+.4f} > {max_drop}); falling back to the next confirmed candidate"
+            f"trial {number} ({speed:.2f}x) fails the budget on the selection split "
+            f"(selection drop {margin_text(figures)} > {max_drop}); falling back to the next confirmed candidate"
         )
     if not settled_seen:
         return None
     raise SelectionError(
-        f"no confirmed candidate holds the budget {max_drop} on the test split; "
+        f"no confirmed candidate holds the budget {max_drop} on the selection split; "
         "run 'autoprune confirm' with a larger --top, or relax --max-drop"
     )
+
+
+def _confirmed_of(row: pd.Series) -> dict[str, Any]:
+    """The ``confirmed:*`` figures of a row by their plain names."""
+    return {str(k).partition(":")[2]: v for k, v in row.items() if str(k).startswith("confirmed:")}
 
 
 def _unsettled_reason(row: pd.Series) -> str:

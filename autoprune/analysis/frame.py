@@ -26,13 +26,17 @@ from optuna.storages.journal import JournalFileBackend
 
 from autoprune.analysis.pareto import as_float
 from autoprune.analysis.pareto import unsettled
+from autoprune.errors import ConfigError
 from autoprune.errors import StorageError
+from autoprune.redact import rdb_target
 from autoprune.redact import redact_text
 from autoprune.redact import redact_url
 from autoprune.search.storage import journal_path
 from autoprune.search.storage import server_connect_args
 
 # Per-trial scalar user attrs copied as columns, in the order a reader wants them.
+# Columns ``curve:<finetune step>``: a trial's finetune curve (its Optuna intermediate values).
+CURVE_PREFIX = "curve:"
 _SCALAR_ATTRS = (
     "metric",
     "metric_stderr",
@@ -80,8 +84,13 @@ _INT_COLUMNS = ("number", "macs", "params")
 # figures}}`` (autoprune confirm) and ``timings:<host_id>`` holds ``{"trials": {number: timing}}``
 # (autoprune retime).  The table shows them as the trial's own ``confirmed`` and ``timings[host_id]``.
 CONFIRMATION_ATTR = "confirmation"
+# The exported model's final report on the test split (autoprune export, autoprune.final_test): read once,
+# after the pick, reported beside the chosen trial when it is the one exported; it never chooses.
+FINAL_TEST_ATTR = "final_test"
+# The figures of 'autoprune finalize' (autoprune.finalize): {"trials": {number: figures}, "baselines": {kind: figures}, ...}.
+FINAL_ATTR = "final"
 # The figures of one timing that a twin (same kept channels, :mod:`autoprune.analysis.twins`) shares with the
-# trial ``confirm`` re-timed: one architecture, one speed.  Test figures belong to each trial's own weights.
+# trial ``confirm`` re-timed: one architecture, one speed.  Selection figures belong to each trial's own weights.
 TWIN_SHARED_KEYS = ("host", "host_id", "speedup", "speedup_spread", "latency_ms", "base_latency_ms", "noisy",
                     "reproduced", "measured_at")
 TIMINGS_ATTR_PREFIX = "timings:"
@@ -130,6 +139,8 @@ class StudyInfo:
     host_id: str | None = None
     recovery_calibration: dict[str, Any] | None = None  # the recipe calibration the study's recovery came from
     confirmation: dict[str, Any] | None = None  # the study attr ``confirmation`` (autoprune confirm), if any
+    final_test: dict[str, Any] | None = None  # the study attr ``final_test``: the exported model on the test split
+    final: dict[str, Any] | None = None  # the study attr ``final`` (autoprune finalize), if any
 
     @property
     def cv_threshold(self) -> float | None:
@@ -203,6 +214,8 @@ def study_info(study: optuna.Study, storage_label: str = "") -> StudyInfo:
         n_val=_n_val(attrs, config),
         recovery_calibration=attrs.get("recovery_calibration") if isinstance(attrs.get("recovery_calibration"), Mapping) else None,
         confirmation=dict(attrs[CONFIRMATION_ATTR]) if isinstance(attrs.get(CONFIRMATION_ATTR), Mapping) else None,
+        final_test=dict(attrs[FINAL_TEST_ATTR]) if isinstance(attrs.get(FINAL_TEST_ATTR), Mapping) else None,
+        final=dict(attrs[FINAL_ATTR]) if isinstance(attrs.get(FINAL_ATTR), Mapping) else None,
     )
 
 
@@ -228,7 +241,7 @@ def late_trial_attrs(study_attrs: Mapping[str, Any]) -> dict[int, dict[str, Any]
     Example:
         >>> late_trial_attrs({"timings:h1": {"trials": {"3": {"speedup": 2.0}}}})
         {3: {'timings': {'h1': {'speedup': 2.0}}}}
-        >>> late_trial_attrs({"confirmation": {"trials": {"0": {"speedup": 2.0, "test_drop": 0.01}}, "twins": {"4": 0}}})[4]
+        >>> late_trial_attrs({"confirmation": {"trials": {"0": {"speedup": 2.0, "selection_drop": 0.01}}, "twins": {"4": 0}}})[4]
         {'confirmed': {'speedup': 2.0, 'twin_of': 0}}
     """
     out: dict[int, dict[str, Any]] = {}
@@ -276,7 +289,10 @@ def _row(
     # A spread above the study's threshold is unsettled whatever flag was recorded with it.
     row["latency_noisy"] = unsettled(row["latency_noisy"], row["speedup_spread"], info.cv_threshold)
     # Objective values stand in when a writer left the user attrs out (e.g. a hand-made trial); the
-    # speedup value only where it is the trial's own timing.
+    # speedup value only where it is the trial's own timing.  A pruned trial's value is Optuna's copy of its
+    # last intermediate value (a curve point or a screened speedup), never a metric.
+    if trial.state == optuna.trial.TrialState.PRUNED:
+        values = []
     if row["metric"] is None and len(values) >= 1:
         row["metric"] = values[0]
     if row["speedup"] is None and len(values) >= 2 and (host_id is None or ua.get("host_id") == host_id):
@@ -299,12 +315,32 @@ def _row(
         row[f"channels:{name}"] = kept
     for stage, seconds in (ua.get("stage_seconds") or {}).items():
         row[f"seconds:{stage}"] = seconds
+    if "screened" not in ua:  # a screened trial's one value is its speedup (fastest mode), not a curve point
+        for step, value in sorted(trial.intermediate_values.items()):
+            row[f"{CURVE_PREFIX}{step}"] = value
     for key, value in (ua.get("confirmed") or {}).items():
         row[f"confirmed:{key}"] = value
     for hid, entry in (ua.get("timings") or {}).items():
         for key in ("host", "speedup", "speedup_spread", "latency_ms", "noisy"):
             row[f"timings:{hid}:{key}"] = (entry or {}).get(key)
     return row
+
+
+def finetune_curves(df: pd.DataFrame) -> dict[str, list[list[float]]]:
+    """Per trial number (as text), its finetune curve ``[[step, calibration drop], ...]`` from the ``curve:<step>``
+    columns (:mod:`autoprune.search.curves`); trials without one are left out.
+
+    Example:
+        >>> finetune_curves(pd.DataFrame({"number": [0, 1], "curve:0": [0.3, None], "curve:4": [0.1, None]}))
+        {'0': [[0, 0.3], [4, 0.1]]}
+    """
+    cols = sorted((int(c[len(CURVE_PREFIX):]), c) for c in df.columns if c.startswith(CURVE_PREFIX))
+    out = {}
+    for _, row in df.iterrows():
+        points = [[step, float(row[c])] for step, c in cols if pd.notna(row[c])]
+        if points:
+            out[str(int(row["number"]))] = points
+    return out
 
 
 def _ordered_columns(columns: list[str], groups: list[str]) -> list[str]:
@@ -333,7 +369,8 @@ def trials_frame(
     (``metric, metric_stderr, drop, drop_stderr, feasible, speedup, speedup_spread, speedup_interleaved,
     latency_ms, base_latency_ms, latency_noisy, macs, params, host, host_id, worker, kind, arch_artifact_id,
     weights_artifact_id``), ``speedup_host_id`` (the host the speedup was timed on), ``constraint_drop``,
-    then ``ratio:<group>``, ``channels:<group>``, ``seconds:<stage>``, ``confirmed:<key>`` and
+    then ``ratio:<group>``, ``channels:<group>``, ``seconds:<stage>``, ``curve:<finetune step>`` (the
+    calibration drop at that step), ``confirmed:<key>`` and
     ``timings:<host_id>:<key>`` where the trials carry them.
 
     Args:
@@ -402,26 +439,19 @@ def _open_storage(spec: str) -> BaseStorage:
         if not is_sqlite:
             return JournalStorage(JournalFileBackend(str(path)))
         spec = f"sqlite:///{path.resolve()}"
+    if spec.startswith("sqlite"):
+        _check_sqlite_file(spec, shown)
     try:
-        url = sqlalchemy.engine.make_url(spec)
-    except (sqlalchemy.exc.ArgumentError, ValueError) as exc:  # ValueError: e.g. a port that is no number
+        target, engine_kwargs = rdb_target(spec, _engine_kwargs(spec))
+    except (ConfigError, sqlalchemy.exc.ArgumentError, ValueError) as exc:  # ValueError: e.g. a port that is no number
         raise StorageError(
-            f"cannot parse storage URL {shown} ({type(exc).__name__}); URL-encode special characters in the "
-            "password (/ as %2F, @ as %40, : as %3A, % as %25)"
+            f"cannot parse storage URL {shown} ({type(exc).__name__}); write it as scheme://user:password@host:port/database"
         ) from None
-    if url.drivername.startswith("sqlite"):
-        database = url.database or ""
-        # SQLite creates a missing file on connect; an analyzer must not leave an empty database behind.
-        if database in ("", ":memory:") or not Path(database).is_file():
-            raise StorageError(
-                f"no SQLite study database at {database or shown}: check --storage (or the config's "
-                "storage) or run the search first"
-            )
     try:
-        return RDBStorage(spec, engine_kwargs=_engine_kwargs(spec), skip_table_creation=True)
+        return RDBStorage(target, engine_kwargs=engine_kwargs, skip_table_creation=True)
     except ImportError:
         raise StorageError(
-            f"cannot read study storage {shown}: the database driver for {url.drivername!r} is not installed; "
+            f"cannot read study storage {shown}: the database driver for {spec.split('://', 1)[0]!r} is not installed; "
             "install it or name an installed one in the URL (e.g. postgresql+psycopg2://)"
         ) from None
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, RuntimeError) as exc:
@@ -429,6 +459,19 @@ def _open_storage(spec: str) -> BaseStorage:
             f"cannot read study storage {shown}: {_reason(exc, spec)}; check the URL (--storage or the config's "
             "storage) and that it is an Optuna database"
         ) from None
+
+
+def _check_sqlite_file(spec: str, shown: str) -> None:
+    """SQLite creates a missing file on connect; an analyzer must not leave an empty database behind."""
+    try:
+        database = sqlalchemy.engine.make_url(spec).database or ""
+    except (sqlalchemy.exc.ArgumentError, ValueError) as exc:
+        raise StorageError(f"cannot parse storage URL {shown} ({type(exc).__name__}); write it as sqlite:///path/to/study.db") from None
+    if database in ("", ":memory:") or not Path(database).is_file():
+        raise StorageError(
+            f"no SQLite study database at {database or shown}: check --storage (or the config's "
+            "storage) or run the search first"
+        )
 
 
 def _close(storage: BaseStorage) -> None:

@@ -32,6 +32,7 @@ from autoprune.errors import SelectionError
 _BASELINE_STYLE: dict[str, dict[str, Any]] = {
     "uniform": {"color": "tab:blue", "marker": "s"},
     "global": {"color": "tab:orange", "marker": "^"},
+    "sensitivity": {"color": "tab:purple", "marker": "D"},
 }
 _FRONT_COLOR = "tab:green"
 _BUDGET_COLOR = "tab:red"

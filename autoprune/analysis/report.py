@@ -23,8 +23,11 @@ import pandas as pd
 
 from autoprune.analysis.choice import Choice
 from autoprune.analysis.choice import choose
+from autoprune.analysis.choice import holds_on_selection
+from autoprune.analysis.choice import margin_text
 from autoprune.analysis.choice import passed_over_text
 from autoprune.analysis.frame import StudyInfo
+from autoprune.analysis.frame import finetune_curves
 from autoprune.analysis.frame import load_analysis
 from autoprune.analysis.frame import redact
 from autoprune.analysis.pareto import as_float
@@ -41,13 +44,14 @@ from autoprune.analysis.plots import plot_ratios
 from autoprune.analysis.plots import plot_recovery_curve
 from autoprune.analysis.stats import budget_noise_warning
 from autoprune.analysis.stats import drop_stderr
+from autoprune.bounds import BASELINE_KINDS
+from autoprune.bounds import OPTIONAL_BASELINE_KINDS
 from autoprune.errors import ConfigError
 from autoprune.jsonfile import write_json
 from autoprune.recipe import recovery_warnings
 from autoprune.screening import spearman
 from autoprune.widths import channels_key
 
-BASELINE_KINDS = ("uniform", "global")
 Z95 = 1.96
 _ROW_KEYS = (
     "number",
@@ -146,15 +150,15 @@ def _comparison_sentence(
     for kind in BASELINE_KINDS:
         point = best.get(kind)
         timed = [p for p in baselines.get(kind, []) if math.isfinite(as_float(p.get("speedup")))]
-        if kind == own:
+        if kind == own or (kind in OPTIONAL_BASELINE_KINDS and point is None and not baselines.get(kind)):
             continue
         if point is not None and _same_architecture(chosen, point):
             # One architecture runs at one speed: a second figure would only show the timing's noise.
             twin = f" (trial {point['number']})" if point.get("number") is not None else ""
             compared.append(f"the same architecture as the best {kind} baseline{twin}")
         elif point is not None:
-            fails = as_float(point.get("test_drop")) > max_drop
-            caveat = f", which fails the budget on the test split (test drop {as_float(point['test_drop']):+.4f})" if fails else ""
+            fails = "selection_drop" in point and not holds_on_selection(point, max_drop)
+            caveat = f", which fails the budget on the selection split (selection drop {margin_text(point)})" if fails else ""
             compared.append(f"{_versus(chosen, point, kind)} the best {kind} baseline ({point['speedup']:.2f}x{caveat})")
         elif not baselines.get(kind):
             missing.append(f"no {kind} baseline was recorded")
@@ -229,7 +233,7 @@ def _timing_note(
     elif not retimed:
         parts.append("These speedups are search timings, not yet confirmed by a re-timing (run autoprune confirm)")
     elif chosen.get("timing") == "confirmed" and points and all(p.get("timing") == "confirmed" for p in points):
-        parts.append("Confirmed figures: the chosen trial holds the budget on the test split, and these speedups were "
+        parts.append("Confirmed figures: the chosen trial holds the budget on the selection split, and these speedups were "
                      "re-timed together in one process (autoprune confirm)")
     elif points:
         parts.append("The chosen speedup is a settled re-timing; the baselines' are search timings")
@@ -240,6 +244,10 @@ def _timing_note(
         more = f" and {len(faster) - _NAMED_LEFT_OUT} more" if len(faster) > _NAMED_LEFT_OUT else ""
         parts.append(f"Left out until re-timed, as their timings did not settle: {named}{more}")
     return "".join(f" {part}." for part in parts)
+
+
+# The confirmed figures on the selection split that a baseline point carries (its margin judged like a trial's).
+SELECTION_KEYS = ("selection_drop", "selection_drop_stderr", "selection_z")
 
 
 def _confirmed_baseline(kind: str, done: pd.DataFrame, info: StudyInfo) -> dict[str, Any] | None:
@@ -258,14 +266,14 @@ def _confirmed_baseline(kind: str, done: pd.DataFrame, info: StudyInfo) -> dict[
         point = {"ratio": as_float(row.get("baseline_ratio")), "number": _plain(row["number"]), "metric": row["metric"], "drop": row["drop"],
                  "macs": row.get("macs"), "params": row.get("params"), "noisy": row.get("confirmed:noisy"),
                  "speedup_searched": row["speedup"], "channels": _prefixed(row, "channels:"),
-                 **{k: row.get(f"confirmed:{k}") for k in ("speedup", "speedup_spread", "latency_ms", "test_drop")}}
+                 **{k: row.get(f"confirmed:{k}") for k in ("speedup", "speedup_spread", "latency_ms", *SELECTION_KEYS)}}
     else:
         entry = ((info.confirmation or {}).get("baselines") or {}).get(kind)
         if not isinstance(entry, Mapping) or not math.isfinite(as_float(entry.get("speedup"))):
             return None
         point = {"ratio": entry.get("ratio"), "metric": entry.get("val_metric"), "drop": entry.get("val_drop"),
                  "speedup_searched": entry.get("search_speedup"),
-                 **{k: entry.get(k) for k in ("speedup", "speedup_spread", "latency_ms", "test_drop", "noisy")}}
+                 **{k: entry.get(k) for k in ("speedup", "speedup_spread", "latency_ms", *SELECTION_KEYS, "noisy")}}
     if timing_unsettled(point.pop("noisy"), point.get("speedup_spread"), info.cv_threshold):
         return None
     return {k: _plain(v) for k, v in point.items()} | {"timing": "confirmed"}
@@ -297,6 +305,35 @@ def pooled_base_latency(done: pd.DataFrame, baselines: Mapping[str, list[dict[st
     return float(pd.Series(values).median()) if values else math.nan
 
 
+def _selection_words(confirmed: Mapping[str, Any], max_drop: float) -> str:
+    """The chosen trial's figures on the selection split (which the confirmed choice rests on), in a clause."""
+    if "selection_drop" not in confirmed:
+        return " (not confirmed on the selection split yet)"
+    verdict = "within" if holds_on_selection(confirmed, max_drop) else "over"
+    text = f", selection drop {margin_text(confirmed)} ({verdict} the budget on the selection split"
+    if math.isfinite(as_float(confirmed.get("speedup"))):
+        text += f", confirmed speedup {as_float(confirmed['speedup']):.2f}x"
+    return text + ")"
+
+
+def final_test_of(info: StudyInfo, chosen: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The stored final test report (``autoprune export``) when it is the chosen trial's, else ``None``."""
+    report = info.final_test or {}
+    if chosen is None or report.get("trial") != chosen.get("number"):
+        return None
+    return {k: _plain(v) for k, v in report.items()}
+
+
+def _final_test_words(report: Mapping[str, Any] | None, metric_name: str) -> str:
+    """The exported model's test figure in a clause (read once, after the pick; it chose nothing)."""
+    if report is None:
+        return "; test split not read yet (export reads it once, for the exported model)"
+    verdict = "within" if report.get("within_budget") else "over"
+    metric = _pm(report.get("test_metric"), Z95 * as_float(report.get("test_metric_stderr")), ".4f")
+    return (f"; test drop {as_float(report.get('test_drop')):+.4f} ({metric_name} {metric} on the test split, read once "
+            f"after the pick, {verdict} the budget; reported, not used to choose)")
+
+
 def _noise(done: pd.DataFrame, info: StudyInfo, max_drop: float, chosen: Mapping[str, Any] | None) -> dict[str, Any]:
     """Noise floor of the measurements, the budget-vs-noise warning, and the chosen trial's val/test view."""
     metric_se = _median(done, "metric_stderr")
@@ -317,21 +354,8 @@ def _noise(done: pd.DataFrame, info: StudyInfo, max_drop: float, chosen: Mapping
         se = as_float(chosen.get("drop_stderr"))
         val = f"validation drop {chosen['drop']:.4f}" + (f" ± {Z95 * se:.4f}" if math.isfinite(se) else "")
         line += f" Chosen trial {chosen['number']}: {val}"
-        test = chosen.get("confirmed") or {}
-        if "test_drop" in test:
-            # The confirmation records the candidate's test standard error only, so the interval is
-            # given on the test metric rather than invented for the test drop.
-            verdict = "within" if as_float(test["test_drop"]) <= max_drop else "over"
-            line += f", test drop {as_float(test['test_drop']):.4f}"
-            test_metric = _pm(test.get("test_metric"), Z95 * as_float(test.get("test_metric_stderr")), ".4f")
-            line += f" (test {info.metric_name} {test_metric}"
-            line += f"; {verdict} the budget on test"
-            if math.isfinite(as_float(test.get("speedup"))):
-                line += f", confirmed speedup {as_float(test['speedup']):.2f}x"
-            line += ")"
-        else:
-            line += " (not confirmed on the test split yet)"
-        line += "."
+        line += _selection_words(chosen.get("confirmed") or {}, max_drop)
+        line += _final_test_words(final_test_of(info, chosen), info.metric_name) + "."
     return {
         "metric_stderr": _plain(metric_se),
         "base_metric_stderr": _plain(info.base_metric_stderr),
@@ -363,12 +387,14 @@ def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) 
         has run), ``selection`` (``"confirmed"`` or ``"validation"``: unconfirmed), ``validation_pick`` (its
         number), ``passed_over`` (the validation pick's record when the confirmed choice is another trial),
         ``selection_notes``, ``selection_error``, ``confirmed_at`` (when the stored confirmation was measured,
-        or ``None``), ``base_latency_ms`` (the pooled base latency), ``front``
+        or ``None``), ``final_test`` (the chosen trial's report on the test split when it is the exported one,
+        :mod:`autoprune.final_test`, else ``None``; it never chooses), ``base_latency_ms`` (the pooled base latency), ``front``
         (trial records, slowest first), ``baselines`` (the sweeps), ``best`` (``{kind: point or None}``, the
         confirmation's re-timing of that baseline when the choice is confirmed),
         ``speedup_vs`` (``{kind: chosen speedup / best point's, or None}``), ``sentence``, ``unsettled``
         (the complete trials left out for an unsettled timing: ``number, speedup, speedup_spread,
-        feasible``), ``noise``, ``hypervolume`` and ``recovery_warnings``.
+        feasible``), ``noise``, ``hypervolume``, ``recovery_warnings`` and ``curves`` (per trial number, its
+        finetune curve ``[[step, calibration drop], ...]``: :func:`autoprune.analysis.frame.finetune_curves`).
 
     Raises:
         ConfigError: no ``max_drop`` was given and the study records none.
@@ -391,6 +417,7 @@ def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) 
         **_study_counts(df, done, info, max_drop),
         **_selection_record(choice, chosen, passed),
         "confirmed_at": (info.confirmation or {}).get("measured_at"),
+        "final_test": final_test_of(info, chosen),
         "front": [_trial_record(r, max_drop, choice.number) for r in front.to_dict("records")],
         "baselines": baselines,
         "best": best,
@@ -401,7 +428,9 @@ def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) 
         "noise": _noise(done, info, max_drop, chosen),
         "hypervolume": _hypervolume(df, done, info, max_drop),
         "recovery_warnings": _recovery_warnings(info, max_drop),
+        "curves": finetune_curves(df),
         "screening": screening_summary(df),
+        "final": info.final,  # autoprune finalize: the figures after the long final recovery, by trial
     }
 
 
@@ -592,9 +621,9 @@ def _latency(speedup: Any, base_ms: Any) -> str:
 
 
 def _confirmed_cells(conf: Mapping[str, Any] | None) -> dict[str, str]:
-    """The ``test drop`` and ``confirmed`` cells of a row from its confirmed figures."""
+    """The ``selection drop`` and ``confirmed`` cells of a row from its confirmed figures."""
     conf = conf or {}
-    return {"test_drop": _pm(conf.get("test_drop"), None, "+.4f"),
+    return {"selection_drop": _pm(conf.get("selection_drop"), None, "+.4f"),
             "confirmed": _speed(conf.get("speedup"), conf.get("speedup_spread"))}
 
 
@@ -650,15 +679,16 @@ def table_rows(summary: Mapping[str, Any]) -> list[dict[str, str]]:
     Markers: ``*`` the chosen trial, ``v`` the validation-time pick when the confirmed choice is another
     trial, ``U``/``G`` the best uniform/global baseline point.  The drop is shown with its 95 % half-width
     (1.96 standard errors), the speedup (the search timing) with its relative spread; ``latency ms`` is the
-    pooled base latency divided by that speedup, so a faster row never shows a higher latency; ``test drop``
-    and ``confirmed`` are the figures of ``autoprune confirm`` (test split, re-timed together), which the
-    choice rests on once they exist.
+    pooled base latency divided by that speedup, so a faster row never shows a higher latency; ``selection
+    drop`` and ``confirmed`` are the figures of ``autoprune confirm`` (selection split, re-timed together),
+    which the choice rests on once they exist.  No cell comes from the test split (the noise line reports
+    the exported model's test figure).
 
     Args:
         summary: the output of :func:`summarize`.
 
     Returns:
-        Rows with keys ``mark, trial, drop, test_drop, speedup, confirmed, latency_ms, macs, params,
+        Rows with keys ``mark, trial, drop, selection_drop, speedup, confirmed, latency_ms, macs, params,
         feasible``: the front slowest first, the chosen trial and the validation pick when they are not on
         it, then the best baseline points.
     """
@@ -683,8 +713,8 @@ def table_rows(summary: Mapping[str, Any]) -> list[dict[str, str]]:
 TABLE_HEADERS = {
     "mark": "",
     "trial": "trial",
-    "drop": "drop ± 95%",
-    "test_drop": "test drop",
+    "drop": "val drop ± 95%",
+    "selection_drop": "selection drop",
     "speedup": "speedup ± spread",
     "confirmed": "confirmed",
     "latency_ms": "latency ms",
@@ -707,7 +737,10 @@ def table_legend(summary: Mapping[str, Any]) -> str:
     else:
         confirmed = "figures unconfirmed (run autoprune confirm)"
     latency += "; the confirmed latency where re-timed" if summary.get("confirmed_at") and math.isfinite(base) else ""
-    return (f"  {marks}   U best uniform baseline   G best global baseline   drop ± 1.96 standard errors\n"
+    kinds = "U best uniform baseline   G best global baseline" + (
+        "   S best sensitivity baseline" if (summary.get("best") or {}).get("sensitivity") else "")
+    return (f"  {marks}   {kinds}   val drop ± 1.96 standard errors (validation "
+            "split); selection drop = autoprune confirm's, on the selection split\n"
             f"  speedup = search timing (or the re-timing that replaced it); {confirmed}; {latency}")
 
 
@@ -760,6 +793,18 @@ def _baseline_html(summary: Mapping[str, Any]) -> str:
         return "<p>No baseline sweeps were recorded in this study.</p>"
     return _html_table(["sweep", "ratio", "metric", "drop", "speedup", "latency ms", "MACs", "params", "feasible"],
                        rows, classes)
+
+
+def _final_html(summary: Mapping[str, Any]) -> str:
+    """The figures after the long final recovery (``autoprune finalize``), one row per finalized architecture."""
+    final = summary.get("final") or {}
+    entries = [*(final.get("trials") or {}).values(), *(final.get("baselines") or {}).values()]
+    if not entries:
+        return '<p class="meta">No architecture of this study was finalized yet (autoprune finalize).</p>'
+    rows = [[str(e.get("label")), str(e.get("kind")), f"{int(e.get('epochs') or 0)}", _pm(e.get("val_drop"), None, "+.4f"),
+             _pm(e.get("test_drop"), None, "+.4f"), _speed(e.get("speedup"), e.get("speedup_spread")), str(e.get("measured_at"))]
+            for e in entries]
+    return _html_table(["architecture", "kind", "epochs", "val drop", "test drop", "final speedup", "timed at"], rows)
 
 
 def _ratios_html(summary: Mapping[str, Any], info: StudyInfo) -> str:
@@ -931,6 +976,7 @@ def _report_page(summary: Mapping[str, Any], info: StudyInfo, paths: Mapping[str
         front_table=_front_html(summary),
         front_legend=html.escape(table_legend(summary)),
         baseline_table=_baseline_html(summary),
+        final_table=_final_html(summary),
         ratios_table=_ratios_html(summary, info),
         recovery=_recovery_html(info, paths.get("recovery_png")),
         hypervolume=html.escape(_hypervolume_text(summary["hypervolume"])),

@@ -53,6 +53,10 @@ COMMANDS: dict[str, CommandEntry] = {
         _FOUNDATION, "Try finetune recipes on a probe candidate; keep the cheapest within noise of the best for the study."
     ),
     "baselines": CommandEntry(_FOUNDATION, "Run the uniform and global sweeps, print them and store the per-group bounds."),
+    "sensitivity": CommandEntry(
+        "autoprune.cli._sensitivity",
+        "Measure each group's metric pruned alone (BN-recalibrated) at a grid of ratios and store the curves on the study.",
+    ),
     "prune": CommandEntry(_FOUNDATION, "Prune the base model (no recovery) and write its architecture JSON."),
     "apply": CommandEntry(_FOUNDATION, "Rebuild the pruned model from the base checkpoint and an architecture JSON (no pickle)."),
     "export-base": CommandEntry(_FOUNDATION, "Export the study's base model to ONNX (the baseline of 'autoprune latency ..."),
@@ -65,7 +69,10 @@ COMMANDS: dict[str, CommandEntry] = {
     "pareto": CommandEntry(_ANALYSIS, "Print the Pareto front of a study and the fastest trial within the drop budget; write a report."),
     "compare": CommandEntry(_ANALYSIS, "Put the best feasible speedup of several studies side by side (CONFIG files and/or --study)."),
     "export": CommandEntry("autoprune.cli._export", "Write the architecture JSON of the fastest trial within the budget (or of --trial N)."),
-    "confirm": CommandEntry(_CONFIRM, "Re-time the best candidates together and measure them on the held-out test split."),
+    "finalize": CommandEntry(
+        "autoprune.cli._finalize", "Recover the chosen architecture with the long final recipe; write its weights, ONNX model and JSON."
+    ),
+    "confirm": CommandEntry(_CONFIRM, "Re-time the best candidates together and judge them on the selection split (never the test split)."),
     "retime": CommandEntry(_CONFIRM, "Time the best candidates on this host and store the timings under its fingerprint."),
     "make-synthetic-seg": CommandEntry(
         "autoprune.cli._data",
@@ -134,7 +141,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except AutopruneError as exc:
-            click.echo(f"error: {exc}", err=True)
+            console.error(str(exc))  # also in --log-file
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted; finished trials are kept in the study", err=True)

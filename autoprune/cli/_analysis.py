@@ -151,11 +151,14 @@ def compare(
             "speedup": "-" if chosen is None else f"{chosen['speedup']:.2f}x",
             "uniform": "-" if summary["best"]["uniform"] is None else f"{summary['best']['uniform']['speedup']:.2f}x",
             "global": "-" if summary["best"]["global"] is None else f"{summary['best']['global']['speedup']:.2f}x",
+            "sensitivity": "-" if summary["best"].get("sensitivity") is None else f"{summary['best']['sensitivity']['speedup']:.2f}x",
             "vs": "/".join("-" if vs[k] is None else f"{vs[k]:.2f}" for k in ("uniform", "global")),
         })
     headers = {"study": "study", "budget": "max drop", "trials": "feasible/complete", "best": "best trial",
                "drop": "drop", "speedup": "speedup", "uniform": "best uniform", "global": "best global",
-               "vs": "x uniform/global"}
+               "sensitivity": "best sensitivity", "vs": "x uniform/global"}
+    if all(row["sensitivity"] == "-" for row in rows):  # an opt-in baseline: no column where no study has it
+        headers.pop("sensitivity")
     click.echo(format_table(rows, headers))
     path = plot_compare(loaded, max_drop, out_dir / "compare.png")
     click.echo("")

@@ -49,15 +49,18 @@ def train_base_cmd(config: str, force: bool) -> None:
     """Train the base model once and cache its checkpoint (a plain state_dict)."""
     cfg = _load(config)
     task = build_task(cfg)
-    bar = console.progress(cfg.base.epochs, "train base", "epoch", leave=False)
+    trains = force or not cfg.checkpoint_path().is_file()  # a cached checkpoint is only read: no bar
+    bar = console.progress(cfg.base.epochs, "train base", "epoch", leave=False) if trains else None
 
     def progress(epoch: int, epochs: int, loss: float) -> None:
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.3f}")
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}")
 
     with task.forbid_split("test"):
         info = train_base(cfg, task, force=force, progress=progress)
-    bar.close()
+    if bar is not None:
+        bar.close()
     metric = f"{info.val_metric:.4f}" if info.val_metric is not None else "?"
     click.echo(f"base checkpoint: {info.path}\nsha256: {info.sha256}\nvalidation {task.metric_name}: {metric}")
 

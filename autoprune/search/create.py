@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+from typing import Any
 
 import optuna
 
@@ -64,12 +65,46 @@ def create_study(
     say(f"{threads} torch thread(s) for the base model and the sweeps")
     train_base_if_missing(cfg, say)
     ctx = StudyContext.build(cfg)
-    bar = console.progress(2 * len(cfg.search.sweep_ratios), "baselines", "point", leave=False)
+    bars = StageBars()
 
     def on_point(p) -> None:
-        bar.update(1)
-        bar.set_postfix_str(f"{p.kind} {p.ratio:.2f}: drop {p.drop:+.4f}, {p.speedup:.2f}x")
+        bars.update("baselines", 1, f"{p.kind} {p.ratio:.2f}: drop {p.drop:+.4f}, {p.speedup:.2f}x")
 
-    study = create_or_load(cfg, url, ctx, on_point=on_point, say=say)
-    bar.close()
+    try:
+        study = create_or_load(cfg, url, ctx, on_point=on_point, say=say, on_stage=bars.stage)
+    finally:
+        bars.close()
     return ctx.config, url, study  # with the study's calibrated recipe, when there is one
+
+
+class StageBars:
+    """One progress bar per slow stage of study creation (recipe calibration, baseline sweeps), each opened
+    when its stage starts, so no bar waits through another stage with a misleading ETA."""
+
+    UNITS = {"calibration": "recipe", "baselines": "point"}
+
+    def __init__(self) -> None:
+        self.bars: dict[str, Any] = {}
+
+    def stage(self, name: str, done: int, total: int) -> None:
+        """``done`` of ``total`` items of stage ``name`` are finished (0: the stage starts; its bar opens)."""
+        if name not in self.bars:
+            self.close()
+            self.bars[name] = console.progress(total, name, self.UNITS.get(name, "item"), leave=False)
+        bar = self.bars[name]
+        bar.update(done - bar.n)
+        if done >= total > 0:  # finished: off the screen before the stage's closing lines
+            bar.close()
+            del self.bars[name]
+
+    def update(self, name: str, step: int, postfix: str = "") -> None:
+        bar = self.bars.get(name)
+        if bar is not None:
+            bar.update(step)
+            if postfix:
+                bar.set_postfix_str(postfix)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+        self.bars = {}

@@ -31,7 +31,11 @@ from autoprune.widths import channels_key
 KEY_ATTR = "channels_key"
 DUPLICATE_ATTR = "duplicate_of"
 # Attrs a duplicate keeps as its own rather than copying them from the trial it reuses.
-OWN_ATTRS = frozenset({"kind", "worker", "surplus", "baseline_ratio", KEY_ATTR, DUPLICATE_ATTR, "stage_seconds"})
+# A pruner's bookkeeping and a sweep point's origin belong to the trial that was evaluated, not to its duplicates.
+OWN_ATTRS = frozenset({
+    "kind", "worker", "surplus", "baseline_ratio", KEY_ATTR, DUPLICATE_ATTR, "stage_seconds",
+    "pruner_state", "sweep_point", "sweep_stage_seconds",
+})
 TrialState = optuna.trial.TrialState
 
 

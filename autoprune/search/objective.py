@@ -25,13 +25,19 @@ from autoprune.candidate import example_input
 from autoprune.device import device_label
 from autoprune.errors import StorageError
 from autoprune.latency import export_onnx
+from autoprune.recovery import calibration_metric
 from autoprune.screening import Outcome
 from autoprune.screening import ScreeningRules
+from autoprune.search.curves import CurvePruned
+from autoprune.search.curves import CurveReporter
 from autoprune.search.duplicates import DUPLICATE_ATTR
 from autoprune.search.duplicates import KEY_ATTR
 from autoprune.search.duplicates import WaitLimits
 from autoprune.search.duplicates import reuse
 from autoprune.search.duplicates import settle
+from autoprune.sweep_records import SweepRecord
+from autoprune.sweep_records import load_sweep_record
+from autoprune.sweep_records import write_candidate_files
 from autoprune.widths import WIDTH_PARAMS_ATTR
 from autoprune.widths import GroupWidths
 from autoprune.widths import channels_key
@@ -136,6 +142,7 @@ class Objective:
         self.device = device_label(ctx.task.device)
         self.surplus = 0  # trials closed unrun by the guard
         self.current_trial_id: int | None = None
+        self.base_calib: float | None = None  # the base model's calibration metric, measured on first use
 
     def _is_surplus(self, trial: optuna.Trial) -> bool:
         """True when finished + earlier-started running trials already reach the target.
@@ -179,7 +186,52 @@ class Objective:
             values = reuse(trial, twin, time.perf_counter() - start)
             self._say(f"trial {trial.number} ({kind}): same channels as trial {trial.user_attrs[DUPLICATE_ATTR]}; reused its figures")
             return values
+        record = self._sweep_record(trial, kind, widths)
+        if record is not None:
+            return self._reuse_sweep(trial, record, start)
         return self._evaluate(trial, kind, ratios)
+
+    def _sweep_record(self, trial: optuna.Trial, kind: str, widths: Mapping[str, int]) -> SweepRecord | None:
+        """The sweep point an enqueued baseline trial repeats, when its figures and files are here to reuse."""
+        ratio = trial.user_attrs.get("baseline_ratio")
+        if kind not in ("uniform", "global") or ratio is None:
+            return None
+        return load_sweep_record(self.ctx.config, kind, float(ratio), self.ctx.base_info.sha256, widths, list(self.space))
+
+    def _reuse_sweep(self, trial: optuna.Trial, record: SweepRecord, start: float) -> tuple[float, ...]:
+        """Record the sweep point's figures, curve, architecture and weights as the trial's own: no finetune.
+
+        ``stage_seconds`` holds this trial's own work (``sweep_point``: finding the record, ``storage``);
+        ``sweep_stage_seconds`` the sweep point's breakdown, where the finetune was paid once.
+        """
+        attrs = dict(record.attrs)
+        attrs["feasible"] = bool(attrs["drop"] <= self.max_drop)
+        attrs["sweep_stage_seconds"] = attrs.pop("stage_seconds", {})
+        found = time.perf_counter() - start
+        write_start = time.perf_counter()
+        self._upload_reused(trial, record)
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        trial.set_user_attr("sweep_point", {"kind": record.kind, "ratio": record.ratio})
+        trial.set_constraint("drop", float(attrs["drop"]) - self.max_drop)
+        reporter = self._curve_reporter(trial, "baseline")
+        for step, metric in (attrs.get("recovery_curve") or []) if reporter is not None else []:
+            reporter(int(step), float(metric))
+        trial.set_user_attr("stage_seconds", {"sweep_point": round(found, 4), "storage": round(time.perf_counter() - write_start, 4)})
+        self._say(f"trial {trial.number} ({record.kind}): the {record.kind} sweep point {record.ratio:g}; reused its figures and weights")
+        speedup = float(attrs["speedup"])
+        return (speedup,) if self.mode == "fastest" else (float(attrs["metric"]), speedup)
+
+    def _curve_reporter(self, trial: optuna.Trial, kind: str) -> CurveReporter | None:
+        """Stores the trial's finetune curve; asks the configured pruner at every point of a search trial."""
+        if self.base_calib is None:
+            self.base_calib = calibration_metric(self.ctx.base_model, self.ctx.task, self.ctx.config.recovery)
+        if self.base_calib is None:  # no calibration part of the training split: no judged points
+            return None
+        search = self.ctx.config.search
+        pruner = search.pruner if kind == "search" else "none"  # baselines run to their end
+        options = search.pruner_options if kind == "search" else {}
+        return CurveReporter(self.study, trial, self.base_calib, self.ctx.task.drop, self.max_drop, pruner, options)
 
     def _say(self, line: str) -> None:
         self.log_line(f"[{self.worker}] {line}")
@@ -200,8 +252,16 @@ class Objective:
         screen = self._screen if kind == "search" and search.screening else None
         try:
             result = evaluate_candidate(
-                self.ctx, ratios=ratios, hopeless_margin=search.hopeless_margin if kind == "search" else None, screen=screen
+                self.ctx,
+                ratios=ratios,
+                hopeless_margin=search.hopeless_margin if kind == "search" else None,
+                screen=screen,
+                on_curve=self._curve_reporter(trial, kind),
             )
+        except CurvePruned as stop:
+            self._record_curve_pruned(trial, stop)
+            self.log_line(f"[{self.worker}] trial {trial.number}: finetune stopped ({stop.reason}), {time.perf_counter() - start:.1f}s")
+            raise optuna.TrialPruned(stop.reason) from None
         except Screened as skip:
             self._record_screened(trial, skip)
             self.log_line(f"[{self.worker}] trial {trial.number}: finetune skipped ({skip.reason}), {time.perf_counter() - start:.1f}s")
@@ -239,6 +299,16 @@ class Objective:
         se = screening.metric_after_bn.stderr
         return rules.reason(screening.drop_after_bn, se, screening.speedup, screening.speedup_spread, self.mode)
 
+    def _record_curve_pruned(self, trial: optuna.Trial, stop: CurvePruned) -> None:
+        """Why and where the pruner stopped the finetune; the sampler sees an infeasible trial (the pruner only
+        stops a curve over the budget: its calibration drop over ``max_drop`` is the constraint)."""
+        trial.set_user_attr("pruned_by", self.ctx.config.search.pruner)
+        trial.set_user_attr("pruned_step", stop.step)
+        trial.set_user_attr("pruned_reason", stop.reason)
+        trial.set_user_attr("calib_drop", stop.drop)
+        trial.set_user_attr("feasible", False)
+        trial.set_constraint("drop", max(stop.drop - self.max_drop, PREDICTED_EXCESS))
+
     def _record_screened(self, trial: optuna.Trial, skip: Screened) -> None:
         """What a screened trial measured, and why its finetune was skipped; what the sampler learns from it.
 
@@ -263,39 +333,30 @@ class Objective:
         trial.set_user_attr("latency_noisy", bool(s.noisy))
 
     def _upload(self, trial: optuna.Trial, result: Any) -> None:
-        """Store the trial's architecture JSON and finetuned weights as Optuna artifacts."""
-        from autoprune.architecture import build_architecture
-        from autoprune.architecture import save_weights
-
+        """Store the trial's architecture JSON and finetuned weights (and ONNX file) as Optuna artifacts."""
         ctx = self.ctx
-        arch = build_architecture(
-            ctx.config,
-            ctx.task,
-            result.prune,
-            ctx.base_info.sha256,
-            ctx.round_to,
-            metrics={
-                "metric_name": ctx.task.metric_name,
-                "metric": result.metric.value,
-                "metric_stderr": result.metric.stderr,
-                "base_metric": ctx.base_metric.value,
-                "drop": result.drop,
-                "split": "val",
-            },
-            latency=result.latency,
-            provenance={"trial": trial.number, "worker": self.worker},
-        )
+        with tempfile.TemporaryDirectory(prefix="autoprune-trial-") as tmp:
+            stem = f"trial-{trial.number}"
+            arch_path, weights_path = write_candidate_files(ctx, result, Path(tmp), stem, {"trial": trial.number, "worker": self.worker})
+            self._upload_files(trial, arch_path, weights_path)
+            if ctx.config.search.upload_onnx:
+                onnx_path = export_onnx(result.model, example_input(ctx.task, ctx.config), Path(tmp) / f"{stem}.onnx")
+                onnx_id = optuna.artifacts.upload_artifact(artifact_store=self.store, file_path=str(onnx_path), study_or_trial=trial)
+                trial.set_user_attr("onnx_artifact_id", onnx_id)
+
+    def _upload_files(self, trial: optuna.Trial, arch: Path, weights: Path) -> None:
+        """Upload an architecture JSON and weights as the trial's artifacts (ids in the trial's user attrs)."""
+        arch_id = optuna.artifacts.upload_artifact(artifact_store=self.store, file_path=str(arch), study_or_trial=trial)
+        weights_id = optuna.artifacts.upload_artifact(artifact_store=self.store, file_path=str(weights), study_or_trial=trial)
+        trial.set_user_attr("arch_artifact_id", arch_id)
+        trial.set_user_attr("weights_artifact_id", weights_id)
+
+    def _upload_reused(self, trial: optuna.Trial, record: SweepRecord) -> None:
+        """Upload a sweep point's files as the trial's, its architecture's provenance naming this trial."""
+        data = json.loads(record.arch.read_text())
+        reused = f"{record.kind} sweep point {record.ratio:g}"
+        data["provenance"] = {**data.get("provenance", {}), "trial": trial.number, "worker": self.worker, "reused_from": reused}
         with tempfile.TemporaryDirectory(prefix="autoprune-trial-") as tmp:
             arch_path = Path(tmp) / f"arch-trial-{trial.number}.json"
-            arch_path.write_text(json.dumps(arch, indent=2))
-            weights_path = save_weights(result.model, Path(tmp) / f"weights-trial-{trial.number}.pt")
-            arch_id = optuna.artifacts.upload_artifact(artifact_store=self.store, file_path=str(arch_path), study_or_trial=trial)
-            weights_id = optuna.artifacts.upload_artifact(artifact_store=self.store, file_path=str(weights_path), study_or_trial=trial)
-            trial.set_user_attr("arch_artifact_id", arch_id)
-            trial.set_user_attr("weights_artifact_id", weights_id)
-            if ctx.config.search.upload_onnx:
-                onnx_path = export_onnx(result.model, example_input(ctx.task, ctx.config), Path(tmp) / f"trial-{trial.number}.onnx")
-                artifact_id = optuna.artifacts.upload_artifact(
-                    artifact_store=self.store, file_path=str(onnx_path), study_or_trial=trial
-                )
-                trial.set_user_attr("onnx_artifact_id", artifact_id)
+            arch_path.write_text(json.dumps(data, indent=2))
+            self._upload_files(trial, arch_path, record.weights)

@@ -5,7 +5,9 @@
   failed and queued again with the same parameters.
 - A database that is briefly unreachable is retried with backoff before a clear :class:`StorageError`.
 - SQLite with several workers runs enqueued trials more than once, so it is refused for ``workers > 1``.
-- URLs are printed only through :func:`autoprune.redact.redact_url`.
+- URLs are parsed once by structure (:func:`autoprune.redact.parse_storage`) and printed only in their masked
+  form; the password reaches SQLAlchemy only in the engine's ``connect_args`` (:func:`autoprune.redact.rdb_target`), so no
+  parser re-splits it and Optuna's URL string holds none.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import TypeVar
 import optuna
 
 from autoprune.errors import StorageError
+from autoprune.redact import rdb_target
 from autoprune.redact import redact_text
 from autoprune.redact import redact_url
 from autoprune.timeouts import connect_timeout
@@ -231,7 +234,8 @@ def schema_lock(url: str, deadline: float | None = None) -> Iterator[None]:
     import sqlalchemy
     from sqlalchemy.pool import NullPool
 
-    engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=server_connect_args(url, attempt_timeout(deadline)))
+    target, engine_kwargs = rdb_target(url, {"connect_args": server_connect_args(url, attempt_timeout(deadline))})
+    engine = sqlalchemy.create_engine(target, poolclass=NullPool, **engine_kwargs)
     try:
         with engine.connect() as connection:
             connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
@@ -247,7 +251,8 @@ def _new_rdb(url: str, kwargs: dict[str, Any], max_retry: int) -> optuna.storage
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if kwargs.get("heartbeat_interval"):
             kwargs["heartbeat_stale_trial_callback"] = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
-        storage = _RDBStorage(url, **kwargs)
+        target, engine_kwargs = rdb_target(url, kwargs["engine_kwargs"])
+        storage = _RDBStorage(target, **{**kwargs, "engine_kwargs": engine_kwargs})
     if is_sqlite(url):
         _sqlite_wal(storage)
     return storage

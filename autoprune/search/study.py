@@ -39,7 +39,7 @@ from autoprune.calibration import with_recipe
 from autoprune.config import public_config
 from autoprune.errors import StorageError
 from autoprune.latency import cpu_round_to
-from autoprune.pruning.engine import head_plan
+from autoprune.pruning_setup import head_plans
 from autoprune.pruning_setup import round_to_note
 from autoprune.redact import redact_url
 from autoprune.search.sampler import FreshSampler
@@ -47,9 +47,10 @@ from autoprune.search.storage import open_storage
 from autoprune.search.storage import study_names
 from autoprune.search.storage import with_retry
 from autoprune.search.study_config import CONFIG_ATTR
+from autoprune.sensitivity import KIND as SENSITIVITY_KIND
+from autoprune.sensitivity import sensitivity_baseline
 from autoprune.widths import WIDTH_PARAMS_ATTR
 from autoprune.widths import GroupWidths
-from autoprune.widths import Plan
 from autoprune.widths import space_bounds
 from autoprune.widths import space_to_attr
 from autoprune.widths import width_space
@@ -57,7 +58,6 @@ from autoprune.widths import width_space
 if TYPE_CHECKING:
     from autoprune.candidate import StudyContext
     from autoprune.config import StudyConfig
-    from autoprune.pruning.engine import Group
 
 log = logging.getLogger("autoprune")
 READY_ATTR = "bounds"
@@ -95,16 +95,6 @@ def storage_for(config: StudyConfig, url: str, budget_s: float | None = None) ->
     return open_storage(url, heartbeat_interval=s.heartbeat_interval, grace_period=s.grace_period, max_retry=s.max_retry, budget_s=budget_s)
 
 
-def head_plans(groups: Iterable[Group]) -> dict[str, Plan]:
-    """Attention groups keep whole heads of one width: the width the pruner makes of a guarded width."""
-    return {g.name: partial(_head_width, channels=g.channels, heads=g.heads) for g in groups if g.heads}
-
-
-def _head_width(keep: int, channels: int, heads: int) -> int:
-    kept_heads, width = head_plan(keep, channels, heads, heads, channels // heads)
-    return kept_heads * width
-
-
 def search_space(ctx: StudyContext, points: Iterable[SweepPoint], margin: int | None) -> dict[str, GroupWidths]:
     """Per searched group (followers of ties excluded), the kept-channel counts the search draws from.
 
@@ -139,6 +129,7 @@ def create_or_load(
     ctx: StudyContext,
     on_point: Callable[[SweepPoint], None] | None = None,
     say: Callable[[str], None] = print,
+    on_stage: Callable[[str, int, int], None] | None = None,
 ) -> optuna.Study:
     """Create the study with its baselines and bounds, or load it when it already exists and is ready.
 
@@ -148,6 +139,8 @@ def create_or_load(
         ctx: the study context (base model, pruner, timing settings) of this process.
         on_point: progress callback for baseline points.
         say: prints one line.
+        on_stage: progress of the slow stages, called with ``(stage, done, total)``: ``calibration`` (recipes)
+            as the recipe calibration runs, ``baselines`` (points) once before the sweeps run.
 
     Returns:
         The ready study.
@@ -168,12 +161,18 @@ def create_or_load(
             "create the study",
         )
     _note_round_to(config, say)
-    calibration = ensure_recipe(ctx, say)
+    calibration = ensure_recipe(ctx, say, None if on_stage is None else partial(on_stage, "calibration"))
     config = ctx.config  # with the calibrated recipe, when there is one
-    baselines = _baselines(config, ctx, on_point, say, calibration)
+    baselines = _baselines(config, ctx, on_point, say, calibration, on_stage)
     points = baseline_points(baselines.uniform, baselines.global_, config.max_drop)
+    sensitivity = sensitivity_baseline(ctx, study, attr_writer(study, storage_url), points, say)  # opt-in: search.sensitivity or stored curves
+    if sensitivity.best is not None:
+        points[SENSITIVITY_KIND] = sensitivity.best
     space = search_space(ctx, points.values(), config.search.bounds_margin)
-    for key, value in _study_attrs(config, ctx, baselines, space, calibration).items():
+    attrs = _study_attrs(config, ctx, baselines, space, calibration)
+    if sensitivity.points:
+        attrs["baselines"][SENSITIVITY_KIND] = [p.as_dict() for p in sensitivity.points]
+    for key, value in attrs.items():
         with_retry(partial(study.set_user_attr, key, value), storage_url, "store study attributes")
     with warnings.catch_warnings():  # experimental in Optuna; what names the objectives in the dashboard
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -185,6 +184,15 @@ def create_or_load(
     with_retry(lambda: study.set_user_attr(READY_ATTR, {k: list(v) for k, v in bounds.items()}), storage_url, "store bounds")
     say(f"study {config.name!r} created in {redact_url(storage_url)}")
     return study
+
+
+def attr_writer(study: optuna.Study, url: str) -> Callable[[str, Any], None]:
+    """``write(key, value)``: set a study attr, retrying transient database errors."""
+
+    def write(key: str, value: Any) -> None:
+        with_retry(lambda: study.set_user_attr(key, value), url, f"store the study attr {key!r}")
+
+    return write
 
 
 def _note_round_to(config: StudyConfig, say: Callable[[str], None]) -> None:
@@ -238,6 +246,7 @@ def _baselines(
     on_point: Callable[[SweepPoint], None] | None,
     say: Callable[[str], None],
     calibration: Mapping[str, Any] | None = None,
+    on_stage: Callable[[str, int, int], None] | None = None,
 ) -> Baselines:
     """Reuse ``baselines.json`` when it was made for this base model, budget, sweep and recovery recipe; else
     run the sweeps.
@@ -258,6 +267,8 @@ def _baselines(
         say(f"reusing baselines from {path}")
         return cached
     say(f"running the uniform and global baseline sweeps ({2 * len(config.search.sweep_ratios)} points)")
+    if on_stage is not None:
+        on_stage("baselines", 0, 2 * len(config.search.sweep_ratios))
     result = run_baselines(ctx, on_point=on_point, calibration=calibration)
     save_baselines(result, path)
     for note in result.notes():

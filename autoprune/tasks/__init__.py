@@ -109,6 +109,8 @@ def build_task(config: StudyConfig) -> Task:
     task.device = resolve_device(config.device)
     task.loader_workers = config.loader.workers
     task.pin_memory = config.loader.pin_memory
+    task.selection_fraction = config.search.selection_fraction
+    task.selection_seed = config.search.seed or 0
     return task
 
 

@@ -4,9 +4,19 @@ A task gives a model builder, train/validation/test data, a loss, a metric with 
 input, the layers that must never be pruned, and optional ties between groups.  Built-in tasks and plugins
 (``task: package.module:make_task``) follow the same contract, checked once by :func:`validate_task`.
 
-Data is reached only through :meth:`Task.loader`, which records every access per split.  The search runs
-inside :meth:`Task.forbid_split` for ``"test"``: the held-out split is touched only to confirm a final choice,
-and any accidental read fails loudly instead of leaking into the selection.
+Data is reached only through :meth:`Task.loader`, which records every access per split.  Four splits:
+
+- ``train``: the base checkpoint, every finetune and the recovery's judge images (``recovery.calib_size``).
+- ``val``: the search; every trial, sweep and bound is judged on it.
+- ``selection``: judges ``autoprune confirm``'s candidates, so the pick is made on images no trial, sweep or
+  finetune has seen.  A task whose :attr:`Task.own_selection_split` is true serves it from its own
+  ``dataset("selection")``; otherwise the base class carves it deterministically out of the validation data
+  (:attr:`Task.selection_fraction` of it, shuffled by :attr:`Task.selection_seed`, both set from the study's
+  ``search.selection_fraction`` and ``search.seed``), and ``val`` is the rest.  No model ever trains on
+  validation images, so the carved part is as unseen as a split of its own.
+- ``test``: read once, for the exported model's final report (``autoprune export``), never to choose.  The
+  search and ``confirm`` run inside :meth:`Task.forbid_split` for ``"test"``: any read there fails loudly
+  instead of leaking into the selection.
 """
 
 from __future__ import annotations
@@ -29,7 +39,9 @@ from torch.utils.data import Subset
 from autoprune.device import DeviceLoader
 from autoprune.errors import TaskError
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "selection", "test")
+# Share of the validation data carved out as the selection split when a task provides none of its own.
+SELECTION_FRACTION = 0.3
 
 
 @dataclass
@@ -54,7 +66,10 @@ class Task(abc.ABC):
     """Base class of every task.
 
     Subclasses implement :meth:`build_model`, :meth:`dataset`, :meth:`evaluate_batches` and set
-    :attr:`metric_name` / :attr:`metric_direction`.  Everything else has a default.
+    :attr:`metric_name` / :attr:`metric_direction`.  Everything else has a default, the selection split
+    included: a task that provides one sets :attr:`own_selection_split` and serves ``dataset("selection")``;
+    any other gets one carved deterministically out of its validation data (:meth:`split_data`, seeded by the
+    study's ``search.seed``).  The test split is read only by ``autoprune export``, for the exported model.
 
     Example:
         >>> from autoprune.tasks import build_task  # doctest: +SKIP
@@ -71,6 +86,11 @@ class Task(abc.ABC):
     device: torch.device = torch.device("cpu")
     loader_workers: int = 0
     pin_memory: bool = False
+    # The selection split (see the module docstring): a task with its own sets own_selection_split = True and
+    # serves dataset("selection"); otherwise it is carved out of dataset("val") by these two settings.
+    own_selection_split: bool = False
+    selection_fraction: float = SELECTION_FRACTION
+    selection_seed: int = 0
 
     def __init__(self) -> None:
         self.access_counts: Counter[str] = Counter()
@@ -83,7 +103,8 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def dataset(self, split: str) -> Dataset:
-        """The dataset of one split (``train``, ``val`` or ``test``)."""
+        """The dataset of one split (``train``, ``val`` or ``test``; ``selection`` too when
+        :attr:`own_selection_split` is set).  Read through :meth:`split_data`, which carves the selection split."""
 
     @abc.abstractmethod
     def evaluate_batches(self, model: nn.Module, loader: DataLoader | DeviceLoader) -> MetricResult:
@@ -143,12 +164,12 @@ class Task(abc.ABC):
             raise TaskError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
         if split in self._forbidden:
             raise TaskError(
-                f"task {self.name!r}: the {split!r} split is held out during the search and may only be read "
-                "by 'autoprune confirm'"
+                f"task {self.name!r}: the {split!r} split is held out during the search and the selection; it is "
+                "read only by 'autoprune export', for the exported model's final report"
             )
         self.access_counts[split] += 1
         generator = torch.Generator().manual_seed(seed)
-        data = self.dataset(split)
+        data = self.split_data(split)
         if indices is not None:
             data = Subset(data, [int(i) for i in indices])
         extra: dict[str, Any] = {}
@@ -158,6 +179,27 @@ class Task(abc.ABC):
             extra["pin_memory"] = True
         loader = DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last, **extra)
         return loader if self.device.type == "cpu" else DeviceLoader(loader, self.device)
+
+    def split_data(self, split: str) -> Dataset:
+        """The data :meth:`loader` reads for ``split``: :meth:`dataset`'s, with the selection split carved out of
+        the validation data unless the task provides its own (:attr:`own_selection_split`).
+
+        Example:
+            >>> from autoprune.tasks.digits import DigitsTask
+            >>> task = DigitsTask("resnet")
+            >>> len(task.split_data("val")) + len(task.split_data("selection")) == len(task.dataset("val"))
+            True
+        """
+        if split not in SPLITS:
+            raise TaskError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+        if self.own_selection_split or split not in ("val", "selection"):
+            return self.dataset(split)
+        val = self.dataset("val")
+        carved = selection_indices(len(val), self.selection_fraction, self.selection_seed)
+        if split == "selection":
+            return Subset(val, carved)
+        taken = set(carved)
+        return Subset(val, [i for i in range(len(val)) if i not in taken])
 
     @contextlib.contextmanager
     def forbid_split(self, split: str = "test") -> Iterator[None]:
@@ -216,3 +258,22 @@ def split_indices(n: int, fractions: Sequence[float], seed: int) -> list[torch.T
         parts.append(perm[start:stop])
         start = stop
     return parts
+
+
+def selection_indices(n: int, fraction: float, seed: int) -> list[int]:
+    """The validation indices carved out as the selection split: ``fraction`` of ``n`` (at least one, and at
+    least one left for validation), drawn by ``seed``, in ascending order.
+
+    Raises:
+        TaskError: fewer than two validation samples, so nothing can be carved.
+
+    Example:
+        >>> selection_indices(10, 0.3, seed=0) == selection_indices(10, 0.3, seed=0), len(selection_indices(10, 0.3, 0))
+        (True, 3)
+    """
+    if n < 2:
+        raise TaskError(f"a validation split of {n} sample(s) is too small to carve a selection split from; "
+                        "give the task more validation data or a selection split of its own (Task.own_selection_split)")
+    count = min(max(1, int(round(fraction * n))), n - 1)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return sorted(int(i) for i in perm[:count])
