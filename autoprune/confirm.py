@@ -462,7 +462,8 @@ def reproducible_timings(
     speedups = [[r.speedup] for r in results]
     last = list(previous)
     for _ in range(TIMING_ROUNDS - 1):
-        disagree = [i for i, r in enumerate(results) if last[i] is not None and not timings_agree(r.speedup, r.speedup_spread, *last[i])]
+        disagree = [i for i, (r, lt) in enumerate(zip(results, last, strict=True))
+                    if lt is not None and not timings_agree(r.speedup, r.speedup_spread, *lt)]
         loose = [i for i, r in enumerate(results) if i not in disagree and unsettled(r.noisy, r.speedup_spread, cv_threshold)]
         if not disagree and not loose:
             break

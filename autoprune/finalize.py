@@ -315,7 +315,7 @@ def recover_final(ctx: StudyContext, target: Target, folder: Path, say: Callable
     if saved is None:
         with training_section():
             recovery.recalibrate()  # the state to beat
-    elif resumed >= epochs:
+    elif resumed is not None and resumed >= epochs:
         say(f"{target.label}: all {epochs} epochs are done already ({checkpoint}); evaluating and timing the kept state again")
     else:
         say(f"{target.label}: resuming the final recovery after epoch {resumed} of {epochs} from {checkpoint} (not starting over)")

@@ -358,7 +358,7 @@ def _curve_hook(
 def calibration_metric(model: nn.Module, task: Task, settings: RecoveryConfig) -> float | None:
     """``model``'s metric on the calibration images of the training split (None: there are none); the base
     model's is what a finetune curve's drop is measured from."""
-    _, calib = calibration_split(len(task.dataset("train")), settings.calib_size, settings.seed)
+    _, calib = calibration_split(len(task.dataset("train")), settings.calib_size, settings.seed)  # type: ignore[arg-type]  # torch's Dataset stub declares no __len__; every split is a sized dataset
     if not calib:
         return None
     model.eval()

@@ -27,6 +27,7 @@ from typing import Any
 
 from autoprune.architecture import build_architecture
 from autoprune.architecture import save_weights
+from autoprune.errors import ArtifactError
 from autoprune.errors import AutopruneError
 from autoprune.jsonfile import read_json
 from autoprune.jsonfile import write_json
@@ -55,7 +56,13 @@ def sweep_stem(kind: str, ratio: float) -> str:
 def write_candidate_files(
     ctx: StudyContext, result: CandidateResult, folder: Path, stem: str, provenance: Mapping[str, Any]
 ) -> tuple[Path, Path]:
-    """Write a candidate's architecture JSON and finetuned weights into ``folder``: ``(arch, weights)``."""
+    """Write a candidate's architecture JSON and finetuned weights into ``folder``: ``(arch, weights)``.
+
+    Raises:
+        ArtifactError: the candidate kept no model (a refused candidate has no files to write).
+    """
+    if result.model is None:
+        raise ArtifactError(f"{stem}: the candidate was refused and kept no model; there are no weights to write")
     arch = build_architecture(
         ctx.config,
         ctx.task,
@@ -128,8 +135,10 @@ def load_sweep_record(
     except AutopruneError as exc:
         log.warning("not reusing sweep point %s %g: %s", kind, ratio, exc)
         return None
-    attrs = data.get("attrs") if isinstance(data.get("attrs"), dict) else {}
-    channels = attrs.get("channels") if isinstance(attrs.get("channels"), dict) else {}
+    raw_attrs = data.get("attrs")
+    attrs = raw_attrs if isinstance(raw_attrs, dict) else {}
+    raw_channels = attrs.get("channels")
+    channels = raw_channels if isinstance(raw_channels, dict) else {}
     fits = (
         data.get("version") == RECORD_VERSION
         and data.get("identity") == record_identity(config, base_sha256)

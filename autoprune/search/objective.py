@@ -215,8 +215,9 @@ class Objective:
         trial.set_user_attr("sweep_point", {"kind": record.kind, "ratio": record.ratio})
         trial.set_constraint("drop", float(attrs["drop"]) - self.max_drop)
         reporter = self._curve_reporter(trial, "baseline")
-        for step, metric in (attrs.get("recovery_curve") or []) if reporter is not None else []:
-            reporter(int(step), float(metric))
+        if reporter is not None:
+            for step, metric in attrs.get("recovery_curve") or []:
+                reporter(int(step), float(metric))
         trial.set_user_attr("stage_seconds", {"sweep_point": round(found, 4), "storage": round(time.perf_counter() - write_start, 4)})
         self._say(f"trial {trial.number} ({record.kind}): the {record.kind} sweep point {record.ratio:g}; reused its figures and weights")
         speedup = float(attrs["speedup"])

@@ -80,7 +80,10 @@ class SensitivityRun:
 def _dominant(a: CostCheck, b: CostCheck) -> CostCheck | None:
     """The check that is at least as fast with at most the drop of the other (strictly better in one), or None."""
     for x, y in ((a, b), (b, a)):
-        if x.speedup >= y.speedup and x.drop <= y.drop and (x.speedup > y.speedup or x.drop < y.drop):
+        xs, ys = x.speedup, y.speedup
+        if xs is None or ys is None:  # an untimed check dominates nothing
+            return None
+        if xs >= ys and x.drop <= y.drop and (xs > ys or x.drop < y.drop):
             return x
     return None
 

@@ -195,11 +195,12 @@ class Task(abc.ABC):
         if self.own_selection_split or split not in ("val", "selection"):
             return self.dataset(split)
         val = self.dataset("val")
-        carved = selection_indices(len(val), self.selection_fraction, self.selection_seed)
+        size = len(val)  # type: ignore[arg-type]  # torch's Dataset stub declares no __len__; every split is a sized dataset
+        carved = selection_indices(size, self.selection_fraction, self.selection_seed)
         if split == "selection":
             return Subset(val, carved)
         taken = set(carved)
-        return Subset(val, [i for i in range(len(val)) if i not in taken])
+        return Subset(val, [i for i in range(size) if i not in taken])
 
     @contextlib.contextmanager
     def forbid_split(self, split: str = "test") -> Iterator[None]:
