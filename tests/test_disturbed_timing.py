@@ -45,8 +45,8 @@ def _disturb_base(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every interleaved timing from now on sees the base (subject 0) twice too slow."""
     real = _timer._attempt
 
-    def attempt(subjects: Any, settings: Any) -> list[list[list[float]]]:
-        times = real(subjects, settings)
+    def attempt(subjects: Any, settings: Any, *rest: Any) -> list[list[list[float]]]:
+        times = real(subjects, settings, *rest)
         if len(subjects) > 1:
             times[0] = [[2.0 * t for t in block] for block in times[0]]
         return times

@@ -34,7 +34,7 @@ _HOLDER = textwrap.dedent(
     """
     import pathlib, sys, time
     from autoprune.latency import LatencySettings, timing_lock
-    lock_dir, inside, release = sys.argv[1:4]
+    lock_dir, inside, release = sys.argv[2:5]
     with timing_lock(LatencySettings(lock_dir=lock_dir)):
         pathlib.Path(inside).touch()
         while not pathlib.Path(release).exists():
@@ -61,7 +61,9 @@ def _wait_for(path: pathlib.Path, proc: subprocess.Popen[bytes]) -> None:
 
 def test_a_holder_is_named_by_pid_command_line_and_time(tmp_path: pathlib.Path) -> None:
     locks, inside, release = tmp_path / "locks", tmp_path / "inside", tmp_path / "release"
-    proc = subprocess.Popen([sys.executable, "-c", _HOLDER, str(locks), str(inside), str(release), f"--storage={SECRET_URL}"])
+    # The storage argument first: the record keeps a bounded command line, and the temp paths after it are long
+    # under pytest-xdist (their tail may be cut off; the URL must not be).
+    proc = subprocess.Popen([sys.executable, "-c", _HOLDER, f"--storage={SECRET_URL}", str(locks), str(inside), str(release)])
     try:
         _wait_for(inside, proc)
         message = _refusal(locks)
@@ -69,7 +71,7 @@ def test_a_holder_is_named_by_pid_command_line_and_time(tmp_path: pathlib.Path) 
         release.touch()
         proc.wait(timeout=HANG_GUARD_S)
     assert f" s, by pid {proc.pid} (-c " in message, message
-    assert "--storage=postgresql://bob:***@db:5432/optuna), holding it since " in message, message
+    assert " --storage=postgresql://bob:***@db:5432/optuna " in message and "), holding it since " in message, message
     assert "\n" not in message  # the holder's multi-line -c program is shown on one line
     assert "hunter2" not in message and "hunter2" not in (locks / LOCK_FILE).read_text()
     assert proc.returncode == 0

@@ -318,15 +318,21 @@ def test_a_cached_timing_skips_the_export(study_factory, tmp_path: Path, monkeyp
 
 
 def test_a_timing_past_latency_max_seconds_fails_the_trial_with_one_message(ran: RunStudy, tmp_path: Path) -> None:
-    """``latency.repeats`` of 10**9 would time for days: the trial fails at the ceiling, and the worker says why once."""
+    """``latency.repeats`` at its bound (100,000 runs of base and candidate: minutes) under a 2-second ceiling: the trial
+    fails at the ceiling, and the worker says why once."""
     for suffix in ("", "-wal"):  # a copy of the finished study, so the other tests see theirs unchanged
         source = ran.config.parent / f"sqlite-digits.db{suffix}"
         if source.exists():
             (tmp_path / source.name).write_bytes(source.read_bytes())
+    latency = {"repeats": 100_000, "max_seconds": 2, "max_remeasure": 3}
     data = yaml.safe_load(ran.config.read_text())
-    data["latency"].update(repeats=10**9, max_seconds=2, max_remeasure=3)
+    data["latency"].update(latency)
     config = tmp_path / "study.yaml"
     config.write_text(yaml.safe_dump(data, sort_keys=False))
+    # The copy is a study created with these timing settings: a worker takes its settings from the study.
+    copy = optuna.load_study(study_name="sqlite-digits", storage=f"sqlite:///{tmp_path / 'sqlite-digits.db'}")
+    stored = copy.user_attrs["config"]
+    copy.set_user_attr("config", {**stored, "latency": {**stored["latency"], **latency}})
     res = run_cli("worker", config, "--trials", "5", timeout=300)
     out = res.stdout + res.stderr
     assert res.returncode == 2 and "Traceback" not in out, out
