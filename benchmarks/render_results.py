@@ -340,6 +340,22 @@ def render_other(path: pathlib.Path, data: dict[str, Any], readme: pathlib.Path)
     return lines
 
 
+def _demo_pick(fig: dict[str, Any] | None) -> str:
+    return "-" if not fig else f"{fig['kind']} {fig['speedup']:.2f}x ±{100 * fig['speedup_spread']:.1f}%"
+
+
+def render_demo_room(path: pathlib.Path, data: dict[str, Any], readme: pathlib.Path) -> list[str]:
+    runs = data.get("runs") or {}
+    rows = [[key, str(r["groups_with_room"]), _demo_pick(r.get("pick")), _demo_pick((r.get("baselines") or {}).get("uniform")),
+             _demo_pick((r.get("baselines") or {}).get("global")), yes(bool(r.get("beats_uniform") and r.get("beats_global"))),
+             f"{r['wall_s']:.0f} s", f"{r['load_before'][0]:.2f}"] for key, r in runs.items()]
+    study = next(iter(runs.values()), {}).get("study", path.stem)
+    lines = [f"### Demo room ({study})", "", f"host: {data.get('host', '?')}", ""]
+    lines += table(["run", "groups with >= 3 widths", "pick", "uniform", "global", "beats both", "wall", "load"], rows)
+    lines += ["", f"- source: [`{source(path, readme)}`]({source(path, readme)})"]
+    return lines
+
+
 RENDERERS: dict[str, Callable[[pathlib.Path, dict[str, Any], pathlib.Path], list[str]]] = {
     "reference_search": render_reference,
     "search_vs_baselines": render_search,
@@ -347,6 +363,7 @@ RENDERERS: dict[str, Callable[[pathlib.Path, dict[str, Any], pathlib.Path], list
     "recovery": render_recovery,
     "storage_scaling": render_scaling,
     "latency_repeatability": render_latency,
+    "demo_room": render_demo_room,
 }
 ORDER = ("reference_search", "search_vs_baselines", "recovery", "trial_overhead", "storage_scaling", "latency_repeatability")
 
