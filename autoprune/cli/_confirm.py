@@ -38,7 +38,7 @@ def study_config(config: str, storage: str | None) -> StudyConfig:
 @click.option("--max-drop", type=float, default=None, help="Budget (default: the study's max_drop).")
 @click.option("--storage", default=None, help="Storage URL (default: the config's).")
 def confirm(config: str, top: int, max_drop: float | None, storage: str | None) -> None:
-    """Re-time the best candidates together and measure them on the selection split (never the test split)."""
+    """Re-time the best candidates together and judge them on the selection split (never the test split)."""
     _check_drop(max_drop)
     cfg = study_config(config, storage)
     confirm_study(cfg, top=top, max_drop=max_drop, storage=storage, echo=click.echo)
