@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from typing import Literal
@@ -82,6 +83,13 @@ def validated_copy(model: _Model, **changes: Any) -> _Model:
         True
     """
     return type(model).model_validate({**dict(model), **changes})
+
+
+def _one_of(value: str, names: Sequence[str], what: str) -> str:
+    """``value`` when it is one of ``names``; else the error that lists them."""
+    if value not in names:
+        raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(names)}")
+    return value
 
 
 def _check_ratio(value: float, what: str = "ratio") -> float:
@@ -164,9 +172,7 @@ class SearchConfig(_Section):
     @field_validator("pruner")
     @classmethod
     def _known_pruner(cls, value: str) -> str:
-        if value not in PRUNERS:
-            raise ValueError(f"unknown pruner {value!r}; choose one of {', '.join(PRUNERS)}")
-        return value
+        return _one_of(value, PRUNERS, "pruner")
 
     @field_validator("pruner_options")
     @classmethod
@@ -211,9 +217,7 @@ class SearchConfig(_Section):
     @field_validator("sampler")
     @classmethod
     def _known_sampler(cls, value: str) -> str:
-        if value not in SAMPLERS:
-            raise ValueError(f"unknown sampler {value!r}; choose one of {', '.join(SAMPLERS)}")
-        return value
+        return _one_of(value, SAMPLERS, "sampler")
 
     @field_validator("bounds_margin", mode="before")
     @classmethod
@@ -407,9 +411,7 @@ class StudyConfig(_Section):
     @field_validator("criterion")
     @classmethod
     def _criterion(cls, value: str) -> str:
-        if value not in CRITERIA:
-            raise ValueError(f"unknown criterion {value!r}; choose one of {', '.join(CRITERIA)}")
-        return value
+        return _one_of(value, CRITERIA, "criterion")
 
     @model_validator(mode="after")
     def _task_known(self) -> StudyConfig:
