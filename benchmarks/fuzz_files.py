@@ -38,6 +38,7 @@ from conftest import write_study  # noqa: E402
 from fuzzing import FILE_KINDS  # noqa: E402
 from fuzzing import mutated_json  # noqa: E402
 from fuzzing import read_mutated  # noqa: E402
+from fuzzing import write_mutated  # noqa: E402
 from fuzzing import mutated_yaml  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "fuzz_files.json"
@@ -121,10 +122,7 @@ def fuzz_file_kind(folder: pathlib.Path, name: str, rng: random.Random, cases: i
     kind = FILE_KINDS[name]
     counts: dict[str, Any] = {"cases": cases, "read": 0, "refused": 0, "set aside": 0, "missed": 0, "slowest_s": 0.0, "failures": []}
     for i in range(cases):
-        case = folder / f"{name}-{i}"
-        case.mkdir()
-        path = case / f"{name}.json"
-        path.write_bytes(mutated_json(rng, kind.valid))
+        path = write_mutated(folder / f"{name}-{i}", kind, name, rng)
         start = time.perf_counter()
         try:
             counts[read_mutated(kind, path)] += 1

@@ -204,6 +204,14 @@ FILE_KINDS: dict[str, FileKind] = {k.name: k for k in (
 )}
 
 
+def write_mutated(folder: Path, kind: FileKind, name: str, rng: random.Random) -> Path:
+    """A fresh ``folder`` holding one mutation of ``kind``'s valid file, as ``name``.json (its path)."""
+    folder.mkdir()
+    path = folder / f"{name}.json"
+    path.write_bytes(mutated_json(rng, kind.valid))
+    return path
+
+
 def read_mutated(kind: FileKind, path: Path) -> str:
     """Read ``path`` as ``kind``: "read", "set aside", "missed", or "refused" (``kind.error`` naming the file).
     Anything else raises, for the caller to count as a failure."""

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 from fuzzing import FILE_KINDS
-from fuzzing import mutated_json
 from fuzzing import read_mutated
+from fuzzing import write_mutated
 
 CASES = 200
 # Reading one small file takes milliseconds; a hang (a loop over a huge count) would take forever.
@@ -31,10 +31,7 @@ def test_mutated_file_is_read_refused_or_rebuilt(tmp_path: Path, kind: str) -> N
     rng = random.Random(kind)
     outcomes: dict[str, int] = {}
     for i in range(CASES):
-        case = tmp_path / f"case-{i}"
-        case.mkdir()
-        path = case / f"{kind}.json"
-        path.write_bytes(mutated_json(rng, spec.valid))
+        path = write_mutated(tmp_path / f"case-{i}", spec, kind, rng)
         start = time.perf_counter()
         outcome = read_mutated(spec, path)
         assert time.perf_counter() - start < SECONDS_PER_CASE, (i, outcome)
