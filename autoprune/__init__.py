@@ -1,9 +1,10 @@
 """autoprune: per-layer structured pruning ratios searched with Optuna, judged by real latency.
 
-The data flow, one module (or package) per step::
+The data flow, one package (or module) per step::
 
-    config -> tasks -> pruning -> bounds/baselines -> candidate (prune, recover, evaluate, export, time)
-           -> search (study, workers) -> analysis (Pareto front, selection, report) -> architecture (JSON, apply)
+    config -> tasks -> pruning -> space (sweeps, bounds, widths) -> trial (prune, recover, evaluate, time)
+           -> search (study, workers) -> analysis (Pareto front, choice, report)
+           -> selection (confirm, export, finalize, architecture JSON and apply)
 
 Public names are imported lazily so that the pure parts (bounds, Pareto front, statistics) load without
 torch or a database.
@@ -23,13 +24,13 @@ _EXPORTS = {
     "build_task": "autoprune.tasks",
     "Pruner": "autoprune.pruning",
     "GuardSettings": "autoprune.pruning",
-    "compute_bounds": "autoprune.bounds",
-    "SweepPoint": "autoprune.bounds",
-    "StudyContext": "autoprune.candidate",
-    "evaluate_candidate": "autoprune.candidate",
-    "run_baselines": "autoprune.baselines",
-    "read_architecture": "autoprune.architecture",
-    "apply_architecture": "autoprune.architecture",
+    "compute_bounds": "autoprune.space.bounds",
+    "SweepPoint": "autoprune.space.bounds",
+    "StudyContext": "autoprune.trial.candidate",
+    "evaluate_candidate": "autoprune.trial.candidate",
+    "run_baselines": "autoprune.space.baselines",
+    "read_architecture": "autoprune.selection.architecture",
+    "apply_architecture": "autoprune.selection.architecture",
     "AutopruneError": "autoprune.errors",
 }
 

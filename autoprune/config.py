@@ -35,10 +35,10 @@ from autoprune.device import DEVICE_ENV
 from autoprune.device import valid_device
 from autoprune.errors import ConfigError
 from autoprune.models import MODELS
-from autoprune.pruner_options import PRUNERS
-from autoprune.pruner_options import pruner_options_problem
 from autoprune.redact import expand_env
 from autoprune.redact import redact_url
+from autoprune.search.pruner_options import PRUNERS
+from autoprune.search.pruner_options import pruner_options_problem
 from autoprune.tasks import BUILTIN_TASKS
 
 CRITERIA = ("l1", "l2", "taylor", "hessian", "bn-scale", "fpgm", "lamp", "random")
@@ -191,7 +191,7 @@ class SearchConfig(_Section):
     # confirm's margin for the selection split's own noise: a candidate holds when its selection drop plus this many
     # standard errors of that drop is within the budget (0: the drop alone).
     selection_z: float = Field(1.0, ge=0, le=10)
-    # The sensitivity baseline (autoprune.sensitivity): per group pruned alone at sensitivity_ratios (its nearest
+    # The sensitivity baseline (autoprune.space.sensitivity): per group pruned alone at sensitivity_ratios (its nearest
     # reachable widths), scored after BN recalibration; greedy allocations of those curves (one drop threshold,
     # the summed sensitivity_cost meeting a target speedup) are swept like the uniform and global baselines at
     # sensitivity_targets (default: the best uniform and global baselines' speedups and 1.25x the faster).

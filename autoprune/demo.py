@@ -26,7 +26,7 @@ from autoprune.errors import SelectionError
 
 if TYPE_CHECKING:
     from autoprune.config import StudyConfig
-    from autoprune.export import ExportResult
+    from autoprune.selection.export import ExportResult
 
 DEMO_CONFIG: dict[str, Any] = {
     "task": "digits",
@@ -114,7 +114,7 @@ def _search(config_path: Path, url: str, trials: int) -> None:
 
 def _confirm(cfg: StudyConfig) -> None:
     """Confirm the best candidates on the selection split, re-timed together; without a feasible trial, say why not."""
-    from autoprune.confirm import confirm_study
+    from autoprune.selection.confirm import confirm_study
     try:
         confirm_study(cfg, top=3, echo=console.note)
     except SelectionError as exc:
@@ -141,7 +141,7 @@ def _print_analysis(summary: Mapping[str, Any], echo: Callable[[str], None]) -> 
 
 def _export(cfg: StudyConfig, folder: Path) -> ExportResult | None:
     """Export the chosen architecture (then the test split is read once, for it); ``None`` when nothing is chosen."""
-    from autoprune.export import export_architecture
+    from autoprune.selection.export import export_architecture
 
     try:
         return export_architecture(cfg, folder / "architecture.json")
@@ -152,7 +152,7 @@ def _export(cfg: StudyConfig, folder: Path) -> ExportResult | None:
 def _print_exported(exported: ExportResult, echo: Callable[[str], None]) -> None:
     """The exported architecture in words, its test figure and its kept channels (the confirmation printed the
     notes, and the headline said what the choice passed over: neither is repeated)."""
-    from autoprune.export import chosen_lines
+    from autoprune.selection.export import chosen_lines
 
     echo("")
     for line in chosen_lines(exported, context=False):
@@ -165,7 +165,7 @@ def _print_exported(exported: ExportResult, echo: Callable[[str], None]) -> None
 
 def _finalize(cfg: StudyConfig) -> tuple[str, Path]:
     """Finalize the chosen architecture with the demo's final recipe: the line with its final figures, the ONNX path."""
-    from autoprune.finalize import finalize
+    from autoprune.selection.finalize import finalize
 
     run = finalize(cfg)[0]
     f = run.figures

@@ -72,7 +72,7 @@ class BaseMeta(_File):
 
 
 class SweepPointRow(_File):
-    """One point of a baseline sweep (:class:`autoprune.bounds.SweepPoint`)."""
+    """One point of a baseline sweep (:class:`autoprune.space.bounds.SweepPoint`)."""
 
     kind: Literal["uniform", "global"]
     ratio: Ratio
@@ -95,7 +95,7 @@ class SweepPointRow(_File):
 
 
 class RecipeRow(_File):
-    """One recovery recipe tried on the probe (:class:`autoprune.recipe.RecipeResult`)."""
+    """One recovery recipe tried on the probe (:class:`autoprune.trial.recipe.RecipeResult`)."""
 
     lr: Positive
     epochs: Positive

@@ -66,11 +66,11 @@ def fuzz_yaml(folder: pathlib.Path, rng: random.Random, cases: int) -> dict[str,
 
 def valid_architecture(folder: pathlib.Path) -> tuple[dict[str, Any], Any]:
     """The tiny study's architecture at a mixed ratio vector (base trained in ``folder``) and its config."""
-    from autoprune.architecture import build_architecture
+    from autoprune.selection.architecture import build_architecture
     from autoprune.base_model import load_base
     from autoprune.config import load_config
-    from autoprune.pruning_setup import make_pruner
-    from autoprune.pruning_setup import resolve_round_to
+    from autoprune.trial.pruning_setup import make_pruner
+    from autoprune.trial.pruning_setup import resolve_round_to
     from autoprune.tasks import build_task
 
     config = load_config(write_study(folder))
@@ -84,8 +84,8 @@ def valid_architecture(folder: pathlib.Path) -> tuple[dict[str, Any], Any]:
 
 
 def fuzz_json(folder: pathlib.Path, rng: random.Random, cases: int, apply_at_most: int) -> dict[str, Any]:
-    from autoprune.architecture import apply_architecture
-    from autoprune.architecture import read_architecture
+    from autoprune.selection.architecture import apply_architecture
+    from autoprune.selection.architecture import read_architecture
     from autoprune.errors import ArchitectureError
     from autoprune.errors import AutopruneError
 

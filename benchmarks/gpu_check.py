@@ -109,10 +109,10 @@ def run_study(config_path: pathlib.Path, trials: int) -> list[dict[str, Any]]:
 
 def one_candidate(config_path: pathlib.Path, ratio: float = 0.3) -> dict[str, Any]:
     """Evaluate one uniform candidate of the study directly, timed afresh: where its model ended, its timing, its stage seconds."""
-    from autoprune.candidate import StudyContext
-    from autoprune.candidate import evaluate_candidate
     from autoprune.config import load_config
     from autoprune.device import model_device
+    from autoprune.trial.candidate import StudyContext
+    from autoprune.trial.candidate import evaluate_candidate
 
     ctx = StudyContext.build(load_config(config_path), use_cache=False)  # fresh on both sides of the ratio
     start = time.perf_counter()
@@ -157,11 +157,11 @@ def probe_providers(wanted: str) -> tuple[list[str], list[dict[str, str]]]:
 
 def tensorrt_timing(config_path: pathlib.Path) -> dict[str, Any]:
     """The study's base against a uniform candidate, timed afresh with TensorRT (whose probe session opened on it)."""
-    from autoprune.candidate import StudyContext
-    from autoprune.candidate import example_input
     from autoprune.config import load_config
     from autoprune.latency import export_onnx
     from autoprune.latency import measure_speedup
+    from autoprune.trial.candidate import StudyContext
+    from autoprune.trial.candidate import example_input
 
     ctx = StudyContext.build(load_config(config_path), use_cache=False)
     pruned = ctx.pruner.prune(copy.deepcopy(ctx.base_model), uniform=0.5).model

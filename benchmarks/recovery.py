@@ -6,10 +6,10 @@ recovered with the recipes of the table below, each two ways:
 
 - *plain finetune*: BN recalibration, then the finetune, evaluated as it ends (the recovery before this
   benchmark was written: stale BatchNorm statistics, no judging);
-- *autoprune recovery*: :func:`autoprune.recovery.recover` (BN recalibration after the finetune, best state
+- *autoprune recovery*: :func:`autoprune.trial.recovery.recover` (BN recalibration after the finetune, best state
   kept on a calibration part of the training split).
 
-Then ``autoprune calibrate-recovery``'s choice (:func:`autoprune.calibration.calibrate_recovery`) is run at
+Then ``autoprune calibrate-recovery``'s choice (:func:`autoprune.trial.calibration.calibrate_recovery`) is run at
 every ratio.  The guarantee checked: no autoprune recovery scores below its BN-recalibrated metric by more
 than 2 standard errors (of the difference).  Writes ``benchmarks/results/recovery.json`` and ``recovery.md``
 (exactly what it printed).
@@ -34,19 +34,19 @@ from typing import Any
 
 import torch
 
-from autoprune.calibration import calibrate_recovery
-from autoprune.candidate import StudyContext
+from autoprune.trial.calibration import calibrate_recovery
+from autoprune.trial.candidate import StudyContext
 from autoprune.config import load_config
 from autoprune.latency import host_fingerprint
 from autoprune.latency import training_section
-from autoprune.recovery import _Judge
-from autoprune.recovery import _batches
-from autoprune.recovery import _loss
-from autoprune.recovery import _schedule
-from autoprune.recovery import calibration_split
-from autoprune.recovery import finetune_steps
-from autoprune.recovery import recalibrate_bn
-from autoprune.recovery import recover
+from autoprune.trial.recovery import _Judge
+from autoprune.trial.recovery import _batches
+from autoprune.trial.recovery import _loss
+from autoprune.trial.recovery import _schedule
+from autoprune.trial.recovery import calibration_split
+from autoprune.trial.recovery import finetune_steps
+from autoprune.trial.recovery import recalibrate_bn
+from autoprune.trial.recovery import recover
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CONFIGS = [ROOT / "recovery" / "recovery-vgg.yaml", ROOT.parent / "studies" / "digits-resnet.yaml", ROOT.parent / "studies" / "digits-mobilenet.yaml"]

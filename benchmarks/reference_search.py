@@ -20,7 +20,7 @@ Issue 12, item 7, one seed per invocation (``--seed N``).  Per seed, with the me
   re-timed TOGETHER with every other method's, interleaved against the base in one process
   (``--retime-rounds`` rounds, median; spread = the larger of the rounds' median robust CV and half their
   relative range), and measured on the test split (search candidates rebuilt from their stored architecture
-  JSON and weights with :func:`autoprune.confirm.rebuild_trial`; a sweep point from the stored artifacts of
+  JSON and weights with :func:`autoprune.selection.confirm.rebuild_trial`; a sweep point from the stored artifacts of
   autoprune's trial with the same kept channels, else recovered again; sweep points' test figures are cached
   in the work folder for later seeds); the pick is the fastest re-timed candidate whose re-timing settled
   and whose test drop holds the budget (when none holds, the fastest, which then fails the test target).
@@ -148,7 +148,7 @@ def default_paths(args: argparse.Namespace) -> tuple[pathlib.Path, pathlib.Path]
 
 def identity(ctx: Any, quick: bool) -> dict[str, Any]:
     """What every seed of one results file must share (else the seeds are not comparable)."""
-    from autoprune.calibration import recipe_settings
+    from autoprune.trial.calibration import recipe_settings
 
     cfg = ctx.config
     return {
@@ -187,8 +187,8 @@ def aligned_context(ctx: Any) -> Any | None:
     of 16 run in a slower layout, and uniform or global pruning rounded to 16 would be what a user gets there.
     The benchmark holds autoprune against those sweeps too (same base, task, recipe and teacher).
     """
-    from autoprune.pruning_setup import make_pruner
-    from autoprune.pruning_setup import resolve_round_to
+    from autoprune.trial.pruning_setup import make_pruner
+    from autoprune.trial.pruning_setup import resolve_round_to
 
     cfg = ctx.config.model_copy(deep=True)
     cfg.pruning.round_to = "auto"
@@ -202,9 +202,9 @@ def aligned_context(ctx: Any) -> Any | None:
 
 def aligned_sweeps(aligned: Any, workdir: pathlib.Path) -> dict[str, list[dict[str, Any]]]:
     """Both sweeps at the host's channel block (run once per work folder; ``baselines.json`` is reused after)."""
-    from autoprune.baselines import load_baselines
-    from autoprune.baselines import run_baselines
-    from autoprune.baselines import save_baselines
+    from autoprune.space.baselines import load_baselines
+    from autoprune.space.baselines import run_baselines
+    from autoprune.space.baselines import save_baselines
 
     folder = workdir / f"aligned-round-to-{aligned.round_to}"
     path = folder / "baselines.json"
@@ -235,8 +235,8 @@ def twin_trial(rows: list[dict[str, Any]], kind: str, channels: dict[str, int]) 
 
 def trial_model(ctx: Any, row: dict[str, Any], folder: pathlib.Path) -> Any:
     """A trial's finetuned model, rebuilt from its stored architecture JSON and weights."""
-    from autoprune.confirm import Candidate
-    from autoprune.confirm import rebuild_trial
+    from autoprune.selection.confirm import Candidate
+    from autoprune.selection.confirm import rebuild_trial
 
     folder.mkdir(parents=True, exist_ok=True)
     candidate = Candidate(
@@ -258,7 +258,7 @@ def winner_model(ctx: Any, label: str, winner: dict[str, Any], rows: dict[str, l
     ``ctx`` prunes a sweep point recovered again (the aligned context for the aligned sweeps); a stored
     trial with the same kept channels is the same model whatever rounding reached them.
     """
-    from autoprune.candidate import evaluate_candidate
+    from autoprune.trial.candidate import evaluate_candidate
 
     name = label.replace(":", "-")
     if "number" in winner:
@@ -329,7 +329,7 @@ def test_winners(
 def method_candidates(pool: list[dict[str, Any]], max_drop: float, k: int = CANDIDATES) -> list[dict[str, Any]]:
     """A method's ``k`` fastest candidates within the budget on validation, one per channel vector."""
     ok = sorted((r for r in pool if is_feasible(r, max_drop)), key=lambda r: (r["speedup"], -r["drop"]), reverse=True)
-    from autoprune.widths import channels_key
+    from autoprune.space.widths import channels_key
 
     seen: set[str] = set()
     out = []
@@ -438,8 +438,8 @@ def best_method(methods: dict[str, dict[str, Any]], names: tuple[str, ...]) -> s
 
 def seed_ratios(methods: dict[str, dict[str, Any]], auto_space: dict[str, Any]) -> dict[str, Any]:
     """autoprune against the best baseline, random and the best architecture any method found (re-timed)."""
-    from autoprune.widths import in_space
-    from autoprune.widths import space_from_attr
+    from autoprune.space.widths import in_space
+    from autoprune.space.widths import space_from_attr
 
     everything = all_methods(methods)
     baselines = baseline_methods(methods)

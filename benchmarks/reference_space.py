@@ -12,7 +12,7 @@ have, and prints each with the measured number and PASS/FAIL:
 3. **noise**: the base model's validation accuracy standard error is at most a quarter of ``max_drop``;
 4. **budget binds**: the largest swept uniform ratio whose validation drop is within ``max_drop`` lies in
    [0.2, 0.6] and a larger swept ratio is over budget.  Every sweep point goes through
-   :func:`autoprune.candidate.evaluate_candidate`, i.e. the study's own recovery recipe.  Each recovered
+   :func:`autoprune.trial.candidate.evaluate_candidate`, i.e. the study's own recovery recipe.  Each recovered
    model is also BN-recalibrated once more and re-measured: a metric that moves beyond noise means the
    recovery left stale BatchNorm statistics, and the sweep is then judged both ways;
 5. **base training** takes at most 15 minutes (``train_base``'s own clock; cached as ``base.pt``);
@@ -62,7 +62,7 @@ DEFAULT_CONFIG = ROOT / "studies" / "reference.yaml"
 SWEEP_CACHE = "reference_space_sweep.json"
 # Source files whose changes change a sweep point's figures (the cache is keyed by their contents).
 CODE = (
-    "candidate.py", "recovery.py", "calibration.py", "pruning/engine.py", "pruning/guards.py", "pruning/criteria.py",
+    "trial/candidate.py", "trial/recovery.py", "trial/calibration.py", "pruning/engine.py", "pruning/guards.py", "pruning/criteria.py",
     "latency/_timer.py",
 )
 
@@ -142,7 +142,7 @@ def torch_threads() -> int:
 def apply_study_recipe(ctx: Any, report: Report) -> dict[str, Any] | None:
     """Apply the study's calibrated recovery recipe when the config asks for calibration (as a study does)."""
     try:
-        from autoprune.calibration import ensure_recipe
+        from autoprune.trial.calibration import ensure_recipe
     except ImportError:  # a tree without recipe calibration: the recovery section is the recipe
         return None
     return ensure_recipe(ctx, say=lambda line: report.say("recovery: " + line))
@@ -163,7 +163,7 @@ def check_room(ctx: Any, report: Report) -> list[dict[str, Any]]:
     """List each group's reachable widths (study's round_to and 16) and check the count of roomy groups."""
     import dataclasses
 
-    from autoprune.pruning_setup import guard_settings
+    from autoprune.trial.pruning_setup import guard_settings
 
     settings = guard_settings(ctx.config)
     avx512 = dataclasses.replace(settings, round_to=16)
@@ -260,8 +260,8 @@ def point_key(ctx: Any, ratio: float, fingerprint_id: str) -> str:
 
 def evaluate_point(ctx: Any, ratio: float, base_macs_: int) -> dict[str, Any]:
     """One full trial at a uniform ratio (``evaluate_candidate``), plus the metric after one more BN recalibration."""
-    from autoprune.candidate import evaluate_candidate
-    from autoprune.recovery import recalibrate_bn
+    from autoprune.trial.candidate import evaluate_candidate
+    from autoprune.trial.recovery import recalibrate_bn
 
     rec = ctx.config.recovery
     start = time.perf_counter()
@@ -369,7 +369,7 @@ def check_trial_time(points: list[dict[str, Any]], report: Report) -> dict[str, 
 
 def run(args: argparse.Namespace, report: Report, workdir: pathlib.Path) -> dict[str, Any]:
     """Every check in turn; returns the result document (without host and date)."""
-    from autoprune.candidate import StudyContext
+    from autoprune.trial.candidate import StudyContext
 
     cfg = load(args.config, args.quick, workdir)
     report.say(f"{cfg.name}: task {cfg.task} {json.dumps(cfg.task_options)}, model {cfg.model} {json.dumps(cfg.model_options)}")

@@ -254,7 +254,7 @@ def render_recovery(path: pathlib.Path, data: dict[str, Any], readme: pathlib.Pa
         "",
         "Uniform pruning at each ratio, every recipe of the recovery issue's table plus the calibrated one; "
         "*plain* = the finetune evaluated as it ends (stale BN statistics, no judging), *autoprune* = "
-        f"`autoprune.recovery.recover`. Validation accuracy. {host_line(data)}",
+        f"`autoprune.trial.recovery.recover`. Validation accuracy. {host_line(data)}",
         "",
     ]
     rows = []

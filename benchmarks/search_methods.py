@@ -129,7 +129,7 @@ def prepare_config(config_path: str, workdir: pathlib.Path, quick: bool, trials:
 
 def build_context(cfg: Any, workdir: pathlib.Path) -> Any:
     """The study context (task, base model, pruner, base ONNX), without a latency cache (set per method)."""
-    from autoprune.candidate import StudyContext
+    from autoprune.trial.candidate import StudyContext
 
     return StudyContext.build(cfg, workdir=workdir / "onnx", use_cache=False)
 
@@ -193,9 +193,9 @@ ROW_ATTRS = (
 
 def trial_rows(study: Any, walls: dict[int, float] | None = None) -> list[dict[str, Any]]:
     """Every trial of a study as a plain dict, in trial-number order (``request``: the ratios its widths ask for)."""
-    from autoprune.widths import in_space
-    from autoprune.widths import ratios_for
-    from autoprune.widths import space_from_attr
+    from autoprune.space.widths import in_space
+    from autoprune.space.widths import ratios_for
+    from autoprune.space.widths import space_from_attr
 
     space = space_from_attr(study.user_attrs.get("search_space") or {})
     rows = []
@@ -347,13 +347,13 @@ def prepare_autoprune(ctx: Any, folder: pathlib.Path) -> tuple[Any, Any, float]:
     """
     import optuna
 
-    from autoprune.baselines import baselines_path
-    from autoprune.baselines import load_baselines
-    from autoprune.calibration import RECIPE_ATTR
-    from autoprune.calibration import apply_recipe
     from autoprune.search.study import create_or_load
     from autoprune.search.study import make_sampler
     from autoprune.search.study import storage_for
+    from autoprune.space.baselines import baselines_path
+    from autoprune.space.baselines import load_baselines
+    from autoprune.trial.calibration import RECIPE_ATTR
+    from autoprune.trial.calibration import apply_recipe
 
     cfg = ctx.config
     fresh_cache(ctx, folder / "latency-cache-baselines.sqlite")
@@ -377,13 +377,13 @@ def create_random(ctx: Any, folder: pathlib.Path) -> Any:
     """
     import optuna
 
-    from autoprune.calibration import RECIPE_ATTR
-    from autoprune.calibration import recipe_settings
     from autoprune.search.study import objective_directions
     from autoprune.search.study import objective_names
     from autoprune.search.study import search_space
     from autoprune.search.study import storage_for
-    from autoprune.widths import space_to_attr
+    from autoprune.space.widths import space_to_attr
+    from autoprune.trial.calibration import RECIPE_ATTR
+    from autoprune.trial.calibration import recipe_settings
 
     cfg = ctx.config
     mode = cfg.search.mode
@@ -434,8 +434,8 @@ def rebuild(ctx: Any, label: str, winner: dict[str, Any], folder: pathlib.Path) 
     Returns:
         The ONNX path and whether the kept channels match the ones recorded for the winner.
     """
-    from autoprune.candidate import example_input
     from autoprune.latency import export_onnx
+    from autoprune.trial.candidate import example_input
 
     model = copy.deepcopy(ctx.base_model)
     if "number" in winner:
@@ -523,10 +523,10 @@ def finished_search(path: pathlib.Path, name: str, trials: int) -> Any | None:
 def resumed_methods(ctx: Any, folder: pathlib.Path, trials: int) -> dict[str, Any] | None:
     """What :func:`run_methods` returns, read from a seed folder whose two searches already finished (a run
     that stopped after them); None when either search is missing or short of ``trials``."""
-    from autoprune.baselines import baselines_path
-    from autoprune.baselines import load_baselines
-    from autoprune.calibration import RECIPE_ATTR
-    from autoprune.calibration import apply_recipe
+    from autoprune.space.baselines import baselines_path
+    from autoprune.space.baselines import load_baselines
+    from autoprune.trial.calibration import RECIPE_ATTR
+    from autoprune.trial.calibration import apply_recipe
 
     cfg = ctx.config
     studies = {"random": finished_search(folder / "random.db", f"{cfg.name}-random", trials),
@@ -553,7 +553,7 @@ def run_methods(ctx: Any, folder: pathlib.Path, trials: int, resume: bool = Fals
         resume: reuse both searches when ``folder`` already holds them finished (:func:`resumed_methods`).
 
     Returns:
-        ``baselines`` (the :class:`~autoprune.baselines.Baselines`), ``sweeps`` (both as dicts), ``rows`` and
+        ``baselines`` (the :class:`~autoprune.space.baselines.Baselines`), ``sweeps`` (both as dicts), ``rows`` and
         ``spaces`` (per search), ``walls`` (seconds: ``sweeps`` = calibration + sweeps + study creation,
         ``random``, ``autoprune``; resumed: the trials' own durations).
     """

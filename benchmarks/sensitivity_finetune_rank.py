@@ -19,12 +19,12 @@ import statistics
 import torch
 from scipy.stats import spearmanr
 
-from autoprune.candidate import StudyContext
-from autoprune.candidate import _prune_and_recalibrate
 from autoprune.config import load_config
-from autoprune.recovery import Recovery
 from autoprune.search.create import train_base_if_missing
-from autoprune.sensitivity import plan_points
+from autoprune.space.sensitivity import plan_points
+from autoprune.trial.candidate import StudyContext
+from autoprune.trial.candidate import _prune_and_recalibrate
+from autoprune.trial.recovery import Recovery
 
 
 def main() -> None:

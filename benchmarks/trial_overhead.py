@@ -78,8 +78,8 @@ METRIC_TOLERANCE = 1e-6
 def reuse_baselines(config_path: str, cfg: Any) -> str | None:
     """Copy the config's own ``baselines.json`` (if any) where create_or_load looks, with its recipe calibration
     (``recovery-calibration.json``) when there is one; create_or_load re-checks that both fit this base."""
-    from autoprune.baselines import load_baselines
     from autoprune.config import load_config
+    from autoprune.space.baselines import load_baselines
 
     folder = load_config(config_path).artifact_path()
     if load_baselines(folder / "baselines.json") is None:

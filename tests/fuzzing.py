@@ -19,16 +19,16 @@ from typing import Callable
 import yaml
 
 from autoprune.base_model import _read_meta
-from autoprune.baselines import load_baselines
-from autoprune.calibration import format_calibration
-from autoprune.calibration import read_calibration
-from autoprune.calibration import recipe_of
 from autoprune.cli._foundation import _read_ratios
 from autoprune.errors import ArtifactError
 from autoprune.errors import AutopruneError
 from autoprune.errors import ConfigError
 from autoprune.file_schemas import CachedTiming
 from autoprune.latency import LatencyCache
+from autoprune.space.baselines import load_baselines
+from autoprune.trial.calibration import format_calibration
+from autoprune.trial.calibration import read_calibration
+from autoprune.trial.calibration import recipe_of
 
 ODD_VALUES: list[Any] = [None, True, -1, 0, 10**12, 1.5, 1e308, float("nan"), float("inf"), "", "x" * 300, [], [1, "a"], [[1, 2]],
                          {}, {"a": {"b": 1}}, "${NOPE}", "../../etc", "0" * 64, 123]

@@ -7,15 +7,15 @@ import json
 
 import pytest
 
-import autoprune.allocation
-from autoprune.allocation import CURVES_VERSION
-from autoprune.allocation import CurvePoint
-from autoprune.allocation import GroupCurve
-from autoprune.allocation import SensitivityCurves
-from autoprune.allocation import allocate_at
-from autoprune.allocation import choose_point
-from autoprune.allocation import greedy_allocation
-from autoprune.allocation import saving_for_speedup
+import autoprune.space.allocation
+from autoprune.space.allocation import CURVES_VERSION
+from autoprune.space.allocation import CurvePoint
+from autoprune.space.allocation import GroupCurve
+from autoprune.space.allocation import SensitivityCurves
+from autoprune.space.allocation import allocate_at
+from autoprune.space.allocation import choose_point
+from autoprune.space.allocation import greedy_allocation
+from autoprune.space.allocation import saving_for_speedup
 
 
 def _curve(name: str, channels: int, drops: list[float], macs: list[float], latency: list[float] | None = None) -> GroupCurve:
@@ -96,5 +96,5 @@ def test_curves_round_trip_through_json_and_refuse_a_newer_version() -> None:
 
 
 def test_doctests() -> None:
-    result = doctest.testmod(autoprune.allocation)
+    result = doctest.testmod(autoprune.space.allocation)
     assert result.attempted > 0 and result.failed == 0

@@ -251,9 +251,9 @@ def test_every_pick_breaks_an_equal_speed_tie_by_a_metric_to_minimize() -> None:
     error, before and after confirmation.  The better trial has the higher number, so no tie on number decides."""
     from autoprune.analysis import StudyInfo
     from autoprune.analysis import summarize
-    from autoprune.confirm import _pick
-    from autoprune.confirm import select_candidates
-    from autoprune.export import choose_trial
+    from autoprune.selection.confirm import _pick
+    from autoprune.selection.confirm import select_candidates
+    from autoprune.selection.export import choose_trial
 
     confirmed = {"confirmed:speedup": 1.9, "confirmed:speedup_spread": 0.01, "confirmed:noisy": False}
     df = pd.DataFrame([

@@ -649,8 +649,8 @@ def _twin_study(url: str) -> optuna.Study:
 
 def test_twins_are_one_candidate_and_share_one_figure(sqlite_url: str) -> None:
     from autoprune.analysis.choice import choose
-    from autoprune.confirm import select_candidates
-    from autoprune.confirm import twins_timed
+    from autoprune.selection.confirm import select_candidates
+    from autoprune.selection.confirm import twins_timed
 
     study = _twin_study(sqlite_url)
     df, info = load_analysis(sqlite_url, "twins")

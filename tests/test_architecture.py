@@ -16,22 +16,22 @@ import torch
 from conftest import CodeOnUnpickle
 from torch import nn
 
-from autoprune.architecture import SCHEMA_PATH
-from autoprune.architecture import apply_architecture
-from autoprune.architecture import build_architecture
-from autoprune.architecture import read_architecture
-from autoprune.architecture import save_weights
-from autoprune.architecture import validate_architecture
-from autoprune.architecture import write_architecture
 from autoprune.base_model import file_sha256
 from autoprune.base_model import load_state_dict
 from autoprune.base_model import load_weights
 from autoprune.config import load_config
 from autoprune.errors import ArchitectureError
 from autoprune.errors import TaskError
-from autoprune.pruning_setup import make_pruner
-from autoprune.pruning_setup import resolve_round_to
+from autoprune.selection.architecture import SCHEMA_PATH
+from autoprune.selection.architecture import apply_architecture
+from autoprune.selection.architecture import build_architecture
+from autoprune.selection.architecture import read_architecture
+from autoprune.selection.architecture import save_weights
+from autoprune.selection.architecture import validate_architecture
+from autoprune.selection.architecture import write_architecture
 from autoprune.tasks import build_task
+from autoprune.trial.pruning_setup import make_pruner
+from autoprune.trial.pruning_setup import resolve_round_to
 
 RATIOS = {"stem.0": 0.5, "layers.1.conv1": 0.5, "layers.1.conv2": 0.25, "layers.2.conv1": 0.75}
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from autoprune.bounds import SweepPoint
-from autoprune.bounds import compute_bounds
-from autoprune.bounds import fastest_feasible
-from autoprune.bounds import largest_feasible
+from autoprune.space.bounds import SweepPoint
+from autoprune.space.bounds import compute_bounds
+from autoprune.space.bounds import fastest_feasible
+from autoprune.space.bounds import largest_feasible
 
 
 def _u(ratio: float, drop: float, groups=("a", "b"), speedup: float | None = None, **ratios: float) -> SweepPoint:
@@ -139,13 +139,13 @@ def test_sweep_point_round_trip() -> None:
 # A real sweep -----------------------------------------------------------------------------------------
 
 def test_bounds_from_a_real_sweep(study_factory, tmp_path: Path) -> None:
-    from autoprune.baselines import baselines_path
-    from autoprune.baselines import load_baselines
-    from autoprune.baselines import run_baselines
-    from autoprune.baselines import save_baselines
-    from autoprune.candidate import StudyContext
     from autoprune.config import load_config
     from autoprune.pruning import kept_channels
+    from autoprune.space.baselines import baselines_path
+    from autoprune.space.baselines import load_baselines
+    from autoprune.space.baselines import run_baselines
+    from autoprune.space.baselines import save_baselines
+    from autoprune.trial.candidate import StudyContext
 
     cfg = load_config(study_factory({"max_drop": 0.45}))
     ctx = StudyContext.build(cfg, workdir=tmp_path / "work")

@@ -25,11 +25,11 @@ from conftest import CodeOnUnpickle
 from conftest import run_cli
 from conftest import write_study
 
-from autoprune.architecture import SCHEMA_PATH
-from autoprune.architecture import apply_architecture
-from autoprune.architecture import read_architecture
+from autoprune.selection.architecture import SCHEMA_PATH
+from autoprune.selection.architecture import apply_architecture
+from autoprune.selection.architecture import read_architecture
 from autoprune.cli import main
-from autoprune.pruning_setup import make_pruner
+from autoprune.trial.pruning_setup import make_pruner
 
 
 # case -> (message expected on stderr); the argument lists are built in the fixture (they need files).

@@ -10,8 +10,8 @@ import yaml
 from conftest import TINY_STUDY
 from conftest import write_study
 
-from autoprune.calibration import with_recipe
-from autoprune.candidate import latency_settings
+from autoprune.trial.calibration import with_recipe
+from autoprune.trial.candidate import latency_settings
 from autoprune.config import CRITERIA
 from autoprune.config import LatencyConfig
 from autoprune.config import SAMPLERS
@@ -195,7 +195,7 @@ def test_the_study_config_wins_and_only_run_keys_may_differ() -> None:
     host's run keys (config.RUN_KEYS) whatever the study stored, a refusal naming every result key that differs."""
     from conftest import deep_merge
 
-    from autoprune.calibration import with_recipe
+    from autoprune.trial.calibration import with_recipe
     from autoprune.config import is_run_key
     from autoprune.config import public_config
     from autoprune.search.study_config import reconcile

@@ -32,20 +32,20 @@ from autoprune.analysis import select
 from autoprune.analysis import summarize
 from autoprune.analysis.choice import confirmed_pick
 from autoprune.analysis.pareto import best_baseline
-from autoprune.candidate import StudyContext
-from autoprune.candidate import evaluate_candidate
 from autoprune.config import load_config
-from autoprune.confirm import TIMING_ROUNDS
-from autoprune.confirm import confirm_study
-from autoprune.confirm import rebuild_trial
-from autoprune.confirm import select_candidates
 from autoprune.errors import SelectionError
 from autoprune.errors import TaskError
-from autoprune.export import chosen_lines
-from autoprune.export import export_architecture
-from autoprune.final_test import FinalTest
 from autoprune.latency import host_fingerprint
+from autoprune.selection.confirm import TIMING_ROUNDS
+from autoprune.selection.confirm import confirm_study
+from autoprune.selection.confirm import rebuild_trial
+from autoprune.selection.confirm import select_candidates
+from autoprune.selection.export import chosen_lines
+from autoprune.selection.export import export_architecture
+from autoprune.selection.final_test import FinalTest
 from autoprune.tasks.digits import DigitsTask
+from autoprune.trial.candidate import StudyContext
+from autoprune.trial.candidate import evaluate_candidate
 
 MAX_DROP = 0.3
 # Everything small, so the module's study takes well under a minute on two shared cores.  bounds_margin
@@ -65,8 +65,8 @@ def study_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A searched study: 2 enqueued trials (unpruned architecture, ratio ~0.3 everywhere) + 3 random ones."""
     from autoprune.search.create import create_study
     from autoprune.search.worker import run_local
-    from autoprune.widths import nearest_widths
-    from autoprune.widths import space_from_attr
+    from autoprune.space.widths import nearest_widths
+    from autoprune.space.widths import space_from_attr
 
     path = write_study(tmp_path_factory.mktemp("confirm"), OVERRIDES)
     cfg, url, study = create_study(str(path), None, say=lambda line: None)

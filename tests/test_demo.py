@@ -195,8 +195,8 @@ def test_every_view_names_the_same_chosen_trial(demo: tuple[Path, subprocess.Com
 
 
 def test_demo_architecture_rebuilds_the_trial_model(demo: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path) -> None:
-    from autoprune.architecture import apply_architecture
-    from autoprune.architecture import read_architecture
+    from autoprune.selection.architecture import apply_architecture
+    from autoprune.selection.architecture import read_architecture
 
     folder, _res = demo
     arch_path = folder / "architecture.json"

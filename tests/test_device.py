@@ -43,7 +43,7 @@ from autoprune.latency._providers import require_provider
 from autoprune.latency._session import open_session
 from autoprune.latency._timer import _Subject
 from autoprune.latency._timer import bind_io
-from autoprune.recovery import recover
+from autoprune.trial.recovery import recover
 
 ROOT = Path(__file__).resolve().parent.parent
 HAS_CUDA = torch.cuda.is_available()

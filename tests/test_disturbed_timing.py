@@ -18,10 +18,10 @@ import pytest
 from autoprune.analysis import study_info
 from autoprune.analysis import summarize
 from autoprune.analysis import trials_frame
-from autoprune.candidate import CandidateResult
-from autoprune.candidate import StudyContext
-from autoprune.candidate import evaluate_candidate
 from autoprune.latency import _timer
+from autoprune.trial.candidate import CandidateResult
+from autoprune.trial.candidate import StudyContext
+from autoprune.trial.candidate import evaluate_candidate
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

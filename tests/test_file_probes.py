@@ -20,13 +20,13 @@ from fuzzing import CALIBRATION
 from fuzzing import TIMING
 from test_artifacts import _study_with_own_checkpoint
 
-from autoprune.baselines import load_baselines
-from autoprune.calibration import read_calibration
 from autoprune.config import load_config
 from autoprune.errors import ArtifactError
 from autoprune.errors import ConfigError
 from autoprune.file_schemas import CachedTiming
 from autoprune.latency import LatencyCache
+from autoprune.space.baselines import load_baselines
+from autoprune.trial.calibration import read_calibration
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
 HUGE = b"9" * 5000

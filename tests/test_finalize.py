@@ -2,7 +2,7 @@
 
 One real tiny digits study (small ResNet, SQLite, enqueued uniform and global baseline trials) is searched
 once per module.  The final recipe is 3 short epochs.  A first ``finalize`` is killed with SIGKILL right
-after its epoch-1 checkpoint (the test hook of :mod:`autoprune.finalize`); a second one continues from it,
+after its epoch-1 checkpoint (the test hook of :mod:`autoprune.selection.finalize`); a second one continues from it,
 and must end exactly where an uninterrupted run (another artifact folder) ends.
 """
 
@@ -25,21 +25,21 @@ from conftest import deep_merge
 from conftest import run_cli
 from conftest import write_study
 
-from autoprune.architecture import apply_architecture
-from autoprune.architecture import read_architecture
-from autoprune.architecture import validate_architecture
-from autoprune.candidate import example_input
 from autoprune.config import load_config
 from autoprune.errors import ArchitectureError
 from autoprune.errors import ArtifactError
 from autoprune.errors import ConfigError
-from autoprune.finalize import FINAL_ATTR
-from autoprune.finalize import KILL_AFTER_EPOCH_ENV
-from autoprune.finalize import architecture_lock
-from autoprune.finalize import read_checkpoint
-from autoprune.finalize import recipe_record
-from autoprune.finalize import write_checkpoint
-from autoprune.recovery import FinetuneState
+from autoprune.selection.architecture import apply_architecture
+from autoprune.selection.architecture import read_architecture
+from autoprune.selection.architecture import validate_architecture
+from autoprune.selection.finalize import FINAL_ATTR
+from autoprune.selection.finalize import KILL_AFTER_EPOCH_ENV
+from autoprune.selection.finalize import architecture_lock
+from autoprune.selection.finalize import read_checkpoint
+from autoprune.selection.finalize import recipe_record
+from autoprune.selection.finalize import write_checkpoint
+from autoprune.trial.candidate import example_input
+from autoprune.trial.recovery import FinetuneState
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 EPOCHS = 3

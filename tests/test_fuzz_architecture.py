@@ -18,8 +18,8 @@ from test_architecture import RATIOS
 from fuzzing import mutated_json
 from test_architecture import _prune_to_arch
 
-from autoprune.architecture import apply_architecture
-from autoprune.architecture import read_architecture
+from autoprune.selection.architecture import apply_architecture
+from autoprune.selection.architecture import read_architecture
 from autoprune.errors import ArchitectureError
 from autoprune.errors import AutopruneError
 

@@ -68,7 +68,7 @@ def image_extras() -> set[str]:
 def module_needed(key: str, value: str) -> str | None:
     """The optional module autoprune imports for one setting (None: the base install covers it)."""
     if key == "AUTOPRUNE_ARTIFACT_STORE" and urlsplit(value).scheme == "s3":
-        return "boto3"  # autoprune.artifacts opens s3:// stores with boto3
+        return "boto3"  # autoprune.selection.artifacts opens s3:// stores with boto3
     if key == "AUTOPRUNE_STORAGE":
         url = make_url(value)
         return None if url.get_backend_name() == "sqlite" else url.get_dialect().driver  # psycopg, pymysql, ...

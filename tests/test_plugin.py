@@ -102,7 +102,7 @@ def test_example_plugin_builds_prunes_exports_and_times(tmp_path: Path) -> None:
     from autoprune.latency import LatencySettings
     from autoprune.latency import export_onnx
     from autoprune.latency import measure_speedup
-    from autoprune.pruning_setup import make_pruner
+    from autoprune.trial.pruning_setup import make_pruner
 
     cfg = load_config(EXAMPLES / "plugin-study.yaml")
     assert cfg.task == "plugin_task:make_task"

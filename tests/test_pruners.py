@@ -27,7 +27,7 @@ from autoprune.search.curves import CurvePruned
 from autoprune.search.curves import CurveReporter
 from autoprune.search.duplicates import KEY_ATTR
 from autoprune.search.duplicates import evaluated_twin
-from autoprune.sweep_records import SWEEP_DIR
+from autoprune.space.sweep_records import SWEEP_DIR
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")

@@ -24,7 +24,7 @@ from autoprune.pruning import kept_channels
 from autoprune.pruning import make_criterion
 from autoprune.pruning import max_ratio
 from autoprune.pruning import min_keep
-from autoprune.pruning_setup import make_pruner
+from autoprune.trial.pruning_setup import make_pruner
 
 X = torch.zeros(1, 1, 16, 16)
 TINY_WIDTHS = [16, 32, 32]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from autoprune.bounds import SweepPoint
-from autoprune.recipe import RecipeResult
-from autoprune.recipe import longer_finetune_gain
-from autoprune.recipe import non_monotone
-from autoprune.recipe import pick_recipe
-from autoprune.recipe import recovery_warnings
+from autoprune.space.bounds import SweepPoint
+from autoprune.trial.recipe import RecipeResult
+from autoprune.trial.recipe import longer_finetune_gain
+from autoprune.trial.recipe import non_monotone
+from autoprune.trial.recipe import pick_recipe
+from autoprune.trial.recipe import recovery_warnings
 
 
 def _r(lr: float, epochs: float, steps: int, metric: float, se: float = 0.005) -> RecipeResult:

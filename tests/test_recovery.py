@@ -16,9 +16,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from autoprune.recovery import calibration_split
-from autoprune.recovery import distillation_loss
-from autoprune.recovery import recover
+from autoprune.trial.recovery import calibration_split
+from autoprune.trial.recovery import distillation_loss
+from autoprune.trial.recovery import recover
 
 
 def test_calibration_split_is_disjoint_deterministic_and_capped() -> None:
@@ -50,7 +50,7 @@ def test_distillation_averages_per_element_for_dense_outputs() -> None:
 @pytest.fixture
 def pruned(tiny_config, tiny_task, tiny_base_model):
     """The tiny base pruned uniformly at 0.25 (not yet recovered), with its pruner."""
-    from autoprune.pruning_setup import make_pruner
+    from autoprune.trial.pruning_setup import make_pruner
 
     pruner = make_pruner(tiny_config, tiny_task)
     model = copy.deepcopy(tiny_base_model)
@@ -59,7 +59,7 @@ def pruned(tiny_config, tiny_task, tiny_base_model):
 
 
 def _bn_only(model, task, settings):
-    from autoprune.recovery import recalibrate_bn
+    from autoprune.trial.recovery import recalibrate_bn
 
     m = copy.deepcopy(model)
     fit, _ = calibration_split(len(task.dataset("train")), settings.calib_size, settings.seed)
@@ -96,7 +96,7 @@ def test_destructive_finetune_goes_back_to_the_best_state(pruned, tiny_config, t
 
 
 def test_bn_statistics_are_fresh_after_the_finetune(pruned, tiny_config, tiny_task, tiny_base_model) -> None:
-    from autoprune.recovery import recalibrate_bn
+    from autoprune.trial.recovery import recalibrate_bn
 
     settings = tiny_config.recovery.model_copy(update={"finetune_steps": 8, "calib_size": 0})
     model = copy.deepcopy(pruned)
@@ -110,7 +110,7 @@ def test_bn_statistics_are_fresh_after_the_finetune(pruned, tiny_config, tiny_ta
 
 
 def test_teacher_cache_changes_nothing_and_is_used(pruned, tiny_config, tiny_task, tiny_base_model) -> None:
-    from autoprune.recovery import Teacher
+    from autoprune.trial.recovery import Teacher
 
     settings = tiny_config.recovery.model_copy(update={"finetune_steps": 6})
     teacher = Teacher(tiny_base_model, tiny_task)
@@ -130,8 +130,8 @@ def test_teacher_cache_changes_nothing_and_is_used(pruned, tiny_config, tiny_tas
 
 
 def test_teacher_cache_never_serves_another_split_of_the_training_data(tiny_config, tiny_task, tiny_base_model) -> None:
-    from autoprune.recovery import Teacher
-    from autoprune.recovery import _batches
+    from autoprune.trial.recovery import Teacher
+    from autoprune.trial.recovery import _batches
 
     teacher = Teacher(tiny_base_model, tiny_task)
     settings = tiny_config.recovery
@@ -148,8 +148,8 @@ def test_teacher_cache_never_serves_another_split_of_the_training_data(tiny_conf
 
 def test_the_finetune_does_its_job(tiny_config, tiny_task, tiny_base_model) -> None:
     """Never-worse must not become never-better: a heavily pruned model recovers far above BN-only."""
-    from autoprune.pruning_setup import make_pruner
-    from autoprune.recovery import Teacher
+    from autoprune.trial.pruning_setup import make_pruner
+    from autoprune.trial.recovery import Teacher
 
     model = copy.deepcopy(tiny_base_model)
     make_pruner(tiny_config, tiny_task).prune(model, uniform=0.5)
@@ -164,9 +164,9 @@ def test_the_finetune_does_its_job(tiny_config, tiny_task, tiny_base_model) -> N
 @pytest.mark.parametrize("criterion", ["l2", "taylor"])
 def test_a_seeded_candidate_is_the_same_with_the_caches_on_and_off(study_factory, tmp_path: Path, criterion: str) -> None:
     """Reuse between trials (the teacher's outputs, the unpruned model's scores) changes no result."""
-    from autoprune.candidate import StudyContext
-    from autoprune.candidate import evaluate_candidate
     from autoprune.config import load_config
+    from autoprune.trial.candidate import StudyContext
+    from autoprune.trial.candidate import evaluate_candidate
 
     cfg = load_config(study_factory({"criterion": criterion}))
     on = StudyContext.build(cfg, workdir=tmp_path / "on", use_cache=False)
@@ -183,10 +183,10 @@ def test_a_seeded_candidate_is_the_same_with_the_caches_on_and_off(study_factory
 
 
 def test_trials_and_sweep_points_record_both_metrics(study_factory, tmp_path: Path) -> None:
-    from autoprune.baselines import sweep_point
-    from autoprune.candidate import StudyContext
-    from autoprune.candidate import evaluate_candidate
     from autoprune.config import load_config
+    from autoprune.space.baselines import sweep_point
+    from autoprune.trial.candidate import StudyContext
+    from autoprune.trial.candidate import evaluate_candidate
 
     ctx = StudyContext.build(load_config(study_factory()), workdir=tmp_path / "w", use_cache=False)
     res = evaluate_candidate(ctx, uniform=0.25)
@@ -200,13 +200,13 @@ def test_trials_and_sweep_points_record_both_metrics(study_factory, tmp_path: Pa
 
 
 def test_calibration_picks_within_noise_stores_and_is_reused(study_factory) -> None:
-    from autoprune.calibration import CURVE_FILE
-    from autoprune.calibration import calibrate_recovery
-    from autoprune.calibration import calibration_path
-    from autoprune.calibration import ensure_recipe
-    from autoprune.calibration import load_calibration
-    from autoprune.candidate import StudyContext
     from autoprune.config import load_config
+    from autoprune.trial.calibration import CURVE_FILE
+    from autoprune.trial.calibration import calibrate_recovery
+    from autoprune.trial.calibration import calibration_path
+    from autoprune.trial.calibration import ensure_recipe
+    from autoprune.trial.calibration import load_calibration
+    from autoprune.trial.candidate import StudyContext
 
     overrides = {"recovery": {"finetune_steps": None, "calibration": {"enabled": True, "lrs": [0.003, 0.05], "epochs": [0.25, 1.0]}}}
     cfg = load_config(study_factory(overrides))

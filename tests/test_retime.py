@@ -19,11 +19,11 @@ from conftest import write_study
 
 from autoprune.analysis import load_analysis
 from autoprune.config import load_config
-from autoprune.confirm import select_candidates
 from autoprune.errors import ArtifactError
 from autoprune.errors import StorageError
 from autoprune.latency import host_fingerprint
-from autoprune.retime import retime_study
+from autoprune.selection.confirm import select_candidates
+from autoprune.selection.retime import retime_study
 
 # Every test here reads the study the module fixture searches (base training, baseline sweeps, trials).
 pytestmark = pytest.mark.slow

@@ -4,8 +4,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from autoprune.pruning_setup import round_to_note
 from autoprune.search import study as study_module
+from autoprune.trial.pruning_setup import round_to_note
 
 
 @pytest.mark.parametrize(

@@ -21,9 +21,9 @@ import silent
 from conftest import run_cli
 from conftest import write_study
 
-from autoprune.artifacts import S3_ATTEMPTS
-from autoprune.artifacts import open_store
 from autoprune.errors import ArtifactError
+from autoprune.selection.artifacts import S3_ATTEMPTS
+from autoprune.selection.artifacts import open_store
 
 BUCKET = "autoprune-test"
 PREFIX = "studies/tiny"

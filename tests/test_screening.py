@@ -14,12 +14,12 @@ import optuna
 import pytest
 import torch
 
-from autoprune.screening import CANNOT_BEAT
-from autoprune.screening import OVER_BUDGET
-from autoprune.screening import Outcome
-from autoprune.screening import ScreeningRules
-from autoprune.screening import spearman
-from autoprune.widths import channels_key
+from autoprune.trial.screening import CANNOT_BEAT
+from autoprune.trial.screening import OVER_BUDGET
+from autoprune.trial.screening import Outcome
+from autoprune.trial.screening import ScreeningRules
+from autoprune.trial.screening import spearman
+from autoprune.space.widths import channels_key
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -78,9 +78,9 @@ def test_spearman() -> None:
 
 
 def test_screened_candidate_skips_the_finetune(study_factory, tmp_path: Path) -> None:
-    from autoprune.candidate import Screened
-    from autoprune.candidate import StudyContext
-    from autoprune.candidate import evaluate_candidate
+    from autoprune.trial.candidate import Screened
+    from autoprune.trial.candidate import StudyContext
+    from autoprune.trial.candidate import evaluate_candidate
     from autoprune.config import load_config
 
     ctx = StudyContext.build(load_config(study_factory()), workdir=tmp_path / "w", use_cache=False)

@@ -161,7 +161,7 @@ def test_enqueued_baselines_reproduce_their_sweep_points(ran: RunStudy) -> None:
 
 def test_run_stores_architecture_and_weights_per_trial(ran: RunStudy, tmp_path: Path) -> None:
     from autoprune.config import load_config
-    from autoprune.artifacts import study_store
+    from autoprune.selection.artifacts import study_store
 
     study = ran.study()
     store = study_store(load_config(ran.config))
@@ -300,9 +300,9 @@ def test_export_with_nothing_feasible_names_the_closest_trial(ran: RunStudy, tmp
 
 def test_a_cached_timing_skips_the_export(study_factory, tmp_path: Path, monkeypatch) -> None:
     """The latency cache is read before the candidate is exported: a hit exports and times nothing."""
-    from autoprune import candidate
-    from autoprune.candidate import StudyContext
-    from autoprune.candidate import evaluate_candidate
+    from autoprune.trial import candidate
+    from autoprune.trial.candidate import StudyContext
+    from autoprune.trial.candidate import evaluate_candidate
     from autoprune.config import load_config
 
     ctx = StudyContext.build(load_config(study_factory()), workdir=tmp_path / "w", use_cache=True)

@@ -32,7 +32,7 @@ from dedup_checks import assert_each_vector_evaluated_once
 
 from autoprune.search.duplicates import DUPLICATE_ATTR
 from autoprune.search.duplicates import KEY_ATTR
-from autoprune.widths import channels_key
+from autoprune.space.widths import channels_key
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 pytestmark = [

@@ -213,15 +213,15 @@ def test_architecture_json_reapplies_exactly(tmp_path: Path, seg_root: Path) -> 
     from conftest import deep_merge
     from conftest import write_study
 
-    from autoprune.architecture import apply_architecture
-    from autoprune.architecture import build_architecture
-    from autoprune.architecture import read_architecture
-    from autoprune.architecture import write_architecture
     from autoprune.base_model import file_sha256
     from autoprune.base_model import load_weights
     from autoprune.config import load_config
-    from autoprune.pruning_setup import make_pruner as study_pruner
+    from autoprune.selection.architecture import apply_architecture
+    from autoprune.selection.architecture import build_architecture
+    from autoprune.selection.architecture import read_architecture
+    from autoprune.selection.architecture import write_architecture
     from autoprune.tasks import build_task
+    from autoprune.trial.pruning_setup import make_pruner as study_pruner
 
     ckpt = tmp_path / "base.pt"
     torch.save(tiny_segformer(num_classes=2).state_dict(), ckpt)  # alpha mattes: background, foreground

@@ -14,17 +14,17 @@ import pandas as pd
 import pytest
 from conftest import run_cli
 
-import autoprune.sensitivity
-from autoprune.allocation import CURVES_VERSION
-from autoprune.allocation import SensitivityCurves
+import autoprune.space.sensitivity
 from autoprune.analysis import StudyInfo
-from autoprune.candidate import StudyContext
 from autoprune.config import load_config
-from autoprune.confirm import _candidate_model
-from autoprune.confirm import select_candidates
-from autoprune.pruning_setup import guard_settings
-from autoprune.sensitivity import SENSITIVITY_ATTR
-from autoprune.widths import reachable_widths
+from autoprune.selection.confirm import _candidate_model
+from autoprune.selection.confirm import select_candidates
+from autoprune.space.allocation import CURVES_VERSION
+from autoprune.space.allocation import SensitivityCurves
+from autoprune.space.sensitivity import SENSITIVITY_ATTR
+from autoprune.space.widths import reachable_widths
+from autoprune.trial.candidate import StudyContext
+from autoprune.trial.pruning_setup import guard_settings
 
 # Two ratios, a short timing: each point is one BN recalibration, one evaluation and one short timing.
 CURVE_OVERRIDES = {"search": {"sensitivity_ratios": [0.3, 0.6]}, "latency": {"repeats": 10, "blocks": 2, "warmup": 1}}
@@ -122,7 +122,7 @@ def test_the_default_study_has_no_sensitivity_baseline(study_factory) -> None:
 
 
 def test_doctests() -> None:
-    result = doctest.testmod(autoprune.sensitivity)
+    result = doctest.testmod(autoprune.space.sensitivity)
     assert result.attempted > 0 and result.failed == 0
 
 

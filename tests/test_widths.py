@@ -13,25 +13,25 @@ import sys
 
 import pytest
 
-import autoprune.bounds
-import autoprune.widths
-from autoprune.bounds import SweepPoint
-from autoprune.bounds import baseline_points
+import autoprune.space.bounds
+import autoprune.space.widths
 from autoprune.pruning.guards import GuardSettings
 from autoprune.pruning.guards import kept_channels
 from autoprune.pruning.guards import min_keep
-from autoprune.widths import GroupShape
-from autoprune.widths import GroupWidths
-from autoprune.widths import channels_key
-from autoprune.widths import group_widths
-from autoprune.widths import in_space
-from autoprune.widths import nearest_widths
-from autoprune.widths import ratios_for
-from autoprune.widths import reachable_widths
-from autoprune.widths import space_bounds
-from autoprune.widths import space_from_attr
-from autoprune.widths import space_to_attr
-from autoprune.widths import width_space
+from autoprune.space.bounds import SweepPoint
+from autoprune.space.bounds import baseline_points
+from autoprune.space.widths import GroupShape
+from autoprune.space.widths import GroupWidths
+from autoprune.space.widths import channels_key
+from autoprune.space.widths import group_widths
+from autoprune.space.widths import in_space
+from autoprune.space.widths import nearest_widths
+from autoprune.space.widths import ratios_for
+from autoprune.space.widths import reachable_widths
+from autoprune.space.widths import space_bounds
+from autoprune.space.widths import space_from_attr
+from autoprune.space.widths import space_to_attr
+from autoprune.space.widths import width_space
 
 R16 = GuardSettings(min_channels=8, min_fraction=0.1, first_layer_max_ratio=0.5, round_to=16)
 R8 = GuardSettings(min_channels=8, min_fraction=0.1, first_layer_max_ratio=0.5, round_to=8)
@@ -40,11 +40,11 @@ R8 = GuardSettings(min_channels=8, min_fraction=0.1, first_layer_max_ratio=0.5, 
 def test_pure_modules_load_without_torch() -> None:
     import subprocess
 
-    code = "import sys, autoprune.widths, autoprune.bounds; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, autoprune.space.widths, autoprune.space.bounds; assert 'torch' not in sys.modules, 'torch imported'"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
 
-@pytest.mark.parametrize("module", [autoprune.widths, autoprune.bounds])
+@pytest.mark.parametrize("module", [autoprune.space.widths, autoprune.space.bounds])
 def test_doctests(module) -> None:
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0

@@ -18,8 +18,8 @@ from test_segformer_pruning import tiny_segformer  # noqa: E402
 
 from autoprune.pruning import GuardSettings  # noqa: E402
 from autoprune.search.study import head_plans  # noqa: E402
-from autoprune.widths import ratios_for  # noqa: E402
-from autoprune.widths import width_space  # noqa: E402
+from autoprune.space.widths import ratios_for  # noqa: E402
+from autoprune.space.widths import width_space  # noqa: E402
 
 
 @pytest.mark.slow

@@ -84,10 +84,10 @@ _INT_COLUMNS = ("number", "macs", "params")
 # figures}}`` (autoprune confirm) and ``timings:<host_id>`` holds ``{"trials": {number: timing}}``
 # (autoprune retime).  The table shows them as the trial's own ``confirmed`` and ``timings[host_id]``.
 CONFIRMATION_ATTR = "confirmation"
-# The exported model's final report on the test split (autoprune export, autoprune.final_test): read once,
+# The exported model's final report on the test split (autoprune export, autoprune.selection.final_test): read once,
 # after the pick, reported beside the chosen trial when it is the one exported; it never chooses.
 FINAL_TEST_ATTR = "final_test"
-# The figures of 'autoprune finalize' (autoprune.finalize): {"trials": {number: figures}, "baselines": {kind: figures}, ...}.
+# The figures of 'autoprune finalize' (autoprune.selection.finalize): {"trials": {number: figures}, "baselines": {kind: figures}, ...}.
 FINAL_ATTR = "final"
 # The figures of one timing that a twin (same kept channels, :mod:`autoprune.analysis.twins`) shares with the
 # trial ``confirm`` re-timed: one architecture, one speed.  Selection figures belong to each trial's own weights.

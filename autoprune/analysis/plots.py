@@ -407,7 +407,7 @@ def plot_recovery_curve(record: Mapping[str, object], path: str | Path) -> Path:
     references, and the chosen recipe is ringed.
 
     Args:
-        record: a calibration record (:func:`autoprune.calibration.calibrate_recovery`).
+        record: a calibration record (:func:`autoprune.trial.calibration.calibrate_recovery`).
         path: where to write the PNG.
 
     Returns:

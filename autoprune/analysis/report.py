@@ -44,13 +44,13 @@ from autoprune.analysis.plots import plot_ratios
 from autoprune.analysis.plots import plot_recovery_curve
 from autoprune.analysis.stats import budget_noise_warning
 from autoprune.analysis.stats import drop_stderr
-from autoprune.bounds import BASELINE_KINDS
-from autoprune.bounds import OPTIONAL_BASELINE_KINDS
 from autoprune.errors import ConfigError
 from autoprune.jsonfile import write_json
-from autoprune.recipe import recovery_warnings
-from autoprune.screening import spearman
-from autoprune.widths import channels_key
+from autoprune.space.bounds import BASELINE_KINDS
+from autoprune.space.bounds import OPTIONAL_BASELINE_KINDS
+from autoprune.space.widths import channels_key
+from autoprune.trial.recipe import recovery_warnings
+from autoprune.trial.screening import spearman
 
 Z95 = 1.96
 _ROW_KEYS = (
@@ -388,7 +388,7 @@ def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) 
         number), ``passed_over`` (the validation pick's record when the confirmed choice is another trial),
         ``selection_notes``, ``selection_error``, ``confirmed_at`` (when the stored confirmation was measured,
         or ``None``), ``final_test`` (the chosen trial's report on the test split when it is the exported one,
-        :mod:`autoprune.final_test`, else ``None``; it never chooses), ``base_latency_ms`` (the pooled base latency), ``front``
+        :mod:`autoprune.selection.final_test`, else ``None``; it never chooses), ``base_latency_ms`` (the pooled base latency), ``front``
         (trial records, slowest first), ``baselines`` (the sweeps), ``best`` (``{kind: point or None}``, the
         confirmation's re-timing of that baseline when the choice is confirmed),
         ``speedup_vs`` (``{kind: chosen speedup / best point's, or None}``), ``sentence``, ``unsettled``
@@ -576,7 +576,7 @@ def _hypervolume(df: pd.DataFrame, done: pd.DataFrame, info: StudyInfo, max_drop
 
 
 def _recovery_warnings(info: StudyInfo, max_drop: float) -> list[str]:
-    """Where the recovery rather than the pruning decides the outcome (:func:`autoprune.recipe.recovery_warnings`)."""
+    """Where the recovery rather than the pruning decides the outcome (:func:`autoprune.trial.recipe.recovery_warnings`)."""
     sweeps = {
         kind: [SimpleNamespace(kind=kind, ratio=as_float(p.get("ratio")), drop=as_float(p.get("drop")),
                                metric_stderr=as_float(p.get("metric_stderr")) if p.get("metric_stderr") is not None else None)

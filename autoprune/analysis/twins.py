@@ -1,4 +1,4 @@
-"""Twins: trials that kept the same channels (the same architecture, :func:`autoprune.widths.row_channels_key`).
+"""Twins: trials that kept the same channels (the same architecture, :func:`autoprune.space.widths.row_channels_key`).
 
 Two twins run at one speed, so any gap between their timings is the timing's noise.  Every pick (the
 candidates ``confirm`` re-measures, the validation pick, the confirmed pick) therefore sees one trial per
@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from autoprune.analysis.pareto import as_float
-from autoprune.widths import row_channels_key
+from autoprune.space.widths import row_channels_key
 
 
 def architecture_keys(df: pd.DataFrame) -> pd.Series:

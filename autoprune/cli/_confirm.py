@@ -9,11 +9,11 @@ import click
 from autoprune import console
 from autoprune.analysis.report import refresh_report
 from autoprune.config import load_config
-from autoprune.confirm import confirm_study
-from autoprune.confirm import open_study_for_update
 from autoprune.errors import ConfigError
-from autoprune.retime import retime_study
 from autoprune.search.study_config import reconcile
+from autoprune.selection.confirm import confirm_study
+from autoprune.selection.confirm import open_study_for_update
+from autoprune.selection.retime import retime_study
 
 if TYPE_CHECKING:
     from autoprune.config import StudyConfig

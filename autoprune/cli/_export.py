@@ -8,10 +8,10 @@ from autoprune import console
 from autoprune.cli._confirm import refreshed_line
 from autoprune.cli._confirm import study_config
 from autoprune.cli._output import output_options
-from autoprune.confirm import confirm_study
 from autoprune.errors import ConfigError
-from autoprune.export import chosen_lines
-from autoprune.export import export_architecture
+from autoprune.selection.confirm import confirm_study
+from autoprune.selection.export import chosen_lines
+from autoprune.selection.export import export_architecture
 
 
 @click.command("export")

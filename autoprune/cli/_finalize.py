@@ -12,8 +12,8 @@ from autoprune.cli._confirm import study_config
 from autoprune.cli._output import output_options
 from autoprune.config import load_config
 from autoprune.errors import StorageError
-from autoprune.finalize import comparison_lines
-from autoprune.finalize import finalize
+from autoprune.selection.finalize import comparison_lines
+from autoprune.selection.finalize import finalize
 
 if TYPE_CHECKING:
     from autoprune.config import StudyConfig

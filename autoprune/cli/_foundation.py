@@ -8,34 +8,34 @@ from pathlib import Path
 import click
 
 from autoprune import console
-from autoprune.architecture import apply_architecture
-from autoprune.architecture import build_architecture
-from autoprune.architecture import read_architecture
-from autoprune.architecture import save_weights
-from autoprune.architecture import write_architecture
 from autoprune.base_model import load_base
 from autoprune.base_model import train_base
-from autoprune.baselines import baselines_path
-from autoprune.baselines import load_baselines
-from autoprune.baselines import run_baselines
-from autoprune.baselines import save_baselines
-from autoprune.calibration import CURVE_FILE
-from autoprune.calibration import calibrate_recovery
-from autoprune.calibration import calibration_path
-from autoprune.calibration import ensure_recipe
-from autoprune.calibration import format_calibration
-from autoprune.candidate import StudyContext
-from autoprune.candidate import example_input
 from autoprune.config import load_config
 from autoprune.errors import ArchitectureError
 from autoprune.errors import ConfigError
 from autoprune.file_schemas import RatiosFile
 from autoprune.jsonfile import read_model
 from autoprune.latency import export_onnx
-from autoprune.pruning_setup import make_pruner
-from autoprune.pruning_setup import resolve_round_to
 from autoprune.search.create import train_base_if_missing
+from autoprune.selection.architecture import apply_architecture
+from autoprune.selection.architecture import build_architecture
+from autoprune.selection.architecture import read_architecture
+from autoprune.selection.architecture import save_weights
+from autoprune.selection.architecture import write_architecture
+from autoprune.space.baselines import baselines_path
+from autoprune.space.baselines import load_baselines
+from autoprune.space.baselines import run_baselines
+from autoprune.space.baselines import save_baselines
 from autoprune.tasks import build_task
+from autoprune.trial.calibration import CURVE_FILE
+from autoprune.trial.calibration import calibrate_recovery
+from autoprune.trial.calibration import calibration_path
+from autoprune.trial.calibration import ensure_recipe
+from autoprune.trial.calibration import format_calibration
+from autoprune.trial.candidate import StudyContext
+from autoprune.trial.candidate import example_input
+from autoprune.trial.pruning_setup import make_pruner
+from autoprune.trial.pruning_setup import resolve_round_to
 
 
 def _load(config_path: str):

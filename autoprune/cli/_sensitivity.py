@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from autoprune.allocation import SensitivityCurves
 from autoprune.cli._output import output_options
 from autoprune.console import result
 from autoprune.search.sensitivity_study import SensitivityRun
 from autoprune.search.sensitivity_study import run_sensitivity
+from autoprune.space.allocation import SensitivityCurves
 
 
 def _ratios(ctx: click.Context, param: click.Parameter, value: str | None) -> list[float] | None:

@@ -9,15 +9,15 @@ from typing import Any
 import optuna
 
 from autoprune import console
-from autoprune.artifacts import study_store
 from autoprune.base_model import train_base
-from autoprune.candidate import StudyContext
 from autoprune.config import load_config
 from autoprune.device import check_targets
 from autoprune.search.study import create_or_load
 from autoprune.search.study import storage_for
 from autoprune.search.worker import set_torch_threads
+from autoprune.selection.artifacts import study_store
 from autoprune.tasks import build_task
+from autoprune.trial.candidate import StudyContext
 
 if TYPE_CHECKING:
     from autoprune.config import StudyConfig

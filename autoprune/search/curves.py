@@ -1,6 +1,6 @@
 """Finetune curves in the study, and Optuna's pruners over them (``search.pruner``).
 
-Every judged checkpoint of a trial's finetune (:mod:`autoprune.recovery`: step 0 after BN recalibration, then
+Every judged checkpoint of a trial's finetune (:mod:`autoprune.trial.recovery`: step 0 after BN recalibration, then
 ``recovery.checkpoints`` points) is stored as an Optuna intermediate value: the **calibration drop** at that
 finetune step, the base model's metric on the calibration images minus the candidate's (positive = worse, in
 the units of ``max_drop``, whatever the task's metric direction).  optuna-dashboard draws these curves, and
@@ -14,10 +14,10 @@ final drop as its value, minimised).  Pruner bookkeeping that Optuna keeps in tr
 (successive halving's rungs) is kept in the trial's ``pruner_state`` user attr and put back in every copy.
 
 The pruner is asked at the finetune's checkpoints, not at step 0 (before any finetune step: that point is the
-screening's, :mod:`autoprune.screening`).  A pruner ranks trials by their curves alone, and a faster candidate always has a worse curve than a slower
-one; so its verdict only stops a trial whose latest calibration drop is also over ``max_drop``: a candidate
-whose curve is within the budget runs to its end.  A pruned trial is recorded as infeasible (the ``drop``
-constraint is its calibration drop over the budget), with ``pruned_by``, ``pruned_step`` and
+screening's, :mod:`autoprune.trial.screening`).  A pruner ranks trials by their curves alone, and a faster candidate
+always has a worse curve than a slower one; so its verdict only stops a trial whose latest calibration drop is also over
+``max_drop``: a candidate whose curve is within the budget runs to its end.  A pruned trial is recorded as infeasible
+(the ``drop`` constraint is its calibration drop over the budget), with ``pruned_by``, ``pruned_step`` and
 ``pruned_reason``.  Baselines are never pruned.
 
 Example:
@@ -40,7 +40,7 @@ from typing import Any
 
 import optuna
 
-from autoprune.pruner_options import build_pruner
+from autoprune.search.pruner_options import build_pruner
 
 TrialState = optuna.trial.TrialState
 STATE_ATTR = "pruner_state"
@@ -98,7 +98,7 @@ class CurveReporter:
     Args:
         study: the study.
         trial: the running trial.
-        base_calib: the base model's calibration metric (:func:`autoprune.recovery.calibration_metric`).
+        base_calib: the base model's calibration metric (:func:`autoprune.trial.recovery.calibration_metric`).
         drop: turns ``(base metric, metric)`` into a drop (the task's).
         max_drop: the study's budget.
         pruner: the configured pruner's name (``none``: report only).

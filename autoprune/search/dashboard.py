@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from autoprune.artifacts import describe
-from autoprune.artifacts import store_url
-from autoprune.artifacts import study_store
 from autoprune.config import load_config
 from autoprune.errors import StorageError
 from autoprune.redact import redact_url
 from autoprune.search.storage import open_storage
+from autoprune.selection.artifacts import describe
+from autoprune.selection.artifacts import store_url
+from autoprune.selection.artifacts import study_store
 
 
 def serve(config_path: str, storage: str | None, host: str, port: int, say: Callable[[str], None] = print) -> None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import optuna
 
-from autoprune.widths import channels_key
+from autoprune.space.widths import channels_key
 
 KEY_ATTR = "channels_key"
 DUPLICATE_ATTR = "duplicate_of"
@@ -97,7 +97,7 @@ def settle(
     Args:
         study: the study.
         number: the trial's number.
-        key: its channel key (:func:`autoprune.widths.channels_key`).
+        key: its channel key (:func:`autoprune.space.widths.channels_key`).
         names: the searched group names (for trials that only recorded ``channels``).
         limits: bounds of the waits.
         say: prints one line when the trial starts waiting for another.

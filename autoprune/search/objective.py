@@ -16,18 +16,9 @@ from typing import Any
 
 import optuna
 
-from autoprune.artifacts import study_store
-from autoprune.candidate import Hopeless
-from autoprune.candidate import Screened
-from autoprune.candidate import Screening
-from autoprune.candidate import evaluate_candidate
-from autoprune.candidate import example_input
 from autoprune.device import device_label
 from autoprune.errors import StorageError
 from autoprune.latency import export_onnx
-from autoprune.recovery import calibration_metric
-from autoprune.screening import Outcome
-from autoprune.screening import ScreeningRules
 from autoprune.search.curves import CurvePruned
 from autoprune.search.curves import CurveReporter
 from autoprune.search.duplicates import DUPLICATE_ATTR
@@ -35,17 +26,26 @@ from autoprune.search.duplicates import KEY_ATTR
 from autoprune.search.duplicates import WaitLimits
 from autoprune.search.duplicates import reuse
 from autoprune.search.duplicates import settle
-from autoprune.sweep_records import SweepRecord
-from autoprune.sweep_records import load_sweep_record
-from autoprune.sweep_records import write_candidate_files
-from autoprune.widths import WIDTH_PARAMS_ATTR
-from autoprune.widths import GroupWidths
-from autoprune.widths import channels_key
-from autoprune.widths import ratios_for
-from autoprune.widths import space_from_attr
+from autoprune.selection.artifacts import study_store
+from autoprune.space.sweep_records import SweepRecord
+from autoprune.space.sweep_records import load_sweep_record
+from autoprune.space.sweep_records import write_candidate_files
+from autoprune.space.widths import WIDTH_PARAMS_ATTR
+from autoprune.space.widths import GroupWidths
+from autoprune.space.widths import channels_key
+from autoprune.space.widths import ratios_for
+from autoprune.space.widths import space_from_attr
+from autoprune.trial.candidate import Hopeless
+from autoprune.trial.candidate import Screened
+from autoprune.trial.candidate import Screening
+from autoprune.trial.candidate import evaluate_candidate
+from autoprune.trial.candidate import example_input
+from autoprune.trial.recovery import calibration_metric
+from autoprune.trial.screening import Outcome
+from autoprune.trial.screening import ScreeningRules
 
 if TYPE_CHECKING:
-    from autoprune.candidate import StudyContext
+    from autoprune.trial.candidate import StudyContext
 
 log = logging.getLogger("autoprune")
 # The constraint excess recorded for a candidate judged over budget before its finetune (a prediction, not a

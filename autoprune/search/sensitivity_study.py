@@ -16,13 +16,6 @@ from dataclasses import field
 import optuna
 
 from autoprune import console
-from autoprune.allocation import COSTS
-from autoprune.allocation import Allocation
-from autoprune.allocation import CurvePoint
-from autoprune.allocation import SensitivityCurves
-from autoprune.allocation import greedy_allocation
-from autoprune.allocation import saving_for_speedup
-from autoprune.candidate import StudyContext
 from autoprune.config import load_config
 from autoprune.device import check_targets
 from autoprune.errors import StorageError
@@ -35,10 +28,17 @@ from autoprune.search.study import attr_writer
 from autoprune.search.study import objective_directions
 from autoprune.search.study import storage_for
 from autoprune.search.worker import set_torch_threads
-from autoprune.sensitivity import CurveProgress
-from autoprune.sensitivity import allocation_ratios
-from autoprune.sensitivity import measure_bn_only
-from autoprune.sensitivity import measure_curves
+from autoprune.space.allocation import COSTS
+from autoprune.space.allocation import Allocation
+from autoprune.space.allocation import CurvePoint
+from autoprune.space.allocation import SensitivityCurves
+from autoprune.space.allocation import greedy_allocation
+from autoprune.space.allocation import saving_for_speedup
+from autoprune.space.sensitivity import CurveProgress
+from autoprune.space.sensitivity import allocation_ratios
+from autoprune.space.sensitivity import measure_bn_only
+from autoprune.space.sensitivity import measure_curves
+from autoprune.trial.candidate import StudyContext
 
 
 @dataclass(frozen=True)

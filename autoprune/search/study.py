@@ -6,7 +6,7 @@ everything (``autoprune run`` or ``autoprune create``) and workers only join: th
 
 The search space is one parameter per searched group (tie followers follow their leader): its kept channels,
 drawn from the widths the group can reach between the best uniform and global baselines' widths, widened by
-``search.bounds_margin`` widths (:mod:`autoprune.widths`).  Both baselines are enqueued with exactly their
+``search.bounds_margin`` widths (:mod:`autoprune.space.widths`).  Both baselines are enqueued with exactly their
 sweep points' kept channels.
 """
 
@@ -24,40 +24,40 @@ from typing import Any
 
 import optuna
 
-from autoprune.baselines import Baselines
-from autoprune.baselines import baselines_path
-from autoprune.baselines import load_baselines
-from autoprune.baselines import run_baselines
-from autoprune.baselines import save_baselines
-from autoprune.bounds import SweepPoint
-from autoprune.bounds import baseline_points
-from autoprune.calibration import CALIBRATION_KEYS
-from autoprune.calibration import RECIPE_ATTR
-from autoprune.calibration import ensure_recipe
-from autoprune.calibration import recipe_settings
-from autoprune.calibration import with_recipe
 from autoprune.config import public_config
 from autoprune.errors import StorageError
 from autoprune.latency import cpu_round_to
-from autoprune.pruning_setup import head_plans
-from autoprune.pruning_setup import round_to_note
 from autoprune.redact import redact_url
 from autoprune.search.sampler import FreshSampler
 from autoprune.search.storage import open_storage
 from autoprune.search.storage import study_names
 from autoprune.search.storage import with_retry
 from autoprune.search.study_config import CONFIG_ATTR
-from autoprune.sensitivity import KIND as SENSITIVITY_KIND
-from autoprune.sensitivity import sensitivity_baseline
-from autoprune.widths import WIDTH_PARAMS_ATTR
-from autoprune.widths import GroupWidths
-from autoprune.widths import space_bounds
-from autoprune.widths import space_to_attr
-from autoprune.widths import width_space
+from autoprune.space.baselines import Baselines
+from autoprune.space.baselines import baselines_path
+from autoprune.space.baselines import load_baselines
+from autoprune.space.baselines import run_baselines
+from autoprune.space.baselines import save_baselines
+from autoprune.space.bounds import SweepPoint
+from autoprune.space.bounds import baseline_points
+from autoprune.space.sensitivity import KIND as SENSITIVITY_KIND
+from autoprune.space.sensitivity import sensitivity_baseline
+from autoprune.space.widths import WIDTH_PARAMS_ATTR
+from autoprune.space.widths import GroupWidths
+from autoprune.space.widths import space_bounds
+from autoprune.space.widths import space_to_attr
+from autoprune.space.widths import width_space
+from autoprune.trial.calibration import CALIBRATION_KEYS
+from autoprune.trial.calibration import RECIPE_ATTR
+from autoprune.trial.calibration import ensure_recipe
+from autoprune.trial.calibration import recipe_settings
+from autoprune.trial.calibration import with_recipe
+from autoprune.trial.pruning_setup import head_plans
+from autoprune.trial.pruning_setup import round_to_note
 
 if TYPE_CHECKING:
-    from autoprune.candidate import StudyContext
     from autoprune.config import StudyConfig
+    from autoprune.trial.candidate import StudyContext
 
 log = logging.getLogger("autoprune")
 READY_ATTR = "bounds"
@@ -100,11 +100,11 @@ def search_space(ctx: StudyContext, points: Iterable[SweepPoint], margin: int | 
 
     Args:
         ctx: the study context (groups and guards).
-        points: the baselines whose widths the space spans (see :func:`autoprune.bounds.baseline_points`).
+        points: the baselines whose widths the space spans (see :func:`autoprune.space.bounds.baseline_points`).
         margin: reachable widths added on each side (None: every reachable width).
 
     Returns:
-        ``{group name: GroupWidths}`` (:func:`autoprune.widths.width_space`).
+        ``{group name: GroupWidths}`` (:func:`autoprune.space.widths.width_space`).
     """
     channels = {g.name: g.channels for g in ctx.groups}
     targets = [p.widths(channels) for p in points]

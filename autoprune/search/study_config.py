@@ -14,12 +14,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from autoprune.analysis.frame import open_study
-from autoprune.calibration import RECIPE_ATTR
-from autoprune.calibration import with_recipe
 from autoprune.config import StudyConfig
 from autoprune.config import stored_config
 from autoprune.config import study_config
 from autoprune.config import validated_copy
+from autoprune.trial.calibration import RECIPE_ATTR
+from autoprune.trial.calibration import with_recipe
 
 CONFIG_ATTR = "config"
 

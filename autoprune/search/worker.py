@@ -25,10 +25,6 @@ from typing import TYPE_CHECKING
 import optuna
 
 from autoprune import console
-from autoprune.artifacts import study_store
-from autoprune.calibration import RECIPE_ATTR
-from autoprune.calibration import with_recipe
-from autoprune.candidate import StudyContext
 from autoprune.config import load_config
 from autoprune.config import validated_copy
 from autoprune.device import DEVICE_ENV
@@ -50,10 +46,14 @@ from autoprune.search.study import make_sampler
 from autoprune.search.study import storage_for
 from autoprune.search.study import wait_for_study
 from autoprune.search.study_config import reconcile
+from autoprune.selection.artifacts import study_store
+from autoprune.trial.calibration import RECIPE_ATTR
+from autoprune.trial.calibration import with_recipe
+from autoprune.trial.candidate import StudyContext
 
 if TYPE_CHECKING:
-    from autoprune.candidate import StudyContext
     from autoprune.config import StudyConfig
+    from autoprune.trial.candidate import StudyContext
 
 log = logging.getLogger("autoprune")
 

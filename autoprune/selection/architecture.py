@@ -37,10 +37,10 @@ from autoprune.errors import ArchitectureError
 from autoprune.errors import AutopruneError
 from autoprune.jsonfile import read_json
 from autoprune.jsonfile import write_json
-from autoprune.pruning_setup import make_pruner
 from autoprune.redact import storage_place
+from autoprune.space.widths import reachable_widths
 from autoprune.tasks import build_task
-from autoprune.widths import reachable_widths
+from autoprune.trial.pruning_setup import make_pruner
 
 if TYPE_CHECKING:
     from autoprune.config import StudyConfig
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from autoprune.tasks import Task
 
 SCHEMA_VERSION = 1
-SCHEMA_PATH = Path(__file__).parent / "schemas" / "architecture.schema.json"
+SCHEMA_PATH = Path(__file__).parent.parent / "schemas" / "architecture.schema.json"
 REQUIRED = ("schema_version", "task", "model", "base_checkpoint_sha256", "input_shape", "criterion", "groups", "metrics", "latency", "provenance")
 GROUP_REQUIRED = ("name", "original_channels", "kept_channels", "ratio", "kept_indices")
 

@@ -1,6 +1,6 @@
 """The recovery recipe of a study: which one to pick, and when recovery limits the study (pure: no torch).
 
-Calibration (:mod:`autoprune.calibration`) recovers one probe candidate with several recipes
+Calibration (:mod:`autoprune.trial.calibration`) recovers one probe candidate with several recipes
 (learning rate x finetune length); :func:`pick_recipe` takes the cheapest one within noise of the best.
 :func:`recovery_warnings` reads the baseline sweeps (and the calibration, when there is one) and says
 when the recovery, not the pruning, decides which candidates meet the budget.

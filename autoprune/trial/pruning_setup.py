@@ -13,7 +13,7 @@ from autoprune.pruning import Group
 from autoprune.pruning import GuardSettings
 from autoprune.pruning import Pruner
 from autoprune.pruning.engine import head_plan
-from autoprune.widths import Plan
+from autoprune.space.widths import Plan
 
 if TYPE_CHECKING:
     from autoprune.config import StudyConfig

@@ -2,7 +2,7 @@
 
 A study searched on one machine (or on several) ranks candidates by speedups timed there.  Run on the
 deployment host, :func:`retime_study` rebuilds the K fastest feasible candidates (not only the front's, see
-:func:`autoprune.confirm.select_candidates`) and the best uniform and global baselines, times them all
+:func:`autoprune.selection.confirm.select_candidates`) and the best uniform and global baselines, times them all
 interleaved against the base in one process, and stores the figures under this host's fingerprint.
 ``autoprune pareto CONFIG --host-id <id>`` then judges speed by these timings
 (:func:`autoprune.analysis.load_analysis` with ``host_id``); a timing that did not settle stays flagged.
@@ -29,20 +29,20 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 from autoprune.analysis.frame import TIMINGS_ATTR_PREFIX
-from autoprune.confirm import Candidate
-from autoprune.confirm import check_base
-from autoprune.confirm import export_candidates
-from autoprune.confirm import load_candidates
-from autoprune.confirm import now_utc
-from autoprune.confirm import timing_entry
 from autoprune.search.storage import with_retry
+from autoprune.selection.confirm import Candidate
+from autoprune.selection.confirm import check_base
+from autoprune.selection.confirm import export_candidates
+from autoprune.selection.confirm import load_candidates
+from autoprune.selection.confirm import now_utc
+from autoprune.selection.confirm import timing_entry
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from autoprune.candidate import StudyContext
     from autoprune.config import StudyConfig
     from autoprune.latency import SpeedupResult
+    from autoprune.trial.candidate import StudyContext
 
 
 def retime_study(
@@ -72,9 +72,9 @@ def retime_study(
         SelectionError: no trial within the budget, or a candidate without stored artifacts.
         StorageError: the study, its artifacts or its base checkpoint cannot be found.
     """
-    from autoprune.candidate import StudyContext
     from autoprune.latency import host_fingerprint
     from autoprune.latency import measure_speedups
+    from autoprune.trial.candidate import StudyContext
     loaded = load_candidates(config, storage, top, max_drop)
     url, study, df, candidates = loaded.url, loaded.study, loaded.df, loaded.candidates
     fingerprint = host_fingerprint(config.latency.provider, config.latency.provider_options)

@@ -2,14 +2,14 @@
 
 The peer method of AIMET's greedy compression-ratio selection: every searched group is pruned alone to
 the reachable widths nearest to a grid of ratios, its BN statistics recalibrated exactly as a trial's are
-(:class:`autoprune.recovery.Recovery`), and its validation metric measured; beside it, what that width saves
+(:class:`autoprune.trial.recovery.Recovery`), and its validation metric measured; beside it, what that width saves
 of the base network's cost: MACs (only that group pruned) and latency (the base with only that group
 pruned, timed by the study's interleaved timer, :func:`autoprune.latency.measure_checked_speedup`).  No
 finetune: a point costs one BN recalibration, one evaluation and one timing.
 
-The curves live on the study (attr :data:`SENSITIVITY_ATTR`, :class:`~autoprune.allocation.SensitivityCurves`),
+The curves live on the study (attr :data:`SENSITIVITY_ATTR`, :class:`~autoprune.space.allocation.SensitivityCurves`),
 written after every finished group, so an interrupted measurement resumes where it stopped.  The sensitivity
-baseline (:func:`sensitivity_baseline`) sweeps greedy allocations (:mod:`autoprune.allocation`) at a few target
+baseline (:func:`sensitivity_baseline`) sweeps greedy allocations (:mod:`autoprune.space.allocation`) at a few target
 speedups, each evaluated as a full trial like the uniform and global sweep points.
 """
 
@@ -28,25 +28,25 @@ from typing import Any
 
 import optuna
 
-from autoprune.allocation import Allocation
-from autoprune.allocation import CurvePoint
-from autoprune.allocation import GroupCurve
-from autoprune.allocation import SensitivityCurves
-from autoprune.allocation import greedy_allocation
-from autoprune.allocation import saving_for_speedup
-from autoprune.baselines import result_point
-from autoprune.bounds import SweepPoint
-from autoprune.bounds import fastest_feasible
-from autoprune.bounds import largest_feasible
-from autoprune.candidate import StudyContext
-from autoprune.candidate import _prune_and_recalibrate
-from autoprune.candidate import _time
-from autoprune.candidate import evaluate_candidate
 from autoprune.errors import StorageError
 from autoprune.pruning import PruneResult
-from autoprune.pruning_setup import head_plans
-from autoprune.widths import nearest_widths
-from autoprune.widths import width_space
+from autoprune.space.allocation import Allocation
+from autoprune.space.allocation import CurvePoint
+from autoprune.space.allocation import GroupCurve
+from autoprune.space.allocation import SensitivityCurves
+from autoprune.space.allocation import greedy_allocation
+from autoprune.space.allocation import saving_for_speedup
+from autoprune.space.baselines import result_point
+from autoprune.space.bounds import SweepPoint
+from autoprune.space.bounds import fastest_feasible
+from autoprune.space.bounds import largest_feasible
+from autoprune.space.widths import nearest_widths
+from autoprune.space.widths import width_space
+from autoprune.trial.candidate import StudyContext
+from autoprune.trial.candidate import _prune_and_recalibrate
+from autoprune.trial.candidate import _time
+from autoprune.trial.candidate import evaluate_candidate
+from autoprune.trial.pruning_setup import head_plans
 
 log = logging.getLogger("autoprune")
 SENSITIVITY_ATTR = "sensitivity"

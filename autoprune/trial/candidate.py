@@ -27,7 +27,6 @@ from torch import nn
 
 from autoprune.base_model import BaseModelInfo
 from autoprune.base_model import load_base
-from autoprune.calibration import recipe_settings
 from autoprune.device import check_targets
 from autoprune.device import provider_options
 from autoprune.file_schemas import CachedTiming
@@ -35,15 +34,16 @@ from autoprune.latency import export_onnx
 from autoprune.pruning import Group
 from autoprune.pruning import Pruner
 from autoprune.pruning import PruneResult
-from autoprune.pruning_setup import make_pruner
-from autoprune.pruning_setup import resolve_round_to
-from autoprune.recovery import Recovery
-from autoprune.recovery import RecoveryReport
-from autoprune.recovery import Teacher
-from autoprune.screening import OVER_BUDGET
 from autoprune.tasks import MetricResult
 from autoprune.tasks import Task
 from autoprune.tasks import build_task
+from autoprune.trial.calibration import recipe_settings
+from autoprune.trial.pruning_setup import make_pruner
+from autoprune.trial.pruning_setup import resolve_round_to
+from autoprune.trial.recovery import Recovery
+from autoprune.trial.recovery import RecoveryReport
+from autoprune.trial.recovery import Teacher
+from autoprune.trial.screening import OVER_BUDGET
 
 if TYPE_CHECKING:
     from autoprune.config import StudyConfig

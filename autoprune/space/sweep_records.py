@@ -25,17 +25,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
-from autoprune.architecture import build_architecture
-from autoprune.architecture import save_weights
 from autoprune.errors import ArtifactError
 from autoprune.errors import AutopruneError
 from autoprune.jsonfile import read_json
 from autoprune.jsonfile import write_json
+from autoprune.selection.architecture import build_architecture
+from autoprune.selection.architecture import save_weights
 
 if TYPE_CHECKING:
-    from autoprune.candidate import CandidateResult
-    from autoprune.candidate import StudyContext
     from autoprune.config import StudyConfig
+    from autoprune.trial.candidate import CandidateResult
+    from autoprune.trial.candidate import StudyContext
 
 log = logging.getLogger("autoprune")
 SWEEP_DIR = "sweep-points"

@@ -1,7 +1,7 @@
 """Greedy per-group ratio allocation from sensitivity curves, as AIMET's greedy selection makes it (pure: no torch).
 
 Each prunable group was pruned alone at a few widths and its metric measured after BN recalibration
-(:mod:`autoprune.sensitivity`); each point also records the share of the base network's cost that group's
+(:mod:`autoprune.space.sensitivity`); each point also records the share of the base network's cost that group's
 width saves (MACs, or measured latency).  One common threshold on the metric drop then decides every
 group at once: per group, of the widths whose drop is within the threshold, the one that saves the most
 cost (ties: the wider; unpruned always qualifies).  The threshold is bisected over the curves' drops until

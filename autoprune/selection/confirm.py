@@ -12,7 +12,7 @@ finetune has seen.  A candidate holds when its selection drop plus ``search.sele
 that drop is within the budget: the margin for the selection split's own noise, so the fastest of K is not
 picked for a drop that came out low by chance.  ``autoprune export`` then picks the fastest candidate that
 holds (see :func:`autoprune.analysis.choose`).  The test split stays closed here (:meth:`Task.forbid_split`):
-``export`` reads it once, for the exported model, and reports it (:mod:`autoprune.final_test`).
+``export`` reads it once, for the exported model, and reports it (:mod:`autoprune.selection.final_test`).
 
 A candidate whose re-timing disagrees with its previous timing, or whose spread did not settle, is re-timed,
 ``TIMING_ROUNDS`` timings at most, so two confirmations on one study agree on the pick unless the host's
@@ -58,9 +58,6 @@ from autoprune.analysis.pareto import ranked
 from autoprune.analysis.pareto import unsettled
 from autoprune.analysis.twins import architecture_keys
 from autoprune.analysis.twins import one_per_architecture
-from autoprune.artifacts import fetch
-from autoprune.artifacts import study_store
-from autoprune.bounds import BASELINE_KINDS
 from autoprune.errors import SelectionError
 from autoprune.errors import StorageError
 from autoprune.latency import export_onnx
@@ -69,15 +66,18 @@ from autoprune.search.storage import is_sqlite
 from autoprune.search.storage import open_storage
 from autoprune.search.storage import study_names
 from autoprune.search.storage import with_retry
-from autoprune.widths import row_channels_key
+from autoprune.selection.artifacts import fetch
+from autoprune.selection.artifacts import study_store
+from autoprune.space.bounds import BASELINE_KINDS
+from autoprune.space.widths import row_channels_key
 
 if TYPE_CHECKING:
     from torch import nn
 
     from autoprune.analysis import StudyInfo
-    from autoprune.candidate import StudyContext
     from autoprune.config import StudyConfig
     from autoprune.latency import SpeedupResult
+    from autoprune.trial.candidate import StudyContext
 
 # Timings of one candidate in one confirmation at most: the first and two re-timings while it disagrees with
 # the timing before it or does not settle.
@@ -99,7 +99,7 @@ class Candidate:
         arch_artifact_id: the trial's stored architecture JSON.
         weights_artifact_id: the trial's stored finetuned weights.
         on_front: whether it is one of the K fastest feasible candidates (a baseline trial may be too).
-        channels: its channel key (:func:`autoprune.widths.row_channels_key`; ``None`` for a sweep point).
+        channels: its channel key (:func:`autoprune.space.widths.row_channels_key`; ``None`` for a sweep point).
         speedup_spread: the spread of the recorded speedup.
         host_id: the host that recorded the speedup (``None``: unknown, taken as this one).
         ratios: per-group ratios of a sweep point that no single ratio rebuilds (a sensitivity allocation).
@@ -281,9 +281,9 @@ def check_base(study: optuna.Study, ctx: StudyContext, url: str) -> None:
 
 def rebuild_trial(config: StudyConfig, candidate: Candidate, folder: Path) -> nn.Module:
     """The trial's finetuned model, rebuilt exactly from its stored architecture JSON and weights."""
-    from autoprune.architecture import apply_architecture
-    from autoprune.architecture import read_architecture
     from autoprune.device import resolve_device
+    from autoprune.selection.architecture import apply_architecture
+    from autoprune.selection.architecture import read_architecture
 
     if not candidate.arch_artifact_id or not candidate.weights_artifact_id:
         raise SelectionError(
@@ -328,7 +328,7 @@ def _candidate_model(config: StudyConfig, ctx: StudyContext, c: Candidate, folde
 
     A re-timing passes ``recover=False`` (speed needs no recovery) and no ``echo``.
     """
-    from autoprune.candidate import evaluate_candidate
+    from autoprune.trial.candidate import evaluate_candidate
 
     plan: dict[str, Any] = {"ratios": c.ratios} if c.ratios is not None else {
         "uniform": c.ratio if c.kind == "uniform" else None, "global_ratio": c.ratio if c.kind == "global" else None}
@@ -369,7 +369,7 @@ def export_candidates(
     Returns:
         The ONNX paths, one per candidate.
     """
-    from autoprune.candidate import example_input
+    from autoprune.trial.candidate import example_input
     paths: list[Path] = []
     for c in candidates:
         model = _candidate_model(config, ctx, c, folder, echo, recover)
@@ -618,8 +618,8 @@ def confirm_study(
         SelectionError: no trial within the budget, or a candidate without stored artifacts.
         StorageError: the study, its artifacts or its base checkpoint cannot be found.
     """
-    from autoprune.candidate import StudyContext
     from autoprune.latency import host_fingerprint
+    from autoprune.trial.candidate import StudyContext
     loaded = load_candidates(config, storage, top, max_drop)
     candidates, info = loaded.candidates, loaded.info
     front = [c for c in candidates if c.on_front]

@@ -44,36 +44,36 @@ from torch import nn
 
 from autoprune import console
 from autoprune.analysis.frame import FINAL_ATTR
-from autoprune.architecture import apply_architecture
-from autoprune.architecture import build_architecture
-from autoprune.architecture import read_architecture
-from autoprune.architecture import save_weights
-from autoprune.architecture import write_architecture
 from autoprune.base_model import file_sha256
-from autoprune.candidate import StudyContext
-from autoprune.candidate import example_input
 from autoprune.config import validated_copy
-from autoprune.confirm import Candidate
-from autoprune.confirm import load_candidates
-from autoprune.confirm import now_utc
-from autoprune.confirm import open_study_for_update
 from autoprune.device import resolve_device
 from autoprune.errors import ArtifactError
 from autoprune.errors import ConfigError
 from autoprune.errors import SelectionError
-from autoprune.export import export_architecture
 from autoprune.latency import export_onnx
 from autoprune.latency import host_fingerprint
 from autoprune.latency import measure_speedups
 from autoprune.latency import training_section
 from autoprune.latency._lock import _owner_record  # the owner record the timing lock writes: one format for both locks
 from autoprune.latency._lock import describe_holder
-from autoprune.recovery import FinetuneHooks
-from autoprune.recovery import FinetuneState
-from autoprune.recovery import Recovery
-from autoprune.recovery import RecoveryReport
-from autoprune.recovery import steps_per_epoch
 from autoprune.search.storage import with_retry
+from autoprune.selection.architecture import apply_architecture
+from autoprune.selection.architecture import build_architecture
+from autoprune.selection.architecture import read_architecture
+from autoprune.selection.architecture import save_weights
+from autoprune.selection.architecture import write_architecture
+from autoprune.selection.confirm import Candidate
+from autoprune.selection.confirm import load_candidates
+from autoprune.selection.confirm import now_utc
+from autoprune.selection.confirm import open_study_for_update
+from autoprune.selection.export import export_architecture
+from autoprune.trial.candidate import StudyContext
+from autoprune.trial.candidate import example_input
+from autoprune.trial.recovery import FinetuneHooks
+from autoprune.trial.recovery import FinetuneState
+from autoprune.trial.recovery import Recovery
+from autoprune.trial.recovery import RecoveryReport
+from autoprune.trial.recovery import steps_per_epoch
 
 if TYPE_CHECKING:
     from autoprune.config import RecoveryConfig

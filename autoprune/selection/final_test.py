@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 from autoprune.analysis.frame import FINAL_TEST_ATTR
-from autoprune.architecture import apply_architecture
 from autoprune.base_model import load_weights
-from autoprune.confirm import now_utc
+from autoprune.selection.architecture import apply_architecture
+from autoprune.selection.confirm import now_utc
 
 if TYPE_CHECKING:
     from autoprune.config import StudyConfig

@@ -10,19 +10,19 @@ from dataclasses import field
 from pathlib import Path
 from typing import Any
 
-from autoprune.bounds import SweepPoint
-from autoprune.bounds import compute_bounds
-from autoprune.bounds import fastest_feasible
-from autoprune.bounds import largest_feasible
-from autoprune.calibration import recipe_settings
-from autoprune.candidate import CandidateResult
-from autoprune.candidate import StudyContext
-from autoprune.candidate import evaluate_candidate
 from autoprune.file_schemas import BaselinesFile
 from autoprune.jsonfile import read_model
 from autoprune.jsonfile import write_json
-from autoprune.recipe import recovery_warnings
-from autoprune.sweep_records import save_sweep_record
+from autoprune.space.bounds import SweepPoint
+from autoprune.space.bounds import compute_bounds
+from autoprune.space.bounds import fastest_feasible
+from autoprune.space.bounds import largest_feasible
+from autoprune.space.sweep_records import save_sweep_record
+from autoprune.trial.calibration import recipe_settings
+from autoprune.trial.candidate import CandidateResult
+from autoprune.trial.candidate import StudyContext
+from autoprune.trial.candidate import evaluate_candidate
+from autoprune.trial.recipe import recovery_warnings
 
 log = logging.getLogger("autoprune")
 
@@ -103,7 +103,7 @@ class Baselines:
 
 def sweep_point(ctx: StudyContext, kind: str, ratio: float, max_drop: float) -> SweepPoint:
     """Evaluate one baseline point with the same recipe as the trials; its figures, architecture and weights
-    are kept for its enqueued trial (:mod:`autoprune.sweep_records`)."""
+    are kept for its enqueued trial (:mod:`autoprune.space.sweep_records`)."""
     if kind == "uniform":
         res = evaluate_candidate(ctx, uniform=ratio)
     else:

@@ -2,14 +2,14 @@
 
 The probe is the base model pruned uniformly at ``recovery.calibration.probe_ratio``.  Every pair of
 learning rate x finetune length (``recovery.calibration.lrs`` x ``epochs``) recovers a copy of it with
-:func:`~autoprune.recovery.recover` and is measured on the validation split; :func:`~autoprune.recipe.pick_recipe`
+:func:`~autoprune.trial.recovery.recover` and is measured on the validation split; :func:`~autoprune.trial.recipe.pick_recipe`
 takes the cheapest recipe within noise of the best.  The result is written to
 ``<artifact_dir>/recovery-calibration.json`` (reused while the base, the probe and the settings are the
 same), drawn as ``recovery-curve.png``, and stored on the study as the ``recovery_recipe`` attribute that
 every worker applies before its first trial.
 
 Example:
-    >>> from autoprune.candidate import StudyContext  # doctest: +SKIP
+    >>> from autoprune.trial.candidate import StudyContext  # doctest: +SKIP
     >>> record = calibrate_recovery(StudyContext.build(load_config("studies/shapes-resnet.yaml")))  # doctest: +SKIP
     >>> record["chosen"]["lr"], record["chosen"]["epochs"]  # doctest: +SKIP
     (0.01, 1.0)
@@ -31,13 +31,13 @@ from autoprune.file_schemas import CalibrationRecord
 from autoprune.jsonfile import read_model
 from autoprune.jsonfile import set_aside
 from autoprune.jsonfile import write_json
-from autoprune.recipe import RecipeResult
-from autoprune.recipe import pick_recipe
-from autoprune.recovery import recover
+from autoprune.trial.recipe import RecipeResult
+from autoprune.trial.recipe import pick_recipe
+from autoprune.trial.recovery import recover
 
 if TYPE_CHECKING:
-    from autoprune.candidate import StudyContext
     from autoprune.config import StudyConfig
+    from autoprune.trial.candidate import StudyContext
 
 RECIPE_ATTR = "recovery_recipe"
 CALIBRATION_FILE = "recovery-calibration.json"

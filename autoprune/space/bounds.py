@@ -5,7 +5,7 @@ global ratio within the budget (with its effective per-group ratios ``g_i``), an
 between them: ``[min(u_i, g_i) - margin, max(u_i, g_i) + margin]``, clipped to what the guards allow;
 ``u_i`` is the uniform ratio as applied to group i (after channel rounding and the guards).
 
-The search itself draws kept-channel counts (:mod:`autoprune.widths`) around the widths of the points that
+The search itself draws kept-channel counts (:mod:`autoprune.space.widths`) around the widths of the points that
 :func:`baseline_points` picks; :func:`compute_bounds` gives the same idea in ratios for tools that show it.
 
 Example:
@@ -25,7 +25,7 @@ from dataclasses import field
 from typing import Any
 
 # The baseline kinds a study may hold, in the order reports list them.  ``sensitivity`` (greedy allocations of
-# per-group sensitivity curves, autoprune.sensitivity) is opt-in: readers leave it out where a study has none.
+# per-group sensitivity curves, autoprune.space.sensitivity) is opt-in: readers leave it out where a study has none.
 BASELINE_KINDS = ("uniform", "global", "sensitivity")
 OPTIONAL_BASELINE_KINDS = frozenset({"sensitivity"})
 

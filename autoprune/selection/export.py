@@ -4,7 +4,7 @@ The choice is the fastest trial within the budget (ties: better metric, then few
 trial number); when confirmed figures exist (``autoprune confirm``), they decide, and a pick that fails
 the budget on the selection split (with its noise margin) is passed over for the next confirmed candidate
 that holds.  Once the JSON is written, the exported model alone is measured on the test split
-(:mod:`autoprune.final_test`) and the figure is added to it and stored: reported, never used to choose.
+(:mod:`autoprune.selection.final_test`) and the figure is added to it and stored: reported, never used to choose.
 """
 
 from __future__ import annotations
@@ -25,18 +25,18 @@ from autoprune.analysis.choice import choose
 from autoprune.analysis.choice import passed_over_text
 from autoprune.analysis.pareto import as_float
 from autoprune.analysis.pareto import unsettled
-from autoprune.artifacts import fetch
-from autoprune.artifacts import study_store
-from autoprune.bounds import BASELINE_KINDS
-from autoprune.confirm import open_study_for_update
 from autoprune.errors import SelectionError
 from autoprune.redact import storage_place
 from autoprune.search.storage import open_storage
 from autoprune.search.storage import with_retry
+from autoprune.selection.artifacts import fetch
+from autoprune.selection.artifacts import study_store
+from autoprune.selection.confirm import open_study_for_update
+from autoprune.space.bounds import BASELINE_KINDS
 
 if TYPE_CHECKING:
     from autoprune.config import StudyConfig
-    from autoprune.final_test import FinalTest
+    from autoprune.selection.final_test import FinalTest
     from autoprune.tasks import Task
 
 
@@ -161,8 +161,8 @@ def export_architecture(
     Returns:
         Paths, the trial number, its record, notes on fallbacks and the final test report.
     """
-    from autoprune.architecture import validate_architecture
-    from autoprune.architecture import write_architecture
+    from autoprune.selection.architecture import validate_architecture
+    from autoprune.selection.architecture import write_architecture
 
     url = config.storage_url(storage)
     df, info = load_analysis(url, config.name, max_drop=max_drop)
@@ -190,9 +190,9 @@ def export_architecture(
 def _final_test(config: StudyConfig, url: str, arch: dict[str, Any], out: Path, weights: Path | None, selection: str,
                 budget: float, task: Task | None) -> FinalTest:
     """Measure the exported model on the test split, add the figures to its JSON and store them as a study attr."""
-    from autoprune.architecture import write_architecture
-    from autoprune.final_test import FINAL_TEST_ATTR
-    from autoprune.final_test import measure_final_test
+    from autoprune.selection.architecture import write_architecture
+    from autoprune.selection.final_test import FINAL_TEST_ATTR
+    from autoprune.selection.final_test import measure_final_test
 
     report = measure_final_test(arch, config, weights, selection, budget, task)
     arch["metrics"] = dict(arch["metrics"]) | report.metrics()
@@ -218,7 +218,7 @@ def _trial_user_attrs(config: StudyConfig, url: str, number: int) -> dict[str, A
 
 def _fetch_artifacts(config: StudyConfig, attrs: Mapping[str, Any], number: int, out: Path) -> tuple[dict[str, Any], Path | None]:
     """The trial's stored architecture JSON, and its weights moved beside ``out`` (``None`` when it has none)."""
-    from autoprune.architecture import read_architecture
+    from autoprune.selection.architecture import read_architecture
     store = study_store(config)
     out.parent.mkdir(parents=True, exist_ok=True)
     weights_path: Path | None = None
