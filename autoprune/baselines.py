@@ -22,6 +22,7 @@ from autoprune.file_schemas import BaselinesFile
 from autoprune.jsonfile import read_model
 from autoprune.jsonfile import write_json
 from autoprune.recipe import recovery_warnings
+from autoprune.search.record import recovery_attrs
 from autoprune.sweep_records import save_sweep_record
 
 log = logging.getLogger("autoprune")
@@ -132,7 +133,7 @@ def result_point(kind: str, ratio: float, res: CandidateResult, max_drop: float)
         feasible=res.drop <= max_drop,
         latency_noisy=res.latency_noisy,
         metric_after_bn=res.metric_after_bn.value if res.metric_after_bn else None,
-        recovery=res.recovery.attrs(),
+        recovery=recovery_attrs(res.recovery.figures()),
     )
 
 

@@ -41,6 +41,8 @@ from autoprune.recovery import Recovery
 from autoprune.recovery import RecoveryReport
 from autoprune.recovery import Teacher
 from autoprune.screening import OVER_BUDGET
+from autoprune.search.record import Timing
+from autoprune.search.record import TrialRecord
 from autoprune.tasks import MetricResult
 from autoprune.tasks import Task
 from autoprune.tasks import build_task
@@ -197,36 +199,44 @@ class CandidateResult:
     recovery: RecoveryReport = field(default_factory=RecoveryReport)
     recipe: dict[str, Any] = field(default_factory=dict)
 
+    def record(self, max_drop: float) -> TrialRecord:
+        """The trial record of these figures (:mod:`autoprune.search.record`), feasible for ``max_drop``."""
+        timing = Timing(
+            speedup=self.speedup,
+            speedup_spread=self.speedup_spread,
+            speedup_interleaved=float(self.latency.get("speedup_interleaved", self.speedup)),
+            pooled_base_latency_ms=self.latency.get("pooled_base_latency_ms"),
+            latency_ms=self.latency_ms,
+            base_latency_ms=self.base_latency_ms,
+            noisy=self.latency_noisy,
+            cached=self.latency_cached,
+            host=self.host,
+            host_id=self.host_id,
+        )
+        after_bn = self.metric_after_bn
+        return TrialRecord(
+            metric=self.metric.value,
+            metric_stderr=self.metric.stderr,
+            metric_n=self.metric.n,
+            drop=self.drop,
+            drop_stderr=self.drop_stderr,
+            feasible=bool(self.drop <= max_drop),
+            timing=timing,
+            macs=self.prune.macs,
+            params=self.prune.params,
+            channels=dict(self.prune.kept),
+            ratios={k: round(v, 6) for k, v in self.prune.ratios.items()},
+            clamps=[str(c) for c in self.prune.clamps],
+            stage_seconds={k: round(v, 4) for k, v in self.stage_seconds.items()},
+            metric_after_bn=after_bn.value if after_bn else None,
+            metric_after_bn_stderr=after_bn.stderr if after_bn else None,
+            recovery_recipe=dict(self.recipe),
+            recovery=self.recovery.figures(),
+        )
+
     def attrs(self, max_drop: float) -> dict[str, Any]:
-        """The user attrs a trial records (names fixed: other tools read them)."""
-        return {
-            "metric": self.metric.value,
-            "metric_stderr": self.metric.stderr,
-            "metric_n": self.metric.n,
-            "drop": self.drop,
-            "drop_stderr": self.drop_stderr,
-            "feasible": bool(self.drop <= max_drop),
-            "speedup": self.speedup,
-            "speedup_spread": self.speedup_spread,
-            "speedup_interleaved": float(self.latency.get("speedup_interleaved", self.speedup)),
-            "pooled_base_latency_ms": self.latency.get("pooled_base_latency_ms"),
-            "latency_ms": self.latency_ms,
-            "base_latency_ms": self.base_latency_ms,
-            "latency_noisy": self.latency_noisy,
-            "latency_cached": self.latency_cached,
-            "macs": self.prune.macs,
-            "params": self.prune.params,
-            "channels": dict(self.prune.kept),
-            "ratios": {k: round(v, 6) for k, v in self.prune.ratios.items()},
-            "clamps": [str(c) for c in self.prune.clamps],
-            "stage_seconds": {k: round(v, 4) for k, v in self.stage_seconds.items()},
-            "host": self.host,
-            "host_id": self.host_id,
-            "metric_after_bn": self.metric_after_bn.value if self.metric_after_bn else None,
-            "metric_after_bn_stderr": self.metric_after_bn.stderr if self.metric_after_bn else None,
-            "recovery_recipe": dict(self.recipe),
-            **self.recovery.attrs(),
-        }
+        """The user attrs a trial records: :meth:`record` as stored."""
+        return self.record(max_drop).to_attrs()
 
 
 @contextmanager
