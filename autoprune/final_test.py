@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
-from autoprune.analysis.frame import FINAL_TEST_ATTR
 from autoprune.architecture import apply_architecture
 from autoprune.base_model import load_weights
 from autoprune.confirm import now_utc
+from autoprune.search.study_attrs import FINAL_TEST_ATTR
 
 if TYPE_CHECKING:
     from autoprune.config import StudyConfig

@@ -43,7 +43,6 @@ import torch
 from torch import nn
 
 from autoprune import console
-from autoprune.analysis.frame import FINAL_ATTR
 from autoprune.architecture import apply_architecture
 from autoprune.architecture import build_architecture
 from autoprune.architecture import read_architecture
@@ -74,6 +73,7 @@ from autoprune.recovery import Recovery
 from autoprune.recovery import RecoveryReport
 from autoprune.recovery import steps_per_epoch
 from autoprune.search.storage import with_retry
+from autoprune.search.study_attrs import FINAL_ATTR
 
 if TYPE_CHECKING:
     from autoprune.config import RecoveryConfig

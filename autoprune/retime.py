@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
-from autoprune.analysis.frame import TIMINGS_ATTR_PREFIX
 from autoprune.confirm import Candidate
 from autoprune.confirm import check_base
 from autoprune.confirm import export_candidates
@@ -36,6 +35,7 @@ from autoprune.confirm import load_candidates
 from autoprune.confirm import now_utc
 from autoprune.confirm import timing_entry
 from autoprune.search.storage import with_retry
+from autoprune.search.study_attrs import timings_attr
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -86,7 +86,7 @@ def retime_study(
     with tempfile.TemporaryDirectory(prefix="autoprune-retime-") as tmp:
         paths = export_candidates(config, ctx, candidates, Path(tmp), recover=False)
         results = measure_speedups(paths, ctx.base_onnx, ctx.latency)
-    key = TIMINGS_ATTR_PREFIX + host_id
+    key = timings_attr(host_id)
     value = _timings_value(study.user_attrs.get(key) or {}, candidates, results, fingerprint, ctx)
     with_retry(lambda: study.set_user_attr(key, value), url, "store the re-timings")
     for line in _report(candidates, results, df):

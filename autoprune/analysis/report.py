@@ -50,6 +50,8 @@ from autoprune.errors import ConfigError
 from autoprune.jsonfile import write_json
 from autoprune.recipe import recovery_warnings
 from autoprune.screening import spearman
+from autoprune.search.study_attrs import CONFIRMED_PREFIX
+from autoprune.search.study_attrs import confirmed_column
 from autoprune.widths import channels_key
 
 Z95 = 1.96
@@ -103,7 +105,7 @@ def _trial_record(row: Mapping[str, Any], max_drop: float, chosen_number: int | 
     rec = {k: _plain(row.get(k)) for k in _ROW_KEYS}
     rec["feasible"] = bool(as_float(row.get("drop")) <= max_drop)
     rec["chosen"] = chosen_number is not None and rec["number"] == chosen_number
-    for prefix, key in (("ratio:", "ratios"), ("channels:", "channels"), ("confirmed:", "confirmed")):
+    for prefix, key in (("ratio:", "ratios"), ("channels:", "channels"), (CONFIRMED_PREFIX, "confirmed")):
         rec[key] = _prefixed(row, prefix) or None
     for key in ("arch_artifact_id", "weights_artifact_id"):
         rec[key] = _plain(row.get(key))
@@ -259,14 +261,14 @@ def _confirmed_baseline(kind: str, done: pd.DataFrame, info: StudyInfo) -> dict[
     point's: the trial's ``baseline_ratio``, the rebuilt point's ``ratio``.
     """
     kinds = done["kind"] if "kind" in done else pd.Series(None, index=done.index, dtype=object)
-    speeds = pd.to_numeric(done.get("confirmed:speedup", pd.Series(math.nan, index=done.index)), errors="coerce")
+    speeds = pd.to_numeric(done.get(confirmed_column("speedup"), pd.Series(math.nan, index=done.index)), errors="coerce")
     rows = done[(kinds == kind) & speeds.notna()]
     if not rows.empty:
         row = rows.iloc[0]
         point = {"ratio": as_float(row.get("baseline_ratio")), "number": _plain(row["number"]), "metric": row["metric"], "drop": row["drop"],
-                 "macs": row.get("macs"), "params": row.get("params"), "noisy": row.get("confirmed:noisy"),
+                 "macs": row.get("macs"), "params": row.get("params"), "noisy": row.get(confirmed_column("noisy")),
                  "speedup_searched": row["speedup"], "channels": _prefixed(row, "channels:"),
-                 **{k: row.get(f"confirmed:{k}") for k in ("speedup", "speedup_spread", "latency_ms", *SELECTION_KEYS)}}
+                 **{k: row.get(confirmed_column(k)) for k in ("speedup", "speedup_spread", "latency_ms", *SELECTION_KEYS)}}
     else:
         entry = ((info.confirmation or {}).get("baselines") or {}).get(kind)
         if not isinstance(entry, Mapping) or not math.isfinite(as_float(entry.get("speedup"))):
@@ -916,7 +918,7 @@ def _write_front_csv(df: pd.DataFrame, info: StudyInfo, summary: Mapping[str, An
     first = ["number", "state", "metric", "metric_stderr", "drop", "drop_stderr", "drop_low", "drop_high",
              "speedup", "speedup_spread", "latency_ms", "macs", "params", "feasible", "chosen", "kind", "timing",
              "speedup_searched"]
-    rest = [c for c in front.columns if c.startswith(("ratio:", "channels:", "confirmed:"))]
+    rest = [c for c in front.columns if c.startswith(("ratio:", "channels:", CONFIRMED_PREFIX))]
     front[[c for c in first if c in front] + rest].to_csv(path, index=False)
 
 
