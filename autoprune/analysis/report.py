@@ -8,6 +8,7 @@ file: inline CSS, images as base64 data URIs, no script and no remote URL, so it
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 import html
 import json
@@ -369,7 +370,52 @@ def _noise(done: pd.DataFrame, info: StudyInfo, max_drop: float, chosen: Mapping
     }
 
 
-def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    """The findings of a study at one drop budget (:func:`summarize`); :meth:`to_json` is ``summary.json``.
+
+    The nested figures (trial records, baseline points, the noise floor) stay JSON-like dicts: they are
+    what ``summary.json`` holds.  See :func:`summarize` for each field.
+    """
+
+    study: str
+    storage: str
+    metric_name: str
+    metric_direction: str
+    base_metric: Any
+    max_drop: float
+    host_id: str | None
+    n_trials: int
+    n_complete: int
+    n_feasible: int
+    chosen: dict[str, Any] | None
+    selection: str
+    validation_pick: Any
+    passed_over: dict[str, Any] | None
+    selection_notes: list[str]
+    selection_error: str | None
+    confirmed_at: Any
+    final_test: dict[str, Any] | None
+    front: list[dict[str, Any]]
+    baselines: dict[str, list[dict[str, Any]]]
+    best: dict[str, Any]
+    speedup_vs: dict[str, Any]
+    base_latency_ms: Any
+    sentence: str
+    unsettled: list[dict[str, Any]]
+    noise: dict[str, Any]
+    hypervolume: dict[str, Any] | None
+    recovery_warnings: list[str]
+    curves: dict[str, list[list[float]]]
+    screening: Any
+    final: dict[str, Any] | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON-friendly dict written as ``summary.json`` (and printed by ``autoprune pareto --json``)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) -> Summary:
     """The findings of a study at one drop budget, as plain JSON-friendly data.
 
     No front point, pick or headline rests on a timing that did not settle (flagged noisy, or a spread
@@ -383,8 +429,9 @@ def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) 
         max_drop: the budget; ``None`` uses the study's own ``max_drop``.
 
     Returns:
-        A dict with ``study, metric_name, metric_direction, base_metric, max_drop, host_id, n_trials,
-        n_complete, n_feasible, chosen`` (a trial record or ``None``: the study's one choice,
+        A :class:`Summary` (its :meth:`Summary.to_json` is ``summary.json``) with ``study, metric_name,
+        metric_direction, base_metric, max_drop, host_id, n_trials, n_complete, n_feasible, chosen`` (a trial
+        record or ``None``: the study's one choice,
         :func:`autoprune.analysis.choose`, whose ``speedup`` is its confirmed figure once ``autoprune confirm``
         has run), ``selection`` (``"confirmed"`` or ``"validation"``: unconfirmed), ``validation_pick`` (its
         number), ``passed_over`` (the validation pick's record when the confirmed choice is another trial),
@@ -403,7 +450,7 @@ def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) 
 
     Example:
         >>> s = summarize(df, info, max_drop=0.01)  # doctest: +SKIP
-        >>> s["chosen"]["number"], s["speedup_vs"]["uniform"]  # doctest: +SKIP
+        >>> s.chosen["number"], s.speedup_vs["uniform"]  # doctest: +SKIP
         (17, 1.24)
     """
     max_drop = _budget(info, max_drop)
@@ -415,7 +462,7 @@ def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) 
     best = _best_points(done, info, baselines, max_drop, choice.confirmed)
     unsettled = _unsettled(done, max_drop, info.cv_threshold)
     front = pareto_front(done, metric_direction=info.metric_direction, cv_threshold=info.cv_threshold)
-    return {
+    return Summary(**{
         **_study_counts(df, done, info, max_drop),
         **_selection_record(choice, chosen, passed),
         "confirmed_at": (info.confirmation or {}).get("measured_at"),
@@ -433,7 +480,7 @@ def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) 
         "curves": finetune_curves(df),
         "screening": screening_summary(df),
         "final": info.final,  # autoprune finalize: the figures after the long final recovery, by trial
-    }
+    })
 
 
 def _budget(info: StudyInfo, max_drop: float | None) -> float:
@@ -487,7 +534,7 @@ def _selection_record(choice: Choice, chosen: Mapping[str, Any] | None, passed: 
 
 def refresh_report(
     storage: str, study_name: str, max_drop: float | None, out_dir: str | Path
-) -> tuple[dict[str, Any], dict[str, Path]]:
+) -> tuple[Summary, dict[str, Path]]:
     """Summarize a study again and rewrite its report files, so every view shows the figures just stored.
 
     ``confirm`` and ``export`` (which confirms first) change the figures the choice rests on; they call this
@@ -675,7 +722,7 @@ def _baseline_row(kind: str, point: Mapping[str, Any], base_ms: Any) -> dict[str
     }
 
 
-def table_rows(summary: Mapping[str, Any]) -> list[dict[str, str]]:
+def table_rows(summary: Summary) -> list[dict[str, str]]:
     """The front table with the chosen trial, the validation pick and the best baselines, as display strings.
 
     Markers: ``*`` the chosen trial, ``v`` the validation-time pick when the confirmed choice is another
@@ -694,19 +741,19 @@ def table_rows(summary: Mapping[str, Any]) -> list[dict[str, str]]:
         feasible``: the front slowest first, the chosen trial and the validation pick when they are not on
         it, then the best baseline points.
     """
-    base_ms = summary.get("base_latency_ms")
-    chosen = summary["chosen"]
+    base_ms = summary.base_latency_ms
+    chosen = summary.chosen
     chosen_n = None if chosen is None else chosen["number"]
-    passed_n = summary.get("validation_pick") if summary.get("validation_pick") != chosen_n else None
+    passed_n = summary.validation_pick if summary.validation_pick != chosen_n else None
     marks = {chosen_n: "*", passed_n: "v"}
-    rows = [_trial_row(rec, marks.get(rec["number"], ""), base_ms) for rec in summary["front"]]
-    on_front = {rec["number"] for rec in summary["front"]}
-    for rec in (chosen, summary.get("passed_over")):
+    rows = [_trial_row(rec, marks.get(rec["number"], ""), base_ms) for rec in summary.front]
+    on_front = {rec["number"] for rec in summary.front}
+    for rec in (chosen, summary.passed_over):
         if rec is not None and rec["number"] not in on_front and rec["number"] in marks:
             rows.append(_trial_row(rec, marks[rec["number"]], base_ms))
             on_front.add(rec["number"])
     for kind in BASELINE_KINDS:
-        point = summary["best"].get(kind)
+        point = summary.best.get(kind)
         if point is not None:
             rows.append(_baseline_row(kind, point, base_ms))
     return rows
@@ -726,21 +773,21 @@ TABLE_HEADERS = {
 }
 
 
-def table_legend(summary: Mapping[str, Any]) -> str:
+def table_legend(summary: Summary) -> str:
     """The line under the table: the markers and where each figure comes from."""
-    marks = "* chosen trial" + ("   v validation-time pick" if summary.get("passed_over") else "")
-    base = as_float(summary.get("base_latency_ms"))
+    marks = "* chosen trial" + ("   v validation-time pick" if summary.passed_over else "")
+    base = as_float(summary.base_latency_ms)
     latency = f"latency = pooled base latency {base:.3f} ms / speedup" if math.isfinite(base) else "latency: not timed"
-    if summary.get("selection") == "confirmed":
+    if summary.selection == "confirmed":
         confirmed = "confirmed = re-timed together by autoprune confirm (the choice rests on it)"
-    elif summary.get("confirmed_at"):
+    elif summary.confirmed_at:
         confirmed = ("confirmed = re-timed by autoprune confirm, but no feasible candidate's re-timing settled: "
                      "the choice rests on validation figures")
     else:
         confirmed = "figures unconfirmed (run autoprune confirm)"
-    latency += "; the confirmed latency where re-timed" if summary.get("confirmed_at") and math.isfinite(base) else ""
+    latency += "; the confirmed latency where re-timed" if summary.confirmed_at and math.isfinite(base) else ""
     kinds = "U best uniform baseline   G best global baseline" + (
-        "   S best sensitivity baseline" if (summary.get("best") or {}).get("sensitivity") else "")
+        "   S best sensitivity baseline" if summary.best.get("sensitivity") else "")
     return (f"  {marks}   {kinds}   val drop ± 1.96 standard errors (validation "
             "split); selection drop = autoprune confirm's, on the selection split\n"
             f"  speedup = search timing (or the re-timing that replaced it); {confirmed}; {latency}")
@@ -780,16 +827,16 @@ def _data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def _baseline_html(summary: Mapping[str, Any]) -> str:
+def _baseline_html(summary: Summary) -> str:
     """All sweep points, the best feasible one of each sweep highlighted."""
     rows, classes = [], []
-    for kind, points in sorted(summary["baselines"].items()):
-        best = summary["best"].get(kind)
+    for kind, points in sorted(summary.baselines.items()):
+        best = summary.best.get(kind)
         for p in sorted(points, key=lambda p: as_float(p.get("ratio"))):
             rows.append([kind, f"{as_float(p.get('ratio')):.2f}", _pm(p.get("metric"), None, ".4f"),
                          _pm(p.get("drop"), None, ".4f"), _speed(p.get("speedup"), p.get("speedup_spread")),
-                         _latency(p.get("speedup"), summary.get("base_latency_ms")), _si(p.get("macs")), _si(p.get("params")),
-                         "yes" if as_float(p.get("drop")) <= summary["max_drop"] else "no"])
+                         _latency(p.get("speedup"), summary.base_latency_ms), _si(p.get("macs")), _si(p.get("params")),
+                         "yes" if as_float(p.get("drop")) <= summary.max_drop else "no"])
             classes.append("best" if p == best else "")
     if not rows:
         return "<p>No baseline sweeps were recorded in this study.</p>"
@@ -797,9 +844,9 @@ def _baseline_html(summary: Mapping[str, Any]) -> str:
                        rows, classes)
 
 
-def _final_html(summary: Mapping[str, Any]) -> str:
+def _final_html(summary: Summary) -> str:
     """The figures after the long final recovery (``autoprune finalize``), one row per finalized architecture."""
-    final = summary.get("final") or {}
+    final = summary.final or {}
     entries = [*(final.get("trials") or {}).values(), *(final.get("baselines") or {}).values()]
     if not entries:
         return '<p class="meta">No architecture of this study was finalized yet (autoprune finalize).</p>'
@@ -809,9 +856,9 @@ def _final_html(summary: Mapping[str, Any]) -> str:
     return _html_table(["architecture", "kind", "epochs", "val drop", "test drop", "final speedup", "timed at"], rows)
 
 
-def _ratios_html(summary: Mapping[str, Any], info: StudyInfo) -> str:
+def _ratios_html(summary: Summary, info: StudyInfo) -> str:
     """The chosen ratio and kept channels per group, next to the group's bounds."""
-    chosen = summary["chosen"]
+    chosen = summary.chosen
     if chosen is None:
         return "<p>No trial was chosen, so no ratios are shown.</p>"
     ratios, channels = chosen.get("ratios") or {}, chosen.get("channels") or {}
@@ -823,11 +870,11 @@ def _ratios_html(summary: Mapping[str, Any], info: StudyInfo) -> str:
     return _html_table(["group", "chosen ratio", "bounds", "kept channels"], rows)
 
 
-def _reference_ratios(summary: Mapping[str, Any]) -> dict[str, float | dict[str, float]]:
+def _reference_ratios(summary: Summary) -> dict[str, float | dict[str, float]]:
     """The best baselines' ratios for the ratio chart: per group where recorded (a global ranking prunes
     each group differently), else the sweep's single ratio."""
     out: dict[str, float | dict[str, float]] = {}
-    for kind, point in summary["best"].items():
+    for kind, point in summary.best.items():
         if point is None:
             continue
         per_group = point.get("ratios")
@@ -849,12 +896,12 @@ def _recovery_html(info: StudyInfo, png: Path | None) -> str:
     return f'<p class="meta">{html.escape(text)}</p>\n<img alt="recovery curve" src="{_data_uri(png)}">'
 
 
-def _chosen_note(summary: Mapping[str, Any]) -> str:
+def _chosen_note(summary: Summary) -> str:
     """The chosen trial's figure for the plot legend: confirmed, or search timing and unconfirmed."""
-    chosen = summary["chosen"]
+    chosen = summary.chosen
     if chosen is None:
         return ""
-    if summary.get("selection") == "confirmed":
+    if summary.selection == "confirmed":
         return f"confirmed {as_float(chosen['speedup']):.2f}x"
     return f"{as_float(chosen['speedup']):.2f}x, unconfirmed"
 
@@ -865,7 +912,7 @@ def write_report(
     max_drop: float | None,
     out_dir: str | Path,
     *,
-    summary: Mapping[str, Any] | None = None,
+    summary: Summary | None = None,
 ) -> dict[str, Path]:
     """Write the analysis files of a study into ``out_dir``.
 
@@ -897,19 +944,19 @@ def write_report(
     df.to_csv(paths["trials_csv"], index=False)
     _write_front_csv(df, info, summary, paths["front_csv"])
     _write_plots(df, info, summary, out, paths)
-    write_json(paths["summary_json"], summary, default=str)
+    write_json(paths["summary_json"], summary.to_json(), default=str)
     paths["report_html"].write_text(_report_page(summary, info, paths), encoding="utf-8")
     return paths
 
 
-def _chosen_number(summary: Mapping[str, Any]) -> int | None:
-    chosen = summary["chosen"]
+def _chosen_number(summary: Summary) -> int | None:
+    chosen = summary.chosen
     return None if chosen is None else chosen["number"]
 
 
-def _write_front_csv(df: pd.DataFrame, info: StudyInfo, summary: Mapping[str, Any], path: Path) -> None:
+def _write_front_csv(df: pd.DataFrame, info: StudyInfo, summary: Summary, path: Path) -> None:
     """``front.csv``: the Pareto front with ``feasible``, ``chosen`` and the 95 % drop interval."""
-    max_drop, chosen_number = summary["max_drop"], _chosen_number(summary)
+    max_drop, chosen_number = summary.max_drop, _chosen_number(summary)
     front = pareto_front(completed(df), metric_direction=info.metric_direction, cv_threshold=info.cv_threshold).copy()
     front["feasible"] = front["drop"] <= max_drop
     front["chosen"] = (front["number"] == chosen_number) if chosen_number is not None else False
@@ -922,21 +969,21 @@ def _write_front_csv(df: pd.DataFrame, info: StudyInfo, summary: Mapping[str, An
     front[[c for c in first if c in front] + rest].to_csv(path, index=False)
 
 
-def _write_plots(df: pd.DataFrame, info: StudyInfo, summary: Mapping[str, Any], out: Path, paths: dict[str, Path]) -> None:
+def _write_plots(df: pd.DataFrame, info: StudyInfo, summary: Summary, out: Path, paths: dict[str, Path]) -> None:
     """The recovery curve (when calibrated, added to ``paths``), the trade-off plot and the ratio chart."""
-    chosen, chosen_number = summary["chosen"], _chosen_number(summary)
+    chosen, chosen_number = summary.chosen, _chosen_number(summary)
     if info.recovery_calibration:
         paths["recovery_png"] = plot_recovery_curve(info.recovery_calibration, out / "recovery-curve.png")
-    plot_pareto(df, info, summary["max_drop"], paths["pareto_png"], chosen_number=chosen_number,
-                chosen_note=_chosen_note(summary), passed_over=(summary.get("passed_over") or {}).get("number"),
-                chosen_speedup=(chosen or {}).get("speedup"), best=summary["best"])
+    plot_pareto(df, info, summary.max_drop, paths["pareto_png"], chosen_number=chosen_number,
+                chosen_note=_chosen_note(summary), passed_over=(summary.passed_over or {}).get("number"),
+                chosen_speedup=(chosen or {}).get("speedup"), best=summary.best)
     plot_ratios((chosen or {}).get("ratios") or {}, info.bounds, paths["ratios_png"],
                 reference=_reference_ratios(summary),
                 title=f"trial {chosen_number}: ratio per group against the space searched" if chosen else
                 "no trial chosen: the space searched per group")
 
 
-def _front_html(summary: Mapping[str, Any]) -> str:
+def _front_html(summary: Summary) -> str:
     """The front table of the report, the chosen trial and the best baselines highlighted."""
     rows = table_rows(summary)
     return _html_table(
@@ -954,24 +1001,24 @@ def _hypervolume_text(hv: Mapping[str, Any] | None) -> str:
         if hv["history"] else f"Hypervolume above ({hv['reference'][0]:.4f}, 1.0x): {hv['value']:.5f}.")
 
 
-def _meta_text(summary: Mapping[str, Any], info: StudyInfo) -> str:
+def _meta_text(summary: Summary, info: StudyInfo) -> str:
     """The report's line under the title: trial counts, budget, metric, storage and timing host."""
-    return (f"{summary['n_complete']} complete of {summary['n_trials']} trials, {summary['n_feasible']} within "
-            f"max drop {summary['max_drop']:g}. {info.metric_name} ({info.metric_direction}), unpruned "
+    return (f"{summary.n_complete} complete of {summary.n_trials} trials, {summary.n_feasible} within "
+            f"max drop {summary.max_drop:g}. {info.metric_name} ({info.metric_direction}), unpruned "
             f"{info.base_metric:.4f}. Storage: {info.storage or 'n/a'}."
             + (f" Speed judged on host {info.host_id}." if info.host_id else ""))
 
 
-def _report_page(summary: Mapping[str, Any], info: StudyInfo, paths: Mapping[str, Path]) -> str:
+def _report_page(summary: Summary, info: StudyInfo, paths: Mapping[str, Path]) -> str:
     """The self-contained ``report.html`` page, from the package's template and the PNGs already written."""
-    warnings = [summary["noise"]["warning"], *summary["recovery_warnings"]]
+    warnings = [summary.noise["warning"], *summary.recovery_warnings]
     template = Template(resources.files("autoprune.analysis").joinpath("report.html").read_text(encoding="utf-8"))
     return template.substitute(
         title=html.escape(f"{info.name}: Pareto front and selection"),
         meta=html.escape(_meta_text(summary, info)),
-        sentence=html.escape(summary["sentence"]),
+        sentence=html.escape(summary.sentence),
         warning="".join(f'<p class="warning">Warning: {html.escape(w)}</p>' for w in warnings if w),
-        noise=html.escape(summary["noise"]["line"]),
+        noise=html.escape(summary.noise["line"]),
         metric_name=html.escape(info.metric_name),
         pareto_png=_data_uri(paths["pareto_png"]),
         ratios_png=_data_uri(paths["ratios_png"]),
@@ -981,7 +1028,7 @@ def _report_page(summary: Mapping[str, Any], info: StudyInfo, paths: Mapping[str
         final_table=_final_html(summary),
         ratios_table=_ratios_html(summary, info),
         recovery=_recovery_html(info, paths.get("recovery_png")),
-        hypervolume=html.escape(_hypervolume_text(summary["hypervolume"])),
+        hypervolume=html.escape(_hypervolume_text(summary.hypervolume)),
         config=html.escape(json.dumps(redact(info.config), indent=2, sort_keys=True, default=str)),
         footer=html.escape(f"Written by autoprune on {datetime.datetime.now().isoformat(timespec='seconds')}."),
     )
