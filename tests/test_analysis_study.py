@@ -268,7 +268,7 @@ def test_non_optuna_database_and_journal_file(tmp_path: Path) -> None:
     # a journal file (or a bare SQLite path) is accepted as the storage too
     journal = tmp_path / "study.log"
     make_study(optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal))), "j")
-    assert summarize(*load_analysis(str(journal), "j"))["chosen"]["number"] == 2
+    assert summarize(*load_analysis(str(journal), "j")).chosen["number"] == 2
 
 
 def test_loading_writes_nothing(study_url: str, tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ from autoprune.search.duplicates import reuse
 from autoprune.search.duplicates import settle
 from autoprune.search.record import Timing
 from autoprune.search.record import TrialRecord
+from autoprune.search.record import is_blank
 from autoprune.search.record import is_duplicate
 from autoprune.search.record import read
 from autoprune.search.record import write
@@ -154,7 +155,7 @@ class Objective:
 
         Enqueued baselines and retries of failed trials arrive with user attrs and always run (never lost).
         """
-        if trial.user_attrs:
+        if not is_blank(trial):
             return False
         me = trial.number
         busy = self.study.get_trials(deepcopy=False, states=FINISHED + (optuna.trial.TrialState.RUNNING,))

@@ -37,6 +37,8 @@ KEY_ATTR = "channels_key"
 DUPLICATE_ATTR = "duplicate_of"
 # The curve pruner's bookkeeping (autoprune.search.curves).
 STATE_ATTR = "pruner_state"
+# The proposal the sampler moved away from (autoprune.search.sampler): its vector was already held.
+MOVED_ATTR = "moved_from"
 # Prefix of the recovery report's figures (autoprune.recovery.RecoveryReport).
 RECOVERY_PREFIX = "recovery_"
 # The user attr names of the Timing fields, where a trial's name differs from the field's.
@@ -108,6 +110,7 @@ class TrialRecord:
         screened: why screening skipped the finetune.
         pruned_by / pruned_step / pruned_reason / calib_drop: where and why the curve pruner stopped it.
         pruner_state: the curve pruner's bookkeeping.
+        moved_from: the sampler's proposal this trial was moved away from (another trial held its vector).
         arch_artifact_id / weights_artifact_id / onnx_artifact_id: the trial's stored files.
         timings: re-timings by host id stored on the trial itself (older studies; later ones are study attrs).
         confirmed: the ``autoprune confirm`` figures (a study attr, merged in by :func:`with_late`).
@@ -148,6 +151,7 @@ class TrialRecord:
     pruned_reason: Any = None
     calib_drop: Any = None
     pruner_state: Any = None
+    moved_from: Any = None
     arch_artifact_id: Any = None
     weights_artifact_id: Any = None
     onnx_artifact_id: Any = None
@@ -236,6 +240,17 @@ def write(trial: _Settable, record: TrialRecord) -> None:
         trial.set_user_attr(key, value)
 
 
+def write_stored(storage: Any, trial_id: int, record: TrialRecord) -> None:
+    """Store ``record`` on a trial through its storage (where only a ``FrozenTrial`` is at hand: a sampler)."""
+    for key, value in record.to_attrs().items():
+        storage.set_trial_user_attr(trial_id, key, value)
+
+
+def is_blank(trial: Any) -> bool:
+    """Whether ``trial`` carries no record yet (a fresh trial; enqueued ones and retries carry theirs)."""
+    return not trial.user_attrs
+
+
 def read(trial: Any) -> TrialRecord:
     """The record of a trial (an ``optuna.Trial`` or ``FrozenTrial``)."""
     return TrialRecord.from_attrs(trial.user_attrs)
@@ -267,6 +282,7 @@ def with_late(record: TrialRecord, late: Mapping[str, Any] | None) -> TrialRecor
 __all__ = [
     "DUPLICATE_ATTR",
     "KEY_ATTR",
+    "MOVED_ATTR",
     "RECORD_VERSION",
     "SCALAR_ATTRS",
     "TIMING_ATTRS",
@@ -275,9 +291,11 @@ __all__ = [
     "Timing",
     "TrialRecord",
     "has_key",
+    "is_blank",
     "is_duplicate",
     "read",
     "recovery_attrs",
     "with_late",
     "write",
+    "write_stored",
 ]
