@@ -71,7 +71,7 @@ class Screening:
         metric_after_bn: validation metric after BN recalibration.
         drop_after_bn: its drop from the base (positive = worse).
         speedup / speedup_spread / noisy: the candidate's timing (the same architecture as after the finetune).
-        timing: every timing figure, as the trial records them.
+        timing: the timing figures a screened trial records.
     """
 
     metric_after_bn: MetricResult
@@ -79,7 +79,7 @@ class Screening:
     speedup: float
     speedup_spread: float
     noisy: bool
-    timing: dict[str, Any] = field(default_factory=dict)
+    timing: Timing = field(default_factory=Timing)
 
 
 class Screened(Exception):
@@ -393,6 +393,10 @@ def _prune_and_recalibrate(
     return model, result, recovery
 
 
+# The timing figures a screened trial records (the rest of the timing is in the latency cache).
+_SCREENED_TIMING = ("speedup", "speedup_spread", "latency_ms", "base_latency_ms")
+
+
 def _screen(
     ctx: StudyContext,
     screen: Callable[[Screening], str | None] | None,
@@ -409,7 +413,7 @@ def _screen(
         speedup=float(timing["speedup"]),
         speedup_spread=float(timing["speedup_spread"]),
         noisy=bool(timing["noisy"]),
-        timing=dict(timing),
+        timing=Timing(**{k: timing[k] for k in _SCREENED_TIMING if k in timing}, noisy=bool(timing["noisy"])),
     )
     reason = screen(screening)
     if reason:

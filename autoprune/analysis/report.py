@@ -375,7 +375,25 @@ class Summary:
     """The findings of a study at one drop budget (:func:`summarize`); :meth:`to_json` is ``summary.json``.
 
     The nested figures (trial records, baseline points, the noise floor) stay JSON-like dicts: they are
-    what ``summary.json`` holds.  See :func:`summarize` for each field.
+    what ``summary.json`` holds.
+
+    Attributes:
+        study ... n_feasible: the study, its budget and trial counts.
+        chosen: a trial record or ``None``: the study's one choice (:func:`autoprune.analysis.choose`), whose
+            ``speedup`` is its confirmed figure once ``autoprune confirm`` has run.
+        selection: ``"confirmed"`` or ``"validation"`` (unconfirmed); ``validation_pick`` its number;
+            ``passed_over`` the validation pick's record when the confirmed choice is another trial;
+            ``selection_notes``, ``selection_error``.
+        confirmed_at: when the stored confirmation was measured, or ``None``.
+        final_test: the chosen trial's report on the test split when it is the exported one
+            (:mod:`autoprune.final_test`), else ``None``; it never chooses.
+        front: trial records, slowest first; ``baselines`` the sweeps; ``best`` ``{kind: point or None}`` (the
+            confirmation's re-timing of that baseline when the choice is confirmed); ``speedup_vs`` ``{kind:
+            chosen speedup / best point's, or None}``; ``base_latency_ms`` the pooled base latency.
+        sentence: the headline; ``unsettled`` the complete trials left out for an unsettled timing (``number,
+            speedup, speedup_spread, feasible``); ``noise``, ``hypervolume``, ``recovery_warnings``.
+        curves: per trial number, its finetune curve ``[[step, calibration drop], ...]``
+            (:func:`autoprune.analysis.frame.finetune_curves`); ``screening``; ``final`` (autoprune finalize).
     """
 
     study: str
@@ -429,21 +447,7 @@ def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) 
         max_drop: the budget; ``None`` uses the study's own ``max_drop``.
 
     Returns:
-        A :class:`Summary` (its :meth:`Summary.to_json` is ``summary.json``) with ``study, metric_name,
-        metric_direction, base_metric, max_drop, host_id, n_trials, n_complete, n_feasible, chosen`` (a trial
-        record or ``None``: the study's one choice,
-        :func:`autoprune.analysis.choose`, whose ``speedup`` is its confirmed figure once ``autoprune confirm``
-        has run), ``selection`` (``"confirmed"`` or ``"validation"``: unconfirmed), ``validation_pick`` (its
-        number), ``passed_over`` (the validation pick's record when the confirmed choice is another trial),
-        ``selection_notes``, ``selection_error``, ``confirmed_at`` (when the stored confirmation was measured,
-        or ``None``), ``final_test`` (the chosen trial's report on the test split when it is the exported one,
-        :mod:`autoprune.final_test`, else ``None``; it never chooses), ``base_latency_ms`` (the pooled base latency), ``front``
-        (trial records, slowest first), ``baselines`` (the sweeps), ``best`` (``{kind: point or None}``, the
-        confirmation's re-timing of that baseline when the choice is confirmed),
-        ``speedup_vs`` (``{kind: chosen speedup / best point's, or None}``), ``sentence``, ``unsettled``
-        (the complete trials left out for an unsettled timing: ``number, speedup, speedup_spread,
-        feasible``), ``noise``, ``hypervolume``, ``recovery_warnings`` and ``curves`` (per trial number, its
-        finetune curve ``[[step, calibration drop], ...]``: :func:`autoprune.analysis.frame.finetune_curves`).
+        The :class:`Summary` (its :meth:`Summary.to_json` is ``summary.json``).
 
     Raises:
         ConfigError: no ``max_drop`` was given and the study records none.

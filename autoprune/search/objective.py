@@ -34,7 +34,6 @@ from autoprune.search.curves import CurveReporter
 from autoprune.search.duplicates import WaitLimits
 from autoprune.search.duplicates import reuse
 from autoprune.search.duplicates import settle
-from autoprune.search.record import Timing
 from autoprune.search.record import TrialRecord
 from autoprune.search.record import is_blank
 from autoprune.search.record import is_duplicate
@@ -329,14 +328,13 @@ class Objective:
             trial.set_constraint("drop", max(s.drop_after_bn - self.max_drop, PREDICTED_EXCESS))
         elif self.mode == "fastest" and math.isfinite(s.speedup):
             trial.report(s.speedup, step=0)
-        timing = Timing.from_entry({k: s.timing[k] for k in ("speedup", "speedup_spread", "latency_ms", "base_latency_ms") if k in s.timing})
         write(trial, TrialRecord(
             screened=skip.reason,
             metric_after_bn=s.metric_after_bn.value,
             metric_after_bn_stderr=s.metric_after_bn.stderr,
             drop_after_bn=s.drop_after_bn,
             channels=dict(skip.result.kept),
-            timing=dataclasses.replace(timing, noisy=bool(s.noisy)),
+            timing=s.timing,
         ))
 
     def _upload(self, trial: optuna.Trial, result: Any) -> None:
