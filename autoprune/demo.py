@@ -25,6 +25,7 @@ from autoprune.errors import ConfigError
 from autoprune.errors import SelectionError
 
 if TYPE_CHECKING:
+    from autoprune.analysis.report import Summary
     from autoprune.config import StudyConfig
     from autoprune.selection.export import ExportResult
 
@@ -121,20 +122,20 @@ def _confirm(cfg: StudyConfig) -> None:
         console.note(f"nothing to confirm: {exc}")
 
 
-def _print_analysis(summary: Mapping[str, Any], echo: Callable[[str], None]) -> None:
+def _print_analysis(summary: Summary, echo: Callable[[str], None]) -> None:
     """The front table with its legend, the headline and the noise floor (the same as ``autoprune pareto``)."""
     from autoprune.analysis.report import format_table
     from autoprune.analysis.report import table_legend
     from autoprune.analysis.report import table_rows
 
     echo("")
-    echo(f"Pareto front (accuracy vs real ONNX Runtime speedup), base accuracy {summary['base_metric']:.4f}:")
+    echo(f"Pareto front (accuracy vs real ONNX Runtime speedup), base accuracy {summary.base_metric:.4f}:")
     echo(format_table(table_rows(summary)))
     echo(table_legend(summary))
     echo("")
-    echo(summary["sentence"])
-    echo(summary["noise"]["line"])
-    for warning in [summary["noise"].get("warning"), *summary.get("recovery_warnings", [])]:
+    echo(summary.sentence)
+    echo(summary.noise["line"])
+    for warning in [summary.noise.get("warning"), *summary.recovery_warnings]:
         if warning:
             echo(f"warning: {warning}")
 
@@ -217,7 +218,7 @@ def run_demo(workdir: str | Path, trials: int = 16, model: str = "resnet", echo:
         _print_exported(exported, echo)
         echo(final_line)
     else:
-        echo(f"no architecture within the budget: {summary['selection_error']}")
+        echo(f"no architecture within the budget: {summary.selection_error}")
     echo("")
     echo("files:")
     echo(f"  study config   {config_path}")
@@ -229,5 +230,5 @@ def run_demo(workdir: str | Path, trials: int = 16, model: str = "resnet", echo:
     if final_onnx is not None:
         echo(f"  final_onnx     {final_onnx}  (the deployable model: finalized, its JSON beside it)")
     echo(f"demo finished in {time.perf_counter() - start:.0f}s; watch the study with: autoprune dashboard {config_path}")
-    return dict(summary, files={k: str(v) for k, v in files.items()}, architecture=str(arch_path) if arch_path else None,
+    return dict(summary.to_json(), files={k: str(v) for k, v in files.items()}, architecture=str(arch_path) if arch_path else None,
                 final_onnx=str(final_onnx) if final_onnx else None)

@@ -264,9 +264,9 @@ def test_every_pick_breaks_an_equal_speed_tie_by_a_metric_to_minimize() -> None:
     bare = df.drop(columns=[c for c in df.columns if c.startswith("confirmed:")])
     for table in (bare, df):
         assert select(table, 0.15, metric_direction="minimize")["number"] == 1  # the validation pick
-        assert summarize(table, info)["chosen"]["number"] == 1  # pareto
+        assert summarize(table, info).chosen["number"] == 1  # pareto
         assert choose_trial(table, info, 0.15)[0]["number"] == 1  # export
-    assert summarize(df, info)["selection"] == "confirmed"
+    assert summarize(df, info).selection == "confirmed"
     figures = {str(n): {"selection_drop": d, "speedup": 1.9, "speedup_spread": 0.01, "noisy": False} for n, d in ((0, 0.10), (1, 0.02))}
     assert _pick(bare, info, 0.15, figures)[0] == 1  # what confirm stores as the pick
     assert [c.number for c in select_candidates(bare, info, 1, 0.15)] == [1]  # what confirm re-measures first
@@ -306,19 +306,19 @@ def test_a_confirmed_baseline_is_labelled_and_figured_from_one_trial() -> None:
 
     df, info = _baseline_study()
     s = summarize(df, info)
-    assert s["chosen"]["number"] == 2 and s["selection"] == "confirmed"
-    best = s["best"]["global"]
+    assert s.chosen["number"] == 2 and s.selection == "confirmed"
+    best = s.best["global"]
     assert (best["number"], best["ratio"], best["speedup"], best["selection_drop"]) == (0, 0.35, 1.85, 0.004)
     (row,) = [r for r in table_rows(s) if r["mark"] == "G"]
     assert row["trial"] == "global r=0.35" and row["speedup"].startswith("1.90x"), row
-    assert "the best global baseline (1.85x)" in s["sentence"], s["sentence"]
+    assert "the best global baseline (1.85x)" in s.sentence, s.sentence
     # uniform r=0.20 is feasible; only its timings did not settle: said so, never "no feasible point"
-    assert s["best"]["uniform"] is None and s["speedup_vs"]["uniform"] is None
-    assert "the uniform baseline is feasible (r=0.20) but its timing did not settle" in s["sentence"], s["sentence"]
-    assert "no feasible point" not in s["sentence"]
+    assert s.best["uniform"] is None and s.speedup_vs["uniform"] is None
+    assert "the uniform baseline is feasible (r=0.20) but its timing did not settle" in s.sentence, s.sentence
+    assert "no feasible point" not in s.sentence
     # with nothing feasible in the uniform sweep, the headline says exactly that
     info.baselines["uniform"] = [p | {"drop": 0.2} for p in info.baselines["uniform"]]
-    assert "the uniform baseline has no feasible point" in summarize(df, info)["sentence"]
+    assert "the uniform baseline has no feasible point" in summarize(df, info).sentence
 
 
 def test_the_trial_table_carries_a_baseline_trials_own_ratio() -> None:

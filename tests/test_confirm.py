@@ -14,9 +14,9 @@ import html
 import json
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable
 
 import optuna
 import pandas as pd
@@ -187,8 +187,8 @@ def test_confirm_retimes_together_judges_on_the_selection_split_and_stores(study
     stored = optuna.load_study(study_name=cfg.name, storage=cfg.storage_url()).user_attrs["final_test"]
     assert FinalTest.from_attrs(stored) == report
     s = summarize(*load_analysis(cfg.storage_url(), cfg.name), MAX_DROP)
-    assert s["chosen"]["number"] == out.trial and s["final_test"]["test_drop"] == report.test_drop
-    assert f"test drop {report.test_drop:+.4f}" in s["noise"]["line"]
+    assert s.chosen["number"] == out.trial and s.final_test["test_drop"] == report.test_drop
+    assert f"test drop {report.test_drop:+.4f}" in s.noise["line"]
 
 
 def _val_pick(df: pd.DataFrame, info: StudyInfo) -> int:
@@ -434,8 +434,8 @@ def test_a_retiming_that_does_not_reproduce_is_not_confirmed(study_config: Path,
     assert sum("the host's load kept changing" in line for line in lines) == 1
     assert not [line for line in lines if "at a confirmed" in line or "export picks trial" in line and "instead" in line]
     s = summarize(*load_analysis(cfg.storage_url(), cfg.name), MAX_DROP)
-    assert s["selection"] == "validation" and s["chosen"]["timing"] != "confirmed"
-    assert "Confirmed figures" not in s["sentence"] and "is unsettled" in s["sentence"]
+    assert s.selection == "validation" and s.chosen["timing"] != "confirmed"
+    assert "Confirmed figures" not in s.sentence and "is unsettled" in s.sentence
     out = export_architecture(cfg, Path(ctx.workdir) / "unsettled.json")
     arch = json.loads(out.path.read_text())
     assert arch["provenance"]["selection"] == "validation" and "confirmed_speedup" not in arch["latency"]

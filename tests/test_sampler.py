@@ -4,7 +4,7 @@ import numpy as np
 import optuna
 from optuna.distributions import IntDistribution
 
-from autoprune.search.sampler import MOVED_ATTR
+from autoprune.search.record import MOVED_ATTR
 from autoprune.search.sampler import FreshSampler
 from autoprune.search.sampler import neighbour
 

@@ -31,6 +31,7 @@ from autoprune.analysis.pareto import select
 from autoprune.analysis.plots import plot_compare
 from autoprune.analysis.plots import plot_pareto
 from autoprune.analysis.plots import plot_ratios
+from autoprune.analysis.report import Summary
 from autoprune.analysis.report import summarize
 from autoprune.analysis.report import write_report
 from autoprune.analysis.stats import binomial_stderr
@@ -69,6 +70,7 @@ __all__ = [
     "samples_needed",
     "select",
     "study_info",
+    "Summary",
     "summarize",
     "trials_frame",
     "write_report",

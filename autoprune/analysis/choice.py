@@ -27,6 +27,8 @@ from autoprune.analysis.pareto import select
 from autoprune.analysis.pareto import unsettled
 from autoprune.analysis.twins import one_per_architecture
 from autoprune.errors import SelectionError
+from autoprune.search.study_attrs import confirmed_column
+from autoprune.search.study_attrs import confirmed_figures
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +121,7 @@ def margin_text(confirmed: Mapping[str, Any]) -> str:
 
 def _confirmed_speed(row: pd.Series) -> float:
     """The confirmed speedup of a row, its search speedup where none was recorded."""
-    value = as_float(row.get("confirmed:speedup"))
+    value = as_float(row.get(confirmed_column("speedup")))
     return value if math.isfinite(value) else as_float(row.get("speedup"))
 
 
@@ -151,14 +153,14 @@ def confirmed_pick(
     Raises:
         SelectionError: candidates with settled re-timings were confirmed, and none holds on the selection split.
     """
-    if "confirmed:selection_drop" not in df.columns:
+    if confirmed_column("selection_drop") not in df.columns:
         return None
-    conf = df[df["confirmed:selection_drop"].notna() & (df["drop"] <= max_drop)]
+    conf = df[df[confirmed_column("selection_drop")].notna() & (df["drop"] <= max_drop)]
     conf = ranked(conf.assign(_speed=[_confirmed_speed(r) for _, r in conf.iterrows()]), metric_direction, speed_key="_speed")
     settled_seen = False
     for _, row in conf.iterrows():
         number, speed = int(row["number"]), row["_speed"]
-        if unsettled(row.get("confirmed:noisy"), row.get("confirmed:speedup_spread"), cv_threshold):
+        if unsettled(row.get(confirmed_column("noisy")), row.get(confirmed_column("speedup_spread")), cv_threshold):
             notes.append(f"trial {number} ({speed:.2f}x): {_unsettled_reason(row)}; "
                          "left out of the pick: run 'autoprune confirm' again on a quieter host")
             continue
@@ -180,23 +182,23 @@ def confirmed_pick(
 
 def _confirmed_of(row: pd.Series) -> dict[str, Any]:
     """The ``confirmed:*`` figures of a row by their plain names."""
-    return {str(k).partition(":")[2]: v for k, v in row.items() if str(k).startswith("confirmed:")}
+    return confirmed_figures(row)
 
 
 def _unsettled_reason(row: pd.Series) -> str:
     """Why a confirmed re-timing may not lead: its re-timings disagreed, or its spread was too wide."""
-    if str(row.get("confirmed:reproduced")) == "False":  # bool and numpy.bool_ alike; missing: an older record
+    if str(row.get(confirmed_column("reproduced"))) == "False":  # bool and numpy.bool_ alike; missing: an older record
         return "its re-timings disagreed beyond their spreads (the host's load changed)"
-    return f"its re-timing did not settle (spread {as_float(row.get('confirmed:speedup_spread')):.1%})"
+    return f"its re-timing did not settle (spread {as_float(row.get(confirmed_column('speedup_spread'))):.1%})"
 
 
 def _with_confirmed_figures(row: dict[str, Any]) -> dict[str, Any]:
     """The row with its confirmed speedup as ``speedup`` (the search figure kept as ``speedup_searched``)."""
     out = dict(row)
     out["speedup_searched"] = row.get("speedup_searched", row.get("speedup"))
-    if math.isfinite(as_float(row.get("confirmed:speedup"))):
-        out["speedup"] = as_float(row.get("confirmed:speedup"))
-        out["speedup_spread"] = as_float(row.get("confirmed:speedup_spread"))
+    if math.isfinite(as_float(row.get(confirmed_column("speedup")))):
+        out["speedup"] = as_float(row.get(confirmed_column("speedup")))
+        out["speedup_spread"] = as_float(row.get(confirmed_column("speedup_spread")))
         out["timing"] = "confirmed"
     return out
 

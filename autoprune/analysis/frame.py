@@ -31,37 +31,25 @@ from autoprune.errors import StorageError
 from autoprune.redact import rdb_target
 from autoprune.redact import redact_text
 from autoprune.redact import redact_url
+from autoprune.search.record import SCALAR_ATTRS
+from autoprune.search.record import Timing
+from autoprune.search.record import TrialRecord
+from autoprune.search.record import read
+from autoprune.search.record import with_late
 from autoprune.search.storage import journal_path
 from autoprune.search.storage import server_connect_args
+from autoprune.search.study_attrs import CONFIRMATION_ATTR
+from autoprune.search.study_attrs import FINAL_ATTR
+from autoprune.search.study_attrs import FINAL_TEST_ATTR
+from autoprune.search.study_attrs import confirmed_column
+from autoprune.search.study_attrs import late_trial_attrs
+from autoprune.search.study_attrs import mapping_attr
+from autoprune.search.study_attrs import timed_hosts
+from autoprune.search.study_attrs import timings_attr
+from autoprune.search.study_attrs import timings_row
 
-# Per-trial scalar user attrs copied as columns, in the order a reader wants them.
 # Columns ``curve:<finetune step>``: a trial's finetune curve (its Optuna intermediate values).
 CURVE_PREFIX = "curve:"
-_SCALAR_ATTRS = (
-    "metric",
-    "metric_stderr",
-    "drop",
-    "drop_stderr",
-    "feasible",
-    "speedup",
-    "speedup_spread",
-    "speedup_interleaved",
-    "latency_ms",
-    "base_latency_ms",
-    "latency_noisy",
-    "macs",
-    "params",
-    "host",
-    "host_id",
-    "worker",
-    "kind",
-    "baseline_ratio",
-    "arch_artifact_id",
-    "weights_artifact_id",
-    "metric_after_bn",
-    "screened",
-    "duplicate_of",
-)
 _TIMING_FIELDS = ("speedup", "speedup_spread", "latency_ms", "base_latency_ms")
 _NUMERIC_COLUMNS = (
     "metric",
@@ -79,21 +67,6 @@ _NUMERIC_COLUMNS = (
     "metric_after_bn",
 )
 _INT_COLUMNS = ("number", "macs", "params")
-# Figures measured after a trial finished live in study user attrs, because Optuna refuses to change a
-# finished trial (UpdateFinishedTrialError, in every storage): ``confirmation`` holds ``{"trials": {number:
-# figures}}`` (autoprune confirm) and ``timings:<host_id>`` holds ``{"trials": {number: timing}}``
-# (autoprune retime).  The table shows them as the trial's own ``confirmed`` and ``timings[host_id]``.
-CONFIRMATION_ATTR = "confirmation"
-# The exported model's final report on the test split (autoprune export, autoprune.selection.final_test): read once,
-# after the pick, reported beside the chosen trial when it is the one exported; it never chooses.
-FINAL_TEST_ATTR = "final_test"
-# The figures of 'autoprune finalize' (autoprune.selection.finalize): {"trials": {number: figures}, "baselines": {kind: figures}, ...}.
-FINAL_ATTR = "final"
-# The figures of one timing that a twin (same kept channels, :mod:`autoprune.analysis.twins`) shares with the
-# trial ``confirm`` re-timed: one architecture, one speed.  Selection figures belong to each trial's own weights.
-TWIN_SHARED_KEYS = ("host", "host_id", "speedup", "speedup_spread", "latency_ms", "base_latency_ms", "noisy",
-                    "reproduced", "measured_at")
-TIMINGS_ATTR_PREFIX = "timings:"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
@@ -213,79 +186,40 @@ def study_info(study: optuna.Study, storage_label: str = "") -> StudyInfo:
         round_to=attrs.get("round_to"),
         n_val=_n_val(attrs, config),
         recovery_calibration=attrs.get("recovery_calibration") if isinstance(attrs.get("recovery_calibration"), Mapping) else None,
-        confirmation=dict(attrs[CONFIRMATION_ATTR]) if isinstance(attrs.get(CONFIRMATION_ATTR), Mapping) else None,
-        final_test=dict(attrs[FINAL_TEST_ATTR]) if isinstance(attrs.get(FINAL_TEST_ATTR), Mapping) else None,
-        final=dict(attrs[FINAL_ATTR]) if isinstance(attrs.get(FINAL_ATTR), Mapping) else None,
+        confirmation=mapping_attr(attrs, CONFIRMATION_ATTR),
+        final_test=mapping_attr(attrs, FINAL_TEST_ATTR),
+        final=mapping_attr(attrs, FINAL_ATTR),
     )
 
 
-def _timing(ua: Mapping[str, Any], host_id: str | None) -> dict[str, Any]:
+def _timing(rec: TrialRecord, host_id: str | None) -> dict[str, Any]:
     """Speedup, spread and latencies on ``host_id`` (the trial's own timing when ``None``).
 
     A trial searched on another host is judged by its re-timing on ``host_id``; without one it has no
     speedup there, so it drops out of the front instead of mixing machines.
     """
-    own = {k: ua.get(k) for k in _TIMING_FIELDS}
-    own["speedup_host_id"] = ua.get("host_id")
-    if host_id is None or ua.get("host_id") == host_id:
-        return own
-    entry = (ua.get("timings") or {}).get(host_id)
+    own = rec.own_timing
+    if host_id is None or own.host_id == host_id:
+        return {k: getattr(own, k) for k in _TIMING_FIELDS} | {"speedup_host_id": own.host_id}
+    entry = (rec.timings or {}).get(host_id)
     if not isinstance(entry, Mapping):
         return {k: None for k in _TIMING_FIELDS} | {"speedup_host_id": None, "latency_noisy": None}
-    return {k: entry.get(k) for k in _TIMING_FIELDS} | {"speedup_host_id": host_id, "latency_noisy": entry.get("noisy")}
-
-
-def late_trial_attrs(study_attrs: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
-    """Per trial number, the ``confirmed`` figures and ``timings`` by host stored as study user attrs.
-
-    Example:
-        >>> late_trial_attrs({"timings:h1": {"trials": {"3": {"speedup": 2.0}}}})
-        {3: {'timings': {'h1': {'speedup': 2.0}}}}
-        >>> late_trial_attrs({"confirmation": {"trials": {"0": {"speedup": 2.0, "selection_drop": 0.01}}, "twins": {"4": 0}}})[4]
-        {'confirmed': {'speedup': 2.0, 'twin_of': 0}}
-    """
-    out: dict[int, dict[str, Any]] = {}
-    confirmation = study_attrs.get(CONFIRMATION_ATTR)
-    if isinstance(confirmation, Mapping):
-        trials = confirmation.get("trials") or {}
-        for number, figures in trials.items():
-            out.setdefault(int(number), {})["confirmed"] = dict(figures)
-        for number, of in (confirmation.get("twins") or {}).items():
-            timed = trials.get(str(of)) or {}
-            shared = {k: timed[k] for k in TWIN_SHARED_KEYS if k in timed}
-            out.setdefault(int(number), {})["confirmed"] = shared | {"twin_of": int(of)}
-    for key, value in study_attrs.items():
-        if key.startswith(TIMINGS_ATTR_PREFIX) and isinstance(value, Mapping):
-            host = key[len(TIMINGS_ATTR_PREFIX) :]
-            for number, entry in (value.get("trials") or {}).items():
-                out.setdefault(int(number), {}).setdefault("timings", {})[host] = dict(entry)
-    return out
-
-
-def _with_late(ua: Mapping[str, Any], late: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    """A trial's user attrs with its late figures merged in (they win: they are the newer measurement)."""
-    if not late:
-        return ua
-    merged = dict(ua)
-    if "confirmed" in late:
-        merged["confirmed"] = late["confirmed"]
-    if "timings" in late:
-        merged["timings"] = {**(ua.get("timings") or {}), **late["timings"]}
-    return merged
+    timed = Timing.from_entry(entry)
+    return {k: getattr(timed, k) for k in _TIMING_FIELDS} | {"speedup_host_id": host_id, "latency_noisy": timed.noisy}
 
 
 def _row(
     trial: optuna.trial.FrozenTrial, info: StudyInfo, host_id: str | None, late: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """One table row for ``trial``; see :func:`trials_frame` for the columns."""
-    ua = _with_late(trial.user_attrs, late)
+    rec = with_late(read(trial), late)
     values = trial.values or []
     row: dict[str, Any] = {"number": trial.number, "state": trial.state.name}
     row["datetime_start"] = trial.datetime_start
     row["datetime_complete"] = trial.datetime_complete
     row["duration_s"] = trial.duration.total_seconds() if trial.duration is not None else math.nan
-    row.update({k: ua.get(k) for k in _SCALAR_ATTRS})
-    row.update(_timing(ua, host_id))
+    row.update(rec.scalars())
+    row.update(_timing(rec, host_id))
     # A spread above the study's threshold is unsettled whatever flag was recorded with it.
     row["latency_noisy"] = unsettled(row["latency_noisy"], row["speedup_spread"], info.cv_threshold)
     # Objective values stand in when a writer left the user attrs out (e.g. a hand-made trial); the
@@ -295,7 +229,7 @@ def _row(
         values = []
     if row["metric"] is None and len(values) >= 1:
         row["metric"] = values[0]
-    if row["speedup"] is None and len(values) >= 2 and (host_id is None or ua.get("host_id") == host_id):
+    if row["speedup"] is None and len(values) >= 2 and (host_id is None or rec.own_timing.host_id == host_id):
         row["speedup"] = values[1]
     if row["drop"] is None:
         sign = 1.0 if info.metric_direction == "maximize" else -1.0
@@ -309,20 +243,18 @@ def _row(
             row["feasible"] = all(v <= 0 for v in constraints.values())
         elif info.max_drop is not None:
             row["feasible"] = as_float(row["drop"]) <= info.max_drop
-    for name, ratio in (ua.get("ratios") or trial.params or {}).items():
+    for name, ratio in (rec.ratios or trial.params or {}).items():
         row[f"ratio:{name}"] = ratio
-    for name, kept in (ua.get("channels") or {}).items():
+    for name, kept in (rec.channels or {}).items():
         row[f"channels:{name}"] = kept
-    for stage, seconds in (ua.get("stage_seconds") or {}).items():
+    for stage, seconds in (rec.stage_seconds or {}).items():
         row[f"seconds:{stage}"] = seconds
-    if "screened" not in ua:  # a screened trial's one value is its speedup (fastest mode), not a curve point
+    if rec.screened is None:  # a screened trial's one value is its speedup (fastest mode), not a curve point
         for step, value in sorted(trial.intermediate_values.items()):
             row[f"{CURVE_PREFIX}{step}"] = value
-    for key, value in (ua.get("confirmed") or {}).items():
-        row[f"confirmed:{key}"] = value
-    for hid, entry in (ua.get("timings") or {}).items():
-        for key in ("host", "speedup", "speedup_spread", "latency_ms", "noisy"):
-            row[f"timings:{hid}:{key}"] = (entry or {}).get(key)
+    for key, value in (rec.confirmed or {}).items():
+        row[confirmed_column(key)] = value
+    row.update(timings_row(rec.timings or {}))
     return row
 
 
@@ -391,7 +323,7 @@ def trials_frame(
     trials = study.get_trials(deepcopy=False)
     late = late_trial_attrs(study.user_attrs)
     rows = [_row(t, info, host_id, late.get(t.number)) for t in trials]
-    df = pd.DataFrame(rows, columns=None if rows else ["number", "state", *_SCALAR_ATTRS])
+    df = pd.DataFrame(rows, columns=None if rows else ["number", "state", *SCALAR_ATTRS])
     for col in ("speedup_host_id", "constraint_drop"):
         if col not in df:
             df[col] = None
@@ -587,13 +519,11 @@ def load_analysis(
     with open_study(storage, study_name) as study:
         label = storage if isinstance(storage, str) else type(storage).__name__
         info = study_info(study, label)
-        rebuilt = (study.user_attrs.get(TIMINGS_ATTR_PREFIX + host_id) or {}).get("baselines") if host_id else None
+        rebuilt = (study.user_attrs.get(timings_attr(host_id)) or {}).get("baselines") if host_id else None
         df = trials_frame(study, info, max_drop=max_drop, host_id=host_id)
     if host_id is not None:
         if not df["speedup_host_id"].eq(host_id).any():
-            seen = sorted({str(h) for h in df["host_id"].dropna()} | {
-                c.split(":")[1] for c in df.columns if c.startswith("timings:")
-            })
+            seen = sorted({str(h) for h in df["host_id"].dropna()} | timed_hosts(df.columns))
             raise StorageError(
                 f"no trial of study {study_name!r} was timed on host {host_id!r}; hosts with timings: "
                 f"{', '.join(seen) or 'none'}. Re-time the study on that host or drop --host-id"

@@ -27,6 +27,8 @@ from typing import TypeVar
 import pandas as pd
 
 from autoprune.errors import SelectionError
+from autoprune.search.study_attrs import confirmed_column
+from autoprune.search.study_attrs import timings_column
 
 Points = TypeVar("Points", pd.DataFrame, Sequence[Mapping[str, Any]])
 
@@ -85,19 +87,19 @@ def retiming(row: Mapping[str, Any], cv_threshold: float | None = None) -> tuple
     """
     host = row.get("speedup_host_id")
     host = host if isinstance(host, str) else None
-    confirmed_host = row.get("confirmed:host_id")
+    confirmed_host = row.get(confirmed_column("host_id"))
     same_host = host is None or not isinstance(confirmed_host, str) or confirmed_host == host
-    speed = as_float(row.get("confirmed:speedup"))
+    speed = as_float(row.get(confirmed_column("speedup")))
     if same_host and math.isfinite(speed) and not unsettled(
-        row.get("confirmed:noisy"), row.get("confirmed:speedup_spread"), cv_threshold
+        row.get(confirmed_column("noisy")), row.get(confirmed_column("speedup_spread")), cv_threshold
     ):
-        return speed, as_float(row.get("confirmed:speedup_spread")), "confirmed"
-    prefix = f"timings:{host}:"
-    speed = as_float(row.get(prefix + "speedup"))
-    if host is not None and math.isfinite(speed) and not unsettled(
-        row.get(prefix + "noisy"), row.get(prefix + "speedup_spread"), cv_threshold
-    ):
-        return speed, as_float(row.get(prefix + "speedup_spread")), "retimed"
+        return speed, as_float(row.get(confirmed_column("speedup_spread"))), "confirmed"
+    if host is None:
+        return None
+    speed = as_float(row.get(timings_column(host, "speedup")))
+    spread = row.get(timings_column(host, "speedup_spread"))
+    if math.isfinite(speed) and not unsettled(row.get(timings_column(host, "noisy")), spread, cv_threshold):
+        return speed, as_float(spread), "retimed"
     return None
 
 

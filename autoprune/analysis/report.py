@@ -8,6 +8,7 @@ file: inline CSS, images as base64 data URIs, no script and no remote URL, so it
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 import html
 import json
@@ -46,6 +47,8 @@ from autoprune.analysis.stats import budget_noise_warning
 from autoprune.analysis.stats import drop_stderr
 from autoprune.errors import ConfigError
 from autoprune.jsonfile import write_json
+from autoprune.search.study_attrs import CONFIRMED_PREFIX
+from autoprune.search.study_attrs import confirmed_column
 from autoprune.space.bounds import BASELINE_KINDS
 from autoprune.space.bounds import OPTIONAL_BASELINE_KINDS
 from autoprune.space.widths import channels_key
@@ -103,7 +106,7 @@ def _trial_record(row: Mapping[str, Any], max_drop: float, chosen_number: int | 
     rec = {k: _plain(row.get(k)) for k in _ROW_KEYS}
     rec["feasible"] = bool(as_float(row.get("drop")) <= max_drop)
     rec["chosen"] = chosen_number is not None and rec["number"] == chosen_number
-    for prefix, key in (("ratio:", "ratios"), ("channels:", "channels"), ("confirmed:", "confirmed")):
+    for prefix, key in (("ratio:", "ratios"), ("channels:", "channels"), (CONFIRMED_PREFIX, "confirmed")):
         rec[key] = _prefixed(row, prefix) or None
     for key in ("arch_artifact_id", "weights_artifact_id"):
         rec[key] = _plain(row.get(key))
@@ -259,14 +262,14 @@ def _confirmed_baseline(kind: str, done: pd.DataFrame, info: StudyInfo) -> dict[
     point's: the trial's ``baseline_ratio``, the rebuilt point's ``ratio``.
     """
     kinds = done["kind"] if "kind" in done else pd.Series(None, index=done.index, dtype=object)
-    speeds = pd.to_numeric(done.get("confirmed:speedup", pd.Series(math.nan, index=done.index)), errors="coerce")
+    speeds = pd.to_numeric(done.get(confirmed_column("speedup"), pd.Series(math.nan, index=done.index)), errors="coerce")
     rows = done[(kinds == kind) & speeds.notna()]
     if not rows.empty:
         row = rows.iloc[0]
         point = {"ratio": as_float(row.get("baseline_ratio")), "number": _plain(row["number"]), "metric": row["metric"], "drop": row["drop"],
-                 "macs": row.get("macs"), "params": row.get("params"), "noisy": row.get("confirmed:noisy"),
+                 "macs": row.get("macs"), "params": row.get("params"), "noisy": row.get(confirmed_column("noisy")),
                  "speedup_searched": row["speedup"], "channels": _prefixed(row, "channels:"),
-                 **{k: row.get(f"confirmed:{k}") for k in ("speedup", "speedup_spread", "latency_ms", *SELECTION_KEYS)}}
+                 **{k: row.get(confirmed_column(k)) for k in ("speedup", "speedup_spread", "latency_ms", *SELECTION_KEYS)}}
     else:
         entry = ((info.confirmation or {}).get("baselines") or {}).get(kind)
         if not isinstance(entry, Mapping) or not math.isfinite(as_float(entry.get("speedup"))):
@@ -367,7 +370,70 @@ def _noise(done: pd.DataFrame, info: StudyInfo, max_drop: float, chosen: Mapping
     }
 
 
-def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    """The findings of a study at one drop budget (:func:`summarize`); :meth:`to_json` is ``summary.json``.
+
+    The nested figures (trial records, baseline points, the noise floor) stay JSON-like dicts: they are
+    what ``summary.json`` holds.
+
+    Attributes:
+        study ... n_feasible: the study, its budget and trial counts.
+        chosen: a trial record or ``None``: the study's one choice (:func:`autoprune.analysis.choose`), whose
+            ``speedup`` is its confirmed figure once ``autoprune confirm`` has run.
+        selection: ``"confirmed"`` or ``"validation"`` (unconfirmed); ``validation_pick`` its number;
+            ``passed_over`` the validation pick's record when the confirmed choice is another trial;
+            ``selection_notes``, ``selection_error``.
+        confirmed_at: when the stored confirmation was measured, or ``None``.
+        final_test: the chosen trial's report on the test split when it is the exported one
+            (:mod:`autoprune.selection.final_test`), else ``None``; it never chooses.
+        front: trial records, slowest first; ``baselines`` the sweeps; ``best`` ``{kind: point or None}`` (the
+            confirmation's re-timing of that baseline when the choice is confirmed); ``speedup_vs`` ``{kind:
+            chosen speedup / best point's, or None}``; ``base_latency_ms`` the pooled base latency.
+        sentence: the headline; ``unsettled`` the complete trials left out for an unsettled timing (``number,
+            speedup, speedup_spread, feasible``); ``noise``, ``hypervolume``, ``recovery_warnings``.
+        curves: per trial number, its finetune curve ``[[step, calibration drop], ...]``
+            (:func:`autoprune.analysis.frame.finetune_curves`); ``screening``; ``final`` (autoprune finalize).
+    """
+
+    study: str
+    storage: str
+    metric_name: str
+    metric_direction: str
+    base_metric: Any
+    max_drop: float
+    host_id: str | None
+    n_trials: int
+    n_complete: int
+    n_feasible: int
+    chosen: dict[str, Any] | None
+    selection: str
+    validation_pick: Any
+    passed_over: dict[str, Any] | None
+    selection_notes: list[str]
+    selection_error: str | None
+    confirmed_at: Any
+    final_test: dict[str, Any] | None
+    front: list[dict[str, Any]]
+    baselines: dict[str, list[dict[str, Any]]]
+    best: dict[str, Any]
+    speedup_vs: dict[str, Any]
+    base_latency_ms: Any
+    sentence: str
+    unsettled: list[dict[str, Any]]
+    noise: dict[str, Any]
+    hypervolume: dict[str, Any] | None
+    recovery_warnings: list[str]
+    curves: dict[str, list[list[float]]]
+    screening: Any
+    final: dict[str, Any] | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON-friendly dict written as ``summary.json`` (and printed by ``autoprune pareto --json``)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) -> Summary:
     """The findings of a study at one drop budget, as plain JSON-friendly data.
 
     No front point, pick or headline rests on a timing that did not settle (flagged noisy, or a spread
@@ -381,27 +447,14 @@ def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) 
         max_drop: the budget; ``None`` uses the study's own ``max_drop``.
 
     Returns:
-        A dict with ``study, metric_name, metric_direction, base_metric, max_drop, host_id, n_trials,
-        n_complete, n_feasible, chosen`` (a trial record or ``None``: the study's one choice,
-        :func:`autoprune.analysis.choose`, whose ``speedup`` is its confirmed figure once ``autoprune confirm``
-        has run), ``selection`` (``"confirmed"`` or ``"validation"``: unconfirmed), ``validation_pick`` (its
-        number), ``passed_over`` (the validation pick's record when the confirmed choice is another trial),
-        ``selection_notes``, ``selection_error``, ``confirmed_at`` (when the stored confirmation was measured,
-        or ``None``), ``final_test`` (the chosen trial's report on the test split when it is the exported one,
-        :mod:`autoprune.selection.final_test`, else ``None``; it never chooses), ``base_latency_ms`` (the pooled base latency), ``front``
-        (trial records, slowest first), ``baselines`` (the sweeps), ``best`` (``{kind: point or None}``, the
-        confirmation's re-timing of that baseline when the choice is confirmed),
-        ``speedup_vs`` (``{kind: chosen speedup / best point's, or None}``), ``sentence``, ``unsettled``
-        (the complete trials left out for an unsettled timing: ``number, speedup, speedup_spread,
-        feasible``), ``noise``, ``hypervolume``, ``recovery_warnings`` and ``curves`` (per trial number, its
-        finetune curve ``[[step, calibration drop], ...]``: :func:`autoprune.analysis.frame.finetune_curves`).
+        The :class:`Summary` (its :meth:`Summary.to_json` is ``summary.json``).
 
     Raises:
         ConfigError: no ``max_drop`` was given and the study records none.
 
     Example:
         >>> s = summarize(df, info, max_drop=0.01)  # doctest: +SKIP
-        >>> s["chosen"]["number"], s["speedup_vs"]["uniform"]  # doctest: +SKIP
+        >>> s.chosen["number"], s.speedup_vs["uniform"]  # doctest: +SKIP
         (17, 1.24)
     """
     max_drop = _budget(info, max_drop)
@@ -413,7 +466,7 @@ def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) 
     best = _best_points(done, info, baselines, max_drop, choice.confirmed)
     unsettled = _unsettled(done, max_drop, info.cv_threshold)
     front = pareto_front(done, metric_direction=info.metric_direction, cv_threshold=info.cv_threshold)
-    return {
+    return Summary(**{
         **_study_counts(df, done, info, max_drop),
         **_selection_record(choice, chosen, passed),
         "confirmed_at": (info.confirmation or {}).get("measured_at"),
@@ -431,7 +484,7 @@ def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) 
         "curves": finetune_curves(df),
         "screening": screening_summary(df),
         "final": info.final,  # autoprune finalize: the figures after the long final recovery, by trial
-    }
+    })
 
 
 def _budget(info: StudyInfo, max_drop: float | None) -> float:
@@ -485,7 +538,7 @@ def _selection_record(choice: Choice, chosen: Mapping[str, Any] | None, passed: 
 
 def refresh_report(
     storage: str, study_name: str, max_drop: float | None, out_dir: str | Path
-) -> tuple[dict[str, Any], dict[str, Path]]:
+) -> tuple[Summary, dict[str, Path]]:
     """Summarize a study again and rewrite its report files, so every view shows the figures just stored.
 
     ``confirm`` and ``export`` (which confirms first) change the figures the choice rests on; they call this
@@ -673,7 +726,7 @@ def _baseline_row(kind: str, point: Mapping[str, Any], base_ms: Any) -> dict[str
     }
 
 
-def table_rows(summary: Mapping[str, Any]) -> list[dict[str, str]]:
+def table_rows(summary: Summary) -> list[dict[str, str]]:
     """The front table with the chosen trial, the validation pick and the best baselines, as display strings.
 
     Markers: ``*`` the chosen trial, ``v`` the validation-time pick when the confirmed choice is another
@@ -692,19 +745,19 @@ def table_rows(summary: Mapping[str, Any]) -> list[dict[str, str]]:
         feasible``: the front slowest first, the chosen trial and the validation pick when they are not on
         it, then the best baseline points.
     """
-    base_ms = summary.get("base_latency_ms")
-    chosen = summary["chosen"]
+    base_ms = summary.base_latency_ms
+    chosen = summary.chosen
     chosen_n = None if chosen is None else chosen["number"]
-    passed_n = summary.get("validation_pick") if summary.get("validation_pick") != chosen_n else None
+    passed_n = summary.validation_pick if summary.validation_pick != chosen_n else None
     marks = {chosen_n: "*", passed_n: "v"}
-    rows = [_trial_row(rec, marks.get(rec["number"], ""), base_ms) for rec in summary["front"]]
-    on_front = {rec["number"] for rec in summary["front"]}
-    for rec in (chosen, summary.get("passed_over")):
+    rows = [_trial_row(rec, marks.get(rec["number"], ""), base_ms) for rec in summary.front]
+    on_front = {rec["number"] for rec in summary.front}
+    for rec in (chosen, summary.passed_over):
         if rec is not None and rec["number"] not in on_front and rec["number"] in marks:
             rows.append(_trial_row(rec, marks[rec["number"]], base_ms))
             on_front.add(rec["number"])
     for kind in BASELINE_KINDS:
-        point = summary["best"].get(kind)
+        point = summary.best.get(kind)
         if point is not None:
             rows.append(_baseline_row(kind, point, base_ms))
     return rows
@@ -724,21 +777,21 @@ TABLE_HEADERS = {
 }
 
 
-def table_legend(summary: Mapping[str, Any]) -> str:
+def table_legend(summary: Summary) -> str:
     """The line under the table: the markers and where each figure comes from."""
-    marks = "* chosen trial" + ("   v validation-time pick" if summary.get("passed_over") else "")
-    base = as_float(summary.get("base_latency_ms"))
+    marks = "* chosen trial" + ("   v validation-time pick" if summary.passed_over else "")
+    base = as_float(summary.base_latency_ms)
     latency = f"latency = pooled base latency {base:.3f} ms / speedup" if math.isfinite(base) else "latency: not timed"
-    if summary.get("selection") == "confirmed":
+    if summary.selection == "confirmed":
         confirmed = "confirmed = re-timed together by autoprune confirm (the choice rests on it)"
-    elif summary.get("confirmed_at"):
+    elif summary.confirmed_at:
         confirmed = ("confirmed = re-timed by autoprune confirm, but no feasible candidate's re-timing settled: "
                      "the choice rests on validation figures")
     else:
         confirmed = "figures unconfirmed (run autoprune confirm)"
-    latency += "; the confirmed latency where re-timed" if summary.get("confirmed_at") and math.isfinite(base) else ""
+    latency += "; the confirmed latency where re-timed" if summary.confirmed_at and math.isfinite(base) else ""
     kinds = "U best uniform baseline   G best global baseline" + (
-        "   S best sensitivity baseline" if (summary.get("best") or {}).get("sensitivity") else "")
+        "   S best sensitivity baseline" if summary.best.get("sensitivity") else "")
     return (f"  {marks}   {kinds}   val drop ± 1.96 standard errors (validation "
             "split); selection drop = autoprune confirm's, on the selection split\n"
             f"  speedup = search timing (or the re-timing that replaced it); {confirmed}; {latency}")
@@ -778,16 +831,16 @@ def _data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def _baseline_html(summary: Mapping[str, Any]) -> str:
+def _baseline_html(summary: Summary) -> str:
     """All sweep points, the best feasible one of each sweep highlighted."""
     rows, classes = [], []
-    for kind, points in sorted(summary["baselines"].items()):
-        best = summary["best"].get(kind)
+    for kind, points in sorted(summary.baselines.items()):
+        best = summary.best.get(kind)
         for p in sorted(points, key=lambda p: as_float(p.get("ratio"))):
             rows.append([kind, f"{as_float(p.get('ratio')):.2f}", _pm(p.get("metric"), None, ".4f"),
                          _pm(p.get("drop"), None, ".4f"), _speed(p.get("speedup"), p.get("speedup_spread")),
-                         _latency(p.get("speedup"), summary.get("base_latency_ms")), _si(p.get("macs")), _si(p.get("params")),
-                         "yes" if as_float(p.get("drop")) <= summary["max_drop"] else "no"])
+                         _latency(p.get("speedup"), summary.base_latency_ms), _si(p.get("macs")), _si(p.get("params")),
+                         "yes" if as_float(p.get("drop")) <= summary.max_drop else "no"])
             classes.append("best" if p == best else "")
     if not rows:
         return "<p>No baseline sweeps were recorded in this study.</p>"
@@ -795,9 +848,9 @@ def _baseline_html(summary: Mapping[str, Any]) -> str:
                        rows, classes)
 
 
-def _final_html(summary: Mapping[str, Any]) -> str:
+def _final_html(summary: Summary) -> str:
     """The figures after the long final recovery (``autoprune finalize``), one row per finalized architecture."""
-    final = summary.get("final") or {}
+    final = summary.final or {}
     entries = [*(final.get("trials") or {}).values(), *(final.get("baselines") or {}).values()]
     if not entries:
         return '<p class="meta">No architecture of this study was finalized yet (autoprune finalize).</p>'
@@ -807,9 +860,9 @@ def _final_html(summary: Mapping[str, Any]) -> str:
     return _html_table(["architecture", "kind", "epochs", "val drop", "test drop", "final speedup", "timed at"], rows)
 
 
-def _ratios_html(summary: Mapping[str, Any], info: StudyInfo) -> str:
+def _ratios_html(summary: Summary, info: StudyInfo) -> str:
     """The chosen ratio and kept channels per group, next to the group's bounds."""
-    chosen = summary["chosen"]
+    chosen = summary.chosen
     if chosen is None:
         return "<p>No trial was chosen, so no ratios are shown.</p>"
     ratios, channels = chosen.get("ratios") or {}, chosen.get("channels") or {}
@@ -821,11 +874,11 @@ def _ratios_html(summary: Mapping[str, Any], info: StudyInfo) -> str:
     return _html_table(["group", "chosen ratio", "bounds", "kept channels"], rows)
 
 
-def _reference_ratios(summary: Mapping[str, Any]) -> dict[str, float | dict[str, float]]:
+def _reference_ratios(summary: Summary) -> dict[str, float | dict[str, float]]:
     """The best baselines' ratios for the ratio chart: per group where recorded (a global ranking prunes
     each group differently), else the sweep's single ratio."""
     out: dict[str, float | dict[str, float]] = {}
-    for kind, point in summary["best"].items():
+    for kind, point in summary.best.items():
         if point is None:
             continue
         per_group = point.get("ratios")
@@ -847,12 +900,12 @@ def _recovery_html(info: StudyInfo, png: Path | None) -> str:
     return f'<p class="meta">{html.escape(text)}</p>\n<img alt="recovery curve" src="{_data_uri(png)}">'
 
 
-def _chosen_note(summary: Mapping[str, Any]) -> str:
+def _chosen_note(summary: Summary) -> str:
     """The chosen trial's figure for the plot legend: confirmed, or search timing and unconfirmed."""
-    chosen = summary["chosen"]
+    chosen = summary.chosen
     if chosen is None:
         return ""
-    if summary.get("selection") == "confirmed":
+    if summary.selection == "confirmed":
         return f"confirmed {as_float(chosen['speedup']):.2f}x"
     return f"{as_float(chosen['speedup']):.2f}x, unconfirmed"
 
@@ -863,7 +916,7 @@ def write_report(
     max_drop: float | None,
     out_dir: str | Path,
     *,
-    summary: Mapping[str, Any] | None = None,
+    summary: Summary | None = None,
 ) -> dict[str, Path]:
     """Write the analysis files of a study into ``out_dir``.
 
@@ -895,19 +948,19 @@ def write_report(
     df.to_csv(paths["trials_csv"], index=False)
     _write_front_csv(df, info, summary, paths["front_csv"])
     _write_plots(df, info, summary, out, paths)
-    write_json(paths["summary_json"], summary, default=str)
+    write_json(paths["summary_json"], summary.to_json(), default=str)
     paths["report_html"].write_text(_report_page(summary, info, paths), encoding="utf-8")
     return paths
 
 
-def _chosen_number(summary: Mapping[str, Any]) -> int | None:
-    chosen = summary["chosen"]
+def _chosen_number(summary: Summary) -> int | None:
+    chosen = summary.chosen
     return None if chosen is None else chosen["number"]
 
 
-def _write_front_csv(df: pd.DataFrame, info: StudyInfo, summary: Mapping[str, Any], path: Path) -> None:
+def _write_front_csv(df: pd.DataFrame, info: StudyInfo, summary: Summary, path: Path) -> None:
     """``front.csv``: the Pareto front with ``feasible``, ``chosen`` and the 95 % drop interval."""
-    max_drop, chosen_number = summary["max_drop"], _chosen_number(summary)
+    max_drop, chosen_number = summary.max_drop, _chosen_number(summary)
     front = pareto_front(completed(df), metric_direction=info.metric_direction, cv_threshold=info.cv_threshold).copy()
     front["feasible"] = front["drop"] <= max_drop
     front["chosen"] = (front["number"] == chosen_number) if chosen_number is not None else False
@@ -916,25 +969,25 @@ def _write_front_csv(df: pd.DataFrame, info: StudyInfo, summary: Mapping[str, An
     first = ["number", "state", "metric", "metric_stderr", "drop", "drop_stderr", "drop_low", "drop_high",
              "speedup", "speedup_spread", "latency_ms", "macs", "params", "feasible", "chosen", "kind", "timing",
              "speedup_searched"]
-    rest = [c for c in front.columns if c.startswith(("ratio:", "channels:", "confirmed:"))]
+    rest = [c for c in front.columns if c.startswith(("ratio:", "channels:", CONFIRMED_PREFIX))]
     front[[c for c in first if c in front] + rest].to_csv(path, index=False)
 
 
-def _write_plots(df: pd.DataFrame, info: StudyInfo, summary: Mapping[str, Any], out: Path, paths: dict[str, Path]) -> None:
+def _write_plots(df: pd.DataFrame, info: StudyInfo, summary: Summary, out: Path, paths: dict[str, Path]) -> None:
     """The recovery curve (when calibrated, added to ``paths``), the trade-off plot and the ratio chart."""
-    chosen, chosen_number = summary["chosen"], _chosen_number(summary)
+    chosen, chosen_number = summary.chosen, _chosen_number(summary)
     if info.recovery_calibration:
         paths["recovery_png"] = plot_recovery_curve(info.recovery_calibration, out / "recovery-curve.png")
-    plot_pareto(df, info, summary["max_drop"], paths["pareto_png"], chosen_number=chosen_number,
-                chosen_note=_chosen_note(summary), passed_over=(summary.get("passed_over") or {}).get("number"),
-                chosen_speedup=(chosen or {}).get("speedup"), best=summary["best"])
+    plot_pareto(df, info, summary.max_drop, paths["pareto_png"], chosen_number=chosen_number,
+                chosen_note=_chosen_note(summary), passed_over=(summary.passed_over or {}).get("number"),
+                chosen_speedup=(chosen or {}).get("speedup"), best=summary.best)
     plot_ratios((chosen or {}).get("ratios") or {}, info.bounds, paths["ratios_png"],
                 reference=_reference_ratios(summary),
                 title=f"trial {chosen_number}: ratio per group against the space searched" if chosen else
                 "no trial chosen: the space searched per group")
 
 
-def _front_html(summary: Mapping[str, Any]) -> str:
+def _front_html(summary: Summary) -> str:
     """The front table of the report, the chosen trial and the best baselines highlighted."""
     rows = table_rows(summary)
     return _html_table(
@@ -952,24 +1005,24 @@ def _hypervolume_text(hv: Mapping[str, Any] | None) -> str:
         if hv["history"] else f"Hypervolume above ({hv['reference'][0]:.4f}, 1.0x): {hv['value']:.5f}.")
 
 
-def _meta_text(summary: Mapping[str, Any], info: StudyInfo) -> str:
+def _meta_text(summary: Summary, info: StudyInfo) -> str:
     """The report's line under the title: trial counts, budget, metric, storage and timing host."""
-    return (f"{summary['n_complete']} complete of {summary['n_trials']} trials, {summary['n_feasible']} within "
-            f"max drop {summary['max_drop']:g}. {info.metric_name} ({info.metric_direction}), unpruned "
+    return (f"{summary.n_complete} complete of {summary.n_trials} trials, {summary.n_feasible} within "
+            f"max drop {summary.max_drop:g}. {info.metric_name} ({info.metric_direction}), unpruned "
             f"{info.base_metric:.4f}. Storage: {info.storage or 'n/a'}."
             + (f" Speed judged on host {info.host_id}." if info.host_id else ""))
 
 
-def _report_page(summary: Mapping[str, Any], info: StudyInfo, paths: Mapping[str, Path]) -> str:
+def _report_page(summary: Summary, info: StudyInfo, paths: Mapping[str, Path]) -> str:
     """The self-contained ``report.html`` page, from the package's template and the PNGs already written."""
-    warnings = [summary["noise"]["warning"], *summary["recovery_warnings"]]
+    warnings = [summary.noise["warning"], *summary.recovery_warnings]
     template = Template(resources.files("autoprune.analysis").joinpath("report.html").read_text(encoding="utf-8"))
     return template.substitute(
         title=html.escape(f"{info.name}: Pareto front and selection"),
         meta=html.escape(_meta_text(summary, info)),
-        sentence=html.escape(summary["sentence"]),
+        sentence=html.escape(summary.sentence),
         warning="".join(f'<p class="warning">Warning: {html.escape(w)}</p>' for w in warnings if w),
-        noise=html.escape(summary["noise"]["line"]),
+        noise=html.escape(summary.noise["line"]),
         metric_name=html.escape(info.metric_name),
         pareto_png=_data_uri(paths["pareto_png"]),
         ratios_png=_data_uri(paths["ratios_png"]),
@@ -979,7 +1032,7 @@ def _report_page(summary: Mapping[str, Any], info: StudyInfo, paths: Mapping[str
         final_table=_final_html(summary),
         ratios_table=_ratios_html(summary, info),
         recovery=_recovery_html(info, paths.get("recovery_png")),
-        hypervolume=html.escape(_hypervolume_text(summary["hypervolume"])),
+        hypervolume=html.escape(_hypervolume_text(summary.hypervolume)),
         config=html.escape(json.dumps(redact(info.config), indent=2, sort_keys=True, default=str)),
         footer=html.escape(f"Written by autoprune on {datetime.datetime.now().isoformat(timespec='seconds')}."),
     )

@@ -89,26 +89,26 @@ def pareto(
     summary = summarize(df, info, budget)
     paths = write_report(df, info, budget, out_dir or target.out_dir, summary=summary)
     if as_json:
-        click.echo(json.dumps(summary | {"files": {k: str(v) for k, v in paths.items()}}, default=str))
+        click.echo(json.dumps(summary.to_json() | {"files": {k: str(v) for k, v in paths.items()}}, default=str))
     else:
         click.echo("\n".join([
-            f"study {info.name} ({info.storage}): {summary['n_complete']} complete of {summary['n_trials']} "
-            f"trials, {summary['n_feasible']} within max drop {summary['max_drop']:g}; {info.metric_name} "
+            f"study {info.name} ({info.storage}): {summary.n_complete} complete of {summary.n_trials} "
+            f"trials, {summary.n_feasible} within max drop {summary.max_drop:g}; {info.metric_name} "
             f"({info.metric_direction}), unpruned {info.base_metric:.4f}"
             + (f"; speed judged on host {info.host_id}" if info.host_id else ""),
             "",
             format_table(table_rows(summary)),
             table_legend(summary),
             "",
-            summary["sentence"],
-            summary["noise"]["line"],
+            summary.sentence,
+            summary.noise["line"],
         ]))
-        for warning in [summary["noise"]["warning"], *summary["recovery_warnings"]]:
+        for warning in [summary.noise["warning"], *summary.recovery_warnings]:
             if warning:
                 click.echo(f"warning: {warning}")
         click.echo("\nwrote:\n" + "\n".join(f"  {p}" for p in paths.values()))
-    if summary["chosen"] is None:
-        raise SelectionError(summary["selection_error"])
+    if summary.chosen is None:
+        raise SelectionError(summary.selection_error)
 
 
 @click.command("compare")
@@ -141,17 +141,17 @@ def compare(
         summary = summarize(df, info, budget)
         label = info.name if [t.name for t in targets].count(info.name) == 1 else f"{info.name} #{i + 1}"
         loaded.append((label, df, info))
-        chosen, vs = summary["chosen"], summary["speedup_vs"]
+        chosen, vs = summary.chosen, summary.speedup_vs
         rows.append({
             "study": label,
-            "budget": f"{summary['max_drop']:g}",
-            "trials": f"{summary['n_feasible']}/{summary['n_complete']}",
+            "budget": f"{summary.max_drop:g}",
+            "trials": f"{summary.n_feasible}/{summary.n_complete}",
             "best": "none" if chosen is None else str(chosen["number"]),
             "drop": "-" if chosen is None else f"{chosen['drop']:.4f}",
             "speedup": "-" if chosen is None else f"{chosen['speedup']:.2f}x",
-            "uniform": "-" if summary["best"]["uniform"] is None else f"{summary['best']['uniform']['speedup']:.2f}x",
-            "global": "-" if summary["best"]["global"] is None else f"{summary['best']['global']['speedup']:.2f}x",
-            "sensitivity": "-" if summary["best"].get("sensitivity") is None else f"{summary['best']['sensitivity']['speedup']:.2f}x",
+            "uniform": "-" if summary.best["uniform"] is None else f"{summary.best['uniform']['speedup']:.2f}x",
+            "global": "-" if summary.best["global"] is None else f"{summary.best['global']['speedup']:.2f}x",
+            "sensitivity": "-" if summary.best.get("sensitivity") is None else f"{summary.best['sensitivity']['speedup']:.2f}x",
             "vs": "/".join("-" if vs[k] is None else f"{vs[k]:.2f}" for k in ("uniform", "global")),
         })
     headers = {"study": "study", "budget": "max drop", "trials": "feasible/complete", "best": "best trial",

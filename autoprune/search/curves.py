@@ -41,9 +41,12 @@ from typing import Any
 import optuna
 
 from autoprune.search.pruner_options import build_pruner
+from autoprune.search.record import STATE_ATTR
+from autoprune.search.record import TrialRecord
+from autoprune.search.record import read
+from autoprune.search.record import write
 
 TrialState = optuna.trial.TrialState
-STATE_ATTR = "pruner_state"
 # What a trial of the copy is built from: (state, curve, final drop or None, pruner state).
 ViewTrial = tuple[TrialState, Mapping[int, float], "float | None", Mapping[str, Any]]
 
@@ -87,9 +90,10 @@ def pruning_view(
 
 def view_trial(trial: optuna.trial.FrozenTrial) -> ViewTrial:
     """What the copy keeps of one stored trial: screened trials' values (a speedup) are no curve."""
-    curve = {} if "screened" in trial.user_attrs else dict(trial.intermediate_values)
-    final = trial.user_attrs.get("drop")
-    return trial.state, curve, None if final is None else float(final), trial.user_attrs.get(STATE_ATTR) or {}
+    rec = read(trial)
+    curve = {} if rec.screened is not None else dict(trial.intermediate_values)
+    final = rec.drop
+    return trial.state, curve, None if final is None else float(final), rec.pruner_state or {}
 
 
 class CurveReporter:
@@ -147,14 +151,14 @@ class CurveReporter:
         """The pruner's verdict on the copy; its bookkeeping on the running trial is kept (``pruner_state``)."""
         number = self.trial.number
         before = [view_trial(t) for t in self.study.get_trials(deepcopy=False) if t.number < number]
-        state = self.trial.user_attrs.get(STATE_ATTR) or {}
+        state = read(self.trial).pruner_state or {}
         view, running = pruning_view(self.study.study_name, before, self.curve, state)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             verdict = bool(self.pruner.prune(view, running))
         after = view.get_trials(deepcopy=False)[-1].system_attrs
         if after != state:
-            self.trial.set_user_attr(STATE_ATTR, dict(after))
+            write(self.trial, TrialRecord(pruner_state=dict(after)))
         return verdict
 
 

@@ -26,16 +26,15 @@ from dataclasses import dataclass
 
 import optuna
 
+from autoprune.search.record import DUPLICATE_ATTR
+from autoprune.search.record import KEY_ATTR
+from autoprune.search.record import TrialRecord
+from autoprune.search.record import has_key
+from autoprune.search.record import is_duplicate
+from autoprune.search.record import read
+from autoprune.search.record import write
 from autoprune.space.widths import channels_key
 
-KEY_ATTR = "channels_key"
-DUPLICATE_ATTR = "duplicate_of"
-# Attrs a duplicate keeps as its own rather than copying them from the trial it reuses.
-# A pruner's bookkeeping and a sweep point's origin belong to the trial that was evaluated, not to its duplicates.
-OWN_ATTRS = frozenset({
-    "kind", "worker", "surplus", "baseline_ratio", KEY_ATTR, DUPLICATE_ATTR, "stage_seconds",
-    "pruner_state", "sweep_point", "sweep_stage_seconds",
-})
 TrialState = optuna.trial.TrialState
 
 
@@ -56,10 +55,10 @@ class WaitLimits:
 
 def trial_key(trial: optuna.trial.FrozenTrial, names: Sequence[str]) -> str | None:
     """The channel key of a trial: its ``channels_key``, else one made from its ``channels`` (older trials)."""
-    key = trial.user_attrs.get(KEY_ATTR)
-    if key is not None:
-        return str(key)
-    channels = trial.user_attrs.get("channels")
+    rec = read(trial)
+    if rec.channels_key is not None:
+        return str(rec.channels_key)
+    channels = rec.channels
     if isinstance(channels, dict) and all(n in channels for n in names):
         return channels_key({n: channels[n] for n in names})
     return None
@@ -68,7 +67,7 @@ def trial_key(trial: optuna.trial.FrozenTrial, names: Sequence[str]) -> str | No
 def evaluated_twin(trials: Sequence[optuna.trial.FrozenTrial], key: str, names: Sequence[str], me: int) -> optuna.trial.FrozenTrial | None:
     """The COMPLETE trial with this key to reuse: one that was evaluated itself first, then the lowest number."""
     twins = [t for t in trials if t.state == TrialState.COMPLETE and t.number != me and trial_key(t, names) == key]
-    return min(twins, key=lambda t: (DUPLICATE_ATTR in t.user_attrs, t.number), default=None)
+    return min(twins, key=lambda t: (is_duplicate(t), t.number), default=None)
 
 
 def earlier_running(trials: Sequence[optuna.trial.FrozenTrial], me: int) -> list[optuna.trial.FrozenTrial]:
@@ -77,7 +76,7 @@ def earlier_running(trials: Sequence[optuna.trial.FrozenTrial], me: int) -> list
     start = mine.datetime_start if mine is not None else None
     out = []
     for t in trials:
-        if t.state != TrialState.RUNNING or t.number == me or t.user_attrs.get("surplus"):
+        if t.state != TrialState.RUNNING or t.number == me or read(t).surplus:
             continue
         if start is None or t.datetime_start is None or (t.datetime_start, t.number) < (start, me):
             out.append(t)
@@ -114,7 +113,7 @@ def settle(
             return twin
         ahead = earlier_running(trials, number)
         same = [t for t in ahead if trial_key(t, names) == key]
-        unknown = [t for t in ahead if KEY_ATTR not in t.user_attrs]
+        unknown = [t for t in ahead if not has_key(t)]
         waited = time.monotonic() - start
         if same and waited < limits.same_key_s:
             if say is not None and same[0].number not in announced:
@@ -137,13 +136,12 @@ def reuse(trial: optuna.Trial, twin: optuna.trial.FrozenTrial, seconds: float) -
     Returns:
         ``twin``'s objective values, for the objective to return.
     """
-    for name, value in twin.user_attrs.items():
-        if name not in OWN_ATTRS:
-            trial.set_user_attr(name, value)
+    figures = read(twin)
+    write(trial, figures.shared())
     for name, value in twin.constraints.items():
         trial.set_constraint(name, value)
-    trial.set_user_attr(DUPLICATE_ATTR, int(twin.user_attrs.get(DUPLICATE_ATTR, twin.number)))
-    trial.set_user_attr("stage_seconds", {"duplicate": round(seconds, 4)})
+    origin = twin.number if figures.duplicate_of is None else figures.duplicate_of
+    write(trial, TrialRecord(duplicate_of=int(origin), stage_seconds={"duplicate": round(seconds, 4)}))
     assert twin.values is not None
     return tuple(float(v) for v in twin.values)
 

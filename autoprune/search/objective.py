@@ -3,6 +3,7 @@ vector in the study: see :mod:`autoprune.search.duplicates`), record everything.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -21,11 +22,14 @@ from autoprune.errors import StorageError
 from autoprune.latency import export_onnx
 from autoprune.search.curves import CurvePruned
 from autoprune.search.curves import CurveReporter
-from autoprune.search.duplicates import DUPLICATE_ATTR
-from autoprune.search.duplicates import KEY_ATTR
 from autoprune.search.duplicates import WaitLimits
 from autoprune.search.duplicates import reuse
 from autoprune.search.duplicates import settle
+from autoprune.search.record import TrialRecord
+from autoprune.search.record import is_blank
+from autoprune.search.record import is_duplicate
+from autoprune.search.record import read
+from autoprune.search.record import write
 from autoprune.selection.artifacts import study_store
 from autoprune.space.sweep_records import SweepRecord
 from autoprune.space.sweep_records import load_sweep_record
@@ -64,14 +68,15 @@ def finished_count(study: optuna.Study) -> int:
 
 def _outcome(trial: optuna.trial.FrozenTrial, ctx: StudyContext) -> Outcome:
     """What a completed trial showed, for the screening rules."""
-    ua = trial.user_attrs
-    after_bn = ua.get("metric_after_bn")
+    rec = read(trial)
+    timing = rec.own_timing
+    after_bn = rec.metric_after_bn
     return Outcome(
         drop_after_bn=None if after_bn is None else ctx.drop(float(after_bn)),
-        feasible=bool(ua.get("feasible")),
-        speedup=float(ua.get("speedup", float("nan"))),
-        speedup_spread=float(ua.get("speedup_spread") or 0.0),
-        noisy=bool(ua.get("latency_noisy")),
+        feasible=bool(rec.feasible),
+        speedup=float("nan" if timing.speedup is None else timing.speedup),
+        speedup_spread=float(timing.speedup_spread or 0.0),
+        noisy=bool(timing.noisy),
         number=trial.number,
     )
 
@@ -149,7 +154,7 @@ class Objective:
 
         Enqueued baselines and retries of failed trials arrive with user attrs and always run (never lost).
         """
-        if trial.user_attrs:
+        if not is_blank(trial):
             return False
         me = trial.number
         busy = self.study.get_trials(deepcopy=False, states=FINISHED + (optuna.trial.TrialState.RUNNING,))
@@ -169,31 +174,32 @@ class Objective:
         self.current_trial_id = trial._trial_id  # the worker fails it itself if a storage outage orphans it
         if self._is_surplus(trial):
             self.surplus += 1
-            trial.set_user_attr("surplus", True)
+            write(trial, TrialRecord(surplus=True))
             raise SurplusTrial(f"trial {trial.number}: the study already has its {self.target} trials")
-        kind = trial.user_attrs.get("kind", "search")
-        trial.set_user_attr("kind", kind)
-        trial.set_user_attr("worker", self.worker)
-        trial.set_user_attr("device", self.device)  # where this trial was finetuned (timings name their provider)
+        queued = read(trial)  # an enqueued baseline arrives with its kind and sweep ratio
+        kind = queued.kind or "search"
+        # The device: where this trial was finetuned (timings name their provider).
+        write(trial, TrialRecord(kind=kind, worker=self.worker, device=self.device))
         widths = suggest_widths(trial, self.space, self.ordered)
         key = channels_key(widths)
         ratios = ratios_for(self.space, widths)
-        trial.set_user_attr(KEY_ATTR, key)  # before the evaluation: other workers wait instead of repeating it
-        trial.set_user_attr("ratios", {k: round(v, 6) for k, v in ratios.items()})  # readers take params for ratios without it
+        # The key before the evaluation: other workers wait instead of repeating it; readers take params for
+        # ratios without them.
+        write(trial, TrialRecord(channels_key=key, ratios={k: round(v, 6) for k, v in ratios.items()}))
         start = time.perf_counter()
         twin = settle(self.study, trial.number, key, list(self.space), self.wait_limits, say=self._say)
         if twin is not None:
             values = reuse(trial, twin, time.perf_counter() - start)
-            self._say(f"trial {trial.number} ({kind}): same channels as trial {trial.user_attrs[DUPLICATE_ATTR]}; reused its figures")
+            self._say(f"trial {trial.number} ({kind}): same channels as trial {read(trial).duplicate_of}; reused its figures")
             return values
-        record = self._sweep_record(trial, kind, widths)
+        record = self._sweep_record(queued, kind, widths)
         if record is not None:
             return self._reuse_sweep(trial, record, start)
         return self._evaluate(trial, kind, ratios)
 
-    def _sweep_record(self, trial: optuna.Trial, kind: str, widths: Mapping[str, int]) -> SweepRecord | None:
+    def _sweep_record(self, queued: TrialRecord, kind: str, widths: Mapping[str, int]) -> SweepRecord | None:
         """The sweep point an enqueued baseline trial repeats, when its figures and files are here to reuse."""
-        ratio = trial.user_attrs.get("baseline_ratio")
+        ratio = queued.baseline_ratio
         if kind not in ("uniform", "global") or ratio is None:
             return None
         return load_sweep_record(self.ctx.config, kind, float(ratio), self.ctx.base_info.sha256, widths, list(self.space))
@@ -204,24 +210,29 @@ class Objective:
         ``stage_seconds`` holds this trial's own work (``sweep_point``: finding the record, ``storage``);
         ``sweep_stage_seconds`` the sweep point's breakdown, where the finetune was paid once.
         """
-        attrs = dict(record.attrs)
-        attrs["feasible"] = bool(attrs["drop"] <= self.max_drop)
-        attrs["sweep_stage_seconds"] = attrs.pop("stage_seconds", {})
+        point = record.record
+        drop = float(point.drop)
+        figures = dataclasses.replace(
+            point,
+            feasible=bool(drop <= self.max_drop),
+            sweep_stage_seconds=point.stage_seconds or {},
+            stage_seconds=None,
+            sweep_point={"kind": record.kind, "ratio": record.ratio},
+        )
         found = time.perf_counter() - start
         write_start = time.perf_counter()
         self._upload_reused(trial, record)
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
-        trial.set_user_attr("sweep_point", {"kind": record.kind, "ratio": record.ratio})
-        trial.set_constraint("drop", float(attrs["drop"]) - self.max_drop)
+        write(trial, figures)
+        trial.set_constraint("drop", drop - self.max_drop)
         reporter = self._curve_reporter(trial, "baseline")
         if reporter is not None:
-            for step, metric in attrs.get("recovery_curve") or []:
+            for step, metric in (point.recovery or {}).get("curve") or []:
                 reporter(int(step), float(metric))
-        trial.set_user_attr("stage_seconds", {"sweep_point": round(found, 4), "storage": round(time.perf_counter() - write_start, 4)})
+        stage = {"sweep_point": round(found, 4), "storage": round(time.perf_counter() - write_start, 4)}
+        write(trial, TrialRecord(stage_seconds=stage))
         self._say(f"trial {trial.number} ({record.kind}): the {record.kind} sweep point {record.ratio:g}; reused its figures and weights")
-        speedup = float(attrs["speedup"])
-        return (speedup,) if self.mode == "fastest" else (float(attrs["metric"]), speedup)
+        speedup = float(point.own_timing.speedup)
+        return (speedup,) if self.mode == "fastest" else (float(point.metric), speedup)
 
     def _curve_reporter(self, trial: optuna.Trial, kind: str) -> CurveReporter | None:
         """Stores the trial's finetune curve; asks the configured pruner at every point of a search trial."""
@@ -268,22 +279,19 @@ class Objective:
             self.log_line(f"[{self.worker}] trial {trial.number}: finetune skipped ({skip.reason}), {time.perf_counter() - start:.1f}s")
             raise optuna.TrialPruned(skip.reason) from None
         except Hopeless as stop:
-            trial.set_user_attr("metric_after_bn", stop.metric)
-            trial.set_user_attr("channels", dict(stop.result.kept))
-            trial.set_user_attr("feasible", False)
+            write(trial, TrialRecord(metric_after_bn=stop.metric, channels=dict(stop.result.kept), feasible=False))
             trial.set_constraint("drop", max(self.ctx.drop(stop.metric) - self.max_drop, PREDICTED_EXCESS))
             self.log_line(f"[{self.worker}] trial {trial.number}: pruned early ({stop}), {time.perf_counter() - start:.1f}s")
             raise optuna.TrialPruned(str(stop)) from None
-        attrs = result.attrs(self.max_drop)
+        figures = result.record(self.max_drop)
         write_start = time.perf_counter()
         self._upload(trial, result)
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
+        write(trial, figures)
         trial.set_constraint("drop", result.drop - self.max_drop)
-        stage = dict(attrs["stage_seconds"])
+        stage = dict(figures.stage_seconds or {})
         stage["storage"] = round(time.perf_counter() - write_start, 4)
-        trial.set_user_attr("stage_seconds", stage)
-        mark = "feasible" if attrs["feasible"] else "over budget"
+        write(trial, TrialRecord(stage_seconds=stage))
+        mark = "feasible" if figures.feasible else "over budget"
         cached = ", timing cached" if result.latency_cached else ""
         self.log_line(
             f"[{self.worker}] trial {trial.number} ({kind}): {self.ctx.task.metric_name} {result.metric.value:.4f} "
@@ -295,7 +303,7 @@ class Objective:
     def _screen(self, screening: Screening) -> str | None:
         """The screening decision for a candidate, from the rules learned on the study's completed trials."""
         done = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        outcomes = [_outcome(t, self.ctx) for t in done if DUPLICATE_ATTR not in t.user_attrs]
+        outcomes = [_outcome(t, self.ctx) for t in done if not is_duplicate(t)]
         rules = ScreeningRules.learn(outcomes, self.ctx.config.search.screen_min_trials)
         se = screening.metric_after_bn.stderr
         return rules.reason(screening.drop_after_bn, se, screening.speedup, screening.speedup_spread, self.mode)
@@ -303,11 +311,8 @@ class Objective:
     def _record_curve_pruned(self, trial: optuna.Trial, stop: CurvePruned) -> None:
         """Why and where the pruner stopped the finetune; the sampler sees an infeasible trial (the pruner only
         stops a curve over the budget: its calibration drop over ``max_drop`` is the constraint)."""
-        trial.set_user_attr("pruned_by", self.ctx.config.search.pruner)
-        trial.set_user_attr("pruned_step", stop.step)
-        trial.set_user_attr("pruned_reason", stop.reason)
-        trial.set_user_attr("calib_drop", stop.drop)
-        trial.set_user_attr("feasible", False)
+        pruner = self.ctx.config.search.pruner
+        write(trial, TrialRecord(pruned_by=pruner, pruned_step=stop.step, pruned_reason=stop.reason, calib_drop=stop.drop, feasible=False))
         trial.set_constraint("drop", max(stop.drop - self.max_drop, PREDICTED_EXCESS))
 
     def _record_screened(self, trial: optuna.Trial, skip: Screened) -> None:
@@ -323,15 +328,14 @@ class Objective:
             trial.set_constraint("drop", max(s.drop_after_bn - self.max_drop, PREDICTED_EXCESS))
         elif self.mode == "fastest" and math.isfinite(s.speedup):
             trial.report(s.speedup, step=0)
-        trial.set_user_attr("screened", skip.reason)
-        trial.set_user_attr("metric_after_bn", s.metric_after_bn.value)
-        trial.set_user_attr("metric_after_bn_stderr", s.metric_after_bn.stderr)
-        trial.set_user_attr("drop_after_bn", s.drop_after_bn)
-        trial.set_user_attr("channels", dict(skip.result.kept))
-        for key in ("speedup", "speedup_spread", "latency_ms", "base_latency_ms"):
-            if key in s.timing:
-                trial.set_user_attr(key, s.timing[key])
-        trial.set_user_attr("latency_noisy", bool(s.noisy))
+        write(trial, TrialRecord(
+            screened=skip.reason,
+            metric_after_bn=s.metric_after_bn.value,
+            metric_after_bn_stderr=s.metric_after_bn.stderr,
+            drop_after_bn=s.drop_after_bn,
+            channels=dict(skip.result.kept),
+            timing=s.timing,
+        ))
 
     def _upload(self, trial: optuna.Trial, result: Any) -> None:
         """Store the trial's architecture JSON and finetuned weights (and ONNX file) as Optuna artifacts."""
@@ -343,14 +347,13 @@ class Objective:
             if ctx.config.search.upload_onnx:
                 onnx_path = export_onnx(result.model, example_input(ctx.task, ctx.config), Path(tmp) / f"{stem}.onnx")
                 onnx_id = optuna.artifacts.upload_artifact(artifact_store=self.store, file_path=str(onnx_path), study_or_trial=trial)
-                trial.set_user_attr("onnx_artifact_id", onnx_id)
+                write(trial, TrialRecord(onnx_artifact_id=onnx_id))
 
     def _upload_files(self, trial: optuna.Trial, arch: Path, weights: Path) -> None:
         """Upload an architecture JSON and weights as the trial's artifacts (ids in the trial's user attrs)."""
         arch_id = optuna.artifacts.upload_artifact(artifact_store=self.store, file_path=str(arch), study_or_trial=trial)
         weights_id = optuna.artifacts.upload_artifact(artifact_store=self.store, file_path=str(weights), study_or_trial=trial)
-        trial.set_user_attr("arch_artifact_id", arch_id)
-        trial.set_user_attr("weights_artifact_id", weights_id)
+        write(trial, TrialRecord(arch_artifact_id=arch_id, weights_artifact_id=weights_id))
 
     def _upload_reused(self, trial: optuna.Trial, record: SweepRecord) -> None:
         """Upload a sweep point's files as the trial's, its architecture's provenance naming this trial."""

@@ -32,12 +32,13 @@ from optuna.distributions import IntDistribution
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
+from autoprune.search.record import TrialRecord
+from autoprune.search.record import write_stored
+
 HELD = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 # Vectors one grid step away are tried first, then two, ...; enough random draws to find a fresh one among them.
 MAX_STEPS = 4
 DRAWS_PER_DISTANCE = 64
-# The trial user attr that keeps the held vector a trial's proposal was moved from.
-MOVED_ATTR = "moved_from"
 
 
 def vector(params: Mapping[str, Any], names: Sequence[str]) -> tuple | None:
@@ -127,7 +128,7 @@ class FreshSampler(optuna.samplers.BaseSampler):
         if moved is None:
             return proposal
         self.moved += 1
-        study._storage.set_trial_user_attr(trial._trial_id, MOVED_ATTR, {n: int(proposal[n]) for n in names})
+        write_stored(study._storage, trial._trial_id, TrialRecord(moved_from={n: int(proposal[n]) for n in names}))
         return moved
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution) -> Any:

@@ -28,6 +28,8 @@ from autoprune.config import public_config
 from autoprune.errors import StorageError
 from autoprune.latency import cpu_round_to
 from autoprune.redact import redact_url
+from autoprune.search.record import TrialRecord
+from autoprune.search.record import read
 from autoprune.search.sampler import FreshSampler
 from autoprune.search.storage import open_storage
 from autoprune.search.storage import study_names
@@ -114,13 +116,13 @@ def search_space(ctx: StudyContext, points: Iterable[SweepPoint], margin: int | 
 def enqueue_baselines(study: optuna.Study, ctx: StudyContext, points: Mapping[str, SweepPoint], space: Mapping[str, GroupWidths]) -> None:
     """Queue each baseline as a trial with exactly its sweep point's kept channels (once per kind)."""
     channels = {g.name: g.channels for g in ctx.groups}
-    queued = {t.user_attrs.get("kind") for t in study.get_trials(deepcopy=False)}
+    queued = {read(t).kind for t in study.get_trials(deepcopy=False)}
     for kind, point in points.items():
         if kind in queued:
             continue
         widths = point.widths(channels)
         params = {name: widths[name] for name in space}
-        study.enqueue_trial(params, user_attrs={"kind": kind, "baseline_ratio": point.ratio})
+        study.enqueue_trial(params, user_attrs=TrialRecord(kind=kind, baseline_ratio=point.ratio).to_attrs())
 
 
 def create_or_load(

@@ -39,6 +39,7 @@ from autoprune.search.objective import FINISHED
 from autoprune.search.objective import Objective
 from autoprune.search.objective import SurplusTrial
 from autoprune.search.objective import finished_count
+from autoprune.search.record import read
 from autoprune.search.storage import check_workers
 from autoprune.search.storage import transient_cause
 from autoprune.search.storage import with_retry
@@ -263,7 +264,7 @@ def _fail_unclaimed(study: optuna.Study, grace_period: float) -> list[int]:
     now = datetime.datetime.now()  # Optuna reports datetime_start as local time without a zone
     failed = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if "worker" in t.user_attrs or t.datetime_start is None:
+        if read(t).worker is not None or t.datetime_start is None:
             continue
         if (now - t.datetime_start).total_seconds() > grace_period + _WAIT_POLL_S:
             if _fail_orphan(study, t._trial_id) is not None:
@@ -490,7 +491,8 @@ def _write_lines(queue: mp.Queue[str], seconds: float) -> None:
 def report_progress(study: optuna.Study, target: int, progress: Callable[[int, int, float | None], None]) -> None:
     """Read the study and call ``progress(finished, target, best feasible speedup)``."""
     trials = study.get_trials(deepcopy=False, states=FINISHED)
-    feasible = [t.user_attrs.get("speedup") for t in trials if t.user_attrs.get("feasible")]
+    records = [read(t) for t in trials]
+    feasible = [r.own_timing.speedup for r in records if r.feasible]
     best = max((s for s in feasible if s is not None), default=None)
     progress(len(trials), target, best)
 

@@ -21,7 +21,7 @@ load keeps changing (then it is said once, and the figure leads no pick).
 Optuna refuses to change a finished trial (``UpdateFinishedTrialError``, through the Trial API and the
 storage API alike, in RDB and journal storages), so the figures are stored as the study user attr
 ``confirmation``: ``{"trials": {number: confirmed}, ...summary}``.  The analysis table reads them back
-as each trial's ``confirmed:<key>`` columns (:func:`autoprune.analysis.frame.late_trial_attrs`).  A new
+as each trial's ``confirmed:<key>`` columns (:func:`autoprune.search.study_attrs.late_trial_attrs`).  A new
 confirmation replaces the previous one whole, so every confirmed speedup comes from one timing run.
 
 Example:
@@ -53,7 +53,6 @@ from autoprune.analysis import select
 from autoprune.analysis.choice import choose
 from autoprune.analysis.choice import holds_on_selection
 from autoprune.analysis.choice import margin_text
-from autoprune.analysis.frame import CONFIRMATION_ATTR
 from autoprune.analysis.pareto import ranked
 from autoprune.analysis.pareto import unsettled
 from autoprune.analysis.twins import architecture_keys
@@ -66,6 +65,9 @@ from autoprune.search.storage import is_sqlite
 from autoprune.search.storage import open_storage
 from autoprune.search.storage import study_names
 from autoprune.search.storage import with_retry
+from autoprune.search.study_attrs import CONFIRMATION_ATTR
+from autoprune.search.study_attrs import confirmed_column
+from autoprune.search.study_attrs import confirmed_columns
 from autoprune.selection.artifacts import fetch
 from autoprune.selection.artifacts import study_store
 from autoprune.space.bounds import BASELINE_KINDS
@@ -706,12 +708,12 @@ def _pick(
     Returns:
         ``(picked trial or None, "confirmed" or "validation", notes, the selection error or None)``.
     """
-    table = df.drop(columns=[col for col in df.columns if col.startswith("confirmed:")])
+    table = df.drop(columns=confirmed_columns(df.columns))
     numeric = ("selection_drop", "selection_drop_stderr", "selection_z", "speedup", "speedup_spread")
     for key in (*numeric, "noisy", "reproduced"):
-        table[f"confirmed:{key}"] = table["number"].map(lambda n, k=key: figures.get(str(n), {}).get(k))
+        table[confirmed_column(key)] = table["number"].map(lambda n, k=key: figures.get(str(n), {}).get(k))
     for key in numeric:
-        table[f"confirmed:{key}"] = pd.to_numeric(table[f"confirmed:{key}"], errors="coerce")
+        table[confirmed_column(key)] = pd.to_numeric(table[confirmed_column(key)], errors="coerce")
     choice = choose(table, budget, metric_direction=info.metric_direction, cv_threshold=info.cv_threshold)
     return choice.number, choice.source, choice.notes, choice.error
 

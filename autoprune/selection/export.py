@@ -27,8 +27,12 @@ from autoprune.analysis.pareto import as_float
 from autoprune.analysis.pareto import unsettled
 from autoprune.errors import SelectionError
 from autoprune.redact import storage_place
+from autoprune.search.record import TrialRecord
+from autoprune.search.record import read
 from autoprune.search.storage import open_storage
 from autoprune.search.storage import with_retry
+from autoprune.search.study_attrs import confirmed_column
+from autoprune.search.study_attrs import confirmed_figures
 from autoprune.selection.artifacts import fetch
 from autoprune.selection.artifacts import study_store
 from autoprune.selection.confirm import open_study_for_update
@@ -56,7 +60,7 @@ class ExportResult:
 
 def _confirmed_figures(record: Mapping[str, Any]) -> dict[str, Any]:
     """The ``confirmed:*`` figures of a trial row, by their plain names (missing ones left out)."""
-    return {k.partition(":")[2]: v for k, v in record.items() if k.startswith("confirmed:") and not _missing(v)}
+    return confirmed_figures(record, drop_missing=True)
 
 
 def _speed_words(result: ExportResult) -> str:
@@ -128,11 +132,11 @@ def choose_trial(
 
 def _settled_record(record: dict[str, Any], info: Any) -> dict[str, Any]:
     """A named trial's record with its settled confirmed speedup as ``speedup`` (as a choice would carry it)."""
-    if not math.isfinite(as_float(record.get("confirmed:speedup"))) or unsettled(
-            record.get("confirmed:noisy"), record.get("confirmed:speedup_spread"), info.cv_threshold):
+    if not math.isfinite(as_float(record.get(confirmed_column("speedup")))) or unsettled(
+            record.get(confirmed_column("noisy")), record.get(confirmed_column("speedup_spread")), info.cv_threshold):
         return record
-    return record | {"speedup_searched": record.get("speedup"), "speedup": as_float(record["confirmed:speedup"]),
-                     "speedup_spread": as_float(record.get("confirmed:speedup_spread")), "timing": "confirmed"}
+    return record | {"speedup_searched": record.get("speedup"), "speedup": as_float(record[confirmed_column("speedup")]),
+                     "speedup_spread": as_float(record.get(confirmed_column("speedup_spread"))), "timing": "confirmed"}
 
 
 def export_architecture(
@@ -171,14 +175,14 @@ def export_architecture(
         raise SelectionError(f"study {config.name!r} records no max_drop; pass --max-drop")
     record, notes, passed_over, selection = choose_trial(df, info, budget, trial, use_confirmed)
     number = int(record["number"])
-    attrs = _trial_user_attrs(config, url, number)
+    trial_record = _trial_record(config, url, number)
     out = Path(output)
-    arch, weights_path = _fetch_artifacts(config, attrs, number, out)
+    arch, weights_path = _fetch_artifacts(config, trial_record, number, out)
     # Confirmed figures are study attrs (a finished trial cannot change); the analysis row carries them.
     confirmed = _confirmed_figures(record)
     arch.update(
-        metrics=_metrics(arch, attrs, budget, confirmed),
-        latency=_latency(arch, attrs, confirmed if record.get("timing") == "confirmed" else {}),
+        metrics=_metrics(arch, trial_record, budget, confirmed),
+        latency=_latency(arch, trial_record, confirmed if record.get("timing") == "confirmed" else {}),
         provenance=_provenance(arch, config, number, url, weights_path, selection),
     )
     validate_architecture(arch, out)
@@ -190,8 +194,8 @@ def export_architecture(
 def _final_test(config: StudyConfig, url: str, arch: dict[str, Any], out: Path, weights: Path | None, selection: str,
                 budget: float, task: Task | None) -> FinalTest:
     """Measure the exported model on the test split, add the figures to its JSON and store them as a study attr."""
+    from autoprune.search.study_attrs import FINAL_TEST_ATTR
     from autoprune.selection.architecture import write_architecture
-    from autoprune.selection.final_test import FINAL_TEST_ATTR
     from autoprune.selection.final_test import measure_final_test
 
     report = measure_final_test(arch, config, weights, selection, budget, task)
@@ -202,21 +206,21 @@ def _final_test(config: StudyConfig, url: str, arch: dict[str, Any], out: Path, 
     return report
 
 
-def _trial_user_attrs(config: StudyConfig, url: str, number: int) -> dict[str, Any]:
-    """The user attrs of trial ``number``, which must have a stored architecture.
+def _trial_record(config: StudyConfig, url: str, number: int) -> TrialRecord:
+    """The record of trial ``number``, which must have a stored architecture.
 
     Raises:
         SelectionError: the trial has no stored architecture.
     """
     study = optuna.load_study(study_name=config.name, storage=open_storage(url, heartbeat_interval=None))
     frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
-    attrs = frozen.user_attrs
-    if not attrs.get("arch_artifact_id"):
-        raise SelectionError(f"trial {number} has no stored architecture (user attr 'arch_artifact_id'); it was not run by an autoprune worker")
-    return attrs
+    rec = read(frozen)
+    if not rec.arch_artifact_id:
+        raise SelectionError(f"trial {number} has no stored architecture (no architecture artifact id); it was not run by an autoprune worker")
+    return rec
 
 
-def _fetch_artifacts(config: StudyConfig, attrs: Mapping[str, Any], number: int, out: Path) -> tuple[dict[str, Any], Path | None]:
+def _fetch_artifacts(config: StudyConfig, rec: TrialRecord, number: int, out: Path) -> tuple[dict[str, Any], Path | None]:
     """The trial's stored architecture JSON, and its weights moved beside ``out`` (``None`` when it has none)."""
     from autoprune.selection.architecture import read_architecture
     store = study_store(config)
@@ -224,27 +228,27 @@ def _fetch_artifacts(config: StudyConfig, attrs: Mapping[str, Any], number: int,
     weights_path: Path | None = None
     with tempfile.TemporaryDirectory(prefix="autoprune-export-") as tmp:
         arch_file = Path(tmp) / "arch.json"
-        fetch(store, attrs["arch_artifact_id"], arch_file, config, f"trial {number}")
+        fetch(store, rec.arch_artifact_id, arch_file, config, f"trial {number}")
         arch = read_architecture(arch_file)
-        if attrs.get("weights_artifact_id"):
+        if rec.weights_artifact_id:
             weights_path = out.with_name(out.stem + ".weights.pt")
             tmp_w = Path(tmp) / "w.pt"
-            fetch(store, attrs["weights_artifact_id"], tmp_w, config, f"trial {number}")
+            fetch(store, rec.weights_artifact_id, tmp_w, config, f"trial {number}")
             shutil.move(str(tmp_w), weights_path)
     return arch, weights_path
 
 
-def _metrics(arch: Mapping[str, Any], attrs: Mapping[str, Any], budget: float, confirmed: Mapping[str, Any]) -> dict[str, Any]:
+def _metrics(arch: Mapping[str, Any], rec: TrialRecord, budget: float, confirmed: Mapping[str, Any]) -> dict[str, Any]:
     """The architecture's ``metrics``: the search's validation figures, and the selection figures when confirmed
     (the test figures are added after the JSON is written, by :func:`_final_test`)."""
     metrics = dict(arch.get("metrics") or {})
     metrics.update(
         {
-            "val_metric": attrs.get("metric"),
-            "val_metric_stderr": attrs.get("metric_stderr"),
-            "val_drop": attrs.get("drop"),
+            "val_metric": rec.metric,
+            "val_metric_stderr": rec.metric_stderr,
+            "val_drop": rec.drop,
             "max_drop": budget,
-            "feasible": bool(attrs.get("drop", math.inf) <= budget),
+            "feasible": bool((math.inf if rec.drop is None else rec.drop) <= budget),
         }
     )
     if confirmed:
@@ -261,14 +265,14 @@ def _metrics(arch: Mapping[str, Any], attrs: Mapping[str, Any], budget: float, c
     return metrics
 
 
-def _latency(arch: Mapping[str, Any], attrs: Mapping[str, Any], confirmed: Mapping[str, Any]) -> dict[str, Any]:
+def _latency(arch: Mapping[str, Any], rec: TrialRecord, confirmed: Mapping[str, Any]) -> dict[str, Any]:
     """The architecture's ``latency``: the confirmed re-timing when the choice rests on it, and the search's speedup."""
     latency = dict(arch.get("latency") or {})
     if confirmed:
         latency["confirmed_speedup"] = confirmed.get("speedup")
         latency["confirmed_speedup_spread"] = confirmed.get("speedup_spread")
         latency["confirmed_host_id"] = confirmed.get("host_id")
-    latency["search_speedup"] = attrs.get("speedup")
+    latency["search_speedup"] = rec.own_timing.speedup
     return latency
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
-from autoprune.analysis.frame import FINAL_TEST_ATTR
 from autoprune.base_model import load_weights
+from autoprune.search.study_attrs import FINAL_TEST_ATTR
 from autoprune.selection.architecture import apply_architecture
 from autoprune.selection.confirm import now_utc
 

@@ -43,7 +43,6 @@ import torch
 from torch import nn
 
 from autoprune import console
-from autoprune.analysis.frame import FINAL_ATTR
 from autoprune.base_model import file_sha256
 from autoprune.config import validated_copy
 from autoprune.device import resolve_device
@@ -57,6 +56,7 @@ from autoprune.latency import training_section
 from autoprune.latency._lock import _owner_record  # the owner record the timing lock writes: one format for both locks
 from autoprune.latency._lock import describe_holder
 from autoprune.search.storage import with_retry
+from autoprune.search.study_attrs import FINAL_ATTR
 from autoprune.selection.architecture import apply_architecture
 from autoprune.selection.architecture import build_architecture
 from autoprune.selection.architecture import read_architecture

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
-from autoprune.analysis.frame import TIMINGS_ATTR_PREFIX
 from autoprune.search.storage import with_retry
+from autoprune.search.study_attrs import timings_attr
 from autoprune.selection.confirm import Candidate
 from autoprune.selection.confirm import check_base
 from autoprune.selection.confirm import export_candidates
@@ -86,7 +86,7 @@ def retime_study(
     with tempfile.TemporaryDirectory(prefix="autoprune-retime-") as tmp:
         paths = export_candidates(config, ctx, candidates, Path(tmp), recover=False)
         results = measure_speedups(paths, ctx.base_onnx, ctx.latency)
-    key = TIMINGS_ATTR_PREFIX + host_id
+    key = timings_attr(host_id)
     value = _timings_value(study.user_attrs.get(key) or {}, candidates, results, fingerprint, ctx)
     with_retry(lambda: study.set_user_attr(key, value), url, "store the re-timings")
     for line in _report(candidates, results, df):

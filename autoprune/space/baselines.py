@@ -13,6 +13,7 @@ from typing import Any
 from autoprune.file_schemas import BaselinesFile
 from autoprune.jsonfile import read_model
 from autoprune.jsonfile import write_json
+from autoprune.search.record import recovery_attrs
 from autoprune.space.bounds import SweepPoint
 from autoprune.space.bounds import compute_bounds
 from autoprune.space.bounds import fastest_feasible
@@ -132,7 +133,7 @@ def result_point(kind: str, ratio: float, res: CandidateResult, max_drop: float)
         feasible=res.drop <= max_drop,
         latency_noisy=res.latency_noisy,
         metric_after_bn=res.metric_after_bn.value if res.metric_after_bn else None,
-        recovery=res.recovery.attrs(),
+        recovery=recovery_attrs(res.recovery.figures()),
     )
 
 

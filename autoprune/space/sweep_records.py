@@ -29,6 +29,7 @@ from autoprune.errors import ArtifactError
 from autoprune.errors import AutopruneError
 from autoprune.jsonfile import read_json
 from autoprune.jsonfile import write_json
+from autoprune.search.record import TrialRecord
 from autoprune.selection.architecture import build_architecture
 from autoprune.selection.architecture import save_weights
 
@@ -105,11 +106,11 @@ def save_sweep_record(ctx: StudyContext, kind: str, ratio: float, result: Candid
 
 @dataclass(frozen=True)
 class SweepRecord:
-    """A sweep point's figures (``attrs``: a trial's user attrs) and the paths of its files."""
+    """A sweep point's figures (the trial record it stored) and the paths of its files."""
 
     kind: str
     ratio: float
-    attrs: dict[str, Any]
+    record: TrialRecord
     arch: Path
     weights: Path
 
@@ -136,8 +137,8 @@ def load_sweep_record(
         log.warning("not reusing sweep point %s %g: %s", kind, ratio, exc)
         return None
     raw_attrs = data.get("attrs")
-    attrs = raw_attrs if isinstance(raw_attrs, dict) else {}
-    raw_channels = attrs.get("channels")
+    record = TrialRecord.from_attrs(raw_attrs if isinstance(raw_attrs, dict) else {})
+    raw_channels = record.channels
     channels = raw_channels if isinstance(raw_channels, dict) else {}
     fits = (
         data.get("version") == RECORD_VERSION
@@ -147,7 +148,7 @@ def load_sweep_record(
     arch, weights = folder / str(data.get("arch")), folder / str(data.get("weights"))
     if not (fits and arch.is_file() and weights.is_file()):
         return None
-    return SweepRecord(kind, float(ratio), attrs, arch, weights)
+    return SweepRecord(kind, float(ratio), record, arch, weights)
 
 
 __all__ = ["SWEEP_DIR", "SweepRecord", "load_sweep_record", "record_identity", "save_sweep_record", "sweep_stem", "write_candidate_files"]

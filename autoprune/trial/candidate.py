@@ -34,6 +34,8 @@ from autoprune.latency import export_onnx
 from autoprune.pruning import Group
 from autoprune.pruning import Pruner
 from autoprune.pruning import PruneResult
+from autoprune.search.record import Timing
+from autoprune.search.record import TrialRecord
 from autoprune.tasks import MetricResult
 from autoprune.tasks import Task
 from autoprune.tasks import build_task
@@ -69,7 +71,7 @@ class Screening:
         metric_after_bn: validation metric after BN recalibration.
         drop_after_bn: its drop from the base (positive = worse).
         speedup / speedup_spread / noisy: the candidate's timing (the same architecture as after the finetune).
-        timing: every timing figure, as the trial records them.
+        timing: the timing figures a screened trial records.
     """
 
     metric_after_bn: MetricResult
@@ -77,7 +79,7 @@ class Screening:
     speedup: float
     speedup_spread: float
     noisy: bool
-    timing: dict[str, Any] = field(default_factory=dict)
+    timing: Timing = field(default_factory=Timing)
 
 
 class Screened(Exception):
@@ -197,36 +199,44 @@ class CandidateResult:
     recovery: RecoveryReport = field(default_factory=RecoveryReport)
     recipe: dict[str, Any] = field(default_factory=dict)
 
+    def record(self, max_drop: float) -> TrialRecord:
+        """The trial record of these figures (:mod:`autoprune.search.record`), feasible for ``max_drop``."""
+        timing = Timing(
+            speedup=self.speedup,
+            speedup_spread=self.speedup_spread,
+            speedup_interleaved=float(self.latency.get("speedup_interleaved", self.speedup)),
+            pooled_base_latency_ms=self.latency.get("pooled_base_latency_ms"),
+            latency_ms=self.latency_ms,
+            base_latency_ms=self.base_latency_ms,
+            noisy=self.latency_noisy,
+            cached=self.latency_cached,
+            host=self.host,
+            host_id=self.host_id,
+        )
+        after_bn = self.metric_after_bn
+        return TrialRecord(
+            metric=self.metric.value,
+            metric_stderr=self.metric.stderr,
+            metric_n=self.metric.n,
+            drop=self.drop,
+            drop_stderr=self.drop_stderr,
+            feasible=bool(self.drop <= max_drop),
+            timing=timing,
+            macs=self.prune.macs,
+            params=self.prune.params,
+            channels=dict(self.prune.kept),
+            ratios={k: round(v, 6) for k, v in self.prune.ratios.items()},
+            clamps=[str(c) for c in self.prune.clamps],
+            stage_seconds={k: round(v, 4) for k, v in self.stage_seconds.items()},
+            metric_after_bn=after_bn.value if after_bn else None,
+            metric_after_bn_stderr=after_bn.stderr if after_bn else None,
+            recovery_recipe=dict(self.recipe),
+            recovery=self.recovery.figures(),
+        )
+
     def attrs(self, max_drop: float) -> dict[str, Any]:
-        """The user attrs a trial records (names fixed: other tools read them)."""
-        return {
-            "metric": self.metric.value,
-            "metric_stderr": self.metric.stderr,
-            "metric_n": self.metric.n,
-            "drop": self.drop,
-            "drop_stderr": self.drop_stderr,
-            "feasible": bool(self.drop <= max_drop),
-            "speedup": self.speedup,
-            "speedup_spread": self.speedup_spread,
-            "speedup_interleaved": float(self.latency.get("speedup_interleaved", self.speedup)),
-            "pooled_base_latency_ms": self.latency.get("pooled_base_latency_ms"),
-            "latency_ms": self.latency_ms,
-            "base_latency_ms": self.base_latency_ms,
-            "latency_noisy": self.latency_noisy,
-            "latency_cached": self.latency_cached,
-            "macs": self.prune.macs,
-            "params": self.prune.params,
-            "channels": dict(self.prune.kept),
-            "ratios": {k: round(v, 6) for k, v in self.prune.ratios.items()},
-            "clamps": [str(c) for c in self.prune.clamps],
-            "stage_seconds": {k: round(v, 4) for k, v in self.stage_seconds.items()},
-            "host": self.host,
-            "host_id": self.host_id,
-            "metric_after_bn": self.metric_after_bn.value if self.metric_after_bn else None,
-            "metric_after_bn_stderr": self.metric_after_bn.stderr if self.metric_after_bn else None,
-            "recovery_recipe": dict(self.recipe),
-            **self.recovery.attrs(),
-        }
+        """The user attrs a trial records: :meth:`record` as stored."""
+        return self.record(max_drop).to_attrs()
 
 
 @contextmanager
@@ -383,6 +393,10 @@ def _prune_and_recalibrate(
     return model, result, recovery
 
 
+# The timing figures a screened trial records (the rest of the timing is in the latency cache).
+_SCREENED_TIMING = ("speedup", "speedup_spread", "latency_ms", "base_latency_ms")
+
+
 def _screen(
     ctx: StudyContext,
     screen: Callable[[Screening], str | None] | None,
@@ -399,7 +413,7 @@ def _screen(
         speedup=float(timing["speedup"]),
         speedup_spread=float(timing["speedup_spread"]),
         noisy=bool(timing["noisy"]),
-        timing=dict(timing),
+        timing=Timing(**{k: timing[k] for k in _SCREENED_TIMING if k in timing}, noisy=bool(timing["noisy"])),
     )
     reason = screen(screening)
     if reason:

@@ -141,11 +141,11 @@ class RecoveryReport:
     restores: int = 0
     curve: list[tuple[int, float]] = field(default_factory=list)
 
-    def attrs(self) -> dict[str, Any]:
-        """The figures a trial or sweep point records (prefixed ``recovery_``)."""
+    def figures(self) -> dict[str, Any]:
+        """The figures a trial or sweep point records (a trial record stores them prefixed ``recovery_``)."""
         data = asdict(self)
         data["curve"] = [[s, round(v, 6)] for s, v in self.curve]
-        return {f"recovery_{k}": v for k, v in data.items()}
+        return data
 
 
 class _Judge:
