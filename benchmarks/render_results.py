@@ -356,6 +356,30 @@ def render_demo_room(path: pathlib.Path, data: dict[str, Any], readme: pathlib.P
     return lines
 
 
+def render_proxy_fidelity(path: pathlib.Path, data: dict[str, Any], readme: pathlib.Path) -> list[str]:
+    """proxy_fidelity.py: does the search's short recovery order candidates as the final recovery does?"""
+    rows = data.get("candidates") or []
+    budget = data.get("max_drop")
+    lo, hi = data.get("spearman_ci") or [None, None]
+    e2e, proxy = data.get("end_to_end") or {}, data.get("proxy_end_to_end") or {}
+    lines = [
+        "### Does the search's short recovery rank candidates like the final recovery?", "", host_line(data), "",
+        f"{len(rows)} candidates of the reference study, each finalized with the same recipe "
+        f"({(data.get('recipe') or {}).get('summary', '?')}; the search's proxy: {data.get('proxy_recipe', '?')}). "
+        f"Spearman (proxy drop, final validation drop) **{num(data.get('spearman'), '{:.2f}')}**, bootstrap 95% interval "
+        f"[{num(lo)}, {num(hi)}]; feasibility changes at max drop {budget}: **{len(data.get('feasibility_changes') or [])}** "
+        f"of {len(rows)}; end to end after finalize (fastest feasible searched / fastest feasible baseline, re-timed): "
+        f"**{num(e2e.get('ratio'), '{:.2f}')}** ({e2e.get('pick')} / {e2e.get('baseline')}; by the proxy alone "
+        f"{num(proxy.get('ratio'), '{:.2f}')}). " + load_line(data), "",
+    ]
+    lines += table(["candidate", "kind", "search speedup", "final speedup", "proxy drop", "final drop", "final test drop"],
+                   [[str(r.get("key")), str(r.get("kind")), speed(r.get("speedup")), speed(r.get("final_speedup")),
+                     num(r.get("proxy_drop"), "{:+.4f}"), num(r.get("final_drop"), "{:+.4f}"), num(r.get("final_test_drop"), "{:+.4f}")]
+                    for r in rows])
+    lines += ["", f"- source: [`{source(path, readme)}`]({source(path, readme)})"]
+    return lines
+
+
 RENDERERS: dict[str, Callable[[pathlib.Path, dict[str, Any], pathlib.Path], list[str]]] = {
     "reference_search": render_reference,
     "search_vs_baselines": render_search,
@@ -364,6 +388,7 @@ RENDERERS: dict[str, Callable[[pathlib.Path, dict[str, Any], pathlib.Path], list
     "storage_scaling": render_scaling,
     "latency_repeatability": render_latency,
     "demo_room": render_demo_room,
+    "proxy_fidelity": render_proxy_fidelity,
 }
 ORDER = ("reference_search", "search_vs_baselines", "recovery", "trial_overhead", "storage_scaling", "latency_repeatability")
 
