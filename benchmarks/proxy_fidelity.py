@@ -233,6 +233,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--out", type=pathlib.Path, default=RESULTS, help="results JSON (resumed when it exists)")
     parser.add_argument("--study-only", action="store_true", help="make the study and stop")
+    parser.add_argument("--beyond", action="store_true",
+                        help="also finalize every pool candidate beyond the window (reported apart, and with the rest in 'all')")
+    parser.add_argument("--remedy-epochs", type=float, default=None,
+                        help="also recover every finalized candidate with the trial recipe at this many epochs (a longer proxy) "
+                             "and report how that proxy ranks them")
     parser.add_argument("--report-only", action="store_true",
                         help="finalize nothing more: report on the chosen candidates finished so far (marked partial)")
     parser.add_argument("--quick", action="store_true", help="tiny budgets in a temp folder: proves the script works")
@@ -323,7 +328,8 @@ def trial_pool(cfg: Any) -> list[dict[str, Any]]:
         if r["drop"] is None or r["speedup"] is None:
             continue
         out.append({"key": f"trial {r['number']}", "kind": "search", "trial": r["number"], "ratio": None, "speedup": r["speedup"],
-                    "proxy_drop": r["drop"], "proxy_metric": r["metric"], "noisy": bool(r["latency_noisy"]), "channels": r["channels"]})
+                    "proxy_drop": r["drop"], "proxy_metric": r["metric"], "noisy": bool(r["latency_noisy"]), "channels": r["channels"],
+                    "request": r["request"]})
     return out
 
 
@@ -418,6 +424,9 @@ def print_report(data: dict[str, Any]) -> None:
         flip = "" if (r["proxy_drop"] <= max_drop) == (r["final_drop"] <= max_drop) else "  <- feasibility changes"
         print(f"{r['key']:16} {r['kind']:8} {r['speedup']:6.2f}x {r['final_speedup']:6.2f}x {r['proxy_drop']:+10.4f} "
               f"{r['final_drop']:+10.4f} {r['final_test_drop']:+10.4f} {r['kept_epoch']:5d} {r['seconds']:5.0f}{flip}")
+    for r in data.get("beyond_window") or []:
+        print(f"{r['key']:16} {r['kind']:8} {r['speedup']:6.2f}x {r['final_speedup']:6.2f}x {r['proxy_drop']:+10.4f} "
+              f"{r['final_drop']:+10.4f} {r['final_test_drop']:+10.4f} {r['kept_epoch']:5d} {r['seconds']:5.0f}  (beyond the window)")
     lo, hi = data["spearman_ci"]
     print(f"Spearman(proxy drop, final validation drop) = {data['spearman']:.3f}, bootstrap 95% interval [{lo:.3f}, {hi:.3f}] "
           f"({data['resamples']} resamples)")
@@ -432,10 +441,25 @@ def print_report(data: dict[str, Any]) -> None:
                      ("what the proxy alone would say", data["proxy_end_to_end"])):
         print(f"{label}: {e['pick']} {fmt(e['pick_speedup'], '.2f')}x / {e['baseline']} {fmt(e['baseline_speedup'], '.2f')}x "
               f"= {fmt(e['ratio'], '.3f')}")
+    if data.get("all"):
+        a = data["all"]
+        n = len(rows) + len(data["beyond_window"])
+        print(f"with the {len(data['beyond_window'])} beyond the window ({n} in all): Spearman {a['spearman']:.3f} "
+              f"[{a['spearman_ci'][0]:.3f}, {a['spearman_ci'][1]:.3f}], feasibility changes {len(a['feasibility_changes'])} of {n}, "
+              f"end to end after finalize {a['end_to_end']['pick']} / {a['end_to_end']['baseline']} = {fmt(a['end_to_end']['ratio'], '.3f')}")
+    if data.get("remedy_report"):
+        m = data["remedy_report"]
+        e = m["proxy_end_to_end"]
+        print(f"longer proxy ({m['finetune_epochs']:g} epochs of the trial recipe), {m['candidates']} candidates: Spearman with the final "
+              f"drop {m['spearman']:.3f} [{m['spearman_ci'][0]:.3f}, {m['spearman_ci'][1]:.3f}], feasibility changes "
+              f"{len(m['feasibility_changes'])}, its own end to end {e['pick']} / {e['baseline']} = {fmt(e['ratio'], '.3f')}, "
+              f"{m['seconds']:.0f}s")
+        for key, d in m["drops"].items():
+            print(f"  {key:16} longer-proxy drop {d['drop']:+.4f}" + ("" if d["same_channels"] else "  (channels differ)"))
     load = data["load_average"]
     print(f"host {data['host']['hostname']} ({data['host']['cpu_model']}, {data['host']['logical_cores']} logical cores); load average "
           f"{' '.join(f'{x:.2f}' for x in load['start'])} at the start, {' '.join(f'{x:.2f}' for x in load['end'])} at the end; "
-          f"finalize {data['finalize_s']:.0f}s of {data['wall_s']:.0f}s in all")
+          f"finalize {data['finalize_s']:.0f}s; wall {data['wall_s']:.0f}s over {len(data['runs'])} run(s) of the script")
 
 
 def proxy_recipe(cfg: Any) -> str:
@@ -453,6 +477,48 @@ def recipe_summary(cfg: Any) -> dict[str, Any]:
            "proxy's half epoch, with the full cosine schedule and the best-epoch judge")
     return {"summary": f"{f.epochs} epochs at lr {f.lr:g}, cosine, warm-up {f.warmup_steps}, distill weight {f.distill_weight:g}, "
                        f"T {f.temperature:g}, batch {f.batch_size}", "why": why, "settings": recipe_record(cfg.recovery)}
+
+
+def longer_proxy(cfg: Any, cands: list[dict[str, Any]], epochs: float, data: dict[str, Any], out: pathlib.Path,
+                 workdir: pathlib.Path) -> None:
+    """The remedy: every candidate's drop after the trial recipe with ``epochs`` of finetune, as a trial measures it."""
+    import copy
+
+    from autoprune.candidate import StudyContext
+    from autoprune.candidate import evaluate_candidate
+
+    done = data.setdefault("remedy", {"finetune_epochs": epochs, "drops": {}})
+    if done["finetune_epochs"] != epochs:
+        raise SystemExit(f"{out} holds a longer proxy of {done['finetune_epochs']} epochs; not {epochs}")
+    longer = copy.deepcopy(cfg)
+    longer.recovery.finetune_epochs, longer.recovery.finetune_steps = epochs, None
+    ctx = None
+    for cand in cands:
+        if cand["key"] in done["drops"] or (cand["trial"] is not None and not cand.get("request")):
+            continue  # measured already, or a trial whose widths lie outside the stored search space (not rebuilt)
+        ctx = ctx or StudyContext.build(longer, workdir=workdir / "onnx-remedy", use_cache=False)
+        start = time.perf_counter()
+        plan = ({"uniform": cand["ratio"]} if cand["kind"] == "uniform" else {"global_ratio": cand["ratio"]}) if cand["trial"] is None \
+            else {"ratios": cand["request"]}
+        res = evaluate_candidate(ctx, **plan)
+        same = cand["trial"] is None or dict(res.prune.kept) == dict(cand["channels"])
+        done["drops"][cand["key"]] = {"drop": res.drop, "same_channels": same, "seconds": round(time.perf_counter() - start, 1)}
+        write_results(out, data)
+        say(f"  longer proxy ({epochs:g} epochs) {cand['key']}: drop {res.drop:+.4f} (proxy {cand['proxy_drop']:+.4f})"
+            + ("" if same else "  (kept channels differ from the trial's)"))
+
+
+def remedy_report(rows: list[dict[str, Any]], remedy: dict[str, Any], max_drop: float, resamples: int) -> dict[str, Any]:
+    """How the longer proxy ranks the finalized candidates (the same figures as the proxy's)."""
+    drops = remedy["drops"]
+    mine = [r | {"proxy_drop": drops[r["key"]]["drop"]} for r in rows if r["key"] in drops]
+    longer = [r["proxy_drop"] for r in mine]
+    lo, hi = bootstrap_ci(longer, [r["final_drop"] for r in mine], resamples)
+    return {"finetune_epochs": remedy["finetune_epochs"], "candidates": len(mine),
+            "spearman": spearman(longer, [r["final_drop"] for r in mine]), "spearman_ci": [lo, hi],
+            "feasibility_changes": feasibility_changes(mine, max_drop),
+            "proxy_end_to_end": end_to_end(mine, max_drop, drop="proxy_drop", speed="speedup"),
+            "seconds": sum(drops[r["key"]]["seconds"] for r in mine), "drops": drops}
 
 
 def spread_order(chosen: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -481,20 +547,24 @@ def finalize_all(cfg: Any, chosen: list[dict[str, Any]], data: dict[str, Any], o
             f"{figures['seconds']:.0f}s")
 
 
-def summary_fields(cfg: Any, args: argparse.Namespace, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The top-level figures of the results file."""
+CANDIDATE_FIELDS = ("trial", "kind", "ratio", "speedup", "proxy_drop", "final_drop", "final_test_drop", "final_speedup",
+                    "final_speedup_spread", "final_noisy", "noisy", "kept_epoch", "seconds", "load_before", "load_after", "key")
+
+
+def summary_fields(cfg: Any, args: argparse.Namespace, rows: list[dict[str, Any]], extra: list[dict[str, Any]]) -> dict[str, Any]:
+    """The top-level figures of the results file (``extra``: the candidates beyond the window, with ``--beyond``)."""
     from autoprune.latency import host_fingerprint
 
     host = host_fingerprint()
-    fields = ("trial", "kind", "ratio", "speedup", "proxy_drop", "final_drop", "final_test_drop", "final_speedup",
-              "final_speedup_spread", "final_noisy", "noisy", "kept_epoch", "seconds", "load_before", "load_after", "key")
     return {
         "host": host, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "config": args.config, "max_drop": cfg.max_drop, "proxy_recipe": proxy_recipe(cfg), "recipe": recipe_summary(cfg),
         "rule": f"proxy drop <= {WINDOW:g} x max_drop; per kind the fastest inside and the fastest just over the budget; "
                 f"the rest at evenly spaced speedup ranks, {args.candidates} in all",
-        "candidates": [{k: r.get(k) for k in fields} for r in rows], "resamples": args.resamples,
-        "finalize_s": sum(r["seconds"] for r in rows),
+        "candidates": [{k: r.get(k) for k in CANDIDATE_FIELDS} for r in rows], "resamples": args.resamples,
+        "beyond_window": [{k: r.get(k) for k in CANDIDATE_FIELDS} for r in extra],
+        "all": report(rows + extra, cfg.max_drop, args.resamples) if extra else None,
+        "finalize_s": sum(r["seconds"] for r in rows + extra),
     } | report(rows, cfg.max_drop, args.resamples)
 
 
@@ -519,16 +589,27 @@ def main(argv: list[str] | None = None) -> int:
     say(f"{len(pool)} candidates in the pool, {len(chosen)} chosen: " + ", ".join(c["key"] for c in chosen))
     data = load_results(out, identity(cfg, args))
     data["chosen"] = [c["key"] for c in chosen]
+    if "runs" not in data and "wall_s" in data:  # a file written before each run of the script was listed
+        data["runs"] = [{k: data.get(k) for k in ("date", "wall_s", "study_s", "load_average")}]
     data["study"] = {"trials": args.trials, "sweep_ratios": list(cfg.search.sweep_ratios), "search_mode": cfg.search.mode,
                      "pool": {k: sum(c["kind"] == k for c in pool) for k in KINDS}, "workdir": str(workdir)}
+    beyond = sorted((c for c in pool if c["proxy_drop"] > WINDOW * cfg.max_drop), key=lambda c: (c["speedup"], c["key"])) if args.beyond else []
     if not args.report_only:
         finalize_all(cfg, chosen, data, out, workdir)
+        finalize_all(cfg, beyond, data, out, workdir)
+        if args.remedy_epochs:
+            longer_proxy(cfg, spread_order(chosen) + beyond, args.remedy_epochs, data, out, workdir)
     rows = [data["finished"][c["key"]] for c in chosen if c["key"] in data["finished"]]
+    extra = [data["finished"][c["key"]] for c in beyond if c["key"] in data["finished"]]
     data["partial"] = len(rows) < len(chosen)
     if data["partial"]:
         say(f"PARTIAL: {len(rows)} of the {len(chosen)} chosen candidates are finalized; the report covers those only")
-    data |= summary_fields(cfg, args, rows) | {"load_average": {"start": load_start, "end": list(os.getloadavg())},
-                                                "wall_s": round(time.perf_counter() - start, 1), "study_s": round(study_s, 1)}
+    load = {"start": load_start, "end": list(os.getloadavg())}
+    data.setdefault("runs", []).append({"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                                        "wall_s": round(time.perf_counter() - start, 1), "study_s": round(study_s, 1), "load_average": load})
+    data |= summary_fields(cfg, args, rows, extra) | {"load_average": load, "wall_s": sum(r["wall_s"] for r in data["runs"])}
+    if data.get("remedy"):
+        data["remedy_report"] = remedy_report(rows + extra, data["remedy"], cfg.max_drop, args.resamples)
     write_results(out, data)
     text = io.StringIO()
     with contextlib.redirect_stdout(text):
