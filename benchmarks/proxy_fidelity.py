@@ -193,9 +193,16 @@ def feasibility_changes(candidates: list[dict[str, Any]], max_drop: float) -> li
     return out
 
 
+NOISY = {"final_speedup": "final_noisy", "speedup": "noisy"}  # the flag that says a speedup's timing did not settle
+
+
 def fastest_feasible(candidates: list[dict[str, Any]], kinds: tuple[str, ...], drop: str, speed: str, max_drop: float) -> dict[str, Any] | None:
-    """The fastest candidate of ``kinds`` (by ``speed``) whose ``drop`` holds the budget; ``None`` when none does."""
+    """The fastest candidate of ``kinds`` (by ``speed``) whose ``drop`` holds the budget; ``None`` when none does.
+
+    As the product chooses: among the candidates whose timing settled (not flagged noisy), unless none did.
+    """
     ok = [c for c in candidates if c["kind"] in kinds and c.get(drop) is not None and c[drop] <= max_drop]
+    ok = [c for c in ok if not c.get(NOISY.get(speed, ""))] or ok
     return max(ok, key=lambda c: (c[speed], -c[drop])) if ok else None
 
 

@@ -91,3 +91,7 @@ def test_end_to_end_uses_the_fastest_feasible_of_each_side(pf) -> None:
     e = pf.end_to_end(rows, 0.01)
     assert (e["pick"], e["baseline"]) == ("s1", "g1") and e["ratio"] == pytest.approx(1.2)
     assert pf.end_to_end(rows[2:], 0.01)["ratio"] is None  # no searched candidate within the budget
+    noisy = rows + [{"key": "g2", "kind": "global", "final_drop": 0.005, "final_speedup": 9.0, "final_noisy": True}]
+    assert pf.end_to_end(noisy, 0.01)["baseline"] == "g1"  # a timing that did not settle is not the fastest
+    only_noisy = [rows[0], noisy[-1]]
+    assert pf.end_to_end(only_noisy, 0.01)["baseline"] == "g2"  # unless no timing settled
