@@ -429,11 +429,13 @@ def print_report(data: dict[str, Any]) -> None:
     print(f"{'candidate':16} {'kind':8} {'search':>7} {'final':>7} {'proxy drop':>10} {'final drop':>10} {'test drop':>10} {'epoch':>5} {'s':>5}")
     for r in rows:
         flip = "" if (r["proxy_drop"] <= max_drop) == (r["final_drop"] <= max_drop) else "  <- feasibility changes"
+        flip += "  (final timing did not settle)" if r.get("final_noisy") else ""
         print(f"{r['key']:16} {r['kind']:8} {r['speedup']:6.2f}x {r['final_speedup']:6.2f}x {r['proxy_drop']:+10.4f} "
               f"{r['final_drop']:+10.4f} {r['final_test_drop']:+10.4f} {r['kept_epoch']:5d} {r['seconds']:5.0f}{flip}")
     for r in data.get("beyond_window") or []:
         print(f"{r['key']:16} {r['kind']:8} {r['speedup']:6.2f}x {r['final_speedup']:6.2f}x {r['proxy_drop']:+10.4f} "
-              f"{r['final_drop']:+10.4f} {r['final_test_drop']:+10.4f} {r['kept_epoch']:5d} {r['seconds']:5.0f}  (beyond the window)")
+              f"{r['final_drop']:+10.4f} {r['final_test_drop']:+10.4f} {r['kept_epoch']:5d} {r['seconds']:5.0f}  (beyond the window)"
+              + ("  (final timing did not settle)" if r.get("final_noisy") else ""))
     lo, hi = data["spearman_ci"]
     print(f"Spearman(proxy drop, final validation drop) = {data['spearman']:.3f}, bootstrap 95% interval [{lo:.3f}, {hi:.3f}] "
           f"({data['resamples']} resamples)")
@@ -463,10 +465,12 @@ def print_report(data: dict[str, Any]) -> None:
               f"{m['seconds']:.0f}s")
         for key, d in m["drops"].items():
             print(f"  {key:16} longer-proxy drop {d['drop']:+.4f}" + ("" if d["same_channels"] else "  (channels differ)"))
-    load = data["load_average"]
-    print(f"host {data['host']['hostname']} ({data['host']['cpu_model']}, {data['host']['logical_cores']} logical cores); load average "
-          f"{' '.join(f'{x:.2f}' for x in load['start'])} at the start, {' '.join(f'{x:.2f}' for x in load['end'])} at the end; "
-          f"finalize {data['finalize_s']:.0f}s; wall {data['wall_s']:.0f}s over {len(data['runs'])} run(s) of the script")
+    print(f"host {data['host']['hostname']} ({data['host']['cpu_model']}, {data['host']['logical_cores']} logical cores); "
+          f"finalize {data['finalize_s']:.0f}s; wall {data['wall_s']:.0f}s over {len(data['runs'])} run(s) of the script:")
+    for run in data["runs"]:
+        load = run["load_average"]
+        print(f"  {run['date']}: {run['wall_s']:.0f}s, load average {' '.join(f'{x:.2f}' for x in load['start'])} at the start, "
+              f"{' '.join(f'{x:.2f}' for x in load['end'])} at the end")
 
 
 def proxy_recipe(cfg: Any) -> str:
