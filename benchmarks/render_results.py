@@ -356,6 +356,46 @@ def render_demo_room(path: pathlib.Path, data: dict[str, Any], readme: pathlib.P
     return lines
 
 
+def _proxy_row(r: dict[str, Any], note: str = "") -> list[str]:
+    final = speed(r.get("final_speedup")) + (" (did not settle)" if r.get("final_noisy") else "")
+    return [str(r.get("key")) + note, str(r.get("kind")), speed(r.get("speedup")), final, num(r.get("proxy_drop"), "{:+.4f}"),
+            num(r.get("final_drop"), "{:+.4f}"), num(r.get("final_test_drop"), "{:+.4f}")]
+
+
+def _proxy_figures(label: str, fig: dict[str, Any], e2e_key: str) -> str:
+    lo, hi = fig.get("spearman_ci") or [None, None]
+    e2e = fig.get(e2e_key) or {}
+    return (f"{label}: Spearman **{num(fig.get('spearman'))}** [{num(lo)}, {num(hi)}], feasibility changes "
+            f"**{len(fig.get('feasibility_changes') or [])}**, end to end **{num(e2e.get('ratio'))}** ({e2e.get('pick')} / {e2e.get('baseline')})")
+
+
+def render_proxy_fidelity(path: pathlib.Path, data: dict[str, Any], readme: pathlib.Path) -> list[str]:
+    """proxy_fidelity.py: does the search's short recovery order candidates as the final recovery does?"""
+    rows, beyond = data.get("candidates") or [], data.get("beyond_window") or []
+    loads = [x for run in data.get("runs") or [] for x in (run["load_average"]["start"][0], run["load_average"]["end"][0])]
+    proxy = data.get("proxy_end_to_end") or {}
+    lines = [
+        "### Does the search's short recovery rank candidates like the final recovery?", "", host_line(data), "",
+        f"Reference study; each candidate finalized with the same recipe ({(data.get('recipe') or {}).get('summary', '?')}); "
+        f"the search's proxy: {data.get('proxy_recipe', '?')}; budget {data.get('max_drop')} on the validation drop. "
+        + ("**Partial run.** " if data.get("partial") else "")
+        + (f"Load average (1 min) {min(loads):.2f}-{max(loads):.2f} over {len(data['runs'])} runs, {data.get('wall_s', 0) / 60:.0f} min in all."
+           if loads else ""), "",
+        "- " + _proxy_figures(f"{len(rows)} candidates chosen by the rule (proxy drop <= 2 x budget), proxy drop against final drop",
+                              data, "end_to_end") + f"; by the proxy alone the end to end was {num(proxy.get('ratio'))}",
+    ]
+    if data.get("all"):
+        lines.append("- " + _proxy_figures(f"with the {len(beyond)} candidates past the window ({len(rows) + len(beyond)})", data["all"], "end_to_end"))
+    remedy = data.get("remedy_report")
+    if remedy:
+        lines.append("- " + _proxy_figures(f"a longer proxy ({remedy['finetune_epochs']:g} epoch of the trial recipe, {remedy['candidates']} "
+                                           "candidates), its drop against the final drop", remedy, "proxy_end_to_end") + " (by its own figures)")
+    lines += [""] + table(["candidate", "kind", "search speedup", "final speedup", "proxy drop", "final drop", "final test drop"],
+                          [_proxy_row(r) for r in rows] + [_proxy_row(r, " (past the window)") for r in beyond])
+    lines += ["", f"- source: [`{source(path, readme)}`]({source(path, readme)})"]
+    return lines
+
+
 RENDERERS: dict[str, Callable[[pathlib.Path, dict[str, Any], pathlib.Path], list[str]]] = {
     "reference_search": render_reference,
     "search_vs_baselines": render_search,
@@ -364,8 +404,9 @@ RENDERERS: dict[str, Callable[[pathlib.Path, dict[str, Any], pathlib.Path], list
     "storage_scaling": render_scaling,
     "latency_repeatability": render_latency,
     "demo_room": render_demo_room,
+    "proxy_fidelity": render_proxy_fidelity,
 }
-ORDER = ("reference_search", "search_vs_baselines", "recovery", "trial_overhead", "storage_scaling", "latency_repeatability")
+ORDER = ("reference_search", "proxy_fidelity", "search_vs_baselines", "recovery", "trial_overhead", "storage_scaling", "latency_repeatability")
 
 
 def render(results: list[tuple[pathlib.Path, dict[str, Any]]], readme: pathlib.Path) -> str:
