@@ -20,7 +20,7 @@ search picks from the wrong set.  This script measures that order on the referen
    per kind its fastest candidate within the budget and its fastest just over it (where a feasibility flip
    matters most); the rest filled, up to ``--candidates``, at evenly spaced ranks of the remaining
    candidates ordered by search-time speedup (slow to fast).
-3. **The final recovery** of each candidate with the product's :func:`autoprune.finalize.finalize`
+3. **The final recovery** of each candidate with the product's :func:`autoprune.selection.finalize.finalize`
    (``--trial N`` for a searched trial; a sweep point pruned again from the base with the product's
    ``_baseline_target`` and finalized as an architecture file): BN recalibration, ``--epochs`` epochs of
    SGD with warm-up and cosine decay and distillation, judged once per epoch on the held-out training
@@ -314,8 +314,8 @@ def make_study(config_path: pathlib.Path, trials: int) -> float:
 
 def sweep_pool(cfg: Any) -> list[dict[str, Any]]:
     """Every sweep point with a timing, as a candidate."""
-    from autoprune.baselines import baselines_path
-    from autoprune.baselines import load_baselines
+    from autoprune.space.baselines import baselines_path
+    from autoprune.space.baselines import load_baselines
 
     baselines = load_baselines(baselines_path(cfg.artifact_path()))
     if baselines is None:
@@ -352,9 +352,9 @@ def trial_pool(cfg: Any) -> list[dict[str, Any]]:
 
 def sweep_arch(cfg: Any, ctx: Any, cand: dict[str, Any], folder: pathlib.Path) -> pathlib.Path:
     """A sweep point's architecture JSON, pruned again from the base as ``finalize --with-baselines`` does."""
-    from autoprune.architecture import write_architecture
-    from autoprune.confirm import Candidate
-    from autoprune.finalize import _baseline_target
+    from autoprune.selection.architecture import write_architecture
+    from autoprune.selection.confirm import Candidate
+    from autoprune.selection.finalize import _baseline_target
 
     c = Candidate(cand["kind"], None, cand["ratio"], val_metric=cand["proxy_metric"], val_drop=cand["proxy_drop"], speedup=cand["speedup"])
     target = _baseline_target(cfg, ctx, None, c)
@@ -364,7 +364,7 @@ def sweep_arch(cfg: Any, ctx: Any, cand: dict[str, Any], folder: pathlib.Path) -
 
 def finalize_one(cfg: Any, cand: dict[str, Any], arch: pathlib.Path | None) -> dict[str, Any]:
     """Finalize one candidate with the product's ``finalize``; its final figures, wall time and load."""
-    from autoprune.finalize import finalize
+    from autoprune.selection.finalize import finalize
 
     load_before, start = list(os.getloadavg()), time.perf_counter()
     (run,) = finalize(cfg, trial=cand["trial"], arch_file=arch, say=lambda line: say("  " + line))
@@ -384,7 +384,7 @@ def finalize_one(cfg: Any, cand: dict[str, Any], arch: pathlib.Path | None) -> d
 def identity(cfg: Any, args: argparse.Namespace) -> dict[str, Any]:
     """What the finished candidates of a results file must share with this run to be kept."""
     from autoprune.base_model import file_sha256
-    from autoprune.finalize import recipe_record
+    from autoprune.selection.finalize import recipe_record
 
     return {"config": args.config, "base_sha256": file_sha256(cfg.checkpoint_path()), "max_drop": cfg.max_drop,
             "trials": args.trials, "sweep_ratios": list(cfg.search.sweep_ratios), "recipe": recipe_record(cfg.recovery),
@@ -487,7 +487,7 @@ def proxy_recipe(cfg: Any) -> str:
 
 
 def recipe_summary(cfg: Any) -> dict[str, Any]:
-    from autoprune.finalize import recipe_record
+    from autoprune.selection.finalize import recipe_record
 
     f = cfg.recovery.final
     why = (f"recovery.final with epochs = {f.epochs} (--epochs; the product's default is 5): 12-16 candidates with their "
@@ -502,8 +502,8 @@ def longer_proxy(cfg: Any, cands: list[dict[str, Any]], epochs: float, data: dic
     """The remedy: every candidate's drop after the trial recipe with ``epochs`` of finetune, as a trial measures it."""
     import copy
 
-    from autoprune.candidate import StudyContext
-    from autoprune.candidate import evaluate_candidate
+    from autoprune.trial.candidate import StudyContext
+    from autoprune.trial.candidate import evaluate_candidate
 
     done = data.setdefault("remedy", {"finetune_epochs": epochs, "drops": {}})
     if done["finetune_epochs"] != epochs:
@@ -546,7 +546,7 @@ def spread_order(chosen: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def finalize_all(cfg: Any, chosen: list[dict[str, Any]], data: dict[str, Any], out: pathlib.Path, workdir: pathlib.Path) -> None:
     """Finalize every chosen candidate not finished yet, writing the results file after each."""
-    from autoprune.candidate import StudyContext
+    from autoprune.trial.candidate import StudyContext
 
     ctx = None
     for i, cand in enumerate(spread_order(chosen), 1):
