@@ -264,7 +264,7 @@ def test_every_pick_breaks_an_equal_speed_tie_by_a_metric_to_minimize() -> None:
     bare = df.drop(columns=[c for c in df.columns if c.startswith("confirmed:")])
     for table in (bare, df):
         assert select(table, 0.15, metric_direction="minimize")["number"] == 1  # the validation pick
-        assert summarize(table, info).chosen["number"] == 1  # pareto
+        assert summarize(table, info).chosen.number == 1  # pareto
         assert choose_trial(table, info, 0.15)[0]["number"] == 1  # export
     assert summarize(df, info).selection == "confirmed"
     figures = {str(n): {"selection_drop": d, "speedup": 1.9, "speedup_spread": 0.01, "noisy": False} for n, d in ((0, 0.10), (1, 0.02))}
@@ -306,7 +306,7 @@ def test_a_confirmed_baseline_is_labelled_and_figured_from_one_trial() -> None:
 
     df, info = _baseline_study()
     s = summarize(df, info)
-    assert s.chosen["number"] == 2 and s.selection == "confirmed"
+    assert s.chosen.number == 2 and s.selection == "confirmed"
     best = s.best["global"]
     assert (best["number"], best["ratio"], best["speedup"], best["selection_drop"]) == (0, 0.35, 1.85, 0.004)
     (row,) = [r for r in table_rows(s) if r["mark"] == "G"]
