@@ -308,7 +308,7 @@ def test_a_confirmed_baseline_is_labelled_and_figured_from_one_trial() -> None:
     s = summarize(df, info)
     assert s.chosen.number == 2 and s.selection == "confirmed"
     best = s.best["global"]
-    assert (best["number"], best["ratio"], best["speedup"], best["selection_drop"]) == (0, 0.35, 1.85, 0.004)
+    assert (best.number, best.ratio, best.speedup, best.selection_drop) == (0, 0.35, 1.85, 0.004)
     (row,) = [r for r in table_rows(s) if r["mark"] == "G"]
     assert row["trial"] == "global r=0.35" and row["speedup"].startswith("1.90x"), row
     assert "the best global baseline (1.85x)" in s.sentence, s.sentence

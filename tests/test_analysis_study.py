@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import html
 import itertools
@@ -30,6 +31,8 @@ from autoprune.analysis import load_study_info
 from autoprune.analysis import load_trials
 from autoprune.analysis import summarize
 from autoprune.analysis import write_report
+from autoprune.analysis.points import BaselinePoint
+from autoprune.analysis.points import TrialFigures
 from autoprune.analysis.report import table_legend
 from autoprune.analysis.report import table_rows
 from autoprune.cli import main
@@ -324,7 +327,7 @@ def test_summary_chooses_and_compares(study_url: str) -> None:
     s = summarize(df, info, 0.01)
     assert s.chosen.number == 2
     assert [r.number for r in s.front] == [0, 1, 2, 3]
-    assert s.best["uniform"]["ratio"] == 0.3 and s.best["global"]["ratio"] == 0.3
+    assert s.best["uniform"].ratio == 0.3 and s.best["global"].ratio == 0.3
     assert s.speedup_vs["uniform"] == pytest.approx(1.3)
     assert s.sentence == ("The chosen architecture (trial 2) is 1.30x faster than the best uniform baseline "
                              "(2.00x) and 1.13x faster than the best global baseline (2.30x) at max drop 0.01. "
@@ -400,7 +403,7 @@ def test_a_confirmed_pick_leads_every_view_with_its_confirmed_figures(sqlite_url
     df, info = load_analysis(sqlite_url, "s")
     s = summarize(df, info, 0.01)
     assert (s.selection, s.chosen.number, s.chosen.speedup, s.validation_pick) == ("confirmed", 1, 2.3, 2)
-    assert s.best["global"]["timing"] == "confirmed" and s.best["global"]["speedup"] == 2.3
+    assert s.best["global"].timing == "confirmed" and s.best["global"].speedup == 2.3
     assert s.sentence.startswith("The search found nothing faster than the global baseline within the budget "
                                     "(max drop 0.01): the chosen architecture is the global baseline (trial 1, 2.30x)")
     assert "The validation-time pick, trial 2 (2.60x in the search), was re-timed at 1.95x ± 1.0%." in s.sentence
@@ -584,22 +587,33 @@ def test_postgres_study_loads_and_selects() -> None:
         optuna.delete_study(study_name=name, storage=PG_URL)
 
 
+def _trial(**figures: Any) -> TrialFigures:
+    """A summary's trial record with only ``figures`` set (a hand-made headline case)."""
+    return dataclasses.replace(TrialFigures.from_row({}, 0.0, None), **figures)
+
+
+def _sweep_point(figures: dict[str, Any]) -> BaselinePoint:
+    """A baseline point carrying only ``figures``."""
+    return BaselinePoint.from_point(figures)
+
+
 def test_a_ratio_inside_the_timing_noise_is_not_claimed() -> None:
     from autoprune.analysis.report import _versus
 
-    base = {"speedup": 2.00, "speedup_spread": 0.03}
-    assert _versus({"speedup": 2.60, "speedup_spread": 0.02, "kind": "search"}, base, "global") == "1.30x faster than"
-    assert _versus({"speedup": 2.05, "speedup_spread": 0.04, "kind": "search"}, base, "global") == "as fast as, within timing noise (±5.0%),"
-    assert _versus({"speedup": 1.50, "speedup_spread": 0.02, "kind": "search"}, base, "global") == "1.33x slower than"
-    assert _versus({"speedup": 2.00, "speedup_spread": 0.0, "kind": "search"}, {"speedup": 2.004}, "uniform") == "as fast as"
+    base = _sweep_point({"speedup": 2.00, "speedup_spread": 0.03})
+    assert _versus(_trial(speedup=2.60, speedup_spread=0.02, kind="search"), base, "global") == "1.30x faster than"
+    assert _versus(_trial(speedup=2.05, speedup_spread=0.04, kind="search"), base, "global") == "as fast as, within timing noise (±5.0%),"
+    assert _versus(_trial(speedup=1.50, speedup_spread=0.02, kind="search"), base, "global") == "1.33x slower than"
+    assert _versus(_trial(speedup=2.00, speedup_spread=0.0, kind="search"), _sweep_point({"speedup": 2.004}), "uniform") == "as fast as"
 
 
 def test_a_baseline_pick_is_said_in_words() -> None:
     from autoprune.analysis.report import _comparison_sentence
 
     best = {"uniform": {"speedup": 2.00, "speedup_spread": 0.01}, "global": {"speedup": 2.10, "speedup_spread": 0.01}}
+    best = {kind: _sweep_point(p) for kind, p in best.items()}
     baselines = {"uniform": [best["uniform"]], "global": [best["global"]]}
-    chosen = {"number": 1, "kind": "global", "speedup": 2.10, "speedup_spread": 0.01}
+    chosen = _trial(number=1, kind="global", speedup=2.10, speedup_spread=0.01)
     assert _comparison_sentence(chosen, best, baselines, 0.01, None) == (
         "The search found nothing faster than the global baseline within the budget (max drop 0.01): the chosen "
         "architecture is the global baseline (trial 1, 2.10x), 1.05x faster than the best uniform baseline (2.00x).")
@@ -610,8 +624,9 @@ def test_a_baseline_that_fails_on_the_selection_split_is_said_so_beside_the_comp
 
     best = {"uniform": {"speedup": 5.37, "speedup_spread": 0.005, "selection_drop": 0.0306},
             "global": {"speedup": 4.00, "speedup_spread": 0.005, "selection_drop": 0.0200}}
+    best = {kind: _sweep_point(p) for kind, p in best.items()}
     baselines = {"uniform": [best["uniform"]], "global": [best["global"]]}
-    chosen = {"number": 15, "kind": "search", "speedup": 5.00, "speedup_spread": 0.007}
+    chosen = _trial(number=15, kind="search", speedup=5.00, speedup_spread=0.007)
     text = _comparison_sentence(chosen, best, baselines, 0.03, None)
     assert ("slower than the best uniform baseline (5.37x, which fails the budget on the selection split "
             "(selection drop +0.0306))") in text
@@ -625,8 +640,9 @@ def test_the_same_architecture_as_a_baseline_is_said_so_not_compared() -> None:
     same = {"a": 16, "b": 32}
     best = {"uniform": {"speedup": 5.80, "speedup_spread": 0.002, "channels": dict(same)},
             "global": {"speedup": 5.73, "speedup_spread": 0.003, "channels": dict(same)}}
+    best = {kind: _sweep_point(p) for kind, p in best.items()}
     baselines = {"uniform": [best["uniform"]], "global": [best["global"]]}
-    chosen = {"number": 0, "kind": "uniform", "speedup": 5.80, "speedup_spread": 0.002, "channels": dict(same)}
+    chosen = _trial(number=0, kind="uniform", speedup=5.80, speedup_spread=0.002, channels=dict(same))
     text = _comparison_sentence(chosen, best, baselines, 0.025, None)
     assert "the same architecture as the best global baseline." in text and "5.73x" not in text
     assert "faster" not in text.split("(trial 0, 5.80x)")[1]

@@ -145,3 +145,75 @@ class LeftOut:
     def to_json(self) -> dict[str, Any]:
         """The entry as ``summary.json`` holds it."""
         return dataclasses.asdict(self)
+
+
+# The confirmed figures on the selection split that a baseline point may carry (its margin judged like a trial's).
+SELECTION_KEYS = ("selection_drop", "selection_drop_stderr", "selection_z")
+
+
+@dataclasses.dataclass(frozen=True)
+class BaselinePoint:
+    """One point of a baseline sweep as the summary states it (``baselines``, and ``best`` per kind).
+
+    A sweep point is stored by the search (:class:`autoprune.space.bounds.SweepPoint`), judged on another
+    host or re-timed by ``autoprune confirm``; which figures it carries depends on where it came from and on
+    the version that stored it.  The figures the analysis reads are attributes (``None`` where absent);
+    ``keys`` are the figures the point carries, in their order, and ``to_json()`` writes exactly those, the
+    ones without an attribute (``clamps``, ``recovery``, ...) from ``other``.
+
+    Example:
+        >>> p = BaselinePoint.from_point({"kind": "uniform", "ratio": 0.3, "speedup": 1.5, "clamps": []})
+        >>> p.ratio, p.drop, p.to_json()
+        (0.3, None, {'kind': 'uniform', 'ratio': 0.3, 'speedup': 1.5, 'clamps': []})
+    """
+
+    keys: tuple[str, ...]
+    kind: str | None = None
+    ratio: float | None = None
+    number: int | None = None
+    metric: float | None = None
+    metric_stderr: float | None = None
+    drop: float | None = None
+    drop_stderr: float | None = None
+    speedup: float | None = None
+    speedup_spread: float | None = None
+    speedup_searched: float | None = None
+    latency_ms: float | None = None
+    latency_noisy: bool | None = None
+    host_id: str | None = None
+    macs: int | None = None
+    params: int | None = None
+    ratios: dict[str, float] | None = None
+    channels: dict[str, int] | None = None
+    timing: str | None = None
+    selection_drop: float | None = None
+    selection_drop_stderr: float | None = None
+    selection_z: float | None = None
+    other: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_point(cls, point: Mapping[str, Any]) -> BaselinePoint:
+        """A stored or re-timed sweep point (a mapping of its figures), each value made JSON-friendly."""
+        values = {str(k): plain(v) for k, v in point.items()}
+        named = {k: v for k, v in values.items() if k in _POINT_ATTRS}
+        return cls(keys=tuple(values), **named, other={k: v for k, v in values.items() if k not in _POINT_ATTRS})
+
+    def selection_figures(self) -> dict[str, Any]:
+        """The confirmed figures on the selection split the point carries (empty where it was not confirmed)."""
+        return {k: getattr(self, k) for k in SELECTION_KEYS if k in self.keys}
+
+    def confirmed_figures(self) -> dict[str, Any] | None:
+        """The re-timing's figures (``speedup``, ``speedup_spread``, ``latency_ms`` and the selection split's) when
+        the point is ``autoprune confirm``'s re-timing, shaped like a trial's ``confirmed``; else ``None``."""
+        if self.timing != "confirmed":
+            return None
+        return {"speedup": self.speedup, "speedup_spread": self.speedup_spread, "latency_ms": self.latency_ms,
+                **self.selection_figures()}
+
+    def to_json(self) -> dict[str, Any]:
+        """The point as ``summary.json`` holds it: the figures it carries, in their order."""
+        return {k: getattr(self, k) if k in _POINT_ATTRS else self.other[k] for k in self.keys}
+
+
+# The figures of a sweep point that BaselinePoint names as attributes.
+_POINT_ATTRS = frozenset(f.name for f in dataclasses.fields(BaselinePoint)) - {"keys", "other"}

@@ -43,6 +43,8 @@ from autoprune.analysis.pareto import unsettled as timing_unsettled
 from autoprune.analysis.plots import plot_pareto
 from autoprune.analysis.plots import plot_ratios
 from autoprune.analysis.plots import plot_recovery_curve
+from autoprune.analysis.points import SELECTION_KEYS
+from autoprune.analysis.points import BaselinePoint
 from autoprune.analysis.points import LeftOut
 from autoprune.analysis.points import TrialFigures
 from autoprune.analysis.points import plain
@@ -72,28 +74,28 @@ def _median(df: pd.DataFrame, col: str) -> float:
     return float(values.median()) if len(values) else math.nan
 
 
-def _versus(chosen: TrialFigures, point: Mapping[str, Any], kind: str) -> str:
+def _versus(chosen: TrialFigures, point: BaselinePoint, kind: str) -> str:
     """"1.30x faster than", "1.08x slower than", or "as fast as, within timing noise (±x%)," when the ratio lies
     inside the two timings' combined spread (or within half a percent)."""
-    ratio = chosen.speedup / point["speedup"]
-    spreads = [as_float(chosen.speedup_spread), as_float(point.get("speedup_spread"))]
+    ratio = chosen.speedup / as_float(point.speedup)
+    spreads = [as_float(chosen.speedup_spread), as_float(point.speedup_spread)]
     noise = math.hypot(*[v for v in spreads if math.isfinite(v)]) if any(math.isfinite(v) for v in spreads) else 0.0
     if abs(ratio - 1) <= max(noise, 0.005):
         return f"as fast as, within timing noise (±{noise:.1%})," if noise > 0.005 else "as fast as"
     return f"{ratio:.2f}x faster than" if ratio > 1 else f"{1 / ratio:.2f}x slower than"
 
 
-def _same_architecture(chosen: TrialFigures, point: Mapping[str, Any]) -> bool:
+def _same_architecture(chosen: TrialFigures, point: BaselinePoint) -> bool:
     """Whether the chosen trial keeps exactly the baseline point's channels (then no speed ratio is meaningful:
     two timings of one model differ only by the timing's noise)."""
-    mine, theirs = chosen.channels or {}, point.get("channels") or {}
+    mine, theirs = chosen.channels or {}, point.channels or {}
     return bool(mine) and channels_key(mine) == channels_key(theirs)
 
 
 def _comparison_sentence(
     chosen: TrialFigures | None,
-    best: Mapping[str, Mapping[str, Any] | None],
-    baselines: Mapping[str, list[dict[str, Any]]],
+    best: Mapping[str, BaselinePoint | None],
+    baselines: Mapping[str, list[BaselinePoint]],
     max_drop: float,
     selection_error: str | None,
 ) -> str:
@@ -105,17 +107,18 @@ def _comparison_sentence(
     compared, missing = [], []
     for kind in BASELINE_KINDS:
         point = best.get(kind)
-        timed = [p for p in baselines.get(kind, []) if math.isfinite(as_float(p.get("speedup")))]
+        timed = [p for p in baselines.get(kind, []) if math.isfinite(as_float(p.speedup))]
         if kind == own or (kind in OPTIONAL_BASELINE_KINDS and point is None and not baselines.get(kind)):
             continue
         if point is not None and _same_architecture(chosen, point):
             # One architecture runs at one speed: a second figure would only show the timing's noise.
-            twin = f" (trial {point['number']})" if point.get("number") is not None else ""
+            twin = f" (trial {point.number})" if point.number is not None else ""
             compared.append(f"the same architecture as the best {kind} baseline{twin}")
         elif point is not None:
-            fails = "selection_drop" in point and not holds_on_selection(point, max_drop)
-            caveat = f", which fails the budget on the selection split (selection drop {margin_text(point)})" if fails else ""
-            compared.append(f"{_versus(chosen, point, kind)} the best {kind} baseline ({point['speedup']:.2f}x{caveat})")
+            selection = point.selection_figures()
+            fails = "selection_drop" in selection and not holds_on_selection(selection, max_drop)
+            caveat = f", which fails the budget on the selection split (selection drop {margin_text(selection)})" if fails else ""
+            compared.append(f"{_versus(chosen, point, kind)} the best {kind} baseline ({as_float(point.speedup):.2f}x{caveat})")
         elif not baselines.get(kind):
             missing.append(f"no {kind} baseline was recorded")
         elif not timed:
@@ -133,9 +136,9 @@ def _comparison_sentence(
     return text + ("; " + " and ".join(missing) if missing else "") + "."
 
 
-def _no_comparison(kind: str, points: list[dict[str, Any]], max_drop: float) -> str:
+def _no_comparison(kind: str, points: list[BaselinePoint], max_drop: float) -> str:
     """Why a timed baseline has no point to compare with: none is feasible, or no feasible one's timing settled."""
-    feasible = [as_float(p.get("ratio")) for p in points if as_float(p.get("drop")) <= max_drop]
+    feasible = [as_float(p.ratio) for p in points if as_float(p.drop) <= max_drop]
     if not feasible:
         return f"the {kind} baseline has no feasible point"
     ratios = ", ".join(f"r={r:.2f}" for r in sorted(feasible))
@@ -161,7 +164,7 @@ def _unsettled(done: pd.DataFrame, max_drop: float, cv_threshold: float | None) 
 def _timing_note(
     chosen: TrialFigures | None,
     retimed: bool,
-    best: Mapping[str, Mapping[str, Any] | None],
+    best: Mapping[str, BaselinePoint | None],
     unsettled: list[LeftOut],
 ) -> str:
     """What the headline's figures rest on: confirmed figures, re-timings or search timings, and the faster
@@ -186,7 +189,7 @@ def _timing_note(
                      f"({as_float(chosen.confirmed_figure('speedup')):.2f}x) is unsettled, so nothing is confirmed yet")
     elif not retimed:
         parts.append("These speedups are search timings, not yet confirmed by a re-timing (run autoprune confirm)")
-    elif chosen.timing == "confirmed" and points and all(p.get("timing") == "confirmed" for p in points):
+    elif chosen.timing == "confirmed" and points and all(p.timing == "confirmed" for p in points):
         parts.append("Confirmed figures: the chosen trial holds the budget on the selection split, and these speedups were "
                      "re-timed together in one process (autoprune confirm)")
     elif points:
@@ -200,11 +203,7 @@ def _timing_note(
     return "".join(f" {part}." for part in parts)
 
 
-# The confirmed figures on the selection split that a baseline point carries (its margin judged like a trial's).
-SELECTION_KEYS = ("selection_drop", "selection_drop_stderr", "selection_z")
-
-
-def _confirmed_baseline(kind: str, done: pd.DataFrame, info: StudyInfo) -> dict[str, Any] | None:
+def _confirmed_baseline(kind: str, done: pd.DataFrame, info: StudyInfo) -> BaselinePoint | None:
     """The best ``kind`` baseline as ``autoprune confirm`` re-timed it beside the candidates, or ``None``.
 
     It is the ``kind`` trial re-timed by the confirmation (or the sweep point it rebuilt without a trial), so
@@ -230,19 +229,20 @@ def _confirmed_baseline(kind: str, done: pd.DataFrame, info: StudyInfo) -> dict[
                  **{k: entry.get(k) for k in ("speedup", "speedup_spread", "latency_ms", *SELECTION_KEYS, "noisy")}}
     if timing_unsettled(point.pop("noisy"), point.get("speedup_spread"), info.cv_threshold):
         return None
-    return {k: plain(v) for k, v in point.items()} | {"timing": "confirmed"}
+    return BaselinePoint.from_point(point | {"timing": "confirmed"})
 
 
 def _best_points(
-    done: pd.DataFrame, info: StudyInfo, baselines: Mapping[str, list[dict[str, Any]]], max_drop: float, confirmed: bool
-) -> dict[str, dict[str, Any] | None]:
+    done: pd.DataFrame, info: StudyInfo, baselines: Mapping[str, list[BaselinePoint]], max_drop: float, confirmed: bool
+) -> dict[str, BaselinePoint | None]:
     """Per baseline kind, the point the chosen trial is compared with: its confirmed re-timing when the choice
     is confirmed and the confirmation re-timed it, else the sweep's best feasible settled point."""
-    out: dict[str, dict[str, Any] | None] = {}
+    out: dict[str, BaselinePoint | None] = {}
     for kind in BASELINE_KINDS:
-        sweep = best_baseline(baselines.get(kind, []), max_drop, metric_direction=info.metric_direction,
-                              cv_threshold=info.cv_threshold)
-        out[kind] = (_confirmed_baseline(kind, done, info) if confirmed else None) or sweep
+        sweep = best_baseline([p.to_json() for p in baselines.get(kind, [])], max_drop,
+                              metric_direction=info.metric_direction, cv_threshold=info.cv_threshold)
+        out[kind] = (_confirmed_baseline(kind, done, info) if confirmed else None) or (
+            None if sweep is None else BaselinePoint.from_point(sweep))
     return out
 
 
@@ -367,8 +367,8 @@ class Summary:
     confirmed_at: Any
     final_test: dict[str, Any] | None
     front: list[TrialFigures]
-    baselines: dict[str, list[dict[str, Any]]]
-    best: dict[str, Any]
+    baselines: dict[str, list[BaselinePoint]]
+    best: dict[str, BaselinePoint | None]
     speedup_vs: dict[str, Any]
     base_latency_ms: Any
     sentence: str
@@ -387,10 +387,12 @@ class Summary:
 
 def _json(value: Any) -> Any:
     """A summary field as ``summary.json`` holds it: typed figures as their ``to_json()``, lists item by item."""
-    if isinstance(value, (TrialFigures, LeftOut)):
+    if isinstance(value, (TrialFigures, LeftOut, BaselinePoint)):
         return value.to_json()
     if isinstance(value, list):
         return [_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json(v) for k, v in value.items()}
     return value
 
 
@@ -423,7 +425,7 @@ def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) 
     choice = _choose(done, info, max_drop)
     chosen = None if choice.row is None else TrialFigures.from_row(choice.row, max_drop, choice.number)
     passed = None if choice.passed_over is None else TrialFigures.from_row(choice.passed_over, max_drop, None)
-    baselines = {k: [{kk: plain(vv) for kk, vv in p.items()} for p in v] for k, v in info.baselines.items()}
+    baselines = {k: [BaselinePoint.from_point(p) for p in v] for k, v in info.baselines.items()}
     best = _best_points(done, info, baselines, max_drop, choice.confirmed)
     unsettled = _unsettled(done, max_drop, info.cv_threshold)
     front = pareto_front(done, metric_direction=info.metric_direction, cv_threshold=info.cv_threshold)
@@ -435,7 +437,7 @@ def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) 
         "front": [TrialFigures.from_row(r, max_drop, choice.number) for r in front.to_dict("records")],
         "baselines": baselines,
         "best": best,
-        "speedup_vs": {k: (chosen.speedup / b["speedup"] if chosen and b else None) for k, b in best.items()},
+        "speedup_vs": {k: (chosen.speedup / as_float(b.speedup) if chosen and b else None) for k, b in best.items()},
         "base_latency_ms": plain(pooled_base_latency(done, info.baselines)),
         "sentence": _headline(choice, chosen, passed, best, baselines, unsettled, max_drop, info.cv_threshold),
         "unsettled": unsettled,
@@ -668,22 +670,22 @@ def _trial_row(rec: TrialFigures, mark: str, base_ms: Any) -> dict[str, str]:
     }
 
 
-def _baseline_row(kind: str, point: Mapping[str, Any], base_ms: Any) -> dict[str, str]:
+def _baseline_row(kind: str, point: BaselinePoint, base_ms: Any) -> dict[str, str]:
     """The table row of a baseline's best point (its confirmed figures, when re-timed, in their own columns)."""
-    confirmed = point.get("timing") == "confirmed"
-    speed = point.get("speedup_searched") if confirmed else point.get("speedup")
-    spread = None if confirmed else point.get("speedup_spread")
-    ratio = as_float(point.get("ratio"))
+    confirmed = point.confirmed_figures()
+    speed = point.speedup_searched if confirmed is not None else point.speedup
+    spread = None if confirmed is not None else point.speedup_spread
+    ratio = as_float(point.ratio)
     return {
         "mark": kind[0].upper(),
-        "trial": f"{kind} r={ratio:.2f}" if math.isfinite(ratio) else f"{kind} (trial {point.get('number')})",
-        "drop": _pm(point.get("drop"), None, ".4f"),
+        "trial": f"{kind} r={ratio:.2f}" if math.isfinite(ratio) else f"{kind} (trial {point.number})",
+        "drop": _pm(point.drop, None, ".4f"),
         "speedup": _speed(speed, spread),
-        "latency_ms": _row_latency(speed, point if confirmed else None, base_ms),
-        "macs": _si(point.get("macs")),
-        "params": _si(point.get("params")),
+        "latency_ms": _row_latency(speed, confirmed, base_ms),
+        "macs": _si(point.macs),
+        "params": _si(point.params),
         "feasible": "yes",
-        **_confirmed_cells(point if confirmed else None),
+        **_confirmed_cells(confirmed),
     }
 
 
@@ -797,11 +799,11 @@ def _baseline_html(summary: Summary) -> str:
     rows, classes = [], []
     for kind, points in sorted(summary.baselines.items()):
         best = summary.best.get(kind)
-        for p in sorted(points, key=lambda p: as_float(p.get("ratio"))):
-            rows.append([kind, f"{as_float(p.get('ratio')):.2f}", _pm(p.get("metric"), None, ".4f"),
-                         _pm(p.get("drop"), None, ".4f"), _speed(p.get("speedup"), p.get("speedup_spread")),
-                         _latency(p.get("speedup"), summary.base_latency_ms), _si(p.get("macs")), _si(p.get("params")),
-                         "yes" if as_float(p.get("drop")) <= summary.max_drop else "no"])
+        for p in sorted(points, key=lambda p: as_float(p.ratio)):
+            rows.append([kind, f"{as_float(p.ratio):.2f}", _pm(p.metric, None, ".4f"),
+                         _pm(p.drop, None, ".4f"), _speed(p.speedup, p.speedup_spread),
+                         _latency(p.speedup, summary.base_latency_ms), _si(p.macs), _si(p.params),
+                         "yes" if as_float(p.drop) <= summary.max_drop else "no"])
             classes.append("best" if p == best else "")
     if not rows:
         return "<p>No baseline sweeps were recorded in this study.</p>"
@@ -842,11 +844,11 @@ def _reference_ratios(summary: Summary) -> dict[str, float | dict[str, float]]:
     for kind, point in summary.best.items():
         if point is None:
             continue
-        per_group = point.get("ratios")
+        per_group = point.ratios
         if isinstance(per_group, Mapping) and per_group and kind != "uniform":
             out[f"best {kind}"] = {g: float(r) for g, r in per_group.items()}
-        elif math.isfinite(as_float(point.get("ratio"))):
-            out[f"best {kind}"] = float(point["ratio"])
+        elif math.isfinite(as_float(point.ratio)):
+            out[f"best {kind}"] = as_float(point.ratio)
     return out
 
 
