@@ -1,8 +1,9 @@
-"""The figures a summary states about one trial (:class:`TrialFigures`) or one trial left out (:class:`LeftOut`).
+"""The figures a summary states about one trial (:class:`TrialFigures`), one trial left out (:class:`LeftOut`)
+and one baseline sweep point (:class:`BaselinePoint`).
 
-They are built from a row of the analysis table (:func:`autoprune.analysis.frame.trials_frame`) here and
-only here, and read by attribute everywhere else; ``to_json()`` is what ``summary.json`` holds for them.
-Pure: no torch, no database.
+Trial figures are built from a row of the analysis table (:func:`autoprune.analysis.frame.trials_frame`)
+here and only here, and read by attribute everywhere else; ``to_json()`` is what ``summary.json`` (and
+``autoprune pareto --json``) holds for them.  Pure: no torch, no database.
 """
 
 from __future__ import annotations

@@ -325,9 +325,10 @@ def _noise(done: pd.DataFrame, info: StudyInfo, max_drop: float, chosen: TrialFi
 class Summary:
     """The findings of a study at one drop budget (:func:`summarize`); :meth:`to_json` is ``summary.json``.
 
-    The trial records are :class:`~autoprune.analysis.points.TrialFigures` and the trials left out
-    :class:`~autoprune.analysis.points.LeftOut`, read by attribute; the other nested figures (baseline points,
-    the noise floor) are JSON-like dicts, as ``summary.json`` holds them.
+    The trial records are :class:`~autoprune.analysis.points.TrialFigures`, the trials left out
+    :class:`~autoprune.analysis.points.LeftOut` and the baseline points
+    :class:`~autoprune.analysis.points.BaselinePoint`, read by attribute; the other nested figures (the noise
+    floor, the hypervolume, the screening, the final figures) are JSON-like dicts, as ``summary.json`` holds them.
 
     Attributes:
         study ... n_feasible: the study, its budget and trial counts.
