@@ -158,8 +158,7 @@ def _print_exported(exported: ExportResult, echo: Callable[[str], None]) -> None
     echo("")
     for line in chosen_lines(exported, context=False):
         echo(line)
-    chosen = exported.record
-    channels = {k.split(":", 1)[1]: int(v) for k, v in chosen.items() if k.startswith("channels:") and v == v}
+    channels = {group: int(kept) for group, kept in (exported.figures.channels or {}).items()}
     if channels:
         echo("kept channels: " + ", ".join(f"{k}={v}" for k, v in channels.items()))
 

@@ -264,7 +264,7 @@ def test_every_pick_breaks_an_equal_speed_tie_by_a_metric_to_minimize() -> None:
     bare = df.drop(columns=[c for c in df.columns if c.startswith("confirmed:")])
     for table in (bare, df):
         assert select(table, 0.15, metric_direction="minimize")["number"] == 1  # the validation pick
-        assert summarize(table, info).chosen["number"] == 1  # pareto
+        assert summarize(table, info).chosen.number == 1  # pareto
         assert choose_trial(table, info, 0.15)[0]["number"] == 1  # export
     assert summarize(df, info).selection == "confirmed"
     figures = {str(n): {"selection_drop": d, "speedup": 1.9, "speedup_spread": 0.01, "noisy": False} for n, d in ((0, 0.10), (1, 0.02))}
@@ -306,9 +306,9 @@ def test_a_confirmed_baseline_is_labelled_and_figured_from_one_trial() -> None:
 
     df, info = _baseline_study()
     s = summarize(df, info)
-    assert s.chosen["number"] == 2 and s.selection == "confirmed"
+    assert s.chosen.number == 2 and s.selection == "confirmed"
     best = s.best["global"]
-    assert (best["number"], best["ratio"], best["speedup"], best["selection_drop"]) == (0, 0.35, 1.85, 0.004)
+    assert (best.number, best.ratio, best.speedup, best.selection_drop) == (0, 0.35, 1.85, 0.004)
     (row,) = [r for r in table_rows(s) if r["mark"] == "G"]
     assert row["trial"] == "global r=0.35" and row["speedup"].startswith("1.90x"), row
     assert "the best global baseline (1.85x)" in s.sentence, s.sentence
@@ -450,3 +450,32 @@ def test_the_confirmed_pick_keeps_a_margin_for_the_selection_splits_noise() -> N
                             "> 0.01); falling back to the next confirmed candidate"]
     # z = 0: the drop alone decides, and the faster one holds.
     assert choose(pd.DataFrame([row(0, 3.0, 0.008, 0.004, 0.0), row(1, 2.5, 0.002, 0.004, 0.0)]), 0.01).number == 0
+
+
+def test_summary_figures_are_typed_and_write_exactly_their_json() -> None:
+    """The summary's trial records and baseline points are read by attribute; ``to_json`` writes summary.json's
+    dicts: a trial record's fixed keys in order, a baseline point's own keys in its own order (unknown ones kept)."""
+    import doctest
+    import json
+
+    from autoprune.analysis import points
+    from autoprune.analysis import summarize
+    from autoprune.analysis.points import BaselinePoint
+    from autoprune.analysis.points import LeftOut
+    from autoprune.analysis.points import TrialFigures
+
+    assert doctest.testmod(points).failed == 0
+    df, info = _baseline_study()
+    s = summarize(df, info)
+    assert isinstance(s.chosen, TrialFigures) and all(isinstance(r, TrialFigures) for r in s.front)
+    assert all(isinstance(u, LeftOut) for u in s.unsettled)
+    assert all(isinstance(p, BaselinePoint) for v in s.baselines.values() for p in v)
+    data = s.to_json()
+    assert list(data["chosen"])[:3] == ["number", "state", "kind"] and data["chosen"]["number"] == s.chosen.number
+    assert data["best"]["global"] == s.best["global"].to_json() and data["best"]["global"]["timing"] == "confirmed"
+    for kind, stored in info.baselines.items():
+        assert [list(p) for p in data["baselines"][kind]] == [list(p) for p in stored]  # the stored keys, in order
+    json.dumps(data)  # plain JSON, nothing typed left inside
+    odd = {"ratio": 0.3, "clamps": ["a"], "speedup": np.float64(1.5), "drop": float("nan"), "future_key": 1}
+    assert BaselinePoint.from_point(odd).to_json() == {"ratio": 0.3, "clamps": ["a"], "speedup": 1.5, "drop": None,
+                                                         "future_key": 1}

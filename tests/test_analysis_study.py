@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import html
 import itertools
@@ -30,6 +31,8 @@ from autoprune.analysis import load_study_info
 from autoprune.analysis import load_trials
 from autoprune.analysis import summarize
 from autoprune.analysis import write_report
+from autoprune.analysis.points import BaselinePoint
+from autoprune.analysis.points import TrialFigures
 from autoprune.analysis.report import table_legend
 from autoprune.analysis.report import table_rows
 from autoprune.cli import main
@@ -195,8 +198,8 @@ def test_confirmed_and_timings_columns(sqlite_url: str) -> None:
     assert summarize(df, info, 0.0125).chosen is None
     # At a wider budget it holds on the selection split and is chosen with its confirmed figures.
     summary = summarize(df, info, 0.02)
-    assert summary.chosen["confirmed"]["selection_feasible"] is False  # as recorded, at the confirmation's budget
-    assert (summary.chosen["number"], summary.chosen["speedup"], summary.chosen["speedup_searched"]) == (2, 2.55, 2.6)
+    assert summary.chosen.confirmed["selection_feasible"] is False  # as recorded, at the confirmation's budget
+    assert (summary.chosen.number, summary.chosen.speedup, summary.chosen.speedup_searched) == (2, 2.55, 2.6)
     assert ("validation drop 0.0080 ± 0.0190, selection drop +0.0110 + 1 x 0.0020 (within the budget on the selection "
             "split, confirmed speedup 2.55x); test split not read yet") in summary.noise["line"]
     assert summary.final_test is None
@@ -223,7 +226,7 @@ def test_host_id_judges_baselines_on_that_host(sqlite_url: str) -> None:
     assert uniform[0.3] == 1.7
     assert all(v != v for r, v in uniform.items() if r != 0.3)  # not re-timed: NaN
     summary = summarize(df, info, 0.01)
-    assert summary.chosen["number"] == 2
+    assert summary.chosen.number == 2
     assert summary.speedup_vs["uniform"] == pytest.approx(2.2 / 1.7)
     assert "global baseline was not timed on this host" in summary.sentence
 
@@ -240,8 +243,8 @@ def test_minimized_metric_from_objective_values_only(sqlite_url: str, tmp_path: 
     assert list(df["drop"].round(6)) == [0.01, 0.015, 0.03, 0.02]
     assert list(df["feasible"]) == [True, True, False, True]
     s = summarize(df, info)
-    assert s.chosen["number"] == 1
-    assert [r["number"] for r in s.front] == [0, 1, 2]
+    assert s.chosen.number == 1
+    assert [r.number for r in s.front] == [0, 1, 2]
     paths = write_report(df, info, None, tmp_path / "r")
     assert paths["pareto_png"].read_bytes()[:4] == b"\x89PNG"
 
@@ -268,7 +271,7 @@ def test_non_optuna_database_and_journal_file(tmp_path: Path) -> None:
     # a journal file (or a bare SQLite path) is accepted as the storage too
     journal = tmp_path / "study.log"
     make_study(optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal))), "j")
-    assert summarize(*load_analysis(str(journal), "j")).chosen["number"] == 2
+    assert summarize(*load_analysis(str(journal), "j")).chosen.number == 2
 
 
 def test_loading_writes_nothing(study_url: str, tmp_path: Path) -> None:
@@ -322,21 +325,21 @@ def test_analyzer_reads_while_a_worker_adds_trials(study_url: str) -> None:
 def test_summary_chooses_and_compares(study_url: str) -> None:
     df, info = load_analysis(study_url, "resnet")
     s = summarize(df, info, 0.01)
-    assert s.chosen["number"] == 2
-    assert [r["number"] for r in s.front] == [0, 1, 2, 3]
-    assert s.best["uniform"]["ratio"] == 0.3 and s.best["global"]["ratio"] == 0.3
+    assert s.chosen.number == 2
+    assert [r.number for r in s.front] == [0, 1, 2, 3]
+    assert s.best["uniform"].ratio == 0.3 and s.best["global"].ratio == 0.3
     assert s.speedup_vs["uniform"] == pytest.approx(1.3)
     assert s.sentence == ("The chosen architecture (trial 2) is 1.30x faster than the best uniform baseline "
                              "(2.00x) and 1.13x faster than the best global baseline (2.30x) at max drop 0.01. "
                              "These speedups are search timings, not yet confirmed by a re-timing (run autoprune "
                              "confirm).")
-    assert s.chosen["ratios"] == df.loc[2, [f"ratio:{g}" for g in WIDTHS]].set_axis(list(WIDTHS)).to_dict()
+    assert s.chosen.ratios == df.loc[2, [f"ratio:{g}" for g in WIDTHS]].set_axis(list(WIDTHS)).to_dict()
     # above (0.97, 1.0x): 0.002 x 1.6 + 0.003 x 0.9 + 0.003 x 0.4 (trials 2, 1, 0)
     assert s.hypervolume["value"] == pytest.approx(0.0071)
     json.dumps(s.to_json())  # plain data
     # a tighter budget that no sweep meets
     tight = summarize(df, info, 0.003)
-    assert tight.chosen["number"] == 0
+    assert tight.chosen.number == 0
     assert "the uniform baseline has no feasible point" in tight.sentence
 
 
@@ -349,11 +352,11 @@ def test_a_disturbed_timing_leads_nothing_until_a_settled_retiming(sqlite_url: s
     df, info = load_analysis(sqlite_url, "s")
     assert bool(df.loc[4, "latency_noisy"]) is True  # the recorded spread condemns it whatever the flag said
     s = summarize(df, info, 0.01)
-    assert s.chosen["number"] == 2 and s.chosen["timing"] == "measured"
-    assert 4 not in [r["number"] for r in s.front]
-    assert not any(r["latency_noisy"] for r in s.front)
+    assert s.chosen.number == 2 and s.chosen.timing == "measured"
+    assert 4 not in [r.number for r in s.front]
+    assert not any(r.latency_noisy for r in s.front)
     assert s.speedup_vs["uniform"] == pytest.approx(1.3)
-    assert s.unsettled == [{"number": 4, "speedup": 5.67, "speedup_spread": 0.209, "feasible": True}]
+    assert [u.to_json() for u in s.unsettled] == [{"number": 4, "speedup": 5.67, "speedup_spread": 0.209, "feasible": True}]
     assert s.sentence.endswith(
         "These speedups are search timings, not yet confirmed by a re-timing (run autoprune confirm). "
         "Left out until re-timed, as their timings did not settle: trial 4 (5.67x ± 20.9%).")
@@ -365,14 +368,14 @@ def test_a_disturbed_timing_leads_nothing_until_a_settled_retiming(sqlite_url: s
                "selection_feasible": True}
     study.set_user_attr("confirmation", {"trials": {"4": figures}})
     s = summarize(*load_analysis(sqlite_url, "s"), 0.01)
-    assert (s.chosen["number"], s.chosen["speedup"], s.chosen["timing"]) == (4, 3.24, "confirmed")
-    assert s.chosen["speedup_searched"] == 5.67 and s.unsettled == []
+    assert (s.chosen.number, s.chosen.speedup, s.chosen.timing) == (4, 3.24, "confirmed")
+    assert s.chosen.speedup_searched == 5.67 and s.unsettled == []
     assert s.speedup_vs["uniform"] == pytest.approx(1.62)
     assert s.sentence.endswith("The chosen speedup is a settled re-timing; the baselines' are search timings.")
     assert "4 (re-timed)" in [r["trial"] for r in table_rows(s)]
     # a confirmation that did not settle either leaves it out again
     study.set_user_attr("confirmation", {"trials": {"4": figures | {"speedup_spread": 0.12}}})
-    assert summarize(*load_analysis(sqlite_url, "s"), 0.01).chosen["number"] == 2
+    assert summarize(*load_analysis(sqlite_url, "s"), 0.01).chosen.number == 2
 
 
 def test_latency_column_orders_as_the_speedups(sqlite_url: str) -> None:
@@ -399,8 +402,8 @@ def test_a_confirmed_pick_leads_every_view_with_its_confirmed_figures(sqlite_url
                                                     "1": conf | {"speedup": 2.30, "kind": "global"}}})
     df, info = load_analysis(sqlite_url, "s")
     s = summarize(df, info, 0.01)
-    assert (s.selection, s.chosen["number"], s.chosen["speedup"], s.validation_pick) == ("confirmed", 1, 2.3, 2)
-    assert s.best["global"]["timing"] == "confirmed" and s.best["global"]["speedup"] == 2.3
+    assert (s.selection, s.chosen.number, s.chosen.speedup, s.validation_pick) == ("confirmed", 1, 2.3, 2)
+    assert s.best["global"].timing == "confirmed" and s.best["global"].speedup == 2.3
     assert s.sentence.startswith("The search found nothing faster than the global baseline within the budget "
                                     "(max drop 0.01): the chosen architecture is the global baseline (trial 1, 2.30x)")
     assert "The validation-time pick, trial 2 (2.60x in the search), was re-timed at 1.95x ± 1.0%." in s.sentence
@@ -418,7 +421,7 @@ def test_a_confirmed_pick_leads_every_view_with_its_confirmed_figures(sqlite_url
     # Without the confirmation the same study chooses trial 2 and says its figures are unconfirmed.
     study.set_user_attr("confirmation", {})
     s = summarize(*load_analysis(sqlite_url, "s"), 0.01)
-    assert (s.selection, s.chosen["number"]) == ("validation", 2)
+    assert (s.selection, s.chosen.number) == ("validation", 2)
     assert "not yet confirmed by a re-timing" in s.sentence and "figures unconfirmed" in table_legend(s)
 
 
@@ -579,27 +582,38 @@ def test_postgres_study_loads_and_selects() -> None:
     try:
         df, info = load_analysis(PG_URL, name)
         assert len(df) == len(TRIALS) + 1 and info.base_metric == BASE
-        assert summarize(df, info, 0.01).chosen["number"] == 2
+        assert summarize(df, info, 0.01).chosen.number == 2
     finally:
         optuna.delete_study(study_name=name, storage=PG_URL)
+
+
+def _trial(**figures: Any) -> TrialFigures:
+    """A summary's trial record with only ``figures`` set (a hand-made headline case)."""
+    return dataclasses.replace(TrialFigures.from_row({}, 0.0, None), **figures)
+
+
+def _sweep_point(figures: dict[str, Any]) -> BaselinePoint:
+    """A baseline point carrying only ``figures``."""
+    return BaselinePoint.from_point(figures)
 
 
 def test_a_ratio_inside_the_timing_noise_is_not_claimed() -> None:
     from autoprune.analysis.report import _versus
 
-    base = {"speedup": 2.00, "speedup_spread": 0.03}
-    assert _versus({"speedup": 2.60, "speedup_spread": 0.02, "kind": "search"}, base, "global") == "1.30x faster than"
-    assert _versus({"speedup": 2.05, "speedup_spread": 0.04, "kind": "search"}, base, "global") == "as fast as, within timing noise (±5.0%),"
-    assert _versus({"speedup": 1.50, "speedup_spread": 0.02, "kind": "search"}, base, "global") == "1.33x slower than"
-    assert _versus({"speedup": 2.00, "speedup_spread": 0.0, "kind": "search"}, {"speedup": 2.004}, "uniform") == "as fast as"
+    base = _sweep_point({"speedup": 2.00, "speedup_spread": 0.03})
+    assert _versus(_trial(speedup=2.60, speedup_spread=0.02, kind="search"), base, "global") == "1.30x faster than"
+    assert _versus(_trial(speedup=2.05, speedup_spread=0.04, kind="search"), base, "global") == "as fast as, within timing noise (±5.0%),"
+    assert _versus(_trial(speedup=1.50, speedup_spread=0.02, kind="search"), base, "global") == "1.33x slower than"
+    assert _versus(_trial(speedup=2.00, speedup_spread=0.0, kind="search"), _sweep_point({"speedup": 2.004}), "uniform") == "as fast as"
 
 
 def test_a_baseline_pick_is_said_in_words() -> None:
     from autoprune.analysis.report import _comparison_sentence
 
     best = {"uniform": {"speedup": 2.00, "speedup_spread": 0.01}, "global": {"speedup": 2.10, "speedup_spread": 0.01}}
+    best = {kind: _sweep_point(p) for kind, p in best.items()}
     baselines = {"uniform": [best["uniform"]], "global": [best["global"]]}
-    chosen = {"number": 1, "kind": "global", "speedup": 2.10, "speedup_spread": 0.01}
+    chosen = _trial(number=1, kind="global", speedup=2.10, speedup_spread=0.01)
     assert _comparison_sentence(chosen, best, baselines, 0.01, None) == (
         "The search found nothing faster than the global baseline within the budget (max drop 0.01): the chosen "
         "architecture is the global baseline (trial 1, 2.10x), 1.05x faster than the best uniform baseline (2.00x).")
@@ -610,8 +624,9 @@ def test_a_baseline_that_fails_on_the_selection_split_is_said_so_beside_the_comp
 
     best = {"uniform": {"speedup": 5.37, "speedup_spread": 0.005, "selection_drop": 0.0306},
             "global": {"speedup": 4.00, "speedup_spread": 0.005, "selection_drop": 0.0200}}
+    best = {kind: _sweep_point(p) for kind, p in best.items()}
     baselines = {"uniform": [best["uniform"]], "global": [best["global"]]}
-    chosen = {"number": 15, "kind": "search", "speedup": 5.00, "speedup_spread": 0.007}
+    chosen = _trial(number=15, kind="search", speedup=5.00, speedup_spread=0.007)
     text = _comparison_sentence(chosen, best, baselines, 0.03, None)
     assert ("slower than the best uniform baseline (5.37x, which fails the budget on the selection split "
             "(selection drop +0.0306))") in text
@@ -625,8 +640,9 @@ def test_the_same_architecture_as_a_baseline_is_said_so_not_compared() -> None:
     same = {"a": 16, "b": 32}
     best = {"uniform": {"speedup": 5.80, "speedup_spread": 0.002, "channels": dict(same)},
             "global": {"speedup": 5.73, "speedup_spread": 0.003, "channels": dict(same)}}
+    best = {kind: _sweep_point(p) for kind, p in best.items()}
     baselines = {"uniform": [best["uniform"]], "global": [best["global"]]}
-    chosen = {"number": 0, "kind": "uniform", "speedup": 5.80, "speedup_spread": 0.002, "channels": dict(same)}
+    chosen = _trial(number=0, kind="uniform", speedup=5.80, speedup_spread=0.002, channels=dict(same))
     text = _comparison_sentence(chosen, best, baselines, 0.025, None)
     assert "the same architecture as the best global baseline." in text and "5.73x" not in text
     assert "faster" not in text.split("(trial 0, 5.80x)")[1]
@@ -667,7 +683,7 @@ def test_twins_are_one_candidate_and_share_one_figure(sqlite_url: str) -> None:
     rows = df.set_index("number")
     assert rows.loc[1, "confirmed:speedup"] == rows.loc[0, "confirmed:speedup"] == 5.9  # one figure for both
     s = summarize(df, info, 0.01)
-    assert (s.selection, s.chosen["number"], s.validation_pick, s.passed_over) == ("confirmed", 0, 0, None)
+    assert (s.selection, s.chosen.number, s.validation_pick, s.passed_over) == ("confirmed", 0, 0, None)
     assert "passed over" not in json.dumps(s.to_json()) and "validation-time pick" not in s.sentence
     assert "the same architecture as the best global baseline (trial 1)" in s.sentence
     comparison = s.sentence.split("(trial 0, 5.90x)")[1]
@@ -687,7 +703,7 @@ def test_pareto_plot_draws_each_point_where_its_label_says(sqlite_url: str) -> N
     df, info = load_analysis(sqlite_url, "twins")
     s = summarize(df, info, 0.01)
     fig, label = pareto_figure(df, info, 0.01, chosen_number=0, chosen_note="confirmed 5.90x", passed_over=1,
-                               chosen_speedup=s.chosen["speedup"], best=s.best)
+                               chosen_speedup=s.chosen.speedup, best=s.best)
     ax = fig.axes[0]
     drawn = {c.get_label(): c for c in ax.collections}
     star = drawn[label]

@@ -187,7 +187,7 @@ def test_confirm_retimes_together_judges_on_the_selection_split_and_stores(study
     stored = optuna.load_study(study_name=cfg.name, storage=cfg.storage_url()).user_attrs["final_test"]
     assert FinalTest.from_attrs(stored) == report
     s = summarize(*load_analysis(cfg.storage_url(), cfg.name), MAX_DROP)
-    assert s.chosen["number"] == out.trial and s.final_test["test_drop"] == report.test_drop
+    assert s.chosen.number == out.trial and s.final_test["test_drop"] == report.test_drop
     assert f"test drop {report.test_drop:+.4f}" in s.noise["line"]
 
 
@@ -434,7 +434,7 @@ def test_a_retiming_that_does_not_reproduce_is_not_confirmed(study_config: Path,
     assert sum("the host's load kept changing" in line for line in lines) == 1
     assert not [line for line in lines if "at a confirmed" in line or "export picks trial" in line and "instead" in line]
     s = summarize(*load_analysis(cfg.storage_url(), cfg.name), MAX_DROP)
-    assert s.selection == "validation" and s.chosen["timing"] != "confirmed"
+    assert s.selection == "validation" and s.chosen.timing != "confirmed"
     assert "Confirmed figures" not in s.sentence and "is unsettled" in s.sentence
     out = export_architecture(cfg, Path(ctx.workdir) / "unsettled.json")
     arch = json.loads(out.path.read_text())

@@ -79,13 +79,13 @@ def test_disturbed_base_timing_leads_no_front_pick_or_headline(
     study = _study(ctx, [*clean, disturbed], max_drop)
     df, info = trials_frame(study), study_info(study)
     s = summarize(df, info, max_drop)
-    assert s.chosen is not None and not s.chosen["latency_noisy"]
-    assert s.front and not any(r["latency_noisy"] for r in s.front)
+    assert s.chosen is not None and not s.chosen.latency_noisy
+    assert s.front and not any(r.latency_noisy for r in s.front)
     if attrs["latency_noisy"]:
-        assert 2 not in [r["number"] for r in s.front] and s.chosen["number"] != 2
+        assert 2 not in [r.number for r in s.front] and s.chosen.number != 2
         # the disturbed trial is left out (a clean one may be too, when the host is loaded: never one that settled)
-        assert 2 in [u["number"] for u in s.unsettled]
-        assert all(df.loc[df["number"] == u["number"], "latency_noisy"].iloc[0] for u in s.unsettled)
-        if attrs["speedup"] > s.chosen["speedup"]:
+        assert 2 in [u.number for u in s.unsettled]
+        assert all(df.loc[df["number"] == u.number, "latency_noisy"].iloc[0] for u in s.unsettled)
+        if attrs["speedup"] > s.chosen.speedup:
             assert "Left out until re-timed" in s.sentence and "trial 2 (" in s.sentence
     assert "These speedups are search timings, not yet confirmed" in s.sentence

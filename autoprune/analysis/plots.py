@@ -27,6 +27,7 @@ from autoprune.analysis.pareto import best_baseline
 from autoprune.analysis.pareto import completed
 from autoprune.analysis.pareto import pareto_front
 from autoprune.analysis.pareto import select
+from autoprune.analysis.points import BaselinePoint
 from autoprune.errors import SelectionError
 
 _BASELINE_STYLE: dict[str, dict[str, Any]] = {
@@ -99,7 +100,7 @@ def plot_pareto(
     chosen_note: str = "",
     passed_over: int | None = None,
     chosen_speedup: float | None = None,
-    best: Mapping[str, Mapping[str, Any] | None] | None = None,
+    best: Mapping[str, BaselinePoint | None] | None = None,
 ) -> Path:
     """Metric against speedup for every complete trial, with the front, the sweeps and the budget.
 
@@ -118,7 +119,7 @@ def plot_pareto(
         passed_over: the validation-time pick to mark when the confirmed choice is another trial.
         chosen_speedup: where the chosen star goes on the speed axis: the figure ``chosen_note`` states
             (default: the trial's search timing).
-        best: per baseline kind, the point the summary compares with (``summarize()["best"]``), ringed at its
+        best: per baseline kind, the point the summary compares with (:attr:`Summary.best <autoprune.analysis.report.Summary>`), ringed at its
             figures (default: each sweep's best feasible point).
 
     The chosen trial's legend entry is also the PNG's ``Description`` text, for tools that check the picture.
@@ -143,7 +144,7 @@ def pareto_figure(
     chosen_note: str = "",
     passed_over: int | None = None,
     chosen_speedup: float | None = None,
-    best: Mapping[str, Mapping[str, Any] | None] | None = None,
+    best: Mapping[str, BaselinePoint | None] | None = None,
 ) -> tuple[Figure, str | None]:
     """The figure :func:`plot_pareto` writes (same arguments, no path), and the chosen trial's legend entry."""
     done = completed(df)
@@ -200,7 +201,7 @@ def _draw_screened(ax: Axes, df: pd.DataFrame) -> None:
 
 
 def _draw_sweeps(
-    ax: Axes, info: StudyInfo, max_drop: float, best_points: Mapping[str, Mapping[str, Any] | None] | None = None
+    ax: Axes, info: StudyInfo, max_drop: float, best_points: Mapping[str, BaselinePoint | None] | None = None
 ) -> list[float]:
     """The baseline sweeps as curves, each best point ringed where its figures put it (above a star there).
 
@@ -217,13 +218,18 @@ def _draw_sweeps(
         shown += [as_float(p.get("metric")) for p in pts]
         ax.plot([p["speedup"] for p in pts], [p["metric"] for p in pts], ls="--", lw=1.2, ms=5, alpha=0.9,
                 label=f"{kind} sweep", zorder=3, **style)
-        best = best_points.get(kind) if best_points is not None else best_baseline(
-            pts, max_drop, metric_direction=info.metric_direction)
+        best = best_points.get(kind) if best_points is not None else _best_sweep_point(pts, max_drop, info)
         if best is not None:
             # Each kind's ring wider than the last: two best points at one place (twins) both stay visible.
-            ax.scatter([as_float(best["speedup"])], [as_float(best["metric"])], s=_RING_SIZE * (1 + 0.6 * i), facecolors="none",
-                       lw=1.8, edgecolors=style["color"], zorder=7, label=f"best {kind}: {as_float(best['speedup']):.2f}x")
+            ax.scatter([as_float(best.speedup)], [as_float(best.metric)], s=_RING_SIZE * (1 + 0.6 * i), facecolors="none",
+                       lw=1.8, edgecolors=style["color"], zorder=7, label=f"best {kind}: {as_float(best.speedup):.2f}x")
     return shown
+
+
+def _best_sweep_point(points: list[dict[str, Any]], max_drop: float, info: StudyInfo) -> BaselinePoint | None:
+    """A sweep's best feasible point (:func:`autoprune.analysis.pareto.best_baseline`), where no summary gave one."""
+    best = best_baseline(points, max_drop, metric_direction=info.metric_direction)
+    return None if best is None else BaselinePoint.from_point(best)
 
 
 def _draw_references(ax: Axes, info: StudyInfo, max_drop: float) -> None:

@@ -43,6 +43,12 @@ from autoprune.analysis.pareto import unsettled as timing_unsettled
 from autoprune.analysis.plots import plot_pareto
 from autoprune.analysis.plots import plot_ratios
 from autoprune.analysis.plots import plot_recovery_curve
+from autoprune.analysis.points import SELECTION_KEYS
+from autoprune.analysis.points import BaselinePoint
+from autoprune.analysis.points import LeftOut
+from autoprune.analysis.points import TrialFigures
+from autoprune.analysis.points import plain
+from autoprune.analysis.points import prefixed
 from autoprune.analysis.stats import budget_noise_warning
 from autoprune.analysis.stats import drop_stderr
 from autoprune.errors import ConfigError
@@ -56,41 +62,8 @@ from autoprune.trial.recipe import recovery_warnings
 from autoprune.trial.screening import spearman
 
 Z95 = 1.96
-_ROW_KEYS = (
-    "number",
-    "state",
-    "kind",
-    "metric",
-    "metric_stderr",
-    "drop",
-    "drop_stderr",
-    "feasible",
-    "speedup",
-    "speedup_spread",
-    "speedup_searched",
-    "timing",
-    "latency_noisy",
-    "latency_ms",
-    "macs",
-    "params",
-    "host_id",
-    "speedup_host_id",
-)
 # How many left-out trials the headline names before it counts the rest.
 _NAMED_LEFT_OUT = 3
-
-
-def _plain(value: Any) -> Any:
-    """A JSON-friendly scalar: NaN and pandas NA become ``None``, numpy scalars Python ones."""
-    if value is None or value is pd.NA or value is pd.NaT:
-        return None
-    if isinstance(value, (pd.Timestamp, datetime.datetime)):
-        return value.isoformat()
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _median(df: pd.DataFrame, col: str) -> float:
@@ -101,46 +74,28 @@ def _median(df: pd.DataFrame, col: str) -> float:
     return float(values.median()) if len(values) else math.nan
 
 
-def _trial_record(row: Mapping[str, Any], max_drop: float, chosen_number: int | None) -> dict[str, Any]:
-    """A plain dict for one trial: fixed fields, feasibility for ``max_drop``, ratios, channels, confirmation."""
-    rec = {k: _plain(row.get(k)) for k in _ROW_KEYS}
-    rec["feasible"] = bool(as_float(row.get("drop")) <= max_drop)
-    rec["chosen"] = chosen_number is not None and rec["number"] == chosen_number
-    for prefix, key in (("ratio:", "ratios"), ("channels:", "channels"), (CONFIRMED_PREFIX, "confirmed")):
-        rec[key] = _prefixed(row, prefix) or None
-    for key in ("arch_artifact_id", "weights_artifact_id"):
-        rec[key] = _plain(row.get(key))
-    return rec
-
-
-def _versus(chosen: Mapping[str, Any], point: Mapping[str, Any], kind: str) -> str:
+def _versus(chosen: TrialFigures, point: BaselinePoint, kind: str) -> str:
     """"1.30x faster than", "1.08x slower than", or "as fast as, within timing noise (±x%)," when the ratio lies
     inside the two timings' combined spread (or within half a percent)."""
-    ratio = chosen["speedup"] / point["speedup"]
-    spreads = [as_float(chosen.get("speedup_spread")), as_float(point.get("speedup_spread"))]
+    ratio = chosen.speedup / as_float(point.speedup)
+    spreads = [as_float(chosen.speedup_spread), as_float(point.speedup_spread)]
     noise = math.hypot(*[v for v in spreads if math.isfinite(v)]) if any(math.isfinite(v) for v in spreads) else 0.0
     if abs(ratio - 1) <= max(noise, 0.005):
         return f"as fast as, within timing noise (±{noise:.1%})," if noise > 0.005 else "as fast as"
     return f"{ratio:.2f}x faster than" if ratio > 1 else f"{1 / ratio:.2f}x slower than"
 
 
-def _prefixed(row: Mapping[str, Any], prefix: str) -> dict[str, Any]:
-    """A table row's ``<prefix><name>`` columns as ``{name: value}``, missing values left out."""
-    part = {str(k)[len(prefix):]: _plain(v) for k, v in row.items() if str(k).startswith(prefix)}
-    return {k: v for k, v in part.items() if v is not None}
-
-
-def _same_architecture(chosen: Mapping[str, Any], point: Mapping[str, Any]) -> bool:
+def _same_architecture(chosen: TrialFigures, point: BaselinePoint) -> bool:
     """Whether the chosen trial keeps exactly the baseline point's channels (then no speed ratio is meaningful:
     two timings of one model differ only by the timing's noise)."""
-    mine, theirs = chosen.get("channels") or {}, point.get("channels") or {}
+    mine, theirs = chosen.channels or {}, point.channels or {}
     return bool(mine) and channels_key(mine) == channels_key(theirs)
 
 
 def _comparison_sentence(
-    chosen: Mapping[str, Any] | None,
-    best: Mapping[str, Mapping[str, Any] | None],
-    baselines: Mapping[str, list[dict[str, Any]]],
+    chosen: TrialFigures | None,
+    best: Mapping[str, BaselinePoint | None],
+    baselines: Mapping[str, list[BaselinePoint]],
     max_drop: float,
     selection_error: str | None,
 ) -> str:
@@ -148,21 +103,22 @@ def _comparison_sentence(
     itself a baseline is said in words."""
     if chosen is None:
         return f"No architecture was chosen at max drop {max_drop:g}: {selection_error}."
-    own = chosen.get("kind") if chosen.get("kind") in BASELINE_KINDS else None
+    own = chosen.kind if chosen.kind in BASELINE_KINDS else None
     compared, missing = [], []
     for kind in BASELINE_KINDS:
         point = best.get(kind)
-        timed = [p for p in baselines.get(kind, []) if math.isfinite(as_float(p.get("speedup")))]
+        timed = [p for p in baselines.get(kind, []) if math.isfinite(as_float(p.speedup))]
         if kind == own or (kind in OPTIONAL_BASELINE_KINDS and point is None and not baselines.get(kind)):
             continue
         if point is not None and _same_architecture(chosen, point):
             # One architecture runs at one speed: a second figure would only show the timing's noise.
-            twin = f" (trial {point['number']})" if point.get("number") is not None else ""
+            twin = f" (trial {point.number})" if point.number is not None else ""
             compared.append(f"the same architecture as the best {kind} baseline{twin}")
         elif point is not None:
-            fails = "selection_drop" in point and not holds_on_selection(point, max_drop)
-            caveat = f", which fails the budget on the selection split (selection drop {margin_text(point)})" if fails else ""
-            compared.append(f"{_versus(chosen, point, kind)} the best {kind} baseline ({point['speedup']:.2f}x{caveat})")
+            selection = point.selection_figures()
+            fails = "selection_drop" in selection and not holds_on_selection(selection, max_drop)
+            caveat = f", which fails the budget on the selection split (selection drop {margin_text(selection)})" if fails else ""
+            compared.append(f"{_versus(chosen, point, kind)} the best {kind} baseline ({as_float(point.speedup):.2f}x{caveat})")
         elif not baselines.get(kind):
             missing.append(f"no {kind} baseline was recorded")
         elif not timed:
@@ -171,18 +127,18 @@ def _comparison_sentence(
             missing.append(_no_comparison(kind, baselines[kind], max_drop))
     if own is not None:
         text = (f"The search found nothing faster than the {own} baseline within the budget (max drop {max_drop:g}): "
-                f"the chosen architecture is the {own} baseline (trial {chosen['number']}, {chosen['speedup']:.2f}x)")
+                f"the chosen architecture is the {own} baseline (trial {chosen.number}, {chosen.speedup:.2f}x)")
         text += f", {' and '.join(compared)}" if compared else ""
     elif compared:
-        text = f"The chosen architecture (trial {chosen['number']}) is {' and '.join(compared)} at max drop {max_drop:g}"
+        text = f"The chosen architecture (trial {chosen.number}) is {' and '.join(compared)} at max drop {max_drop:g}"
     else:
-        text = f"The chosen architecture (trial {chosen['number']}) reaches {chosen['speedup']:.2f}x at max drop {max_drop:g}"
+        text = f"The chosen architecture (trial {chosen.number}) reaches {chosen.speedup:.2f}x at max drop {max_drop:g}"
     return text + ("; " + " and ".join(missing) if missing else "") + "."
 
 
-def _no_comparison(kind: str, points: list[dict[str, Any]], max_drop: float) -> str:
+def _no_comparison(kind: str, points: list[BaselinePoint], max_drop: float) -> str:
     """Why a timed baseline has no point to compare with: none is feasible, or no feasible one's timing settled."""
-    feasible = [as_float(p.get("ratio")) for p in points if as_float(p.get("drop")) <= max_drop]
+    feasible = [as_float(p.ratio) for p in points if as_float(p.drop) <= max_drop]
     if not feasible:
         return f"the {kind} baseline has no feasible point"
     ratios = ", ".join(f"r={r:.2f}" for r in sorted(feasible))
@@ -190,28 +146,26 @@ def _no_comparison(kind: str, points: list[dict[str, Any]], max_drop: float) -> 
             "with it (re-time it with autoprune confirm or retime)")
 
 
-def _passed_over_note(passed: Mapping[str, Any] | None, max_drop: float) -> str:
+def _passed_over_note(passed: TrialFigures | None, max_drop: float) -> str:
     """What became of the validation-time pick when the confirmed choice is another trial (empty otherwise)."""
     if passed is None:
         return ""
-    text = passed_over_text(passed["number"], passed["speedup"], passed.get("confirmed") or {}, max_drop)
+    text = passed_over_text(passed.number, passed.speedup, passed.confirmed or {}, max_drop)
     return f" {text[0].upper()}{text[1:]}."
 
 
-def _unsettled(done: pd.DataFrame, max_drop: float, cv_threshold: float | None) -> list[dict[str, Any]]:
+def _unsettled(done: pd.DataFrame, max_drop: float, cv_threshold: float | None) -> list[LeftOut]:
     """The complete trials left out of the analysis because their timing did not settle, fastest recorded first."""
     kept = settled(done, cv_threshold).index
     out = done[~done.index.isin(kept)].sort_values(["speedup", "number"], ascending=[False, True])
-    return [{"number": _plain(r["number"]), "speedup": _plain(r["speedup"]),
-             "speedup_spread": _plain(r.get("speedup_spread")), "feasible": bool(as_float(r.get("drop")) <= max_drop)}
-            for r in out.to_dict("records")]
+    return [LeftOut.from_row(r, max_drop) for r in out.to_dict("records")]
 
 
 def _timing_note(
-    chosen: Mapping[str, Any] | None,
+    chosen: TrialFigures | None,
     retimed: bool,
-    best: Mapping[str, Mapping[str, Any] | None],
-    unsettled: list[dict[str, Any]],
+    best: Mapping[str, BaselinePoint | None],
+    unsettled: list[LeftOut],
 ) -> str:
     """What the headline's figures rest on: confirmed figures, re-timings or search timings, and the faster
     trials left out.
@@ -230,30 +184,26 @@ def _timing_note(
         return ""
     parts = []
     points = [p for p in best.values() if p is not None]
-    if not retimed and math.isfinite(as_float((chosen.get("confirmed") or {}).get("speedup"))):
+    if not retimed and math.isfinite(as_float(chosen.confirmed_figure("speedup"))):
         parts.append(f"These speedups are search timings: the chosen trial's re-timing "
-                     f"({as_float(chosen['confirmed']['speedup']):.2f}x) is unsettled, so nothing is confirmed yet")
+                     f"({as_float(chosen.confirmed_figure('speedup')):.2f}x) is unsettled, so nothing is confirmed yet")
     elif not retimed:
         parts.append("These speedups are search timings, not yet confirmed by a re-timing (run autoprune confirm)")
-    elif chosen.get("timing") == "confirmed" and points and all(p.get("timing") == "confirmed" for p in points):
+    elif chosen.timing == "confirmed" and points and all(p.timing == "confirmed" for p in points):
         parts.append("Confirmed figures: the chosen trial holds the budget on the selection split, and these speedups were "
                      "re-timed together in one process (autoprune confirm)")
     elif points:
         parts.append("The chosen speedup is a settled re-timing; the baselines' are search timings")
-    faster = [u for u in unsettled if u["feasible"] and as_float(u["speedup"]) > as_float(chosen["speedup"])]
+    faster = [u for u in unsettled if u.feasible and as_float(u.speedup) > as_float(chosen.speedup)]
     if faster:
-        named = ", ".join(f"trial {u['number']} ({_speed(u['speedup'], u['speedup_spread'])})"
+        named = ", ".join(f"trial {u.number} ({_speed(u.speedup, u.speedup_spread)})"
                           for u in faster[:_NAMED_LEFT_OUT])
         more = f" and {len(faster) - _NAMED_LEFT_OUT} more" if len(faster) > _NAMED_LEFT_OUT else ""
         parts.append(f"Left out until re-timed, as their timings did not settle: {named}{more}")
     return "".join(f" {part}." for part in parts)
 
 
-# The confirmed figures on the selection split that a baseline point carries (its margin judged like a trial's).
-SELECTION_KEYS = ("selection_drop", "selection_drop_stderr", "selection_z")
-
-
-def _confirmed_baseline(kind: str, done: pd.DataFrame, info: StudyInfo) -> dict[str, Any] | None:
+def _confirmed_baseline(kind: str, done: pd.DataFrame, info: StudyInfo) -> BaselinePoint | None:
     """The best ``kind`` baseline as ``autoprune confirm`` re-timed it beside the candidates, or ``None``.
 
     It is the ``kind`` trial re-timed by the confirmation (or the sweep point it rebuilt without a trial), so
@@ -266,9 +216,9 @@ def _confirmed_baseline(kind: str, done: pd.DataFrame, info: StudyInfo) -> dict[
     rows = done[(kinds == kind) & speeds.notna()]
     if not rows.empty:
         row = rows.iloc[0]
-        point = {"ratio": as_float(row.get("baseline_ratio")), "number": _plain(row["number"]), "metric": row["metric"], "drop": row["drop"],
+        point = {"ratio": as_float(row.get("baseline_ratio")), "number": plain(row["number"]), "metric": row["metric"], "drop": row["drop"],
                  "macs": row.get("macs"), "params": row.get("params"), "noisy": row.get(confirmed_column("noisy")),
-                 "speedup_searched": row["speedup"], "channels": _prefixed(row, "channels:"),
+                 "speedup_searched": row["speedup"], "channels": prefixed(row, "channels:"),
                  **{k: row.get(confirmed_column(k)) for k in ("speedup", "speedup_spread", "latency_ms", *SELECTION_KEYS)}}
     else:
         entry = ((info.confirmation or {}).get("baselines") or {}).get(kind)
@@ -279,19 +229,20 @@ def _confirmed_baseline(kind: str, done: pd.DataFrame, info: StudyInfo) -> dict[
                  **{k: entry.get(k) for k in ("speedup", "speedup_spread", "latency_ms", *SELECTION_KEYS, "noisy")}}
     if timing_unsettled(point.pop("noisy"), point.get("speedup_spread"), info.cv_threshold):
         return None
-    return {k: _plain(v) for k, v in point.items()} | {"timing": "confirmed"}
+    return BaselinePoint.from_point(point | {"timing": "confirmed"})
 
 
 def _best_points(
-    done: pd.DataFrame, info: StudyInfo, baselines: Mapping[str, list[dict[str, Any]]], max_drop: float, confirmed: bool
-) -> dict[str, dict[str, Any] | None]:
+    done: pd.DataFrame, info: StudyInfo, baselines: Mapping[str, list[BaselinePoint]], max_drop: float, confirmed: bool
+) -> dict[str, BaselinePoint | None]:
     """Per baseline kind, the point the chosen trial is compared with: its confirmed re-timing when the choice
     is confirmed and the confirmation re-timed it, else the sweep's best feasible settled point."""
-    out: dict[str, dict[str, Any] | None] = {}
+    out: dict[str, BaselinePoint | None] = {}
     for kind in BASELINE_KINDS:
-        sweep = best_baseline(baselines.get(kind, []), max_drop, metric_direction=info.metric_direction,
-                              cv_threshold=info.cv_threshold)
-        out[kind] = (_confirmed_baseline(kind, done, info) if confirmed else None) or sweep
+        sweep = best_baseline([p.to_json() for p in baselines.get(kind, [])], max_drop,
+                              metric_direction=info.metric_direction, cv_threshold=info.cv_threshold)
+        out[kind] = (_confirmed_baseline(kind, done, info) if confirmed else None) or (
+            None if sweep is None else BaselinePoint.from_point(sweep))
     return out
 
 
@@ -319,12 +270,12 @@ def _selection_words(confirmed: Mapping[str, Any], max_drop: float) -> str:
     return text + ")"
 
 
-def final_test_of(info: StudyInfo, chosen: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def final_test_of(info: StudyInfo, chosen: TrialFigures | None) -> dict[str, Any] | None:
     """The stored final test report (``autoprune export``) when it is the chosen trial's, else ``None``."""
     report = info.final_test or {}
-    if chosen is None or report.get("trial") != chosen.get("number"):
+    if chosen is None or report.get("trial") != chosen.number:
         return None
-    return {k: _plain(v) for k, v in report.items()}
+    return {k: plain(v) for k, v in report.items()}
 
 
 def _final_test_words(report: Mapping[str, Any] | None, metric_name: str) -> str:
@@ -337,7 +288,7 @@ def _final_test_words(report: Mapping[str, Any] | None, metric_name: str) -> str
             f"after the pick, {verdict} the budget; reported, not used to choose)")
 
 
-def _noise(done: pd.DataFrame, info: StudyInfo, max_drop: float, chosen: Mapping[str, Any] | None) -> dict[str, Any]:
+def _noise(done: pd.DataFrame, info: StudyInfo, max_drop: float, chosen: TrialFigures | None) -> dict[str, Any]:
     """Noise floor of the measurements, the budget-vs-noise warning, and the chosen trial's val/test view."""
     metric_se = _median(done, "metric_stderr")
     drop_se = _median(done, "drop_stderr")
@@ -354,16 +305,16 @@ def _noise(done: pd.DataFrame, info: StudyInfo, max_drop: float, chosen: Mapping
         parts.append(f"median speedup spread {100 * spread:.1f}% (robust CV of the timing ratios)")
     line = "Noise floor: " + ("; ".join(parts) if parts else "no standard errors or spreads were recorded") + "."
     if chosen is not None:
-        se = as_float(chosen.get("drop_stderr"))
-        val = f"validation drop {chosen['drop']:.4f}" + (f" ± {Z95 * se:.4f}" if math.isfinite(se) else "")
-        line += f" Chosen trial {chosen['number']}: {val}"
-        line += _selection_words(chosen.get("confirmed") or {}, max_drop)
+        se = as_float(chosen.drop_stderr)
+        val = f"validation drop {chosen.drop:.4f}" + (f" ± {Z95 * se:.4f}" if math.isfinite(se) else "")
+        line += f" Chosen trial {chosen.number}: {val}"
+        line += _selection_words(chosen.confirmed or {}, max_drop)
         line += _final_test_words(final_test_of(info, chosen), info.metric_name) + "."
     return {
-        "metric_stderr": _plain(metric_se),
-        "base_metric_stderr": _plain(info.base_metric_stderr),
-        "drop_stderr": _plain(drop_se),
-        "speedup_spread": _plain(spread),
+        "metric_stderr": plain(metric_se),
+        "base_metric_stderr": plain(info.base_metric_stderr),
+        "drop_stderr": plain(drop_se),
+        "speedup_spread": plain(spread),
         "n_val": info.n_val,
         "warning": budget_noise_warning(max_drop, drop_se, info.n_val) if math.isfinite(drop_se) else None,
         "line": line,
@@ -374,8 +325,10 @@ def _noise(done: pd.DataFrame, info: StudyInfo, max_drop: float, chosen: Mapping
 class Summary:
     """The findings of a study at one drop budget (:func:`summarize`); :meth:`to_json` is ``summary.json``.
 
-    The nested figures (trial records, baseline points, the noise floor) stay JSON-like dicts: they are
-    what ``summary.json`` holds.
+    The trial records are :class:`~autoprune.analysis.points.TrialFigures`, the trials left out
+    :class:`~autoprune.analysis.points.LeftOut` and the baseline points
+    :class:`~autoprune.analysis.points.BaselinePoint`, read by attribute; the other nested figures (the noise
+    floor, the hypervolume, the screening, the final figures) are JSON-like dicts, as ``summary.json`` holds them.
 
     Attributes:
         study ... n_feasible: the study, its budget and trial counts.
@@ -406,21 +359,21 @@ class Summary:
     n_trials: int
     n_complete: int
     n_feasible: int
-    chosen: dict[str, Any] | None
+    chosen: TrialFigures | None
     selection: str
     validation_pick: Any
-    passed_over: dict[str, Any] | None
+    passed_over: TrialFigures | None
     selection_notes: list[str]
     selection_error: str | None
     confirmed_at: Any
     final_test: dict[str, Any] | None
-    front: list[dict[str, Any]]
-    baselines: dict[str, list[dict[str, Any]]]
-    best: dict[str, Any]
+    front: list[TrialFigures]
+    baselines: dict[str, list[BaselinePoint]]
+    best: dict[str, BaselinePoint | None]
     speedup_vs: dict[str, Any]
     base_latency_ms: Any
     sentence: str
-    unsettled: list[dict[str, Any]]
+    unsettled: list[LeftOut]
     noise: dict[str, Any]
     hypervolume: dict[str, Any] | None
     recovery_warnings: list[str]
@@ -430,7 +383,18 @@ class Summary:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON-friendly dict written as ``summary.json`` (and printed by ``autoprune pareto --json``)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {f.name: _json(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _json(value: Any) -> Any:
+    """A summary field as ``summary.json`` holds it: typed figures as their ``to_json()``, lists item by item."""
+    if isinstance(value, (TrialFigures, LeftOut, BaselinePoint)):
+        return value.to_json()
+    if isinstance(value, list):
+        return [_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json(v) for k, v in value.items()}
+    return value
 
 
 def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) -> Summary:
@@ -454,15 +418,15 @@ def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) 
 
     Example:
         >>> s = summarize(df, info, max_drop=0.01)  # doctest: +SKIP
-        >>> s.chosen["number"], s.speedup_vs["uniform"]  # doctest: +SKIP
+        >>> s.chosen.number, s.speedup_vs["uniform"]  # doctest: +SKIP
         (17, 1.24)
     """
     max_drop = _budget(info, max_drop)
     done = completed(df)
     choice = _choose(done, info, max_drop)
-    chosen = None if choice.row is None else _trial_record(choice.row, max_drop, choice.number)
-    passed = None if choice.passed_over is None else _trial_record(choice.passed_over, max_drop, None)
-    baselines = {k: [{kk: _plain(vv) for kk, vv in p.items()} for p in v] for k, v in info.baselines.items()}
+    chosen = None if choice.row is None else TrialFigures.from_row(choice.row, max_drop, choice.number)
+    passed = None if choice.passed_over is None else TrialFigures.from_row(choice.passed_over, max_drop, None)
+    baselines = {k: [BaselinePoint.from_point(p) for p in v] for k, v in info.baselines.items()}
     best = _best_points(done, info, baselines, max_drop, choice.confirmed)
     unsettled = _unsettled(done, max_drop, info.cv_threshold)
     front = pareto_front(done, metric_direction=info.metric_direction, cv_threshold=info.cv_threshold)
@@ -471,11 +435,11 @@ def summarize(df: pd.DataFrame, info: StudyInfo, max_drop: float | None = None) 
         **_selection_record(choice, chosen, passed),
         "confirmed_at": (info.confirmation or {}).get("measured_at"),
         "final_test": final_test_of(info, chosen),
-        "front": [_trial_record(r, max_drop, choice.number) for r in front.to_dict("records")],
+        "front": [TrialFigures.from_row(r, max_drop, choice.number) for r in front.to_dict("records")],
         "baselines": baselines,
         "best": best,
-        "speedup_vs": {k: (chosen["speedup"] / b["speedup"] if chosen and b else None) for k, b in best.items()},
-        "base_latency_ms": _plain(pooled_base_latency(done, info.baselines)),
+        "speedup_vs": {k: (chosen.speedup / as_float(b.speedup) if chosen and b else None) for k, b in best.items()},
+        "base_latency_ms": plain(pooled_base_latency(done, info.baselines)),
         "sentence": _headline(choice, chosen, passed, best, baselines, unsettled, max_drop, info.cv_threshold),
         "unsettled": unsettled,
         "noise": _noise(done, info, max_drop, chosen),
@@ -515,7 +479,7 @@ def _study_counts(df: pd.DataFrame, done: pd.DataFrame, info: StudyInfo, max_dro
         "storage": info.storage,
         "metric_name": info.metric_name,
         "metric_direction": info.metric_direction,
-        "base_metric": _plain(info.base_metric),
+        "base_metric": plain(info.base_metric),
         "max_drop": max_drop,
         "host_id": info.host_id,
         "n_trials": int(len(df)),
@@ -524,12 +488,12 @@ def _study_counts(df: pd.DataFrame, done: pd.DataFrame, info: StudyInfo, max_dro
     }
 
 
-def _selection_record(choice: Choice, chosen: Mapping[str, Any] | None, passed: Mapping[str, Any] | None) -> dict[str, Any]:
+def _selection_record(choice: Choice, chosen: TrialFigures | None, passed: TrialFigures | None) -> dict[str, Any]:
     """The summary's selection keys: the chosen trial, how it was chosen, and what was passed over."""
     return {
         "chosen": chosen,
         "selection": choice.source,
-        "validation_pick": None if choice.validation is None else _plain(choice.validation["number"]),
+        "validation_pick": None if choice.validation is None else plain(choice.validation["number"]),
         "passed_over": passed,
         "selection_notes": choice.notes,
         "selection_error": choice.error,
@@ -554,11 +518,11 @@ def refresh_report(
 
 def _headline(
     choice: Choice,
-    chosen: Mapping[str, Any] | None,
-    passed: Mapping[str, Any] | None,
+    chosen: TrialFigures | None,
+    passed: TrialFigures | None,
     best: Mapping[str, Any],
     baselines: Mapping[str, Any],
-    unsettled: list[dict[str, Any]],
+    unsettled: list[LeftOut],
     max_drop: float,
     threshold: float | None,
 ) -> str:
@@ -593,9 +557,9 @@ def screening_summary(df: pd.DataFrame) -> dict[str, Any]:
     return {
         "search_trials": int(len(search)),
         "screened": int(screened.sum()),
-        "finetunes_saved": _plain(float(screened.sum()) / len(search)) if len(search) else None,
+        "finetunes_saved": plain(float(screened.sum()) / len(search)) if len(search) else None,
         "by_reason": reasons,
-        "spearman_after_bn": _plain(rho),
+        "spearman_after_bn": plain(rho),
         "pairs": int(len(pairs)),
     }
 
@@ -622,9 +586,9 @@ def _hypervolume(df: pd.DataFrame, done: pd.DataFrame, info: StudyInfo, max_drop
               for i, r in df.sort_values("number").iterrows()]
     history = hypervolume_history(points, reference, metric_direction=direction)
     return {
-        "reference": [_plain(reference[0]), 1.0],
-        "value": _plain(hypervolume_2d(points, reference, metric_direction=direction)),
-        "history": {n: _plain(v) for n, v in history.items()},
+        "reference": [plain(reference[0]), 1.0],
+        "value": plain(hypervolume_2d(points, reference, metric_direction=direction)),
+        "history": {n: plain(v) for n, v in history.items()},
     }
 
 
@@ -688,41 +652,41 @@ def _row_latency(speed: Any, confirmed: Mapping[str, Any] | None, base_ms: Any) 
     return _latency(speed, base_ms)
 
 
-def _trial_row(rec: Mapping[str, Any], mark: str, base_ms: Any) -> dict[str, str]:
+def _trial_row(rec: TrialFigures, mark: str, base_ms: Any) -> dict[str, str]:
     """One table row for a trial record (its ``speedup`` column is the search timing, or the re-timing the
     analysis judges it by, marked ``(re-timed)``; ``latency ms`` the confirmed one where there is one)."""
-    se = as_float(rec.get("drop_stderr"))
-    speed, spread = rec["speedup"], rec.get("speedup_spread")
-    label = str(rec["number"]) + (f" ({rec['kind']})" if rec.get("kind") not in (None, "search") else "")
+    se = as_float(rec.drop_stderr)
+    speed, spread = rec.speedup, rec.speedup_spread
+    label = str(rec.number) + (f" ({rec.kind})" if rec.kind not in (None, "search") else "")
     return {
         "mark": mark,
-        "trial": label + (" (re-timed)" if rec.get("timing") in ("confirmed", "retimed") else ""),
-        "drop": _pm(rec["drop"], Z95 * se if math.isfinite(se) else None, ".4f"),
+        "trial": label + (" (re-timed)" if rec.timing in ("confirmed", "retimed") else ""),
+        "drop": _pm(rec.drop, Z95 * se if math.isfinite(se) else None, ".4f"),
         "speedup": _speed(speed, spread),
-        "latency_ms": _row_latency(speed, rec.get("confirmed"), base_ms),
-        "macs": _si(rec.get("macs")),
-        "params": _si(rec.get("params")),
-        "feasible": "yes" if rec["feasible"] else "no",
-        **_confirmed_cells(rec.get("confirmed")),
+        "latency_ms": _row_latency(speed, rec.confirmed, base_ms),
+        "macs": _si(rec.macs),
+        "params": _si(rec.params),
+        "feasible": "yes" if rec.feasible else "no",
+        **_confirmed_cells(rec.confirmed),
     }
 
 
-def _baseline_row(kind: str, point: Mapping[str, Any], base_ms: Any) -> dict[str, str]:
+def _baseline_row(kind: str, point: BaselinePoint, base_ms: Any) -> dict[str, str]:
     """The table row of a baseline's best point (its confirmed figures, when re-timed, in their own columns)."""
-    confirmed = point.get("timing") == "confirmed"
-    speed = point.get("speedup_searched") if confirmed else point.get("speedup")
-    spread = None if confirmed else point.get("speedup_spread")
-    ratio = as_float(point.get("ratio"))
+    confirmed = point.confirmed_figures()
+    speed = point.speedup_searched if confirmed is not None else point.speedup
+    spread = None if confirmed is not None else point.speedup_spread
+    ratio = as_float(point.ratio)
     return {
         "mark": kind[0].upper(),
-        "trial": f"{kind} r={ratio:.2f}" if math.isfinite(ratio) else f"{kind} (trial {point.get('number')})",
-        "drop": _pm(point.get("drop"), None, ".4f"),
+        "trial": f"{kind} r={ratio:.2f}" if math.isfinite(ratio) else f"{kind} (trial {point.number})",
+        "drop": _pm(point.drop, None, ".4f"),
         "speedup": _speed(speed, spread),
-        "latency_ms": _row_latency(speed, point if confirmed else None, base_ms),
-        "macs": _si(point.get("macs")),
-        "params": _si(point.get("params")),
+        "latency_ms": _row_latency(speed, confirmed, base_ms),
+        "macs": _si(point.macs),
+        "params": _si(point.params),
         "feasible": "yes",
-        **_confirmed_cells(point if confirmed else None),
+        **_confirmed_cells(confirmed),
     }
 
 
@@ -747,15 +711,15 @@ def table_rows(summary: Summary) -> list[dict[str, str]]:
     """
     base_ms = summary.base_latency_ms
     chosen = summary.chosen
-    chosen_n = None if chosen is None else chosen["number"]
+    chosen_n = None if chosen is None else chosen.number
     passed_n = summary.validation_pick if summary.validation_pick != chosen_n else None
     marks = {chosen_n: "*", passed_n: "v"}
-    rows = [_trial_row(rec, marks.get(rec["number"], ""), base_ms) for rec in summary.front]
-    on_front = {rec["number"] for rec in summary.front}
+    rows = [_trial_row(rec, marks.get(rec.number, ""), base_ms) for rec in summary.front]
+    on_front = {rec.number for rec in summary.front}
     for rec in (chosen, summary.passed_over):
-        if rec is not None and rec["number"] not in on_front and rec["number"] in marks:
-            rows.append(_trial_row(rec, marks[rec["number"]], base_ms))
-            on_front.add(rec["number"])
+        if rec is not None and rec.number not in on_front and rec.number in marks:
+            rows.append(_trial_row(rec, marks[rec.number], base_ms))
+            on_front.add(rec.number)
     for kind in BASELINE_KINDS:
         point = summary.best.get(kind)
         if point is not None:
@@ -836,11 +800,11 @@ def _baseline_html(summary: Summary) -> str:
     rows, classes = [], []
     for kind, points in sorted(summary.baselines.items()):
         best = summary.best.get(kind)
-        for p in sorted(points, key=lambda p: as_float(p.get("ratio"))):
-            rows.append([kind, f"{as_float(p.get('ratio')):.2f}", _pm(p.get("metric"), None, ".4f"),
-                         _pm(p.get("drop"), None, ".4f"), _speed(p.get("speedup"), p.get("speedup_spread")),
-                         _latency(p.get("speedup"), summary.base_latency_ms), _si(p.get("macs")), _si(p.get("params")),
-                         "yes" if as_float(p.get("drop")) <= summary.max_drop else "no"])
+        for p in sorted(points, key=lambda p: as_float(p.ratio)):
+            rows.append([kind, f"{as_float(p.ratio):.2f}", _pm(p.metric, None, ".4f"),
+                         _pm(p.drop, None, ".4f"), _speed(p.speedup, p.speedup_spread),
+                         _latency(p.speedup, summary.base_latency_ms), _si(p.macs), _si(p.params),
+                         "yes" if as_float(p.drop) <= summary.max_drop else "no"])
             classes.append("best" if p == best else "")
     if not rows:
         return "<p>No baseline sweeps were recorded in this study.</p>"
@@ -865,7 +829,7 @@ def _ratios_html(summary: Summary, info: StudyInfo) -> str:
     chosen = summary.chosen
     if chosen is None:
         return "<p>No trial was chosen, so no ratios are shown.</p>"
-    ratios, channels = chosen.get("ratios") or {}, chosen.get("channels") or {}
+    ratios, channels = chosen.ratios or {}, chosen.channels or {}
     names = info.group_names + [g for g in ratios if g not in info.group_names]
     rows = []
     for g in names:
@@ -881,11 +845,11 @@ def _reference_ratios(summary: Summary) -> dict[str, float | dict[str, float]]:
     for kind, point in summary.best.items():
         if point is None:
             continue
-        per_group = point.get("ratios")
+        per_group = point.ratios
         if isinstance(per_group, Mapping) and per_group and kind != "uniform":
             out[f"best {kind}"] = {g: float(r) for g, r in per_group.items()}
-        elif math.isfinite(as_float(point.get("ratio"))):
-            out[f"best {kind}"] = float(point["ratio"])
+        elif math.isfinite(as_float(point.ratio)):
+            out[f"best {kind}"] = as_float(point.ratio)
     return out
 
 
@@ -906,8 +870,8 @@ def _chosen_note(summary: Summary) -> str:
     if chosen is None:
         return ""
     if summary.selection == "confirmed":
-        return f"confirmed {as_float(chosen['speedup']):.2f}x"
-    return f"{as_float(chosen['speedup']):.2f}x, unconfirmed"
+        return f"confirmed {as_float(chosen.speedup):.2f}x"
+    return f"{as_float(chosen.speedup):.2f}x, unconfirmed"
 
 
 def write_report(
@@ -955,7 +919,7 @@ def write_report(
 
 def _chosen_number(summary: Summary) -> int | None:
     chosen = summary.chosen
-    return None if chosen is None else chosen["number"]
+    return None if chosen is None else chosen.number
 
 
 def _write_front_csv(df: pd.DataFrame, info: StudyInfo, summary: Summary, path: Path) -> None:
@@ -979,9 +943,10 @@ def _write_plots(df: pd.DataFrame, info: StudyInfo, summary: Summary, out: Path,
     if info.recovery_calibration:
         paths["recovery_png"] = plot_recovery_curve(info.recovery_calibration, out / "recovery-curve.png")
     plot_pareto(df, info, summary.max_drop, paths["pareto_png"], chosen_number=chosen_number,
-                chosen_note=_chosen_note(summary), passed_over=(summary.passed_over or {}).get("number"),
-                chosen_speedup=(chosen or {}).get("speedup"), best=summary.best)
-    plot_ratios((chosen or {}).get("ratios") or {}, info.bounds, paths["ratios_png"],
+                chosen_note=_chosen_note(summary),
+                passed_over=None if summary.passed_over is None else summary.passed_over.number,
+                chosen_speedup=None if chosen is None else chosen.speedup, best=summary.best)
+    plot_ratios((chosen.ratios if chosen else None) or {}, info.bounds, paths["ratios_png"],
                 reference=_reference_ratios(summary),
                 title=f"trial {chosen_number}: ratio per group against the space searched" if chosen else
                 "no trial chosen: the space searched per group")

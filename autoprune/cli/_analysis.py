@@ -17,6 +17,8 @@ from autoprune.analysis import load_analysis
 from autoprune.analysis import plot_compare
 from autoprune.analysis import summarize
 from autoprune.analysis import write_report
+from autoprune.analysis.pareto import as_float
+from autoprune.analysis.points import BaselinePoint
 from autoprune.analysis.report import format_table
 from autoprune.analysis.report import table_legend
 from autoprune.analysis.report import table_rows
@@ -146,12 +148,10 @@ def compare(
             "study": label,
             "budget": f"{summary.max_drop:g}",
             "trials": f"{summary.n_feasible}/{summary.n_complete}",
-            "best": "none" if chosen is None else str(chosen["number"]),
-            "drop": "-" if chosen is None else f"{chosen['drop']:.4f}",
-            "speedup": "-" if chosen is None else f"{chosen['speedup']:.2f}x",
-            "uniform": "-" if summary.best["uniform"] is None else f"{summary.best['uniform']['speedup']:.2f}x",
-            "global": "-" if summary.best["global"] is None else f"{summary.best['global']['speedup']:.2f}x",
-            "sensitivity": "-" if summary.best.get("sensitivity") is None else f"{summary.best['sensitivity']['speedup']:.2f}x",
+            "best": "none" if chosen is None else str(chosen.number),
+            "drop": "-" if chosen is None else f"{chosen.drop:.4f}",
+            "speedup": "-" if chosen is None else f"{chosen.speedup:.2f}x",
+            **{kind: _best_speed(summary.best.get(kind)) for kind in ("uniform", "global", "sensitivity")},
             "vs": "/".join("-" if vs[k] is None else f"{vs[k]:.2f}" for k in ("uniform", "global")),
         })
     headers = {"study": "study", "budget": "max drop", "trials": "feasible/complete", "best": "best trial",
@@ -163,6 +163,11 @@ def compare(
     path = plot_compare(loaded, max_drop, out_dir / "compare.png")
     click.echo("")
     click.echo(f"wrote: {path}")
+
+
+def _best_speed(point: BaselinePoint | None) -> str:
+    """A best baseline point's speedup as a table cell ('-' where the sweep has none)."""
+    return "-" if point is None else f"{as_float(point.speedup):.2f}x"
 
 
 COMMANDS = [pareto, compare]

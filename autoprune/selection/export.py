@@ -25,6 +25,7 @@ from autoprune.analysis.choice import choose
 from autoprune.analysis.choice import passed_over_text
 from autoprune.analysis.pareto import as_float
 from autoprune.analysis.pareto import unsettled
+from autoprune.analysis.points import TrialFigures
 from autoprune.errors import SelectionError
 from autoprune.redact import storage_place
 from autoprune.search.record import TrialRecord
@@ -57,6 +58,16 @@ class ExportResult:
     selection: str = "validation"  # how it was chosen (Choice.source, or "trial"): the summary names the same
     final_test: FinalTest | None = None  # the exported model on the test split, read after the pick
 
+    @property
+    def figures(self) -> TrialFigures:
+        """The exported trial's figures, as the summary states a trial (its ``record`` is the table row)."""
+        return TrialFigures.from_row(self.record, self.max_drop, self.trial)
+
+    @property
+    def passed_over_figures(self) -> TrialFigures | None:
+        """The validation pick's figures, when the confirmed choice passed it over."""
+        return None if self.passed_over is None else TrialFigures.from_row(self.passed_over, self.max_drop, None)
+
 
 def _confirmed_figures(record: Mapping[str, Any]) -> dict[str, Any]:
     """The ``confirmed:*`` figures of a trial row, by their plain names (missing ones left out)."""
@@ -65,11 +76,12 @@ def _confirmed_figures(record: Mapping[str, Any]) -> dict[str, Any]:
 
 def _speed_words(result: ExportResult) -> str:
     """The exported speedup and what it rests on: the same figure the summary's headline gives."""
-    rec, confirmed = result.record, _confirmed_figures(result.record)
-    speed = f"{as_float(rec['speedup']):.2f}x"
-    if rec.get("timing") == "confirmed":  # a settled re-timing by autoprune confirm
+    rec = result.figures
+    confirmed = rec.confirmed or {}
+    speed = f"{as_float(rec.speedup):.2f}x"
+    if rec.timing == "confirmed":  # a settled re-timing by autoprune confirm
         return f"{speed} (confirmed by a re-timing)"
-    source = "re-timed on this host, unconfirmed" if rec.get("timing") == "retimed" else "search timing, unconfirmed"
+    source = "re-timed on this host, unconfirmed" if rec.timing == "retimed" else "search timing, unconfirmed"
     if "speedup" in confirmed:
         return f"{speed} ({source}: its re-timing at {as_float(confirmed['speedup']):.2f}x is unsettled)"
     return f"{speed} ({source})"
@@ -85,18 +97,19 @@ def chosen_lines(result: ExportResult, *, context: bool = True) -> list[str]:
         chosen architecture: trial 1, accuracy 0.9577 (validation drop +0.0245, selection drop +0.0161),
         speedup 2.03x (confirmed by a re-timing), MACs 612,394
     """
-    rec, confirmed = result.record, _confirmed_figures(result.record)
+    rec = result.figures
+    confirmed = rec.confirmed or {}
     sel = f", selection drop {confirmed['selection_drop']:+.4f}" if "selection_drop" in confirmed else ""
-    lines = [f"chosen architecture: trial {result.trial}, {result.metric_name} {rec['metric']:.4f} (validation drop "
-             f"{rec['drop']:+.4f}{sel}), speedup {_speed_words(result)}, MACs {int(rec.get('macs') or 0):,}"]
+    lines = [f"chosen architecture: trial {result.trial}, {result.metric_name} {rec.metric:.4f} (validation drop "
+             f"{rec.drop:+.4f}{sel}), speedup {_speed_words(result)}, MACs {int(rec.macs or 0):,}"]
     if result.final_test is not None:
         lines.append(result.final_test.line(result.metric_name))
     if not context:
         return lines
-    passed = result.passed_over
+    passed = result.passed_over_figures
     if passed is not None:
-        lines.append(passed_over_text(passed["number"], passed["speedup"], _confirmed_figures(passed), result.max_drop))
-    kind = rec.get("kind")
+        lines.append(passed_over_text(passed.number, passed.speedup, passed.confirmed or {}, result.max_drop))
+    kind = rec.kind
     if kind in BASELINE_KINDS:
         lines.append(f"the search found nothing faster than the {kind} baseline within the budget; exported the {kind} baseline")
     return lines

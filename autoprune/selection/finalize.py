@@ -169,7 +169,7 @@ def study_target(config: StudyConfig, storage: str | None, trial: int | None) ->
     with tempfile.TemporaryDirectory(prefix="autoprune-finalize-") as tmp:
         exported = export_architecture(config, Path(tmp) / "arch.json", trial=trial, storage=storage)
         arch = read_architecture(exported.path)
-    kind = exported.record.get("kind")
+    kind = exported.figures.kind
     return Target(f"trial {exported.trial}", kind if isinstance(kind, str) else "search", exported.trial, arch)
 
 
