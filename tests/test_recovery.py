@@ -77,7 +77,12 @@ def test_recovery_never_below_bn_recalibration(pruned, tiny_config, tiny_task, t
     report = recover(model, tiny_task, settings, teacher=tiny_base_model, after_bn=lambda m: seen.append(tiny_task.evaluate(m, "val")))
     after = tiny_task.evaluate(model, "val")
     assert seen[0].value == pytest.approx(start.value)  # the after-BN hook sees the BN-recalibrated model
-    assert after.value >= start.value - 2 * math.hypot(start.stderr, after.stderr), (report, start, after)
+    # The recovery keeps the best state its judge saw on the held-out calibration images (asserted below); on
+    # validation that choice holds up to the noise of both validation figures and of the judge itself
+    # (calib_size images: a state one image better there can be a few images worse here).
+    p = report.calib_after_bn
+    judge_se = math.sqrt(p * (1 - p) / settings.calib_size)
+    assert after.value >= start.value - 2 * math.sqrt(start.stderr**2 + after.stderr**2 + judge_se**2), (report, start, after)
     assert report.steps > 0 and report.curve[0][0] == 0 and len(report.curve) >= 2
     assert report.calib_kept is not None and report.calib_kept >= report.calib_after_bn
     if report.kept_step == 0:  # nothing helped: the model is exactly the BN-recalibrated one
