@@ -317,6 +317,7 @@ def test_a_checkpoint_with_a_pickled_object_is_refused(tiny_config, tiny_base_mo
     assert "pickled objects" not in str(err.value) and "weights_only" not in str(err.value)
 
 
+@pytest.mark.slow  # a fresh interpreter or a training run per case: the fast lane skips it
 def test_apply_never_imports_plugin_code_named_inside_the_json(pruned, tmp_path: Path) -> None:
     """An untrusted JSON cannot make apply import a module: a plugin task needs a --config on the command line."""
     from conftest import run_cli
@@ -336,6 +337,7 @@ def test_apply_never_imports_plugin_code_named_inside_the_json(pruned, tmp_path:
         assert not marker.exists()
 
 
+@pytest.mark.slow  # a fresh interpreter or a training run per case: the fast lane skips it
 def test_apply_warns_or_refuses_channels_the_guards_never_give(pruned, tiny_config, tmp_path: Path) -> None:
     from conftest import run_cli
 

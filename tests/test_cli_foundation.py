@@ -121,6 +121,7 @@ def _ratios_file(d: Path) -> Path:
     return path
 
 
+@pytest.mark.slow  # a fresh interpreter or a training run per case: the fast lane skips it
 @pytest.mark.parametrize("case", list(BAD_MESSAGES), ids=list(BAD_MESSAGES))
 def test_bad_input_exits_2_with_its_message(runs, case: str) -> None:
     if case in SUBPROCESS:

@@ -277,6 +277,7 @@ def test_cli_confirm_prints_the_table(study_config: Path) -> None:
     assert any(line.startswith("the validation pick, trial ") for line in lines)
 
 
+@pytest.mark.slow  # a fresh interpreter or a training run per case: the fast lane skips it
 def test_cli_confirm_errors_are_one_line(tmp_path: Path) -> None:
     path = write_study(tmp_path, {"name": "never-searched"})
     proc = run_cli("confirm", path)

@@ -152,6 +152,7 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
 # docker-compose.yml -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a fresh interpreter or a training run per case: the fast lane skips it
 def test_every_compose_command_is_a_real_autoprune_command() -> None:
     from autoprune.cli import main
 

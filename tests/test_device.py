@@ -114,6 +114,7 @@ def test_missing_provider_is_refused_with_what_ort_has() -> None:
     ({"latency": {"provider": "cuda"}}, ["run"], "latency.provider: cuda needs CUDAExecutionProvider; this ONNX Runtime"),
     ({}, ["worker", "--device", "cuda"], "device: cuda is not available; this torch"),
 ])
+@pytest.mark.slow  # a fresh interpreter or a training run per case: the fast lane skips it
 def test_cli_refuses_before_training(study_factory, overrides: dict, args: list[str], says: str) -> None:
     config = study_factory(overrides, trained_base=False)
     res = run_cli(args[0], config, *args[1:])
@@ -309,6 +310,7 @@ def test_worker_gpus_starts_one_process_per_device(study_factory, tmp_path: Path
 
 
 # The GPU check -------------------------------------------------------------------------------------------
+@pytest.mark.slow  # a fresh interpreter or a training run per case: the fast lane skips it
 def test_gpu_check_dry_run(tmp_path: Path) -> None:
     """The dry run completes with fresh timings on both sides; GPU providers that are listed but do not start are recorded."""
     import json

@@ -96,6 +96,7 @@ def test_prune_refuses_hostile_ratios(tiny_config, tmp_path: Path, content: byte
 
 
 # Files autoprune wrote earlier ---------------------------------------------------------------------------------
+@pytest.mark.slow  # a fresh interpreter or a training run per case: the fast lane skips it
 @pytest.mark.parametrize("content, words", [(b'{"val_metric": "abc"}', "field 'val_metric'"), (b'{"val_metric": ' + HUGE + b"}", "integer of 5000 digits"),
                                             (b'{"val_metric": 10' + b"0" * 400 + b".5}", "field 'val_metric'")])
 def test_train_base_refuses_a_hostile_base_json(study_factory, tiny_study, tmp_path: Path, content: bytes, words: str) -> None:
@@ -105,6 +106,7 @@ def test_train_base_refuses_a_hostile_base_json(study_factory, tiny_study, tmp_p
     _one_clear_line(run_cli("train-base", path, timeout=CLI_TIMEOUT), str(meta), words, "delete it")
 
 
+@pytest.mark.slow  # a fresh interpreter or a training run per case: the fast lane skips it
 def test_groups_refuses_baselines_with_a_bound_that_is_no_pair(study_factory, tmp_path: Path) -> None:
     path = study_factory()
     target = load_config(path).artifact_path() / "baselines.json"

@@ -191,6 +191,7 @@ def _commands(study: Path, closed: str, served: str, out: Path, busy_port: int) 
     }
 
 
+@pytest.mark.slow  # a fresh interpreter or a training run per case: the fast lane skips it
 @settings(max_examples=8, derandomize=True, database=None, deadline=None, phases=[Phase.explicit, Phase.generate],
           suppress_health_check=list(HealthCheck))
 @given(password=PASSWORDS)

@@ -117,6 +117,7 @@ def test_a_silent_database_server_is_given_up_on_quickly(silent_server: SilentSe
     assert waited <= 2 * CONNECT_TIMEOUT_S + EXIT_TOLERANCE_S, (waited, silent_server.accepted, out)
 
 
+@pytest.mark.slow  # a fresh interpreter or a training run per case: the fast lane skips it
 def test_create_checks_the_storage_before_training(tmp_path: Path) -> None:
     from conftest import run_cli
 
@@ -134,6 +135,7 @@ def test_a_worker_waits_for_a_silent_server_no_longer_than_its_wait(silent_serve
     assert "unreachable" in out and waited <= wait_s + CONNECT_TIMEOUT_S + EXIT_TOLERANCE_S, (waited, out)
 
 
+@pytest.mark.slow  # a fresh interpreter or a training run per case: the fast lane skips it
 def test_review_findings_through_the_cli(tmp_path: Path) -> None:
     """Security review: ``pa?ssW0rd`` was printed in full (also in --log-file), ``ab@cd@ef`` leaked ``cd@ef`` from
     the driver's message (it split at the first ``@``), and --log-file never recorded the final ``error:`` line."""
