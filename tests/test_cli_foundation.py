@@ -151,6 +151,7 @@ def test_every_bad_input_in_a_fresh_interpreter(runs) -> None:
         assert "Traceback" not in proc.stderr + proc.stdout, case
 
 
+@pytest.mark.slow  # runs the CLI end to end: the fast lane skips it
 def test_pickled_checkpoint_ran_no_code(runs) -> None:
     assert runs["results"]["base checkpoint with a pickled object"].returncode == 2
     assert not (runs["dir"] / "code-ran").exists()

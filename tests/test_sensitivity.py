@@ -48,6 +48,7 @@ def _curves(config: Path) -> SensitivityCurves:
     return SensitivityCurves.from_attrs(data)
 
 
+@pytest.mark.slow  # runs the CLI end to end: the fast lane skips it
 def test_the_command_stores_curves_on_reachable_widths_and_resumes(study_factory) -> None:
     config = study_factory(CURVE_OVERRIDES)
     res = run_cli("sensitivity", config, "--quiet")
@@ -85,6 +86,7 @@ def test_the_command_stores_curves_on_reachable_widths_and_resumes(study_factory
             assert resumed.groups[name] == curve  # kept as stored, not measured again
 
 
+@pytest.mark.slow  # runs the CLI end to end: the fast lane skips it
 def test_bad_ratios_and_targets_exit_2_with_one_line(study_factory) -> None:
     config = study_factory(CURVE_OVERRIDES)
     for args, needle in ((["--ratios", "0.3,x"], "comma-separated"), (["--ratios", "0.3,1.2"], "(0, 1)"), (["--target", "0.5"], "--target")):
@@ -92,6 +94,7 @@ def test_bad_ratios_and_targets_exit_2_with_one_line(study_factory) -> None:
         assert res.returncode == 2 and needle in res.stderr and "Traceback" not in res.stderr
 
 
+@pytest.mark.slow  # runs the CLI end to end: the fast lane skips it
 def test_a_study_with_sensitivity_on_enqueues_the_sensitivity_baseline_inside_its_space(study_factory) -> None:
     # A generous budget so the allocation is feasible whatever the tiny base's accuracy; one target: one sweep point.
     config = study_factory({**CURVE_OVERRIDES, "max_drop": 0.6,
