@@ -198,9 +198,6 @@ def render_reference(path: pathlib.Path, data: dict[str, Any], readme: pathlib.P
     return lines
 
 
-SUITE_METHODS = ("uniform", "global", "sensitivity", "random", "autoprune")
-
-
 def _suite_row(seed: str, method: str, e: dict[str, Any], load: dict[str, Any]) -> list[str]:
     counts = f"{e.get('trials', '-')} / {e.get('finetunes', '-')} / {e.get('evaluations', '-')}"
     spread = f"{speed(e.get('speedup'))} ±{pct(e.get('speedup_spread'))}" if e.get("speedup") is not None else e.get("note", "-")
@@ -223,8 +220,8 @@ def render_suite(path: pathlib.Path, data: dict[str, Any], readme: pathlib.Path)
         lines += ["", f"**{name}** (`{net.get('config', '?')}`): base {net.get('metric_name', 'metric')} {num(net.get('base_metric'), '{:.4f}')}, "
                   f"at most {num(net.get('max_drop'), '{:g}')} drop, {(net.get('identity') or {}).get('trials_per_search', '?')} trials "
                   "for random and for autoprune", ""]
-        rows = [_suite_row(seed, m, (piece.get("methods") or {}).get(m) or {}, piece.get("load_average") or {})
-                for seed, piece in (net.get("seeds") or {}).items() for m in SUITE_METHODS]
+        rows = [_suite_row(seed, m, e, piece.get("load_average") or {})
+                for seed, piece in (net.get("seeds") or {}).items() for m, e in (piece.get("methods") or {}).items()]
         lines += table(["seed", "method", "re-timed speedup", "val drop", "selection drop", "test drop",
                         "trials / finetunes / evaluations", "seconds", "load"], rows)
     lines += ["", f"- source: [`{source(path, readme)}`]({source(path, readme)})"]

@@ -12,6 +12,8 @@ five ways of choosing per-group widths, all with the config's one pinned recover
   then the greedy allocation by ``search.sensitivity_cost`` at the target speedups ``autoprune create`` uses
   (the best uniform and global points' speedups and 1.25x the faster) evaluated as full trials
   (:func:`autoprune.sensitivity.sweep_allocations`); seed-independent, measured once per work folder;
+- with ``--aligned``, when the config pins a ``round_to`` other than this host's channel block: both sweeps again
+  at that block (``uniform-aligned``, ``global-aligned``; what a user of this host gets with ``round_to: auto``);
 - ``random``: unbounded random per-group search (``RandomSampler(seed)``) and ``autoprune``: autoprune's study
   (the config's sampler, ``search.seed = seed``), ``--trials`` each (equal), through autoprune's Objective.
 
@@ -52,10 +54,15 @@ import pathlib
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
+from reference_search import aligned_context  # noqa: E402
+from reference_search import aligned_sweeps  # noqa: E402
+from reference_search import all_methods  # noqa: E402
+from reference_search import context_of  # noqa: E402
 from reference_search import method_candidates  # noqa: E402
 from reference_search import winner_model  # noqa: E402
 from search_methods import QUICK  # noqa: E402
@@ -84,8 +91,6 @@ NETWORKS = {
     "segformer": "studies/reference-segformer.yaml",
 }
 QUICK_CONFIG = "studies/digits-resnet.yaml"
-SUITE_METHODS = ("uniform", "global", "sensitivity", "random", "autoprune")
-SWEEPS = ("uniform", "global", "sensitivity")
 CANDIDATES = 3  # per method, re-timed together and judged on the selection split (as `autoprune confirm` does)
 SECONDS_FILE = "sweep_seconds.json"
 SENSITIVITY_FILE = "sensitivity.json"
@@ -100,6 +105,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         f"search.trials; {QUICK['trials']} with --quick)")
     parser.add_argument("--retime-rounds", type=int, default=None, help="interleaved re-timing rounds (default 3; 1 with --quick)")
     parser.add_argument("--resume", action="store_true", help="reuse this seed's searches when both already finished")
+    parser.add_argument("--aligned", action="store_true", help="also sweep uniform and global at this host's channel block when the "
+                        "config pins another round_to (uniform-aligned, global-aligned; once per work folder)")
     parser.add_argument("--quick", action="store_true", help=f"smoke run on {QUICK_CONFIG}: tiny budgets, 2-epoch base; temp folder")
     parser.add_argument("--config", default=None, help="study YAML instead of the network's (the network name is kept)")
     parser.add_argument("--workdir", default=None, help="work folder kept between seeds (default: <config artifact dir>/suite)")
@@ -210,9 +217,13 @@ def point_clock(workdir: pathlib.Path) -> Callable[[Any], None]:
     return on_point
 
 
-def run_all(ctx: Any, workdir: pathlib.Path, folder: pathlib.Path, resume: bool) -> dict[str, Any]:
-    """The sweeps, both searches (``run_methods``) and the sensitivity sweep; ``runs["sweeps"]`` gains ``sensitivity``."""
+def run_all(ctx: Any, workdir: pathlib.Path, folder: pathlib.Path, resume: bool, aligned: Any | None) -> dict[str, Any]:
+    """The sweeps, both searches (``run_methods``), the sensitivity sweep and, with an ``aligned`` context
+    (:func:`reference_search.aligned_context`), both sweeps at this host's channel block; ``runs["sweeps"]`` gains them."""
     runs = run_methods(ctx, folder, ctx.config.search.trials, resume, on_point=point_clock(workdir))
+    if aligned is not None:
+        found, runs["walls"]["aligned"] = timed(lambda: aligned_sweeps(aligned, workdir))
+        runs["sweeps"] |= found
     sens, wall = timed(lambda: sensitivity_sweep(ctx, runs["baselines"], workdir))
     runs["sweeps"]["sensitivity"] = sens["points"]
     runs["sensitivity"] = sens
@@ -224,7 +235,7 @@ def run_all(ctx: Any, workdir: pathlib.Path, folder: pathlib.Path, resume: bool)
 
 def method_counts(runs: dict[str, Any], method: str) -> dict[str, Any]:
     """``trials``, ``finetunes``, ``evaluations`` and ``seconds`` of one method (see the module docstring)."""
-    if method in ("uniform", "global"):
+    if method in runs["sweeps"] and method != "sensitivity":  # uniform, global and the aligned sweeps (not timed per kind)
         n = len(runs["sweeps"][method])
         return {"trials": n, "finetunes": n, "evaluations": n, "seconds": runs["sweep_seconds"].get(method)}
     if method == "sensitivity":
@@ -242,7 +253,7 @@ def method_counts(runs: dict[str, Any], method: str) -> dict[str, Any]:
 def all_candidates(runs: dict[str, Any], max_drop: float) -> dict[str, dict[str, Any]]:
     """``method:index`` -> candidate (sweep point or trial row), up to :data:`CANDIDATES` per method."""
     pools = {**runs["sweeps"], **runs["rows"]}
-    return {f"{m}:{i}": row for m in SUITE_METHODS for i, row in enumerate(method_candidates(pools[m], max_drop, CANDIDATES))}
+    return {f"{m}:{i}": row for m in all_methods(runs["sweeps"]) for i, row in enumerate(method_candidates(pools[m], max_drop, CANDIDATES))}
 
 
 # --- confirmation: selection split, re-timing, one test reading per pick -----------------------------------
@@ -264,11 +275,12 @@ def selection_figures(ctx: Any, model: Any, base: Any, source: str) -> dict[str,
 
 
 def judge_candidates(ctx: Any, candidates: dict[str, dict[str, Any]], rows: dict[str, list[dict[str, Any]]], folder: pathlib.Path,
-                     base: Any) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """Every candidate's selection figures; returns them and the models (kept for the picks' one test reading)."""
+                     base: Any, ctx_for: Callable[[str], Any]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Every candidate's selection figures; returns them and the models (kept for the picks' one test reading).
+    ``ctx_for(label)`` prunes a sweep point recovered again (the aligned context for the aligned sweeps)."""
     figures, models = {}, {}
     for label, row in candidates.items():
-        model, source = winner_model(ctx, label, row, rows, folder)
+        model, source = winner_model(ctx_for(label), label, row, rows, folder)
         models[label] = model
         figures[label] = selection_figures(ctx, model, base, source)
         f = figures[label]
@@ -320,17 +332,19 @@ def method_entry(method: str, label: str | None, candidates: dict[str, Any], ret
     }
 
 
-def confirm_all(ctx: Any, runs: dict[str, Any], folder: pathlib.Path, rounds: int) -> dict[str, Any]:
+def confirm_all(ctx: Any, runs: dict[str, Any], folder: pathlib.Path, rounds: int, aligned: Any | None) -> dict[str, Any]:
     """Re-time every method's candidates together, judge them on the selection split, read test for each pick."""
     cfg = ctx.config
     cv = cfg.latency.cv_threshold
     candidates = all_candidates(runs, cfg.max_drop)
+    ctx_for = partial(context_of, ctx, aligned)
     say(f"re-timing {len(candidates)} candidates (up to {CANDIDATES} per method) together, interleaved against the base ({rounds} round(s))")
-    retimed, runs["walls"]["retime"] = timed(lambda: retime(ctx, candidates, folder / "retime", rounds))
+    retimed, runs["walls"]["retime"] = timed(lambda: retime(ctx, candidates, folder / "retime", rounds, ctx_for))
     base_sel = ctx.task.evaluate(ctx.base_model, "selection")
     say(f"judging them on the selection split (base {ctx.task.metric_name} {base_sel.value:.4f}, n={base_sel.n}, z {cfg.search.selection_z:g})")
-    (judged, models), runs["walls"]["selection"] = timed(lambda: judge_candidates(ctx, candidates, runs["rows"], folder / "models", base_sel))
-    picks = {m: confirmed_pick(m, retimed, judged, cv) for m in SUITE_METHODS}
+    (judged, models), runs["walls"]["selection"] = timed(
+        lambda: judge_candidates(ctx, candidates, runs["rows"], folder / "models", base_sel, ctx_for))
+    picks = {m: confirmed_pick(m, retimed, judged, cv) for m in all_methods(runs["sweeps"])}
     base_test = ctx.task.evaluate(ctx.base_model, "test")
     methods = {}
     for m, label in picks.items():
@@ -392,10 +406,10 @@ def print_piece(network: str, seed: int, piece: dict[str, Any], metric: str) -> 
     print()
     print(f"{network}, seed {seed}: {piece['trials_per_search']} trials per search; load average {load_text(piece['load_average']['start'])} "
           f"-> {load_text(piece['load_average']['end'])}; {piece['wall_s']:.0f}s")
-    print(f"{'method':12} {'trials':>6} {'finetunes':>9} {'evals':>5} {'seconds':>8} {'re-timed x':>10} {'spread':>7} "
+    print(f"{'method':16} {'trials':>6} {'finetunes':>9} {'evals':>5} {'seconds':>8} {'re-timed x':>10} {'spread':>7} "
           f"{'val drop':>9} {'sel drop':>9} {'test drop':>9}  ({metric})")
     for m, e in piece["methods"].items():
-        head = f"{m:12} {e['trials']:>6} {e['finetunes']:>9} {e['evaluations']:>5} {e['seconds'] or 0:>8.0f}"
+        head = f"{m:16} {e['trials']:>6} {e['finetunes']:>9} {e['evaluations']:>5} {e['seconds'] or 0:>8.0f}"
         if e["speedup"] is None:
             print(f"{head}  {e['note']}")
             continue
@@ -416,13 +430,15 @@ def run_piece(args: argparse.Namespace, config: str, workdir: pathlib.Path) -> t
         f"{len(ctx.groups)} groups, round_to {ctx.round_to}, max drop {cfg.max_drop}, {cfg.search.trials} trials per search; "
         f"work folder {workdir}; load average {load_text(load_start)}")
     folder = workdir / f"seed-{args.seed}"
-    runs = run_all(ctx, workdir, folder, args.resume)
-    confirmed = confirm_all(ctx, runs, folder, rounds)
+    aligned = aligned_context(ctx) if args.aligned else None
+    runs = run_all(ctx, workdir, folder, args.resume, aligned)
+    confirmed = confirm_all(ctx, runs, folder, rounds, aligned)
     piece = {
         "seed": args.seed, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "trials_per_search": cfg.search.trials, "retime_rounds": rounds, "candidates_per_method": CANDIDATES,
         "load_average": {"start": list(load_start), "end": list(os.getloadavg())}, "wall_s": time.perf_counter() - started,
-        "walls": runs["walls"], "sensitivity_targets": runs["sensitivity"]["identity"]["targets"], **confirmed,
+        "walls": runs["walls"], "sensitivity_targets": runs["sensitivity"]["identity"]["targets"],
+        "aligned_round_to": None if aligned is None else aligned.round_to, **confirmed,
     }
     return ctx, piece
 
