@@ -360,7 +360,9 @@ def render_latency(path: pathlib.Path, data: dict[str, Any], readme: pathlib.Pat
 
 
 def render_other(path: pathlib.Path, data: dict[str, Any], readme: pathlib.Path) -> list[str]:
-    lines = [f"### {data.get('benchmark', path.stem)}", ""]
+    config = data.get("config")
+    name = f" ({config['name']})" if isinstance(config, dict) and config.get("name") else ""  # e.g. reference_space per study
+    lines = [f"### {data.get('benchmark', path.stem)}{name}", ""]
     measured, met = data.get("measured") or {}, data.get("met") or {}
     if measured:
         lines += table(["measure", "value", ""], [[k, json.dumps(v) if not isinstance(v, float) else f"{v:.3f}", yes(met.get(k)) if k in met else ""]
