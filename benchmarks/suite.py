@@ -20,7 +20,8 @@ five ways of choosing per-group widths, all with the config's one pinned recover
 Every method's pick is made the way ``autoprune confirm`` + ``export`` make it: its ``CANDIDATES`` fastest
 candidates within the budget on validation (one per channel vector) are re-timed TOGETHER with every other
 method's, interleaved against the base in one process (``--retime-rounds`` rounds; ``search_methods.retime``),
-and judged on the selection split (carved out of validation; no trial, sweep or finetune has seen it): a
+and judged on the selection split (carved out of validation with seed 0 for every seed, so that the
+seed-independent sweeps hold for all; no trial, sweep or finetune has seen it): a
 candidate holds when its selection drop plus ``search.selection_z`` standard errors is within the budget.  The
 pick is the fastest re-timed candidate that holds and whose re-timing settled (else the fastest that holds; a
 method none of whose candidates holds has no pick).  The test split is read once, for the pick only.
@@ -91,6 +92,7 @@ NETWORKS = {
     "segformer": "studies/reference-segformer.yaml",
 }
 QUICK_CONFIG = "studies/digits-resnet.yaml"
+SELECTION_SEED = 0  # the selection split of every seed is carved with this seed (see selection_pinned_context)
 CANDIDATES = 3  # per method, re-timed together and judged on the selection split (as `autoprune confirm` does)
 SECONDS_FILE = "sweep_seconds.json"
 SENSITIVITY_FILE = "sensitivity.json"
@@ -417,15 +419,27 @@ def print_piece(network: str, seed: int, piece: dict[str, Any], metric: str) -> 
               f"{e['test_drop']:>+9.4f}  {channels_text(e['pick']['channels'])}")
 
 
+def selection_pinned_context(cfg: Any, workdir: pathlib.Path, seed: int) -> Any:
+    """The study context with ``search.seed = seed`` but the selection split carved with seed 0 (:data:`SELECTION_SEED`).
+
+    A study carves its selection split out of validation with its ``search.seed``; the suite keeps one carve
+    for every seed, so that every seed has the same validation split, base metric and selection split, and the
+    seed-independent sweeps (whose figures are validation figures) are measured once and hold for all seeds.
+    """
+    cfg.search.seed = SELECTION_SEED
+    ctx = build_context(cfg, workdir)  # the task takes its selection seed from the config here
+    ctx.config.search.seed = seed
+    return ctx
+
+
 def run_piece(args: argparse.Namespace, config: str, workdir: pathlib.Path) -> tuple[Any, dict[str, Any]]:
     """Everything one network and seed measures; returns the context and the piece's entry."""
     started, load_start = time.perf_counter(), os.getloadavg()
     rounds = args.retime_rounds or (QUICK["retime_rounds"] if args.quick else 3)
     cfg = prepare_config(config, workdir, args.quick, args.trials or (QUICK["trials"] if args.quick else None))
-    cfg.search.seed = args.seed
     if args.quick:
         cfg.search.sensitivity_ratios = list(QUICK["sweep_ratios"])
-    ctx = build_context(cfg, workdir)
+    ctx = selection_pinned_context(cfg, workdir, args.seed)
     say(f"{args.network} ({cfg.name}), seed {args.seed}: base {ctx.task.metric_name} {ctx.base_metric.value:.4f} (n={ctx.base_metric.n}), "
         f"{len(ctx.groups)} groups, round_to {ctx.round_to}, max drop {cfg.max_drop}, {cfg.search.trials} trials per search; "
         f"work folder {workdir}; load average {load_text(load_start)}")
@@ -436,6 +450,7 @@ def run_piece(args: argparse.Namespace, config: str, workdir: pathlib.Path) -> t
     piece = {
         "seed": args.seed, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "trials_per_search": cfg.search.trials, "retime_rounds": rounds, "candidates_per_method": CANDIDATES,
+        "selection_seed": ctx.task.selection_seed,
         "load_average": {"start": list(load_start), "end": list(os.getloadavg())}, "wall_s": time.perf_counter() - started,
         "walls": runs["walls"], "sensitivity_targets": runs["sensitivity"]["identity"]["targets"],
         "aligned_round_to": None if aligned is None else aligned.round_to, **confirmed,
