@@ -202,17 +202,15 @@ def sensitivity_sweep(ctx: Any, baselines: Any, workdir: pathlib.Path) -> dict[s
 # --- the five methods -------------------------------------------------------------------------------------
 
 
-def point_clock(workdir: pathlib.Path) -> Callable[[Any], None]:
-    """An ``on_point`` for the sweeps that prints the point and adds the seconds since the last one to its kind
-    (stored in ``workdir/sweep_seconds.json``, so later seeds, which reuse the sweeps, report what they took)."""
-    path = workdir / SECONDS_FILE
+def point_clock(measured: dict[str, float]) -> Callable[[Any], None]:
+    """An ``on_point`` for the sweeps that prints the point and adds the seconds since the last one to
+    ``measured[kind]`` (:func:`run_all` stores them once the sweeps are complete, so that later seeds, which
+    reuse the sweeps, report what they took, and an interrupted sweep leaves nothing behind)."""
     last = [time.perf_counter()]
 
     def on_point(point: Any) -> None:
         now = time.perf_counter()
-        seconds = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-        seconds[point.kind] = seconds.get(point.kind, 0.0) + now - last[0]
-        path.write_text(json.dumps(seconds, indent=1) + "\n", encoding="utf-8")
+        measured[point.kind] = measured.get(point.kind, 0.0) + now - last[0]
         last[0] = now
         sweep_printer(point)
 
@@ -222,7 +220,11 @@ def point_clock(workdir: pathlib.Path) -> Callable[[Any], None]:
 def run_all(ctx: Any, workdir: pathlib.Path, folder: pathlib.Path, resume: bool, aligned: Any | None) -> dict[str, Any]:
     """The sweeps, both searches (``run_methods``), the sensitivity sweep and, with an ``aligned`` context
     (:func:`reference_search.aligned_context`), both sweeps at this host's channel block; ``runs["sweeps"]`` gains them."""
-    runs = run_methods(ctx, folder, ctx.config.search.trials, resume, on_point=point_clock(workdir))
+    measured: dict[str, float] = {}
+    runs = run_methods(ctx, folder, ctx.config.search.trials, resume, on_point=point_clock(measured))
+    seconds_path = workdir / SECONDS_FILE
+    if measured:  # the sweeps ran (complete: run_methods returned) rather than being reused
+        seconds_path.write_text(json.dumps(measured, indent=1) + "\n", encoding="utf-8")
     if aligned is not None:
         found, runs["walls"]["aligned"] = timed(lambda: aligned_sweeps(aligned, workdir))
         runs["sweeps"] |= found
@@ -230,7 +232,6 @@ def run_all(ctx: Any, workdir: pathlib.Path, folder: pathlib.Path, resume: bool,
     runs["sweeps"]["sensitivity"] = sens["points"]
     runs["sensitivity"] = sens
     runs["walls"]["sensitivity"] = wall
-    seconds_path = workdir / SECONDS_FILE
     runs["sweep_seconds"] = json.loads(seconds_path.read_text(encoding="utf-8")) if seconds_path.is_file() else {}
     return runs
 
