@@ -455,7 +455,9 @@ def rebuild(ctx: Any, label: str, winner: dict[str, Any], folder: pathlib.Path) 
     from autoprune.latency import export_onnx
 
     model = copy.deepcopy(ctx.base_model)
-    plan = {"ratios": winner["request"]} if "number" in winner else sweep_plan(winner)
+    # A trial by the ratios its widths ask for; one whose params lie outside the space it records (a reused
+    # sweep point's trial can carry head widths the space leaves out) by the ratios it recorded.
+    plan = {"ratios": winner["request"] or winner["ratios"]} if "number" in winner else sweep_plan(winner)
     result = ctx.pruner.prune(model, **plan)
     name = label.replace(":", "-")
     path = export_onnx(result.model, example_input(ctx.task, ctx.config), folder / f"{name}.onnx", opset=ctx.latency.opset)
