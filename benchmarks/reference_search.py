@@ -92,6 +92,7 @@ from search_methods import retime  # noqa: E402
 from search_methods import run_methods  # noqa: E402
 from search_methods import say  # noqa: E402
 from search_methods import settings_of  # noqa: E402
+from search_methods import sweep_plan  # noqa: E402
 from search_methods import sweep_printer  # noqa: E402
 from search_methods import sweeps_of  # noqa: E402
 from search_methods import timed  # noqa: E402
@@ -268,8 +269,7 @@ def winner_model(ctx: Any, label: str, winner: dict[str, Any], rows: dict[str, l
     if twin is not None:
         return trial_model(ctx, twin, folder / name), f"autoprune trial {twin['number']} ({twin.get('kind')}, same channels; stored weights)"
     indent(f"{label}: no stored trial with its channels; recovering the {kind} sweep point {winner['ratio']:.2f} again")
-    plan = {"uniform": winner["ratio"]} if kind == "uniform" else {"global_ratio": winner["ratio"]}
-    return evaluate_candidate(ctx, **plan).model, f"{kind} sweep point {winner['ratio']:.2f} recovered again"
+    return evaluate_candidate(ctx, **sweep_plan(winner)).model, f"{kind} sweep point {winner['ratio']:.2f} recovered again"
 
 
 def test_figures(ctx: Any, model: Any, base: Any, source: str) -> dict[str, Any]:
@@ -348,9 +348,10 @@ def all_candidates(runs: dict[str, Any], max_drop: float) -> dict[str, dict[str,
 
 
 def all_methods(sweeps: Any) -> tuple[str, ...]:
-    """The methods of a run (or of a seed's entry): uniform, global, the aligned sweeps when run, random, autoprune."""
-    aligned = tuple(k for k in sweeps if k.endswith(ALIGNED))
-    return METHODS[:2] + aligned + METHODS[2:]
+    """The methods of a run (or of a seed's entry): uniform, global, the other sweeps when run (the aligned
+    sweeps, a sensitivity sweep), random, autoprune."""
+    others = tuple(k for k in sweeps if k.endswith(ALIGNED) or k == "sensitivity")
+    return METHODS[:2] + others + METHODS[2:]
 
 
 def baseline_methods(methods: Any) -> tuple[str, ...]:

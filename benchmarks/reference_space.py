@@ -25,7 +25,8 @@ keyed by the base checkpoint, the settings that change it, this host and the sou
 candidate, pruning and timer code; an interrupted run resumes, and a rerun only re-times the base.  ``--fresh``
 measures every point again.
 
-Run (writes ``benchmarks/results/reference_space.json`` and ``.txt``, the latter exactly what was printed)::
+Run (writes ``benchmarks/results/reference_space.json`` and ``.txt``, the latter exactly what was printed; another
+config writes ``reference_space_<name>.json`` and ``.txt``, e.g. ``reference_space_reference-mobilenet.json``)::
 
     OMP_NUM_THREADS=1 python benchmarks/reference_space.py [--config studies/reference.yaml] [--ratios 0.2 0.4 0.6]
 
@@ -430,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from autoprune.latency import host_fingerprint
 
-    out = pathlib.Path(args.out) if args.out else (quick_path(RESULTS) if args.quick else RESULTS)
+    out = pathlib.Path(args.out) if args.out else default_out(args.config, args.quick)
     report = Report()
     host = host_fingerprint()
     report.say(f"host {host['hostname']}: {host['cpu_model']}, {host['logical_cores']} logical cores, flags {' '.join(host['flags'])}, "
@@ -459,6 +460,15 @@ def main(argv: list[str] | None = None) -> int:
     report.say(f"wrote {out} and {out.with_suffix('.txt').name}")
     write(out, document, report)
     return 0 if passed else 1
+
+
+def default_out(config_path: str, quick: bool) -> pathlib.Path:
+    """``reference_space.json`` for the reference study, ``reference_space_<name>.json`` for any other config."""
+    from autoprune.config import load_config
+
+    name = load_config(config_path).name
+    path = RESULTS if name == "reference" else RESULTS.with_name(f"{RESULTS.stem}_{name}{RESULTS.suffix}")
+    return quick_path(path) if quick else path
 
 
 def load_text() -> str:

@@ -198,6 +198,36 @@ def render_reference(path: pathlib.Path, data: dict[str, Any], readme: pathlib.P
     return lines
 
 
+def _suite_row(seed: str, method: str, e: dict[str, Any], load: dict[str, Any]) -> list[str]:
+    counts = f"{e.get('trials', '-')} / {e.get('finetunes', '-')} / {e.get('evaluations', '-')}"
+    spread = f"{speed(e.get('speedup'))} ±{pct(e.get('speedup_spread'))}" if e.get("speedup") is not None else e.get("note", "-")
+    start = (load.get("start") or [None])[0]
+    return [seed, method, spread, num(e.get("val_drop"), "{:+.4f}"), num(e.get("selection_drop"), "{:+.4f}"),
+            num(e.get("test_drop"), "{:+.4f}"), counts, num(e.get("seconds"), "{:.0f} s"), num(start)]
+
+
+def render_suite(path: pathlib.Path, data: dict[str, Any], readme: pathlib.Path) -> list[str]:
+    """suite.py: per network, seed and method the confirmed pick re-timed, its drops and what the method spent."""
+    lines = [
+        "### The three-network suite: uniform, global, sensitivity, random and autoprune",
+        "",
+        "Per network and seed, each method's pick made as confirm + export make it: its fastest validation-feasible "
+        "candidates re-timed together with every other method's (interleaved against the base), judged on the selection "
+        "split; the fastest that holds; the test split read once, for the pick. Trials / finetunes / evaluations as "
+        f"counted in [benchmarks/suite.py](benchmarks/suite.py); load = 1-minute load average at the piece's start. {host_line(data)}",
+    ]
+    for name, net in (data.get("networks") or {}).items():
+        lines += ["", f"**{name}** (`{net.get('config', '?')}`): base {net.get('metric_name', 'metric')} {num(net.get('base_metric'), '{:.4f}')}, "
+                  f"at most {num(net.get('max_drop'), '{:g}')} drop, {(net.get('identity') or {}).get('trials_per_search', '?')} trials "
+                  "for random and for autoprune", ""]
+        rows = [_suite_row(seed, m, e, piece.get("load_average") or {})
+                for seed, piece in (net.get("seeds") or {}).items() for m, e in (piece.get("methods") or {}).items()]
+        lines += table(["seed", "method", "re-timed speedup", "val drop", "selection drop", "test drop",
+                        "trials / finetunes / evaluations", "seconds", "load"], rows)
+    lines += ["", f"- source: [`{source(path, readme)}`]({source(path, readme)})"]
+    return lines
+
+
 def load_line(data: dict[str, Any]) -> str:
     """The host's load average at the start and end of a run, when the file has it ("" otherwise)."""
     load = data.get("load_average") or {}
@@ -330,7 +360,9 @@ def render_latency(path: pathlib.Path, data: dict[str, Any], readme: pathlib.Pat
 
 
 def render_other(path: pathlib.Path, data: dict[str, Any], readme: pathlib.Path) -> list[str]:
-    lines = [f"### {data.get('benchmark', path.stem)}", ""]
+    config = data.get("config")
+    name = f" ({config['name']})" if isinstance(config, dict) and config.get("name") else ""  # e.g. reference_space per study
+    lines = [f"### {data.get('benchmark', path.stem)}{name}", ""]
     measured, met = data.get("measured") or {}, data.get("met") or {}
     if measured:
         lines += table(["measure", "value", ""], [[k, json.dumps(v) if not isinstance(v, float) else f"{v:.3f}", yes(met.get(k)) if k in met else ""]
@@ -397,6 +429,7 @@ def render_proxy_fidelity(path: pathlib.Path, data: dict[str, Any], readme: path
 
 
 RENDERERS: dict[str, Callable[[pathlib.Path, dict[str, Any], pathlib.Path], list[str]]] = {
+    "suite": render_suite,
     "reference_search": render_reference,
     "search_vs_baselines": render_search,
     "trial_overhead": render_overhead,
@@ -406,7 +439,7 @@ RENDERERS: dict[str, Callable[[pathlib.Path, dict[str, Any], pathlib.Path], list
     "demo_room": render_demo_room,
     "proxy_fidelity": render_proxy_fidelity,
 }
-ORDER = ("reference_search", "proxy_fidelity", "search_vs_baselines", "recovery", "trial_overhead", "storage_scaling", "latency_repeatability")
+ORDER = ("suite", "reference_search", "proxy_fidelity", "search_vs_baselines", "recovery", "trial_overhead", "storage_scaling", "latency_repeatability")
 
 
 def render(results: list[tuple[pathlib.Path, dict[str, Any]]], readme: pathlib.Path) -> str:

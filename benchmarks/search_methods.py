@@ -187,7 +187,7 @@ def ran_trials(study: Any, before: dict[int, str]) -> list[int]:
 
 ROW_ATTRS = (
     "kind", "baseline_ratio", "duplicate_of", "screened", "metric", "drop", "speedup", "speedup_spread", "latency_noisy", "feasible",
-    "latency_cached", "macs", "channels", "ratios", "stage_seconds", "arch_artifact_id", "weights_artifact_id",
+    "latency_cached", "macs", "channels", "ratios", "stage_seconds", "arch_artifact_id", "weights_artifact_id", "sweep_point",
 )  # fmt: skip
 
 
@@ -335,7 +335,7 @@ def sweep_printer(point: Any) -> None:
     indent(f"{point.kind:7} {point.ratio:.2f}: metric {point.metric:.4f} (drop {point.drop:+.4f}), speedup {point.speedup:.2f}x")
 
 
-def prepare_autoprune(ctx: Any, folder: pathlib.Path) -> tuple[Any, Any, float]:
+def prepare_autoprune(ctx: Any, folder: pathlib.Path, on_point: Callable[[Any], None] = sweep_printer) -> tuple[Any, Any, float]:
     """Calibrate, sweep and create autoprune's study on a fresh SQLite file in ``folder``, as ``autoprune create``.
 
     The sweeps get their own fresh latency cache; ``baselines.json`` (and the recipe calibration) in the
@@ -347,22 +347,22 @@ def prepare_autoprune(ctx: Any, folder: pathlib.Path) -> tuple[Any, Any, float]:
     """
     import optuna
 
-    from autoprune.search.study import create_or_load
-    from autoprune.search.study import make_sampler
-    from autoprune.search.study import storage_for
     from autoprune.space.baselines import baselines_path
     from autoprune.space.baselines import load_baselines
     from autoprune.trial.calibration import RECIPE_ATTR
-    from autoprune.trial.calibration import apply_recipe
+    from autoprune.trial.calibration import with_recipe
+    from autoprune.search.study import create_or_load
+    from autoprune.search.study import make_sampler
+    from autoprune.search.study import storage_for
 
     cfg = ctx.config
     fresh_cache(ctx, folder / "latency-cache-baselines.sqlite")
     url = sqlite_url(folder / "autoprune.db")
     start = time.perf_counter()
-    create_or_load(cfg, url, ctx, on_point=sweep_printer, say=indent)
+    create_or_load(cfg, url, ctx, on_point=on_point, say=indent)
     wall = time.perf_counter() - start
     study = optuna.load_study(study_name=cfg.name, storage=storage_for(cfg, url), sampler=make_sampler(cfg, 0))
-    apply_recipe(cfg, study.user_attrs.get(RECIPE_ATTR))
+    ctx.config = with_recipe(ctx.config, study.user_attrs.get(RECIPE_ATTR))
     baselines = load_baselines(baselines_path(ctx))
     if baselines is None:
         raise RuntimeError(f"create_or_load left no {baselines_path(ctx)}")
@@ -377,13 +377,13 @@ def create_random(ctx: Any, folder: pathlib.Path) -> Any:
     """
     import optuna
 
+    from autoprune.trial.calibration import RECIPE_ATTR
+    from autoprune.trial.calibration import recipe_settings
     from autoprune.search.study import objective_directions
     from autoprune.search.study import objective_names
     from autoprune.search.study import search_space
     from autoprune.search.study import storage_for
     from autoprune.space.widths import space_to_attr
-    from autoprune.trial.calibration import RECIPE_ATTR
-    from autoprune.trial.calibration import recipe_settings
 
     cfg = ctx.config
     mode = cfg.search.mode
@@ -424,26 +424,41 @@ def run_search(ctx: Any, study: Any, folder: pathlib.Path, trials: int, label: s
 # --- re-timing ------------------------------------------------------------------------------------------
 
 
+def sweep_plan(point: dict[str, Any]) -> dict[str, Any]:
+    """How a sweep point prunes the base: ``uniform`` or ``global_ratio`` by its ratio; a sensitivity point (its
+    ``ratio`` is the targeted share of the cost) by its per-group ``ratios``.
+
+    Example:
+        >>> sweep_plan({"kind": "global", "ratio": 0.3})
+        {'global_ratio': 0.3}
+        >>> sweep_plan({"kind": "sensitivity", "ratio": 0.25, "ratios": {"a": 0.5}})
+        {'ratios': {'a': 0.5}}
+    """
+    if point["kind"] == "uniform":
+        return {"uniform": point["ratio"]}
+    if point["kind"] == "global":
+        return {"global_ratio": point["ratio"]}
+    return {"ratios": dict(point["ratios"])}
+
+
 def rebuild(ctx: Any, label: str, winner: dict[str, Any], folder: pathlib.Path) -> tuple[pathlib.Path, bool]:
     """Prune the base again exactly as the winner was pruned and export it (latency needs only the shape).
 
     Args:
         label: the ONNX file's name (a method, or ``method:index`` for one of its candidates).
-        winner: a sweep point (pruned by its kind and ratio) or a search trial row (by its requested ratios).
+        winner: a sweep point (:func:`sweep_plan`) or a search trial row (by its requested ratios).
 
     Returns:
         The ONNX path and whether the kept channels match the ones recorded for the winner.
     """
-    from autoprune.latency import export_onnx
     from autoprune.trial.candidate import example_input
+    from autoprune.latency import export_onnx
 
     model = copy.deepcopy(ctx.base_model)
-    if "number" in winner:
-        result = ctx.pruner.prune(model, ratios=winner["request"])
-    elif winner["kind"] == "uniform":
-        result = ctx.pruner.prune(model, uniform=winner["ratio"])
-    else:
-        result = ctx.pruner.prune(model, global_ratio=winner["ratio"])
+    # A trial by the ratios its widths ask for; one whose params lie outside the space it records (a reused
+    # sweep point's trial can carry head widths the space leaves out) by the ratios it recorded.
+    plan = {"ratios": winner["request"] or winner["ratios"]} if "number" in winner else sweep_plan(winner)
+    result = ctx.pruner.prune(model, **plan)
     name = label.replace(":", "-")
     path = export_onnx(result.model, example_input(ctx.task, ctx.config), folder / f"{name}.onnx", opset=ctx.latency.opset)
     recorded = {k: int(v) for k, v in (winner.get("channels") or {}).items()}
@@ -526,7 +541,7 @@ def resumed_methods(ctx: Any, folder: pathlib.Path, trials: int) -> dict[str, An
     from autoprune.space.baselines import baselines_path
     from autoprune.space.baselines import load_baselines
     from autoprune.trial.calibration import RECIPE_ATTR
-    from autoprune.trial.calibration import apply_recipe
+    from autoprune.trial.calibration import with_recipe
 
     cfg = ctx.config
     studies = {"random": finished_search(folder / "random.db", f"{cfg.name}-random", trials),
@@ -534,7 +549,7 @@ def resumed_methods(ctx: Any, folder: pathlib.Path, trials: int) -> dict[str, An
     baselines = load_baselines(baselines_path(ctx))
     if any(s is None for s in studies.values()) or baselines is None:
         return None
-    apply_recipe(cfg, studies["autoprune"].user_attrs.get(RECIPE_ATTR))
+    ctx.config = with_recipe(ctx.config, studies["autoprune"].user_attrs.get(RECIPE_ATTR))
     durations = {label: {t.number: t.duration.total_seconds() for t in s.get_trials(deepcopy=False) if t.duration}
                  for label, s in studies.items()}
     return {
@@ -546,11 +561,14 @@ def resumed_methods(ctx: Any, folder: pathlib.Path, trials: int) -> dict[str, An
     }
 
 
-def run_methods(ctx: Any, folder: pathlib.Path, trials: int, resume: bool = False) -> dict[str, Any]:
+def run_methods(
+    ctx: Any, folder: pathlib.Path, trials: int, resume: bool = False, on_point: Callable[[Any], None] = sweep_printer
+) -> dict[str, Any]:
     """All four methods: sweeps and autoprune's study first (they fix the recovery recipe), then random, then autoprune.
 
     Args:
         resume: reuse both searches when ``folder`` already holds them finished (:func:`resumed_methods`).
+        on_point: called with each sweep point measured (default: a progress line).
 
     Returns:
         ``baselines`` (the :class:`~autoprune.space.baselines.Baselines`), ``sweeps`` (both as dicts), ``rows`` and
@@ -564,7 +582,7 @@ def run_methods(ctx: Any, folder: pathlib.Path, trials: int, resume: bool = Fals
             say(f"resuming: both searches of this seed are finished in {folder}; re-timing and testing their winners")
             return found
     say(f"a+b) recovery recipe, uniform and global sweeps over {list(cfg.search.sweep_ratios)}, autoprune's study")
-    study, baselines, sweeps_wall = prepare_autoprune(ctx, folder)
+    study, baselines, sweeps_wall = prepare_autoprune(ctx, folder, on_point)
     say(f"c) unbounded random per-group search, {trials} trials")
     random_rows, random_space, random_wall = run_search(ctx, create_random(ctx, folder), folder, trials, "random")
     say(f"d) autoprune's bounded search ({cfg.search.sampler}, {cfg.search.mode} mode), {trials} trials")

@@ -1,0 +1,489 @@
+"""Benchmark: the three-network suite (issue 24, items 1 and 5), one network and seed per invocation.
+
+Networks (``--network``): ``resnet`` (``studies/reference.yaml``), ``mobilenet``
+(``studies/reference-mobilenet.yaml``), ``segformer`` (``studies/reference-segformer.yaml``); each passes the
+room rules of ``benchmarks/reference_space.py`` (see ``reference_space_<name>.txt``).  Per network and seed,
+five ways of choosing per-group widths, all with the config's one pinned recovery recipe:
+
+- ``uniform`` and ``global``: the sweeps over ``search.sweep_ratios``, made as ``autoprune create`` makes them
+  (``search_methods.run_methods``; seed-independent, measured once per work folder and reused by every seed);
+- ``sensitivity``: AIMET-style greedy allocation (:mod:`autoprune.space.allocation`): every group pruned alone at
+  ``search.sensitivity_ratios`` and measured after BN recalibration (:func:`autoprune.space.sensitivity.measure_curves`),
+  then the greedy allocation by ``search.sensitivity_cost`` at the target speedups ``autoprune create`` uses
+  (the best uniform and global points' speedups and 1.25x the faster) evaluated as full trials
+  (:func:`autoprune.space.sensitivity.sweep_allocations`); seed-independent, measured once per work folder;
+- with ``--aligned``, when the config pins a ``round_to`` other than this host's channel block: both sweeps again
+  at that block (``uniform-aligned``, ``global-aligned``; what a user of this host gets with ``round_to: auto``);
+- ``random``: unbounded random per-group search (``RandomSampler(seed)``) and ``autoprune``: autoprune's study
+  (the config's sampler, ``search.seed = seed``), ``--trials`` each (equal), through autoprune's Objective.
+
+Every method's pick is made the way ``autoprune confirm`` + ``export`` make it: its ``CANDIDATES`` fastest
+candidates within the budget on validation (one per channel vector) are re-timed TOGETHER with every other
+method's, interleaved against the base in one process (``--retime-rounds`` rounds; ``search_methods.retime``),
+and judged on the selection split (carved out of validation with seed 0 for every seed, so that the
+seed-independent sweeps hold for all; no trial, sweep or finetune has seen it): a
+candidate holds when its selection drop plus ``search.selection_z`` standard errors is within the budget.  The
+pick is the fastest re-timed candidate that holds and whose re-timing settled (else the fastest that holds; a
+method none of whose candidates holds has no pick).  The test split is read once, for the pick only.
+
+Per seed and method: ``speedup`` (re-timed), ``speedup_spread``, ``val_drop``, ``selection_drop``,
+``test_drop``, ``trials`` (candidates proposed), ``finetunes`` (candidates pruned and finetuned),
+``evaluations`` (validation evaluations of pruned candidates: BN-only sensitivity points and screened trials
+count, reused figures do not) and ``seconds`` (wall time of the method; for the seed-independent sweeps,
+what they took when measured).  Every piece records the host's load average at its start and end.
+
+Resumable in pieces: one ``--network``/``--seed`` per invocation; ``benchmarks/results/suite.json`` keeps the
+other pieces and replaces this one.  The sweeps, the sensitivity curves and allocations, and finished searches
+(``--resume``) are kept in the work folder (``<config artifact dir>/suite``)::
+
+    OMP_NUM_THREADS=1 python benchmarks/suite.py --network resnet --seed 0 [--trials 16]
+    OMP_NUM_THREADS=1 python benchmarks/suite.py --network mobilenet --seed 0
+
+Smoke run (a small config, ``studies/digits-resnet.yaml``, with a 2-epoch base and tiny budgets; work folder
+and output in ``$TMPDIR/autoprune-bench-quick/``)::
+
+    OMP_NUM_THREADS=1 python benchmarks/suite.py --quick --network resnet --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+from reference_search import aligned_context  # noqa: E402
+from reference_search import aligned_sweeps  # noqa: E402
+from reference_search import all_methods  # noqa: E402
+from reference_search import context_of  # noqa: E402
+from reference_search import method_candidates  # noqa: E402
+from reference_search import winner_model  # noqa: E402
+from search_methods import QUICK  # noqa: E402
+from search_methods import build_context  # noqa: E402
+from search_methods import channels_text  # noqa: E402
+from search_methods import finetuned  # noqa: E402
+from search_methods import fresh_cache  # noqa: E402
+from search_methods import indent  # noqa: E402
+from search_methods import is_settled  # noqa: E402
+from search_methods import prepare_config  # noqa: E402
+from search_methods import quick_folder  # noqa: E402
+from search_methods import quick_path  # noqa: E402
+from search_methods import quiet_optuna  # noqa: E402
+from search_methods import retime  # noqa: E402
+from search_methods import run_methods  # noqa: E402
+from search_methods import say  # noqa: E402
+from search_methods import sweep_printer  # noqa: E402
+from search_methods import timed  # noqa: E402
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results" / "suite.json"
+NETWORKS = {
+    "resnet": "studies/reference.yaml",
+    "mobilenet": "studies/reference-mobilenet.yaml",
+    "segformer": "studies/reference-segformer.yaml",
+}
+QUICK_CONFIG = "studies/digits-resnet.yaml"
+SELECTION_SEED = 0  # the selection split of every seed is carved with this seed (see selection_pinned_context)
+CANDIDATES = 3  # per method, re-timed together and judged on the selection split (as `autoprune confirm` does)
+SECONDS_FILE = "sweep_seconds.json"
+SENSITIVITY_FILE = "sensitivity.json"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--network", required=True, choices=sorted(NETWORKS), help="which reference network")
+    parser.add_argument("--seed", type=int, default=0, help="seed of both searches' samplers (default: %(default)s)")
+    parser.add_argument("--trials", type=int, default=None, help="trials of random and of autoprune, each (default: the config's "
+                        f"search.trials; {QUICK['trials']} with --quick)")
+    parser.add_argument("--retime-rounds", type=int, default=None, help="interleaved re-timing rounds (default 3; 1 with --quick)")
+    parser.add_argument("--resume", action="store_true", help="reuse this seed's searches when both already finished")
+    parser.add_argument("--aligned", action="store_true", help="also sweep uniform and global at this host's channel block when the "
+                        "config pins another round_to (uniform-aligned, global-aligned; once per work folder)")
+    parser.add_argument("--quick", action="store_true", help=f"smoke run on {QUICK_CONFIG}: tiny budgets, 2-epoch base; temp folder")
+    parser.add_argument("--config", default=None, help="study YAML instead of the network's (the network name is kept)")
+    parser.add_argument("--workdir", default=None, help="work folder kept between seeds (default: <config artifact dir>/suite)")
+    parser.add_argument("--out", default=None, help=f"results JSON (default: {RESULTS.relative_to(ROOT)})")
+    args = parser.parse_args(argv)
+    if args.trials is not None and args.trials < 1:
+        parser.error(f"--trials must be at least 1, got {args.trials}")
+    return args
+
+
+def piece_paths(args: argparse.Namespace) -> tuple[str, pathlib.Path, pathlib.Path]:
+    """``(config path, results JSON, work folder)`` of this invocation (quick runs: a temp folder for both)."""
+    from autoprune.config import load_config
+
+    config = args.config or (QUICK_CONFIG if args.quick else NETWORKS[args.network])
+    out = pathlib.Path(args.out) if args.out else (quick_path(RESULTS) if args.quick else RESULTS)
+    if args.quick and out.resolve().is_relative_to(RESULTS.parent.resolve()):
+        raise SystemExit(f"--quick never writes to {RESULTS.parent}: pass another --out")
+    if args.workdir:
+        workdir = pathlib.Path(args.workdir)
+    elif args.quick:
+        workdir = quick_folder() / f"suite_{args.network}_work"
+    else:
+        workdir = load_config(config).artifact_path() / "suite"
+    return config, out, workdir.resolve()
+
+
+# --- the sensitivity method -------------------------------------------------------------------------------
+
+
+def sensitivity_identity(ctx: Any, targets: list[float]) -> dict[str, Any]:
+    """What the stored sensitivity sweep must match to be reused (base, recipe, rounding, grid, cost, targets)."""
+    cfg = ctx.config
+    return {
+        "base_sha256": ctx.base_info.sha256, "recovery": cfg.recovery.model_dump(mode="json"), "round_to": ctx.round_to,
+        "criterion": cfg.criterion, "grid": list(cfg.search.sensitivity_ratios), "cost": cfg.search.sensitivity_cost,
+        "targets": targets, "max_drop": cfg.max_drop,
+    }
+
+
+def sensitivity_targets(ctx: Any, baselines: Any) -> list[float]:
+    """The config's ``search.sensitivity_targets``, else the targets ``autoprune create`` derives from the sweeps."""
+    from autoprune.space.bounds import baseline_points
+    from autoprune.space.sensitivity import default_targets
+
+    s = ctx.config.search
+    return list(s.sensitivity_targets or default_targets(baseline_points(baselines.uniform, baselines.global_, ctx.config.max_drop)))
+
+
+def measure_sensitivity(ctx: Any, baselines: Any, workdir: pathlib.Path) -> dict[str, Any]:
+    """The curves (resumable, in ``workdir/sensitivity.db``) and the greedy allocations swept as full trials."""
+    from autoprune.search.sensitivity_study import open_study
+    from autoprune.search.study import attr_writer
+    from autoprune.space.sensitivity import CurveProgress
+    from autoprune.space.sensitivity import measure_curves
+    from autoprune.space.sensitivity import sweep_allocations
+
+    cfg = ctx.config
+    cost = cfg.search.sensitivity_cost
+    targets = sensitivity_targets(ctx, baselines)
+    url = f"sqlite:///{workdir / 'sensitivity.db'}"
+    study = open_study(ctx, url)
+    fresh_cache(ctx, workdir / "latency-cache-sensitivity.sqlite")
+    progress = CurveProgress(start=lambda n: indent(f"sensitivity curves: {n} point(s) to measure") if n else None, say=indent)
+    curves = measure_curves(ctx, study, attr_writer(study, url), cfg.search.sensitivity_ratios, progress, timed=cost == "latency")
+    indent(f"greedy {cost} allocations at target speedups {', '.join(f'{t:g}x' for t in targets)}")
+    points, seconds = timed(lambda: sweep_allocations(ctx, curves, targets, cost, on_point=sweep_printer))
+    return {
+        "identity": sensitivity_identity(ctx, targets),
+        "points": [p.as_dict() for p in points],
+        "curve_points": sum(len(c.points) for c in curves.groups.values()),
+        "curve_evaluations": curves.evaluations,
+        "curve_seconds": curves.seconds,
+        "sweep_seconds": seconds,
+    }
+
+
+def sensitivity_sweep(ctx: Any, baselines: Any, workdir: pathlib.Path) -> dict[str, Any]:
+    """The sensitivity method's sweep, measured once per work folder and reused while its identity holds."""
+    path = workdir / SENSITIVITY_FILE
+    stored = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if stored is not None and stored.get("identity") == sensitivity_identity(ctx, sensitivity_targets(ctx, baselines)):
+        say(f"sensitivity: reusing the curves and allocations in {path}")
+        return stored
+    say("sensitivity: per-group curves after BN recalibration, then greedy allocations as full trials")
+    found = measure_sensitivity(ctx, baselines, workdir)
+    path.write_text(json.dumps(found, indent=1) + "\n", encoding="utf-8")
+    return found
+
+
+# --- the five methods -------------------------------------------------------------------------------------
+
+
+def point_clock(measured: dict[str, float]) -> Callable[[Any], None]:
+    """An ``on_point`` for the sweeps that prints the point and adds the seconds since the last one to
+    ``measured[kind]`` (:func:`run_all` stores them once the sweeps are complete, so that later seeds, which
+    reuse the sweeps, report what they took, and an interrupted sweep leaves nothing behind)."""
+    last = [time.perf_counter()]
+
+    def on_point(point: Any) -> None:
+        now = time.perf_counter()
+        measured[point.kind] = measured.get(point.kind, 0.0) + now - last[0]
+        last[0] = now
+        sweep_printer(point)
+
+    return on_point
+
+
+def run_all(ctx: Any, workdir: pathlib.Path, folder: pathlib.Path, resume: bool, aligned: Any | None) -> dict[str, Any]:
+    """The sweeps, both searches (``run_methods``), the sensitivity sweep and, with an ``aligned`` context
+    (:func:`reference_search.aligned_context`), both sweeps at this host's channel block; ``runs["sweeps"]`` gains them."""
+    measured: dict[str, float] = {}
+    runs = run_methods(ctx, folder, ctx.config.search.trials, resume, on_point=point_clock(measured))
+    seconds_path = workdir / SECONDS_FILE
+    if measured:  # the sweeps ran (complete: run_methods returned) rather than being reused
+        seconds_path.write_text(json.dumps(measured, indent=1) + "\n", encoding="utf-8")
+    if aligned is not None:
+        found, runs["walls"]["aligned"] = timed(lambda: aligned_sweeps(aligned, workdir))
+        runs["sweeps"] |= found
+    sens, wall = timed(lambda: sensitivity_sweep(ctx, runs["baselines"], workdir))
+    runs["sweeps"]["sensitivity"] = sens["points"]
+    runs["sensitivity"] = sens
+    runs["walls"]["sensitivity"] = wall
+    runs["sweep_seconds"] = json.loads(seconds_path.read_text(encoding="utf-8")) if seconds_path.is_file() else {}
+    return runs
+
+
+def method_counts(runs: dict[str, Any], method: str) -> dict[str, Any]:
+    """``trials``, ``finetunes``, ``evaluations`` and ``seconds`` of one method (see the module docstring)."""
+    if method in runs["sweeps"] and method != "sensitivity":  # uniform, global and the aligned sweeps (not timed per kind)
+        n = len(runs["sweeps"][method])
+        return {"trials": n, "finetunes": n, "evaluations": n, "seconds": runs["sweep_seconds"].get(method)}
+    if method == "sensitivity":
+        sens = runs["sensitivity"]
+        n = len(sens["points"])
+        return {"trials": n, "finetunes": n, "evaluations": sens["curve_evaluations"] + n,
+                "seconds": sens["curve_seconds"] + sens["sweep_seconds"], "curve_points": sens["curve_points"]}
+    rows = runs["rows"][method]
+    own = [r for r in rows if r.get("duplicate_of") is None and not r.get("sweep_point")]  # not another trial's or a sweep's figures
+    evaluated = [r for r in own if r["state"] in ("COMPLETE", "PRUNED") and r.get("metric") is not None]
+    return {"trials": len(rows), "finetunes": len(finetuned(own)), "evaluations": len(evaluated), "seconds": runs["walls"][method],
+            "reused_sweep_points": sum(1 for r in rows if r.get("sweep_point"))}
+
+
+def all_candidates(runs: dict[str, Any], max_drop: float) -> dict[str, dict[str, Any]]:
+    """``method:index`` -> candidate (sweep point or trial row), up to :data:`CANDIDATES` per method."""
+    pools = {**runs["sweeps"], **runs["rows"]}
+    return {f"{m}:{i}": row for m in all_methods(runs["sweeps"]) for i, row in enumerate(method_candidates(pools[m], max_drop, CANDIDATES))}
+
+
+# --- confirmation: selection split, re-timing, one test reading per pick -----------------------------------
+
+
+def selection_figures(ctx: Any, model: Any, base: Any, source: str) -> dict[str, Any]:
+    """A candidate on the selection split, judged as ``autoprune confirm`` judges it."""
+    import math
+
+    from autoprune.analysis.choice import holds_on_selection
+
+    score = ctx.task.evaluate(model, "selection")
+    entry = {
+        "selection_metric": score.value, "selection_drop": ctx.task.drop(base.value, score.value),
+        "selection_drop_stderr": math.hypot(score.stderr, base.stderr), "selection_z": ctx.config.search.selection_z,
+        "model_source": source,
+    }
+    return entry | {"selection_holds": holds_on_selection(entry, ctx.config.max_drop)}
+
+
+def judge_candidates(ctx: Any, candidates: dict[str, dict[str, Any]], rows: dict[str, list[dict[str, Any]]], folder: pathlib.Path,
+                     base: Any, ctx_for: Callable[[str], Any]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Every candidate's selection figures; returns them and the models (kept for the picks' one test reading).
+    ``ctx_for(label)`` prunes a sweep point recovered again (the aligned context for the aligned sweeps)."""
+    figures, models = {}, {}
+    for label, row in candidates.items():
+        model, source = winner_model(ctx_for(label), label, row, rows, folder)
+        models[label] = model
+        figures[label] = selection_figures(ctx, model, base, source)
+        f = figures[label]
+        indent(f"{label:14} selection drop {f['selection_drop']:+.4f} ± {f['selection_drop_stderr']:.4f}: "
+               f"{'holds' if f['selection_holds'] else 'fails'} ({source})")
+    return figures, models
+
+
+def confirmed_pick(method: str, retimed: dict[str, Any], judged: dict[str, Any], cv: float | None) -> str | None:
+    """The method's pick as export makes it: the fastest re-timed candidate that holds on the selection split and
+    whose re-timing settled; else the fastest that holds; None when none holds."""
+    from autoprune.analysis.pareto import unsettled
+
+    holds = [x for x in retimed if x.split(":")[0] == method and judged[x]["selection_holds"]]
+    settled = [x for x in holds if not unsettled(retimed[x]["noisy"], retimed[x]["speedup_spread"], cv)]
+    pool = settled or holds
+    return max(pool, key=lambda x: retimed[x]["speedup"]) if pool else None
+
+
+def test_reading(ctx: Any, model: Any, base_test: Any) -> dict[str, Any]:
+    """The pick's one reading of the test split."""
+    import math
+
+    test = ctx.task.evaluate(model, "test")
+    return {"test_metric": test.value, "test_drop": ctx.task.drop(base_test.value, test.value),
+            "test_drop_stderr": math.hypot(test.stderr, base_test.stderr)}
+
+
+def method_entry(method: str, label: str | None, candidates: dict[str, Any], retimed: dict[str, Any], judged: dict[str, Any],
+                 tested: dict[str, Any], counts: dict[str, Any], cv: float | None) -> dict[str, Any]:
+    """One method's figures for one seed."""
+    mine = [x for x in candidates if x.split(":")[0] == method]
+    listed = [{"label": x, "trial": candidates[x].get("number"), "ratio": candidates[x].get("ratio"), "val_drop": candidates[x]["drop"],
+               "search_speedup": candidates[x]["speedup"], "speedup": retimed[x]["speedup"], "speedup_spread": retimed[x]["speedup_spread"],
+               "retime_settled": is_settled({"latency_noisy": retimed[x]["noisy"], "speedup_spread": retimed[x]["speedup_spread"]}, cv),
+               **judged[x], "picked": x == label} for x in mine]
+    if label is None:
+        why = "no candidate within the budget on validation" if not mine else "no candidate holds on the selection split"
+        return counts | {"speedup": None, "speedup_spread": None, "val_drop": None, "selection_drop": None, "test_drop": None,
+                         "note": why, "candidates": listed}
+    row = candidates[label]
+    return counts | {
+        "speedup": retimed[label]["speedup"], "speedup_spread": retimed[label]["speedup_spread"], "val_drop": row["drop"],
+        "selection_drop": judged[label]["selection_drop"], **tested,
+        "pick": {"label": label, "trial": row.get("number"), "kind": row.get("kind") or "search", "ratio": row.get("ratio"),
+                 "channels": row.get("channels"), "search_speedup": row["speedup"], "retime_noisy": retimed[label]["noisy"],
+                 "channels_match": retimed[label]["channels_match"], "model_source": judged[label]["model_source"]},
+        "candidates": listed,
+    }
+
+
+def confirm_all(ctx: Any, runs: dict[str, Any], folder: pathlib.Path, rounds: int, aligned: Any | None) -> dict[str, Any]:
+    """Re-time every method's candidates together, judge them on the selection split, read test for each pick."""
+    cfg = ctx.config
+    cv = cfg.latency.cv_threshold
+    candidates = all_candidates(runs, cfg.max_drop)
+    ctx_for = partial(context_of, ctx, aligned)
+    say(f"re-timing {len(candidates)} candidates (up to {CANDIDATES} per method) together, interleaved against the base ({rounds} round(s))")
+    retimed, runs["walls"]["retime"] = timed(lambda: retime(ctx, candidates, folder / "retime", rounds, ctx_for))
+    base_sel = ctx.task.evaluate(ctx.base_model, "selection")
+    say(f"judging them on the selection split (base {ctx.task.metric_name} {base_sel.value:.4f}, n={base_sel.n}, z {cfg.search.selection_z:g})")
+    (judged, models), runs["walls"]["selection"] = timed(
+        lambda: judge_candidates(ctx, candidates, runs["rows"], folder / "models", base_sel, ctx_for))
+    picks = {m: confirmed_pick(m, retimed, judged, cv) for m in all_methods(runs["sweeps"])}
+    base_test = ctx.task.evaluate(ctx.base_model, "test")
+    methods = {}
+    for m, label in picks.items():
+        tested = test_reading(ctx, models[label], base_test) if label else {}
+        methods[m] = method_entry(m, label, candidates, retimed, judged, tested, method_counts(runs, m), cv)
+    return {"methods": methods, "base_selection_metric": base_sel.value, "base_test_metric": base_test.value}
+
+
+# --- the results file -------------------------------------------------------------------------------------
+
+
+def network_identity(ctx: Any, quick: bool) -> dict[str, Any]:
+    """What every seed of one network must share to sit in one entry."""
+    cfg = ctx.config
+    return {"config": cfg.name, "base_sha256": ctx.base_info.sha256, "max_drop": cfg.max_drop, "trials_per_search": cfg.search.trials,
+            "sweep_ratios": list(cfg.search.sweep_ratios), "sampler": cfg.search.sampler, "round_to": ctx.round_to,
+            "recovery": cfg.recovery.model_dump(mode="json"), "quick": quick}
+
+
+def merge_piece(data: dict[str, Any] | None, network: str, head: dict[str, Any], seed: int, piece: dict[str, Any],
+                top: dict[str, Any]) -> dict[str, Any]:
+    """The results file with this piece in it: other networks and seeds kept, this seed replaced.
+
+    Raises:
+        ValueError: the file's entry for this network was made with other settings (``head["identity"]``).
+
+    Example:
+        >>> a = merge_piece(None, "n", {"identity": {"x": 1}}, 0, {"v": 1}, {"host": "h"})
+        >>> b = merge_piece(a, "n", {"identity": {"x": 1}}, 1, {"v": 2}, {"host": "h"})
+        >>> sorted(b["networks"]["n"]["seeds"]), merge_piece(b, "n", {"identity": {"x": 1}}, 0, {"v": 3}, {})["networks"]["n"]["seeds"]["0"]
+        (['0', '1'], {'v': 3})
+    """
+    data = dict(data or {})
+    networks = dict(data.get("networks") or {})
+    old = networks.get(network)
+    if old is not None and old.get("identity") != head["identity"]:
+        known = old.get("identity") or {}
+        diff = sorted(k for k in set(known) | set(head["identity"]) if known.get(k) != head["identity"].get(k))
+        raise ValueError(f"the results file's {network!r} entry was made with other settings ({', '.join(diff)}); move it away or pass --out")
+    seeds = dict((old or {}).get("seeds") or {})
+    seeds[str(seed)] = piece
+    networks[network] = head | {"seeds": dict(sorted(seeds.items(), key=lambda kv: int(kv[0])))}
+    return {"benchmark": "suite", **data, **top, "networks": dict(sorted(networks.items()))}
+
+
+def network_head(args: argparse.Namespace, config: str, ctx: Any) -> dict[str, Any]:
+    """The per-network figures every seed shares."""
+    cfg = ctx.config
+    return {"config": config, "max_drop": cfg.max_drop, "metric_name": ctx.task.metric_name, "base_metric": ctx.base_metric.value,
+            "base_metric_stderr": ctx.base_metric.stderr, "identity": network_identity(ctx, args.quick)}
+
+
+def load_text(load: tuple[float, float, float]) -> str:
+    return " ".join(f"{v:.2f}" for v in load)
+
+
+def print_piece(network: str, seed: int, piece: dict[str, Any], metric: str) -> None:
+    """The piece's table."""
+    print()
+    print(f"{network}, seed {seed}: {piece['trials_per_search']} trials per search; load average {load_text(piece['load_average']['start'])} "
+          f"-> {load_text(piece['load_average']['end'])}; {piece['wall_s']:.0f}s")
+    print(f"{'method':16} {'trials':>6} {'finetunes':>9} {'evals':>5} {'seconds':>8} {'re-timed x':>10} {'spread':>7} "
+          f"{'val drop':>9} {'sel drop':>9} {'test drop':>9}  ({metric})")
+    for m, e in piece["methods"].items():
+        head = f"{m:16} {e['trials']:>6} {e['finetunes']:>9} {e['evaluations']:>5} {e['seconds'] or 0:>8.0f}"
+        if e["speedup"] is None:
+            print(f"{head}  {e['note']}")
+            continue
+        print(f"{head} {e['speedup']:>9.2f}x {e['speedup_spread']:>7.1%} {e['val_drop']:>+9.4f} {e['selection_drop']:>+9.4f} "
+              f"{e['test_drop']:>+9.4f}  {channels_text(e['pick']['channels'])}")
+
+
+def selection_pinned_context(cfg: Any, workdir: pathlib.Path, seed: int) -> Any:
+    """The study context with ``search.seed = seed`` but the selection split carved with seed 0 (:data:`SELECTION_SEED`).
+
+    A study carves its selection split out of validation with its ``search.seed``; the suite keeps one carve
+    for every seed, so that every seed has the same validation split, base metric and selection split, and the
+    seed-independent sweeps (whose figures are validation figures) are measured once and hold for all seeds.
+    """
+    cfg.search.seed = SELECTION_SEED
+    ctx = build_context(cfg, workdir)  # the task takes its selection seed from the config here
+    ctx.config.search.seed = seed
+    return ctx
+
+
+def run_piece(args: argparse.Namespace, config: str, workdir: pathlib.Path) -> tuple[Any, dict[str, Any]]:
+    """Everything one network and seed measures; returns the context and the piece's entry."""
+    started, load_start = time.perf_counter(), os.getloadavg()
+    rounds = args.retime_rounds or (QUICK["retime_rounds"] if args.quick else 3)
+    cfg = prepare_config(config, workdir, args.quick, args.trials or (QUICK["trials"] if args.quick else None))
+    if args.quick:
+        cfg.search.sensitivity_ratios = list(QUICK["sweep_ratios"])
+    ctx = selection_pinned_context(cfg, workdir, args.seed)
+    say(f"{args.network} ({cfg.name}), seed {args.seed}: base {ctx.task.metric_name} {ctx.base_metric.value:.4f} (n={ctx.base_metric.n}), "
+        f"{len(ctx.groups)} groups, round_to {ctx.round_to}, max drop {cfg.max_drop}, {cfg.search.trials} trials per search; "
+        f"work folder {workdir}; load average {load_text(load_start)}")
+    folder = workdir / f"seed-{args.seed}"
+    aligned = aligned_context(ctx) if args.aligned else None
+    runs = run_all(ctx, workdir, folder, args.resume, aligned)
+    confirmed = confirm_all(ctx, runs, folder, rounds, aligned)
+    piece = {
+        "seed": args.seed, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "trials_per_search": cfg.search.trials, "retime_rounds": rounds, "candidates_per_method": CANDIDATES,
+        "selection_seed": ctx.task.selection_seed,
+        "load_average": {"start": list(load_start), "end": list(os.getloadavg())}, "wall_s": time.perf_counter() - started,
+        "walls": runs["walls"], "sensitivity_targets": runs["sensitivity"]["identity"]["targets"],
+        "aligned_round_to": None if aligned is None else aligned.round_to, **confirmed,
+    }
+    return ctx, piece
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one network and seed, merge it into the results file, print its table."""
+    args = parse_args(argv)
+    config, out, workdir = piece_paths(args)
+    quiet_optuna()
+    from autoprune.latency import host_fingerprint
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    ctx, piece = run_piece(args, config, workdir)
+    host = host_fingerprint()
+    top = {"host": host, "date": piece["date"], "quick": args.quick}
+    data = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else None
+    try:
+        merged = merge_piece(data, args.network, network_head(args, config, ctx), args.seed, piece, top)
+    except ValueError as exc:
+        print(f"{out}: {exc}", file=sys.stderr)
+        return 2
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(merged, indent=2, default=float) + "\n", encoding="utf-8")
+    tmp.replace(out)
+    print_piece(args.network, args.seed, piece, ctx.task.metric_name)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
