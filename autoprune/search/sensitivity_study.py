@@ -23,8 +23,8 @@ from autoprune.redact import redact_url
 from autoprune.search.create import train_base_if_missing
 from autoprune.search.storage import with_retry
 from autoprune.search.study import READY_ATTR
-from autoprune.search.study import _check_same_base
 from autoprune.search.study import attr_writer
+from autoprune.search.study import check_same_base
 from autoprune.search.study import objective_directions
 from autoprune.search.study import storage_for
 from autoprune.search.worker import set_torch_threads
@@ -100,7 +100,7 @@ def open_study(ctx: StudyContext, url: str) -> optuna.Study:
         )
     except ValueError as exc:  # an existing study of other directions
         raise StorageError(f"study {ctx.config.name!r} in {redact_url(url)} cannot be opened: {exc}") from exc
-    _check_same_base(study, ctx, url)
+    check_same_base(study, ctx, url)
     return study
 
 

@@ -152,7 +152,7 @@ def create_or_load(
     if config.name in with_retry(lambda: study_names(storage), storage_url, "list studies"):
         study = optuna.load_study(study_name=config.name, storage=storage)
         if READY_ATTR in study.user_attrs:
-            _check_same_base(study, ctx, storage_url)
+            check_same_base(study, ctx, storage_url)
             ctx.config = with_recipe(ctx.config, study.user_attrs.get(RECIPE_ATTR))
             say(f"study {config.name!r} exists in {redact_url(storage_url)}; joining it")
             return study
@@ -278,7 +278,8 @@ def _baselines(
     return result
 
 
-def _check_same_base(study: optuna.Study, ctx: StudyContext, url: str) -> None:
+def check_same_base(study: optuna.Study, ctx: StudyContext, url: str) -> None:
+    """Refuse to measure against a different base checkpoint than the study's."""
     sha = study.user_attrs.get("base_sha256")
     if sha and sha != ctx.base_info.sha256:
         raise StorageError(

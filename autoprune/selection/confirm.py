@@ -65,6 +65,7 @@ from autoprune.search.storage import is_sqlite
 from autoprune.search.storage import open_storage
 from autoprune.search.storage import study_names
 from autoprune.search.storage import with_retry
+from autoprune.search.study import check_same_base
 from autoprune.search.study_attrs import CONFIRMATION_ATTR
 from autoprune.search.study_attrs import confirmed_column
 from autoprune.search.study_attrs import confirmed_columns
@@ -269,16 +270,6 @@ def load_candidates(config: StudyConfig, storage: str | None, top: int, max_drop
     if budget is None:
         raise SelectionError(f"study {config.name!r} records no max_drop; pass --max-drop")
     return _Loaded(url, backend, study, df, info, budget, select_candidates(df, info, top, budget))
-
-
-def check_base(study: optuna.Study, ctx: StudyContext, url: str) -> None:
-    """Refuse to re-measure against a different base checkpoint than the study's."""
-    sha = study.user_attrs.get("base_sha256")
-    if sha and sha != ctx.base_info.sha256:
-        raise StorageError(
-            f"study {study.study_name!r} in {redact_url(url)} was created from base checkpoint {sha[:12]}..., but "
-            f"{ctx.base_info.path} has {ctx.base_info.sha256[:12]}...; copy the study's base checkpoint to this host"
-        )
 
 
 def rebuild_trial(config: StudyConfig, candidate: Candidate, folder: Path) -> nn.Module:
@@ -632,7 +623,7 @@ def confirm_study(
     )
     _say_replaced(loaded.study.user_attrs.get(CONFIRMATION_ATTR), echo)
     ctx = context or StudyContext.build(config)
-    check_base(loaded.study, ctx, loaded.url)
+    check_same_base(loaded.study, ctx, loaded.url)
     with ctx.task.forbid_split("test"):  # the pick is made without the test split; export reads it afterwards
         fingerprint = host_fingerprint(ctx.latency.provider, ctx.latency.provider_options)
         base = ctx.task.evaluate(ctx.base_model, SELECTION_SPLIT)

@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 from autoprune.search.storage import with_retry
+from autoprune.search.study import check_same_base
 from autoprune.search.study_attrs import timings_attr
 from autoprune.selection.confirm import Candidate
-from autoprune.selection.confirm import check_base
 from autoprune.selection.confirm import export_candidates
 from autoprune.selection.confirm import load_candidates
 from autoprune.selection.confirm import now_utc
@@ -82,7 +82,7 @@ def retime_study(
     hostname = str(fingerprint.get("hostname", ""))
     echo(f"re-timing {len(candidates)} candidate(s) of study {config.name!r} on host {host_id} ({hostname})")
     ctx = context or StudyContext.build(config)
-    check_base(study, ctx, url)
+    check_same_base(study, ctx, url)
     with tempfile.TemporaryDirectory(prefix="autoprune-retime-") as tmp:
         paths = export_candidates(config, ctx, candidates, Path(tmp), recover=False)
         results = measure_speedups(paths, ctx.base_onnx, ctx.latency)
