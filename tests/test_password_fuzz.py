@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -57,7 +56,6 @@ from autoprune.redact import redact_url
 
 PRINTABLE = st.characters(min_codepoint=32, max_codepoint=126)
 # ${NAME} is expanded from the environment before a URL is parsed (an unset one is refused by name).
-PASSWORDS = st.text(PRINTABLE, min_size=8, max_size=24).filter(lambda p: len(set(p)) >= 5 and "${" not in p)
 ANY_PASSWORD = st.text(PRINTABLE, min_size=1, max_size=32).filter(lambda p: "${" not in p)
 DELIMITERS = "@:/?#"
 REVIEW_PASSWORDS = ("pa?ssW0rd", "ab@cd@ef")  # printed in full by 5 commands at the review
@@ -74,6 +72,13 @@ def exposed(password: str, min_run: int = 4) -> set[str]:
 
 def leaks(password: str, text: str) -> list[str]:
     return sorted(s for s in exposed(password) if s in text)
+
+
+# A drawn password must be detectable: every form `leaks` looks for holds a character that is neither a letter
+# nor a digit, so it cannot be a word or number autoprune prints anyway ("attempts", a port, a year). The
+# explicit review examples below keep all-alphanumeric runs covered.
+PASSWORDS = st.text(PRINTABLE, min_size=8, max_size=24).filter(
+    lambda p: len(set(p)) >= 5 and "${" not in p and not any(s.isalnum() for s in exposed(p)))
 
 
 # In process ---------------------------------------------------------------------------------------------
