@@ -38,6 +38,7 @@ other pieces and replaces this one.  The sweeps, the sensitivity curves and allo
 
     OMP_NUM_THREADS=1 python benchmarks/suite.py --network resnet --seed 0 [--trials 16]
     OMP_NUM_THREADS=1 python benchmarks/suite.py --network mobilenet --seed 0
+    OMP_NUM_THREADS=1 python benchmarks/suite.py --network mobilenet --prepare   # the sweeps alone, ahead of the seeds
 
 Smoke run (a small config, ``studies/digits-resnet.yaml``, with a 2-epoch base and tiny budgets; work folder
 and output in ``$TMPDIR/autoprune-bench-quick/``)::
@@ -73,6 +74,7 @@ from search_methods import finetuned  # noqa: E402
 from search_methods import fresh_cache  # noqa: E402
 from search_methods import indent  # noqa: E402
 from search_methods import is_settled  # noqa: E402
+from search_methods import prepare_autoprune  # noqa: E402
 from search_methods import prepare_config  # noqa: E402
 from search_methods import quick_folder  # noqa: E402
 from search_methods import quick_path  # noqa: E402
@@ -109,6 +111,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", help="reuse this seed's searches when both already finished")
     parser.add_argument("--aligned", action="store_true", help="also sweep uniform and global at this host's channel block when the "
                         "config pins another round_to (uniform-aligned, global-aligned; once per work folder)")
+    parser.add_argument("--prepare", action="store_true", help="only measure what every seed reuses (the sweeps, the sensitivity "
+                        "curves and allocations) into the work folder, then stop; writes no results")
     parser.add_argument("--quick", action="store_true", help=f"smoke run on {QUICK_CONFIG}: tiny budgets, 2-epoch base; temp folder")
     parser.add_argument("--config", default=None, help="study YAML instead of the network's (the network name is kept)")
     parser.add_argument("--workdir", default=None, help="work folder kept between seeds (default: <config artifact dir>/suite)")
@@ -234,6 +238,16 @@ def run_all(ctx: Any, workdir: pathlib.Path, folder: pathlib.Path, resume: bool,
     runs["walls"]["sensitivity"] = wall
     runs["sweep_seconds"] = json.loads(seconds_path.read_text(encoding="utf-8")) if seconds_path.is_file() else {}
     return runs
+
+
+def prepare_only(ctx: Any, workdir: pathlib.Path) -> None:
+    """``--prepare``: the seed-independent parts of a network (the sweeps with autoprune's study created beside
+    them in ``workdir/prepare``, and the sensitivity sweep), stored in ``workdir`` for every later seed to reuse."""
+    measured: dict[str, float] = {}
+    _study, baselines, _wall = prepare_autoprune(ctx, workdir / "prepare", point_clock(measured))
+    if measured:
+        (workdir / SECONDS_FILE).write_text(json.dumps(measured, indent=1) + "\n", encoding="utf-8")
+    sensitivity_sweep(ctx, baselines, workdir)
 
 
 def method_counts(runs: dict[str, Any], method: str) -> dict[str, Any]:
@@ -433,13 +447,19 @@ def selection_pinned_context(cfg: Any, workdir: pathlib.Path, seed: int) -> Any:
     return ctx
 
 
+def piece_config(args: argparse.Namespace, config: str, workdir: pathlib.Path) -> Any:
+    """The config of every piece of this network (``--quick``: tiny budgets and sensitivity grid)."""
+    cfg = prepare_config(config, workdir, args.quick, args.trials or (QUICK["trials"] if args.quick else None))
+    if args.quick:
+        cfg.search.sensitivity_ratios = list(QUICK["sweep_ratios"])
+    return cfg
+
+
 def run_piece(args: argparse.Namespace, config: str, workdir: pathlib.Path) -> tuple[Any, dict[str, Any]]:
     """Everything one network and seed measures; returns the context and the piece's entry."""
     started, load_start = time.perf_counter(), os.getloadavg()
     rounds = args.retime_rounds or (QUICK["retime_rounds"] if args.quick else 3)
-    cfg = prepare_config(config, workdir, args.quick, args.trials or (QUICK["trials"] if args.quick else None))
-    if args.quick:
-        cfg.search.sensitivity_ratios = list(QUICK["sweep_ratios"])
+    cfg = piece_config(args, config, workdir)
     ctx = selection_pinned_context(cfg, workdir, args.seed)
     say(f"{args.network} ({cfg.name}), seed {args.seed}: base {ctx.task.metric_name} {ctx.base_metric.value:.4f} (n={ctx.base_metric.n}), "
         f"{len(ctx.groups)} groups, round_to {ctx.round_to}, max drop {cfg.max_drop}, {cfg.search.trials} trials per search; "
@@ -467,6 +487,10 @@ def main(argv: list[str] | None = None) -> int:
     from autoprune.latency import host_fingerprint
 
     workdir.mkdir(parents=True, exist_ok=True)
+    if args.prepare:
+        prepare_only(selection_pinned_context(piece_config(args, config, workdir), workdir, SELECTION_SEED), workdir)
+        say(f"prepared {workdir}: the sweeps and the sensitivity sweep every seed of {args.network} reuses")
+        return 0
     ctx, piece = run_piece(args, config, workdir)
     host = host_fingerprint()
     top = {"host": host, "date": piece["date"], "quick": args.quick}
