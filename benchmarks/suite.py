@@ -30,7 +30,9 @@ Per seed and method: ``speedup`` (re-timed), ``speedup_spread``, ``val_drop``, `
 ``test_drop``, ``trials`` (candidates proposed), ``finetunes`` (candidates pruned and finetuned),
 ``evaluations`` (validation evaluations of pruned candidates: BN-only sensitivity points and screened trials
 count, reused figures do not) and ``seconds`` (wall time of the method; for the seed-independent sweeps,
-what they took when measured).  Every piece records the host's load average at its start and end.
+what they took when measured).  Every piece records the host's load average at its start and end, the host
+(``host_id``, the latency fingerprint) and the commit it ran from (``code``; ``+dirty`` when the product or
+benchmark code differed from it).
 
 Resumable in pieces: one ``--network``/``--seed`` per invocation; ``benchmarks/results/suite.json`` keeps the
 other pieces and replaces this one.  The sweeps, the sensitivity curves and allocations, and finished searches
@@ -53,6 +55,7 @@ import datetime
 import json
 import os
 import pathlib
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -373,6 +376,16 @@ def confirm_all(ctx: Any, runs: dict[str, Any], folder: pathlib.Path, rounds: in
 # --- the results file -------------------------------------------------------------------------------------
 
 
+def code_version() -> str:
+    """The commit the piece ran from, ``+dirty`` when the benchmark or product code differed from it."""
+    def git(*cmd: str) -> str:
+        found = subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True, check=False)
+        return found.stdout.strip() if found.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    return commit + ("+dirty" if git("status", "--porcelain", "--", "autoprune", "benchmarks/*.py") else "")
+
+
 def network_identity(ctx: Any, quick: bool) -> dict[str, Any]:
     """What every seed of one network must share to sit in one entry."""
     cfg = ctx.config
@@ -457,7 +470,7 @@ def piece_config(args: argparse.Namespace, config: str, workdir: pathlib.Path) -
 
 def run_piece(args: argparse.Namespace, config: str, workdir: pathlib.Path) -> tuple[Any, dict[str, Any]]:
     """Everything one network and seed measures; returns the context and the piece's entry."""
-    started, load_start = time.perf_counter(), os.getloadavg()
+    started, load_start, code = time.perf_counter(), os.getloadavg(), code_version()  # the code as this run loaded it
     rounds = args.retime_rounds or (QUICK["retime_rounds"] if args.quick else 3)
     cfg = piece_config(args, config, workdir)
     ctx = selection_pinned_context(cfg, workdir, args.seed)
@@ -470,6 +483,7 @@ def run_piece(args: argparse.Namespace, config: str, workdir: pathlib.Path) -> t
     confirmed = confirm_all(ctx, runs, folder, rounds, aligned)
     piece = {
         "seed": args.seed, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "code": code,
         "trials_per_search": cfg.search.trials, "retime_rounds": rounds, "candidates_per_method": CANDIDATES,
         "selection_seed": ctx.task.selection_seed,
         "load_average": {"start": list(load_start), "end": list(os.getloadavg())}, "wall_s": time.perf_counter() - started,
@@ -493,6 +507,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     ctx, piece = run_piece(args, config, workdir)
     host = host_fingerprint()
+    piece["host_id"] = host["fingerprint_id"]
     top = {"host": host, "date": piece["date"], "quick": args.quick}
     data = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else None
     try:
