@@ -14,12 +14,13 @@ import optuna
 import pytest
 import torch
 
+from autoprune.search.record import KEY_ATTR
+from autoprune.space.widths import channels_key
 from autoprune.trial.screening import CANNOT_BEAT
 from autoprune.trial.screening import OVER_BUDGET
 from autoprune.trial.screening import Outcome
 from autoprune.trial.screening import ScreeningRules
 from autoprune.trial.screening import spearman
-from autoprune.space.widths import channels_key
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -68,6 +69,31 @@ def test_speed_rule_only_in_fastest_mode_and_beyond_both_spreads() -> None:
     noisy = ScreeningRules.learn([_o(0.01, True, 3.0, 0.30, noisy=True)], 10)
     assert noisy.incumbent is None and noisy.reason(0.0, 0.01, 1.1, 0.02, "fastest") is None
     assert rules.reason(0.0, 0.01, speedup=2.5, spread=0.15, mode="fastest") is None
+
+
+def test_an_incumbent_confirmed_here_screens_with_the_lower_of_its_timings() -> None:
+    """The benchmark's case: a baseline stored 6.65x from its sweep, re-timed at 2.8x; candidates at 2-4x."""
+    stored = [_o(0.01, True, 6.65, 0.01, n=3), _o(0.02, True, 2.5, 0.02, n=5), _o(0.4, False, 9.0, n=6)]
+    before = ScreeningRules.learn(stored, 10)
+    assert before.reason(0.0, 0.01, speedup=3.5, spread=0.02, mode="fastest").startswith(CANNOT_BEAT)
+    slower = stored[0].retimed(2.81, 0.012, noisy=False)
+    assert (slower.speedup, slower.speedup_spread, slower.stored_speedup, slower.retimed_speedup) == (2.81, 0.012, 6.65, 2.81)
+    assert stored[0].moved_beyond_spreads(2.81, 0.012) and not stored[0].moved_beyond_spreads(6.6, 0.012)
+    after = ScreeningRules.learn(stored, 10, retimed={3: slower})
+    assert after.incumbent == slower and after.reason(0.0, 0.01, speedup=3.5, spread=0.02, mode="fastest") is None
+    reason = after.reason(0.0, 0.01, speedup=2.0, spread=0.02, mode="fastest")
+    assert reason == (f"{CANNOT_BEAT}: 2.00x ±2.0% is below trial 3's feasible 2.81x ±1.2% (re-timed here; stored 6.65x)")
+    # Re-timed slower than another feasible trial: that one becomes the incumbent (stored figure, until confirmed).
+    slowest = stored[0].retimed(2.2, 0.02, noisy=False)
+    again = ScreeningRules.learn(stored, 10, retimed={3: slowest})
+    assert again.incumbent == stored[1] and "stored" not in again.reason(0.0, 0.01, 2.0, 0.02, "fastest")
+    # A faster re-timing keeps the stored figure and its spread; a noisy re-timing kept screens nothing.
+    faster = stored[1].retimed(3.0, 0.05, noisy=True)
+    assert (faster.speedup, faster.speedup_spread, faster.noisy, faster.stored_speedup) == (2.5, 0.02, False, 2.5)
+    kept = ScreeningRules.learn(stored, 10, retimed={3: slowest, 5: faster}).reason(0.0, 0.01, 2.0, 0.02, "fastest")
+    assert kept.endswith("trial 5's feasible 2.50x ±2.0% (stored; re-timed here at 3.00x)")
+    noisy = stored[1].retimed(2.0, 0.2, noisy=True)
+    assert ScreeningRules.learn(stored, 10, retimed={3: slowest, 5: noisy}).incumbent == slowest
 
 
 def test_spearman() -> None:
@@ -184,3 +210,60 @@ def test_screening_decisions_are_recorded_with_their_reason(study_factory, monke
         assert all(isinstance(d, optuna.distributions.IntDistribution) for d in t.distributions.values())
         assert channels_key({k: ua["channels"][k] for k in t.params}) == ua["channels_key"]
     assert len(calls) >= len(screened)
+
+
+def test_an_inflated_incumbent_is_retimed_once_before_it_screens(study_factory, tmp_path: Path, monkeypatch) -> None:
+    """The benchmark's failure: baselines reused their sweep points' timings, one of them inflated; every search
+    candidate was skipped as unable to beat it.  Each worker now re-times an incumbent before it screens."""
+    from conftest import TINY_STUDY
+
+    from autoprune.config import load_config
+    from autoprune.search import objective as objective_module
+    from autoprune.search.create import create_study
+    from autoprune.space.sweep_records import SWEEP_DIR
+    from autoprune.space.sweep_records import sweep_stem
+    from autoprune.trial.candidate import StudyContext
+
+    search = {"trials": 4, "mode": "fastest", "sweep_ratios": [0.25], "screening": True, "bounds_margin": 3}
+    # Timed at a larger input than the digits' 16x16, where compute (not call overhead) sets the speedups.
+    latency = dict(TINY_STUDY["latency"], input_shape=[1, 48, 48])
+    path = study_factory({"name": "confirm", "max_drop": 0.9, "search": search, "latency": latency})
+    cfg, _url, study = create_study(str(path), None, say=lambda line: None)
+    lines: list[str] = []
+    for kind, claim in (("uniform", 50.0), ("global", 40.0)):  # sweep timings no host can reproduce
+        record = cfg.artifact_path() / SWEEP_DIR / f"{sweep_stem(kind, 0.25)}.json"
+        data = json.loads(record.read_text())
+        data["attrs"].update(speedup=claim, speedup_spread=0.01)
+        record.write_text(json.dumps(data))
+    lines: list[str] = []
+    objective = objective_module.Objective(StudyContext.build(load_config(path), workdir=tmp_path / "w"), study, 10, "w0", lines.append)
+    study.optimize(objective, n_trials=2)  # the two enqueued baselines: their sweep points' figures, reused
+    baselines = study.get_trials(deepcopy=False)
+    assert [t.user_attrs["kind"] for t in baselines] == ["uniform", "global"] and all(t.user_attrs["feasible"] for t in baselines)
+    assert [t.user_attrs["speedup"] for t in baselines] == [50.0, 40.0]
+    timed: list[str] = []
+
+    def spy(ctx, ratios):
+        result = real(ctx, ratios)
+        timed.append(channels_key({k: result.kept[k] for k in objective.space}))
+        return result
+
+    real = objective_module.time_architecture
+    monkeypatch.setattr(objective_module, "time_architecture", spy)
+    narrowest = {name: g.widths[0] for name, g in objective.space.items()}  # faster than either baseline
+    study.enqueue_trial(narrowest)
+    study.optimize(objective, n_trials=1)
+    candidate = study.get_trials(deepcopy=False)[-1]
+    assert candidate.state == optuna.trial.TrialState.COMPLETE and "screened" not in candidate.user_attrs
+    assert candidate.user_attrs["recovery_steps"] == 4  # finetuned
+    # Both claims were re-timed here, once each, from the baselines' own kept channels.
+    assert sorted(timed) == sorted(t.user_attrs[KEY_ATTR] for t in baselines)
+    assert {n: o.stored_speedup for n, o in objective.confirmed.items()} == {0: 50.0, 1: 40.0}
+    assert all(o.speedup < 40.0 for o in objective.confirmed.values())
+    assert sum("re-timed here at" in line and "stored 50.00x" in line for line in lines) == 1
+    # The next candidate: the baselines are not re-timed again (a new incumbent may be, once).
+    wider = dict(narrowest, **{name: g.widths[1] for name, g in list(objective.space.items())[:1]})
+    study.enqueue_trial(wider)
+    study.optimize(objective, n_trials=1)
+    assert len(timed) == len(set(timed)) and set(timed) >= {t.user_attrs[KEY_ATTR] for t in baselines}
+    assert len(timed) <= 3

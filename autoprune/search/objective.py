@@ -38,13 +38,16 @@ from autoprune.space.widths import WIDTH_PARAMS_ATTR
 from autoprune.space.widths import GroupWidths
 from autoprune.space.widths import channels_key
 from autoprune.space.widths import ratios_for
+from autoprune.space.widths import ratios_for_kept
 from autoprune.space.widths import space_from_attr
 from autoprune.trial.candidate import Hopeless
 from autoprune.trial.candidate import Screened
 from autoprune.trial.candidate import Screening
 from autoprune.trial.candidate import evaluate_candidate
 from autoprune.trial.candidate import example_input
+from autoprune.trial.candidate import time_architecture
 from autoprune.trial.recovery import calibration_metric
+from autoprune.trial.screening import CANNOT_BEAT
 from autoprune.trial.screening import Outcome
 from autoprune.trial.screening import ScreeningRules
 
@@ -148,6 +151,8 @@ class Objective:
         self.surplus = 0  # trials closed unrun by the guard
         self.current_trial_id: int | None = None
         self.base_calib: float | None = None  # the base model's calibration metric, measured on first use
+        # Incumbents confirmed by this worker (re-timed here), by trial number: each is re-timed once.
+        self.confirmed: dict[int, Outcome] = {}
 
     def _is_surplus(self, trial: optuna.Trial) -> bool:
         """True when finished + earlier-started running trials already reach the target.
@@ -301,12 +306,48 @@ class Objective:
         return (result.speedup,) if self.mode == "fastest" else (result.metric.value, result.speedup)
 
     def _screen(self, screening: Screening) -> str | None:
-        """The screening decision for a candidate, from the rules learned on the study's completed trials."""
-        done = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        outcomes = [_outcome(t, self.ctx) for t in done if not is_duplicate(t)]
-        rules = ScreeningRules.learn(outcomes, self.ctx.config.search.screen_min_trials)
+        """The screening decision for a candidate, from the rules learned on the study's completed trials.
+
+        Before an incumbent skips a candidate as unable to beat it, this worker confirms its timing
+        (:meth:`_confirm`, once per trial) and learns the rules again with the confirmed figure; they may
+        then name another incumbent, confirmed in turn (each turn confirms one more trial).
+        """
+        complete = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        done = {t.number: t for t in complete if not is_duplicate(t)}
+        outcomes = [_outcome(t, self.ctx) for t in done.values()]
+        min_trials = self.ctx.config.search.screen_min_trials
         se = screening.metric_after_bn.stderr
-        return rules.reason(screening.drop_after_bn, se, screening.speedup, screening.speedup_spread, self.mode)
+        reason = None
+        for _ in range(len(outcomes) + 1):
+            rules = ScreeningRules.learn(outcomes, min_trials, retimed=self.confirmed)
+            reason = rules.reason(screening.drop_after_bn, se, screening.speedup, screening.speedup_spread, self.mode)
+            inc = rules.incumbent
+            cannot_beat = reason is not None and reason.startswith(CANNOT_BEAT)
+            if not cannot_beat or inc is None or inc.number is None or inc.number in self.confirmed:
+                return reason
+            self.confirmed[inc.number] = self._confirm(done[inc.number], inc)
+        return reason
+
+    def _confirm(self, trial: optuna.trial.FrozenTrial, stored: Outcome) -> Outcome:
+        """The incumbent's outcome confirmed by re-timing its architecture in this process (never from the
+        latency cache, which may hold the very figure in doubt): :meth:`Outcome.retimed`.
+
+        A trial whose kept channels were not recorded, or do not rebuild, cannot be confirmed: it screens
+        nothing (as a timing that did not settle).
+        """
+        kept = {str(k): int(v) for k, v in (read(trial).channels or {}).items()}
+        timed = time_architecture(self.ctx, ratios_for_kept(self.space, kept)) if kept else None
+        if timed is None or any(timed.kept.get(k) != v for k, v in kept.items()):
+            self._say(f"trial {trial.number}: its architecture cannot be rebuilt to confirm its timing; it screens nothing")
+            return dataclasses.replace(stored, noisy=True)
+        speedup, spread = float(timed.timing["speedup"]), float(timed.timing["speedup_spread"])
+        confirmed = stored.retimed(speedup, spread, bool(timed.timing["noisy"]))
+        if stored.moved_beyond_spreads(speedup, spread):
+            self._say(
+                f"incumbent trial {trial.number}: re-timed here at {speedup:.2f}x ±{spread:.1%}, stored "
+                f"{stored.speedup:.2f}x ±{stored.speedup_spread:.1%}; screening uses {confirmed.speedup:.2f}x"
+            )
+        return confirmed
 
     def _record_curve_pruned(self, trial: optuna.Trial, stop: CurvePruned) -> None:
         """Why and where the pruner stopped the finetune; the sampler sees an infeasible trial (the pruner only

@@ -229,6 +229,20 @@ def ratios_for(space: Mapping[str, GroupWidths], widths: Mapping[str, int]) -> d
     return {name: g.ratio(widths[name]) for name, g in space.items()}
 
 
+def ratios_for_kept(space: Mapping[str, GroupWidths], kept: Mapping[str, int]) -> dict[str, float]:
+    """The per-group ratios that rebuild the kept channels a trial recorded (:func:`ratios_for` where a width
+    is searched; ``1 - width / C`` for one outside the space; a group ``kept`` does not name keeps all).
+
+    Example:
+        >>> space = {"a": GroupWidths(32, (16, 24), (0.5, 0.25)), "b": GroupWidths(16, (8, 16), (0.5, 0.0))}
+        >>> ratios_for_kept(space, {"a": 24, "b": 16, "a.follower": 24}), ratios_for_kept(space, {"a": 32})
+        ({'a': 0.25, 'b': 0.0}, {'a': 0.0, 'b': 0.0})
+    """
+    widths = {name: int(kept.get(name, g.channels)) for name, g in space.items()}
+    searched = ratios_for({n: g for n, g in space.items() if widths[n] in g.widths}, widths)
+    return {name: searched.get(name, width_ratio(widths[name], g.channels)) for name, g in space.items()}
+
+
 def space_bounds(space: Mapping[str, GroupWidths], groups: Iterable[GroupLike]) -> dict[str, tuple[float, float]]:
     """Per group (followers: their leader's), the ``(low, high)`` ratios the space spans, for readers of bounds."""
     bounds = {}
@@ -299,6 +313,7 @@ __all__ = [
     "in_space",
     "nearest_widths",
     "ratios_for",
+    "ratios_for_kept",
     "reachable_widths",
     "row_channels_key",
     "space_bounds",

@@ -459,6 +459,39 @@ def _time(
     return timing, fingerprint, False
 
 
+@dataclass(frozen=True)
+class ArchitectureTiming:
+    """A re-timing of an architecture (:func:`time_architecture`).
+
+    Attributes:
+        kept: the kept channels per group of the rebuilt architecture.
+        timing: the timing, as :func:`_measure` gives it for a candidate (``speedup``, ``speedup_spread``,
+            ``noisy``, ...).
+    """
+
+    kept: dict[str, int]
+    timing: dict[str, Any]
+
+
+def time_architecture(ctx: StudyContext, ratios: Mapping[str, float]) -> ArchitectureTiming:
+    """Prune a copy of the base to ``ratios`` and time it here, as a candidate is timed (never from the cache).
+
+    Only the architecture matters for latency: no recovery, no finetune.  Screening confirms an incumbent's
+    stored timing with it, side by side with this process's own candidates (the same pooled base latency).
+    """
+    from autoprune.latency import training_section
+
+    with training_section():
+        model = copy.deepcopy(ctx.base_model)
+        result = ctx.pruner.prune(model, ratios=ratios, source=ctx.base_info.sha256)
+    onnx_path = _export(ctx, model, None)
+    try:
+        timing = _measure(ctx, onnx_path)
+    finally:
+        onnx_path.unlink(missing_ok=True)
+    return ArchitectureTiming(dict(result.kept), timing)
+
+
 def _export(ctx: StudyContext, model: nn.Module, keep_onnx: Path | None) -> Path:
     path = keep_onnx or (ctx.workdir / f"candidate-{time.monotonic_ns()}.onnx")
     return export_onnx(model, example_input(ctx.task, ctx.config), path, opset=ctx.latency.opset)

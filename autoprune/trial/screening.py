@@ -14,6 +14,14 @@ trial.  Two rules skip the finetune, each with its reason recorded on the trial:
 
 Baselines are never screened.
 
+The incumbent's timing is one measurement, perhaps taken by another process under another load (a baseline
+reuses its sweep point's); a claim that skips finetunes needs more.  A worker confirms it before it screens
+anything: it re-times the incumbent's architecture side by side with its own candidates and gives the rules
+:meth:`Outcome.retimed` (the lower of the stored and re-timed speedups, with the spread of the one kept) through
+``ScreeningRules.learn(..., retimed={number: outcome})``.  Re-learned, the rules may name another incumbent,
+which is confirmed in turn (the caller's loop ends: each trial is re-timed once).  The reason then says the
+incumbent's figure was re-timed here.
+
 Example:
     >>> done = [Outcome(0.05, True, 2.0, 0.02), Outcome(0.40, False, 3.0, 0.02), Outcome(0.10, True, 2.5, 0.03)]
     >>> rules = ScreeningRules.learn(done, min_trials=3)
@@ -23,13 +31,26 @@ Example:
     True
     >>> rules.reason(drop_after_bn=0.02, stderr=0.01, speedup=1.5, spread=0.02, mode="fastest")[:21]
     'cannot beat the incum'
+
+    Trial 7 stores 2.5x; re-timed here at 1.4x, it no longer screens a 1.5x candidate out (trial 5's 2.0x does):
+
+    >>> done = [Outcome(0.05, True, 2.0, 0.02, number=5), Outcome(0.10, True, 2.5, 0.03, number=7)]
+    >>> confirmed = {7: done[1].retimed(speedup=1.4, spread=0.02, noisy=False)}
+    >>> rules = ScreeningRules.learn(done, min_trials=3, retimed=confirmed)
+    >>> rules.incumbent.number, rules.reason(drop_after_bn=0.02, stderr=0.01, speedup=1.5, spread=0.02, mode="fastest")[:41]
+    (5, 'cannot beat the incumbent: 1.50x ±2.0% is')
+    >>> rules = ScreeningRules.learn(done, 3, {7: confirmed[7], 5: done[0].retimed(1.45, 0.02, False)})
+    >>> rules.reason(drop_after_bn=0.02, stderr=0.01, speedup=1.39, spread=0.02, mode="fastest").split("below ")[1]
+    "trial 5's feasible 1.45x ±2.0% (re-timed here; stored 2.00x)"
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
+from dataclasses import replace
 
 # How the reason of each rule begins (readers tell the rules apart by it).
 CANNOT_BEAT = "cannot beat the incumbent"
@@ -50,6 +71,8 @@ class Outcome:
         speedup_spread: its timing's relative spread.
         noisy: whether its timing did not settle (a noisy incumbent does not screen anything).
         number: the trial number (for the reason text).
+        stored_speedup / retimed_speedup: once confirmed in this process (:meth:`retimed`), the speedup the
+            study stores for the trial and the one re-timed here (``speedup`` is the lower); None before.
     """
 
     drop_after_bn: float | None
@@ -58,6 +81,31 @@ class Outcome:
     speedup_spread: float
     noisy: bool = False
     number: int | None = None
+    stored_speedup: float | None = None
+    retimed_speedup: float | None = None
+
+    def retimed(self, speedup: float, spread: float, noisy: bool) -> Outcome:
+        """This outcome confirmed by a re-timing in this process: the lower of the stored and re-timed speedups,
+        with the spread (and the settling) of the one kept; ``stored_speedup`` keeps the stored figure."""
+        confirmed = replace(self, stored_speedup=self.speedup, retimed_speedup=speedup)
+        if not math.isfinite(speedup) or (math.isfinite(self.speedup) and self.speedup <= speedup):
+            return confirmed
+        return replace(confirmed, speedup=speedup, speedup_spread=spread, noisy=self.noisy or noisy)
+
+    def confirmation(self) -> str:
+        """How this figure was confirmed here, for a reason text (empty when it was not)."""
+        if self.stored_speedup is None or self.retimed_speedup is None:
+            return ""
+        if self.speedup < self.stored_speedup:
+            return f" (re-timed here; stored {self.stored_speedup:.2f}x)"
+        return f" (stored; re-timed here at {self.retimed_speedup:.2f}x)"
+
+    def moved_beyond_spreads(self, speedup: float, spread: float) -> bool:
+        """Whether a re-timing ``speedup ±spread`` lies outside this timing's spread and this one outside its
+        (each spread at least :data:`MIN_SPREAD`): the two timings disagree, not only jitter."""
+        mine = max(self.speedup_spread, MIN_SPREAD)
+        theirs = max(spread, MIN_SPREAD)
+        return abs(speedup - self.speedup) > max(self.speedup * mine, speedup * theirs)
 
 
 @dataclass(frozen=True)
@@ -79,8 +127,19 @@ class ScreeningRules:
     feasible_spread: float = 0.0
 
     @classmethod
-    def learn(cls, outcomes: Sequence[Outcome], min_trials: int) -> ScreeningRules:
-        """Learn the rules from completed trials (duplicates left out by the caller)."""
+    def learn(
+        cls, outcomes: Sequence[Outcome], min_trials: int, retimed: Mapping[int, Outcome] | None = None
+    ) -> ScreeningRules:
+        """Learn the rules from completed trials (duplicates left out by the caller).
+
+        Args:
+            outcomes: the completed trials' outcomes, as stored.
+            min_trials: completed trials needed before the over-budget rule is learned.
+            retimed: by trial number, outcomes confirmed in this process (:meth:`Outcome.retimed`); each
+                replaces the stored outcome of its trial.
+        """
+        if retimed:
+            outcomes = [o if o.number is None else retimed.get(o.number, o) for o in outcomes]
         known = [o for o in outcomes if o.drop_after_bn is not None and math.isfinite(o.drop_after_bn)]
         feasible = [o for o in known if o.feasible]
         worst, spread = None, 0.0
@@ -108,7 +167,7 @@ class ScreeningRules:
             if best_case < bar:
                 who = f"trial {inc.number}" if inc.number is not None else "the incumbent"
                 return (f"{CANNOT_BEAT}: {speedup:.2f}x ±{spread:.1%} is below {who}'s feasible "
-                        f"{inc.speedup:.2f}x ±{inc.speedup_spread:.1%}")
+                        f"{inc.speedup:.2f}x ±{inc.speedup_spread:.1%}{inc.confirmation()}")
         worst = self.worst_feasible_drop
         margin = max(self.feasible_spread, 2 * stderr)
         if worst is not None and drop_after_bn > worst + margin:
