@@ -280,15 +280,14 @@ def all_candidates(runs: dict[str, Any], max_drop: float) -> dict[str, dict[str,
 
 
 def selection_figures(ctx: Any, model: Any, base: Any, source: str) -> dict[str, Any]:
-    """A candidate on the selection split, judged as ``autoprune confirm`` judges it."""
-    import math
-
+    """A candidate on the selection split, judged as ``autoprune confirm`` judges it: its drop against ``base`` (the
+    base's ``task.evaluate_samples`` on the selection split, evaluated once) with the paired standard error."""
     from autoprune.analysis.choice import holds_on_selection
 
-    score = ctx.task.evaluate(model, "selection")
+    paired = ctx.task.evaluate_drop(base, model, "selection")
     entry = {
-        "selection_metric": score.value, "selection_drop": ctx.task.drop(base.value, score.value),
-        "selection_drop_stderr": math.hypot(score.stderr, base.stderr), "selection_z": ctx.config.search.selection_z,
+        "selection_metric": paired.candidate.value, "selection_drop": paired.drop,
+        "selection_drop_stderr": paired.stderr, "selection_drop_paired": paired.paired, "selection_z": ctx.config.search.selection_z,
         "model_source": source,
     }
     return entry | {"selection_holds": holds_on_selection(entry, ctx.config.max_drop)}
@@ -360,8 +359,9 @@ def confirm_all(ctx: Any, runs: dict[str, Any], folder: pathlib.Path, rounds: in
     ctx_for = partial(context_of, ctx, aligned)
     say(f"re-timing {len(candidates)} candidates (up to {CANDIDATES} per method) together, interleaved against the base ({rounds} round(s))")
     retimed, runs["walls"]["retime"] = timed(lambda: retime(ctx, candidates, folder / "retime", rounds, ctx_for))
-    base_sel = ctx.task.evaluate(ctx.base_model, "selection")
-    say(f"judging them on the selection split (base {ctx.task.metric_name} {base_sel.value:.4f}, n={base_sel.n}, z {cfg.search.selection_z:g})")
+    base_sel = ctx.task.evaluate_samples(ctx.base_model, "selection")  # once, paired with every candidate
+    say(f"judging them on the selection split (base {ctx.task.metric_name} {base_sel.result.value:.4f}, n={base_sel.result.n}, "
+        f"z {cfg.search.selection_z:g} paired standard errors)")
     (judged, models), runs["walls"]["selection"] = timed(
         lambda: judge_candidates(ctx, candidates, runs["rows"], folder / "models", base_sel, ctx_for))
     picks = {m: confirmed_pick(m, retimed, judged, cv) for m in all_methods(runs["sweeps"])}
@@ -370,7 +370,7 @@ def confirm_all(ctx: Any, runs: dict[str, Any], folder: pathlib.Path, rounds: in
     for m, label in picks.items():
         tested = test_reading(ctx, models[label], base_test) if label else {}
         methods[m] = method_entry(m, label, candidates, retimed, judged, tested, method_counts(runs, m), cv)
-    return {"methods": methods, "base_selection_metric": base_sel.value, "base_test_metric": base_test.value}
+    return {"methods": methods, "base_selection_metric": base_sel.result.value, "base_test_metric": base_test.value}
 
 
 # --- the results file -------------------------------------------------------------------------------------

@@ -130,8 +130,10 @@ def test_confirm_retimes_together_judges_on_the_selection_split_and_stores(study
     assert {e["host_id"] for e in entries} == {host_fingerprint()["fingerprint_id"]} == {summary["host_id"]}
     assert all(e["speedup"] > 0 and e["base_latency_ms"] > 0 for e in entries)
 
-    # Standard errors, by hand: binomial on the selection split's n, and the drop's from both models' errors;
-    # a candidate holds when its drop plus search.selection_z (default 1) standard errors is within the budget.
+    # Standard errors, by hand: binomial on the selection split's n; the drop's is paired (both models on the same
+    # images): with k discordant images (one model right, the other wrong), sd(diff)^2 = (k - n drop^2) / (n - 1),
+    # so the stored error must give a whole k between n |drop| and n.  A candidate holds when its drop plus
+    # search.selection_z (default 1) standard errors is within the budget.
     n = len(ctx.task.split_data("selection"))
     base_p = summary["base_selection_metric"]
     assert summary["selection_n"] == n and summary["selection_z"] == cfg.search.selection_z == 1.0
@@ -141,8 +143,9 @@ def test_confirm_retimes_together_judges_on_the_selection_split_and_stores(study
         assert e["selection_n"] == n and p * n == pytest.approx(round(p * n), abs=1e-9)
         assert e["selection_metric_stderr"] == pytest.approx(math.sqrt(p * (1 - p) / n), rel=1e-12)
         assert e["selection_drop"] == pytest.approx(base_p - p, abs=1e-12)
-        se_base = math.sqrt(base_p * (1 - base_p) / n)
-        assert e["selection_drop_stderr"] == pytest.approx(math.sqrt(p * (1 - p) / n + se_base**2), rel=1e-12)
+        discordant = e["selection_drop_stderr"] ** 2 * n * (n - 1) + n * e["selection_drop"] ** 2
+        assert e["selection_drop_paired"] is True and discordant == pytest.approx(round(discordant), abs=1e-6)
+        assert n * abs(e["selection_drop"]) - 1e-6 <= discordant <= n
         assert e["selection_feasible"] == (e["selection_drop"] + e["selection_drop_stderr"] <= MAX_DROP)
         assert not any(key.startswith("test_") for key in e)
 
@@ -477,12 +480,12 @@ def test_the_test_split_is_read_only_after_the_pick_is_written(study_config: Pat
     assert [split for split, _ in logged.reads[len(in_confirm):]] == ["test", "test"]
 
     # And a confirmation that tried to read the test split would be refused: the split is closed while it picks.
-    evaluate = logged.evaluate
+    evaluate = logged.evaluate_samples
 
     def peeking(model, split="val", **kwargs):
         return evaluate(model, "test" if split == "selection" else split, **kwargs)
 
-    monkeypatch.setattr(logged, "evaluate", peeking)
+    monkeypatch.setattr(logged, "evaluate_samples", peeking)
     with pytest.raises(TaskError, match="'test' split is held out during the search and the selection"):
         confirm_study(cfg, top=2, echo=lambda line: None, context=dataclasses.replace(ctx, task=logged))
 

@@ -10,9 +10,15 @@ from its stored architecture JSON and weights, times all of them interleaved aga
 process, and measures each on the selection split (:mod:`autoprune.tasks.base`), which no trial, sweep or
 finetune has seen.  A candidate holds when its selection drop plus ``search.selection_z`` standard errors of
 that drop is within the budget: the margin for the selection split's own noise, so the fastest of K is not
-picked for a drop that came out low by chance.  ``autoprune export`` then picks the fastest candidate that
-holds (see :func:`autoprune.analysis.choose`).  The test split stays closed here (:meth:`Task.forbid_split`):
-``export`` reads it once, for the exported model, and reports it (:mod:`autoprune.selection.final_test`).
+picked for a drop that came out low by chance.  The standard error is *paired* (:meth:`Task.evaluate_drop`):
+base and candidate are measured on the same images, so the drop's noise is that of the per-image
+differences (a pruned, distilled model agrees with the base on most images), not the ``hypot`` of the two
+metrics' errors, which would count the images both find hard twice and overstate the margin.  The base is
+evaluated once and paired with every candidate.  A plugin task that keeps no per-sample figures falls back
+to the unpaired ``hypot``; each entry says which it got (``selection_drop_paired``).  ``autoprune export``
+then picks the fastest candidate that holds (see :func:`autoprune.analysis.choose`).  The test split stays
+closed here (:meth:`Task.forbid_split`): ``export`` reads it once, for the exported model, and reports it
+(:mod:`autoprune.selection.final_test`).
 
 A candidate whose re-timing disagrees with its previous timing, or whose spread did not settle, is re-timed,
 ``TIMING_ROUNDS`` timings at most, so two confirmations on one study agree on the pick unless the host's
@@ -73,6 +79,8 @@ from autoprune.selection.artifacts import fetch
 from autoprune.selection.artifacts import study_store
 from autoprune.space.bounds import BASELINE_KINDS
 from autoprune.space.widths import row_channels_key
+from autoprune.tasks.base import PairedDrop
+from autoprune.tasks.base import SampleEvaluation
 
 if TYPE_CHECKING:
     from torch import nn
@@ -495,14 +503,16 @@ def _measure_candidates(
     candidates: list[Candidate],
     previous: list[tuple[float, float] | None],
     echo: Callable[[str], None],
-) -> tuple[list[Any], list[Timed]]:
-    """Each candidate's selection-split evaluation, and its reproduced timing interleaved with the base's in one process."""
+    base: SampleEvaluation,
+) -> tuple[list[PairedDrop], list[Timed]]:
+    """Each candidate's selection-split drop against the ``base`` (evaluated once, paired on the same images), and
+    its reproduced timing interleaved with the base's in one process."""
     from autoprune.latency import measure_speedups
 
-    scores: list[Any] = []
+    scores: list[PairedDrop] = []
     with tempfile.TemporaryDirectory(prefix="autoprune-confirm-") as tmp:
         paths = export_candidates(config, ctx, candidates, Path(tmp), recover=True, echo=echo,
-                                  on_model=lambda model: scores.append(ctx.task.evaluate(model, SELECTION_SPLIT)))
+                                  on_model=lambda model: scores.append(ctx.task.evaluate_drop(base, model, SELECTION_SPLIT)))
         echo(f"  timing {len(paths)} candidates interleaved with the base in one process")
         timed = reproducible_timings(paths, previous, lambda some: measure_speedups(some, ctx.base_onnx, ctx.latency), echo,
                                      cv_threshold=ctx.latency.cv_threshold)
@@ -517,10 +527,8 @@ def _reproduction(t: Timed) -> dict[str, Any]:
 
 def _confirmed_figures(
     candidates: list[Candidate],
-    scores: list[Any],
+    scores: list[PairedDrop],
     timed: list[Timed],
-    base: Any,
-    task: Any,
     budget: float,
     z: float,
     fingerprint: Mapping[str, Any],
@@ -530,15 +538,15 @@ def _confirmed_figures(
     hostname = str(fingerprint.get("hostname", ""))
     figures: dict[str, dict[str, Any]] = {}
     baselines: dict[str, dict[str, Any]] = {}
-    for c, score, t in zip(candidates, scores, timed, strict=True):
-        drop = task.drop(base.value, score.value)
-        drop_se = math.hypot(score.stderr, base.stderr)
+    for c, paired, t in zip(candidates, scores, timed, strict=True):
+        score = paired.candidate
         entry = timing_entry(t.result, hostname) | {
             "selection_metric": score.value,
             "selection_metric_stderr": score.stderr,
             "selection_n": score.n,
-            "selection_drop": drop,
-            "selection_drop_stderr": drop_se,
+            "selection_drop": paired.drop,
+            "selection_drop_stderr": paired.stderr,  # paired: both models on the same images (Task.evaluate_drop)
+            "selection_drop_paired": paired.paired,
             "selection_z": z,
             "host_id": fingerprint["fingerprint_id"],
             "max_drop": budget,
@@ -600,8 +608,8 @@ def confirm_study(
     Returns:
         The summary stored as the study attr ``confirmation``: ``trials`` (number -> confirmed figures:
         ``selection_metric, selection_metric_stderr, selection_n, selection_drop, selection_drop_stderr,
-        selection_z, selection_feasible, speedup, speedup_spread, latency_ms, base_latency_ms, noisy, host_id,
-        host, measured_at``), ``baselines`` (kind -> figures of a sweep point rebuilt without a trial),
+        selection_drop_paired, selection_z, selection_feasible, speedup, speedup_spread, latency_ms,
+        base_latency_ms, noisy, host_id, host, measured_at``), ``baselines`` (kind -> figures of a sweep point rebuilt without a trial),
         ``base_selection_metric``, ``val_pick`` / ``val_pick_holds`` (the validation choice among settled
         timings, or ``None``, and whether it holds on the selection split), ``pick`` (what export chooses: the
         fastest confirmed candidate that holds on the selection split and whose re-timing settled, or ``None``)
@@ -626,11 +634,12 @@ def confirm_study(
     check_same_base(loaded.study, ctx, loaded.url)
     with ctx.task.forbid_split("test"):  # the pick is made without the test split; export reads it afterwards
         fingerprint = host_fingerprint(ctx.latency.provider, ctx.latency.provider_options)
-        base = ctx.task.evaluate(ctx.base_model, SELECTION_SPLIT)
+        base_samples = ctx.task.evaluate_samples(ctx.base_model, SELECTION_SPLIT)  # once, paired with every candidate
+        base = base_samples.result
         host_id = str(fingerprint["fingerprint_id"])
         previous = [previous_timing(c, info.confirmation, host_id) for c in candidates]
-        scores, timed = _measure_candidates(config, ctx, candidates, previous, echo)
-    figures, baselines = _confirmed_figures(candidates, scores, timed, base, ctx.task, loaded.budget, z, fingerprint)
+        scores, timed = _measure_candidates(config, ctx, candidates, previous, echo, base_samples)
+    figures, baselines = _confirmed_figures(candidates, scores, timed, loaded.budget, z, fingerprint)
     summary = _summary(loaded, top, ctx, fingerprint, base, timed, figures, baselines) | {"selection_z": z}
     with_retry(lambda: loaded.study.set_user_attr(CONFIRMATION_ATTR, summary), loaded.url, "store the confirmation")
     for line in _report(candidates, summary, info.metric_name):

@@ -17,12 +17,17 @@ Data is reached only through :meth:`Task.loader`, which records every access per
 - ``test``: read once, for the exported model's final report (``autoprune export``), never to choose.  The
   search and ``confirm`` run inside :meth:`Task.forbid_split` for ``"test"``: any read there fails loudly
   instead of leaking into the selection.
+
+A drop between two models measured on the same split is *paired* (:meth:`Task.evaluate_drop`): both see the
+same samples, so the hard samples they share cancel and the drop's standard error is that of the per-sample
+differences, not ``hypot`` of the two metrics' errors as if they came from independent samples.
 """
 
 from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
 import math
 from collections import Counter
 from collections.abc import Iterator
@@ -30,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -62,6 +68,61 @@ class MetricResult:
         return {"value": self.value, "stderr": self.stderr, "n": self.n}
 
 
+@dataclass(frozen=True)
+class SampleEvaluation:
+    """A model's metric on one split, with the per-sample figures it was computed from.
+
+    Evaluate the base once (:meth:`Task.evaluate_samples`) and pass this to :meth:`Task.evaluate_drop` for every
+    candidate: the base is not evaluated again.
+
+    Attributes:
+        result: the metric.
+        samples: the task's per-sample figures, in loader order (:class:`ClassificationTask`: each sample's
+            correctness, 1.0 or 0.0; :class:`~autoprune.tasks.segmentation.SegmentationTask`: each image's
+            intersection and union counts); ``None`` when the task keeps none, and then drops are unpaired.
+        split: the split it was measured on (set by :meth:`Task.evaluate_samples`).
+    """
+
+    result: MetricResult
+    samples: Any = None
+    split: str = ""
+
+
+@dataclass(frozen=True)
+class PairedDrop:
+    """A candidate's drop against the base, both measured on the same samples of one split.
+
+    Attributes:
+        base: the base model's metric.
+        candidate: the candidate's metric.
+        drop: :meth:`Task.drop` (positive = worse).
+        stderr: the drop's standard error: paired (of the per-sample differences) when ``paired``, else
+            ``hypot`` of the two metrics' errors, as if they were measured on independent samples (larger
+            whenever the models agree on most samples).
+        paired: whether ``stderr`` is the paired one.
+    """
+
+    base: MetricResult
+    candidate: MetricResult
+    drop: float
+    stderr: float
+    paired: bool
+
+
+def paired_stderr(base: Any, candidate: Any) -> float:
+    """Standard error of the mean of per-sample differences ``candidate - base``: ``sd / sqrt(n)`` (n - 1
+    denominator); 0 for fewer than two samples.  For a metric that is the mean of per-sample values (accuracy).
+
+    Example:
+        >>> round(paired_stderr([1, 1, 1, 0], [1, 1, 0, 0]), 4)
+        0.25
+    """
+    diff = np.asarray(candidate, dtype=np.float64) - np.asarray(base, dtype=np.float64)
+    if diff.size < 2:
+        return 0.0
+    return float(diff.std(ddof=1) / math.sqrt(diff.size))
+
+
 class Task(abc.ABC):
     """Base class of every task.
 
@@ -70,6 +131,16 @@ class Task(abc.ABC):
     included: a task that provides one sets :attr:`own_selection_split` and serves ``dataset("selection")``;
     any other gets one carved deterministically out of its validation data (:meth:`split_data`, seeded by the
     study's ``search.seed``).  The test split is read only by ``autoprune export``, for the exported model.
+
+    Paired drops (``autoprune confirm`` judges each candidate by its drop against the base on the selection
+    split, with a margin of ``search.selection_z`` standard errors of that drop): a task that also implements
+    :meth:`evaluate_sample_batches` (the metric plus per-sample figures, in loader order) gets the paired
+    standard error from :meth:`paired_drop_stderr`, whose default suits a metric that is the mean of
+    per-sample values (return those values as ``samples``); override it for any other metric (the segmentation
+    task bootstraps its mean IoU over images).  A task that implements neither still works: its drops carry the
+    unpaired ``hypot`` of the two metrics' errors, marked ``paired=False`` (larger, so a stricter margin).
+    :class:`ClassificationTask` implements both for its accuracy, as long as a subclass keeps its
+    :meth:`evaluate_batches` (one with a metric of its own falls back to unpaired unless it overrides the hook).
 
     Example:
         >>> from autoprune.tasks import build_task  # doctest: +SKIP
@@ -85,6 +156,8 @@ class Task(abc.ABC):
     # Where loaded batches go and how they are loaded; set from the study config by build_task.
     device: torch.device = torch.device("cpu")
     loader_workers: int = 0
+    # Batch size of evaluate and evaluate_samples when none is given.
+    eval_batch_size: int = 256
     pin_memory: bool = False
     # The selection split (see the module docstring): a task with its own sets own_selection_split = True and
     # serves dataset("selection"); otherwise it is carved out of dataset("val") by these two settings.
@@ -109,6 +182,17 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def evaluate_batches(self, model: nn.Module, loader: DataLoader | DeviceLoader) -> MetricResult:
         """Compute the metric of ``model`` (in eval mode, no grad) over ``loader``."""
+
+    # -- paired drops (optional; see the class docstring) -----------------------------------------------
+    def evaluate_sample_batches(self, model: nn.Module, loader: DataLoader | DeviceLoader) -> SampleEvaluation | None:
+        """The metric of ``model`` over ``loader`` with its per-sample figures; ``None`` (the default): the task
+        keeps none, and its drops are unpaired.  Must not read ``loader`` when it returns ``None``."""
+        return None
+
+    def paired_drop_stderr(self, base: Any, candidate: Any) -> float:
+        """Standard error of the drop from two models' per-sample figures on the same samples (the ``samples`` of
+        :class:`SampleEvaluation`).  Default: :func:`paired_stderr`, for per-sample values whose mean is the metric."""
+        return paired_stderr(base, candidate)
 
     # -- defaults ---------------------------------------------------------------------------------------
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -215,19 +299,72 @@ class Task(abc.ABC):
 
     @torch.no_grad()
     def evaluate(
-        self, model: nn.Module, split: str = "val", batch_size: int = 256, indices: Sequence[int] | None = None
+        self, model: nn.Module, split: str = "val", batch_size: int | None = None, indices: Sequence[int] | None = None
     ) -> MetricResult:
-        """The metric of ``model`` on ``split`` (or on the ``indices`` of it)."""
+        """The metric of ``model`` on ``split`` (or on the ``indices`` of it), in batches of ``batch_size``
+        (default :attr:`eval_batch_size`)."""
         was_training = model.training
         model.eval()
         try:
-            return self.evaluate_batches(model, self.loader(split, batch_size, indices=indices))
+            return self.evaluate_batches(model, self.loader(split, batch_size or self.eval_batch_size, indices=indices))
         finally:
             model.train(was_training)
+
+    @torch.no_grad()
+    def evaluate_samples(self, model: nn.Module, split: str = "val", batch_size: int | None = None) -> SampleEvaluation:
+        """The metric of ``model`` on ``split`` with its per-sample figures (``samples`` is ``None`` when the task
+        keeps none); evaluate the base once this way and pass it to :meth:`evaluate_drop` for each candidate.
+        ``batch_size``: default :attr:`eval_batch_size`."""
+        was_training = model.training
+        model.eval()
+        try:
+            loader = self.loader(split, batch_size or self.eval_batch_size)
+            kept = self.evaluate_sample_batches(model, loader)
+            if kept is None:
+                return SampleEvaluation(self.evaluate_batches(model, loader), split=split)
+            return dataclasses.replace(kept, split=split)
+        finally:
+            model.train(was_training)
+
+    def evaluate_drop(self, base: nn.Module | SampleEvaluation, model: nn.Module, split: str = "selection") -> PairedDrop:
+        """The drop of ``model`` against the base on ``split``, both on the same samples, with its paired standard
+        error when the task keeps per-sample figures (else unpaired, ``paired=False``).
+
+        Args:
+            base: the base model, or its :meth:`evaluate_samples` on ``split`` (computed once, reused).
+            model: the candidate.
+            split: the split both are measured on.
+
+        Example:
+            >>> from autoprune.tasks.digits import DigitsTask
+            >>> task = DigitsTask("resnet")
+            >>> model = task.build_model()
+            >>> d = task.evaluate_drop(task.evaluate_samples(model, "selection"), model)
+            >>> d.drop, d.stderr, d.paired
+            (0.0, 0.0, True)
+        """
+        reference = base if isinstance(base, SampleEvaluation) else self.evaluate_samples(base, split)
+        if reference.split != split:
+            raise TaskError(f"task {self.name!r}: the base was evaluated on {reference.split!r}, the candidate on {split!r}")
+        return self.paired_drop(reference, self.evaluate_samples(model, split))
+
+    def paired_drop(self, base: SampleEvaluation, candidate: SampleEvaluation) -> PairedDrop:
+        """The drop of ``candidate`` against ``base``: paired when both kept per-sample figures of the same samples,
+        else the unpaired ``hypot`` of their errors (``paired=False``)."""
+        b, c = base.result, candidate.result
+        drop = self.drop(b.value, c.value)
+        if base.samples is None or candidate.samples is None or b.n != c.n or base.split != candidate.split:
+            return PairedDrop(b, c, drop, math.hypot(b.stderr, c.stderr), paired=False)
+        return PairedDrop(b, c, drop, float(self.paired_drop_stderr(base.samples, candidate.samples)), paired=True)
 
     def drop(self, base: float, candidate: float) -> float:
         """Metric drop (positive = worse) for this metric's direction."""
         return base - candidate if self.metric_direction == "maximize" else candidate - base
+
+    def keeps_metric_of(self, cls: type[Any]) -> bool:
+        """Whether this task computes its metric with ``cls``'s :meth:`evaluate_batches` (a subclass may override
+        it with a metric of its own, which ``cls``'s per-sample figures would not describe)."""
+        return type(self).evaluate_batches is cls.evaluate_batches
 
 
 class ClassificationTask(Task):
@@ -237,16 +374,25 @@ class ClassificationTask(Task):
     metric_direction = "maximize"
 
     def evaluate_batches(self, model: nn.Module, loader: DataLoader | DeviceLoader) -> MetricResult:
-        correct = 0
-        total = 0
+        return self._accuracy_samples(model, loader).result
+
+    def evaluate_sample_batches(self, model: nn.Module, loader: DataLoader | DeviceLoader) -> SampleEvaluation | None:
+        """The accuracy with each sample's correctness (1.0 or 0.0), so drops are paired; ``None`` for a subclass
+        whose :meth:`evaluate_batches` computes a metric of its own."""
+        return self._accuracy_samples(model, loader) if self.keeps_metric_of(ClassificationTask) else None
+
+    def _accuracy_samples(self, model: nn.Module, loader: DataLoader | DeviceLoader) -> SampleEvaluation:
+        """Top-1 accuracy with its binomial standard error, and each sample's correctness."""
+        hits = []
         for x, y in loader:
             pred = self.logits(model(x)).argmax(dim=1)
-            correct += int((pred == y).sum())
-            total += int(y.numel())
+            hits.append((pred == y).reshape(-1).cpu())
+        total = sum(int(h.numel()) for h in hits)
         if total == 0:
             raise TaskError(f"task {self.name!r}: the evaluation split is empty")
-        acc = correct / total
-        return MetricResult(acc, math.sqrt(max(acc * (1 - acc), 0.0) / total), total)
+        correct = torch.cat(hits).to(torch.float64).numpy()
+        acc = int(correct.sum()) / total
+        return SampleEvaluation(MetricResult(acc, math.sqrt(max(acc * (1 - acc), 0.0) / total), total), correct)
 
 
 def split_indices(n: int, fractions: Sequence[float], seed: int) -> list[torch.Tensor]:

@@ -15,13 +15,14 @@ Example:
     >>> root = make_synthetic_segmentation(tempfile.mkdtemp(), n=10, size=32)
     >>> task = SegmentationTask("unet", {"widths": [8, 16]}, root=str(root), mask_mode="alpha", image_size=32)
     >>> task.evaluate(task.build_model(), "val").n
-    2
+    1
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,7 @@ from autoprune.tasks._seg_data import SegmentationDataset
 from autoprune.tasks._seg_data import load_folder
 from autoprune.tasks._seg_data import parse_image_size
 from autoprune.tasks.base import MetricResult
+from autoprune.tasks.base import SampleEvaluation
 from autoprune.tasks.base import Task
 from autoprune.tasks.base import split_indices
 
@@ -112,20 +114,61 @@ def bootstrap_stderr(inter: np.ndarray, union: np.ndarray, samples: int = BOOTST
     Returns:
         The standard deviation of the resampled mean IoUs (0 for a single image).
     """
-    inter = np.asarray(inter, dtype=np.float64)
-    union = np.asarray(union, dtype=np.float64)
-    n = inter.shape[0]
-    if n < 2 or samples < 2:
+    picks = _resamples(np.asarray(inter).shape[0], samples, seed)
+    if picks is None:
         return 0.0
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, n, size=(samples, n))
-    sums_i = inter[picks].sum(axis=1)
-    sums_u = union[picks].sum(axis=1)
+    return _finite_std(_resampled_mean_iou(inter, union, picks))
+
+
+def paired_bootstrap_stderr(base: IouCounts, candidate: IouCounts, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> float:
+    """Standard error of the difference of two models' :func:`mean_iou` on the same images: both resampled with
+    the same image indices, so the images they find equally hard cancel.
+
+    Args:
+        base: the base model's per-image counts.
+        candidate: the candidate's per-image counts on the same images, in the same order.
+        samples: bootstrap resamples.
+        seed: resampling seed (the same counts always give the same error).
+
+    Returns:
+        The standard deviation of the resampled differences (0 for a single image, or identical counts).
+    """
+    picks = _resamples(np.asarray(base.inter).shape[0], samples, seed)
+    if picks is None:
+        return 0.0
+    diff = _resampled_mean_iou(candidate.inter, candidate.union, picks) - _resampled_mean_iou(base.inter, base.union, picks)
+    return _finite_std(diff)
+
+
+def _resamples(n: int, samples: int, seed: int) -> np.ndarray | None:
+    """``(samples, n)`` image indices drawn with replacement by ``seed``; ``None`` when there is nothing to resample."""
+    if n < 2 or samples < 2:
+        return None
+    return np.random.default_rng(seed).integers(0, n, size=(samples, n))
+
+
+def _resampled_mean_iou(inter: np.ndarray, union: np.ndarray, picks: np.ndarray) -> np.ndarray:
+    """:func:`mean_iou` of each resample (a row of ``picks``); NaN where no class has a union."""
+    sums_i = np.asarray(inter, dtype=np.float64)[picks].sum(axis=1)
+    sums_u = np.asarray(union, dtype=np.float64)[picks].sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         per_class = np.where(sums_u > 0, sums_i / np.where(sums_u > 0, sums_u, 1.0), np.nan)
-    values = np.nanmean(per_class, axis=1)
+        return np.nanmean(per_class, axis=1)
+
+
+def _finite_std(values: np.ndarray) -> float:
+    """Sample standard deviation (n - 1) of the finite values; 0 with fewer than two."""
     values = values[np.isfinite(values)]
     return float(values.std(ddof=1)) if values.size > 1 else 0.0
+
+
+@dataclass(frozen=True)
+class IouCounts:
+    """Per-image, per-class intersection and union counts (:func:`iou_counts`), each ``(N, C)``: the per-sample
+    figures of the segmentation task's :class:`~autoprune.tasks.base.SampleEvaluation`."""
+
+    inter: np.ndarray
+    union: np.ndarray
 
 
 class SegmentationTask(Task):
@@ -153,6 +196,7 @@ class SegmentationTask(Task):
     metric_name = "mean_iou"
     metric_direction = "maximize"
     path_options = ("root",)
+    eval_batch_size = 32  # outputs are (batch, classes, H, W): a smaller batch than classification's
 
     def __init__(
         self,
@@ -228,6 +272,19 @@ class SegmentationTask(Task):
         return F.cross_entropy(outputs, targets.reshape(-1), ignore_index=ignore)
 
     def evaluate_batches(self, model: nn.Module, loader: DataLoader | DeviceLoader) -> MetricResult:
+        return self._iou_samples(model, loader).result
+
+    def evaluate_sample_batches(self, model: nn.Module, loader: DataLoader | DeviceLoader) -> SampleEvaluation | None:
+        """The mean IoU with each image's counts (:class:`IouCounts`), so drops are paired; ``None`` for a subclass
+        whose :meth:`evaluate_batches` computes a metric of its own."""
+        return self._iou_samples(model, loader) if self.keeps_metric_of(SegmentationTask) else None
+
+    def paired_drop_stderr(self, base: IouCounts, candidate: IouCounts) -> float:
+        """The paired bootstrap over images (:func:`paired_bootstrap_stderr`), as many resamples as the metric's own."""
+        return paired_bootstrap_stderr(base, candidate, self.bootstrap)
+
+    def _iou_samples(self, model: nn.Module, loader: DataLoader | DeviceLoader) -> SampleEvaluation:
+        """Mean IoU with its bootstrap standard error, and each image's intersection and union counts."""
         inters, unions = [], []
         for x, y in loader:
             out = self.logits(model(x))
@@ -237,15 +294,10 @@ class SegmentationTask(Task):
             unions.append(union)
         if not inters:
             raise TaskError(f"task 'segmentation': the evaluation split of {self.root} is empty; change the split fractions")
-        inter = np.concatenate(inters)
-        union = np.concatenate(unions)
-        return MetricResult(mean_iou(inter, union), bootstrap_stderr(inter, union, self.bootstrap), int(inter.shape[0]))
-
-    def evaluate(
-        self, model: nn.Module, split: str = "val", batch_size: int = 32, indices: Sequence[int] | None = None
-    ) -> MetricResult:
-        # Segmentation outputs are (batch, classes, H, W): a smaller default batch than classification.
-        return super().evaluate(model, split, batch_size, indices=indices)
+        counts = IouCounts(np.concatenate(inters), np.concatenate(unions))
+        stderr = bootstrap_stderr(counts.inter, counts.union, self.bootstrap)
+        result = MetricResult(mean_iou(counts.inter, counts.union), stderr, int(counts.inter.shape[0]))
+        return SampleEvaluation(result, counts)
 
     # -- transformer hooks ------------------------------------------------------------------------------
     def num_heads(self, model: nn.Module) -> dict[nn.Module, int]:
