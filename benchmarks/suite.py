@@ -18,11 +18,14 @@ five ways of choosing per-group widths, all with the config's one pinned recover
   (the config's sampler, ``search.seed = seed``), ``--trials`` each (equal), through autoprune's Objective.
 
 Every method's pick is made the way ``autoprune confirm`` + ``export`` make it: its ``CANDIDATES`` fastest
-candidates within the budget on validation (one per channel vector) are re-timed TOGETHER with every other
-method's, interleaved against the base in one process (``--retime-rounds`` rounds; ``search_methods.retime``),
-and judged on the selection split (carved out of validation with seed 0 for every seed, so that the
-seed-independent sweeps hold for all; no trial, sweep or finetune has seen it): a
-candidate holds when its selection drop plus ``search.selection_z`` standard errors is within the budget.  The
+candidates within the budget on validation (one per channel vector) are judged on the selection split (carved
+out of validation with seed 0 for every seed, so that the seed-independent sweeps hold for all; no trial, sweep
+or finetune has seen it): a candidate holds when its selection drop plus ``search.selection_z`` standard errors
+is within the budget.  When none of a method's candidates holds, its next ``CANDIDATES`` by the same ranking are
+judged, and so on until one holds or its feasible candidates run out (``walk_rounds``, as ``autoprune confirm``
+walks; ``selection_rounds`` records the labels judged per round).  Every candidate judged is then re-timed
+TOGETHER with every other method's, interleaved against the base in one process (``--retime-rounds`` rounds;
+``search_methods.retime``).  The
 pick is the fastest re-timed candidate that holds and whose re-timing settled (else the fastest that holds; a
 method none of whose candidates holds has no pick).  The test split is read once, for the pick only.
 
@@ -59,6 +62,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field
 from functools import partial
 from typing import Any
 
@@ -270,10 +275,34 @@ def method_counts(runs: dict[str, Any], method: str) -> dict[str, Any]:
             "reused_sweep_points": sum(1 for r in rows if r.get("sweep_point"))}
 
 
-def all_candidates(runs: dict[str, Any], max_drop: float) -> dict[str, dict[str, Any]]:
-    """``method:index`` -> candidate (sweep point or trial row), up to :data:`CANDIDATES` per method."""
+def method_rankings(runs: dict[str, Any], max_drop: float) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per method, every candidate within the budget on validation, fastest first, one per channel vector:
+    ``method:rank`` -> candidate (sweep point or trial row)."""
     pools = {**runs["sweeps"], **runs["rows"]}
-    return {f"{m}:{i}": row for m in all_methods(runs["sweeps"]) for i, row in enumerate(method_candidates(pools[m], max_drop, CANDIDATES))}
+    return {m: {f"{m}:{i}": row for i, row in enumerate(method_candidates(pools[m], max_drop, len(pools[m])))}
+            for m in all_methods(runs["sweeps"])}
+
+
+def all_candidates(runs: dict[str, Any], max_drop: float) -> dict[str, dict[str, Any]]:
+    """``method:index`` -> candidate (sweep point or trial row), up to :data:`CANDIDATES` per method: the first round."""
+    return {label: row for ranking in method_rankings(runs, max_drop).values() for label, row in list(ranking.items())[:CANDIDATES]}
+
+
+def walk_rounds(ranking: list[str], holds: Callable[[str], bool], k: int = CANDIDATES) -> list[list[str]]:
+    """Judge a method's candidates ``k`` at a time, fastest first, while none judged holds, as ``autoprune confirm``
+    walks down its ranking (:func:`autoprune.analysis.choice.next_round`); ``holds(label)`` judges one.
+
+    Returns:
+        The labels judged in each round.
+    """
+    from autoprune.analysis.choice import next_round
+
+    verdicts: dict[str, bool] = {}
+    rounds = []
+    while batch := next_round(ranking, verdicts, k):
+        verdicts |= {label: holds(label) for label in batch}
+        rounds.append(batch)
+    return rounds
 
 
 # --- confirmation: selection split, re-timing, one test reading per pick -----------------------------------
@@ -293,19 +322,49 @@ def selection_figures(ctx: Any, model: Any, base: Any, source: str) -> dict[str,
     return entry | {"selection_holds": holds_on_selection(entry, ctx.config.max_drop)}
 
 
-def judge_candidates(ctx: Any, candidates: dict[str, dict[str, Any]], rows: dict[str, list[dict[str, Any]]], folder: pathlib.Path,
-                     base: Any, ctx_for: Callable[[str], Any]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """Every candidate's selection figures; returns them and the models (kept for the picks' one test reading).
-    ``ctx_for(label)`` prunes a sweep point recovered again (the aligned context for the aligned sweeps)."""
-    figures, models = {}, {}
-    for label, row in candidates.items():
-        model, source = winner_model(ctx_for(label), label, row, rows, folder)
-        models[label] = model
-        figures[label] = selection_figures(ctx, model, base, source)
-        f = figures[label]
-        indent(f"{label:14} selection drop {f['selection_drop']:+.4f} ± {f['selection_drop_stderr']:.4f}: "
-               f"{'holds' if f['selection_holds'] else 'fails'} ({source})")
-    return figures, models
+@dataclass
+class Judged:
+    """The candidates judged on the selection split, over every method's walk.
+
+    Attributes:
+        candidates: ``method:rank`` -> candidate, every one judged (all of them are re-timed together).
+        figures: ``method:rank`` -> its selection figures.
+        models: the models of the candidates that hold (only they can be picked; kept for the pick's test reading).
+        rounds: per method, the labels judged in each round.
+    """
+
+    candidates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    figures: dict[str, dict[str, Any]] = field(default_factory=dict)
+    models: dict[str, Any] = field(default_factory=dict)
+    rounds: dict[str, list[list[str]]] = field(default_factory=dict)
+
+
+def judge_candidate(ctx: Any, judged: Judged, label: str, row: dict[str, Any], rows: dict[str, list[dict[str, Any]]],
+                    folder: pathlib.Path, base: Any, ctx_for: Callable[[str], Any]) -> bool:
+    """Judge one candidate on the selection split into ``judged``; whether it holds.  ``ctx_for(label)`` prunes
+    a sweep point recovered again (the aligned context for the aligned sweeps)."""
+    model, source = winner_model(ctx_for(label), label, row, rows, folder)
+    f = judged.figures[label] = selection_figures(ctx, model, base, source)
+    judged.candidates[label] = row
+    if f["selection_holds"]:
+        judged.models[label] = model
+    indent(f"{label:14} selection drop {f['selection_drop']:+.4f} ± {f['selection_drop_stderr']:.4f}: "
+           f"{'holds' if f['selection_holds'] else 'fails'} ({source})")
+    return bool(f["selection_holds"])
+
+
+def judge_candidates(ctx: Any, rankings: dict[str, dict[str, dict[str, Any]]], rows: dict[str, list[dict[str, Any]]],
+                     folder: pathlib.Path, base: Any, ctx_for: Callable[[str], Any]) -> Judged:
+    """Every method's :data:`CANDIDATES` fastest on the selection split, and its next ones while none holds."""
+    judged = Judged()
+    for method, ranking in rankings.items():
+        judged.rounds[method] = walk_rounds(
+            list(ranking), lambda label, r=ranking: judge_candidate(ctx, judged, label, r[label], rows, folder, base, ctx_for))
+        further = judged.rounds[method][1:]
+        if further:
+            say(f"{method}: none of its {CANDIDATES} fastest held on the selection split; judged {sum(map(len, further))} more "
+                f"in {len(further)} further round(s)")
+    return judged
 
 
 def confirmed_pick(method: str, retimed: dict[str, Any], judged: dict[str, Any], cv: float | None) -> str | None:
@@ -337,7 +396,8 @@ def method_entry(method: str, label: str | None, candidates: dict[str, Any], ret
                "retime_settled": is_settled({"latency_noisy": retimed[x]["noisy"], "speedup_spread": retimed[x]["speedup_spread"]}, cv),
                **judged[x], "picked": x == label} for x in mine]
     if label is None:
-        why = "no candidate within the budget on validation" if not mine else "no candidate holds on the selection split"
+        why = ("no candidate within the budget on validation" if not mine
+               else f"no candidate holds on the selection split ({len(mine)} judged)")
         return counts | {"speedup": None, "speedup_spread": None, "val_drop": None, "selection_drop": None, "test_drop": None,
                          "note": why, "candidates": listed}
     row = candidates[label]
@@ -355,21 +415,23 @@ def confirm_all(ctx: Any, runs: dict[str, Any], folder: pathlib.Path, rounds: in
     """Re-time every method's candidates together, judge them on the selection split, read test for each pick."""
     cfg = ctx.config
     cv = cfg.latency.cv_threshold
-    candidates = all_candidates(runs, cfg.max_drop)
     ctx_for = partial(context_of, ctx, aligned)
-    say(f"re-timing {len(candidates)} candidates (up to {CANDIDATES} per method) together, interleaved against the base ({rounds} round(s))")
-    retimed, runs["walls"]["retime"] = timed(lambda: retime(ctx, candidates, folder / "retime", rounds, ctx_for))
     base_sel = ctx.task.evaluate_samples(ctx.base_model, "selection")  # once, paired with every candidate
-    say(f"judging them on the selection split (base {ctx.task.metric_name} {base_sel.result.value:.4f}, n={base_sel.result.n}, "
-        f"z {cfg.search.selection_z:g} paired standard errors)")
-    (judged, models), runs["walls"]["selection"] = timed(
-        lambda: judge_candidates(ctx, candidates, runs["rows"], folder / "models", base_sel, ctx_for))
+    say(f"judging up to {CANDIDATES} candidates per method on the selection split, more while none holds "
+        f"(base {ctx.task.metric_name} {base_sel.result.value:.4f}, n={base_sel.result.n}, z {cfg.search.selection_z:g} paired "
+        "standard errors)")
+    walk, runs["walls"]["selection"] = timed(
+        lambda: judge_candidates(ctx, method_rankings(runs, cfg.max_drop), runs["rows"], folder / "models", base_sel, ctx_for))
+    candidates, judged = walk.candidates, walk.figures
+    say(f"re-timing the {len(candidates)} candidates judged together, interleaved against the base ({rounds} round(s))")
+    retimed, runs["walls"]["retime"] = timed(lambda: retime(ctx, candidates, folder / "retime", rounds, ctx_for))
     picks = {m: confirmed_pick(m, retimed, judged, cv) for m in all_methods(runs["sweeps"])}
     base_test = ctx.task.evaluate(ctx.base_model, "test")
     methods = {}
     for m, label in picks.items():
-        tested = test_reading(ctx, models[label], base_test) if label else {}
-        methods[m] = method_entry(m, label, candidates, retimed, judged, tested, method_counts(runs, m), cv)
+        tested = test_reading(ctx, walk.models[label], base_test) if label else {}
+        counts = method_counts(runs, m) | {"selection_rounds": walk.rounds.get(m, [])}
+        methods[m] = method_entry(m, label, candidates, retimed, judged, tested, counts, cv)
     return {"methods": methods, "base_selection_metric": base_sel.result.value, "base_test_metric": base_test.value}
 
 
@@ -485,6 +547,7 @@ def run_piece(args: argparse.Namespace, config: str, workdir: pathlib.Path) -> t
         "seed": args.seed, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "code": code,
         "trials_per_search": cfg.search.trials, "retime_rounds": rounds, "candidates_per_method": CANDIDATES,
+        "selection_walk": True,  # a method none of whose candidates held judged its next ones (walk_rounds)
         "selection_seed": ctx.task.selection_seed,
         "load_average": {"start": list(load_start), "end": list(os.getloadavg())}, "wall_s": time.perf_counter() - started,
         "walls": runs["walls"], "sensitivity_targets": runs["sensitivity"]["identity"]["targets"],

@@ -38,6 +38,7 @@ from autoprune.errors import TaskError
 from autoprune.latency import host_fingerprint
 from autoprune.selection.confirm import TIMING_ROUNDS
 from autoprune.selection.confirm import confirm_study
+from autoprune.selection.confirm import feasible_ranking
 from autoprune.selection.confirm import rebuild_trial
 from autoprune.selection.confirm import select_candidates
 from autoprune.selection.export import chosen_lines
@@ -212,6 +213,20 @@ class _SelectionSwapped(DigitsTask):
         return self._selection_set if split == "selection" else super().dataset(split)
 
 
+def _separating_selection_set(ctx: StudyContext, models: dict[int, torch.nn.Module], right: int) -> TensorDataset:
+    """A selection split on which trial ``right`` is right and every other model wrong: images (real digits and
+    noise) that the base and ``right`` label alike while every other model disagrees."""
+    pool = torch.cat([ctx.task.dataset("train").tensors[0], torch.randn(3000, 1, 16, 16, generator=torch.Generator().manual_seed(0))])
+    with torch.no_grad():
+        base_pred = ctx.base_model.eval()(pool).argmax(1)
+        keep = models[right].eval()(pool).argmax(1) == base_pred
+        for number, model in models.items():
+            if number != right:
+                keep &= model.eval()(pool).argmax(1) != base_pred
+    assert int(keep.sum()) >= 30, "too few images separate the candidates"
+    return TensorDataset(pool[keep], base_pred[keep])
+
+
 @pytest.mark.slow  # the module's study_config fixture searches a study
 def test_export_falls_back_when_the_top_pick_fails_on_the_selection_split(study_config: Path, tmp_path: Path) -> None:
     cfg = _config(study_config)
@@ -222,16 +237,8 @@ def test_export_falls_back_when_the_top_pick_fails_on_the_selection_split(study_
     assert fast
     ctx = StudyContext.build(cfg)
     models = {c.number: rebuild_trial(cfg, c, tmp_path) for c in trials}
-    # A selection split on which every faster candidate is wrong and the slow one right: images (real digits
-    # and noise) that base and slow candidate label alike while every faster candidate disagrees.
-    pool = torch.cat([ctx.task.dataset("train").tensors[0], torch.randn(3000, 1, 16, 16, generator=torch.Generator().manual_seed(0))])
-    with torch.no_grad():
-        base_pred = ctx.base_model.eval()(pool).argmax(1)
-        keep = models[slow.number].eval()(pool).argmax(1) == base_pred
-        for c in fast:
-            keep &= models[c.number].eval()(pool).argmax(1) != base_pred
-    assert int(keep.sum()) >= 30, "too few images separate the candidates"
-    selection_set = TensorDataset(pool[keep], base_pred[keep])
+    # A selection split on which every faster candidate is wrong and the slow one right.
+    selection_set = _separating_selection_set(ctx, models, right=slow.number)
     swapped = _SelectionSwapped(selection_set, model=cfg.model, model_options=cfg.model_options, **cfg.task_options)
     adversarial = dataclasses.replace(ctx, task=swapped)
 
@@ -259,6 +266,44 @@ def test_export_falls_back_when_the_top_pick_fails_on_the_selection_split(study_
     # trial whose search timing did not settle (a loaded host) counts with its settled re-timing from confirm.
     val_pick_now = _val_pick(*load_analysis(cfg.storage_url(), cfg.name))
     assert export_architecture(cfg, tmp_path / "val.json", use_confirmed=False, final_test=False).trial == val_pick_now
+
+
+@pytest.mark.slow  # the module's study_config fixture searches a study
+def test_confirm_walks_down_the_ranking_when_none_of_the_fastest_holds(study_config: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _config(study_config)
+    df, info = load_analysis(cfg.storage_url(), cfg.name)
+    ranking = feasible_ranking(df, info, MAX_DROP)
+    slow = next(i for i, c in enumerate(ranking) if c.number == 0)  # the enqueued unpruned architecture
+    assert slow >= 1, "the unpruned architecture is the fastest feasible trial"
+    top = min(2, slow)
+    ctx = StudyContext.build(cfg)
+    models = {c.number: rebuild_trial(cfg, c, tmp_path) for c in ranking}
+    selection_set = _separating_selection_set(ctx, models, right=0)
+    swapped = _SelectionSwapped(selection_set, model=cfg.model, model_options=cfg.model_options, **cfg.task_options)
+    # The judging order: the first round (the `top` fastest and the baselines), then `top` more per round up to
+    # the round that holds trial 0; a steady host times each at its search figure.
+    first = select_candidates(df, info, top, MAX_DROP)
+    rounds = [ranking[i:i + top] for i in range(0, slow + 1, top)]
+    order = first + [c for r in rounds[1:] for c in r]
+    calls = _fake_timer(monkeypatch, lambda k, i: order[i].speedup)
+    lines: list[str] = []
+
+    summary = confirm_study(cfg, top=top, echo=lines.append, context=dataclasses.replace(ctx, task=swapped))
+    # The fastest `top` fail on the selection split; the walk judged `top` more at a time until trial 0 held.
+    assert summary["walk"]["rounds"] == [[c.number for c in r] for r in rounds] and len(rounds) >= 2
+    assert summary["walk"]["exhausted"] is False
+    assert all(summary["trials"][str(c.number)]["selection_feasible"] is (c.number == 0) for c in order if c.number is not None)
+    assert summary["pick"] == 0 and summary["selection"] == "confirmed"
+    assert swapped.access_counts["selection"] == 1 + len(order)
+    # Every candidate judged, in whatever round, was timed in the one interleaved run against the base.
+    assert calls[0] == len(order) and summary["timing"]["candidates"] == len(order)
+    walked = f"none of the {top} fastest feasible candidates held on the selection split; judged the next {len(rounds[1])} (trial"
+    assert sum(line.startswith(walked) for line in lines) == 1
+    assert any(line.startswith(f"walked down the ranking: {sum(map(len, rounds))} candidates judged in {len(rounds)} rounds, "
+                               "until one held") for line in lines), lines
+    # Export reads the one stored confirmation and picks the same slower candidate.
+    assert export_architecture(cfg, tmp_path / "arch.json", final_test=False).trial == 0
 
 
 @pytest.mark.slow  # the module's study_config fixture searches a study

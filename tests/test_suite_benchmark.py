@@ -93,6 +93,37 @@ def test_candidates_are_within_budget_fastest_first_per_method() -> None:
     assert "sensitivity:0" in found and "random:0" in found and not any(k.startswith("global") for k in found)
 
 
+def test_a_method_none_of_whose_candidates_holds_judges_its_next_ones() -> None:
+    ranking = [f"global:{i}" for i in range(8)]
+    judged: list[str] = []
+
+    def holds_from(first: str):
+        def holds(label: str) -> bool:
+            judged.append(label)
+            return first in ranking and ranking.index(label) >= ranking.index(first)
+        return holds
+
+    # The CANDIDATES fastest fail; the next round holds global:4 (and judges global:3, faster, and global:5 with it).
+    rounds = suite.walk_rounds(ranking, holds_from("global:4"))
+    assert rounds == [ranking[:3], ranking[3:6]] and judged == ranking[:6]
+    # One of the first round holds: no walk.  None holds: every candidate is judged, and no pick is made.
+    assert suite.walk_rounds(ranking, holds_from("global:2")) == [ranking[:3]]
+    judged.clear()
+    assert suite.walk_rounds(ranking, holds_from("none")) == [ranking[:3], ranking[3:6], ranking[6:]]
+    assert judged == ranking
+    # The pick is then made over every candidate judged: the fastest re-timed one that holds and settled.
+    retimed = {x: _timing(4.0 - 0.1 * i) for i, x in enumerate(ranking[:6])}
+    verdicts = {x: {"selection_holds": ranking.index(x) >= 4} for x in ranking[:6]}
+    assert suite.confirmed_pick("global", retimed, verdicts, 0.05) == "global:4"
+
+
+def test_rankings_hold_every_feasible_candidate_the_first_round_the_fastest() -> None:
+    rankings = suite.method_rankings(_runs(), 0.01)
+    assert list(rankings["uniform"]) == ["uniform:0", "uniform:1"] and rankings["uniform"]["uniform:0"]["ratio"] == 0.4
+    first = suite.all_candidates(_runs(), 0.01)
+    assert all(list(first).count(label) == 1 and label in rankings[label.split(":")[0]] for label in first)
+
+
 def test_sweep_points_are_pruned_again_by_their_own_plan() -> None:
     assert sweep_plan({"kind": "uniform", "ratio": 0.3}) == {"uniform": 0.3}
     assert sweep_plan({"kind": "global", "ratio": 0.3}) == {"global_ratio": 0.3}

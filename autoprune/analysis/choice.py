@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Hashable
 from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any
+from typing import TypeVar
 
 import pandas as pd
 
@@ -112,6 +115,44 @@ def holds_on_selection(confirmed: Mapping[str, Any], max_drop: float) -> bool:
     return bool(as_float(confirmed.get("selection_drop")) + margin <= max_drop)
 
 
+Key = TypeVar("Key", bound=Hashable)
+
+
+def next_round(ranked: Sequence[Key], verdicts: Mapping[Key, bool], size: int) -> list[Key]:
+    """The next ``size`` candidates to judge on the selection split, walking down a ranking when none held.
+
+    Confirmation judges the fastest feasible candidates first; when none of them holds on the selection split,
+    the next ones by the same ranking are judged, and so on.  This gives the next ones: the first ``size``
+    of ``ranked`` without a verdict yet.  The walk stops (an empty list) once a candidate judged to hold
+    is ranked before every candidate still unjudged (nothing slower than it could be picked instead), or
+    when every candidate has a verdict.  Unjudged candidates ranked before a holding one are still returned:
+    they are faster, so they could lead the pick.
+
+    Args:
+        ranked: candidate keys, fastest first.
+        verdicts: key -> whether it holds on the selection split, for every candidate judged so far (a key
+            may be judged outside the ranking's order, e.g. a baseline trial judged in the first round).
+        size: how many at most (K).
+
+    Example:
+        >>> next_round(["a", "b", "c", "d", "e"], {"a": False, "b": False}, 2)
+        ['c', 'd']
+        >>> next_round(["a", "b", "c", "d", "e"], {"a": False, "b": False, "d": True}, 2)
+        ['c']
+        >>> next_round(["a", "b", "c"], {"a": True}, 2), next_round(["a", "b"], {"a": False, "b": False}, 2)
+        ([], [])
+    """
+    out: list[Key] = []
+    for key in ranked:
+        if len(out) == size:
+            break
+        if key not in verdicts:
+            out.append(key)
+        elif verdicts[key]:
+            break
+    return out
+
+
 def margin_text(confirmed: Mapping[str, Any]) -> str:
     """The selection drop with its margin in words: ``+0.0040 + 1 x 0.0030``."""
     z, se = as_float(confirmed.get("selection_z")), as_float(confirmed.get("selection_drop_stderr"))
@@ -176,7 +217,8 @@ def confirmed_pick(
         return None
     raise SelectionError(
         f"no confirmed candidate holds the budget {max_drop} on the selection split; "
-        "run 'autoprune confirm' with a larger --top, or relax --max-drop"
+        "relax --max-drop (a confirmation stored before confirm walked down the ranking may also be run again: "
+        "'autoprune confirm' now judges slower candidates until one holds)"
     )
 
 

@@ -34,7 +34,8 @@ def study_config(config: str, storage: str | None) -> StudyConfig:
 
 @click.command("confirm")
 @click.argument("config", type=click.Path(dir_okay=False))
-@click.option("--top", default=5, show_default=True, type=click.IntRange(1), help="Front candidates to confirm (the best baselines come on top).")
+@click.option("--top", default=5, show_default=True, type=click.IntRange(1),
+              help="Fastest feasible candidates to confirm, and how many more each round judges while none holds (the best baselines come on top).")
 @click.option("--max-drop", type=float, default=None, help="Budget (default: the study's max_drop).")
 @click.option("--storage", default=None, help="Storage URL (default: the config's).")
 def confirm(config: str, top: int, max_drop: float | None, storage: str | None) -> None:

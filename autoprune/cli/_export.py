@@ -21,7 +21,7 @@ from autoprune.selection.export import export_architecture
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Architecture JSON to write.")
 @click.option("--storage", default=None, help="Storage URL (default: the config's).")
 @click.option("--no-confirm", is_flag=True, help="Do not run the confirmation stage; choose on validation figures.")
-@click.option("--top", default=5, show_default=True, type=click.IntRange(1), help="Candidates the confirmation stage re-checks.")
+@click.option("--top", default=5, show_default=True, type=click.IntRange(1), help="Candidates confirmed per round (more while none holds).")
 @output_options
 def export_cmd(config: str, max_drop: float | None, trial: int | None, output: str, storage: str | None, no_confirm: bool, top: int) -> None:
     """Write the architecture JSON of the fastest trial within the budget (or of --trial N)."""

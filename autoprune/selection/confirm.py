@@ -15,10 +15,14 @@ base and candidate are measured on the same images, so the drop's noise is that 
 differences (a pruned, distilled model agrees with the base on most images), not the ``hypot`` of the two
 metrics' errors, which would count the images both find hard twice and overstate the margin.  The base is
 evaluated once and paired with every candidate.  A plugin task that keeps no per-sample figures falls back
-to the unpaired ``hypot``; each entry says which it got (``selection_drop_paired``).  ``autoprune export``
-then picks the fastest candidate that holds (see :func:`autoprune.analysis.choose`).  The test split stays
-closed here (:meth:`Task.forbid_split`): ``export`` reads it once, for the exported model, and reports it
-(:mod:`autoprune.selection.final_test`).
+to the unpaired ``hypot``; each entry says which it got (``selection_drop_paired``).  When none of the K holds,
+confirmation walks further down the same ranking (:func:`autoprune.analysis.choice.next_round`): it judges the
+next K feasible candidates, then the next, until one holds or every feasible candidate has been judged (the
+baselines are judged once, in the first round).  Judging on the selection split needs no timing, so the walk
+comes first and every candidate judged, in whatever round, is then timed in the one interleaved run against
+the base: the stored figures stay one timing run.  ``autoprune export`` then picks the fastest candidate that
+holds (see :func:`autoprune.analysis.choose`).  The test split stays closed here (:meth:`Task.forbid_split`):
+``export`` reads it once, for the exported model, and reports it (:mod:`autoprune.selection.final_test`).
 
 A candidate whose re-timing disagrees with its previous timing, or whose spread did not settle, is re-timed,
 ``TIMING_ROUNDS`` timings at most, so two confirmations on one study agree on the pick unless the host's
@@ -45,6 +49,7 @@ import tempfile
 from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
@@ -59,6 +64,7 @@ from autoprune.analysis import select
 from autoprune.analysis.choice import choose
 from autoprune.analysis.choice import holds_on_selection
 from autoprune.analysis.choice import margin_text
+from autoprune.analysis.choice import next_round
 from autoprune.analysis.pareto import ranked
 from autoprune.analysis.pareto import unsettled
 from autoprune.analysis.twins import architecture_keys
@@ -80,7 +86,6 @@ from autoprune.selection.artifacts import study_store
 from autoprune.space.bounds import BASELINE_KINDS
 from autoprune.space.widths import row_channels_key
 from autoprune.tasks.base import PairedDrop
-from autoprune.tasks.base import SampleEvaluation
 
 if TYPE_CHECKING:
     from torch import nn
@@ -109,7 +114,8 @@ class Candidate:
         speedup: the speedup recorded by the search (on the host that ran it).
         arch_artifact_id: the trial's stored architecture JSON.
         weights_artifact_id: the trial's stored finetuned weights.
-        on_front: whether it is one of the K fastest feasible candidates (a baseline trial may be too).
+        on_front: whether it comes from the ranking of feasible candidates (the K fastest, or a later round of
+            confirmation's walk down that ranking); a baseline trial may be too.
         channels: its channel key (:func:`autoprune.space.widths.row_channels_key`; ``None`` for a sweep point).
         speedup_spread: the spread of the recorded speedup.
         host_id: the host that recorded the speedup (``None``: unknown, taken as this one).
@@ -138,6 +144,11 @@ class Candidate:
     def label(self) -> str:
         """``trial 12`` or ``uniform r=0.30``."""
         return f"trial {self.number}" if self.number is not None else f"{self.kind} r={self.ratio:.2f}"
+
+    @property
+    def key(self) -> str:
+        """Its architecture on the ranking: the channel key (twins are one), else ``#<number>``."""
+        return self.channels or f"#{self.number}"
 
 
 def _float(value: Any) -> float:
@@ -195,10 +206,7 @@ def select_candidates(df: pd.DataFrame, info: StudyInfo, top: int, max_drop: flo
         raise SelectionError(f"--top must be at least 1, got {top}")
     direction = info.metric_direction
     usable = completed(df)
-    feasible = usable[usable["drop"] <= max_drop]
-    if feasible.empty:
-        select(usable, max_drop, metric_direction=info.metric_direction)  # raises with the closest trial named
-    picks = [_from_row(row, on_front=True) for _, row in ranked(one_per_architecture(feasible), direction).head(top).iterrows()]
+    picks = feasible_ranking(df, info, max_drop)[:top]
     picked = {c.number for c in picks} | {c.channels for c in picks if c.channels}
     kinds = usable["kind"] if "kind" in usable else pd.Series(None, index=usable.index, dtype=object)
     for kind in BASELINE_KINDS:
@@ -208,6 +216,21 @@ def select_candidates(df: pd.DataFrame, info: StudyInfo, top: int, max_drop: flo
             picks.append(baseline)
             picked |= {baseline.number, baseline.channels} - {None}
     return picks
+
+
+def feasible_ranking(df: pd.DataFrame, info: StudyInfo, max_drop: float) -> list[Candidate]:
+    """Every complete trial within ``max_drop``, fastest first by its recorded speedup, twins as one: the ranking
+    whose first K :func:`select_candidates` takes and down which confirmation walks when none of them holds.
+
+    Raises:
+        SelectionError: no complete trial is within the budget.
+    """
+    usable = completed(df)
+    feasible = usable[usable["drop"] <= max_drop]
+    if feasible.empty:
+        select(usable, max_drop, metric_direction=info.metric_direction)  # raises with the closest trial named
+    rows = ranked(one_per_architecture(feasible), info.metric_direction)
+    return [_from_row(row, on_front=True) for _, row in rows.iterrows()]
 
 
 def _baseline_trial(runs: pd.DataFrame, metric_direction: str, max_drop: float, picked: set[Any]) -> Candidate | None:
@@ -268,6 +291,7 @@ class _Loaded:
     info: Any
     budget: float
     candidates: list[Candidate]
+    ranking: list[Candidate]
 
 
 def load_candidates(config: StudyConfig, storage: str | None, top: int, max_drop: float | None) -> _Loaded:
@@ -277,7 +301,8 @@ def load_candidates(config: StudyConfig, storage: str | None, top: int, max_drop
     budget = info.max_drop if max_drop is None else max_drop
     if budget is None:
         raise SelectionError(f"study {config.name!r} records no max_drop; pass --max-drop")
-    return _Loaded(url, backend, study, df, info, budget, select_candidates(df, info, top, budget))
+    candidates = select_candidates(df, info, top, budget)
+    return _Loaded(url, backend, study, df, info, budget, candidates, feasible_ranking(df, info, budget))
 
 
 def rebuild_trial(config: StudyConfig, candidate: Candidate, folder: Path) -> nn.Module:
@@ -355,6 +380,7 @@ def export_candidates(
     recover: bool = True,
     echo: Callable[[str], None] | None = None,
     on_model: Callable[[nn.Module], None] | None = None,
+    first: int = 0,
 ) -> list[Path]:
     """Rebuild each candidate and export it to ONNX in ``folder`` (shared by confirmation and re-timing).
 
@@ -366,6 +392,7 @@ def export_candidates(
         recover: whether a sweep point without a trial is recovered after pruning (a re-timing needs no recovery).
         echo: says how each candidate is rebuilt (default: silent).
         on_model: called with each rebuilt model before its export (the confirmation measures it on the selection split).
+        first: the number of the first file (``candidate-<first>.onnx``), so that rounds share one folder.
 
     Returns:
         The ONNX paths, one per candidate.
@@ -376,7 +403,7 @@ def export_candidates(
         model = _candidate_model(config, ctx, c, folder, echo, recover)
         if on_model is not None:
             on_model(model)
-        path = folder / f"candidate-{len(paths)}.onnx"
+        path = folder / f"candidate-{first + len(paths)}.onnx"
         paths.append(export_onnx(model, example_input(ctx.task, config), path, opset=ctx.latency.opset))
         del model
     return paths
@@ -497,26 +524,108 @@ def _say_still_loose(results: list[SpeedupResult], speedups: list[list[float]], 
              "so those figures lead no pick (run 'autoprune confirm' again on a quieter host)")
 
 
+@dataclass
+class _Walk:
+    """What one confirmation judged on the selection split, in judging order, and the one timing of them all.
+
+    Attributes:
+        candidates: every candidate judged: the first round's (the K fastest and the baselines), then each later
+            round's.
+        scores: each one's selection-split evaluation.
+        paths: each one's ONNX file.
+        rounds: the ranking's trials judged in each round (the first round's baselines left out).
+        exhausted: whether the walk ran out of feasible candidates with none of the ranking's holding.
+        timed: each one's timing, all in one interleaved run against the base (filled after the walk).
+    """
+
+    candidates: list[Candidate] = field(default_factory=list)
+    scores: list[PairedDrop] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)
+    rounds: list[list[int]] = field(default_factory=list)
+    exhausted: bool = False
+    timed: list[Timed] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Judge:
+    """How the walk judges a candidate on the selection split.
+
+    Attributes:
+        evaluate: a rebuilt candidate's drop against the base, paired (:meth:`Task.evaluate_drop`).
+        holds: whether that drop holds the budget with its margin (:func:`holds_on_selection`).
+    """
+
+    evaluate: Callable[[Any], PairedDrop]
+    holds: Callable[[PairedDrop], bool]
+
+
+def _judge_round(config: StudyConfig, ctx: StudyContext, batch: list[Candidate], folder: Path, walk: _Walk,
+                 judge: _Judge, echo: Callable[[str], None]) -> None:
+    """Rebuild each candidate of ``batch``, evaluate it on the selection split and export it; append all to ``walk``."""
+    walk.paths += export_candidates(config, ctx, batch, folder, recover=True, echo=echo, first=len(walk.paths),
+                                    on_model=lambda model: walk.scores.append(judge.evaluate(model)))
+    walk.candidates += batch
+    walk.rounds.append([c.number for c in batch if c.on_front and c.number is not None])
+
+
+def _walk_ranking(config: StudyConfig, ctx: StudyContext, loaded: _Loaded, top: int, judge: _Judge,
+                  folder: Path, echo: Callable[[str], None]) -> _Walk:
+    """Judge the first round (the K fastest and the baselines), then the next K of the ranking while none holds.
+
+    ``judge`` evaluates each candidate and says whether it holds the budget.  Walking stops when a candidate of the
+    ranking holds and nothing unjudged is ranked before it, or when the ranking is exhausted
+    (:func:`autoprune.analysis.choice.next_round`).
+    """
+    walk = _Walk()
+    ranking = {c.key: c for c in loaded.ranking}
+    verdicts: dict[str, bool] = {}
+    batch = loaded.candidates
+    while batch:
+        start = len(walk.scores)
+        _judge_round(config, ctx, batch, folder, walk, judge, echo)
+        verdicts |= {c.key: judge.holds(score) for c, score in zip(batch, walk.scores[start:], strict=True) if c.number is not None}
+        batch = [ranking[key] for key in next_round(list(ranking), verdicts, top)]
+        if batch:
+            echo(f"  none of the fastest judged so far holds on the selection split; judging the next {len(batch)} feasible candidate(s)")
+    walk.exhausted = not any(verdicts.get(key) for key in ranking)
+    return walk
+
+
 def _measure_candidates(
     config: StudyConfig,
     ctx: StudyContext,
-    candidates: list[Candidate],
-    previous: list[tuple[float, float] | None],
+    loaded: _Loaded,
+    top: int,
+    judge: _Judge,
+    host_id: str,
     echo: Callable[[str], None],
-    base: SampleEvaluation,
-) -> tuple[list[PairedDrop], list[Timed]]:
-    """Each candidate's selection-split drop against the ``base`` (evaluated once, paired on the same images), and
-    its reproduced timing interleaved with the base's in one process."""
+) -> _Walk:
+    """Judge candidates on the selection split down the ranking until one holds, then time every one judged,
+    reproduced, interleaved with the base in one process (one timing run, however many rounds were judged)."""
     from autoprune.latency import measure_speedups
 
-    scores: list[PairedDrop] = []
     with tempfile.TemporaryDirectory(prefix="autoprune-confirm-") as tmp:
-        paths = export_candidates(config, ctx, candidates, Path(tmp), recover=True, echo=echo,
-                                  on_model=lambda model: scores.append(ctx.task.evaluate_drop(base, model, SELECTION_SPLIT)))
-        echo(f"  timing {len(paths)} candidates interleaved with the base in one process")
-        timed = reproducible_timings(paths, previous, lambda some: measure_speedups(some, ctx.base_onnx, ctx.latency), echo,
-                                     cv_threshold=ctx.latency.cv_threshold)
-    return scores, timed
+        walk = _walk_ranking(config, ctx, loaded, top, judge, Path(tmp), echo)
+        previous = [previous_timing(c, loaded.info.confirmation, host_id) for c in walk.candidates]
+        echo(f"  timing {len(walk.paths)} candidates interleaved with the base in one process")
+        walk.timed = reproducible_timings(walk.paths, previous, lambda some: measure_speedups(some, ctx.base_onnx, ctx.latency),
+                                          echo, cv_threshold=ctx.latency.cv_threshold)
+    return walk
+
+
+def _selection_entry(paired: PairedDrop, z: float) -> dict[str, Any]:
+    """A candidate's selection-split figures against the base's (paired on the same images when the task keeps
+    per-sample figures, :meth:`Task.evaluate_drop`): what :func:`holds_on_selection` judges."""
+    score = paired.candidate
+    return {
+        "selection_metric": score.value,
+        "selection_metric_stderr": score.stderr,
+        "selection_n": score.n,
+        "selection_drop": paired.drop,
+        "selection_drop_stderr": paired.stderr,
+        "selection_drop_paired": paired.paired,
+        "selection_z": z,
+    }
 
 
 def _reproduction(t: Timed) -> dict[str, Any]:
@@ -539,15 +648,7 @@ def _confirmed_figures(
     figures: dict[str, dict[str, Any]] = {}
     baselines: dict[str, dict[str, Any]] = {}
     for c, paired, t in zip(candidates, scores, timed, strict=True):
-        score = paired.candidate
-        entry = timing_entry(t.result, hostname) | {
-            "selection_metric": score.value,
-            "selection_metric_stderr": score.stderr,
-            "selection_n": score.n,
-            "selection_drop": paired.drop,
-            "selection_drop_stderr": paired.stderr,  # paired: both models on the same images (Task.evaluate_drop)
-            "selection_drop_paired": paired.paired,
-            "selection_z": z,
+        entry = timing_entry(t.result, hostname) | _selection_entry(paired, z) | {
             "host_id": fingerprint["fingerprint_id"],
             "max_drop": budget,
             "kind": c.kind,
@@ -593,12 +694,15 @@ def confirm_study(
 ) -> dict[str, Any]:
     """Re-time the best candidates together and measure them on the selection split; store the figures.
 
-    The test split is never read here (the whole confirmation runs inside ``forbid_split("test")``).
+    When none of the K fastest holds on the selection split, the next K of the same ranking are judged, and so
+    on, until one holds or every feasible candidate has been judged; every candidate judged is then timed in the
+    one interleaved run, so all confirmed speedups stay comparable.  The test split is never read here (the
+    whole confirmation runs inside ``forbid_split("test")``).
 
     Args:
         config: the study config.
-        top: how many of the fastest feasible candidates to confirm (K); the best uniform and global
-            baselines come on top.
+        top: how many of the fastest feasible candidates to confirm (K), and how many more each further round
+            judges; the best uniform and global baselines come on top, in the first round.
         max_drop: budget (default: the study's).
         storage: storage URL override.
         echo: prints one line.
@@ -612,8 +716,9 @@ def confirm_study(
         base_latency_ms, noisy, host_id, host, measured_at``), ``baselines`` (kind -> figures of a sweep point rebuilt without a trial),
         ``base_selection_metric``, ``val_pick`` / ``val_pick_holds`` (the validation choice among settled
         timings, or ``None``, and whether it holds on the selection split), ``pick`` (what export chooses: the
-        fastest confirmed candidate that holds on the selection split and whose re-timing settled, or ``None``)
-        and the host and settings of the timing.
+        fastest confirmed candidate that holds on the selection split and whose re-timing settled, or ``None``),
+        ``walk`` (``rounds``: the ranking's trials judged per round; ``exhausted``: whether every feasible
+        candidate was judged and none held; ``feasible``: how many there are) and the host and settings of the timing.
 
     Raises:
         SelectionError: no trial within the budget, or a candidate without stored artifacts.
@@ -636,13 +741,16 @@ def confirm_study(
         fingerprint = host_fingerprint(ctx.latency.provider, ctx.latency.provider_options)
         base_samples = ctx.task.evaluate_samples(ctx.base_model, SELECTION_SPLIT)  # once, paired with every candidate
         base = base_samples.result
-        host_id = str(fingerprint["fingerprint_id"])
-        previous = [previous_timing(c, info.confirmation, host_id) for c in candidates]
-        scores, timed = _measure_candidates(config, ctx, candidates, previous, echo, base_samples)
-    figures, baselines = _confirmed_figures(candidates, scores, timed, loaded.budget, z, fingerprint)
-    summary = _summary(loaded, top, ctx, fingerprint, base, timed, figures, baselines) | {"selection_z": z}
+
+        judge = _Judge(
+            evaluate=lambda model: ctx.task.evaluate_drop(base_samples, model, SELECTION_SPLIT),
+            holds=lambda paired: holds_on_selection(_selection_entry(paired, z), loaded.budget),
+        )
+        walk = _measure_candidates(config, ctx, loaded, top, judge, str(fingerprint["fingerprint_id"]), echo)
+    figures, baselines = _confirmed_figures(walk.candidates, walk.scores, walk.timed, loaded.budget, z, fingerprint)
+    summary = _summary(loaded, walk, top, ctx, fingerprint, base, figures, baselines) | {"selection_z": z}
     with_retry(lambda: loaded.study.set_user_attr(CONFIRMATION_ATTR, summary), loaded.url, "store the confirmation")
-    for line in _report(candidates, summary, info.metric_name):
+    for line in _report(walk.candidates, summary, info.metric_name):
         echo(line)
     return summary
 
@@ -656,16 +764,16 @@ def _say_replaced(previous: Any, echo: Callable[[str], None]) -> None:
 
 def _summary(
     loaded: _Loaded,
+    walk: _Walk,
     top: int,
     ctx: StudyContext,
     fingerprint: Mapping[str, Any],
     base: Any,
-    timed: list[Timed],
     figures: dict[str, dict[str, Any]],
     baselines: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     """The value of the study attr ``confirmation``: the figures, the validation pick and export's pick."""
-    df, info, budget = loaded.df, loaded.info, loaded.budget
+    df, info, budget, timed = loaded.df, loaded.info, loaded.budget, walk.timed
     val_pick = _val_pick(df, info, budget)
     pick, selection, notes, pick_error = _pick(df, info, budget, figures)
     return {
@@ -683,9 +791,10 @@ def _summary(
         "timing": {"candidates": len(timed), "wall_s": timed[0].result.wall_s if timed else 0.0,
                    "rounds": max((len(t.speedups) for t in timed), default=0)},
         "trials": figures,
-        "twins": twins_timed(df, loaded.candidates),
+        "twins": twins_timed(df, walk.candidates),
         "baselines": baselines,
-        "order": [c.number for c in loaded.candidates if c.number is not None],
+        "order": [c.number for c in walk.candidates if c.number is not None],
+        "walk": {"rounds": walk.rounds, "exhausted": walk.exhausted, "feasible": len(loaded.ranking)},
         "val_pick": val_pick,
         "val_pick_holds": bool(figures.get(str(val_pick), {}).get("selection_feasible", False)),
         "pick": pick,
@@ -740,6 +849,32 @@ def _unstable_line(candidates: list[Candidate], summary: Mapping[str, Any]) -> l
             "(run 'autoprune confirm' again on a quieter host)"]
 
 
+def walk_lines(walk: Mapping[str, Any] | None) -> list[str]:
+    """Why confirmation judged candidates beyond the K fastest, and how many, one line per further round
+    (empty when the first round settled it, or for a confirmation stored before the walk existed).
+
+    Example:
+        >>> for line in walk_lines({"rounds": [[3, 1, 4], [5, 9, 2], [6]], "exhausted": True, "feasible": 7}):
+        ...     print(line)
+        none of the 3 fastest feasible candidates held on the selection split; judged the next 3 (trials 5, 9, 2)
+        none of those 3 held either; judged the next 1 (trial 6)
+        walked down the ranking: 7 candidates judged in 3 rounds; every one of the 7 feasible candidates is judged; none held
+    """
+    rounds = list((walk or {}).get("rounds") or [])
+    if len(rounds) < 2:
+        return []
+    lines = []
+    for i, judged in enumerate(rounds[1:], start=1):
+        trials = f"trial{'s' if len(judged) > 1 else ''} {', '.join(str(n) for n in judged)}"
+        before = (f"none of the {len(rounds[0])} fastest feasible candidates held on the selection split" if i == 1
+                  else f"none of those {len(rounds[i - 1])} held either")
+        lines.append(f"{before}; judged the next {len(judged)} ({trials})")
+    total = sum(len(r) for r in rounds)
+    end = (f"; every one of the {walk.get('feasible', '?')} feasible candidates is judged; none held"
+           if walk and walk.get("exhausted") else ", until one held on the selection split")
+    return lines + [f"walked down the ranking: {total} candidates judged in {len(rounds)} rounds{end}"]
+
+
 def _verdict(summary: Mapping[str, Any]) -> list[str]:
     """The validation pick on the selection split, and what export picks."""
     budget, val_pick, pick = summary["max_drop"], summary["val_pick"], summary["pick"]
@@ -786,6 +921,7 @@ def _report(candidates: list[Candidate], summary: Mapping[str, Any], metric_name
     if twins:
         lines.append("twins (same kept channels, one timing): "
                      + ", ".join(f"trial {n} shares trial {of}'s" for n, of in sorted(twins.items(), key=lambda kv: int(kv[0]))))
+    lines += walk_lines(summary.get("walk"))
     lines += _unstable_line(candidates, summary)
     lines += [note for note in summary["notes"] if "did not settle" in note]
     lines += _verdict(summary)
