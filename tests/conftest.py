@@ -24,11 +24,11 @@ import copy
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from typing import Callable
-from typing import Mapping
 
 import pytest
 import torch

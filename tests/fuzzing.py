@@ -11,10 +11,10 @@ import copy
 import json
 import random
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from typing import Callable
 
 import yaml
 

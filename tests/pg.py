@@ -33,8 +33,8 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlsplit
 
 SHARED_HOST = "127.0.0.1"
@@ -140,7 +140,7 @@ class PrivateCluster:
             return ""
 
     # Lifecycle --------------------------------------------------------------------------------------
-    def start(self, timeout: float = 60) -> "PrivateCluster":
+    def start(self, timeout: float = 60) -> PrivateCluster:
         """Start the server (on a free port the first time, on the same port afterwards); wait until it answers."""
         attempts = 3 if self.port == 0 else 1
         for _ in range(attempts):
@@ -149,7 +149,9 @@ class PrivateCluster:
                 f"-p {port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
                 "-c synchronous_commit=off -c full_page_writes=off -c max_connections=60"
             )
-            proc = self._cmd("pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-o", opts, "-w", "-t", str(int(timeout)), "start", timeout=timeout + 30)
+            proc = self._cmd(
+                "pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-o", opts, "-w", "-t", str(int(timeout)), "start", timeout=timeout + 30
+            )
             if proc.returncode == 0:
                 self.port = port
                 self.running = True
@@ -182,7 +184,7 @@ class PrivateCluster:
             self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def __enter__(self) -> "PrivateCluster":
+    def __enter__(self) -> PrivateCluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-from typing import Callable
-from typing import Iterator
+from collections.abc import Callable
+from collections.abc import Iterator
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ def _curve(name: str, channels: int, drops: list[float], macs: list[float], late
     ratios = [0.25, 0.5, 0.75][: len(drops)]
     points = tuple(
         CurvePoint(r, int(channels * (1 - r)), d, m, latency[i] if latency else None)
-        for i, (r, d, m) in enumerate(zip(ratios, drops, macs))
+        for i, (r, d, m) in enumerate(zip(ratios, drops, macs, strict=True))
     )
     return GroupCurve(name, channels, points)
 

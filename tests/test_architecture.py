@@ -184,7 +184,9 @@ BAD_GROUP = {
     "count not an integer": ({"kept_channels": 16.5}, r"field 'kept_channels' is 16\.5", "groups/2/kept_channels"),
     "index out of range": ({"kept_indices": list(range(15)) + [32]}, r"field 'kept_indices' has a channel outside \[0, 32\)", None),
     "negative index": ({"kept_indices": [-1] + list(range(1, 16))}, r"field 'kept_indices' has a channel outside", "groups/2/kept_indices/0"),
-    "duplicate index": ({"kept_indices": [0] + list(range(15))}, r"field 'kept_indices' must list 16 distinct channel numbers", "groups/2/kept_indices"),
+    "duplicate index": (
+        {"kept_indices": [0] + list(range(15))}, r"field 'kept_indices' must list 16 distinct channel numbers", "groups/2/kept_indices"
+    ),
     "count and indices disagree": ({"kept_indices": list(range(8))}, r"field 'kept_indices' must list 16 distinct", None),
     "ratio missing": ({"ratio": None}, r"field 'groups\[2\]\.ratio' is missing", "groups/2"),
 }
@@ -260,7 +262,9 @@ def test_unreadable_files(tmp_path: Path) -> None:
         read_architecture(listed)
 
 
-def test_provenance_names_where_the_study_lives_without_user_or_password(tiny_config, tiny_base_model, schema, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_provenance_names_where_the_study_lives_without_user_or_password(
+    tiny_config, tiny_base_model, schema, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The architecture JSON is handed on: it records the study and its locator, never a storage URL (was the
     whole URL, and a password holding ``?`` was written in full)."""
     tiny_config.storage = "postgresql://bob:pa?ssW0rd@db:5432/studies"
@@ -324,7 +328,9 @@ def test_apply_never_imports_plugin_code_named_inside_the_json(pruned, tmp_path:
 
     _, arch = pruned
     marker = tmp_path / "imported"
-    (tmp_path / "evil_plugin.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).mkdir()\ndef make_task(**kw):\n    raise SystemExit(1)\n")
+    (tmp_path / "evil_plugin.py").write_text(
+        f"import pathlib\npathlib.Path({str(marker)!r}).mkdir()\ndef make_task(**kw):\n    raise SystemExit(1)\n"
+    )
     evil_config = tmp_path / "evil.yaml"
     evil_config.write_text("name: evil\ntask: evil_plugin:make_task\nmodel: resnet\n")
     for task, config in (("evil_plugin:make_task", arch["provenance"]["config"]), (arch["task"], str(evil_config))):

@@ -25,12 +25,11 @@ from conftest import CodeOnUnpickle
 from conftest import run_cli
 from conftest import write_study
 
+from autoprune.cli import main
 from autoprune.selection.architecture import SCHEMA_PATH
 from autoprune.selection.architecture import apply_architecture
 from autoprune.selection.architecture import read_architecture
-from autoprune.cli import main
 from autoprune.trial.pruning_setup import make_pruner
-
 
 # case -> (message expected on stderr); the argument lists are built in the fixture (they need files).
 BAD_MESSAGES = {
@@ -144,7 +143,7 @@ def test_every_bad_input_in_a_fresh_interpreter(runs) -> None:
     """The in-process cases above, each in its own interpreter (real exit code and stderr)."""
     cases = [case for case in BAD_MESSAGES if case not in SUBPROCESS]
     with ThreadPoolExecutor(max_workers=3) as pool:
-        procs = dict(zip(cases, pool.map(lambda case: run_cli(*runs["args"][case]), cases)))
+        procs = dict(zip(cases, pool.map(lambda case: run_cli(*runs["args"][case]), cases), strict=True))
     for case, proc in procs.items():
         assert proc.returncode == 2, (case, proc.stdout, proc.stderr)
         assert BAD_MESSAGES[case] in proc.stderr, (case, proc.stderr)

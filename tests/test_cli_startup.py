@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import HANG_GUARD_S
 from click.testing import CliRunner
+from conftest import HANG_GUARD_S
 
 from autoprune import cli
 from autoprune.cli import COMMANDS

@@ -10,11 +10,9 @@ import yaml
 from conftest import TINY_STUDY
 from conftest import write_study
 
-from autoprune.trial.calibration import with_recipe
-from autoprune.trial.candidate import latency_settings
 from autoprune.config import CRITERIA
-from autoprune.config import LatencyConfig
 from autoprune.config import SAMPLERS
+from autoprune.config import LatencyConfig
 from autoprune.config import load_config
 from autoprune.config import parse_config
 from autoprune.config import validated_copy
@@ -22,6 +20,8 @@ from autoprune.errors import ConfigError
 from autoprune.latency import LatencySettings
 from autoprune.pruning import CRITERIA as PRUNING_CRITERIA
 from autoprune.tasks import BUILTIN_TASKS
+from autoprune.trial.calibration import with_recipe
+from autoprune.trial.candidate import latency_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,7 +101,9 @@ BAD = {
     "max_drop 1.0": ({"max_drop": 1.0}, "max_drop", "less than 1"),
     "min_fraction 1.5": ({"pruning": {"min_fraction": 1.5}}, "pruning.min_fraction", "less than 1"),
     "round_to 0": ({"pruning": {"round_to": 0}}, "pruning.round_to", "positive integer or 'auto'"),
-    "round_to word": ({"pruning": {"round_to": "fast"}}, "pruning.round_to", "valid integer, unable to parse string as an integer; or Input should be 'auto'"),
+    "round_to word": (
+        {"pruning": {"round_to": "fast"}}, "pruning.round_to", "valid integer, unable to parse string as an integer; or Input should be 'auto'"
+    ),
     "wrong type in a list": ({"search": {"sweep_ratios": [0.1, "half"]}}, "search.sweep_ratios.1", "valid number"),
     "iterative_steps 9": ({"pruning": {"iterative_steps": 9}}, "pruning.iterative_steps", "less than or equal to 5"),
     "unknown criterion": ({"criterion": "l3"}, "criterion", "unknown criterion 'l3'"),
@@ -195,10 +197,10 @@ def test_the_study_config_wins_and_only_run_keys_may_differ() -> None:
     host's run keys (config.RUN_KEYS) whatever the study stored, a refusal naming every result key that differs."""
     from conftest import deep_merge
 
-    from autoprune.trial.calibration import with_recipe
     from autoprune.config import is_run_key
     from autoprune.config import public_config
     from autoprune.search.study_config import reconcile
+    from autoprune.trial.calibration import with_recipe
 
     recipe = {"lr": 0.03, "finetune_epochs": 1.0, "finetune_steps": None}  # calibrated at creation
     created = parse_config(deep_merge(TINY_STUDY, {"storage": "postgresql://u:s3cret@db/x"}))

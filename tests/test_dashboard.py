@@ -17,18 +17,18 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from typing import Iterator
 from urllib.parse import urlsplit
 
 import optuna
+import pg
 import pytest
 from conftest import HANG_GUARD_S
 from conftest import run_cli
 from conftest import write_study
 
-import pg
 from autoprune.redact import redact_url
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -24,11 +24,11 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
+from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from typing import Iterator
-from typing import Mapping
 
 import pytest
 import yaml
@@ -312,7 +312,9 @@ def test_dockerfile_non_root_with_autoprune_entrypoint() -> None:
     args = {rest.split("=", 1)[0]: rest.split("=", 1)[1].strip('"') for k, rest in steps[first_from:] if k == "ARG" and "=" in rest}
     assert "TORCH_SPEC" in args and "TORCH_INDEX_URL" in args and args["TORCH_INDEX_URL"].endswith("/cpu")
     runs = [rest for k, rest in steps if k == "RUN"]
-    assert any("pip install" in r and "$TORCH_SPEC" in r and "$TORCH_INDEX_URL" in r for r in runs), "torch must come from TORCH_SPEC / TORCH_INDEX_URL"
+    assert any(
+        "pip install" in r and "$TORCH_SPEC" in r and "$TORCH_INDEX_URL" in r for r in runs
+    ), "torch must come from TORCH_SPEC / TORCH_INDEX_URL"
     assert any("pip install" in r and re.search(r"/src\[[^\]]*\bpostgres\b", r) for r in runs), "install autoprune with the postgres extra"
     users = [rest for k, rest in steps if k == "USER"]
     assert users, "the image must switch to an unprivileged USER"

@@ -182,8 +182,11 @@ def test_probe_turns_a_session_that_raises_into_one_line(lying_providers, monkey
         return real(model, sess_options=sess_options, providers=providers, **kwargs)
 
     monkeypatch.setattr(onnxruntime, "InferenceSession", failing)
-    with pytest.raises(LatencyError, match=r"^latency.provider: cuda: ONNX Runtime could not open and run a one-node test session on CUDAExecutionProvider "
-                                           r"\(CUDA failure 100: no CUDA-capable device is detected ; GPU=0\); install"):
+    with pytest.raises(
+        LatencyError,
+        match=r"^latency.provider: cuda: ONNX Runtime could not open and run a one-node test session on CUDAExecutionProvider "
+        r"\(CUDA failure 100: no CUDA-capable device is detected ; GPU=0\); install",
+    ):
         probe_provider("cuda")
     assert probe_provider("cpu") == "CPUExecutionProvider"
 

@@ -72,7 +72,11 @@ def test_the_largest_allowed_numbers_still_load(tmp_path: Path) -> None:
 ])
 def test_cli_refuses_bad_numbers_before_doing_anything(tmp_path: Path, command: str, overrides: dict, key: str) -> None:
     path = write_study(tmp_path, overrides)
-    res = run_cli(command, path, "-o", tmp_path / "base.onnx", timeout=CLI_TIMEOUT) if command == "export-base" else run_cli(command, path, timeout=CLI_TIMEOUT)
+    res = (
+        run_cli(command, path, "-o", tmp_path / "base.onnx", timeout=CLI_TIMEOUT)
+        if command == "export-base"
+        else run_cli(command, path, timeout=CLI_TIMEOUT)
+    )
     _one_clear_line(res, path.name, f"key '{key}'")
     assert not (tmp_path / f"{TINY_STUDY['name']}.db").exists()  # no study was created
 
@@ -97,7 +101,8 @@ def test_prune_refuses_hostile_ratios(tiny_config, tmp_path: Path, content: byte
 
 # Files autoprune wrote earlier ---------------------------------------------------------------------------------
 @pytest.mark.slow  # a fresh interpreter or a training run per case: the fast lane skips it
-@pytest.mark.parametrize("content, words", [(b'{"val_metric": "abc"}', "field 'val_metric'"), (b'{"val_metric": ' + HUGE + b"}", "integer of 5000 digits"),
+@pytest.mark.parametrize("content, words", [(b'{"val_metric": "abc"}', "field 'val_metric'"),
+                                            (b'{"val_metric": ' + HUGE + b"}", "integer of 5000 digits"),
                                             (b'{"val_metric": 10' + b"0" * 400 + b".5}", "field 'val_metric'")])
 def test_train_base_refuses_a_hostile_base_json(study_factory, tiny_study, tmp_path: Path, content: bytes, words: str) -> None:
     path = _study_with_own_checkpoint(study_factory, tiny_study, tmp_path)

@@ -1,8 +1,9 @@
 """Fuzzing the architecture JSON users hand around: a mutated file is applied or refused with one
 ArchitectureError (CLI: exit 2, no traceback), never another error.
 
-Mutations of a valid file (seeded, :mod:`fuzzing`, a few hundred in the suite; ``benchmarks/fuzz_files.py`` runs thousands): values at any JSON path replaced by other types,
-keys dropped, lists emptied or nested, the text truncated, bytes flipped.  Files that still validate are applied.
+Mutations of a valid file (seeded, :mod:`fuzzing`, a few hundred in the suite; ``benchmarks/fuzz_files.py`` runs thousands):
+values at any JSON path replaced by other types, keys dropped, lists emptied or nested, the text truncated, bytes flipped.
+Files that still validate are applied.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_architecture import RATIOS
 from fuzzing import mutated_json
+from test_architecture import RATIOS
 from test_architecture import _prune_to_arch
 
-from autoprune.selection.architecture import apply_architecture
-from autoprune.selection.architecture import read_architecture
 from autoprune.errors import ArchitectureError
 from autoprune.errors import AutopruneError
+from autoprune.selection.architecture import apply_architecture
+from autoprune.selection.architecture import read_architecture
 
 CASES = 240
 APPLIED_AT_MOST = 12

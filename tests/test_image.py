@@ -9,9 +9,8 @@ pyproject.toml (never restated here).
 from __future__ import annotations
 
 import re
-from pathlib import Path
-from typing import Iterable
-from typing import Mapping
+from collections.abc import Iterable
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 import pytest
@@ -203,7 +202,9 @@ def test_the_gpu_profile_command_says_what_it_starts() -> None:
     assert services["worker-gpu"]["profiles"] == ["gpu"]
     cpu_workers = [name for name, svc in services.items() if not svc.get("profiles") and str(svc.get("command", [""])[0]) == "worker"]
     assert cpu_workers == ["worker"], cpu_workers
-    commands = [(path.name, m.group(0)) for path in (DEPLOYMENT_DOC, ENV_EXAMPLE, COMPOSE, ROOT / "README.md") for m in _GPU_UP.finditer(path.read_text())]
+    commands = [
+        (path.name, m.group(0)) for path in (DEPLOYMENT_DOC, ENV_EXAMPLE, COMPOSE, ROOT / "README.md") for m in _GPU_UP.finditer(path.read_text())
+    ]
     assert commands, "no `docker compose --profile gpu up` command is documented"
     for where, command in commands:
         assert "--scale worker=0" in command, f"{where}: `{command.strip()}` starts the CPU workers too"

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import HANG_GUARD_S
 from optuna.storages.journal import JournalFileBackend
 from optuna.storages.journal import JournalStorage
-
-from conftest import HANG_GUARD_S
 
 PACKAGE = Path(__file__).resolve().parent.parent / "autoprune"
 DEEP = ("torch", "torch_pruning", "onnxruntime", "sklearn", "optuna_dashboard")

@@ -243,7 +243,7 @@ def test_the_dashboard_answers_its_probes(tmp_path: Path) -> None:
             except OSError:
                 assert time.monotonic() < deadline, "the dashboard did not answer within 60 s"
                 time.sleep(0.3)
-        assert all(200 <= s < 400 for s in statuses), dict(zip(paths, statuses))  # kubelet's success range
+        assert all(200 <= s < 400 for s in statuses), dict(zip(paths, statuses, strict=True))  # kubelet's success range
     finally:
         proc.kill()  # its clean stop on SIGTERM is test_dashboard's subject
         proc.wait()

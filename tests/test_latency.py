@@ -18,9 +18,9 @@ from types import SimpleNamespace
 import numpy as np
 import onnx
 import pytest
-from conftest import HANG_GUARD_S
 import torch
 from click.testing import CliRunner
+from conftest import HANG_GUARD_S
 from torch import nn
 
 from autoprune.errors import LatencyError

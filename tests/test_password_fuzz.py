@@ -27,26 +27,26 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import quote
 from urllib.parse import unquote
 
 import optuna
+import pg
 import pytest
 from click.testing import CliRunner
-from conftest import deep_merge
 from conftest import TINY_STUDY
+from conftest import deep_merge
 from conftest import write_study
-from hypothesis import example
-from hypothesis import given
 from hypothesis import HealthCheck
 from hypothesis import Phase
+from hypothesis import example
+from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import make_url
 
-import pg
 from autoprune.cli import main
 from autoprune.redact import MASK
 from autoprune.redact import parse_storage

@@ -373,7 +373,7 @@ def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def _batches(task, n: int, size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     loader = task.loader("train", size, shuffle=True, seed=0)
-    return [b for _, b in zip(range(n), loader)]
+    return [b for _, b in zip(range(n), loader, strict=False)]
 
 
 def test_hessian_averages_every_sample(tiny_task, tiny_base_model: nn.Module) -> None:

@@ -109,7 +109,7 @@ def test_bn_statistics_are_fresh_after_the_finetune(pruned, tiny_config, tiny_ta
     assert report.calib_after_bn is None and report.kept_step == report.steps == 8  # no calibration part: no judging
     again = copy.deepcopy(model)
     recalibrate_bn(again, tiny_task, settings.bn_batches, settings.batch_size, seed=settings.seed)
-    for a, b in zip(model.modules(), again.modules()):
+    for a, b in zip(model.modules(), again.modules(), strict=True):
         if isinstance(a, torch.nn.BatchNorm2d):
             assert torch.allclose(a.running_mean, b.running_mean, atol=1e-5)
 
@@ -127,7 +127,7 @@ def test_teacher_cache_changes_nothing_and_is_used(pruned, tiny_config, tiny_tas
     assert teacher.hits >= 6 and teacher.bytes > 0
     for report, params in results[1:]:
         assert report.curve == results[0][0].curve
-        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(params, results[0][1]))
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(params, results[0][1], strict=True))
     # A cache of 0 bytes keeps nothing and still distils.
     empty = Teacher(tiny_base_model, tiny_task, max_bytes=0)
     recover(copy.deepcopy(pruned), tiny_task, settings, teacher=empty)

@@ -49,7 +49,7 @@ def test_tpe_repeats_itself_and_fresh_sampler_does_not():
     fresh = optuna.create_study(direction="maximize", sampler=sampler)
     fresh.enqueue_trial({"a": 24, "b": 40})
     fresh.optimize(_peak, n_trials=25)
-    relative = [v for t, v in zip(fresh.trials, _vectors(fresh)) if t.number >= 5]
+    relative = [v for t, v in zip(fresh.trials, _vectors(fresh), strict=True) if t.number >= 5]
     earlier = _vectors(fresh)
     for i, v in enumerate(earlier[5:], start=5):
         assert v not in earlier[:i], f"trial {i} repeated {v}"

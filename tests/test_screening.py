@@ -104,10 +104,10 @@ def test_spearman() -> None:
 
 
 def test_screened_candidate_skips_the_finetune(study_factory, tmp_path: Path) -> None:
+    from autoprune.config import load_config
     from autoprune.trial.candidate import Screened
     from autoprune.trial.candidate import StudyContext
     from autoprune.trial.candidate import evaluate_candidate
-    from autoprune.config import load_config
 
     ctx = StudyContext.build(load_config(study_factory()), workdir=tmp_path / "w", use_cache=False)
     seen = []
@@ -174,8 +174,8 @@ def test_screening_decisions_are_recorded_with_their_reason(study_factory, monke
     search = {"trials": 4, "sampler": "random", "sweep_ratios": [0.3], "screening": True}
     path = study_factory({"name": "screened", "max_drop": 0.9, "search": search})
     from autoprune.config import load_config
-    from autoprune.search.worker import run_worker
     from autoprune.search.create import create_study
+    from autoprune.search.worker import run_worker
 
     create_study(str(path), say=lambda line: None)
     calls = []

@@ -12,10 +12,10 @@ import math
 import re
 import subprocess
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from typing import Iterator
 
 import optuna
 import pytest
@@ -300,10 +300,10 @@ def test_export_with_nothing_feasible_names_the_closest_trial(ran: RunStudy, tmp
 
 def test_a_cached_timing_skips_the_export(study_factory, tmp_path: Path, monkeypatch) -> None:
     """The latency cache is read before the candidate is exported: a hit exports and times nothing."""
+    from autoprune.config import load_config
     from autoprune.trial import candidate
     from autoprune.trial.candidate import StudyContext
     from autoprune.trial.candidate import evaluate_candidate
-    from autoprune.config import load_config
 
     ctx = StudyContext.build(load_config(study_factory()), workdir=tmp_path / "w", use_cache=True)
     exports: list[Path] = []

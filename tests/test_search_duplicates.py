@@ -19,16 +19,15 @@ from typing import Any
 
 import optuna
 import pytest
-
 from dedup_checks import assert_each_vector_evaluated_once
 
-from autoprune.space.bounds import SweepPoint
-from autoprune.space.bounds import baseline_points
 from autoprune.search.duplicates import DUPLICATE_ATTR
 from autoprune.search.duplicates import KEY_ATTR
 from autoprune.search.duplicates import WaitLimits
 from autoprune.search.duplicates import reuse
 from autoprune.search.duplicates import settle
+from autoprune.space.bounds import SweepPoint
+from autoprune.space.bounds import baseline_points
 from autoprune.space.widths import channels_key
 from autoprune.space.widths import ratios_for
 
@@ -211,8 +210,8 @@ def test_search_keeps_baseline_widths_and_reuses_duplicates(study_factory, tmp_p
 
 def _assert_every_reachable_width_prunes_to_itself(cfg: Any, tmp_path: Path) -> None:
     """On the real pruner: every width of every group, requested as its ratio, gives exactly that width."""
-    from autoprune.trial.candidate import StudyContext
     from autoprune.search.study import search_space
+    from autoprune.trial.candidate import StudyContext
 
     ctx = StudyContext.build(cfg, workdir=tmp_path / "work")
     space = search_space(ctx, [], None)  # every width every group can reach

@@ -15,19 +15,18 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from typing import Callable
 
 import optuna
+import pg
 import pytest
 import yaml
 from conftest import TINY_STUDY
 from conftest import deep_merge
 from conftest import run_cli
-
-import pg
 from dedup_checks import assert_each_vector_evaluated_once
 
 from autoprune.search.duplicates import DUPLICATE_ATTR
@@ -47,7 +46,9 @@ TrialState = optuna.trial.TrialState
 SEARCH_OVERRIDES: dict[str, Any] = {
     "name": "pg-digits",
     "max_drop": 0.9,
-    "search": {"trials": 6, "sampler": "random", "sweep_ratios": [0.3, 0.5], "bounds_margin": 2, "heartbeat_interval": 1, "grace_period": 3, "max_retry": 2},
+    "search": {
+        "trials": 6, "sampler": "random", "sweep_ratios": [0.3, 0.5], "bounds_margin": 2, "heartbeat_interval": 1, "grace_period": 3, "max_retry": 2
+    },
     "recovery": {"bn_batches": 2, "finetune_steps": 5},
     "latency": {"repeats": 40, "blocks": 4, "warmup": 5},
 }
@@ -321,7 +322,7 @@ def test_database_outage_loses_nothing(study_config: Path, private_cluster: pg.P
     outputs = "\n".join(p.output() for p in procs)
     assert secret not in outputs, "a worker printed the database password"
     assert "Traceback" not in outputs, outputs
-    for p, code in zip(procs, codes):
+    for p, code in zip(procs, codes, strict=True):
         if code != 0:  # giving up is allowed, but only with one clear line
             last = p.err.read_text().strip().splitlines()[-1]
             assert code == 2 and last.startswith("error: storage") and "unreachable" in last, p.output()

@@ -6,8 +6,8 @@ Real torch-pruning, BN recalibration, ONNX Runtime timings and a SQLite study (t
 from __future__ import annotations
 
 import doctest
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import optuna
 import pandas as pd
