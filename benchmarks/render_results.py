@@ -198,6 +198,86 @@ def render_reference(path: pathlib.Path, data: dict[str, Any], readme: pathlib.P
     return lines
 
 
+SUITE_METHODS = ("uniform", "global", "sensitivity", "random", "autoprune")
+
+
+def suite_means(net: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per method of one suite network: mean re-timed speedup and spread over the seeds with a pick, how many
+    seeds had one, and the worst test drop.
+
+    Example:
+        >>> net = {"max_drop": 0.01, "seeds": {"0": {"methods": {"uniform": {"speedup": 2.0, "speedup_spread": 0.02, "test_drop": 0.005}}},
+        ...        "1": {"methods": {"uniform": {"speedup": 1.8, "speedup_spread": 0.04, "test_drop": 0.007}}}}}
+        >>> m = suite_means(net)["uniform"]; (round(m["speedup"], 2), round(m["spread"], 2), m["picks"], m["seeds"], m["worst_test_drop"])
+        (1.9, 0.03, 2, 2, 0.007)
+    """
+    seeds = list((net.get("seeds") or {}).values())
+    found: dict[str, dict[str, float]] = {}
+    for method in SUITE_METHODS:
+        picks = [p["methods"][method] for p in seeds if (p.get("methods") or {}).get(method, {}).get("speedup") is not None]
+        if not picks:
+            found[method] = {"picks": 0, "seeds": len(seeds)}
+            continue
+        found[method] = {
+            "speedup": sum(e["speedup"] for e in picks) / len(picks),
+            "spread": sum(e.get("speedup_spread") or 0.0 for e in picks) / len(picks),
+            "picks": len(picks), "seeds": len(seeds),
+            "worst_test_drop": max(e.get("test_drop", float("nan")) for e in picks),
+        }
+    return found
+
+
+def suite_verdict(auto: dict[str, float], other: dict[str, float]) -> str:
+    """autoprune against one other method, both with a pick in every seed: wins / ties / loses, beyond the larger of
+    the two mean re-timing spreads (the caller says when autoprune lacks a pick in some seed).
+
+    Example:
+        >>> suite_verdict({"speedup": 2.0, "spread": 0.02, "picks": 3, "seeds": 3}, {"speedup": 1.9, "spread": 0.03, "picks": 3, "seeds": 3})
+        'wins'
+        >>> suite_verdict({"speedup": 2.0, "spread": 0.02, "picks": 3, "seeds": 3}, {"speedup": 2.1, "spread": 0.03, "picks": 2, "seeds": 3})
+        'against 2.10x in the 2 seeds where it has a pick'
+    """
+    if not other["picks"]:
+        return "wins (it has no pick in any seed)"
+    if other["picks"] < other["seeds"]:  # neither wins nor loses: the seeds differ
+        return f"against {speed(other['speedup'])} in the {other['picks']} seeds where it has a pick"
+    ratio = auto["speedup"] / other["speedup"]
+    noise = max(auto["spread"], other["spread"])
+    return "wins" if ratio > 1 + noise else "loses" if ratio < 1 - noise else "ties"
+
+
+def suite_network_row(name: str, net: dict[str, Any]) -> tuple[list[str], float]:
+    """One network's row of the suite's summary and its ratio autoprune / best(uniform, global) (NaN when
+    autoprune or both baselines lack a pick in some seed: a mean over the seeds that had one would flatter it)."""
+    means = suite_means(net)
+    auto = means["autoprune"]
+    complete = auto["picks"] == auto["seeds"] > 0
+    baselines = [means[m]["speedup"] for m in ("uniform", "global") if means[m]["picks"] == means[m]["seeds"] > 0]
+    ratio = auto["speedup"] / max(baselines) if complete and baselines else float("nan")
+    if complete:
+        versus = "; ".join(f"{m}: {suite_verdict(auto, means[m])}" for m in SUITE_METHODS if m != "autoprune")
+    else:
+        versus = f"no pick in {auto['seeds'] - auto['picks']} of {auto['seeds']} seeds"
+    budget = net.get("max_drop") or 0.0
+    over = [f"{m} {num(v['worst_test_drop'], '{:+.4f}')}" for m, v in means.items() if v["picks"] and v["worst_test_drop"] > budget]
+    cells = [f"{speed(m.get('speedup'))} ({m['picks']}/{m['seeds']})" for m in means.values()]
+    return [name, *cells, num(ratio), versus, "yes" if not over else "no: " + ", ".join(over)], ratio
+
+
+def suite_summary(data: dict[str, Any]) -> list[str]:
+    """The suite's targets per network: mean re-timed speedup per method, autoprune against each, and the ratio
+    autoprune / best(uniform, global); then the mean of that ratio over networks (target >= 1.15)."""
+    found = [suite_network_row(name, net) for name, net in (data.get("networks") or {}).items()]
+    lines = table(["network", *[f"{m} (seeds with a pick)" for m in SUITE_METHODS], "autoprune / best(uniform, global)",
+                   "autoprune against each (beyond the re-timing spread)", "every pick within the budget on test"],
+                  [row for row, _ in found])
+    ratios = [ratio for _, ratio in found]
+    mean = sum(ratios) / len(ratios) if ratios and all(r == r for r in ratios) else float("nan")
+    missing = "" if mean == mean else " (not computable: autoprune or both baselines lack a pick in some seed of some network)"
+    return lines + ["", f"Mean over networks of autoprune / best(uniform, global): {num(mean)}{missing}; target >= 1.15: "
+                        f"{yes(mean >= 1.15)}."]
+
+
 def _suite_row(seed: str, method: str, e: dict[str, Any], load: dict[str, Any]) -> list[str]:
     counts = f"{e.get('trials', '-')} / {e.get('finetunes', '-')} / {e.get('evaluations', '-')}"
     spread = f"{speed(e.get('speedup'))} ±{pct(e.get('speedup_spread'))}" if e.get("speedup") is not None else e.get("note", "-")
@@ -216,6 +296,8 @@ def render_suite(path: pathlib.Path, data: dict[str, Any], readme: pathlib.Path)
         "split; the fastest that holds; the test split read once, for the pick. Trials / finetunes / evaluations as "
         f"counted in [benchmarks/suite.py](benchmarks/suite.py); load = 1-minute load average at the piece's start. {host_line(data)}",
     ]
+    lines += ["", "Mean over seeds (re-timed speedup of each method's pick; in brackets, seeds with a pick):", ""]
+    lines += suite_summary(data)
     for name, net in (data.get("networks") or {}).items():
         lines += ["", f"**{name}** (`{net.get('config', '?')}`): base {net.get('metric_name', 'metric')} {num(net.get('base_metric'), '{:.4f}')}, "
                   f"at most {num(net.get('max_drop'), '{:g}')} drop, {(net.get('identity') or {}).get('trials_per_search', '?')} trials "

@@ -26,6 +26,13 @@ from autoprune.trial.candidate import latency_settings
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "studies").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_study_in_the_repository_loads(path: Path) -> None:
+    """Each shipped config (the suite's references and their variants included) is valid and named after its file."""
+    cfg = load_config(path)
+    assert cfg.name == path.stem, f"{path.name}: name {cfg.name!r} differs from the file name"
+
+
 @pytest.mark.parametrize("name", ["digits-resnet", "digits-mobilenet"])
 def test_shipped_studies_load(name: str) -> None:
     path = REPO / "studies" / f"{name}.yaml"
