@@ -182,6 +182,7 @@ def test_confirm_retimes_together_judges_on_the_selection_split_and_stores(study
     fig = summary["trials"][str(out.trial)]
     assert arch["provenance"]["selection"] == "confirmed"
     assert arch["metrics"]["selection_drop"] == fig["selection_drop"] and arch["metrics"]["selection_feasible"] is True
+    assert arch["metrics"]["selection_drop_paired"] is True  # the classification task pairs its drops
     assert arch["latency"]["confirmed_speedup"] == fig["speedup"]
     report = out.final_test
     assert report is not None and report.trial == out.trial and report.test_n == len(ctx.task.dataset("test"))

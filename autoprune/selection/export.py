@@ -271,6 +271,7 @@ def _metrics(arch: Mapping[str, Any], rec: TrialRecord, budget: float, confirmed
                 "selection_metric_stderr": confirmed.get("selection_metric_stderr"),
                 "selection_drop": confirmed.get("selection_drop"),
                 "selection_drop_stderr": confirmed.get("selection_drop_stderr"),
+                "selection_drop_paired": confirmed.get("selection_drop_paired"),  # None: confirmed before drops were paired
                 "selection_z": confirmed.get("selection_z"),
                 "selection_feasible": confirmed.get("selection_feasible"),
             }
