@@ -312,13 +312,9 @@ def selection_figures(ctx: Any, model: Any, base: Any, source: str) -> dict[str,
     """A candidate on the selection split, judged as ``autoprune confirm`` judges it: its drop against ``base`` (the
     base's ``task.evaluate_samples`` on the selection split, evaluated once) with the paired standard error."""
     from autoprune.analysis.choice import holds_on_selection
+    from autoprune.selection.confirm import selection_entry
 
-    paired = ctx.task.evaluate_drop(base, model, "selection")
-    entry = {
-        "selection_metric": paired.candidate.value, "selection_drop": paired.drop,
-        "selection_drop_stderr": paired.stderr, "selection_drop_paired": paired.paired, "selection_z": ctx.config.search.selection_z,
-        "model_source": source,
-    }
+    entry = selection_entry(ctx.task.evaluate_drop(base, model, "selection"), ctx.config.search.selection_z) | {"model_source": source}
     return entry | {"selection_holds": holds_on_selection(entry, ctx.config.max_drop)}
 
 

@@ -613,7 +613,7 @@ def _measure_candidates(
     return walk
 
 
-def _selection_entry(paired: PairedDrop, z: float) -> dict[str, Any]:
+def selection_entry(paired: PairedDrop, z: float) -> dict[str, Any]:
     """A candidate's selection-split figures against the base's (paired on the same images when the task keeps
     per-sample figures, :meth:`Task.evaluate_drop`): what :func:`holds_on_selection` judges."""
     score = paired.candidate
@@ -648,7 +648,7 @@ def _confirmed_figures(
     figures: dict[str, dict[str, Any]] = {}
     baselines: dict[str, dict[str, Any]] = {}
     for c, paired, t in zip(candidates, scores, timed, strict=True):
-        entry = timing_entry(t.result, hostname) | _selection_entry(paired, z) | {
+        entry = timing_entry(t.result, hostname) | selection_entry(paired, z) | {
             "host_id": fingerprint["fingerprint_id"],
             "max_drop": budget,
             "kind": c.kind,
@@ -744,7 +744,7 @@ def confirm_study(
 
         judge = _Judge(
             evaluate=lambda model: ctx.task.evaluate_drop(base_samples, model, SELECTION_SPLIT),
-            holds=lambda paired: holds_on_selection(_selection_entry(paired, z), loaded.budget),
+            holds=lambda paired: holds_on_selection(selection_entry(paired, z), loaded.budget),
         )
         walk = _measure_candidates(config, ctx, loaded, top, judge, str(fingerprint["fingerprint_id"]), echo)
     figures, baselines = _confirmed_figures(walk.candidates, walk.scores, walk.timed, loaded.budget, z, fingerprint)
