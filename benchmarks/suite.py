@@ -11,7 +11,10 @@ five ways of choosing per-group widths, all with the config's one pinned recover
   ``search.sensitivity_ratios`` and measured after BN recalibration (:func:`autoprune.space.sensitivity.measure_curves`),
   then the greedy allocation by ``search.sensitivity_cost`` at the target speedups ``autoprune create`` uses
   (the best uniform and global points' speedups and 1.25x the faster) evaluated as full trials
-  (:func:`autoprune.space.sensitivity.sweep_allocations`); seed-independent, measured once per work folder;
+  (:func:`autoprune.space.sensitivity.sweep_allocations`).  ``search.sensitivity`` is on in every piece: these are
+  the curves and the sweep that ``autoprune create`` measures for autoprune's study, which enqueues the best of
+  them as its third baseline; seed-independent, measured once (``--prepare``, in ``<work folder>/prepare``) and
+  copied into each seed's study (:func:`seed_study`);
 - with ``--aligned``, when the config pins a ``round_to`` other than this host's channel block: both sweeps again
   at that block (``uniform-aligned``, ``global-aligned``; what a user of this host gets with ``round_to: auto``);
 - ``random``: unbounded random per-group search (``RandomSampler(seed)``) and ``autoprune``: autoprune's study
@@ -79,7 +82,6 @@ from search_methods import QUICK  # noqa: E402
 from search_methods import build_context  # noqa: E402
 from search_methods import channels_text  # noqa: E402
 from search_methods import finetuned  # noqa: E402
-from search_methods import fresh_cache  # noqa: E402
 from search_methods import indent  # noqa: E402
 from search_methods import is_settled  # noqa: E402
 from search_methods import prepare_autoprune  # noqa: E402
@@ -105,7 +107,6 @@ QUICK_CONFIG = "studies/digits-resnet.yaml"
 SELECTION_SEED = 0  # the selection split of every seed is carved with this seed (see selection_pinned_context)
 CANDIDATES = 3  # per method, re-timed together and judged on the selection split (as `autoprune confirm` does)
 SECONDS_FILE = "sweep_seconds.json"
-SENSITIVITY_FILE = "sensitivity.json"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -152,63 +153,61 @@ def piece_paths(args: argparse.Namespace) -> tuple[str, pathlib.Path, pathlib.Pa
 
 
 def sensitivity_identity(ctx: Any, targets: list[float]) -> dict[str, Any]:
-    """What the stored sensitivity sweep must match to be reused (base, recipe, rounding, grid, cost, targets)."""
+    """What the sensitivity sweep was measured for (base, recipe, rounding, grid, cost, targets)."""
     cfg = ctx.config
     return {
         "base_sha256": ctx.base_info.sha256, "recovery": cfg.recovery.model_dump(mode="json"), "round_to": ctx.round_to,
         "criterion": cfg.criterion, "grid": list(cfg.search.sensitivity_ratios), "cost": cfg.search.sensitivity_cost,
-        "targets": targets, "max_drop": cfg.max_drop,
+        "targets": list(targets), "max_drop": cfg.max_drop,
     }
 
 
-def sensitivity_targets(ctx: Any, baselines: Any) -> list[float]:
-    """The config's ``search.sensitivity_targets``, else the targets ``autoprune create`` derives from the sweeps."""
-    from autoprune.space.bounds import baseline_points
-    from autoprune.space.sensitivity import default_targets
+def seed_study(ctx: Any, folder: pathlib.Path, workdir: pathlib.Path) -> None:
+    """Start the seed's autoprune study (``folder/autoprune.db``) with the sensitivity curves and sweep that
+    ``--prepare`` measured (``workdir/prepare``): ``autoprune create`` then finds them on the study and measures
+    neither again (the curves and the sweep are seed-independent).  Nothing happens when the seed's study
+    exists already or nothing was prepared."""
+    import optuna
 
-    s = ctx.config.search
-    return list(s.sensitivity_targets or default_targets(baseline_points(baselines.uniform, baselines.global_, ctx.config.max_drop)))
-
-
-def measure_sensitivity(ctx: Any, baselines: Any, workdir: pathlib.Path) -> dict[str, Any]:
-    """The curves (resumable, in ``workdir/sensitivity.db``) and the greedy allocations swept as full trials."""
-    from autoprune.search.sensitivity_study import open_study
-    from autoprune.search.study import attr_writer
-    from autoprune.space.sensitivity import CurveProgress
-    from autoprune.space.sensitivity import measure_curves
-    from autoprune.space.sensitivity import sweep_allocations
+    from autoprune.search.study import objective_directions
+    from autoprune.space.sensitivity import SENSITIVITY_ATTR
+    from autoprune.space.sensitivity import SWEEP_ATTR
 
     cfg = ctx.config
-    cost = cfg.search.sensitivity_cost
-    targets = sensitivity_targets(ctx, baselines)
-    url = f"sqlite:///{workdir / 'sensitivity.db'}"
-    study = open_study(ctx, url)
-    fresh_cache(ctx, workdir / "latency-cache-sensitivity.sqlite")
-    progress = CurveProgress(start=lambda n: indent(f"sensitivity curves: {n} point(s) to measure") if n else None, say=indent)
-    curves = measure_curves(ctx, study, attr_writer(study, url), cfg.search.sensitivity_ratios, progress, timed=cost == "latency")
-    indent(f"greedy {cost} allocations at target speedups {', '.join(f'{t:g}x' for t in targets)}")
-    points, seconds = timed(lambda: sweep_allocations(ctx, curves, targets, cost, on_point=sweep_printer))
+    prepared, target = workdir / "prepare" / "autoprune.db", folder / "autoprune.db"
+    if target.exists() or not prepared.is_file():
+        return
+    attrs = optuna.load_study(study_name=cfg.name, storage=f"sqlite:///{prepared}").user_attrs
+    if SENSITIVITY_ATTR not in attrs or SWEEP_ATTR not in attrs:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    study = optuna.create_study(study_name=cfg.name, storage=f"sqlite:///{target}",
+                                directions=objective_directions(cfg.search.mode, ctx.task.metric_direction))
+    for key in (SENSITIVITY_ATTR, SWEEP_ATTR):
+        study.set_user_attr(key, attrs[key])
+    indent(f"autoprune's study starts with the sensitivity curves and sweep measured in {prepared.parent}")
+
+
+def sensitivity_sweep(ctx: Any, folder: pathlib.Path) -> dict[str, Any]:
+    """The sensitivity method: the curves and the swept allocations autoprune's study of this seed holds
+    (measured by its creation, or copied from ``--prepare`` by :func:`seed_study`)."""
+    import optuna
+
+    from autoprune.space.sensitivity import SWEEP_ATTR
+    from autoprune.space.sensitivity import load_curves
+
+    study = optuna.load_study(study_name=ctx.config.name, storage=f"sqlite:///{folder / 'autoprune.db'}")
+    curves, sweep = load_curves(study), study.user_attrs.get(SWEEP_ATTR)
+    if curves is None or sweep is None:
+        raise RuntimeError(f"{folder / 'autoprune.db'}: autoprune's study holds no sensitivity curves or sweep (search.sensitivity is off?)")
     return {
-        "identity": sensitivity_identity(ctx, targets),
-        "points": [p.as_dict() for p in points],
+        "identity": sensitivity_identity(ctx, sweep["targets"]),
+        "points": sweep["points"],
         "curve_points": sum(len(c.points) for c in curves.groups.values()),
         "curve_evaluations": curves.evaluations,
         "curve_seconds": curves.seconds,
-        "sweep_seconds": seconds,
+        "sweep_seconds": sweep["seconds"],
     }
-
-
-def sensitivity_sweep(ctx: Any, baselines: Any, workdir: pathlib.Path) -> dict[str, Any]:
-    """The sensitivity method's sweep, measured once per work folder and reused while its identity holds."""
-    path = workdir / SENSITIVITY_FILE
-    stored = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-    if stored is not None and stored.get("identity") == sensitivity_identity(ctx, sensitivity_targets(ctx, baselines)):
-        say(f"sensitivity: reusing the curves and allocations in {path}")
-        return stored
-    say("sensitivity: per-group curves after BN recalibration, then greedy allocations as full trials")
-    found = measure_sensitivity(ctx, baselines, workdir)
-    path.write_text(json.dumps(found, indent=1) + "\n", encoding="utf-8")
-    return found
 
 
 # --- the five methods -------------------------------------------------------------------------------------
@@ -233,6 +232,7 @@ def run_all(ctx: Any, workdir: pathlib.Path, folder: pathlib.Path, resume: bool,
     """The sweeps, both searches (``run_methods``), the sensitivity sweep and, with an ``aligned`` context
     (:func:`reference_search.aligned_context`), both sweeps at this host's channel block; ``runs["sweeps"]`` gains them."""
     measured: dict[str, float] = {}
+    seed_study(ctx, folder, workdir)
     runs = run_methods(ctx, folder, ctx.config.search.trials, resume, on_point=point_clock(measured))
     seconds_path = workdir / SECONDS_FILE
     if measured:  # the sweeps ran (complete: run_methods returned) rather than being reused
@@ -240,7 +240,7 @@ def run_all(ctx: Any, workdir: pathlib.Path, folder: pathlib.Path, resume: bool,
     if aligned is not None:
         found, runs["walls"]["aligned"] = timed(lambda: aligned_sweeps(aligned, workdir))
         runs["sweeps"] |= found
-    sens, wall = timed(lambda: sensitivity_sweep(ctx, runs["baselines"], workdir))
+    sens, wall = timed(lambda: sensitivity_sweep(ctx, folder))
     runs["sweeps"]["sensitivity"] = sens["points"]
     runs["sensitivity"] = sens
     runs["walls"]["sensitivity"] = wall
@@ -249,13 +249,12 @@ def run_all(ctx: Any, workdir: pathlib.Path, folder: pathlib.Path, resume: bool,
 
 
 def prepare_only(ctx: Any, workdir: pathlib.Path) -> None:
-    """``--prepare``: the seed-independent parts of a network (the sweeps with autoprune's study created beside
-    them in ``workdir/prepare``, and the sensitivity sweep), stored in ``workdir`` for every later seed to reuse."""
+    """``--prepare``: the seed-independent parts of a network (the sweeps, and the sensitivity curves and sweep on
+    autoprune's study created beside them in ``workdir/prepare``), stored for every later seed to reuse."""
     measured: dict[str, float] = {}
-    _study, baselines, _wall = prepare_autoprune(ctx, workdir / "prepare", point_clock(measured))
+    prepare_autoprune(ctx, workdir / "prepare", point_clock(measured))
     if measured:
         (workdir / SECONDS_FILE).write_text(json.dumps(measured, indent=1) + "\n", encoding="utf-8")
-    sensitivity_sweep(ctx, baselines, workdir)
 
 
 def method_counts(runs: dict[str, Any], method: str) -> dict[str, Any]:
@@ -521,6 +520,7 @@ def selection_pinned_context(cfg: Any, workdir: pathlib.Path, seed: int) -> Any:
 def piece_config(args: argparse.Namespace, config: str, workdir: pathlib.Path) -> Any:
     """The config of every piece of this network (``--quick``: tiny budgets and sensitivity grid)."""
     cfg = prepare_config(config, workdir, args.quick, args.trials or (QUICK["trials"] if args.quick else None))
+    cfg.search.sensitivity = True  # the sensitivity method's sweep, and autoprune's third baseline
     if args.quick:
         cfg.search.sensitivity_ratios = list(QUICK["sweep_ratios"])
     return cfg

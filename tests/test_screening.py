@@ -267,3 +267,54 @@ def test_an_inflated_incumbent_is_retimed_once_before_it_screens(study_factory, 
     study.optimize(objective, n_trials=1)
     assert len(timed) == len(set(timed)) and set(timed) >= {t.user_attrs[KEY_ATTR] for t in baselines}
     assert len(timed) <= 3
+
+
+def test_only_a_trial_that_holds_with_the_selection_margin_screens() -> None:
+    """An incumbent feasible only within its noise (the MobileNet suite's uniform 0.5 at drop 0.0098 +- 0.0022
+    against 0.01) would screen out every slower fallback and leave the search with no pick on selection."""
+    from autoprune.trial.screening import holds_with_margin
+
+    assert not holds_with_margin(0.0098, 0.0022, 0.01, 1.0) and holds_with_margin(0.0098, 0.0022, 0.01, 0.0)
+    assert holds_with_margin(0.0073, 0.0021, 0.01, 1.0) and holds_with_margin(0.005, None, 0.01, 1.0)
+    assert not holds_with_margin(None, 0.001, 0.01, 1.0) and not holds_with_margin(math.nan, 0.001, 0.01, 1.0)
+    edge = Outcome(0.01, True, 2.2, 0.02, number=1, secure=False)
+    safe = Outcome(0.01, True, 1.8, 0.02, number=2)
+    rules = ScreeningRules.learn([edge, safe], 10)
+    assert rules.incumbent == safe
+    assert rules.reason(0.0, 0.01, speedup=1.9, spread=0.02, mode="fastest") is None  # slower than the edge trial
+    assert rules.reason(0.0, 0.01, speedup=1.5, spread=0.02, mode="fastest").endswith("trial 2's feasible 1.80x ±2.0%")
+    assert ScreeningRules.learn([edge], 10).incumbent is None
+
+
+def test_a_baseline_at_the_edge_of_the_budget_screens_nothing(study_factory, tmp_path: Path, monkeypatch) -> None:
+    """Baselines whose stored drop holds the budget only within one standard error: a slower candidate is
+    finetuned, not skipped as unable to beat them, and they are not re-timed (they are no incumbent)."""
+    from conftest import TINY_STUDY
+
+    from autoprune.config import load_config
+    from autoprune.search import objective as objective_module
+    from autoprune.search.create import create_study
+    from autoprune.space.sweep_records import SWEEP_DIR
+    from autoprune.space.sweep_records import sweep_stem
+    from autoprune.trial.candidate import StudyContext
+
+    search = {"trials": 4, "mode": "fastest", "sweep_ratios": [0.25], "screening": True, "bounds_margin": 3, "selection_z": 1.0}
+    latency = dict(TINY_STUDY["latency"], input_shape=[1, 48, 48])
+    path = study_factory({"name": "edge", "max_drop": 0.9, "search": search, "latency": latency})
+    cfg, _url, study = create_study(str(path), None, say=lambda line: None)
+    for kind in ("uniform", "global"):
+        record = cfg.artifact_path() / SWEEP_DIR / f"{sweep_stem(kind, 0.25)}.json"
+        data = json.loads(record.read_text())
+        data["attrs"].update(speedup=50.0, speedup_spread=0.01, drop=0.89, drop_stderr=0.05, feasible=True)
+        record.write_text(json.dumps(data))
+    objective = objective_module.Objective(StudyContext.build(load_config(path), workdir=tmp_path / "w"), study, 10, "w0", lambda line: None)
+    study.optimize(objective, n_trials=2)
+    assert [t.user_attrs["drop"] for t in study.get_trials(deepcopy=False)] == [0.89, 0.89]
+    timed: list[object] = []
+    monkeypatch.setattr(objective_module, "time_architecture", lambda ctx, ratios: timed.append(ratios))
+    widest = {name: g.widths[-1] for name, g in objective.space.items()}  # slower than either baseline's claim
+    study.enqueue_trial(widest)
+    study.optimize(objective, n_trials=1)
+    candidate = study.get_trials(deepcopy=False)[-1]
+    assert candidate.state == optuna.trial.TrialState.COMPLETE and "screened" not in candidate.user_attrs
+    assert candidate.user_attrs["recovery_steps"] == 4 and timed == []

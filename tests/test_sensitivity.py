@@ -120,6 +120,46 @@ def test_a_study_with_sensitivity_on_enqueues_the_sensitivity_baseline_inside_it
     assert all(params[name] in space[name]["widths"] for name in space)
 
 
+def test_the_enqueued_sensitivity_trial_reuses_its_sweep_point_and_a_stored_sweep_is_not_swept_again(
+    study_factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No finetune twice: the sensitivity baseline's trial takes over its sweep point's figures and weights, as
+    the uniform and global ones do; the swept allocations are kept on the study and reused for the same curves,
+    targets and cost (a study seeded with another's curves and sweep measures and sweeps nothing)."""
+    from autoprune.search.create import create_study
+    from autoprune.search.objective import Objective
+    from autoprune.search.study import attr_writer
+    from autoprune.space import sensitivity as sensitivity_module
+    from autoprune.space.sensitivity import SWEEP_ATTR
+    from autoprune.space.sensitivity import sensitivity_baseline
+
+    config = study_factory({**CURVE_OVERRIDES, "max_drop": 0.6,
+                            "search": {**CURVE_OVERRIDES["search"], "sensitivity": True, "sensitivity_targets": [1.3],
+                                       "sensitivity_cost": "macs", "trials": 4}})
+    cfg, url, study = create_study(str(config), None, say=lambda line: None)
+    swept = study.user_attrs[SWEEP_ATTR]
+    assert swept["targets"] == [1.3] and swept["cost"] == "macs" and len(swept["points"]) == 1
+    assert swept["points"] == study.user_attrs["baselines"]["sensitivity"]
+    ctx = StudyContext.build(load_config(config), workdir=tmp_path / "w")
+    study.optimize(Objective(ctx, study, 10, "w0", lambda line: None), n_trials=3)  # the three enqueued baselines
+    trials = {t.user_attrs["kind"]: t for t in study.get_trials(deepcopy=False)}
+    sens = trials["sensitivity"]
+    assert sens.state == optuna.trial.TrialState.COMPLETE and sens.user_attrs.get("sweep_point")
+    assert sens.user_attrs["drop"] == pytest.approx(swept["points"][0]["drop"])
+
+    def no_sweep(*args: object, **kwargs: object) -> None:
+        raise AssertionError("swept again")
+
+    monkeypatch.setattr(sensitivity_module, "sweep_allocations", no_sweep)
+    seeded = optuna.create_study(study_name="seeded", storage=url)
+    for key in (SENSITIVITY_ATTR, SWEEP_ATTR):
+        seeded.set_user_attr(key, study.user_attrs[key])
+    points = {}  # the targets are the config's, so the baselines do not matter here
+    again = sensitivity_baseline(ctx, seeded, attr_writer(seeded, url), points, lambda line: None)
+    assert [p.as_dict() for p in again.points] == swept["points"] and again.best is not None
+    assert cfg.name == study.study_name
+
+
 def test_the_default_study_has_no_sensitivity_baseline(study_factory) -> None:
     assert load_config(study_factory()).search.sensitivity is False
 

@@ -32,6 +32,7 @@ from autoprune.analysis.twins import one_per_architecture
 from autoprune.errors import SelectionError
 from autoprune.search.study_attrs import confirmed_column
 from autoprune.search.study_attrs import confirmed_figures
+from autoprune.trial.screening import holds_with_margin
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,8 +112,7 @@ def holds_on_selection(confirmed: Mapping[str, Any], max_drop: float) -> bool:
         True
     """
     z, se = as_float(confirmed.get("selection_z")), as_float(confirmed.get("selection_drop_stderr"))
-    margin = z * se if math.isfinite(z) and math.isfinite(se) else 0.0
-    return bool(as_float(confirmed.get("selection_drop")) + margin <= max_drop)
+    return holds_with_margin(as_float(confirmed.get("selection_drop")), se, max_drop, z if math.isfinite(z) else 0.0)
 
 
 Key = TypeVar("Key", bound=Hashable)

@@ -50,6 +50,7 @@ from autoprune.trial.recovery import calibration_metric
 from autoprune.trial.screening import CANNOT_BEAT
 from autoprune.trial.screening import Outcome
 from autoprune.trial.screening import ScreeningRules
+from autoprune.trial.screening import holds_with_margin
 
 if TYPE_CHECKING:
     from autoprune.trial.candidate import StudyContext
@@ -81,6 +82,7 @@ def _outcome(trial: optuna.trial.FrozenTrial, ctx: StudyContext) -> Outcome:
         speedup_spread=float(timing.speedup_spread or 0.0),
         noisy=bool(timing.noisy),
         number=trial.number,
+        secure=holds_with_margin(rec.drop, rec.drop_stderr, ctx.config.max_drop, ctx.config.search.selection_z),
     )
 
 
@@ -205,7 +207,7 @@ class Objective:
     def _sweep_record(self, queued: TrialRecord, kind: str, widths: Mapping[str, int]) -> SweepRecord | None:
         """The sweep point an enqueued baseline trial repeats, when its figures and files are here to reuse."""
         ratio = queued.baseline_ratio
-        if kind not in ("uniform", "global") or ratio is None:
+        if kind not in ("uniform", "global", "sensitivity") or ratio is None:
             return None
         return load_sweep_record(self.ctx.config, kind, float(ratio), self.ctx.base_info.sha256, widths, list(self.space))
 

@@ -10,7 +10,10 @@ finetune: a point costs one BN recalibration, one evaluation and one timing.
 The curves live on the study (attr :data:`SENSITIVITY_ATTR`, :class:`~autoprune.space.allocation.SensitivityCurves`),
 written after every finished group, so an interrupted measurement resumes where it stopped.  The sensitivity
 baseline (:func:`sensitivity_baseline`) sweeps greedy allocations (:mod:`autoprune.space.allocation`) at a few target
-speedups, each evaluated as a full trial like the uniform and global sweep points.
+speedups, each evaluated as a full trial like the uniform and global sweep points: its figures are kept on the study
+(attr :data:`SWEEP_ATTR`, reused while the targets and the cost are the same) and its weights as a sweep record
+(:mod:`autoprune.space.sweep_records`), so that the enqueued sensitivity trial takes them over instead of finetuning
+the same architecture again.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from autoprune.space.baselines import result_point
 from autoprune.space.bounds import SweepPoint
 from autoprune.space.bounds import fastest_feasible
 from autoprune.space.bounds import largest_feasible
+from autoprune.space.sweep_records import save_sweep_record
 from autoprune.space.widths import nearest_widths
 from autoprune.space.widths import width_space
 from autoprune.trial.candidate import StudyContext
@@ -50,6 +54,8 @@ from autoprune.trial.pruning_setup import head_plans
 
 log = logging.getLogger("autoprune")
 SENSITIVITY_ATTR = "sensitivity"
+# The swept allocations: {"targets", "cost", "seconds", "points": [SweepPoint.as_dict()]}.
+SWEEP_ATTR = "sensitivity_sweep"
 KIND = "sensitivity"
 # Beyond the faster of the best uniform and global baselines, the default targets ask this much more speedup.
 BEYOND = 1.25
@@ -272,11 +278,32 @@ def sweep_allocations(
             continue
         seen.add(key)
         res = evaluate_candidate(ctx, ratios=allocation_ratios(curves, allocation))
+        save_sweep_record(ctx, KIND, round(share, 6), res)
         point = result_point(KIND, round(share, 6), res, ctx.config.max_drop)
         out.append(point)
         if on_point is not None:
             on_point(point)
     return out
+
+
+def sweep_attr(curves: SensitivityCurves, targets: Sequence[float], cost: str, points: Sequence[SweepPoint], seconds: float) -> dict[str, Any]:
+    """The study attr :data:`SWEEP_ATTR` of a sweep of greedy allocations made from ``curves``."""
+    return {"meta": dict(curves.meta), "targets": [float(t) for t in targets], "cost": cost, "seconds": round(seconds, 3),
+            "points": [p.as_dict() for p in points]}
+
+
+def stored_sweep(study: optuna.Study, curves: SensitivityCurves, targets: Sequence[float], cost: str) -> list[SweepPoint] | None:
+    """The sweep stored on ``study`` when it was made from curves measured as these (base, recipe, rounding) at
+    these targets and cost; None: sweep (a torn record too)."""
+    data = study.user_attrs.get(SWEEP_ATTR)
+    wanted = {"meta": dict(curves.meta), "targets": [float(t) for t in targets], "cost": cost}
+    if not isinstance(data, dict) or any(data.get(k) != v for k, v in wanted.items()):
+        return None
+    try:
+        return [SweepPoint.from_dict(p) for p in data["points"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        log.warning("study %r: its attr %r cannot be read (%s); sweeping again", study.study_name, SWEEP_ATTR, exc)
+        return None
 
 
 def sensitivity_baseline(
@@ -303,8 +330,14 @@ def sensitivity_baseline(
     progress = CurveProgress(start=lambda n: say(f"measuring the sensitivity curves: {n} point(s)") if n else None, say=say)
     curves = measure_curves(ctx, study, write_attr, grid, progress, timed=timed)
     targets = s.sensitivity_targets or default_targets(points)
-    say(f"sweeping greedy {s.sensitivity_cost} allocations at target speedups {', '.join(f'{t:g}x' for t in targets)}")
-    sweep = sweep_allocations(ctx, curves, targets, s.sensitivity_cost)
+    sweep = stored_sweep(study, curves, targets, s.sensitivity_cost)
+    if sweep is None:
+        say(f"sweeping greedy {s.sensitivity_cost} allocations at target speedups {', '.join(f'{t:g}x' for t in targets)}")
+        start = time.perf_counter()
+        sweep = sweep_allocations(ctx, curves, targets, s.sensitivity_cost)
+        write_attr(SWEEP_ATTR, sweep_attr(curves, targets, s.sensitivity_cost, sweep, time.perf_counter() - start))
+    else:
+        say(f"reusing the study's sweep of greedy {s.sensitivity_cost} allocations ({len(sweep)} point(s))")
     best = fastest_feasible(sweep, ctx.config.max_drop) or largest_feasible(sweep, ctx.config.max_drop)
     if not sweep:
         say("note: no greedy allocation prunes anything at these targets; no sensitivity baseline")
@@ -317,6 +350,7 @@ __all__ = [
     "KIND",
     "BnOnly",
     "SENSITIVITY_ATTR",
+    "SWEEP_ATTR",
     "CurveProgress",
     "PlannedPoint",
     "SensitivityBaseline",
@@ -326,5 +360,7 @@ __all__ = [
     "measure_curves",
     "plan_points",
     "sensitivity_baseline",
+    "stored_sweep",
     "sweep_allocations",
+    "sweep_attr",
 ]

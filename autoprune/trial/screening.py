@@ -4,7 +4,11 @@ A candidate's timing and its metric after BN recalibration cost seconds; the fin
 trial.  Two rules skip the finetune, each with its reason recorded on the trial:
 
 - **cannot be faster** (fastest-within-budget mode): even at the top of its timing spread, the candidate
-  is slower than the fastest feasible trial so far (the incumbent, at the bottom of its own spread);
+  is slower than the fastest feasible trial so far (the incumbent, at the bottom of its own spread).  The
+  incumbent must hold the budget with confirm's margin (:attr:`Outcome.secure`: its drop plus
+  ``search.selection_z`` standard errors within ``max_drop``): a trial feasible only by its noise is likely to
+  fail on the selection split, and a search that screened everything slower than it would be left with no
+  pick;
 - **predicted over budget**: its drop after BN recalibration is worse than that of every completed trial
   that ended within the budget, by more than those feasible trials' after-BN drops spread among themselves
   (learned from the study's own trials, once it holds a few, at least two feasible and one not; never a fixed
@@ -42,6 +46,12 @@ Example:
     >>> rules = ScreeningRules.learn(done, 3, {7: confirmed[7], 5: done[0].retimed(1.45, 0.02, False)})
     >>> rules.reason(drop_after_bn=0.02, stderr=0.01, speedup=1.39, spread=0.02, mode="fastest").split("below ")[1]
     "trial 5's feasible 1.45x ±2.0% (re-timed here; stored 2.00x)"
+
+    A trial feasible only within its noise (not ``secure``) screens nothing out:
+
+    >>> edge = [Outcome(0.05, True, 2.0, 0.02, number=3, secure=False)]
+    >>> ScreeningRules.learn(edge, min_trials=3).incumbent is None
+    True
 """
 
 from __future__ import annotations
@@ -71,6 +81,8 @@ class Outcome:
         speedup_spread: its timing's relative spread.
         noisy: whether its timing did not settle (a noisy incumbent does not screen anything).
         number: the trial number (for the reason text).
+        secure: whether it holds the budget with confirm's margin (drop + ``selection_z`` standard errors
+            within ``max_drop``); only a secure feasible trial can be the incumbent of the speed rule.
         stored_speedup / retimed_speedup: once confirmed in this process (:meth:`retimed`), the speedup the
             study stores for the trial and the one re-timed here (``speedup`` is the lower); None before.
     """
@@ -81,6 +93,7 @@ class Outcome:
     speedup_spread: float
     noisy: bool = False
     number: int | None = None
+    secure: bool = True
     stored_speedup: float | None = None
     retimed_speedup: float | None = None
 
@@ -117,7 +130,7 @@ class ScreeningRules:
             learned yet, too few trials, fewer than two feasible ones or no infeasible example to learn from).
         feasible_spread: how far the after-BN drops of the feasible trials spread (largest - smallest): the
             margin beyond ``worst_feasible_drop`` before a candidate is predicted over budget.
-        incumbent: the fastest feasible trial with a settled timing (None: none yet).
+        incumbent: the fastest secure feasible trial with a settled timing (None: none yet).
         trials: how many completed trials the rules were learned from.
     """
 
@@ -146,7 +159,7 @@ class ScreeningRules:
         if len(known) >= min_trials and len(feasible) >= 2 and len(feasible) < len(known):
             drops = [float(o.drop_after_bn) for o in feasible]  # type: ignore[arg-type]
             worst, spread = max(drops), max(drops) - min(drops)
-        timed = [o for o in outcomes if o.feasible and not o.noisy and math.isfinite(o.speedup)]
+        timed = [o for o in outcomes if o.feasible and o.secure and not o.noisy and math.isfinite(o.speedup)]
         incumbent = max(timed, key=lambda o: o.speedup, default=None)
         return cls(worst, incumbent, len(known), spread)
 
@@ -175,6 +188,20 @@ class ScreeningRules:
                     f"any trial that ended within budget, by more than {margin:.4f} (the feasible trials' spread, at "
                     f"least 2 standard errors; {self.trials} trials)")
         return None
+
+
+def holds_with_margin(drop: float | None, stderr: float | None, max_drop: float, z: float) -> bool:
+    """Whether a drop holds the budget with confirm's margin: ``drop + z * stderr <= max_drop`` (no margin where
+    the error is unknown; False where the drop is).
+
+    Example:
+        >>> holds_with_margin(0.0098, 0.0022, 0.01, 1.0), holds_with_margin(0.0073, 0.0021, 0.01, 1.0)
+        (False, True)
+    """
+    if drop is None or not math.isfinite(float(drop)):
+        return False
+    se = 0.0 if stderr is None or not math.isfinite(float(stderr)) else float(stderr)
+    return float(drop) + z * se <= max_drop
 
 
 def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
