@@ -335,12 +335,16 @@ def sweep_printer(point: Any) -> None:
     indent(f"{point.kind:7} {point.ratio:.2f}: metric {point.metric:.4f} (drop {point.drop:+.4f}), speedup {point.speedup:.2f}x")
 
 
-def prepare_autoprune(ctx: Any, folder: pathlib.Path, on_point: Callable[[Any], None] = sweep_printer) -> tuple[Any, Any, float]:
+def prepare_autoprune(
+    ctx: Any, folder: pathlib.Path, on_point: Callable[[Any], None] = sweep_printer, seed_attrs: dict[str, Any] | None = None
+) -> tuple[Any, Any, float]:
     """Calibrate, sweep and create autoprune's study on a fresh SQLite file in ``folder``, as ``autoprune create``.
 
     The sweeps get their own fresh latency cache; ``baselines.json`` (and the recipe calibration) in the
     config's artifact folder are reused when they were made for this base, budget, sweep and recipe.  The
-    study's recovery recipe is left applied to ``ctx.config``: every later candidate gets it.
+    study's recovery recipe is left applied to ``ctx.config``: every later candidate gets it.  ``seed_attrs``:
+    study attrs the fresh study holds before ``autoprune create`` runs on it (e.g. sensitivity curves and
+    sweep measured once for several seeds, which creation then reuses).
 
     Returns:
         ``(study with the config's sampler, the Baselines, wall seconds of calibration + sweeps + creation)``.
@@ -353,11 +357,16 @@ def prepare_autoprune(ctx: Any, folder: pathlib.Path, on_point: Callable[[Any], 
     from autoprune.trial.calibration import with_recipe
     from autoprune.search.study import create_or_load
     from autoprune.search.study import make_sampler
+    from autoprune.search.study import objective_directions
     from autoprune.search.study import storage_for
 
     cfg = ctx.config
     fresh_cache(ctx, folder / "latency-cache-baselines.sqlite")
     url = sqlite_url(folder / "autoprune.db")
+    if seed_attrs:
+        seeded = optuna.create_study(study_name=cfg.name, storage=url, directions=objective_directions(cfg.search.mode, ctx.task.metric_direction))
+        for key, value in seed_attrs.items():
+            seeded.set_user_attr(key, value)
     start = time.perf_counter()
     create_or_load(cfg, url, ctx, on_point=on_point, say=indent)
     wall = time.perf_counter() - start
@@ -562,13 +571,15 @@ def resumed_methods(ctx: Any, folder: pathlib.Path, trials: int) -> dict[str, An
 
 
 def run_methods(
-    ctx: Any, folder: pathlib.Path, trials: int, resume: bool = False, on_point: Callable[[Any], None] = sweep_printer
+    ctx: Any, folder: pathlib.Path, trials: int, resume: bool = False, on_point: Callable[[Any], None] = sweep_printer,
+    seed_attrs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """All four methods: sweeps and autoprune's study first (they fix the recovery recipe), then random, then autoprune.
 
     Args:
         resume: reuse both searches when ``folder`` already holds them finished (:func:`resumed_methods`).
         on_point: called with each sweep point measured (default: a progress line).
+        seed_attrs: attrs autoprune's fresh study holds before creation (:func:`prepare_autoprune`).
 
     Returns:
         ``baselines`` (the :class:`~autoprune.space.baselines.Baselines`), ``sweeps`` (both as dicts), ``rows`` and
@@ -582,7 +593,7 @@ def run_methods(
             say(f"resuming: both searches of this seed are finished in {folder}; re-timing and testing their winners")
             return found
     say(f"a+b) recovery recipe, uniform and global sweeps over {list(cfg.search.sweep_ratios)}, autoprune's study")
-    study, baselines, sweeps_wall = prepare_autoprune(ctx, folder, on_point)
+    study, baselines, sweeps_wall = prepare_autoprune(ctx, folder, on_point, seed_attrs)
     say(f"c) unbounded random per-group search, {trials} trials")
     random_rows, random_space, random_wall = run_search(ctx, create_random(ctx, folder), folder, trials, "random")
     say(f"d) autoprune's bounded search ({cfg.search.sampler}, {cfg.search.mode} mode), {trials} trials")

@@ -14,7 +14,7 @@ five ways of choosing per-group widths, all with the config's one pinned recover
   (:func:`autoprune.space.sensitivity.sweep_allocations`).  ``search.sensitivity`` is on in every piece: these are
   the curves and the sweep that ``autoprune create`` measures for autoprune's study, which enqueues the best of
   them as its third baseline; seed-independent, measured once (``--prepare``, in ``<work folder>/prepare``) and
-  copied into each seed's study (:func:`seed_study`);
+  copied into each seed's study (:func:`prepared_attrs`);
 - with ``--aligned``, when the config pins a ``round_to`` other than this host's channel block: both sweeps again
   at that block (``uniform-aligned``, ``global-aligned``; what a user of this host gets with ``round_to: auto``);
 - ``random``: unbounded random per-group search (``RandomSampler(seed)``) and ``autoprune``: autoprune's study
@@ -162,35 +162,28 @@ def sensitivity_identity(ctx: Any, targets: list[float]) -> dict[str, Any]:
     }
 
 
-def seed_study(ctx: Any, folder: pathlib.Path, workdir: pathlib.Path) -> None:
-    """Start the seed's autoprune study (``folder/autoprune.db``) with the sensitivity curves and sweep that
-    ``--prepare`` measured (``workdir/prepare``): ``autoprune create`` then finds them on the study and measures
-    neither again (the curves and the sweep are seed-independent).  Nothing happens when the seed's study
-    exists already or nothing was prepared."""
+def prepared_attrs(ctx: Any, workdir: pathlib.Path) -> dict[str, Any] | None:
+    """The sensitivity curves and sweep that ``--prepare`` measured on autoprune's study in ``workdir/prepare``
+    (seed-independent): each seed's study starts with them, so ``autoprune create`` measures neither again.
+    None when nothing was prepared."""
     import optuna
 
-    from autoprune.search.study import objective_directions
     from autoprune.space.sensitivity import SENSITIVITY_ATTR
     from autoprune.space.sensitivity import SWEEP_ATTR
 
-    cfg = ctx.config
-    prepared, target = workdir / "prepare" / "autoprune.db", folder / "autoprune.db"
-    if target.exists() or not prepared.is_file():
-        return
-    attrs = optuna.load_study(study_name=cfg.name, storage=f"sqlite:///{prepared}").user_attrs
+    prepared = workdir / "prepare" / "autoprune.db"
+    if not prepared.is_file():
+        return None
+    attrs = optuna.load_study(study_name=ctx.config.name, storage=f"sqlite:///{prepared}").user_attrs
     if SENSITIVITY_ATTR not in attrs or SWEEP_ATTR not in attrs:
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    study = optuna.create_study(study_name=cfg.name, storage=f"sqlite:///{target}",
-                                directions=objective_directions(cfg.search.mode, ctx.task.metric_direction))
-    for key in (SENSITIVITY_ATTR, SWEEP_ATTR):
-        study.set_user_attr(key, attrs[key])
+        return None
     indent(f"autoprune's study starts with the sensitivity curves and sweep measured in {prepared.parent}")
+    return {key: attrs[key] for key in (SENSITIVITY_ATTR, SWEEP_ATTR)}
 
 
 def sensitivity_sweep(ctx: Any, folder: pathlib.Path) -> dict[str, Any]:
     """The sensitivity method: the curves and the swept allocations autoprune's study of this seed holds
-    (measured by its creation, or copied from ``--prepare`` by :func:`seed_study`)."""
+    (measured by its creation, or copied from ``--prepare``: :func:`prepared_attrs`)."""
     import optuna
 
     from autoprune.space.sensitivity import SWEEP_ATTR
@@ -232,8 +225,8 @@ def run_all(ctx: Any, workdir: pathlib.Path, folder: pathlib.Path, resume: bool,
     """The sweeps, both searches (``run_methods``), the sensitivity sweep and, with an ``aligned`` context
     (:func:`reference_search.aligned_context`), both sweeps at this host's channel block; ``runs["sweeps"]`` gains them."""
     measured: dict[str, float] = {}
-    seed_study(ctx, folder, workdir)
-    runs = run_methods(ctx, folder, ctx.config.search.trials, resume, on_point=point_clock(measured))
+    runs = run_methods(ctx, folder, ctx.config.search.trials, resume, on_point=point_clock(measured),
+                       seed_attrs=prepared_attrs(ctx, workdir))
     seconds_path = workdir / SECONDS_FILE
     if measured:  # the sweeps ran (complete: run_methods returned) rather than being reused
         seconds_path.write_text(json.dumps(measured, indent=1) + "\n", encoding="utf-8")
