@@ -163,7 +163,7 @@ def _alignment(models: dict[str, Any]) -> list[dict[str, Any]]:
     results = measure_speedups([v["path"] for v in variants], models["base"],
                                LatencySettings(batch_size=BATCH, threads=THREADS))
     rows = []
-    for variant, result in zip(variants, results):
+    for variant, result in zip(variants, results, strict=True):
         rows.append({
             "round_to": variant["round_to"],
             "kept": variant["kept"],
