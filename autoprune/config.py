@@ -337,6 +337,11 @@ class LatencyConfig(_Section):
     include_copies: bool = False
     # Ceiling on one candidate's timing (all attempts, while the host timing lock is held); the trial fails past it.
     max_seconds: float = Field(600.0, gt=0, allow_inf_nan=False)
+    # Opt-in: end a candidate's interleaved timing once, after at least early_stop_min_blocks blocks, its speedup
+    # spread is below early_stop_fraction x cv_threshold (never more than repeats); off, every block runs.
+    early_stop: bool = False
+    early_stop_min_blocks: int = Field(4, ge=2, le=1_000)
+    early_stop_fraction: float = Field(0.5, gt=0, le=1)
 
     @field_validator("provider_options")
     @classmethod
@@ -363,6 +368,11 @@ class LatencyConfig(_Section):
             )
         if self.blocks > self.repeats:
             raise ValueError(f"blocks ({self.blocks}) must not exceed repeats ({self.repeats}): each block times at least one run")
+        if self.early_stop and self.early_stop_min_blocks > self.blocks:
+            raise ValueError(
+                f"early_stop_min_blocks ({self.early_stop_min_blocks}) must not exceed blocks ({self.blocks}): the timing "
+                "could never stop early; lower latency.early_stop_min_blocks or raise latency.blocks"
+            )
         return self
 
 

@@ -37,9 +37,9 @@ from conftest import TINY_STUDY  # noqa: E402
 from conftest import write_study  # noqa: E402
 from fuzzing import FILE_KINDS  # noqa: E402
 from fuzzing import mutated_json  # noqa: E402
+from fuzzing import mutated_yaml  # noqa: E402
 from fuzzing import read_mutated  # noqa: E402
 from fuzzing import write_mutated  # noqa: E402
-from fuzzing import mutated_yaml  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "fuzz_files.json"
 
@@ -66,12 +66,12 @@ def fuzz_yaml(folder: pathlib.Path, rng: random.Random, cases: int) -> dict[str,
 
 def valid_architecture(folder: pathlib.Path) -> tuple[dict[str, Any], Any]:
     """The tiny study's architecture at a mixed ratio vector (base trained in ``folder``) and its config."""
-    from autoprune.selection.architecture import build_architecture
     from autoprune.base_model import load_base
     from autoprune.config import load_config
+    from autoprune.selection.architecture import build_architecture
+    from autoprune.tasks import build_task
     from autoprune.trial.pruning_setup import make_pruner
     from autoprune.trial.pruning_setup import resolve_round_to
-    from autoprune.tasks import build_task
 
     config = load_config(write_study(folder))
     task = build_task(config)
@@ -84,10 +84,10 @@ def valid_architecture(folder: pathlib.Path) -> tuple[dict[str, Any], Any]:
 
 
 def fuzz_json(folder: pathlib.Path, rng: random.Random, cases: int, apply_at_most: int) -> dict[str, Any]:
-    from autoprune.selection.architecture import apply_architecture
-    from autoprune.selection.architecture import read_architecture
     from autoprune.errors import ArchitectureError
     from autoprune.errors import AutopruneError
+    from autoprune.selection.architecture import apply_architecture
+    from autoprune.selection.architecture import read_architecture
 
     valid, config = valid_architecture(folder)
     counts: dict[str, Any] = {"cases": cases, "valid": 0, "refused": 0, "applied": 0, "apply_refused": 0, "failures": []}

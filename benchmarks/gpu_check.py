@@ -240,7 +240,8 @@ def run_check(dry: bool, source: pathlib.Path, trials: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dry-run", "--quick", dest="dry_run", action="store_true", help="run on the CPU (device cpu, provider cpu, tiny budget); output to a temp folder")
+    parser.add_argument("--dry-run", "--quick", dest="dry_run", action="store_true",
+                        help="run on the CPU (device cpu, provider cpu, tiny budget); output to a temp folder")
     parser.add_argument("--config", default=str(CONFIG), help="study YAML of a built-in task (default: studies/digits-resnet.yaml)")
     parser.add_argument("--trials", type=int, default=None, help="trials of the study (default 4; 2 with --dry-run)")
     parser.add_argument("--out", default=None, help="result JSON (default: benchmarks/results/gpu_check.json; a temp file with --dry-run)")
@@ -252,7 +253,12 @@ def main(argv: list[str] | None = None) -> int:
             print("gpu_check: torch sees no CUDA GPU here; run it on a GPU machine, or pass --dry-run", file=sys.stderr)
             return 2
     trials = args.trials or (2 if args.dry_run else 4)
-    out = pathlib.Path(args.out) if args.out else (pathlib.Path(tempfile.mkdtemp(prefix="gpu-check-out-")) / "gpu_check_dry.json" if args.dry_run else RESULTS)
+    if args.out:
+        out = pathlib.Path(args.out)
+    elif args.dry_run:
+        out = pathlib.Path(tempfile.mkdtemp(prefix="gpu-check-out-")) / "gpu_check_dry.json"
+    else:
+        out = RESULTS
     if args.dry_run and out.resolve() == RESULTS.resolve():
         print("gpu_check: a dry run never writes the committed GPU result; pass another --out", file=sys.stderr)
         return 2

@@ -34,13 +34,13 @@ from typing import Any
 
 import torch
 
-from autoprune.trial.calibration import calibrate_recovery
-from autoprune.trial.candidate import StudyContext
 from autoprune.config import load_config
 from autoprune.latency import host_fingerprint
 from autoprune.latency import training_section
-from autoprune.trial.recovery import _Judge
+from autoprune.trial.calibration import calibrate_recovery
+from autoprune.trial.candidate import StudyContext
 from autoprune.trial.recovery import _batches
+from autoprune.trial.recovery import _Judge
 from autoprune.trial.recovery import _loss
 from autoprune.trial.recovery import _schedule
 from autoprune.trial.recovery import calibration_split
@@ -49,7 +49,11 @@ from autoprune.trial.recovery import recalibrate_bn
 from autoprune.trial.recovery import recover
 
 ROOT = Path(__file__).resolve().parent
-DEFAULT_CONFIGS = [ROOT / "recovery" / "recovery-vgg.yaml", ROOT.parent / "studies" / "digits-resnet.yaml", ROOT.parent / "studies" / "digits-mobilenet.yaml"]
+DEFAULT_CONFIGS = [
+    ROOT / "recovery" / "recovery-vgg.yaml",
+    ROOT.parent / "studies" / "digits-resnet.yaml",
+    ROOT.parent / "studies" / "digits-mobilenet.yaml",
+]
 # (finetune epochs, learning rate): the rows of the table in the recovery issue.
 RECIPES = [(0.25, 0.02), (1.0, 0.02), (1.0, 0.002), (5.0, 0.02)]
 OUT = ROOT / "results"

@@ -31,9 +31,9 @@ COMPLETE and not ``duplicate_of``; a sweep point counts one), repeated full eval
 vector finetuned again in the same search) and baseline mismatches (enqueued uniform/global trials whose
 kept channels differ from their sweep point's).
 
-Targets, per seed: autoprune / best baseline (uniform, global and, where run, the aligned sweeps) >= 1.2 re-timed; autoprune's pick within the budget on
-the test split; autoprune above random by more than the re-timing spread (autoprune / random - 1 >
-hypot(both speedups' spreads)).  Printed per seed and, with mean and spread, over every seed in the file.
+Targets, per seed: autoprune / best baseline (uniform, global and, where run, the aligned sweeps) >= 1.2
+re-timed; autoprune's pick within the budget on the test split; autoprune above random by more than the
+re-timing spread (autoprune / random - 1 > hypot(both speedups' spreads)).  Printed per seed and, with mean and spread, over every seed in the file.
 
 Run one seed at a time (resumable: the results file keeps the other seeds' entries and replaces this one's),
 after the seed-independent part (base model, recipe, sweeps; optional: the first seed runs it otherwise)::
@@ -65,9 +65,9 @@ import pathlib
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
-from typing import Callable
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
@@ -112,8 +112,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="studies/reference.yaml", help="study YAML (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of both searches' samplers (default: %(default)s)")
-    parser.add_argument("--trials", type=int, default=None, help="trials of random and of autoprune (default: the config's search.trials; 4 with --quick)")
-    parser.add_argument("--retime-rounds", type=int, default=None, help="interleaved re-timing rounds of the four winners (default 3; 1 with --quick)")
+    parser.add_argument("--trials", type=int, default=None,
+                        help="trials of random and of autoprune (default: the config's search.trials; 4 with --quick)")
+    parser.add_argument("--retime-rounds", type=int, default=None,
+                        help="interleaved re-timing rounds of the four winners (default 3; 1 with --quick)")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny budgets, 2-epoch base; work folder and output in a temp folder")
     parser.add_argument("--workdir", default=None, help="folder kept between seeds: recipe calibration, sweeps, storages, artifacts "
                         "(default: <config artifact dir>/reference-search; with --quick a temp folder)")
@@ -484,7 +486,14 @@ def seed_methods(ctx: Any, runs: dict[str, Any], candidates: dict[str, Any], ret
     return methods
 
 
-def seed_entry(ctx: Any, runs: dict[str, Any], candidates: dict[str, Any], retimed: dict[str, Any], tested: dict[str, Any], host: dict[str, Any]) -> dict[str, Any]:
+def seed_entry(
+    ctx: Any,
+    runs: dict[str, Any],
+    candidates: dict[str, Any],
+    retimed: dict[str, Any],
+    tested: dict[str, Any],
+    host: dict[str, Any],
+) -> dict[str, Any]:
     """Everything one seed measured."""
     cfg = ctx.config
     methods = seed_methods(ctx, runs, candidates, retimed, tested)
@@ -612,7 +621,8 @@ def print_seed(entry: dict[str, Any], data: dict[str, Any]) -> None:
     print()
     print(f"seed {entry['seed']} ({data['config']}): base {metric} {data['base_metric']:.4f} val, {data['base_test_metric']:.4f} test; "
           f"max drop {data['max_drop']}; {data['trials_per_search']} trials per search")
-    print(f"{'method':16} {'trials':>6} {'finetunes':>9} {'search x':>9} {'re-timed x':>11} {'spread':>7} {'val drop':>9} {'test drop':>10}  kept channels")
+    print(f"{'method':16} {'trials':>6} {'finetunes':>9} {'search x':>9} {'re-timed x':>11} {'spread':>7} "
+          f"{'val drop':>9} {'test drop':>10}  kept channels")
     for m in all_methods(entry):
         w = entry[m]
         if w["speedup"] is None:
@@ -644,8 +654,11 @@ def print_summary(data: dict[str, Any]) -> None:
     s = data["summary"]
     print()
     print(f"over {len(s['seeds'])} seed(s) {s['seeds']} (issue 12 asks for {s['seeds_asked']}):")
-    pairs = (("autoprune_over_best_baseline", "autoprune / best baseline"), ("autoprune_over_best_pinned_baseline", "autoprune / best(uniform, global)"),
-             ("autoprune_over_random", "autoprune / random"))
+    pairs = (
+        ("autoprune_over_best_baseline", "autoprune / best baseline"),
+        ("autoprune_over_best_pinned_baseline", "autoprune / best(uniform, global)"),
+        ("autoprune_over_random", "autoprune / random"),
+    )
     for key, label in pairs:
         v = s[key]
         if not v["n"]:

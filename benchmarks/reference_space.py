@@ -129,7 +129,10 @@ def base_training(cfg: Any, report: Report, retrain: bool) -> dict[str, Any]:
     seconds = info.trained_seconds
     limit = REQUIRED["base_training_s"]
     how = "cached: measured when base.pt was trained" if cached else f"trained now; {time.perf_counter() - start:.0f}s with data and evaluation"
-    measured = f"{seconds:.0f}s ({seconds / 60:.1f} min, {cfg.base.epochs} epochs; {how})" if seconds is not None else "unknown (no trained_seconds in base.json)"
+    if seconds is not None:
+        measured = f"{seconds:.0f}s ({seconds / 60:.1f} min, {cfg.base.epochs} epochs; {how})"
+    else:
+        measured = "unknown (no trained_seconds in base.json)"
     report.check("base training time", seconds is not None and seconds <= limit, measured, f"<= {limit / 60:.0f} min", seconds)
     return {"cached": cached, "trained_seconds": seconds, "epochs": cfg.base.epochs, "checkpoint": str(info.path), "sha256": info.sha256}
 
@@ -349,7 +352,8 @@ def check_budget(points: list[dict[str, Any]], max_drop: float, report: Report) 
             measured = f"{best:g} ({binds})" + (f"; also over budget below it at {below} (noise)" if below else "")
         out[key] = {"largest_feasible": best, "larger_infeasible": larger, "infeasible_below": below, "passed": passed}
         if key == "drop" or stale:
-            report.check(f"budget binds ({label})", passed, measured, f"largest feasible uniform ratio in [{lo:g}, {hi:g}], drop <= {max_drop:g}", best)
+            target = f"largest feasible uniform ratio in [{lo:g}, {hi:g}], drop <= {max_drop:g}"
+            report.check(f"budget binds ({label})", passed, measured, target, best)
     return out
 
 

@@ -18,8 +18,8 @@ import json
 import os
 import pathlib
 import sys
+from collections.abc import Callable
 from typing import Any
-from typing import Callable
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -106,7 +106,8 @@ def render_search(path: pathlib.Path, data: dict[str, Any], readme: pathlib.Path
     for m in METHODS:
         w = data.get(m) or {}
         evals = w.get("evaluations")
-        trials = f"{w.get('trials', '-')}" + (f" (+{evals - w['trials']} sweep)" if evals and w.get("trials") is not None and evals > w["trials"] else "")
+        swept = evals and w.get("trials") is not None and evals > w["trials"]
+        trials = f"{w.get('trials', '-')}" + (f" (+{evals - w['trials']} sweep)" if swept else "")
         channels = "/".join(str(v) for v in (w.get("channels") or {}).values()) or "-"
         if w.get("search_speedup") is None:
             rows.append([m, trials, "none within the budget", "-", "-", "-", "-"])
@@ -499,7 +500,8 @@ def render_proxy_fidelity(path: pathlib.Path, data: dict[str, Any], readme: path
                               data, "end_to_end") + f"; by the proxy alone the end to end was {num(proxy.get('ratio'))}",
     ]
     if data.get("all"):
-        lines.append("- " + _proxy_figures(f"with the {len(beyond)} candidates past the window ({len(rows) + len(beyond)})", data["all"], "end_to_end"))
+        label = f"with the {len(beyond)} candidates past the window ({len(rows) + len(beyond)})"
+        lines.append("- " + _proxy_figures(label, data["all"], "end_to_end"))
     remedy = data.get("remedy_report")
     if remedy:
         lines.append("- " + _proxy_figures(f"a longer proxy ({remedy['finetune_epochs']:g} epoch of the trial recipe, {remedy['candidates']} "
@@ -521,7 +523,16 @@ RENDERERS: dict[str, Callable[[pathlib.Path, dict[str, Any], pathlib.Path], list
     "demo_room": render_demo_room,
     "proxy_fidelity": render_proxy_fidelity,
 }
-ORDER = ("suite", "reference_search", "proxy_fidelity", "search_vs_baselines", "recovery", "trial_overhead", "storage_scaling", "latency_repeatability")
+ORDER = (
+    "suite",
+    "reference_search",
+    "proxy_fidelity",
+    "search_vs_baselines",
+    "recovery",
+    "trial_overhead",
+    "storage_scaling",
+    "latency_repeatability",
+)
 
 
 def render(results: list[tuple[pathlib.Path, dict[str, Any]]], readme: pathlib.Path) -> str:

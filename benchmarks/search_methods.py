@@ -23,8 +23,8 @@ import statistics
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
-from typing import Callable
 
 METHODS = ("uniform", "global", "random", "autoprune")
 
@@ -351,14 +351,14 @@ def prepare_autoprune(
     """
     import optuna
 
-    from autoprune.space.baselines import baselines_path
-    from autoprune.space.baselines import load_baselines
-    from autoprune.trial.calibration import RECIPE_ATTR
-    from autoprune.trial.calibration import with_recipe
     from autoprune.search.study import create_or_load
     from autoprune.search.study import make_sampler
     from autoprune.search.study import objective_directions
     from autoprune.search.study import storage_for
+    from autoprune.space.baselines import baselines_path
+    from autoprune.space.baselines import load_baselines
+    from autoprune.trial.calibration import RECIPE_ATTR
+    from autoprune.trial.calibration import with_recipe
 
     cfg = ctx.config
     fresh_cache(ctx, folder / "latency-cache-baselines.sqlite")
@@ -386,13 +386,13 @@ def create_random(ctx: Any, folder: pathlib.Path) -> Any:
     """
     import optuna
 
-    from autoprune.trial.calibration import RECIPE_ATTR
-    from autoprune.trial.calibration import recipe_settings
     from autoprune.search.study import objective_directions
     from autoprune.search.study import objective_names
     from autoprune.search.study import search_space
     from autoprune.search.study import storage_for
     from autoprune.space.widths import space_to_attr
+    from autoprune.trial.calibration import RECIPE_ATTR
+    from autoprune.trial.calibration import recipe_settings
 
     cfg = ctx.config
     mode = cfg.search.mode
@@ -460,8 +460,8 @@ def rebuild(ctx: Any, label: str, winner: dict[str, Any], folder: pathlib.Path) 
     Returns:
         The ONNX path and whether the kept channels match the ones recorded for the winner.
     """
-    from autoprune.trial.candidate import example_input
     from autoprune.latency import export_onnx
+    from autoprune.trial.candidate import example_input
 
     model = copy.deepcopy(ctx.base_model)
     # A trial by the ratios its widths ask for; one whose params lie outside the space it records (a reused
@@ -500,7 +500,7 @@ def retime(
     for r in range(rounds):
         rotated = order[r % len(order):] + order[: r % len(order)] if order else []
         results = measure_speedups([paths[m] for m in rotated], ctx.base_onnx, ctx.latency)
-        for method, res in zip(rotated, results):
+        for method, res in zip(rotated, results, strict=True):
             per_round[method].append(
                 {
                     "speedup": res.speedup,

@@ -59,11 +59,11 @@ from search_methods import channels_text  # noqa: E402
 from search_methods import fastest  # noqa: E402
 from search_methods import finetuned  # noqa: E402
 from search_methods import is_feasible  # noqa: E402
-from search_methods import prepare_config  # noqa: E402
 from search_methods import pick_winners  # noqa: E402
+from search_methods import prepare_config  # noqa: E402
 from search_methods import quick_path  # noqa: E402
-from search_methods import ratio_of  # noqa: E402
 from search_methods import quiet_optuna  # noqa: E402
+from search_methods import ratio_of  # noqa: E402
 from search_methods import repeated_evaluations  # noqa: E402
 from search_methods import retime  # noqa: E402
 from search_methods import run_methods  # noqa: E402
@@ -310,7 +310,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="studies/digits-resnet.yaml", help="study YAML (default: %(default)s)")
     parser.add_argument("--trials", type=int, default=None, help="trials of the random and the autoprune search (default 40; 4 with --quick)")
-    parser.add_argument("--retime-rounds", type=int, default=None, help="interleaved re-timing rounds of the four winners (default 3; 1 with --quick)")
+    parser.add_argument("--retime-rounds", type=int, default=None,
+                        help="interleaved re-timing rounds of the four winners (default 3; 1 with --quick)")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny budgets, 2-epoch base in a temp folder, output to a temp folder")
     parser.add_argument("--workdir", default=None, help="folder for storages, caches, ONNX files (default: a temp folder, removed)")
     parser.add_argument("--out", default=None, help="result JSON (default: benchmarks/results/search_vs_baselines_<name>.json)")
@@ -342,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
         retimed, runs["walls"]["retime"] = timed(lambda: retime(ctx, winners, workdir / "retime", rounds))
         for method, info in retimed.items():
             methods[method] |= {"speedup": info["speedup"], "retime": info}
-        add_search_figures(methods, runs, hv_reference(ctx.base_metric.value, cfg.max_drop, ctx.task.metric_direction), cfg, ctx.task.metric_direction)
+        reference = hv_reference(ctx.base_metric.value, cfg.max_drop, ctx.task.metric_direction)
+        add_search_figures(methods, runs, reference, cfg, ctx.task.metric_direction)
         runs["walls"]["total"] = time.perf_counter() - started
         report = build_report(args, ctx, runs, methods, rounds)
         png = plot(report, out.with_suffix(".png"))

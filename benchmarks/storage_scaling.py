@@ -51,8 +51,8 @@ import time
 import uuid
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
-from typing import Callable
 
 HERE = pathlib.Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "storage_scaling.json"
@@ -330,13 +330,13 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 def plot(rows: list[dict[str, Any]], path: pathlib.Path, sleep_s: float) -> pathlib.Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.ticker import ScalarFormatter
     from matplotlib.figure import Figure
+    from matplotlib.ticker import ScalarFormatter
 
     fig = Figure(figsize=(6.5, 4.2))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    for backend, marker in zip(BACKENDS, "osD"):
+    for backend, marker in zip(BACKENDS, "osD", strict=True):
         pts = sorted((r["workers"], r["trials_per_s"]) for r in rows if r["backend"] == backend and not r.get("skipped") and r["trials_per_s"])
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=backend)

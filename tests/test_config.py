@@ -119,6 +119,13 @@ BAD = {
     "unknown model": ({"model": "vgg99"}, "model", "unknown model 'vgg99'"),
     "missing name": ({"name": None}, "name", "required key is missing"),
     "bad name": ({"name": "my study!"}, "name", "letters, digits"),
+    "early_stop not a flag": ({"latency": {"early_stop": "sometimes"}}, "latency.early_stop", "valid boolean"),
+    "early_stop_fraction 0": ({"latency": {"early_stop_fraction": 0}}, "latency.early_stop_fraction", "greater than 0"),
+    "early_stop_fraction 1.5": ({"latency": {"early_stop_fraction": 1.5}}, "latency.early_stop_fraction", "less than or equal to 1"),
+    "early_stop_min_blocks 1": ({"latency": {"early_stop_min_blocks": 1}}, "latency.early_stop_min_blocks", "greater than or equal to 2"),
+    "early_stop_min_blocks above blocks": (
+        {"latency": {"early_stop": True, "early_stop_min_blocks": 5}}, "latency", "early_stop_min_blocks (5) must not exceed blocks (2)"
+    ),
 }
 
 
@@ -245,7 +252,7 @@ def test_the_latency_section_and_the_timer_settings_have_the_same_fields_and_def
 def test_latency_settings_carry_every_configured_value(tmp_path: Path) -> None:
     latency = {"batch_size": 3, "threads": 2, "repeats": 30, "warmup": 4, "blocks": 3, "cv_threshold": 0.2,
                "max_remeasure": 1, "lock": False, "exclusive": True, "opset": 13, "include_copies": True,
-               "max_seconds": 7.5}
+               "max_seconds": 7.5, "early_stop": True, "early_stop_min_blocks": 3, "early_stop_fraction": 0.25}
     config = parse_config({"name": "t", "device": "cpu", "latency": latency}, tmp_path / "t.yaml")
     settings = latency_settings(config)
     assert {k: getattr(settings, k) for k in latency} == latency

@@ -69,6 +69,9 @@ def test_disturbed_base_timing_leads_no_front_pick_or_headline(
     assert attrs["pooled_base_latency_ms"] is not None  # the first trial seeded the process's pool
     assert disturbed.latency["latency_check"] in ("agrees", "disagrees")
     assert all(r.latency["latency_check"] != "unchecked" for r in clean)
+    # how much of the timing ran is on the trial (early stop is off: every block, every run)
+    assert (attrs["latency_blocks_run"], attrs["latency_repeats_run"], attrs["latency_stopped_early"]) == (
+        ctx.latency.blocks, ctx.latency.repeats, False)
     # flagged, or within the tolerance of its own latency over the pooled (undisturbed) base latency
     pooled = attrs["pooled_base_latency_ms"] / attrs["latency_ms"]
     limit = math.log1p(max(0.2, 3 * attrs["speedup_spread"]))

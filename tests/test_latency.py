@@ -27,6 +27,7 @@ from autoprune.errors import LatencyError
 from autoprune.latency import BaseLatencyPool
 from autoprune.latency import LatencyCache
 from autoprune.latency import LatencySettings
+from autoprune.latency import SpeedupResult
 from autoprune.latency import compare_outputs
 from autoprune.latency import cpu_round_to
 from autoprune.latency import export_onnx
@@ -277,6 +278,72 @@ def test_noisy_flag_follows_the_speedup_spread_not_each_side(
         result = measure_speedup(models["half"], models["base"], _fast(tmp_path, cv_threshold=threshold))
         assert result.noisy is is_noisy(result.speedup_spread, threshold)
         assert result.speedup_spread == robust_spread(result.block_ratios)
+
+
+# ------------------------------------------------------------------------------ early stop (opt-in)
+
+
+def test_early_stop_settings_are_validated_and_off_by_default() -> None:
+    assert LatencySettings().early_stop is False
+    LatencySettings(repeats=30, blocks=3)  # off, a minimum above the blocks is never consulted: no error
+    bad = {
+        r"early_stop_min_blocks \(12\) must not exceed blocks \(10\)": dict(early_stop=True, early_stop_min_blocks=12, blocks=10),
+        "early_stop_min_blocks must be an integer >= 2": dict(early_stop_min_blocks=1),
+        r"early_stop_fraction must be a number in \(0, 1\]": dict(early_stop_fraction=0.0),
+        "early_stop_fraction must be a number": dict(early_stop_fraction=1.5),
+        "early_stop must be true or false": dict(early_stop="yes"),
+    }
+    for words, changes in bad.items():
+        with pytest.raises(LatencyError, match=words):
+            LatencySettings(**changes)  # type: ignore[arg-type]
+
+
+def _extent_is_consistent(result: SpeedupResult, settings: LatencySettings) -> None:
+    """What every timing guarantees about how much of it ran, stopped early or not."""
+    assert 1 <= result.blocks_run <= settings.blocks and result.repeats_run <= settings.repeats
+    assert result.repeats_run == sum(settings.block_sizes[: result.blocks_run])
+    assert result.baseline.n == result.candidate.n == result.repeats_run
+    assert len(result.block_ratios) == len(result.candidate.block_medians_ms) == result.blocks_run
+    assert result.stopped_early is (result.blocks_run < settings.blocks)
+    assert result.repeats == settings.repeats
+    assert json.loads(json.dumps(result.as_dict()))["blocks_run"] == result.blocks_run
+
+
+def test_without_early_stop_every_configured_run_is_timed(models: dict[str, pathlib.Path], tmp_path: pathlib.Path) -> None:
+    # A threshold no spread can miss: with the option off the timing still runs every block.
+    settings = _fast(tmp_path, repeats=48, blocks=8, cv_threshold=1000.0)
+    result = measure_speedup(models["half"], models["base"], settings)
+    _extent_is_consistent(result, settings)
+    assert (result.blocks_run, result.repeats_run, result.stopped_early) == (8, 48, False)
+
+
+def test_early_stop_ends_a_settled_timing_after_the_minimum_blocks_and_a_whole_rotation(
+    models: dict[str, pathlib.Path], tmp_path: pathlib.Path
+) -> None:
+    # The limit (0.5 x 1000) is far above any spread, so the first allowed block ends the timing.
+    settings = _fast(tmp_path, repeats=48, blocks=12, cv_threshold=1000.0, early_stop=True, early_stop_min_blocks=4)
+    result = measure_speedup(models["half"], models["base"], settings)
+    _extent_is_consistent(result, settings)
+    assert result.stopped_early and settings.early_stop_min_blocks <= result.blocks_run < settings.blocks
+    assert result.blocks_run % 2 == 0  # base and candidate went first equally often
+    assert result.speedup_spread < settings.early_stop_fraction * settings.cv_threshold and not result.noisy
+    assert result.speedup > 1.5  # the shorter timing still sees the half-width model's speed
+    # With two candidates a rotation is three blocks; each candidate reports the same extent.
+    several = measure_speedups([models["half"], models["base"]], models["base"], settings)
+    for r in several:
+        _extent_is_consistent(r, settings)
+        assert r.stopped_early and r.blocks_run % 3 == 0 and r.blocks_run >= settings.early_stop_min_blocks
+    assert len({r.blocks_run for r in several}) == 1
+    assert measure(models["small"], settings).n == settings.repeats  # a single model has no ratio: every block runs
+
+
+def test_early_stop_runs_every_block_while_the_spread_stays_high(models: dict[str, pathlib.Path], tmp_path: pathlib.Path) -> None:
+    # A threshold of 0 leaves no spread below its fraction: the full count runs, flagged as not settled.
+    settings = _fast(tmp_path, repeats=48, blocks=8, cv_threshold=0.0, early_stop=True, early_stop_min_blocks=2)
+    result = measure_speedup(models["half"], models["base"], settings)
+    _extent_is_consistent(result, settings)
+    assert (result.blocks_run, result.repeats_run, result.stopped_early) == (8, 48, False)
+    assert result.noisy is True
 
 
 def test_pool_is_a_running_median_over_a_window() -> None:

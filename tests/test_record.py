@@ -38,6 +38,14 @@ def test_a_trial_written_before_the_version_reads_as_version_1_with_every_figure
     assert TrialRecord.from_attrs(rec.to_attrs()) == rec
 
 
+def test_how_much_of_a_timing_ran_is_stored_under_latency_names_and_read_back() -> None:
+    timing = Timing(speedup=2.0, noisy=False, blocks_run=4, repeats_run=80, stopped_early=True)
+    attrs = TrialRecord(timing=timing).to_attrs()
+    assert (attrs["latency_blocks_run"], attrs["latency_repeats_run"], attrs["latency_stopped_early"]) == (4, 80, True)
+    assert TrialRecord.from_attrs(attrs).timing == timing
+    assert Timing.from_entry({"speedup": 2.0, "blocks_run": 4, "stopped_early": True}).stopped_early is True
+
+
 def test_a_duplicate_shares_the_figures_but_not_the_evaluated_trial_s_own_fields() -> None:
     rec = TrialRecord.from_attrs(OLD_ATTRS | {"pruner_state": {"r": 1}, "sweep_point": {"kind": "uniform"}})
     shared = rec.shared()

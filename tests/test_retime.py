@@ -22,6 +22,7 @@ from autoprune.config import load_config
 from autoprune.errors import ArtifactError
 from autoprune.errors import StorageError
 from autoprune.latency import host_fingerprint
+from autoprune.search.record import TIMING_EXTENT
 from autoprune.selection.confirm import select_candidates
 from autoprune.selection.retime import retime_study
 
@@ -98,7 +99,7 @@ def test_retime_stores_per_host_and_the_analyzer_judges_by_it(searched: Path, tm
     assert sorted(stored["retimed"]) == sorted(c.number for c in candidates)
     assert set(stored["trials"]) == {str(c.number) for c in candidates}
     for entry in stored["trials"].values():
-        assert set(entry) >= {"host", "speedup", "speedup_spread", "latency_ms", "base_latency_ms", "measured_at"}
+        assert set(entry) >= {"host", "speedup", "speedup_spread", "latency_ms", "base_latency_ms", "measured_at", *TIMING_EXTENT}
         assert entry["speedup"] > 0 and entry["host"] == host_fingerprint()["hostname"]
     attrs = optuna.load_study(study_name=cfg.name, storage=cfg.storage_url()).user_attrs
     assert attrs[f"timings:{here}"]["trials"] == stored["trials"]

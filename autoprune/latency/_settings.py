@@ -36,6 +36,13 @@ class LatencySettings:
         max_seconds: Ceiling on one timing call (every attempt's warm-up and timed runs, counted while the
             host timing lock is held): past it the timing stops with :class:`~autoprune.errors.LatencyError`
             and the lock is released, so a timing that would run for hours cannot stall the host's other studies.
+        early_stop: Stop an interleaved speedup timing before all ``blocks`` once the speedup's spread is
+            well inside ``cv_threshold`` (off by default: every block runs).  Single-model timings
+            (:func:`~autoprune.latency.measure`) always run every block.
+        early_stop_min_blocks: Blocks that run before an early stop is considered.
+        early_stop_fraction: An attempt stops early once its speedup spread is below this fraction of
+            ``cv_threshold`` (checked only after a full rotation of the block order, so every model has
+            gone first equally often).
 
     Example:
         >>> s = LatencySettings(repeats=100, blocks=5)
@@ -60,6 +67,9 @@ class LatencySettings:
     provider_options: dict[str, Any] = dataclasses.field(default_factory=dict, hash=False)
     include_copies: bool = False
     max_seconds: float = 600.0
+    early_stop: bool = False
+    early_stop_min_blocks: int = 4
+    early_stop_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         positive = {"batch_size": self.batch_size, "threads": self.threads, "blocks": self.blocks}
@@ -80,10 +90,29 @@ class LatencySettings:
             raise LatencyError(f"LatencySettings.cv_threshold must be >= 0, got {self.cv_threshold!r}")
         if self.provider not in PROVIDERS:
             raise LatencyError(f"LatencySettings.provider must be one of {', '.join(PROVIDERS)}, got {self.provider!r}")
+        self._check_early_stop()
         object.__setattr__(self, "provider_options", dict(self.provider_options))
         if self.lock_dir is not None:
             # Accept pathlib.Path from callers but store a string so the settings stay JSON-friendly.
             object.__setattr__(self, "lock_dir", str(self.lock_dir))
+
+    def _check_early_stop(self) -> None:
+        """Refuse early-stop settings that are not numbers of the right kind, or that could never stop early."""
+        if not isinstance(self.early_stop, bool):
+            raise LatencyError(f"LatencySettings.early_stop must be true or false, got {self.early_stop!r}")
+        if isinstance(self.early_stop_min_blocks, bool) or not isinstance(self.early_stop_min_blocks, int) or self.early_stop_min_blocks < 2:
+            raise LatencyError(
+                f"LatencySettings.early_stop_min_blocks must be an integer >= 2 (a spread needs two blocks), "
+                f"got {self.early_stop_min_blocks!r}"
+            )
+        fraction = self.early_stop_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+            raise LatencyError(f"LatencySettings.early_stop_fraction must be a number in (0, 1], got {fraction!r}")
+        if self.early_stop and self.early_stop_min_blocks > self.blocks:
+            raise LatencyError(
+                f"LatencySettings.early_stop_min_blocks ({self.early_stop_min_blocks}) must not exceed blocks "
+                f"({self.blocks}); lower early_stop_min_blocks or raise blocks"
+            )
 
     @property
     def block_sizes(self) -> list[int]:

@@ -74,6 +74,22 @@ def robust_spread(values: Sequence[float]) -> float:
     return float((q3 - q1) / _IQR_TO_SIGMA / center)
 
 
+def block_medians(blocks_ms: Sequence[Sequence[float]]) -> list[float]:
+    """Median run time of each block.
+
+    Args:
+        blocks_ms: One sequence of run times (milliseconds) per block.
+
+    Returns:
+        One median per block.
+
+    Example:
+        >>> block_medians([[1.0, 3.0, 2.0], [4.0]])
+        [2.0, 4.0]
+    """
+    return [float(np.median(np.asarray(b, dtype=np.float64))) for b in blocks_ms]
+
+
 def summarize(blocks_ms: Sequence[Sequence[float]]) -> dict[str, Any]:
     """Summarize timed runs grouped in blocks.
 
@@ -89,7 +105,7 @@ def summarize(blocks_ms: Sequence[Sequence[float]]) -> dict[str, Any]:
         >>> summarize([[1.0, 1.0], [1.0, 3.0]])["median_ms"]
         1.0
     """
-    medians = [float(np.median(np.asarray(b, dtype=np.float64))) for b in blocks_ms]
+    medians = block_medians(blocks_ms)
     runs = np.concatenate([np.asarray(b, dtype=np.float64) for b in blocks_ms])
     median = float(np.median(runs))
     return {

@@ -8,6 +8,11 @@ the host timing lock (:mod:`autoprune.latency._lock`).  An attempt whose spread 
 ``noisy`` if none settled.  For a speedup the gated spread is the speedup's (the robust spread of the
 per-block ratios, :func:`~autoprune.latency._stats.is_noisy`), not either side's own CV.
 
+With ``early_stop`` on, an interleaved attempt ends before its last block once every candidate's ratio
+spread is below ``early_stop_fraction * cv_threshold`` (after at least ``early_stop_min_blocks`` blocks,
+and only after a full rotation of the block order); it never runs more than ``repeats``.  Off (the
+default), every block runs.
+
 The spread cannot see a disturbance that stays on one side for the whole timing (every block ratio is
 then off alike); :mod:`autoprune.latency._pool` checks speedups against a base latency pooled over
 timings for that.
@@ -41,6 +46,7 @@ from autoprune.latency._session import open_session
 from autoprune.latency._session import random_input
 from autoprune.latency._session import resolve_input
 from autoprune.latency._settings import LatencySettings
+from autoprune.latency._stats import block_medians
 from autoprune.latency._stats import block_ratios
 from autoprune.latency._stats import is_noisy
 from autoprune.latency._stats import robust_spread
@@ -131,7 +137,10 @@ class SpeedupResult:
         input_shape: Shape of the timed input.
         batch_size: Batch actually timed.
         threads: Intra-op threads.
-        repeats: Timed runs per side per attempt.
+        repeats: Timed runs per side per attempt requested (``settings.repeats``).
+        blocks_run: Blocks the kept attempt ran (``settings.blocks`` unless it stopped early).
+        repeats_run: Timed runs per side in the kept attempt (``repeats`` unless it stopped early).
+        stopped_early: Whether the kept attempt stopped before its last block (``settings.early_stop``).
         measured_at: UTC time the measurement finished.
         wall_s: Seconds the whole call took (shared by all candidates of a ``measure_speedups`` call).
         host: Host fingerprint.
@@ -152,6 +161,9 @@ class SpeedupResult:
     batch_size: int
     threads: int
     repeats: int
+    blocks_run: int
+    repeats_run: int
+    stopped_early: bool
     measured_at: str
     wall_s: float
     host: dict[str, Any]
@@ -350,6 +362,29 @@ def _time_block(subject: _Subject, runs: int, ceiling: _Ceiling) -> list[float]:
     return times
 
 
+def _settled_early(times: Sequence[Sequence[Sequence[float]]], settings: LatencySettings) -> bool:
+    """Whether an interleaved attempt may stop after the blocks it has run (``settings.early_stop``).
+
+    It may once it has run at least ``early_stop_min_blocks`` blocks, a whole number of rotations of the
+    block order (every subject has gone first equally often, so an order effect cancels as in a full
+    attempt), and every candidate's ratio spread is below ``early_stop_fraction * cv_threshold``.  A
+    spread that is not a number never stops it.
+
+    Args:
+        times: ``times[subject][block]`` so far; subject 0 is the base.
+        settings: Timing settings.
+
+    Returns:
+        True when the attempt can end here.
+    """
+    done = len(times[0])
+    if done < settings.early_stop_min_blocks or done % len(times):
+        return False
+    limit = settings.early_stop_fraction * settings.cv_threshold
+    base = block_medians(times[0])
+    return all(robust_spread(block_ratios(base, block_medians(side))) < limit for side in times[1:])
+
+
 def _attempt(subjects: Sequence[_Subject], settings: LatencySettings, ceiling: _Ceiling) -> list[list[list[float]]]:
     """One timed attempt: warm up every session, then time rotating blocks, all under the timing lock.
 
@@ -357,8 +392,10 @@ def _attempt(subjects: Sequence[_Subject], settings: LatencySettings, ceiling: _
     every other block and a load drift cannot favour one side.
 
     Args:
-        subjects: Sessions to time.
-        settings: Timing settings.
+        subjects: Sessions to time; with more than one, the first is the base the others are compared to.
+        settings: Timing settings.  With ``early_stop`` on and candidates to compare, the attempt ends
+            after the first block at which :func:`_settled_early` holds; otherwise (a single model, or
+            the option off: the default) every block of ``settings.block_sizes`` runs.
         ceiling: What is left of ``settings.max_seconds``; past it :class:`LatencyError`, and the lock is
             released on the way out (as on any exception: :func:`timing_lock` releases in a ``finally``).
 
@@ -367,6 +404,7 @@ def _attempt(subjects: Sequence[_Subject], settings: LatencySettings, ceiling: _
     """
     times: list[list[list[float]]] = [[] for _ in subjects]
     order = list(range(len(subjects)))
+    stop_early = settings.early_stop and len(subjects) > 1
     gc_was_enabled = gc.isenabled()
     with timing_lock(settings), ceiling.running():
         # Collector pauses would land in random runs; timeit disables it for the same reason.
@@ -378,6 +416,8 @@ def _attempt(subjects: Sequence[_Subject], settings: LatencySettings, ceiling: _
                 shift = b % len(order)
                 for index in order[shift:] + order[:shift]:
                     times[index].append(_time_block(subjects[index], runs, ceiling))
+                if stop_early and _settled_early(times, settings):
+                    break
         finally:
             if gc_was_enabled:
                 gc.enable()
@@ -578,6 +618,9 @@ def _speedup_result(
         batch_size=int(shape[0]) if shape else 1,
         threads=settings.threads,
         repeats=settings.repeats,
+        blocks_run=len(ratios),
+        repeats_run=sum(len(block) for block in cand_blocks),
+        stopped_early=len(ratios) < settings.blocks,
         measured_at=_now(),
         wall_s=wall,
         host=host_fingerprint(settings.provider, settings.provider_options),

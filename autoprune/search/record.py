@@ -42,7 +42,10 @@ MOVED_ATTR = "moved_from"
 # Prefix of the recovery report's figures (autoprune.trial.recovery.RecoveryReport).
 RECOVERY_PREFIX = "recovery_"
 # The user attr names of the Timing fields, where a trial's name differs from the field's.
-_TIMING_ATTR_NAMES = {"noisy": "latency_noisy", "cached": "latency_cached"}
+_TIMING_ATTR_NAMES = {"noisy": "latency_noisy", "cached": "latency_cached", "blocks_run": "latency_blocks_run",
+                      "repeats_run": "latency_repeats_run", "stopped_early": "latency_stopped_early"}
+# The Timing fields that say how much of the timing ran (``latency.early_stop`` can end it before every block).
+TIMING_EXTENT = ("blocks_run", "repeats_run", "stopped_early")
 
 
 class _Settable(Protocol):
@@ -56,7 +59,9 @@ class Timing:
     """One interleaved timing of a candidate against the base model.
 
     Stored flat on a trial (``speedup``, ``latency_noisy``, ``latency_cached``, ...); a re-timing entry of
-    ``autoprune retime`` / ``confirm`` names the flag ``noisy``.
+    ``autoprune retime`` / ``confirm`` names the flag ``noisy``.  ``blocks_run`` / ``repeats_run`` /
+    ``stopped_early`` (stored as ``latency_blocks_run``, ...) say how much of the timing ran; timings
+    made before they were recorded leave them unset.
 
     Example:
         >>> Timing.from_attrs({"speedup": 2.5, "latency_noisy": True}).noisy
@@ -75,6 +80,9 @@ class Timing:
     cached: Any = None
     host: Any = None
     host_id: Any = None
+    blocks_run: Any = None
+    repeats_run: Any = None
+    stopped_early: Any = None
 
     def to_attrs(self) -> dict[str, Any]:
         """The trial's flat user attrs for this timing (unset fields left out)."""

@@ -73,6 +73,7 @@ from autoprune.errors import SelectionError
 from autoprune.errors import StorageError
 from autoprune.latency import export_onnx
 from autoprune.redact import redact_url
+from autoprune.search.record import TIMING_EXTENT
 from autoprune.search.storage import is_sqlite
 from autoprune.search.storage import open_storage
 from autoprune.search.storage import study_names
@@ -339,6 +340,7 @@ def timing_entry(measured: SpeedupResult, hostname: str) -> dict[str, Any]:
         "latency_ms": measured.candidate.median_ms,
         "base_latency_ms": measured.baseline.median_ms,
         "noisy": measured.noisy,
+        **{k: getattr(measured, k) for k in TIMING_EXTENT},
         "measured_at": measured.measured_at,
     }
 

@@ -34,6 +34,7 @@ from autoprune.latency import export_onnx
 from autoprune.pruning import Group
 from autoprune.pruning import Pruner
 from autoprune.pruning import PruneResult
+from autoprune.search.record import TIMING_EXTENT
 from autoprune.search.record import Timing
 from autoprune.search.record import TrialRecord
 from autoprune.tasks import MetricResult
@@ -210,6 +211,7 @@ class CandidateResult:
             base_latency_ms=self.base_latency_ms,
             noisy=self.latency_noisy,
             cached=self.latency_cached,
+            **{k: self.latency.get(k) for k in TIMING_EXTENT},
             host=self.host,
             host_id=self.host_id,
         )
@@ -363,7 +365,7 @@ def _latency_info(ctx: StudyContext, timing: Mapping[str, Any], fingerprint: Map
         "latency_ms": timing["latency_ms"],
         "base_latency_ms": timing["base_latency_ms"],
         "noisy": timing["noisy"],
-        **{k: timing[k] for k in ("speedup_interleaved", "pooled_base_latency_ms", "latency_check") if k in timing},
+        **{k: timing[k] for k in ("speedup_interleaved", "pooled_base_latency_ms", "latency_check", *TIMING_EXTENT) if k in timing},
         "cached": cached,
         "host": fingerprint,
         "settings": timing.get("settings", ctx.latency.as_dict()),
@@ -394,7 +396,7 @@ def _prune_and_recalibrate(
 
 
 # The timing figures a screened trial records (the rest of the timing is in the latency cache).
-_SCREENED_TIMING = ("speedup", "speedup_spread", "latency_ms", "base_latency_ms")
+_SCREENED_TIMING = ("speedup", "speedup_spread", "latency_ms", "base_latency_ms", *TIMING_EXTENT)
 
 
 def _screen(
@@ -521,6 +523,7 @@ def _measure(ctx: StudyContext, onnx_path: Path) -> dict[str, Any]:
         "pooled_base_latency_ms": checked.pooled_base_ms,
         "latency_check": "unchecked" if agrees is None else "agrees" if agrees else "disagrees",
         "noisy": checked.noisy,
+        **{k: getattr(measured, k) for k in TIMING_EXTENT},
         "candidate": measured.candidate.as_dict(),
         "baseline": measured.baseline.as_dict(),
         "measured_at": measured.measured_at,
