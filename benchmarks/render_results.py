@@ -442,6 +442,17 @@ def render_latency(path: pathlib.Path, data: dict[str, Any], readme: pathlib.Pat
     return lines
 
 
+def render_early_stop(path: pathlib.Path, data: dict[str, Any], readme: pathlib.Path) -> list[str]:
+    """``latency_repeatability.py --compare-early-stop``: both timing modes side by side."""
+    measured = data.get("measured") or {}
+    rows = [[mode, num(m.get("idle_max_over_min"), "{:.3f}"), num(m.get("loaded_max_over_min"), "{:.3f}"),
+             num(m.get("seconds_per_timing"), "{:.2f} s"), num(m.get("median_blocks_run"), "{:.0f}"), str(m.get("stopped_early"))]
+            for mode, m in measured.items()]
+    lines = ["### Latency: the full timing against the opt-in early stop", "", host_line(data), ""]
+    lines += table(["mode", "max/min, idle", "max/min, busy neighbour", "seconds per timing", "median blocks", "stopped early"], rows)
+    return lines + ["", f"- source: [`{source(path, readme)}`]({source(path, readme)})"]
+
+
 def render_other(path: pathlib.Path, data: dict[str, Any], readme: pathlib.Path) -> list[str]:
     config = data.get("config")
     name = f" ({config['name']})" if isinstance(config, dict) and config.get("name") else ""  # e.g. reference_space per study
@@ -520,6 +531,7 @@ RENDERERS: dict[str, Callable[[pathlib.Path, dict[str, Any], pathlib.Path], list
     "recovery": render_recovery,
     "storage_scaling": render_scaling,
     "latency_repeatability": render_latency,
+    "latency_early_stop": render_early_stop,
     "demo_room": render_demo_room,
     "proxy_fidelity": render_proxy_fidelity,
 }
@@ -532,6 +544,7 @@ ORDER = (
     "trial_overhead",
     "storage_scaling",
     "latency_repeatability",
+    "latency_early_stop",
 )
 
 
