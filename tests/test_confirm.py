@@ -448,6 +448,7 @@ def _fake_timer(monkeypatch: pytest.MonkeyPatch, speed: Callable[[int, int], flo
             k, i = len(calls), int(Path(path).stem.split("-")[1])
             s = speed(k, i)
             out.append(SimpleNamespace(speedup=s, speedup_spread=spread(k, i), noisy=spread(k, i) > 0.05, measured_at="now", wall_s=0.1,
+                                       blocks_run=10, repeats_run=200, stopped_early=False,
                                        candidate=SimpleNamespace(median_ms=1.0 / s), baseline=SimpleNamespace(median_ms=1.0)))
         return out
 
