@@ -31,6 +31,7 @@ from autoprune.analysis import load_analysis
 from autoprune.analysis import select
 from autoprune.analysis import summarize
 from autoprune.analysis.choice import confirmed_pick
+from autoprune.analysis.choice import holds_on_selection
 from autoprune.analysis.pareto import best_baseline
 from autoprune.config import load_config
 from autoprune.errors import SelectionError
@@ -481,7 +482,9 @@ def test_a_retiming_that_does_not_reproduce_is_not_confirmed(study_config: Path,
     entries = [*second["trials"].values(), *second["baselines"].values()]
     assert all(e["reproduced"] is False and e["noisy"] is True and len(e["speedups"]) == TIMING_ROUNDS for e in entries)
     # Not confirmed: the choice falls back to the validation pick, unconfirmed, and says the host was unstable once.
-    assert second["selection"] == "validation" and second["pick"] == second["val_pick"]
+    # (the validation pick unless it fails the selection split, which on a loaded host's tiny study it can)
+    val_fig = second["trials"].get(str(second["val_pick"]), {})
+    assert second["selection"] == "validation" and (second["pick"] == second["val_pick"] or not holds_on_selection(val_fig, MAX_DROP))
     assert sum("the host's load kept changing" in line for line in lines) == 1
     assert not [line for line in lines if "at a confirmed" in line or "export picks trial" in line and "instead" in line]
     s = summarize(*load_analysis(cfg.storage_url(), cfg.name), MAX_DROP)
