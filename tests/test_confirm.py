@@ -37,6 +37,7 @@ from autoprune.config import load_config
 from autoprune.errors import SelectionError
 from autoprune.errors import TaskError
 from autoprune.latency import host_fingerprint
+from autoprune.selection import confirm as confirm_module
 from autoprune.selection.confirm import TIMING_ROUNDS
 from autoprune.selection.confirm import confirm_study
 from autoprune.selection.confirm import feasible_ranking
@@ -431,6 +432,23 @@ def test_export_after_pareto_refreshes_the_report_with_its_figures(study_config:
         assert proc.stderr.count(note) + proc.stdout.count(note) <= 1, note
 
 
+def _exports(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The candidates each confirmation exports, in file order (``candidate-<i>.onnx`` is the i-th): the fake
+    timers' ``i``.  A confirmation whose first candidates fail the selection split walks down the ranking and
+    exports more than ``select_candidates(top)`` lists, so the timers read this list, not that one."""
+    real = confirm_module.export_candidates
+    seen: list = []
+
+    def export(*args, **kwargs):
+        first = kwargs.get("first", 0)
+        del seen[first:]  # a confirmation starts again at candidate-0
+        seen.extend(args[2] if len(args) > 2 else kwargs["candidates"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(confirm_module, "export_candidates", export)
+    return seen
+
+
 def _fake_timer(monkeypatch: pytest.MonkeyPatch, speed: Callable[[int, int], float],
                 spread: Callable[[int, int], float] = lambda k, i: 0.01) -> list[int]:
     """Replace the interleaved timer: call ``k`` (from 1) gives file ``candidate-i.onnx`` ``speed(k, i)`` with
@@ -460,25 +478,24 @@ def _fake_timer(monkeypatch: pytest.MonkeyPatch, speed: Callable[[int, int], flo
 @pytest.mark.slow  # the module's study_config fixture searches a study
 def test_a_retiming_that_does_not_reproduce_is_not_confirmed(study_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = _config(study_config)
-    df, info = load_analysis(cfg.storage_url(), cfg.name)
-    candidates = select_candidates(df, info, 2, MAX_DROP)
     ctx = StudyContext.build(cfg)
+    exported = _exports(monkeypatch)
     # A steady host: every timing gives the search's figure; at most one re-timing settles any disagreement
     # with the previous confirmation's figures.
-    calls = _fake_timer(monkeypatch, lambda k, i: candidates[i].speedup)
+    calls = _fake_timer(monkeypatch, lambda k, i: exported[i].speedup)
     lines: list[str] = []
     first = confirm_study(cfg, top=2, echo=lines.append, context=ctx)
     assert len(calls) <= 2 and first["selection"] == "confirmed"
     assert all(e["reproduced"] is True and not e["noisy"] for e in [*first["trials"].values(), *first["baselines"].values()])
     pick = first["pick"]
-    assert f"{first['trials'][str(pick)]['speedup']:.2f}" == f"{next(c.speedup for c in candidates if c.number == pick):.2f}"
+    assert f"{first['trials'][str(pick)]['speedup']:.2f}" == f"{next(c.speedup for c in exported if c.number == pick):.2f}"
 
     # Then the host's load keeps changing: each timing is 3x or 1x the search's figure, in turn, so it
     # never agrees with the timing before it, however often it is retaken.
-    calls = _fake_timer(monkeypatch, lambda k, i: candidates[i].speedup * (3.0 if k % 2 else 1.0))
+    calls = _fake_timer(monkeypatch, lambda k, i: exported[i].speedup * (3.0 if k % 2 else 1.0))
     lines = []
     second = confirm_study(cfg, top=2, echo=lines.append, context=ctx)
-    assert calls == [len(candidates)] * TIMING_ROUNDS  # bounded: the first timing and two re-timings
+    assert calls == [len(exported)] * TIMING_ROUNDS  # bounded: the first timing and two re-timings
     entries = [*second["trials"].values(), *second["baselines"].values()]
     assert all(e["reproduced"] is False and e["noisy"] is True and len(e["speedups"]) == TIMING_ROUNDS for e in entries)
     # Not confirmed: the choice falls back to the validation pick, unconfirmed, and says the host was unstable once.
@@ -543,9 +560,8 @@ def test_the_test_split_is_read_only_after_the_pick_is_written(study_config: Pat
 def test_a_retiming_that_did_not_settle_is_taken_again_so_two_confirmations_agree(
         study_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = _config(study_config)
-    df, info = load_analysis(cfg.storage_url(), cfg.name)
-    candidates = select_candidates(df, info, 2, MAX_DROP)
     ctx = StudyContext.build(cfg)
+    candidates = _exports(monkeypatch)
     steady = _fake_timer(monkeypatch, lambda k, i: candidates[i].speedup)
     reference = confirm_study(cfg, top=2, echo=lambda line: None, context=ctx)
     assert reference["selection"] == "confirmed" and len(steady) <= 2
