@@ -453,6 +453,32 @@ def render_early_stop(path: pathlib.Path, data: dict[str, Any], readme: pathlib.
     return lines + ["", f"- source: [`{source(path, readme)}`]({source(path, readme)})"]
 
 
+def _anytime_row(seed: str, arm: str, e: dict[str, Any]) -> list[str]:
+    p = e.get("pick") or {}
+    target = e.get("target")
+    if target is None:
+        verdict = "(the reference)"
+    else:
+        reach = "never" if target["reach_fraction"] is None else f"at {target['reach_fraction']:.2f}"
+        verdict = f"reached {reach}{', better at the end' if target['better_at_end'] else ''}: {yes(target['met'])}"
+    return [seed, arm, str(e["trials"]), str(e["pruned"]), str(e["finetune_steps"]),
+            f"{speed(p.get('speedup'))} ±{pct(p.get('speedup_spread'))}" if p else "no pick",
+            num(p.get("drop"), "{:+.4f}"), num(p.get("selection_drop"), "{:+.4f}"), num(p.get("test_drop"), "{:+.4f}"), verdict]
+
+
+def render_anytime(path: pathlib.Path, data: dict[str, Any], readme: pathlib.Path) -> list[str]:
+    """``anytime.py``: per seed and arm the trials, pruned trials, finetune steps, the final pick and the target."""
+    budget, reach = data.get("budget_seconds"), data.get("reach", 0.6)
+    lines = [f"### Anytime curve: Optuna pruners against none ({data.get('config')}, {num(budget, '{:g}')} s of search per arm)", "",
+             host_line(data), "",
+             f"Target: a pruner arm reaches the `none` arm's final pick (within the re-timing spread) in at most {reach:g} of the "
+             "budget, or ends with a better pick. Speedups are the confirmed picks' re-timings; drops: validation, selection, test.", ""]
+    rows = [_anytime_row(seed, arm, e) for seed, piece in data.get("seeds", {}).items() for arm, e in piece["arms"].items()]
+    lines += table(["seed", "arm", "trials", "pruned", "finetune steps", "pick", "val drop", "sel drop", "test drop", "target"], rows)
+    lines += image(path.with_suffix(".png"), readme, "confirmed speedup against search seconds per arm")
+    return lines + ["", f"- source: [`{source(path, readme)}`]({source(path, readme)})"]
+
+
 def render_other(path: pathlib.Path, data: dict[str, Any], readme: pathlib.Path) -> list[str]:
     config = data.get("config")
     name = f" ({config['name']})" if isinstance(config, dict) and config.get("name") else ""  # e.g. reference_space per study
@@ -534,9 +560,11 @@ RENDERERS: dict[str, Callable[[pathlib.Path, dict[str, Any], pathlib.Path], list
     "latency_early_stop": render_early_stop,
     "demo_room": render_demo_room,
     "proxy_fidelity": render_proxy_fidelity,
+    "anytime": render_anytime,
 }
 ORDER = (
     "suite",
+    "anytime",
     "reference_search",
     "proxy_fidelity",
     "search_vs_baselines",
