@@ -23,7 +23,7 @@ from autoprune.config import load_config
 from autoprune.search.create import train_base_if_missing
 from autoprune.space.sensitivity import plan_points
 from autoprune.trial.candidate import StudyContext
-from autoprune.trial.candidate import _prune_and_recalibrate
+from autoprune.trial.candidate import prune_and_recalibrate
 from autoprune.trial.recovery import Recovery
 
 
@@ -45,7 +45,7 @@ def main() -> None:
     for group, planned in plan_points(ctx, [float(r) for r in args.ratios.split(",")]).items():
         for p in planned:
             with ctx.task.forbid_split("test"):
-                model, _, _ = _prune_and_recalibrate(ctx, {group: p.ratio}, None, None, {}, lambda s: None)
+                model, _, _ = prune_and_recalibrate(ctx, {group: p.ratio}, None, None, {}, lambda s: None)
                 bn = ctx.drop(ctx.task.evaluate(model, "val").value)
                 recovery = Recovery(model, ctx.task, settings, teacher=ctx.teacher)
                 recovery.recalibrate()

@@ -47,9 +47,9 @@ from autoprune.space.sweep_records import save_sweep_record
 from autoprune.space.widths import nearest_widths
 from autoprune.space.widths import width_space
 from autoprune.trial.candidate import StudyContext
-from autoprune.trial.candidate import _prune_and_recalibrate
-from autoprune.trial.candidate import _time
 from autoprune.trial.candidate import evaluate_candidate
+from autoprune.trial.candidate import prune_and_recalibrate
+from autoprune.trial.candidate import time_pruned
 from autoprune.trial.pruning_setup import head_plans
 
 log = logging.getLogger("autoprune")
@@ -123,11 +123,11 @@ def measure_bn_only(ctx: StudyContext, ratios: Mapping[str, float], timed: bool 
     with ctx.task.forbid_split("test"):
         # The trial's own stages (prune a copy, BN recalibration; the cached interleaved timing), so a point is
         # measured exactly like a trial's BN-only state.
-        model, result, _ = _prune_and_recalibrate(ctx, ratios, None, None, seconds, lambda s: None)
+        model, result, _ = prune_and_recalibrate(ctx, ratios, None, None, seconds, lambda s: None)
         metric = ctx.task.evaluate(model, "val").value
     speedup, noisy = None, False
     if timed:
-        timing, _, _ = _time(ctx, model, result.kept, seconds, lambda s: None)
+        timing, _, _ = time_pruned(ctx, model, result.kept, seconds, lambda s: None)
         speedup, noisy = float(timing["speedup"]), bool(timing["noisy"])
     return BnOnly(result, float(metric), float(ctx.drop(metric)), speedup, noisy)
 

@@ -284,12 +284,12 @@ def evaluate_candidate(
     seconds: dict[str, float] = {}
     say = progress or (lambda stage: None)
     with ctx.task.forbid_split("test"):
-        model, result, recovery = _prune_and_recalibrate(ctx, ratios, uniform, global_ratio, seconds, say)
+        model, result, recovery = prune_and_recalibrate(ctx, ratios, uniform, global_ratio, seconds, say)
         with _stage(seconds, "evaluate_after_bn"):
             after_bn = ctx.task.evaluate(model, "val")
         if hopeless_margin is not None and ctx.drop(after_bn.value) > hopeless_margin:
             raise Hopeless(after_bn.value, result)
-        timing, fingerprint, cached = _time(ctx, model, result.kept, seconds, say)
+        timing, fingerprint, cached = time_pruned(ctx, model, result.kept, seconds, say)
         _screen(ctx, screen, after_bn, timing, result)
         report, metric = _finetune_and_evaluate(ctx, model, recovery, seconds, say, on_curve)
     onnx_path = None
@@ -372,7 +372,7 @@ def _latency_info(ctx: StudyContext, timing: Mapping[str, Any], fingerprint: Map
     }
 
 
-def _prune_and_recalibrate(
+def prune_and_recalibrate(
     ctx: StudyContext,
     ratios: Mapping[str, float] | None,
     uniform: float | None,
@@ -422,7 +422,7 @@ def _screen(
         raise Screened(reason, screening, result)
 
 
-def _time(
+def time_pruned(
     ctx: StudyContext,
     model: nn.Module,
     kept: Mapping[str, int],
