@@ -126,6 +126,36 @@ def test_a_worse_curve_within_the_budget_runs_on(tmp_path: Path) -> None:
     )
 
 
+def test_the_last_checkpoint_is_never_the_pruners(study: optuna.Study) -> None:
+    # The finetune is over at its last step: a curve over the budget and worse than the median is stopped before
+    # it, but at the last step the validation figures decide (nothing is left to save).
+    trial = study.ask()
+    report = CurveReporter(study, trial, 1.0, lambda base, m: base - m, 0.05, "median", {"n_startup_trials": 0}, last_step=STEPS[-1])
+    report(0, 0.5)
+    with pytest.raises(CurvePruned):
+        report(STEPS[1], 0.85)
+    trial = study.ask()
+    report = CurveReporter(study, trial, 1.0, lambda base, m: base - m, 0.05, "median", {"n_startup_trials": 0}, last_step=STEPS[1])
+    report(0, 0.5)
+    report(STEPS[1], 0.85)  # the same curve, but this finetune ends here
+    assert study.trials[-1].intermediate_values == pytest.approx({0: 0.5, STEPS[1]: 0.15})
+
+
+def test_planned_steps_are_the_steps_a_finetune_takes() -> None:
+    from autoprune.config import RecoveryConfig
+    from autoprune.models import build_model
+    from autoprune.tasks.digits import DigitsTask
+    from autoprune.trial.recovery import Recovery
+    from autoprune.trial.recovery import planned_steps
+
+    task = DigitsTask("resnet", image_size=12)
+    settings = RecoveryConfig(finetune_epochs=0.3, batch_size=32, calib_size=256, checkpoints=3, distill=False, bn_batches=1)
+    recovery = Recovery(build_model("resnet", 10, 1, widths=[8, 8]), task, settings)
+    recovery.recalibrate()
+    report = recovery.finetune()
+    assert report.steps == planned_steps(len(task.dataset("train")), settings) == report.curve[-1][0]  # the last judged point
+
+
 def test_successive_halving_keeps_its_rungs_on_the_trial(study: optuna.Study) -> None:
     trial = study.ask()
     report = _reporter(study, trial, "successive-halving", min_resource=1, reduction_factor=2)

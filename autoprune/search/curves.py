@@ -14,11 +14,12 @@ final drop as its value, minimised).  Pruner bookkeeping that Optuna keeps in tr
 (successive halving's rungs) is kept in the trial's ``pruner_state`` user attr and put back in every copy.
 
 The pruner is asked at the finetune's checkpoints, not at step 0 (before any finetune step: that point is the
-screening's, :mod:`autoprune.trial.screening`).  A pruner ranks trials by their curves alone, and a faster candidate
-always has a worse curve than a slower one; so its verdict only stops a trial whose latest calibration drop is also over
-``max_drop``: a candidate whose curve is within the budget runs to its end.  A pruned trial is recorded as infeasible
-(the ``drop`` constraint is its calibration drop over the budget), with ``pruned_by``, ``pruned_step`` and
-``pruned_reason``.  Baselines are never pruned.
+screening's, :mod:`autoprune.trial.screening`) and not at the last (the finetune is over: stopping there saves nothing
+and throws away a finished candidate whose validation drop may be within the budget). A pruner ranks trials by their
+curves alone, and a faster candidate always has a worse curve than a slower one; so its verdict only stops a trial
+whose latest calibration drop is also over ``max_drop``: a candidate whose curve is within the budget runs to its end.
+A pruned trial is recorded as infeasible (the ``drop`` constraint is its calibration drop over the budget), with
+``pruned_by``, ``pruned_step`` and ``pruned_reason``. Baselines are never pruned.
 
 Example:
     >>> import optuna
@@ -107,6 +108,7 @@ class CurveReporter:
         max_drop: the study's budget.
         pruner: the configured pruner's name (``none``: report only).
         options: its options.
+        last_step: the finetune's last step (:func:`autoprune.trial.recovery.planned_steps`): never asked there.
     """
 
     def __init__(
@@ -118,6 +120,7 @@ class CurveReporter:
         max_drop: float,
         pruner: str = "none",
         options: Mapping[str, Any] | None = None,
+        last_step: int | None = None,
     ) -> None:
         self.study = study
         self.trial = trial
@@ -126,6 +129,7 @@ class CurveReporter:
         self.max_drop = max_drop
         self.name = pruner
         self.pruner = build_pruner(pruner, options or {})
+        self.last_step = last_step
         self.curve: dict[int, float] = {}
 
     def __call__(self, step: int, metric: float) -> None:
@@ -135,9 +139,10 @@ class CurveReporter:
             return
         self.curve[step] = value
         self.study._storage.set_trial_intermediate_value(self.trial._trial_id, step, value)
-        if self.pruner is None or step == 0:
+        if self.pruner is None or step == 0 or (self.last_step is not None and step >= self.last_step):
             # After BN recalibration alone a candidate says little about where its finetune ends (a 30%-pruned
             # baseline went from 0.33 to 0.08): that point is the screening's, the pruner judges the finetune.
+            # At the last checkpoint the finetune is paid for: the validation figures decide.
             return
         # Asked at every point, so its bookkeeping (successive halving's rungs) covers the trials it lets run too.
         if self._prune() and value > self.max_drop:

@@ -47,6 +47,7 @@ from autoprune.trial.candidate import evaluate_candidate
 from autoprune.trial.candidate import example_input
 from autoprune.trial.candidate import time_architecture
 from autoprune.trial.recovery import calibration_metric
+from autoprune.trial.recovery import planned_steps
 from autoprune.trial.screening import CANNOT_BEAT
 from autoprune.trial.screening import Outcome
 from autoprune.trial.screening import ScreeningRules
@@ -250,7 +251,8 @@ class Objective:
         search = self.ctx.config.search
         pruner = search.pruner if kind == "search" else "none"  # baselines run to their end
         options = search.pruner_options if kind == "search" else {}
-        return CurveReporter(self.study, trial, self.base_calib, self.ctx.task.drop, self.max_drop, pruner, options)
+        last = planned_steps(len(self.ctx.task.dataset("train")), self.ctx.config.recovery)  # type: ignore[arg-type]
+        return CurveReporter(self.study, trial, self.base_calib, self.ctx.task.drop, self.max_drop, pruner, options, last)
 
     def _say(self, line: str) -> None:
         self.log_line(f"[{self.worker}] {line}")

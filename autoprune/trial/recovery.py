@@ -52,6 +52,25 @@ MAX_CALIB_SHARE = 0.25
 MIN_CALIB_IMAGES = 32
 
 
+def _calib_images(n: int, size: int) -> int:
+    """How many of ``n`` training images judge the finetune: ``size``, at most a quarter of ``n``, none below 32."""
+    take = min(int(size), int(n * MAX_CALIB_SHARE))
+    return 0 if take < MIN_CALIB_IMAGES else take
+
+
+def planned_steps(n_train: int, settings: RecoveryConfig) -> int:
+    """The finetune steps :meth:`Recovery.finetune` takes on a training split of ``n_train`` images (its last
+    judged checkpoint is this step).
+
+    Example:
+        >>> from autoprune.config import RecoveryConfig
+        >>> planned_steps(20_000, RecoveryConfig(finetune_epochs=0.5, batch_size=64, calib_size=512))
+        152
+    """
+    fit = n_train - _calib_images(n_train, settings.calib_size)
+    return finetune_steps(settings, steps_per_epoch(fit, settings.batch_size))
+
+
 def calibration_split(n: int, size: int, seed: int) -> tuple[list[int], list[int]]:
     """Deterministic ``(fit, calib)`` indices of a training split of ``n`` images.
 
@@ -63,8 +82,8 @@ def calibration_split(n: int, size: int, seed: int) -> tuple[list[int], list[int
     Returns:
         ``(fit, calib)``: sorted, disjoint index lists covering ``range(n)``; ``calib`` may be empty.
     """
-    take = min(int(size), int(n * MAX_CALIB_SHARE))
-    if take < MIN_CALIB_IMAGES:
+    take = _calib_images(n, size)
+    if take == 0:
         return list(range(n)), []
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(10_007 + seed)).tolist()
     return sorted(perm[take:]), sorted(perm[:take])
@@ -321,7 +340,7 @@ class Recovery:
             hooks: continue a saved finetune and save one at every judged checkpoint (:class:`FinetuneHooks`).
         """
         s = self.settings
-        total = finetune_steps(s, steps_per_epoch(len(self.fit), s.batch_size))
+        total = planned_steps(len(self.fit) + len(self.calib), s)
         report = self.report
         hook = _curve_hook(report, progress, on_point)
         hook(0, total)
