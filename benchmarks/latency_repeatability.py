@@ -258,16 +258,23 @@ def _next_to_a_neighbour(measure: Callable[[], _T]) -> _T:
         burner.wait()
 
 
+def _idle_and_loaded(models: dict[str, Any], series: Callable[[pathlib.Path, pathlib.Path, int], Any], runs: int,
+                     how: str) -> tuple[Any, Any]:
+    """``(idle, loaded)``: ``series(candidate, base, runs)`` on an idle host, then beside one CPU-burning neighbour."""
+    cand = models["candidate"]
+    print(f"candidate: uniform {cand['uniform']} round_to {cand['round_to']} kept {cand['kept']}")
+    print(f"idle: {runs} timing processes{how}")
+    idle = series(cand["path"], models["base"], runs)
+    print(f"loaded (one CPU-burning neighbour): {runs} timing processes{how}")
+    loaded = _next_to_a_neighbour(lambda: series(cand["path"], models["base"], runs))
+    return idle, loaded
+
+
 def _measure_compare(runs: int) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     """``(models, idle, loaded)``: each a summary per mode of :data:`MODES`, timed alternately on the same models."""
     with tempfile.TemporaryDirectory(prefix="autoprune-bench-") as tmp:
         models = _build(pathlib.Path(tmp))
-        cand = models["candidate"]
-        print(f"candidate: uniform {cand['uniform']} round_to {cand['round_to']} kept {cand['kept']}")
-        print(f"idle: {runs} timing processes per mode ({', '.join(MODES)}), alternating")
-        idle = _paired_series(cand["path"], models["base"], runs)
-        print(f"loaded (one CPU-burning neighbour): {runs} timing processes per mode, alternating")
-        loaded = _next_to_a_neighbour(lambda: _paired_series(cand["path"], models["base"], runs))
+        idle, loaded = _idle_and_loaded(models, _paired_series, runs, f" per mode ({', '.join(MODES)}), alternating")
     return models, idle, loaded
 
 
@@ -317,12 +324,7 @@ def _measure(runs: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any],
     """``(models, idle series, loaded series, alignment rows)``, measured on models built in a temp folder."""
     with tempfile.TemporaryDirectory(prefix="autoprune-bench-") as tmp:
         models = _build(pathlib.Path(tmp))
-        cand = models["candidate"]
-        print(f"candidate: uniform {cand['uniform']} round_to {cand['round_to']} kept {cand['kept']}")
-        print(f"idle: {runs} timing processes")
-        idle = _series(cand["path"], models["base"], runs)
-        print(f"loaded (one CPU-burning neighbour): {runs} timing processes")
-        loaded = _next_to_a_neighbour(lambda: _series(cand["path"], models["base"], runs))
+        idle, loaded = _idle_and_loaded(models, _series, runs, "")
         print("alignment: uniform 0.3, all variants interleaved against the base in one process")
         alignment = _alignment(models)
     return models, idle, loaded, alignment
