@@ -15,7 +15,8 @@ fastest within the budget on validation judged on the selection split, the next 
 is the fastest re-timed candidate that holds and whose re-timing settled, as :mod:`suite` confirms).  Every
 candidate any point of any arm's curve judges is judged once on the selection split (carved with seed 0, as in
 the suite) and re-timed with all the others, interleaved against the base in one process (``--retime-rounds``).
-``search_curve`` is the same walk by search-time figures alone (the incumbent the search itself believed).
+``search_curve`` is the incumbent the search itself believed: the fastest trial ended by then that holds the budget
+with confirm's margin on validation, by its search-time speedup (no selection split, no re-timing).
 The test split is read once per arm, for its final pick.
 
 Per seed and arm (``benchmarks/results/anytime.json``): ``curve`` [[seconds, speedup]], ``search_curve``,
@@ -23,8 +24,10 @@ Per seed and arm (``benchmarks/results/anytime.json``): ``curve`` [[seconds, spe
 the screening, which every arm has), ``finetune_steps`` (spent by trials within the budget: a
 pruned trial's up to its stop, a reused sweep point or duplicate none), ``over_budget`` (the trial running when the
 budget ran out), ``pick`` {``speedup``, ``speedup_spread``, ``drop``, ``selection_drop``, ``test_drop``, ``trial``,
-``channels``}; per seed and pruner arm ``target``: the search seconds it took to reach the ``none`` arm's final
-pick within the re-timing spread, as a fraction of the budget, and whether it found a better pick at the end.
+``channels``}, ``incumbent`` (the search curve's end point) and ``feasible`` (trials within the time and drop
+budgets); per seed and pruner arm ``target``: the search seconds it took to reach the ``none`` arm's final pick
+within the re-timing spread, as a fraction of the budget, whether it found a better pick at the end and whether
+that meets the target, and ``target.search``: the same on the search curves (against ``none``'s final incumbent).
 
 Resumable per seed and arm: a finished arm's study and trial table stay in ``<work folder>/seed-N/<arm>``; the
 results file keeps other seeds::
@@ -261,25 +264,26 @@ def judged_at(arm: str, rows: list[dict[str, Any]], seconds: float, max_drop: fl
     return [label for batch in walk_rounds(list(ranked), lambda label: holds(label, ranked[label])) for label in batch]
 
 
-def search_pick(rows: list[dict[str, Any]], seconds: float, max_drop: float, z: float) -> float | None:
-    """The search-time speedup of the fastest trial ended by ``seconds`` that holds with confirm's margin on
-    validation (the incumbent the search believed), or None."""
+def search_incumbent(rows: list[dict[str, Any]], seconds: float, max_drop: float, z: float) -> dict[str, Any] | None:
+    """The fastest trial ended by ``seconds`` that holds with confirm's margin on validation, by its search-time
+    speedup (the incumbent the search itself believed), or None."""
     from autoprune.trial.screening import holds_with_margin
 
     ok = [r for r in method_candidates(finished_by(rows, seconds), max_drop, len(rows))
           if holds_with_margin(r["drop"], r.get("drop_stderr"), max_drop, z)]
-    return max((r["speedup"] for r in ok), default=None)
+    return max(ok, key=lambda r: r["speedup"], default=None)
 
 
 def arm_curves(arm: str, rows: list[dict[str, Any]], budget: float, judge: Judge, retimed: dict[str, Any], cfg: Any) -> dict[str, Any]:
-    """The arm's confirmed and search-time curves, and the label of its final pick."""
-    curve, search, pick = [], [], None
+    """The arm's confirmed and search-time curves, the label of its final pick and its final incumbent."""
+    curve, search, pick, incumbent = [], [], None, None
     for t in curve_times(rows, budget):
         labels = judged_at(arm, rows, t, cfg.max_drop, judge.holds)
         pick = confirmed_pick(arm, {x: retimed[x] for x in labels}, judge.figures, cfg.latency.cv_threshold)
         curve.append([round(t, 2), None if pick is None else retimed[pick]["speedup"]])
-        search.append([round(t, 2), search_pick(rows, t, cfg.max_drop, cfg.search.selection_z)])
-    return {"curve": curve, "search_curve": search, "pick_label": pick}
+        incumbent = search_incumbent(rows, t, cfg.max_drop, cfg.search.selection_z)
+        search.append([round(t, 2), None if incumbent is None else incumbent["speedup"]])
+    return {"curve": curve, "search_curve": search, "pick_label": pick, "incumbent": incumbent}
 
 
 def judge_all(ctx: Any, runs: dict[str, dict[str, Any]], folder: pathlib.Path, budget: float) -> Judge:
@@ -319,21 +323,28 @@ def reach_fraction(curve: list[list[Any]], goal: float, spread: float, budget: f
     return None
 
 
-def arm_target(entry: dict[str, Any], none: dict[str, Any], budget: float) -> dict[str, Any]:
-    """Whether a pruner arm met the target against the ``none`` arm of the same seed."""
-    goal = none["pick"]["speedup"] if none.get("pick") else None
+def curve_target(curve: list[list[Any]], mine: dict[str, Any] | None, goal: dict[str, Any] | None, budget: float) -> dict[str, Any]:
+    """Whether a curve reaches the ``goal`` end point (``speedup``, ``speedup_spread``) within the larger spread in
+    at most :data:`REACH` of the budget, or ends better (``mine``: its own end point); with no goal, any end point
+    is better."""
     if goal is None:
-        return {"reach_fraction": None, "better_at_end": entry.get("pick") is not None, "met": entry.get("pick") is not None}
-    spread = max(none["pick"]["speedup_spread"], (entry.get("pick") or {}).get("speedup_spread") or 0.0)
-    fraction = reach_fraction(entry["curve"], goal, spread, budget)
-    mine = (entry.get("pick") or {}).get("speedup")
-    better = mine is not None and mine > goal * (1 + spread)
+        return {"reach_fraction": None, "better_at_end": mine is not None, "met": mine is not None}
+    spread = max(goal["speedup_spread"] or 0.0, (mine or {}).get("speedup_spread") or 0.0)
+    fraction = reach_fraction(curve, goal["speedup"], spread, budget)
+    better = mine is not None and mine["speedup"] > goal["speedup"] * (1 + spread)
     return {"reach_fraction": fraction, "better_at_end": better, "met": better or (fraction is not None and fraction <= REACH)}
 
 
+def arm_target(entry: dict[str, Any], none: dict[str, Any], budget: float) -> dict[str, Any]:
+    """Whether a pruner arm met the target against the ``none`` arm of the same seed: by the confirmed curve (the
+    issue's measure), and by the search-time curve (``search``: what the search itself believed, before confirm)."""
+    return curve_target(entry["curve"], entry.get("pick"), none.get("pick"), budget) | {
+        "search": curve_target(entry["search_curve"], entry.get("incumbent"), none.get("incumbent"), budget)}
+
+
 def arm_entry(run: dict[str, Any], curves: dict[str, Any], budget: float, retimed: dict[str, Any], judge: Judge,
-              tested: dict[str, Any]) -> dict[str, Any]:
-    """One arm's figures for one seed."""
+              tested: dict[str, Any], max_drop: float) -> dict[str, Any]:
+    """One arm's figures for one seed (``feasible``: trials ended within the time budget and the drop budget)."""
     inside = finished_by(run["rows"], budget)
     label = curves["pick_label"]
     pick = None
@@ -346,7 +357,12 @@ def arm_entry(run: dict[str, Any], curves: dict[str, Any], budget: float, retime
                "drop": r.get("drop"), "finetune_steps": r["finetune_steps"], "pruned_step": r.get("pruned_step"),
                "screened": r.get("screened"), "sweep_point": bool(r.get("sweep_point")), "duplicate_of": r.get("duplicate_of")}
               for r in run["rows"]]
-    return {"options": run["options"], "curve": curves["curve"], "search_curve": curves["search_curve"], "trials": len(inside),
+    best = curves["incumbent"]
+    incumbent = None if best is None else {"trial": best["number"], "kind": best.get("kind"), "speedup": best["speedup"],
+                                            "speedup_spread": best.get("speedup_spread"), "drop": best["drop"]}
+    return {"options": run["options"], "curve": curves["curve"], "search_curve": curves["search_curve"], "incumbent": incumbent,
+            "feasible": sum(1 for r in inside if r["state"] == "COMPLETE" and r.get("drop") is not None and r["drop"] <= max_drop),
+            "trials": len(inside),
             "pruned": sum(1 for r in inside if r.get("pruned_step") is not None),
             "screened": sum(1 for r in inside if r.get("screened")), "finetune_steps": sum(r["finetune_steps"] for r in inside),
             "over_budget": len(run["rows"]) - len(inside), "pick": pick, "load_average": run["load_average"], "code": run["code"],
@@ -368,7 +384,7 @@ def confirm_seed(ctx: Any, runs: dict[str, dict[str, Any]], folder: pathlib.Path
         if label is not None:
             model = trial_model(ctx, judge.rows[label], folder / arm / "models" / label.replace(":", "-"))
             tested = test_reading(ctx, model, base_test)
-        arms[arm] = arm_entry(run, curves, budget, retimed, judge, tested)
+        arms[arm] = arm_entry(run, curves, budget, retimed, judge, tested, ctx.config.max_drop)
     for arm, entry in arms.items():
         if arm != "none":
             entry["target"] = arm_target(entry, arms["none"], budget)
@@ -419,17 +435,21 @@ def plot(data: dict[str, Any], png: pathlib.Path) -> None:
     for i, (seed, piece) in enumerate(seeds.items()):
         ax = fig.add_subplot(1, len(seeds), i + 1)
         for arm, entry in piece["arms"].items():
-            pts = [(s, v) for s, v in entry["curve"] if v is not None]
-            if pts:
-                xs, ys = zip(*pts, strict=True)
-                label = f"{arm}: {entry['trials']} trials, {entry['pruned']} pruned, {entry['finetune_steps']} steps"
-                ax.step([*xs, budget], [*ys, ys[-1]], where="post", label=label)
+            label = f"{arm}: {entry['trials']} trials, {entry['pruned']} pruned, {entry['finetune_steps']} steps"
+            color = None
+            for key, style in (("curve", "-"), ("search_curve", "--")):
+                pts = [(s, v) for s, v in entry[key] if v is not None]
+                if pts:
+                    xs, ys = zip(*pts, strict=True)
+                    (line,) = ax.step([*xs, budget], [*ys, ys[-1]], where="post", linestyle=style, color=color,
+                                      label=label if style == "-" or color is None else None)
+                    color = line.get_color()
         ax.axvline(REACH * budget, color="grey", linestyle=":", linewidth=1)
         ax.set_title(f"seed {seed}")
         ax.set_xlabel("search seconds")
         ax.set_xlim(0, budget)
         if i == 0:
-            ax.set_ylabel("confirmed speedup (re-timed)")
+            ax.set_ylabel("speedup: confirmed pick (solid), search incumbent (dashed)", fontsize=8)
         ax.legend(fontsize=7, loc="lower right")
     fig.suptitle(f"{data['config']}: best confirmed feasible speedup\nagainst search time ({budget:g} s per arm)", fontsize=9)
     fig.tight_layout()
@@ -440,10 +460,12 @@ def print_seed(seed: int, piece: dict[str, Any], budget: float) -> None:
     """The seed's table."""
     print()
     print(f"seed {seed}: {budget:g} s of search per arm")
-    print(f"{'arm':20} {'trials':>6} {'pruned':>6} {'steps':>6} {'pick x':>7} {'spread':>7} {'val drop':>9} {'sel drop':>9} {'test drop':>9}  target")
+    print(f"{'arm':20} {'trials':>6} {'pruned':>6} {'steps':>6} {'search x':>8} {'pick x':>7} {'spread':>7} {'val drop':>9} {'sel drop':>9} "
+          f"{'test drop':>9}  target")
     for arm, e in piece["arms"].items():
         p = e["pick"]
-        head = f"{arm:20} {e['trials']:>6} {e['pruned']:>6} {e['finetune_steps']:>6}"
+        incumbent = "-" if e.get("incumbent") is None else f"{e['incumbent']['speedup']:.2f}x"
+        head = f"{arm:20} {e['trials']:>6} {e['pruned']:>6} {e['finetune_steps']:>6} {incumbent:>8}"
         figures = "no pick" if p is None else (f"{p['speedup']:>6.2f}x {p['speedup_spread']:>7.1%} {p['drop']:>+9.4f} "
                                                f"{p['selection_drop']:>+9.4f} {p['test_drop']:>+9.4f}")
         print(f"{head} {figures}  {target_text(e.get('target'))}")
@@ -453,9 +475,12 @@ def target_text(target: dict[str, Any] | None) -> str:
     """A pruner arm's target verdict in words ("" for the none arm)."""
     if target is None:
         return ""
-    fraction = target["reach_fraction"]
-    reached = "never reached none's pick" if fraction is None else f"reached none's pick at {fraction:.2f} of the budget"
-    return reached + (", better at the end" if target["better_at_end"] else "")
+    def words(t: dict[str, Any], what: str) -> str:
+        fraction = t["reach_fraction"]
+        reached = f"never reached none's {what}" if fraction is None else f"reached none's {what} at {fraction:.2f} of the budget"
+        return reached + (", better at the end" if t["better_at_end"] else "")
+
+    return words(target, "pick") + "; " + words(target["search"], "incumbent")
 
 
 def run_seed(args: argparse.Namespace, ctx: Any, workdir: pathlib.Path, budget: float, arms: list[str]) -> dict[str, Any]:

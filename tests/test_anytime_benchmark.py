@@ -48,7 +48,7 @@ def test_the_curve_is_confirms_pick_from_the_trials_ended_by_each_point() -> Non
     retimed = {f"a:{n}": _timing(x) for n, x in [(0, 1.9), (2, 3.1), (3, 2.7), (4, 3.4)]}
     curves = anytime.arm_curves("a", rows, 120.0, judge, retimed, CFG)
     assert curves["curve"] == [[1.0, 1.9], [30.0, 1.9], [60.0, 1.9], [90.0, 2.7]]
-    assert curves["pick_label"] == "a:3"
+    assert curves["pick_label"] == "a:3" and curves["incumbent"]["number"] == 2
     assert sorted(set(calls)) == ["a:0", "a:2", "a:3"] and len(calls) == 3  # each judged once; trial 4 never
     # the search-time view: the fastest trial within the budget with the margin, whatever selection says
     assert [v for _, v in curves["search_curve"]] == [2.0, 2.0, 3.0, 3.0]
@@ -72,19 +72,33 @@ def test_judge_all_walks_every_arm_and_judges_shared_candidates_per_arm_once() -
     assert sorted(calls) == ["median:0", "median:5", "none:0", "none:1"]
 
 
+def _arm(pick: dict[str, Any] | None, curve: list[list[Any]], incumbent: dict[str, Any] | None = None,
+         search_curve: list[list[Any]] | None = None) -> dict[str, Any]:
+    return {"pick": pick, "curve": curve, "incumbent": incumbent, "search_curve": search_curve or []}
+
+
 def test_target_reached_within_the_spread_or_better_at_the_end() -> None:
-    none = {"pick": {"speedup": 3.0, "speedup_spread": 0.02}, "curve": [[10, 2.0], [100, 3.0]]}
-    fast = {"pick": {"speedup": 3.0, "speedup_spread": 0.01}, "curve": [[10, 2.0], [50, 2.95], [80, 3.0]]}
+    none = _arm({"speedup": 3.0, "speedup_spread": 0.02}, [[10, 2.0], [100, 3.0]])
+    fast = _arm({"speedup": 3.0, "speedup_spread": 0.01}, [[10, 2.0], [50, 2.95], [80, 3.0]])
     target = anytime.arm_target(fast, none, 100.0)
-    assert target == {"reach_fraction": 0.5, "better_at_end": False, "met": True}  # 2.95 is within 2% of 3.0
-    slow = {"pick": {"speedup": 3.0, "speedup_spread": 0.01}, "curve": [[10, 2.0], [70, 3.0]]}
+    assert target | {"search": None} == {"reach_fraction": 0.5, "better_at_end": False, "met": True, "search": None}  # 2.95: within 2%
+    slow = _arm({"speedup": 3.0, "speedup_spread": 0.01}, [[10, 2.0], [70, 3.0]])
     assert anytime.arm_target(slow, none, 100.0)["met"] is False  # 0.7 of the budget
-    better = {"pick": {"speedup": 3.3, "speedup_spread": 0.01}, "curve": [[90, 3.3]]}
-    assert anytime.arm_target(better, none, 100.0) | {"reach_fraction": None} == {"reach_fraction": None, "better_at_end": True, "met": True}
-    nothing = {"pick": None, "curve": [[90, None]]}
+    better = _arm({"speedup": 3.3, "speedup_spread": 0.01}, [[90, 3.3]])
+    assert anytime.arm_target(better, none, 100.0)["better_at_end"] is True and anytime.arm_target(better, none, 100.0)["met"] is True
+    nothing = _arm(None, [[90, None]])
     assert anytime.arm_target(nothing, none, 100.0)["met"] is False
     # a none arm without a pick: any pick is better
-    assert anytime.arm_target(fast, {"pick": None, "curve": []}, 100.0)["met"] is True
+    assert anytime.arm_target(fast, _arm(None, []), 100.0)["met"] is True
+
+
+def test_the_search_time_target_judges_the_incumbents_curves() -> None:
+    none = _arm(None, [], {"speedup": 3.6, "speedup_spread": 0.02}, [[100, 3.0], [440, 3.6]])
+    pruner = _arm(None, [], {"speedup": 2.4, "speedup_spread": 0.02}, [[50, 2.4]])
+    search = anytime.arm_target(pruner, none, 600.0)["search"]
+    assert search == {"reach_fraction": None, "better_at_end": False, "met": False}
+    quick = _arm(None, [], {"speedup": 3.6, "speedup_spread": 0.02}, [[50, 2.4], [300, 3.55]])
+    assert anytime.arm_target(quick, none, 600.0)["search"] == {"reach_fraction": 0.5, "better_at_end": False, "met": True}
 
 
 def test_counts_keep_the_curve_pruner_apart_from_the_screening() -> None:
@@ -98,8 +112,10 @@ def test_counts_keep_the_curve_pruner_apart_from_the_screening() -> None:
     for r in rows:
         r["finetune_steps"] = anytime.finetune_steps(r)
     run = {"options": {}, "rows": rows, "load_average": {}, "code": "c"}
-    entry = anytime.arm_entry(run, {"curve": [], "search_curve": [], "pick_label": None}, 100.0, {}, anytime.Judge(lambda *_: {}), {})
+    curves = {"curve": [], "search_curve": [], "pick_label": None, "incumbent": rows[1]}
+    entry = anytime.arm_entry(run, curves, 100.0, {}, anytime.Judge(lambda *_: {}), {}, 0.01)
     assert (entry["trials"], entry["pruned"], entry["screened"], entry["finetune_steps"], entry["over_budget"]) == (4, 1, 1, 228, 1)
+    assert entry["feasible"] == 2 and entry["incumbent"]["trial"] == 1
 
 
 def test_merge_keeps_other_seeds_and_refuses_other_settings() -> None:
