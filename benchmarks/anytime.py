@@ -63,10 +63,9 @@ from search_methods import QUICK  # noqa: E402
 from search_methods import fresh_cache  # noqa: E402
 from search_methods import indent  # noqa: E402
 from search_methods import prepare_autoprune  # noqa: E402
-from search_methods import quick_folder  # noqa: E402
-from search_methods import quick_path  # noqa: E402
 from search_methods import quiet_optuna  # noqa: E402
 from search_methods import retime  # noqa: E402
+from search_methods import run_paths  # noqa: E402
 from search_methods import say  # noqa: E402
 from search_methods import trial_rows  # noqa: E402
 from search_methods import trial_states  # noqa: E402
@@ -118,19 +117,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def paths(args: argparse.Namespace) -> tuple[str, pathlib.Path, pathlib.Path]:
     """``(config path, results JSON, work folder)`` (quick runs: a temp folder for both)."""
-    from autoprune.config import load_config
-
     config = QUICK_CONFIG if args.quick else CONFIG
-    out = pathlib.Path(args.out) if args.out else (quick_path(RESULTS) if args.quick else RESULTS)
-    if args.quick and out.resolve().is_relative_to(RESULTS.parent.resolve()):
-        raise SystemExit(f"--quick never writes to {RESULTS.parent}: pass another --out")
-    if args.workdir:
-        workdir = pathlib.Path(args.workdir)
-    elif args.quick:
-        workdir = quick_folder() / "anytime_work"
-    else:
-        workdir = load_config(config).artifact_path() / "anytime"
-    return config, out, workdir.resolve()
+    return (config, *run_paths(args, RESULTS, config, "anytime", "anytime_work"))
 
 
 def arm_order(arms: list[str], seed: int) -> list[str]:

@@ -83,13 +83,12 @@ from search_methods import is_feasible  # noqa: E402
 from search_methods import is_settled  # noqa: E402
 from search_methods import prepare_autoprune  # noqa: E402
 from search_methods import prepare_config  # noqa: E402
-from search_methods import quick_folder  # noqa: E402
-from search_methods import quick_path  # noqa: E402
 from search_methods import quiet_optuna  # noqa: E402
 from search_methods import ratio_of  # noqa: E402
 from search_methods import repeated_evaluations  # noqa: E402
 from search_methods import retime  # noqa: E402
 from search_methods import run_methods  # noqa: E402
+from search_methods import run_paths  # noqa: E402
 from search_methods import say  # noqa: E402
 from search_methods import settings_of  # noqa: E402
 from search_methods import sweep_plan  # noqa: E402
@@ -137,16 +136,7 @@ def default_paths(args: argparse.Namespace) -> tuple[pathlib.Path, pathlib.Path]
     stem = "reference_search" if cfg.name == "reference" else f"reference_search_{cfg.name}"
     if args.mode and args.mode != cfg.search.mode:
         stem += f"_{args.mode}"
-    out = pathlib.Path(args.out) if args.out else RESULTS / f"{stem}.json"
-    if args.quick and not args.out:
-        out = quick_path(out)
-    if args.quick and out.resolve().is_relative_to(RESULTS.resolve()):
-        raise SystemExit(f"--quick never writes to {RESULTS}: pass another --out")
-    if args.workdir:
-        workdir = pathlib.Path(args.workdir)
-    else:
-        workdir = quick_folder() / f"{stem}_work" if args.quick else cfg.artifact_path() / "reference-search"
-    return out, workdir.resolve()
+    return run_paths(args, RESULTS / f"{stem}.json", args.config, "reference-search", f"{stem}_work")
 
 
 def identity(ctx: Any, quick: bool) -> dict[str, Any]:

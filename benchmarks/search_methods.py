@@ -84,6 +84,27 @@ def quick_path(path: pathlib.Path) -> pathlib.Path:
     return quick_folder() / f"{path.stem}_quick{path.suffix}"
 
 
+def run_paths(args: Any, results: pathlib.Path, config: str, work: str, quick_work: str) -> tuple[pathlib.Path, pathlib.Path]:
+    """``(results JSON, work folder)`` of a benchmark invocation with ``--out``, ``--workdir`` and ``--quick``.
+
+    The paths given win; else ``results`` and ``<config's artifact dir>/<work>``, or with ``--quick`` both in the
+    quick temp folder (:func:`quick_path` of ``results``, ``<quick folder>/<quick_work>``).  A quick run never
+    writes to ``results``' folder.
+    """
+    from autoprune.config import load_config
+
+    out = pathlib.Path(args.out) if args.out else (quick_path(results) if args.quick else results)
+    if args.quick and out.resolve().is_relative_to(results.parent.resolve()):
+        raise SystemExit(f"--quick never writes to {results.parent}: pass another --out")
+    if args.workdir:
+        workdir = pathlib.Path(args.workdir)
+    elif args.quick:
+        workdir = quick_folder() / quick_work
+    else:
+        workdir = load_config(config).artifact_path() / work
+    return out, workdir.resolve()
+
+
 def shrink_for_quick(cfg: Any, artifact_dir: pathlib.Path) -> Any:
     """Tiny budgets for a smoke run: a 2-epoch base in ``artifact_dir``, short recovery, timing and calibration."""
     cfg.artifact_dir = str(artifact_dir)

@@ -86,11 +86,10 @@ from search_methods import indent  # noqa: E402
 from search_methods import is_settled  # noqa: E402
 from search_methods import prepare_autoprune  # noqa: E402
 from search_methods import prepare_config  # noqa: E402
-from search_methods import quick_folder  # noqa: E402
-from search_methods import quick_path  # noqa: E402
 from search_methods import quiet_optuna  # noqa: E402
 from search_methods import retime  # noqa: E402
 from search_methods import run_methods  # noqa: E402
+from search_methods import run_paths  # noqa: E402
 from search_methods import say  # noqa: E402
 from search_methods import sweep_printer  # noqa: E402
 from search_methods import timed  # noqa: E402
@@ -134,19 +133,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def piece_paths(args: argparse.Namespace) -> tuple[str, pathlib.Path, pathlib.Path]:
     """``(config path, results JSON, work folder)`` of this invocation (quick runs: a temp folder for both)."""
-    from autoprune.config import load_config
-
     config = args.config or (QUICK_CONFIG if args.quick else NETWORKS[args.network])
-    out = pathlib.Path(args.out) if args.out else (quick_path(RESULTS) if args.quick else RESULTS)
-    if args.quick and out.resolve().is_relative_to(RESULTS.parent.resolve()):
-        raise SystemExit(f"--quick never writes to {RESULTS.parent}: pass another --out")
-    if args.workdir:
-        workdir = pathlib.Path(args.workdir)
-    elif args.quick:
-        workdir = quick_folder() / f"suite_{args.network}_work"
-    else:
-        workdir = load_config(config).artifact_path() / "suite"
-    return config, out, workdir.resolve()
+    return (config, *run_paths(args, RESULTS, config, "suite", f"suite_{args.network}_work"))
 
 
 # --- the sensitivity method -------------------------------------------------------------------------------
