@@ -64,6 +64,7 @@ from search_methods import fresh_cache  # noqa: E402
 from search_methods import indent  # noqa: E402
 from search_methods import prepare_autoprune  # noqa: E402
 from search_methods import quiet_optuna  # noqa: E402
+from search_methods import ran_trials  # noqa: E402
 from search_methods import retime  # noqa: E402
 from search_methods import run_paths  # noqa: E402
 from search_methods import say  # noqa: E402
@@ -182,11 +183,10 @@ def run_for(study: Any, objective: Any, budget: float, log: Callable[[str], None
         before = trial_states(study)
         study.optimize(objective, n_trials=1, catch=(SurplusTrial,), gc_after_trial=False)
         now = time.perf_counter() - start
-        done = ("COMPLETE", "PRUNED", "FAIL")
-        for number, state in trial_states(study).items():
-            if state in done and before.get(number) not in done:
-                ends[number] = now
-                log(f"{now:6.0f}s  trial {number} {state.lower()} ({now - elapsed:.0f}s)")
+        states = trial_states(study)
+        for number in ran_trials(study, before):
+            ends[number] = now
+            log(f"{now:6.0f}s  trial {number} {states[number].lower()} ({now - elapsed:.0f}s)")
     return ends
 
 
